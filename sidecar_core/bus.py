@@ -1,0 +1,167 @@
+"""NATS JetStream: stream/consumer declaration, idempotent publishing and the job consumer loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import nats
+from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from protos.sidecar.events.v1 import events_pb2
+from sidecar_core.errors import PermanentError, TransientError
+from sidecar_core.subjects import ConsumerSpec, Topology
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Delivery:
+    """One delivered message as a handler sees it."""
+
+    subject: str
+    data: bytes
+    attempt: int
+    msg_id: str
+    max_deliver: int
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_deliver
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class Bus:
+    """A connected JetStream context with the sidecar's topology declared."""
+
+    def __init__(self, nc: Client, topology: Topology) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.topology = topology
+
+    @classmethod
+    async def connect(cls, url: str, topology: Topology, name: str = "sidecar") -> Bus:
+        nc = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        bus = cls(nc, topology)
+        await bus.declare()
+        return bus
+
+    async def declare(self) -> None:
+        """Creates or updates every stream (idempotent)."""
+        for spec in self.topology.streams:
+            config = StreamConfig(
+                name=spec.name,
+                subjects=list(spec.subjects),
+                retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
+                duplicate_window=120.0,
+            )
+            try:
+                await self.js.add_stream(config=config)
+            except BadRequestError:
+                await self.js.update_stream(config=config)
+
+    async def ensure_consumer(self, spec: ConsumerSpec) -> None:
+        config = ConsumerConfig(
+            durable_name=spec.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=spec.ack_wait_s,
+            max_deliver=spec.max_deliver,
+            filter_subject=spec.filter_subject,
+            max_ack_pending=spec.max_ack_pending,
+        )
+        try:
+            await self.js.consumer_info(spec.stream, spec.durable)
+        except NotFoundError:
+            await self.js.add_consumer(spec.stream, config=config)
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str) -> bool:
+        """Publishes with Nats-Msg-Id; returns False when JetStream saw it as a duplicate."""
+        ack = await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+        return not ack.duplicate
+
+    async def dead_letter(self, spec: ConsumerSpec, delivery: Delivery, exc: BaseException) -> None:
+        letter = events_pb2.DeadLetter(
+            original_subject=delivery.subject,
+            original_payload=delivery.data,
+            original_msg_id=delivery.msg_id,
+            deliveries=delivery.attempt,
+            consumer=spec.durable,
+            error_class=type(exc).__name__,
+            error_message=str(exc)[:2000],
+        )
+        letter.at.FromDatetime(datetime.now(UTC))
+        await self.publish(self.topology.dlq_subject(delivery.subject), letter.SerializeToString(),
+                           msg_id=f"dlq:{spec.durable}:{delivery.msg_id or delivery.subject}")
+
+    async def consume(self, spec: ConsumerSpec, handler: Handler, stop: asyncio.Event,
+                      batch: int = 1) -> None:
+        """Runs `handler` for each message until `stop` is set.
+
+        Success acks. TransientError (and unexpected errors) naks with the spec's backoff until
+        the last delivery, which goes to the dead-letter stream. PermanentError goes to the
+        dead-letter stream at once: the handler has already recorded its audit event.
+        """
+        await self.ensure_consumer(spec)
+        sub = await self.js.pull_subscribe_bind(spec.durable, stream=spec.stream)
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except (NatsTimeout, asyncio.TimeoutError):
+                continue
+            except Exception:  # connection trouble: nats reconnects by itself
+                log.warning("fetch from %s failed", spec.durable, exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._handle(spec, handler, msg)
+
+    async def _handle(self, spec: ConsumerSpec, handler: Handler, msg: nats.aio.msg.Msg) -> None:
+        headers = msg.headers or {}
+        delivery = Delivery(msg.subject, msg.data, msg.metadata.num_delivered,
+                            headers.get("Nats-Msg-Id", ""), spec.max_deliver)
+        heartbeat = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s))
+        try:
+            await handler(delivery)
+        except PermanentError as exc:
+            log.warning("%s: permanent failure on %s: %s", spec.durable, msg.subject, exc)
+            await self.dead_letter(spec, delivery, exc)
+            await msg.term()
+        except Exception as exc:
+            transient = isinstance(exc, TransientError)
+            log.warning("%s: %s failure on %s (attempt %d): %s", spec.durable,
+                        "transient" if transient else "unexpected", msg.subject,
+                        delivery.attempt, exc, exc_info=not transient)
+            if delivery.is_last_attempt:
+                await self.dead_letter(spec, delivery, exc)
+                await msg.term()
+            else:
+                backoff = spec.backoff_s[min(delivery.attempt - 1, len(spec.backoff_s) - 1)]
+                await msg.nak(delay=backoff)
+        else:
+            await msg.ack()
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+
+async def _keep_alive(msg: nats.aio.msg.Msg, ack_wait_s: float) -> None:
+    """Tells JetStream a long handler is still working so it does not redeliver."""
+    while True:
+        await asyncio.sleep(max(ack_wait_s / 3, 1.0))
+        with contextlib.suppress(Exception):
+            await msg.in_progress()

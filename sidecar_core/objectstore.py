@@ -1,0 +1,59 @@
+"""Content-addressed, append-only object store in a folder (production: an S3-compatible bucket)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class ObjectStore:
+    """Stores bytes under their SHA-256; a write is durable (fsync) before it returns."""
+
+    def __init__(self, root: Path, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key_for(data: bytes) -> str:
+        return "sha256/" + hashlib.sha256(data).hexdigest()
+
+    def path(self, key: str) -> Path:
+        algo, _, digest = key.partition("/")
+        if algo != "sha256" or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not an object key: {key!r}")
+        return self.root / algo / digest[:2] / digest[2:4] / digest
+
+    def put(self, data: bytes) -> str:
+        """Writes `data` once (existing content is never rewritten) and returns its key."""
+        key = self.key_for(data)
+        target = self.path(key)
+        if target.exists():
+            return key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                if self.fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            if self.fsync:
+                dir_fd = os.open(target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return key
+
+    def get(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()

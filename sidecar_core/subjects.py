@@ -1,0 +1,82 @@
+"""Every NATS subject, stream and durable consumer of the sidecar, declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STUDY_RECEIVED = "study.v1.received"
+ASSET_PREPROCESSED = "asset.v1.preprocessed"
+AI_RUN_FINISHED = "ai_run.v1.finished"
+JOB_PREPROCESS = "job.v1.preprocess"
+JOB_AI_RUN = "job.v1.ai_run"
+JOB_LLM_ASSIST = "job.v1.llm_assist"
+JOB_HANDOFF = "job.v1.handoff"
+AUDIT = "audit.v1"
+DLQ = "dlq.v1"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    work_queue: bool = False
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer with explicit redelivery policy."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    ack_wait_s: float = 60.0
+    max_deliver: int = 5
+    backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+    max_ack_pending: int = 64
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Subjects/streams/consumers under one prefix (tests use their own prefix)."""
+
+    prefix: str = "sidecar"
+    stream_prefix: str = "SIDECAR"
+    streams: tuple[StreamSpec, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        p = self.prefix
+        object.__setattr__(self, "streams", (
+            StreamSpec(f"{self.stream_prefix}_EVENTS", (f"{p}.study.>", f"{p}.asset.>", f"{p}.ai_run.>")),
+            StreamSpec(f"{self.stream_prefix}_JOBS", (f"{p}.job.>",), work_queue=True),
+            StreamSpec(f"{self.stream_prefix}_AUDIT", (f"{p}.audit.>",)),
+            StreamSpec(f"{self.stream_prefix}_DLQ", (f"{p}.dlq.>",)),
+        ))
+
+    def subject(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def audit_subject(self, event_type: str) -> str:
+        return f"{self.prefix}.{AUDIT}.{event_type}"
+
+    def dlq_subject(self, original: str) -> str:
+        return f"{self.prefix}.{DLQ}.{original.removeprefix(self.prefix + '.')}"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.stream_prefix}_EVENTS"
+
+    @property
+    def jobs_stream(self) -> str:
+        return f"{self.stream_prefix}_JOBS"
+
+    def workflow_events(self) -> ConsumerSpec:
+        return ConsumerSpec(self.events_stream, "workflow-events", f"{self.prefix}.>",
+                            ack_wait_s=30, max_deliver=8)
+
+    def preprocess_jobs(self) -> ConsumerSpec:
+        return ConsumerSpec(self.jobs_stream, "preprocess-worker", self.subject(JOB_PREPROCESS),
+                            ack_wait_s=300, max_deliver=4, backoff_s=(2.0, 10.0, 30.0))
+
+    def ai_run_jobs(self) -> ConsumerSpec:
+        return ConsumerSpec(self.jobs_stream, "ai-run-worker", self.subject(JOB_AI_RUN),
+                            ack_wait_s=300, max_deliver=5, backoff_s=(1.0, 3.0, 10.0, 30.0))

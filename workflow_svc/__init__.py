@@ -1,0 +1,1 @@
+"""Workflow service: the store, the study state machine, eligibility, audit and jobs."""

@@ -1,0 +1,287 @@
+"""SQLAlchemy 2 models of the workflow store (one PostgreSQL schema shared by the services)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+
+
+def _uuid() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Facility(Base):
+    __tablename__ = "facilities"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    ae_title: Mapped[str | None] = mapped_column(String(16), unique=True)
+    shadow_mode: Mapped[bool] = mapped_column(Boolean, default=False)
+    quiet_period_s: Mapped[float] = mapped_column(Float, default=5.0)
+    enabled_models: Mapped[list[Any] | None] = mapped_column(JSONB, default=None)
+    created_at: Mapped[datetime] = _created()
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    facility_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("facilities.id"))
+    created_at: Mapped[datetime] = _created()
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    __table_args__ = (UniqueConstraint("facility_id", "accession", "study_instance_uid"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    facility_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("facilities.id"), index=True)
+    accession: Mapped[str] = mapped_column(String(64), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    modality: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str] = mapped_column(String(256), default="")
+    # Ingest side: receiving -> complete; reopened to receiving by late instances.
+    ingest_status: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_instance_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completion_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Workflow side (NULL until the workflow registers the study).
+    state: Mapped[str | None] = mapped_column(String(32), index=True)
+    eligible: Mapped[bool | None] = mapped_column(Boolean)
+    eligibility_reason: Mapped[str] = mapped_column(Text, default="")
+    eligible_models: Mapped[list[Any] | None] = mapped_column(JSONB, default=None)
+    partial: Mapped[bool] = mapped_column(Boolean, default=False)
+    ai_status: Mapped[str] = mapped_column(String(16), default="")
+    llm_status: Mapped[str] = mapped_column(String(16), default="")
+    review_status: Mapped[str] = mapped_column(String(16), default="")
+    handoff_status: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Series(Base):
+    __tablename__ = "series"
+    __table_args__ = (UniqueConstraint("study_id", "series_instance_uid"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    body_part: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str] = mapped_column(String(256), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    preprocess_status: Mapped[str] = mapped_column(String(16), default="")
+    slice_count: Mapped[int] = mapped_column(Integer, default=0)
+    presets: Mapped[list[Any] | None] = mapped_column(JSONB, default=None)
+    created_at: Mapped[datetime] = _created()
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    __table_args__ = (UniqueConstraint("series_id", "sop_instance_uid"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    series_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("series.id"), index=True)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(64), default="")
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    source: Mapped[str] = mapped_column(String(16), default="grpc")
+    created_at: Mapped[datetime] = _created()
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("series.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    preset: Mapped[str] = mapped_column(String(32), default="")
+    slice_index: Mapped[int] = mapped_column(Integer, default=-1)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    frame: Mapped[int] = mapped_column(Integer, default=0)
+    object_key: Mapped[str] = mapped_column(String(128))
+    content_type: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = _created()
+
+
+class AiRun(Base):
+    __tablename__ = "ai_runs"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("series.id"))
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32), default="")
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_class: Mapped[str] = mapped_column(String(64), default="")
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    latency_ms: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = _created()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    ai_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ai_runs.id"), index=True)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(128))
+    code: Mapped[str] = mapped_column(String(64), default="")
+    confidence: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16))
+    series_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    frame: Mapped[int] = mapped_column(Integer, default=1)
+    bbox_px: Mapped[list[Any] | None] = mapped_column(JSONB)
+    center_mm: Mapped[list[Any] | None] = mapped_column(JSONB)
+    points_px: Mapped[list[Any] | None] = mapped_column(JSONB)
+    mask_object_key: Mapped[str] = mapped_column(String(128), default="")
+    measurements: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    visible: Mapped[bool] = mapped_column(Boolean, default=True)
+    review_status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = _created()
+
+
+class ReviewEvent(Base):
+    __tablename__ = "review_events"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    finding_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("findings.id"), index=True)
+    ai_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ai_runs.id"))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    request_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    at: Mapped[datetime] = _created()
+
+
+class Draft(Base):
+    __tablename__ = "drafts"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    generator: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text, default="")
+    context: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = _created()
+
+
+class LegacyReport(Base):
+    __tablename__ = "legacy_reports"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    facility_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("facilities.id"), index=True)
+    accession: Mapped[str] = mapped_column(String(64), index=True)
+    study_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("studies.id"))
+    completed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    source: Mapped[str] = mapped_column(String(16))
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = _created()
+
+
+class Handoff(Base):
+    __tablename__ = "handoffs"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = _created()
+
+
+class StateTransition(Base):
+    __tablename__ = "state_transitions"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = _created()
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = _created()
+    facility: Mapped[str] = mapped_column(String(64), default="")
+    accession: Mapped[str] = mapped_column(String(64), default="")
+    study_instance_uid: Mapped[str] = mapped_column(String(128), default="")
+    study_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(64), default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    error_class: Mapped[str] = mapped_column(String(64), default="")
+    error_message: Mapped[str] = mapped_column(Text, default="")
+    context: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class OutboxMessage(Base):
+    """A bus message written in the same transaction as the state change it announces."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(255))
+    msg_id: Mapped[str] = mapped_column(String(255), unique=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _created()
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class IdempotentRequest(Base):
+    """The first response of a mutating RPC with a request_id; a repeat returns it."""
+
+    __tablename__ = "idempotent_requests"
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    method: Mapped[str] = mapped_column(String(128))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _created()
