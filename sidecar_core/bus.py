@@ -116,7 +116,7 @@ class Bus:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
-            except (NatsTimeout, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeout):
                 continue
             except Exception:  # connection trouble: nats reconnects by itself
                 log.warning("fetch from %s failed", spec.durable, exc_info=True)

@@ -1,0 +1,62 @@
+"""The ingest service process: Ingest RPC, DICOM adapters, completion tracker and outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ingest_svc.completion import CompletionTracker
+from ingest_svc.facilities import FacilityDirectory
+from ingest_svc.receive import Receiver
+from ingest_svc.servicer import IngestServicer
+from ingest_svc.settings import IngestSettings
+from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
+from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from sidecar_core.bus import Bus
+from sidecar_core.db import Database
+from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
+from sidecar_core.objectstore import ObjectStore
+from sidecar_core.outbox import OutboxRelay
+from sidecar_core.subjects import Topology
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> None:
+    stop = stop or stop_event_on_signals()
+    topology = Topology(settings.subject_prefix, settings.nats_stream_prefix)
+    db = Database(settings.database_url, pool_size=max(4, settings.max_associations))
+    bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc")
+    receiver = Receiver(db, ObjectStore(settings.objects_path, settings.fsync), topology,
+                        FacilityDirectory(db), int(settings.max_object_mb * 1024 * 1024))
+    completion = CompletionTracker(db, topology, settings.completion_poll_s)
+    server = GrpcServer(f"{settings.ingest_host}:{settings.ingest_port}")
+    server.register(pb_grpc.add_IngestServiceServicer_to_server,
+                    IngestServicer(receiver, completion),
+                    [pb.DESCRIPTOR.services_by_name["IngestService"].full_name])
+    relay = OutboxRelay(db, bus)
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(completion.run(stop))]
+    dimse = None
+    if settings.dicom_port:
+        from ingest_svc.dimse import DimseServer
+
+        dimse = DimseServer(receiver, settings, asyncio.get_running_loop())
+        dimse.start()
+    port = await server.start()
+    log.info("ingest_svc serving gRPC on %s:%d", settings.ingest_host, port)
+    await stop.wait()
+    if dimse is not None:
+        dimse.stop()
+    await server.stop(10)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await bus.close()
+    await db.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(run(IngestSettings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Parses and validates one received DICOM object; rejections carry an UPPER_SNAKE reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from sidecar_core.uids import uid_problem
+
+# Attributes copied into the metadata index (keywords, DICOM literal values).
+INDEX_KEYWORDS = (
+    "Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription", "SeriesNumber",
+    "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+    "ImagerPixelSpacing", "SliceThickness", "Rows", "Columns", "NumberOfFrames", "ImageType",
+    "ImageLaterality", "Laterality", "ViewPosition", "PhotometricInterpretation", "StudyDate",
+    "StudyTime", "SeriesDate", "AcquisitionNumber", "FrameOfReferenceUID",
+)
+
+
+class Rejected(Exception):
+    """The object cannot be accepted; `reason` is the ErrorInfo/result reason."""
+
+    def __init__(self, reason: str, message: str, **ids: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.ids = ids
+
+
+@dataclass
+class ParsedInstance:
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    accession: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def modality(self) -> str:
+        return str(self.attributes.get("Modality", ""))
+
+
+def read_header(data: bytes) -> Dataset:
+    """Reads the dataset without pixel data; raises Rejected(NOT_DICOM) for anything else."""
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        try:
+            return pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
+        except Exception as exc:
+            raise Rejected("NOT_DICOM", f"unreadable DICOM file: {exc}") from exc
+    try:
+        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
+        # A forced read of arbitrary bytes yields garbage tags; require the SOP identity.
+        if "SOPClassUID" not in ds and "StudyInstanceUID" not in ds:
+            raise InvalidDicomError("no SOP Class UID or Study Instance UID found")
+        return ds
+    except Exception as exc:
+        raise Rejected("NOT_DICOM", "not a DICOM object: no 'DICM' prefix and no readable "
+                       f"dataset ({type(exc).__name__})") from exc
+
+
+def _uid(ds: Dataset, keyword: str, missing_reason: str, ids: dict[str, str]) -> str:
+    value = ds.get(keyword)
+    if value is None or str(value).strip() == "":
+        raise Rejected(missing_reason, f"{keyword} is missing or empty", **ids)
+    text = str(value).strip("\x00 ")
+    problem = uid_problem(text)
+    if problem:
+        raise Rejected("INVALID_UID", f"{keyword} {text[:80]!r} {problem}", **ids)
+    return text
+
+
+def parse_instance(data: bytes, max_bytes: int) -> ParsedInstance:
+    """Validates identity and UIDs of a received object (DESIGN.md Identity) and indexes it."""
+    if len(data) > max_bytes:
+        raise Rejected("OBJECT_TOO_LARGE",
+                       f"object is {len(data)} bytes; the limit is {max_bytes} bytes")
+    if not data:
+        raise Rejected("NOT_DICOM", "empty object")
+    ds = read_header(data)
+    ids: dict[str, str] = {}
+    study = _uid(ds, "StudyInstanceUID", "MISSING_STUDY_INSTANCE_UID", ids)
+    ids["study_instance_uid"] = study
+    series = _uid(ds, "SeriesInstanceUID", "MISSING_SERIES_INSTANCE_UID", ids)
+    ids["series_instance_uid"] = series
+    sop = _uid(ds, "SOPInstanceUID", "MISSING_SOP_INSTANCE_UID", ids)
+    ids["sop_instance_uid"] = sop
+    sop_class = _uid(ds, "SOPClassUID", "MISSING_SOP_CLASS_UID", ids)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
+        if str(meta.MediaStorageSOPInstanceUID) != sop:
+            raise Rejected("SOP_INSTANCE_MISMATCH", "MediaStorageSOPInstanceUID "
+                           f"{meta.MediaStorageSOPInstanceUID} differs from SOPInstanceUID {sop}", **ids)
+    tsuid = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    accession = str(ds.get("AccessionNumber", "") or "").strip()
+    if len(accession) > 64:
+        raise Rejected("INVALID_ACCESSION", f"AccessionNumber is {len(accession)} characters "
+                       "(at most 16 by the standard, 64 accepted)", **ids)
+    attributes = {k: _json_value(ds.get(k)) for k in INDEX_KEYWORDS if k in ds}
+    return ParsedInstance(study, series, sop, sop_class, tsuid, accession, attributes)
+
+
+def _json_value(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, pydicom.multival.MultiValue | list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, int | float | str):
+        if isinstance(value, pydicom.valuerep.DSfloat | pydicom.valuerep.IS):
+            return float(value) if isinstance(value, pydicom.valuerep.DSfloat) else int(value)
+        return value
+    if isinstance(value, bytes):
+        return None
+    return str(value)

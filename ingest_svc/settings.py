@@ -1,0 +1,19 @@
+"""Settings of the ingest service (environment prefix SIDECAR_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sidecar_core.settings import CommonSettings
+
+
+class IngestSettings(CommonSettings):
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 50051
+    dicom_host: str = "127.0.0.1"
+    dicom_port: int = Field(default=11112, description="DIMSE C-STORE SCP port; 0 disables it")
+    dicom_ae_title: str = "SIDECAR"
+    max_object_mb: float = Field(default=512.0, description="Largest accepted DICOM object")
+    max_associations: int = Field(default=16, description="Concurrent DIMSE associations")
+    default_quiet_period_s: float = Field(default=5.0, description="Study completion quiet period")
+    completion_poll_s: float = 0.25
