@@ -76,7 +76,7 @@ class Bus:
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=spec.ack_wait_s,
             max_deliver=spec.max_deliver,
-            filter_subject=spec.filter_subject,
+            filter_subject=spec.filter_subject or None,
             max_ack_pending=spec.max_ack_pending,
         )
         try:

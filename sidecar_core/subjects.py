@@ -70,7 +70,7 @@ class Topology:
         return f"{self.stream_prefix}_JOBS"
 
     def workflow_events(self) -> ConsumerSpec:
-        return ConsumerSpec(self.events_stream, "workflow-events", f"{self.prefix}.>",
+        return ConsumerSpec(self.events_stream, "workflow-events", "",
                             ack_wait_s=30, max_deliver=8)
 
     def preprocess_jobs(self) -> ConsumerSpec:

@@ -285,3 +285,12 @@ class IdempotentRequest(Base):
     method: Mapped[str] = mapped_column(String(128))
     response: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _created()
+
+
+class ConsumedMessage(Base):
+    """Idempotent consumers: a bus message id handled by a consumer, recorded in its transaction."""
+
+    __tablename__ = "consumed_messages"
+    consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    msg_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    at: Mapped[datetime] = _created()

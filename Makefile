@@ -1,0 +1,61 @@
+# The two quick-start commands: `make demo` and `make test`. Both set up what they need.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := dcmtk
+BUF_VERSION := 1.75.0
+
+.PHONY: install demo up test test-fast lint proto proto-check buf-lint system-deps bench clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Debian: apt-get install python3 python3-venv)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/sidecar demo
+
+up: install
+	$(BIN)/sidecar up
+
+system-deps:
+	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
+
+proto: install
+	$(BIN)/python -m protos.generate
+
+# CI fails when the generated code is stale: regenerate, then compare with what is committed.
+proto-check: install
+	$(BIN)/python -m protos.generate
+	@git diff --exit-code -- protos || { echo "generated protobuf code is stale: run 'make proto' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- protos)" || { echo "untracked generated files under protos/: run 'make proto' and commit"; git status --porcelain -- protos; exit 1; }
+
+buf-lint:
+	@bash scripts/buf-lint.sh $(BUF_VERSION)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy sidecar_core ingest_svc normalizer_svc workflow_svc review_gateway
+
+test: install system-deps proto-check buf-lint lint
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+test-fast: install
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
+
+bench: install
+	$(BIN)/python bench/ingest_vs_orthanc.py
+	$(BIN)/python bench/preprocess.py
+	$(BIN)/python bench/accuracy.py
+	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/end_to_end.py
+
+clean:
+	rm -rf $(VENV) .data .demo-data

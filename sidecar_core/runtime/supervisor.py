@@ -1,0 +1,206 @@
+"""`sidecar up`: starts the embedded servers and every service, waits for health, stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sidecar_core.runtime.embedded import (
+    REPO_ROOT, EmbeddedPostgres, die_with_parent, start_nats, start_triton, stop_process,
+)
+
+log = logging.getLogger("sidecar.up")
+
+DEFAULT_PORTS = {
+    "gateway": 8080, "ingest": 50051, "workflow": 50052, "normalizer": 50053, "dicom": 11112,
+    "nats": 14222, "triton": 18001, "triton-http": 18000, "triton-metrics": 18002,
+}
+# name → (module, gRPC port key or None)
+SERVICES: list[tuple[str, str, str | None]] = [
+    ("workflow", "workflow_svc.main", "workflow"),
+    ("ingest", "ingest_svc.main", "ingest"),
+    ("preprocess", "ingest_svc.assets.worker", None),
+    ("normalizer", "normalizer_svc.main", "normalizer"),
+    ("gateway", "review_gateway.main", None),
+]
+
+
+@dataclass
+class UpOptions:
+    data_dir: Path
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    model_repo: Path = REPO_ROOT / "deploy" / "triton" / "models"
+    quiet: bool = False
+
+
+class Mesh:
+    """Owns every child process of `sidecar up`."""
+
+    def __init__(self, opts: UpOptions) -> None:
+        self.opts = opts
+        self.data_dir = opts.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.pg: EmbeddedPostgres | None = None
+        self.infra: list[subprocess.Popen] = []
+        self.children: dict[str, subprocess.Popen] = {}
+        self.env: dict[str, str] = {}
+        self.stopping = threading.Event()
+
+    def start_infra(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        p = self.opts.ports
+        db_url = os.environ.get("SIDECAR_DATABASE_URL", "")
+        if not db_url:
+            self.pg = EmbeddedPostgres(self.data_dir / "pg")
+            db_url = self.pg.url
+        from workflow_svc.store.migrate import upgrade
+
+        from sidecar_core.db import sqlalchemy_url
+        upgrade(sqlalchemy_url(db_url))
+        nats_url = os.environ.get("SIDECAR_NATS_URL", "")
+        if not nats_url:
+            self.infra.append(start_nats(self.data_dir / "nats", p["nats"],
+                                         self.logs / "nats.log"))
+            nats_url = f"nats://127.0.0.1:{p['nats']}"
+        triton_url = os.environ.get("SIDECAR_TRITON_URL", "")
+        if not triton_url:
+            self.infra.append(start_triton(self.opts.model_repo, p["triton"], p["triton-http"],
+                                           p["triton-metrics"], self.logs / "triton.log"))
+            triton_url = f"127.0.0.1:{p['triton']}"
+        self.env = {
+            **os.environ,
+            "SIDECAR_DATA_DIR": str(self.data_dir), "SIDECAR_DATABASE_URL": db_url,
+            "SIDECAR_NATS_URL": nats_url, "SIDECAR_TRITON_URL": triton_url,
+            "SIDECAR_INGEST_PORT": str(p["ingest"]), "SIDECAR_DICOM_PORT": str(p["dicom"]),
+            "SIDECAR_WORKFLOW_PORT": str(p["workflow"]),
+            "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
+            "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
+            "SIDECAR_INGEST_ADDRESS": f"127.0.0.1:{p['ingest']}",
+            "SIDECAR_WORKFLOW_ADDRESS": f"127.0.0.1:{p['workflow']}",
+            "SIDECAR_NORMALIZER_ADDRESS": f"127.0.0.1:{p['normalizer']}",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def spawn(self, name: str, module: str) -> subprocess.Popen:
+        out = (self.logs / f"{name}.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", module], env=self.env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                preexec_fn=die_with_parent)
+        self.children[name] = proc
+        return proc
+
+    def start_services(self) -> None:
+        for name, module, _ in SERVICES:
+            self.spawn(name, module)
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {name for name, _, _ in SERVICES}
+        while pending and time.monotonic() < deadline:
+            for name, module, port_key in SERVICES:
+                proc = self.children[name]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {proc.returncode}; "
+                                       f"see {self.logs / (name + '.log')}")
+                if name in pending and self._healthy(name, port_key):
+                    pending.discard(name)
+            time.sleep(0.3)
+        if pending:
+            raise TimeoutError(f"not healthy after {timeout}s: {', '.join(sorted(pending))}")
+
+    def _healthy(self, name: str, port_key: str | None) -> bool:
+        if name == "gateway":
+            url = f"http://127.0.0.1:{self.opts.ports['gateway']}/healthz"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
+                    return bool(r.status == 200)
+            except Exception:
+                return False
+        if port_key is None:
+            return (self.data_dir / "run" / f"{name}.ready").exists()
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.opts.ports[port_key]}")
+        try:
+            stub = health_pb2_grpc.HealthStub(channel)
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.RpcError:
+            return False
+        finally:
+            channel.close()
+
+    def watch(self) -> None:
+        """Restarts a service that died unexpectedly (with a pause), until stopping."""
+        while not self.stopping.wait(1.0):
+            for name, module, _ in SERVICES:
+                proc = self.children.get(name)
+                if proc is not None and proc.poll() is not None and not self.stopping.is_set():
+                    log.warning("%s exited with %s; restarting", name, proc.returncode)
+                    time.sleep(1.0)
+                    if not self.stopping.is_set():
+                        self.spawn(name, module)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for name, _, _ in reversed(SERVICES):
+            proc = self.children.get(name)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name in list(self.children):
+            stop_process(self.children[name], timeout=20)
+        for proc in reversed(self.infra):
+            stop_process(proc)
+        if self.pg is not None:
+            self.pg.stop()
+
+    def write_runtime_file(self) -> None:
+        info = {"ports": self.opts.ports, "pid": os.getpid(),
+                "database_url": self.env["SIDECAR_DATABASE_URL"],
+                "nats_url": self.env["SIDECAR_NATS_URL"],
+                "triton_url": self.env["SIDECAR_TRITON_URL"]}
+        (self.data_dir / "runtime.json").write_text(json.dumps(info, indent=2))
+
+
+def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
+    """Runs the mesh in the foreground until SIGINT/SIGTERM; returns the exit code."""
+    mesh = Mesh(opts)
+    stop = threading.Event()
+
+    def _signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    try:
+        mesh.start_infra()
+        (mesh.data_dir / "run").mkdir(exist_ok=True)
+        for ready in (mesh.data_dir / "run").glob("*.ready"):
+            ready.unlink()
+        mesh.start_services()
+        mesh.wait_healthy()
+        mesh.write_runtime_file()
+        for hook in after_ready or []:
+            hook(mesh)
+        print(f"Sidecar is up. Review UI: http://127.0.0.1:{opts.ports['gateway']}/ "
+              f"(API: http://127.0.0.1:{opts.ports['gateway']}/api/v1, logs: {mesh.logs})",
+              flush=True)
+        watcher = threading.Thread(target=mesh.watch, daemon=True)
+        watcher.start()
+        stop.wait()
+        return 0
+    except Exception as exc:
+        print(f"sidecar up failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        mesh.stop()
