@@ -165,13 +165,25 @@ class ListFindingsRequest(_message.Message):
     include_hidden: bool
     def __init__(self, study_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., allowed_facilities: _Optional[_Iterable[str]] = ..., include_hidden: _Optional[bool] = ...) -> None: ...
 
+class FindingState(_message.Message):
+    __slots__ = ("finding_id", "review_status", "visible")
+    FINDING_ID_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_STATUS_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_FIELD_NUMBER: _ClassVar[int]
+    finding_id: str
+    review_status: str
+    visible: bool
+    def __init__(self, finding_id: _Optional[str] = ..., review_status: _Optional[str] = ..., visible: _Optional[bool] = ...) -> None: ...
+
 class ListFindingsResponse(_message.Message):
-    __slots__ = ("findings", "next_page_token")
+    __slots__ = ("findings", "next_page_token", "states")
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     findings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Finding]
     next_page_token: str
-    def __init__(self, findings: _Optional[_Iterable[_Union[_common_pb2.Finding, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    states: _containers.RepeatedCompositeFieldContainer[FindingState]
+    def __init__(self, findings: _Optional[_Iterable[_Union[_common_pb2.Finding, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., states: _Optional[_Iterable[_Union[FindingState, _Mapping]]] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("event_id", "type", "at", "actor", "study", "job_id", "attempt", "error_class", "error_message", "context")
@@ -238,14 +250,22 @@ class AuthenticateUserResponse(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetAssetRequest(_message.Message):
-    __slots__ = ("study_id", "asset_id", "allowed_facilities")
+    __slots__ = ("study_id", "asset_id", "allowed_facilities", "series_id", "kind", "preset", "slice_index")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     asset_id: str
     allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, study_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., allowed_facilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    series_id: str
+    kind: str
+    preset: str
+    slice_index: int
+    def __init__(self, study_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., allowed_facilities: _Optional[_Iterable[str]] = ..., series_id: _Optional[str] = ..., kind: _Optional[str] = ..., preset: _Optional[str] = ..., slice_index: _Optional[int] = ...) -> None: ...
 
 class GetAssetResponse(_message.Message):
     __slots__ = ("asset", "object_key")

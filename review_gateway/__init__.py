@@ -1,0 +1,1 @@
+"""Review gateway: the HTTP/JSON edge of the review front end (auth, facility scoping)."""

@@ -1,0 +1,266 @@
+"""The review gateway's FastAPI app: login, scoped study/finding/audit reads, assets, health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
+from review_gateway import auth, views
+from review_gateway.errors import ApiError, error_body
+from review_gateway.health import DependencyStatus, HealthCheck, run_checks
+from review_gateway.settings import GatewaySettings
+from review_gateway.workflow_client import ChannelFactory, WorkflowClient, WorkflowConnection
+from sidecar_core.objectstore import ObjectStore
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+ASSET_CACHE = "private, max-age=31536000, immutable"
+# Declares bearer auth in the OpenAPI document; the header itself is checked by auth.py.
+bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth/login")
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+def _uuid_arg(value: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ApiError(400, "INVALID_ARGUMENT", f"INVALID_{what.upper()}_ID",
+                       f"{what} id must be a UUID") from None
+
+
+def create_app(settings: GatewaySettings,
+               workflow_channel_factory: ChannelFactory | None = None,
+               health_checks: Sequence[HealthCheck] = (),
+               object_store: ObjectStore | None = None) -> FastAPI:
+    """The gateway app; the workflow channel is opened on first use and closed at shutdown."""
+    factory = workflow_channel_factory or (
+        lambda: grpc.aio.insecure_channel(settings.workflow_address))
+    connection = WorkflowConnection(factory, settings.workflow_timeout_s)
+    key = settings.signing_key()
+    store = object_store or ObjectStore(settings.objects_path, fsync=settings.fsync)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await connection.close()
+
+    app = FastAPI(title="Radiology AI Sidecar review gateway", version="1",
+                  lifespan=lifespan)
+    app.state.workflow = connection
+
+    async def workflow() -> DependencyStatus:
+        problem = await connection.client().health_problem(settings.health_timeout_s)
+        return DependencyStatus("workflow", problem is None, problem or "")
+
+    checks: list[HealthCheck] = [workflow, *health_checks]
+
+    def client() -> WorkflowClient:
+        return connection.client()
+
+    def principal(request: Request, _: Any = Depends(bearer_scheme)) -> auth.Principal:
+        return auth.verify(key, auth.bearer_token(request.headers.get("Authorization")))
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = dict(exc.headers)
+        if exc.status == 401:
+            headers.setdefault("WWW-Authenticate", "Bearer")
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        in_body = any(e.get("loc", ("",))[0] == "body" for e in errors)
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in errors) or "invalid request"
+        return JSONResponse(error_body("INVALID_ARGUMENT", "INVALID_REQUEST", message),
+                            status_code=422 if in_body else 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "NOT_FOUND", 405: "UNIMPLEMENTED"}.get(exc.status_code, "UNKNOWN")
+        reason = {404: "NO_SUCH_ROUTE", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP")
+        return JSONResponse(error_body(code, reason, str(exc.detail)),
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        request_id = uuid.uuid4().hex[:16]
+        log.error("unhandled error (request %s)", request_id, exc_info=exc)
+        return JSONResponse(error_body("INTERNAL", "INTERNAL",
+                                       f"internal error (request id {request_id})"),
+                            status_code=500)
+
+    @app.middleware("http")
+    async def no_store(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.url.path.startswith(views.API) or request.url.path == "/healthz":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> JSONResponse:
+        results = await run_checks(checks, settings.health_timeout_s + 1.0)
+        deps = {r.name: {"status": "ok"} if r.ready else
+                {"status": "unavailable", "detail": r.detail} for r in results}
+        failed = [r.name for r in results if not r.ready]
+        if not failed:
+            return JSONResponse({"status": "ok", "dependencies": deps})
+        body = {"status": "unavailable", "dependencies": deps,
+                **error_body("UNAVAILABLE", "DEPENDENCY_UNAVAILABLE",
+                             f"not ready: {', '.join(failed)}")}
+        return JSONResponse(body, status_code=503)
+
+    @app.post("/api/v1/auth/login", tags=["auth"])
+    async def login(body: LoginRequest) -> dict[str, Any]:
+        user = await client().authenticate(
+            pb.AuthenticateUserRequest(username=body.username, password=body.password))
+        token = auth.issue(key, user_id=user.user_id, username=user.username, role=user.role,
+                           facilities=list(user.facilities), ttl_s=settings.token_ttl_s)
+        return {"access_token": token, "token_type": "bearer",
+                "expires_in": settings.token_ttl_s, "role": user.role}
+
+    @app.get("/api/v1/studies", tags=["studies"])
+    async def list_studies(
+        me: auth.Principal = Depends(principal),
+        accession: str = Query(default="", max_length=64),
+        facility: str = Query(default="", max_length=64),
+        state: str = Query(default="", max_length=32),
+        page_size: int = Query(default=0, ge=0, le=500),
+        page_token: str = Query(default="", max_length=2048),
+    ) -> dict[str, Any]:
+        reply = await client().list_studies(pb.ListStudiesRequest(
+            accession=accession, facility=facility, state=state, page_size=page_size,
+            page_token=page_token, allowed_facilities=me.allowed_facilities()))
+        return {"studies": [views.study_json(s) for s in reply.studies],
+                "next_page_token": reply.next_page_token}
+
+    @app.get("/api/v1/studies/{study_id}", tags=["studies"])
+    async def get_study(study_id: str, me: auth.Principal = Depends(principal)) -> dict[str, Any]:
+        reply = await client().get_study(pb.GetStudyRequest(
+            study_id=_uuid_arg(study_id, "study"), allowed_facilities=me.allowed_facilities()))
+        return views.study_detail_json(reply)
+
+    @app.get("/api/v1/studies/{study_id}/findings", tags=["studies"])
+    async def list_findings(study_id: str, me: auth.Principal = Depends(principal),
+                            include_hidden: bool = False) -> dict[str, Any]:
+        if include_hidden and me.role not in auth.ROLES_SEEING_ALL:
+            raise ApiError(403, "PERMISSION_DENIED", "HIDDEN_FINDINGS_FORBIDDEN",
+                           "only admins and auditors may see findings hidden by shadow mode")
+        request = pb.ListFindingsRequest(
+            study_id=_uuid_arg(study_id, "study"), allowed_facilities=me.allowed_facilities(),
+            include_hidden=include_hidden, page_size=500)
+        findings: list[dict[str, Any]] = []
+        while True:
+            reply = await client().list_findings(request)
+            states = {s.finding_id: s for s in reply.states}
+            findings.extend(views.finding_json(f, states.get(f.finding_id))
+                            for f in reply.findings)
+            if not reply.next_page_token:
+                return {"findings": findings}
+            request.page_token = reply.next_page_token
+
+    @app.get("/api/v1/studies/{study_id}/audit", tags=["studies"])
+    async def list_audit(
+        study_id: str, me: auth.Principal = Depends(principal),
+        page_size: int = Query(default=0, ge=0, le=500),
+        page_token: str = Query(default="", max_length=2048),
+    ) -> dict[str, Any]:
+        reply = await client().list_audit_events(pb.ListAuditEventsRequest(
+            study_id=_uuid_arg(study_id, "study"), allowed_facilities=me.allowed_facilities(),
+            page_size=page_size, page_token=page_token))
+        return {"events": [views.audit_json(e) for e in reply.events],
+                "next_page_token": reply.next_page_token}
+
+    async def serve_asset(request: pb.GetAssetRequest, if_none_match: str | None) -> Response:
+        reply = await client().get_asset(request)
+        etag = f'"{reply.asset.sha256}"'
+        headers = {"ETag": etag, "Cache-Control": ASSET_CACHE}
+        if if_none_match and _etag_matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        try:
+            data = await asyncio.to_thread(store.get, reply.object_key)
+        except (FileNotFoundError, ValueError):
+            log.error("asset %s: object %s is missing", reply.asset.asset_id, reply.object_key)
+            raise ApiError(500, "INTERNAL", "ASSET_CONTENT_MISSING",
+                           "the asset's content is missing from the object store") from None
+        return Response(data, media_type=reply.asset.content_type or "application/octet-stream",
+                        headers=headers)
+
+    @app.get("/api/v1/studies/{study_id}/assets/{asset_id}", tags=["assets"])
+    async def get_asset(study_id: str, asset_id: str, me: auth.Principal = Depends(principal),
+                        if_none_match: str | None = Header(default=None)) -> Response:
+        return await serve_asset(pb.GetAssetRequest(
+            study_id=_uuid_arg(study_id, "study"), asset_id=_uuid_arg(asset_id, "asset"),
+            allowed_facilities=me.allowed_facilities()), if_none_match)
+
+    async def slice_image(study_id: str, series_id: str, kind: str, preset: str,
+                          slice_index: int, me: auth.Principal,
+                          if_none_match: str | None) -> Response:
+        return await serve_asset(pb.GetAssetRequest(
+            study_id=_uuid_arg(study_id, "study"), series_id=_uuid_arg(series_id, "series"),
+            kind=kind, preset=preset, slice_index=slice_index,
+            allowed_facilities=me.allowed_facilities()), if_none_match)
+
+    slices = "/api/v1/studies/{study_id}/series/{series_id}/slices/{slice_index}"
+
+    @app.get(slices + "/viewport/{preset}", tags=["assets"])
+    async def get_viewport(study_id: str, series_id: str, preset: str,
+                           slice_index: int = PathParam(ge=0),
+                           me: auth.Principal = Depends(principal),
+                           if_none_match: str | None = Header(default=None)) -> Response:
+        """The viewport image of one slice (0-based, anatomical order) in one window preset."""
+        return await slice_image(study_id, series_id, "viewport", preset, slice_index, me,
+                                 if_none_match)
+
+    @app.get(slices + "/overlay/{preset}", tags=["assets"])
+    async def get_overlay(study_id: str, series_id: str, preset: str,
+                          slice_index: int = PathParam(ge=0),
+                          me: auth.Principal = Depends(principal),
+                          if_none_match: str | None = Header(default=None)) -> Response:
+        """The overlay (mask, heatmap) of one slice in one preset."""
+        return await slice_image(study_id, series_id, "overlay", preset, slice_index, me,
+                                 if_none_match)
+
+    @app.api_route("/api/v1/{path:path}", include_in_schema=False,
+                   methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def unknown_api(path: str, _: auth.Principal = Depends(principal)) -> None:
+        raise ApiError(404, "NOT_FOUND", "NO_SUCH_ROUTE", f"no API route /api/v1/{path}")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    if if_none_match.strip() == "*":
+        return True
+    tags = (t.strip().removeprefix("W/") for t in if_none_match.split(","))
+    return etag in tags

@@ -1,0 +1,313 @@
+"""The workflow read side and users on a real PostgreSQL, directly and over a real gRPC server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from protos.sidecar.common.v1 import common_pb2
+from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
+from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
+from sidecar_core.db import Database
+from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from sidecar_core.grpc_server import GrpcServer, error_info
+from sidecar_core.objectstore import ObjectStore
+from workflow_svc import queries, servicer, users
+from workflow_svc.store import models as m
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Seeded:
+    """Ids of the fixture rows (facility A: three studies; facility B: one)."""
+
+    study: uuid.UUID  # facility A, ACC-1, ready_for_review, with series, assets, findings
+    others_a: list[uuid.UUID]
+    study_b: uuid.UUID
+    series: uuid.UUID
+    assets: dict[str, uuid.UUID] = field(default_factory=dict)
+    asset_bytes: dict[str, bytes] = field(default_factory=dict)
+    findings: dict[str, uuid.UUID] = field(default_factory=dict)
+    audit_types: list[str] = field(default_factory=list)
+
+
+async def seed(db: Database, store: ObjectStore) -> Seeded:
+    """Facilities, users, studies with history, series, assets (bytes in `store`), findings..."""
+    await users.add_facility(db, "fac-a", ae_title="FACA")
+    await users.add_facility(db, "fac-b", shadow_mode=True)
+    await users.add_user(db, "rad-a", PASSWORD, "radiologist", "fac-a")
+    await users.add_user(db, "rad-b", PASSWORD, "radiologist", "fac-b")
+    await users.add_user(db, "admin", PASSWORD, "admin")
+    await users.add_user(db, "auditor", PASSWORD, "auditor")
+    async with db.unit_of_work() as s:
+        fac = {f.name: f.id for f in (await s.scalars(select(m.Facility))).all()}
+    ids = [uuid.uuid4() for _ in range(4)]
+    seeded = Seeded(study=ids[0], others_a=ids[1:3], study_b=ids[3], series=uuid.uuid4())
+    rows: list[object] = []
+    for i, (sid, facility, acc, state) in enumerate([
+        (ids[0], "fac-a", "ACC-1", "ready_for_review"), (ids[1], "fac-a", "ACC-2", "ineligible"),
+        (ids[2], "fac-a", "ACC-3", "received"), (ids[3], "fac-b", "ACC-B1", "ready_for_review"),
+    ]):
+        rows.append(m.Study(
+            id=sid, facility_id=fac[facility], accession=acc, study_instance_uid=f"1.2.3.{i + 1}",
+            modality="CT", state=state, eligible=state != "ineligible",
+            eligibility_reason="chest CT is covered" if state != "ineligible" else "no model",
+            eligible_models=["chest-ct-nodules"], ai_status="completed" if i == 0 else "",
+            partial=i == 2, created_at=T0 + timedelta(minutes=i)))
+    states = ["received", "processed", "ai_complete", "ready_for_review"]
+    for n, state in enumerate(states):
+        rows.append(m.StateTransition(study_id=ids[0], from_state=states[n - 1] if n else None,
+                                      to_state=state, actor="workflow", reason=f"step {n}",
+                                      at=T0 + timedelta(seconds=10 * n)))
+    rows.append(m.Series(id=seeded.series, study_id=ids[0], series_instance_uid="1.2.3.1.1",
+                         modality="CT", body_part="CHEST", description="Axial 1mm",
+                         instance_count=2, slice_count=2, preprocess_status="done",
+                         presets=["lung", "mediastinum"]))
+    for name, kind, preset, index, ctype in [
+        ("thumb", "thumbnail", "", -1, "image/png"),
+        ("vp0-lung", "viewport", "lung", 0, "image/png"),
+        ("vp1-lung", "viewport", "lung", 1, "image/png"),
+        ("vp0-med", "viewport", "mediastinum", 0, "image/png"),
+        ("preview", "preview", "", -1, "image/gif"),
+        ("model", "model_input", "", -1, "application/octet-stream"),
+        ("ov1-lung", "overlay", "lung", 1, "image/png"),
+    ]:
+        data = f"{name}-bytes".encode() * 10
+        key = store.put(data)
+        aid = uuid.uuid4()
+        seeded.assets[name], seeded.asset_bytes[name] = aid, data
+        rows.append(m.Asset(id=aid, study_id=ids[0], series_id=seeded.series, kind=kind,
+                            preset=preset, slice_index=index, object_key=key, content_type=ctype,
+                            sha256=key.removeprefix("sha256/")))
+    run_id = uuid.uuid4()
+    rows.append(m.AiRun(id=run_id, study_id=ids[0], series_id=seeded.series,
+                        model_name="chest-ct-nodules", model_version="1.0", status="completed"))
+    for n, (name, kind, visible, extra) in enumerate([
+        ("nodule", "box", True, {"bbox_px": [10, 20, 30, 40], "center_mm": [1.5, -2.0, 30.0],
+                                 "measurements": {"diameter_mm": 6.5}}),
+        ("summary", "classification", True, {}),
+        ("shadow", "point", False, {"points_px": [5, 6]}),
+    ]):
+        fid = uuid.uuid4()
+        seeded.findings[name] = fid
+        rows.append(m.Finding(id=fid, ai_run_id=run_id, study_id=ids[0],
+                              model_name="chest-ct-nodules", model_version="1.0", label=name,
+                              confidence=0.9 - n / 10, kind=kind, visible=visible,
+                              series_instance_uid="1.2.3.1.1", frame=1,
+                              created_at=T0 + timedelta(seconds=n), **extra))
+    # Inserted out of time order; one carries only the study key (recorded before the id).
+    for offset, etype, sid in [(30, "ai_run.completed", ids[0]), (0, "study.received", None),
+                               (20, "ai_run.failed", ids[0]), (5, "study.received", ids[3])]:
+        rows.append(m.AuditEvent(
+            type=etype, at=T0 + timedelta(seconds=offset), actor="workflow", study_id=sid,
+            facility="fac-a" if sid != ids[3] else "fac-b",
+            accession="ACC-1" if sid != ids[3] else "ACC-B1",
+            study_instance_uid="1.2.3.1" if sid != ids[3] else "1.2.3.4",
+            job_id="job-1" if etype == "ai_run.failed" else "", attempt=2 if sid else 0,
+            error_class="TritonUnavailable" if etype == "ai_run.failed" else "",
+            context={"model": "chest-ct-nodules", "n": 1}))
+    seeded.audit_types = ["study.received", "ai_run.failed", "ai_run.completed"]
+    async with db.unit_of_work() as s:
+        for row in rows:
+            s.add(row)
+            await s.flush()
+    return seeded
+
+
+@pytest.fixture()
+async def seeded(db: Database, tmp_path: Path) -> Seeded:
+    return await seed(db, ObjectStore(tmp_path / "objects", fsync=False))
+
+
+async def test_list_studies_filters_scopes_and_orders_newest_first(db: Database,
+                                                                   seeded: Seeded) -> None:
+    everything = await queries.list_studies(db)
+    assert [s.accession for s in everything.studies] == ["ACC-B1", "ACC-3", "ACC-2", "ACC-1"]
+    assert everything.next_page_token == ""
+    first = everything.studies[-1]
+    assert first.facility == "fac-a" and first.state == "ready_for_review"
+    assert first.eligibility.eligible and first.eligibility.decided
+    assert first.received_at.ToDatetime(tzinfo=UTC) == T0
+    by_acc = await queries.list_studies(db, accession="ACC-2")
+    assert [s.study_id for s in by_acc.studies] == [str(seeded.others_a[0])]
+    by_state = await queries.list_studies(db, state="ready_for_review")
+    assert {s.accession for s in by_state.studies} == {"ACC-1", "ACC-B1"}
+    scoped = await queries.list_studies(db, allowed_facilities=["fac-b"])
+    assert [s.accession for s in scoped.studies] == ["ACC-B1"]
+    assert not (await queries.list_studies(db, facility="fac-a",
+                                           allowed_facilities=["fac-b"])).studies
+    with pytest.raises(InvalidArgument) as exc:
+        await queries.list_studies(db, state="bogus")
+    assert exc.value.reason == "INVALID_STATE"
+
+
+async def test_list_studies_pages_walk_everything_once(db: Database, seeded: Seeded) -> None:
+    seen, token = [], ""
+    for _ in range(10):
+        page = await queries.list_studies(db, page_size=1, page_token=token)
+        seen += [s.accession for s in page.studies]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ["ACC-B1", "ACC-3", "ACC-2", "ACC-1"]
+    page = await queries.list_studies(db, page_size=2)
+    for bad in ("not-a-token", page.next_page_token[:-3]):
+        with pytest.raises(InvalidArgument):
+            await queries.list_studies(db, page_size=2, page_token=bad)
+    with pytest.raises(InvalidArgument, match="different query"):  # token of another filter
+        await queries.list_studies(db, state="received", page_token=page.next_page_token)
+    with pytest.raises(InvalidArgument):
+        await queries.list_studies(db, page_size=-1)
+
+
+async def test_get_study_has_history_series_and_assets(db: Database, seeded: Seeded) -> None:
+    reply = await queries.get_study(db, str(seeded.study), ["fac-a"])
+    assert reply.study.accession == "ACC-1"
+    assert [(t.from_state, t.state) for t in reply.state_history] == [
+        ("", "received"), ("received", "processed"), ("processed", "ai_complete"),
+        ("ai_complete", "ready_for_review")]
+    (series,) = reply.series
+    assert series.series_id == str(seeded.series) and series.slice_count == 2
+    assert list(series.presets) == ["lung", "mediastinum"]
+    assert {a.asset_id for a in series.assets} == {str(v) for v in seeded.assets.values()}
+    for scope in (["fac-b"], ["nowhere"]):
+        with pytest.raises(NotFound):
+            await queries.get_study(db, str(seeded.study), scope)
+    with pytest.raises(NotFound):
+        await queries.get_study(db, str(uuid.uuid4()))
+    with pytest.raises(InvalidArgument) as exc:
+        await queries.get_study(db, "not-a-uuid")
+    assert exc.value.reason == "INVALID_STUDY_ID"
+
+
+async def test_findings_hide_shadow_ones_unless_asked(db: Database, seeded: Seeded) -> None:
+    reply = await queries.list_findings(db, str(seeded.study))
+    assert [f.label for f in reply.findings] == ["nodule", "summary"]
+    nodule = reply.findings[0]
+    assert nodule.kind == common_pb2.FINDING_KIND_BOX
+    assert list(nodule.bbox_px) == [10, 20, 30, 40] and list(nodule.center_mm) == [1.5, -2.0, 30]
+    assert [(x.name, x.value) for x in nodule.measurements] == [("diameter_mm", 6.5)]
+    assert {s.finding_id: s.review_status for s in reply.states} == {
+        str(seeded.findings["nodule"]): "pending", str(seeded.findings["summary"]): "pending"}
+    hidden = await queries.list_findings(db, str(seeded.study), include_hidden=True)
+    assert [f.label for f in hidden.findings] == ["nodule", "summary", "shadow"]
+    assert [s.visible for s in hidden.states] == [True, True, False]
+    page1 = await queries.list_findings(db, str(seeded.study), include_hidden=True, page_size=2)
+    page2 = await queries.list_findings(db, str(seeded.study), include_hidden=True, page_size=2,
+                                        page_token=page1.next_page_token)
+    assert [f.label for f in page2.findings] == ["shadow"] and not page2.next_page_token
+    with pytest.raises(NotFound):
+        await queries.list_findings(db, str(seeded.study), ["fac-b"])
+
+
+async def test_audit_events_by_time_including_key_matched(db: Database, seeded: Seeded) -> None:
+    reply = await queries.list_audit_events(db, str(seeded.study))
+    assert [e.type for e in reply.events] == seeded.audit_types
+    failed = reply.events[1]
+    assert failed.job_id == "job-1" and failed.attempt == 2
+    assert failed.error_class == "TritonUnavailable"
+    assert dict(failed.context) == {"model": "chest-ct-nodules", "n": 1.0}
+    assert failed.study.accession == "ACC-1"
+    types, token = [], ""
+    while True:
+        page = await queries.list_audit_events(db, str(seeded.study), page_size=1,
+                                               page_token=token)
+        types += [e.type for e in page.events]
+        if not (token := page.next_page_token):
+            break
+    assert types == seeded.audit_types
+
+
+async def test_get_asset_by_id_and_by_slice(db: Database, seeded: Seeded) -> None:
+    reply = await queries.get_asset(db, str(seeded.study), str(seeded.assets["thumb"]))
+    assert reply.asset.kind == "thumbnail" and reply.object_key.startswith("sha256/")
+    vp = await queries.get_asset(db, str(seeded.study), series_id=str(seeded.series),
+                                 kind="viewport", preset="lung", slice_index=1)
+    assert vp.asset.asset_id == str(seeded.assets["vp1-lung"])
+    with pytest.raises(NotFound):
+        await queries.get_asset(db, str(seeded.study), series_id=str(seeded.series),
+                                kind="viewport", preset="mediastinum", slice_index=1)
+    with pytest.raises(NotFound):  # the asset exists, but not in that study
+        await queries.get_asset(db, str(seeded.study_b), str(seeded.assets["thumb"]))
+    with pytest.raises(NotFound):
+        await queries.get_asset(db, str(seeded.study), str(seeded.assets["thumb"]), ["fac-b"])
+    with pytest.raises(InvalidArgument):
+        await queries.get_asset(db, str(seeded.study))
+
+
+async def test_users_authenticate_with_role_and_facility(db: Database, seeded: Seeded) -> None:
+    rad = await users.authenticate(db, "rad-a", PASSWORD)
+    assert (rad.role, rad.facilities) == ("radiologist", ("fac-a",))
+    admin = await users.authenticate(db, "admin", PASSWORD)
+    assert (admin.role, admin.facilities) == ("admin", ())
+    for name, password in [("rad-a", "wrong"), ("nobody", PASSWORD), ("rad-a", ""), ("", "")]:
+        with pytest.raises(Unauthenticated) as exc:
+            await users.authenticate(db, name, password)
+        assert exc.value.reason == "BAD_CREDENTIALS"
+    with pytest.raises(AlreadyExists):
+        await users.add_user(db, "rad-a", PASSWORD, "radiologist", "fac-a")
+    with pytest.raises(AlreadyExists):
+        await users.add_facility(db, "fac-a")
+    with pytest.raises(NotFound):
+        await users.add_user(db, "rad-x", PASSWORD, "radiologist", "fac-x")
+    for role, facility in [("radiologist", None), ("admin", "fac-a"), ("root", None)]:
+        with pytest.raises(InvalidArgument):
+            await users.add_user(db, "someone", PASSWORD, role, facility)
+
+
+@pytest.fixture()
+async def workflow_stub(db: Database) -> AsyncIterator[pb_grpc.WorkflowServiceStub]:
+    server = GrpcServer("127.0.0.1:0")
+    servicer.register(server, db)
+    port = await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield pb_grpc.WorkflowServiceStub(channel)
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+async def test_servicer_over_grpc(seeded: Seeded,
+                                  workflow_stub: pb_grpc.WorkflowServiceStub) -> None:
+    studies = await workflow_stub.ListStudies(pb.ListStudiesRequest(allowed_facilities=["fac-a"]))
+    assert {s.accession for s in studies.studies} == {"ACC-1", "ACC-2", "ACC-3"}
+    detail = await workflow_stub.GetStudy(pb.GetStudyRequest(study_id=str(seeded.study)))
+    assert len(detail.series[0].assets) == len(seeded.assets)
+    findings = await workflow_stub.ListFindings(pb.ListFindingsRequest(study_id=str(seeded.study)))
+    assert len(findings.findings) == 2
+    events = await workflow_stub.ListAuditEvents(
+        pb.ListAuditEventsRequest(study_id=str(seeded.study)))
+    assert [e.type for e in events.events] == seeded.audit_types
+    user = await workflow_stub.AuthenticateUser(
+        pb.AuthenticateUserRequest(username="rad-b", password=PASSWORD))
+    assert (user.role, list(user.facilities)) == ("radiologist", ["fac-b"])
+    asset = await workflow_stub.GetAsset(pb.GetAssetRequest(
+        study_id=str(seeded.study), series_id=str(seeded.series), kind="overlay", preset="lung",
+        slice_index=1))
+    assert asset.asset.asset_id == str(seeded.assets["ov1-lung"])
+    for call, request, code, reason in [
+        (workflow_stub.GetStudy, pb.GetStudyRequest(study_id=str(seeded.study),
+                                                    allowed_facilities=["fac-b"]),
+         grpc.StatusCode.NOT_FOUND, "STUDY_NOT_FOUND"),
+        (workflow_stub.GetStudy, pb.GetStudyRequest(study_id="x"),
+         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_STUDY_ID"),
+        (workflow_stub.AuthenticateUser, pb.AuthenticateUserRequest(username="rad-b"),
+         grpc.StatusCode.UNAUTHENTICATED, "BAD_CREDENTIALS"),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call(request)
+        assert exc.value.code() == code
+        info = error_info(exc.value)
+        assert info is not None and info.reason == reason

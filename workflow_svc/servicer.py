@@ -1,0 +1,72 @@
+"""WorkflowService over gRPC: validates requests and delegates to the query and user modules."""
+
+from __future__ import annotations
+
+import grpc
+
+from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
+from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
+from sidecar_core.db import Database
+from sidecar_core.grpc_server import GrpcServer, handle_errors
+from workflow_svc import queries, users
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name
+
+
+class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
+    """The read side of the workflow store and user authentication."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @handle_errors
+    async def ListStudies(self, request: pb.ListStudiesRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ListStudiesResponse:
+        return await queries.list_studies(
+            self.db, accession=request.accession, facility=request.facility,
+            state=request.state, allowed_facilities=list(request.allowed_facilities),
+            page_size=request.page_size, page_token=request.page_token)
+
+    @handle_errors
+    async def GetStudy(self, request: pb.GetStudyRequest,
+                       context: grpc.aio.ServicerContext) -> pb.GetStudyResponse:
+        return await queries.get_study(self.db, request.study_id,
+                                       list(request.allowed_facilities))
+
+    @handle_errors
+    async def ListFindings(self, request: pb.ListFindingsRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListFindingsResponse:
+        return await queries.list_findings(
+            self.db, request.study_id, list(request.allowed_facilities),
+            include_hidden=request.include_hidden, page_size=request.page_size,
+            page_token=request.page_token)
+
+    @handle_errors
+    async def ListAuditEvents(self, request: pb.ListAuditEventsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListAuditEventsResponse:
+        return await queries.list_audit_events(
+            self.db, request.study_id, list(request.allowed_facilities),
+            page_size=request.page_size, page_token=request.page_token)
+
+    @handle_errors
+    async def AuthenticateUser(self, request: pb.AuthenticateUserRequest,
+                               context: grpc.aio.ServicerContext) -> pb.AuthenticateUserResponse:
+        user = await users.authenticate(self.db, request.username, request.password)
+        return pb.AuthenticateUserResponse(user_id=str(user.user_id), username=user.username,
+                                           role=user.role, facilities=list(user.facilities))
+
+    @handle_errors
+    async def GetAsset(self, request: pb.GetAssetRequest,
+                       context: grpc.aio.ServicerContext) -> pb.GetAssetResponse:
+        slice_index = request.slice_index if request.HasField("slice_index") else None
+        return await queries.get_asset(
+            self.db, request.study_id, request.asset_id, list(request.allowed_facilities),
+            series_id=request.series_id, kind=request.kind, preset=request.preset,
+            slice_index=slice_index)
+
+
+def register(server: GrpcServer, db: Database) -> WorkflowServicer:
+    """Adds the WorkflowService (and its health/reflection names) to a GrpcServer."""
+    servicer = WorkflowServicer(db)
+    server.register(pb_grpc.add_WorkflowServiceServicer_to_server, servicer, [SERVICE_NAME])
+    return servicer

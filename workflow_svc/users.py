@@ -1,0 +1,166 @@
+"""Facilities, users and password authentication (scrypt hashes, roles and facility binding)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from sidecar_core.db import Database
+from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from workflow_svc.store.models import Facility, User
+
+RADIOLOGIST = "radiologist"
+ADMIN = "admin"
+AUDITOR = "auditor"
+ROLES = (RADIOLOGIST, ADMIN, AUDITOR)
+
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+_SALT_BYTES = 16
+_KEY_BYTES = 32
+_MAX_PASSWORD = 1024
+_MAXMEM = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AuthenticatedUser:
+    """Who logged in: facilities is empty for admin and auditor (they see every facility)."""
+
+    user_id: uuid.UUID
+    username: str
+    role: str
+    facilities: tuple[str, ...]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    """Returns `scrypt$n$r$p$salt$hash` (salt and hash base64url) with a fresh random salt."""
+    salt = secrets.token_bytes(_SALT_BYTES)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=_KEY_BYTES,
+                         maxmem=_MAXMEM)
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(key)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """True when `password` matches `stored`; a malformed stored hash never matches."""
+    try:
+        algo, n_s, r_s, p_s, salt_s, key_s = stored.split("$")
+        n, r, p = int(n_s), int(r_s), int(p_s)
+        salt, expected = _unb64(salt_s), _unb64(key_s)
+        if algo != "scrypt" or not expected or n > 2**20 or r > 64 or p > 16:
+            return False
+        key = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=len(expected),
+                             maxmem=_MAXMEM)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(key, expected)
+
+
+# Compared against when the user does not exist, so a login takes as long either way.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+def _check_username(username: str) -> None:
+    if not username or len(username) > 64:
+        raise InvalidArgument("INVALID_USERNAME", "username must be 1 to 64 characters",
+                              username=username[:64])
+    if any(c.isspace() or not c.isprintable() for c in username):
+        raise InvalidArgument("INVALID_USERNAME",
+                              "username must not contain spaces or control characters",
+                              username=username)
+
+
+def _check_password(password: str) -> None:
+    if not password or len(password) > _MAX_PASSWORD:
+        raise InvalidArgument("INVALID_PASSWORD",
+                              f"password must be 1 to {_MAX_PASSWORD} characters")
+
+
+async def add_facility(db: Database, name: str, *, ae_title: str | None = None,
+                       shadow_mode: bool = False) -> uuid.UUID:
+    """Creates a facility; AlreadyExists when the name (or AE title) is taken."""
+    if not name or len(name) > 64 or any(c.isspace() for c in name):
+        raise InvalidArgument("INVALID_FACILITY",
+                              "facility name must be 1 to 64 characters without spaces",
+                              facility=name[:64])
+    if ae_title is not None and not 0 < len(ae_title) <= 16:
+        raise InvalidArgument("INVALID_AE_TITLE", "AE title must be 1 to 16 characters",
+                              ae_title=ae_title)
+    facility = Facility(id=uuid.uuid4(), name=name, ae_title=ae_title, shadow_mode=shadow_mode)
+    try:
+        async with db.unit_of_work() as session:
+            session.add(facility)
+    except IntegrityError as exc:
+        raise AlreadyExists("FACILITY_EXISTS", f"facility {name!r} already exists",
+                            facility=name) from exc
+    return facility.id
+
+
+async def add_user(db: Database, username: str, password: str, role: str,
+                   facility: str | None = None) -> uuid.UUID:
+    """Creates a user: a radiologist needs exactly one facility, admin and auditor take none."""
+    _check_username(username)
+    _check_password(password)
+    if role not in ROLES:
+        raise InvalidArgument("INVALID_ROLE", f"role must be one of {', '.join(ROLES)}",
+                              role=role)
+    if role == RADIOLOGIST and not facility:
+        raise InvalidArgument("FACILITY_REQUIRED", "a radiologist is bound to one facility",
+                              username=username)
+    if role != RADIOLOGIST and facility:
+        raise InvalidArgument("FACILITY_NOT_ALLOWED",
+                              f"role {role} sees every facility; give no facility", role=role)
+    password_hash = await asyncio.to_thread(hash_password, password)
+    try:
+        async with db.unit_of_work() as session:
+            facility_id = None
+            if facility:
+                facility_id = await session.scalar(
+                    select(Facility.id).where(Facility.name == facility))
+                if facility_id is None:
+                    raise NotFound("FACILITY_NOT_FOUND", f"no facility {facility!r}",
+                                   facility=facility)
+            user = User(id=uuid.uuid4(), username=username, password_hash=password_hash,
+                        role=role, facility_id=facility_id)
+            session.add(user)
+    except IntegrityError as exc:
+        raise AlreadyExists("USER_EXISTS", f"user {username!r} already exists",
+                            username=username) from exc
+    return user.id
+
+
+async def authenticate(db: Database, username: str, password: str) -> AuthenticatedUser:
+    """Checks the password; Unauthenticated(BAD_CREDENTIALS) for an unknown user or a wrong one."""
+    row = None
+    if username and len(username) <= 64 and len(password) <= _MAX_PASSWORD:
+        async with db.read() as session:
+            row = (await session.execute(
+                select(User.id, User.username, User.password_hash, User.role, Facility.name)
+                .outerjoin(Facility, Facility.id == User.facility_id)
+                .where(User.username == username)
+            )).one_or_none()
+    stored = row.password_hash if row is not None else _DUMMY_HASH
+    ok = await asyncio.to_thread(verify_password, password[:_MAX_PASSWORD], stored)
+    if row is None or not ok or not password:
+        raise Unauthenticated("BAD_CREDENTIALS", "unknown user or wrong password")
+    if row.role not in ROLES or (row.role == RADIOLOGIST and not row.name):
+        raise Unauthenticated("ACCOUNT_MISCONFIGURED",
+                              "this account has no valid role or facility; ask an administrator")
+    facilities = (row.name,) if row.role == RADIOLOGIST else ()
+    return AuthenticatedUser(row.id, row.username, row.role, facilities)
