@@ -111,6 +111,18 @@ async def _admin(args: argparse.Namespace) -> int:
         await db.close()
 
 
+def run_synth(out: Path, kind: str, seed: int, count: int) -> int:
+    """Writes `count` studies (seeds seed, seed+1, ...); one folder each when count > 1."""
+    from ingest_svc.synth import generate
+
+    for i in range(count):
+        folder = out if count == 1 else out / f"{kind}-{seed + i:04d}"
+        truth = generate(kind, folder, seed + i)
+        print(f"{folder}: {kind} study {truth.study_instance_uid} accession "
+              f"{truth.accession_number}, {len(truth.files)} files, {len(truth.lesions)} lesions")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "ingest":
@@ -129,8 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_up(UpOptions(args.data_dir, _ports(args)), after_ready=[load_demo])
     if args.command == "synth":
-        from ingest_svc.synth.cli import run_synth
-
         return run_synth(args.out, args.kind, args.seed, args.count)
     return asyncio.run(_admin(args))
 

@@ -96,13 +96,17 @@ def prepare_triton() -> Path:
 
 
 def triton_env() -> dict[str, str]:
-    """The model code runs in the stub's interpreter: give it this venv's packages (numpy < 2)."""
+    """Environment in which the python backend stub imports this venv's packages (numpy < 2).
+
+    The stub embeds libpython and runs isolated (PYTHONPATH is ignored); it finds its prefix by
+    searching PATH for python3, so this venv's bin goes first on PATH.
+    """
     env = dict(os.environ)
-    site = [p for p in sys.path if p.endswith("site-packages")]
-    env["PYTHONPATH"] = os.pathsep.join([*site, env.get("PYTHONPATH", "")]).strip(os.pathsep)
-    home = triton_home()
-    libs = [str(home / "external_libs"), str(home / "lib")]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")])
+    venv_bin = Path(sys.executable).parent
+    if (venv_bin.parent / "pyvenv.cfg").exists():
+        env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
+    for name in ("PYTHONPATH", "PYTHONHOME"):
+        env.pop(name, None)
     return env
 
 

@@ -1,0 +1,1 @@
+"""Derived display assets (thumbnails, viewport images, previews, overlays) rendered as bytes."""

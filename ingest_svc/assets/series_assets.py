@@ -1,0 +1,111 @@
+"""All display assets and the model input of one series, from its datasets (pure, no I/O)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+
+from ingest_svc.assets.render import GIF_CONTENT_TYPE, PNG_CONTENT_TYPE, preview_gif, thumbnail_png
+from ingest_svc.assets.render import viewport_pngs as _viewport_pngs
+from ingest_svc.pixels.decode import decode_image
+from ingest_svc.pixels.errors import PixelPipelineError
+from ingest_svc.pixels.series import DecodedSeries, decode_series
+from ingest_svc.pixels.volume import MODEL_INPUT_CONTENT_TYPE, model_input_from_series
+from ingest_svc.pixels.volume import save_model_input
+from ingest_svc.pixels.windowing import presets_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AssetBlob:
+    kind: str  # thumbnail, viewport, preview, model_input
+    content_type: str
+    data: bytes
+    preset: str = ""
+    slice_index: int = -1
+    sop_instance_uid: str = ""
+    frame: int = 0
+
+
+@dataclass
+class ObjectFailure:
+    sop_instance_uid: str
+    error_class: str
+    message: str
+
+
+@dataclass
+class SeriesAssets:
+    blobs: list[AssetBlob] = field(default_factory=list)
+    failures: list[ObjectFailure] = field(default_factory=list)
+    presets: list[str] = field(default_factory=list)
+    slice_count: int = 0
+    model_input_error: ObjectFailure | None = None
+
+    @property
+    def has_model_input(self) -> bool:
+        return any(b.kind == "model_input" for b in self.blobs)
+
+
+def decode_tolerant(datasets: Sequence[Dataset]) -> tuple[DecodedSeries | None,
+                                                          list[ObjectFailure]]:
+    """Decodes the series; objects that cannot be decoded are dropped and reported, not fatal."""
+    try:
+        return decode_series(datasets), []
+    except PixelPipelineError:
+        pass
+    good, failures = [], []
+    for ds in datasets:
+        try:
+            decode_image(ds)
+            good.append(ds)
+        except PixelPipelineError as exc:
+            failures.append(ObjectFailure(str(ds.get("SOPInstanceUID", "")), type(exc).__name__,
+                                          str(exc)))
+    if not good:
+        return None, failures
+    try:
+        return decode_series(good), failures
+    except PixelPipelineError as exc:
+        failures.append(ObjectFailure("", type(exc).__name__, str(exc)))
+        return None, failures
+
+
+def build_series_assets(datasets: Sequence[Dataset], pool: ThreadPoolExecutor | None = None,
+                        max_preview_frames: int = 64) -> SeriesAssets:
+    out = SeriesAssets()
+    series, out.failures = decode_tolerant(datasets)
+    if series is None:
+        return out
+    image = series.image
+    out.slice_count = image.n_frames
+    out.presets = presets_for(series.modality, image.has_dicom_window)
+    key = series.key_index
+    out.blobs.append(AssetBlob("thumbnail", PNG_CONTENT_TYPE, thumbnail_png(image),
+                               slice_index=key, sop_instance_uid=series.slices[key].sop_instance_uid,
+                               frame=series.slices[key].frame_number))
+
+    def viewports(preset: str) -> list[AssetBlob]:
+        return [AssetBlob("viewport", PNG_CONTENT_TYPE, png, preset, z,
+                          series.slices[z].sop_instance_uid, series.slices[z].frame_number)
+                for z, png in enumerate(_viewport_pngs(image, preset))]
+
+    results = (pool.map(viewports, out.presets) if pool is not None
+               else map(viewports, out.presets))
+    for blobs in results:
+        out.blobs.extend(blobs)
+    if image.n_frames > 1:
+        out.blobs.append(AssetBlob("preview", GIF_CONTENT_TYPE,
+                                   preview_gif(image, max_frames=max_preview_frames)))
+    try:
+        model_input = model_input_from_series(series)
+        out.blobs.append(AssetBlob("model_input", MODEL_INPUT_CONTENT_TYPE,
+                                   save_model_input(model_input)))
+    except PixelPipelineError as exc:
+        out.model_input_error = ObjectFailure("", type(exc).__name__, str(exc))
+    return out

@@ -1,0 +1,1 @@
+"""Normalizer service: Triton dispatch, the Normalizer contract and built-in normalisers."""

@@ -1,0 +1,35 @@
+"""`sidecar normalizer check HOST:PORT --model NAME`: conformance of a model team's normaliser."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from normalizer_svc.conformance import CASES, run_checks
+
+
+def main(argv: list[str]) -> int:
+    """Runs the checks, prints one PASS/FAIL line each; 0 when all pass, 1 otherwise."""
+    parser = argparse.ArgumentParser(
+        prog="sidecar normalizer check",
+        description="Check that a NormalizerService at HOST:PORT honours the Normalizer "
+                    "contract for one model.")
+    parser.add_argument("target", metavar="HOST:PORT")
+    parser.add_argument("--model", required=True, help=f"model name ({', '.join(CASES)})")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage error (2) or --help (0): return, do not exit the caller
+        return int(exc.code or 0)
+    results = asyncio.run(run_checks(args.target, args.model, args.timeout))
+    for result in results:
+        print(result.line(), flush=True)
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed}/{len(results)} checks passed for {args.model} at "
+          f"{args.target}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,63 @@
+"""The normalizer service process: ai_run jobs, the NormalizerService for built-ins, the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from normalizer_svc.circuit import CircuitBreakers
+from normalizer_svc.inference import RetryPolicy, builtin_normaliser
+from normalizer_svc.servicer import NormalizerServicer, add_to_server
+from normalizer_svc.settings import NormalizerSettings
+from normalizer_svc.triton import TritonClient
+from normalizer_svc.worker import AiRunWorker
+from sidecar_core.bus import Bus
+from sidecar_core.db import Database
+from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
+from sidecar_core.objectstore import ObjectStore
+from sidecar_core.outbox import OutboxRelay
+from sidecar_core.subjects import Topology
+from workflow_svc.registry import load_registry
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -> None:
+    stop = stop or stop_event_on_signals()
+    topology = Topology(settings.subject_prefix, settings.nats_stream_prefix)
+    registry = load_registry(settings.model_registry_path)
+    db = Database(settings.database_url)
+    bus = await Bus.connect(settings.nats_url, topology, name="normalizer_svc")
+    triton = TritonClient(settings.triton_url)
+    breakers = CircuitBreakers(failure_threshold=settings.circuit_failure_threshold,
+                               cooldown_s=settings.circuit_cooldown_s)
+    retry = RetryPolicy(max_attempts=settings.inference_max_attempts,
+                        budget_s=settings.inference_budget_s)
+    worker = AiRunWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology,
+                         registry, triton, breakers, retry)
+    builtins = {e.name: builtin_normaliser(e.builtin_name) for e in registry.models
+                if e.builtin_name}
+    server = GrpcServer(f"{settings.normalizer_host}:{settings.normalizer_port}")
+    add_to_server(server, NormalizerServicer(builtins, version="builtin-1",
+                                             output_specs={e.name: tuple(e.outputs)
+                                                           for e in registry.models}))
+    relay = OutboxRelay(db, bus)
+    tasks = [asyncio.create_task(relay.run(stop)),
+             asyncio.create_task(bus.consume(topology.ai_run_jobs(), worker.handle, stop))]
+    port = await server.start()
+    log.info("normalizer_svc serving gRPC on %s:%d", settings.normalizer_host, port)
+    await stop.wait()
+    await server.stop(10)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await triton.close()
+    await bus.close()
+    await db.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(run(NormalizerSettings()))
+
+
+if __name__ == "__main__":
+    main()

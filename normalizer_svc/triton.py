@@ -1,0 +1,166 @@
+"""Triton adapter (tritonclient.grpc.aio): inference, versions, readiness, error classification."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
+
+from sidecar_core.errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 2**31 - 1
+TRANSIENT_CODES = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED",
+                   "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.ABORTED",
+                   "StatusCode.CANCELLED", "StatusCode.UNKNOWN"}
+# Messages that mean "not now" even under a code that would otherwise be permanent.
+TRANSIENT_HINTS = ("not ready", "unavailable", "connection refused", "failed to connect",
+                   "socket closed", "connection reset", "is not found", "unknown model",
+                   "timeout", "timed out", "deadline")
+
+
+class TritonTransientError(TransientError):
+    """Triton could not answer now (down, overloaded, model not ready, deadline passed)."""
+
+
+class TritonPermanentError(PermanentError):
+    """Triton rejected the request itself (invalid argument, shape or datatype mismatch)."""
+
+
+def classify(exc: BaseException, model: str) -> TransientError | PermanentError:
+    """Maps a tritonclient/gRPC failure to a transient or permanent error naming the model."""
+    if isinstance(exc, TransientError | PermanentError):
+        return exc
+    if isinstance(exc, InferenceServerException):
+        status = exc.status() or ""
+        message = exc.message() or str(exc)
+    elif isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        status, message = "StatusCode.DEADLINE_EXCEEDED", "timed out"
+    elif isinstance(exc, ConnectionError | OSError):
+        status, message = "StatusCode.UNAVAILABLE", str(exc)
+    else:
+        status, message = "", f"{type(exc).__name__}: {exc}"
+    code = status.removeprefix("StatusCode.") or "ERROR"
+    text = f"triton {code} for {model}: {message}"
+    lowered = message.lower()
+    if status in TRANSIENT_CODES:
+        return TritonTransientError(text)
+    if status == "StatusCode.INTERNAL" and any(h in lowered for h in ("not ready", "unavailable")):
+        return TritonTransientError(text)
+    if status in {"StatusCode.NOT_FOUND", "StatusCode.FAILED_PRECONDITION"} or \
+            (status == "" and any(h in lowered for h in TRANSIENT_HINTS)):
+        # A model that is not loaded (yet) or a server still starting: retry later.
+        return TritonTransientError(text)
+    return TritonPermanentError(text)
+
+
+class TritonClient:
+    """One gRPC channel to a Triton server; all calls raise TransientError or PermanentError."""
+
+    def __init__(self, url: str, connect_backoff_ms: int = 500) -> None:
+        self.url = url
+        self._client = InferenceServerClient(url, channel_args=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # Reconnect quickly after a Triton restart instead of gRPC's default 1 s → 120 s.
+            ("grpc.initial_reconnect_backoff_ms", connect_backoff_ms),
+            ("grpc.min_reconnect_backoff_ms", connect_backoff_ms),
+            ("grpc.max_reconnect_backoff_ms", max(connect_backoff_ms, 2000)),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ])
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> TritonClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
+                    deadline_s: float, version: str = "") -> dict[str, np.ndarray]:
+        """One inference; returns every requested output as a numpy array."""
+        request_inputs = []
+        for name, array in inputs.items():
+            array = np.ascontiguousarray(array)
+            tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            request_inputs.append(tensor)
+        requested = [InferRequestedOutput(name) for name in outputs]
+        try:
+            result = await self._client.infer(model, request_inputs, model_version=version,
+                                              outputs=requested, client_timeout=deadline_s)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise classify(exc, model) from exc
+        arrays: dict[str, np.ndarray] = {}
+        for name in outputs:
+            try:
+                array = result.as_numpy(name)
+            except Exception as exc:  # a raw buffer that does not fit its shape and datatype
+                raise TritonPermanentError(f"triton output {name} of {model} cannot be "
+                                           f"decoded: {exc}") from exc
+            if array is None:
+                raise TritonPermanentError(f"triton returned no output {name} for {model}")
+            arrays[name] = array
+        return arrays
+
+    async def model_version(self, model: str, timeout_s: float = 5.0) -> str:
+        """The model's declared version (config parameter `model_version`, e.g.
+        "reference-1.0.0"), else the highest ready version number ("1")."""
+        index = await self._call(model, self._client.get_model_repository_index(
+            client_timeout=timeout_s))
+        ready = [m.version for m in index.models
+                 if m.name == model and m.state == "READY" and m.version]
+        if not ready:
+            raise TritonTransientError(f"triton has no ready version of {model}")
+        config = await self._call(model, self._client.get_model_config(
+            model, as_json=True, client_timeout=timeout_s))
+        declared = (config.get("config", {}).get("parameters", {}).get("model_version", {})
+                    .get("string_value", ""))
+        return str(declared) or max(ready, key=lambda v: int(v) if v.isdigit() else -1)
+
+    async def is_ready(self, timeout_s: float = 2.0) -> bool:
+        """Server liveness and readiness; False instead of raising when it cannot be reached."""
+        try:
+            return bool(await self._client.is_server_ready(client_timeout=timeout_s))
+        except Exception:
+            return False
+
+    async def is_model_ready(self, model: str, version: str = "", timeout_s: float = 2.0) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(model, version,
+                                                          client_timeout=timeout_s))
+        except Exception:
+            return False
+
+    async def model_metadata(self, model: str, timeout_s: float = 5.0) -> dict[str, Any]:
+        """Input/output names, datatypes and shapes as Triton reports them."""
+        meta = await self._call(model, self._client.get_model_metadata(
+            model, as_json=True, client_timeout=timeout_s))
+        return dict(meta)
+
+    async def _call(self, model: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise classify(exc, model) from exc
+
+
+def triton_dtype(datatype: str) -> np.dtype[Any]:
+    """The numpy dtype of a Triton datatype string (FP32 → float32)."""
+    dtype = triton_to_np_dtype(datatype)
+    if dtype is None:
+        raise ValueError(f"unknown Triton datatype {datatype!r}")
+    return np.dtype(dtype)

@@ -1,0 +1,107 @@
+"""`sidecar demo`: registers a demo facility and user, loads synthetic studies, waits for findings."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
+from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from sidecar_core.db import Database
+from sidecar_core.errors import AlreadyExists
+
+FACILITY = "demo"
+AE_TITLE = "DEMO"
+USER = "demo"
+SAMPLES = (("chest-ct", 7), ("mammo", 3), ("brain-mr", 5))
+
+
+def _samples(root: Path) -> list[Path]:
+    from ingest_svc.synth import generate
+
+    folders = []
+    for kind, seed in SAMPLES:
+        folder = root / kind
+        if not (folder / "ground_truth.json").exists():
+            generate(kind, folder, seed)
+        folders.append(folder)
+    return folders
+
+
+async def _register(database_url: str, password_file: Path) -> str:
+    from workflow_svc import users
+
+    db = Database(database_url, pool_size=1)
+    try:
+        try:
+            await users.add_facility(db, FACILITY, ae_title=AE_TITLE)
+        except AlreadyExists:
+            pass
+        if password_file.exists():
+            return password_file.read_text().strip()
+        password = secrets.token_urlsafe(12)
+        try:
+            await users.add_user(db, USER, password, "admin")
+        except AlreadyExists:
+            return "(unchanged: see an earlier run)"
+        password_file.write_text(password + "\n")
+        password_file.chmod(0o600)
+        return password
+    finally:
+        await db.close()
+
+
+async def _ingest(address: str, folder: Path) -> tuple[int, str]:
+    files = sorted(p for p in folder.rglob("*.dcm"))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.IngestServiceStub(channel)
+        reqs = [pb.UploadInstancesRequest(facility=FACILITY, dicom=p.read_bytes(),
+                                          source_ref=p.name) for p in files]
+        resp = await stub.UploadInstances(iter(reqs))
+        uid = next((r.study_instance_uid for r in resp.results if r.study_instance_uid), "")
+        if uid:
+            await stub.CompleteStudy(pb.CompleteStudyRequest(facility=FACILITY,
+                                                             study_instance_uid=uid))
+    return resp.stored_count + resp.duplicate_count, uid
+
+
+async def _wait_states(database_url: str, uids: list[str], timeout: float) -> dict[str, Any]:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    final = {"ready_for_review", "ai_failed", "ineligible", "preprocess_failed"}
+    states: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            cur = await conn.execute(
+                "select s.study_instance_uid, s.state, s.modality, "
+                "(select count(*) from findings f where f.study_id = s.id) "
+                "from studies s where s.study_instance_uid = any(%s)", (uids,))
+            states = {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
+        if len(states) == len(uids) and all(v[0] in final for v in states.values()):
+            break
+        await asyncio.sleep(0.5)
+    return states
+
+
+def load_demo(mesh: Any) -> None:
+    """after_ready hook of `sidecar demo`."""
+    env = mesh.env
+    password = asyncio.run(_register(env["SIDECAR_DATABASE_URL"],
+                                     mesh.data_dir / "demo-password.txt"))
+    uids = []
+    for folder in _samples(mesh.data_dir / "samples"):
+        n, uid = asyncio.run(_ingest(env["SIDECAR_INGEST_ADDRESS"], folder))
+        print(f"loaded {folder.name}: {n} instances (study {uid})", flush=True)
+        uids.append(uid)
+    states = asyncio.run(_wait_states(env["SIDECAR_DATABASE_URL"], uids, 300))
+    for uid, (state, modality, findings) in states.items():
+        print(f"  {modality} study {uid}: {state}, {findings} findings", flush=True)
+    print(f"Log in as '{USER}' with password '{password}' "
+          f"(POST /api/v1/auth/login); stored in {mesh.data_dir / 'demo-password.txt'}",
+          flush=True)

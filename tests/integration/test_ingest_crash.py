@@ -1,0 +1,153 @@
+"""SIGKILL of ingest mid-association: nothing acknowledged is lost, nothing is half-indexed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pydicom.uid import generate_uid
+
+from ingest_svc.dimse_send import Outgoing, StoreSCU, prepare, status_of
+from tests.helpers import add_facility, ct_slice, to_bytes
+from tests.servers import free_port, wait_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+AE_TITLE = "CRASH_PACS"
+SLICES = 80  # 64x64 CT slices of one study
+
+
+class IngestProcess:
+    """`python -m ingest_svc.main` configured only through SIDECAR_* environment variables."""
+
+    def __init__(self, database_url: str, nats_url: str, data_dir: Path) -> None:
+        self.dicom_port, self.grpc_port = free_port(), free_port()
+        self.env = {**os.environ, "SIDECAR_DATABASE_URL": database_url,
+                    "SIDECAR_NATS_URL": nats_url, "SIDECAR_DATA_DIR": str(data_dir),
+                    "SIDECAR_INGEST_PORT": str(self.grpc_port),
+                    "SIDECAR_DICOM_PORT": str(self.dicom_port), "SIDECAR_FSYNC": "true",
+                    "SIDECAR_COMPLETION_POLL_S": "0.1", "TCP_NODELAY": "1"}
+        self.log = data_dir.parent / "ingest.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "ingest_svc.main"], cwd=ROOT,
+                                         env=self.env, stdout=log, stderr=log)
+        wait_port(self.grpc_port, 30)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+
+@pytest.fixture()
+def ingest_process(database_url: str, nats: Any, tmp_path: Path) -> Iterator[IngestProcess]:
+    add_facility(database_url, "crash", ae_title=AE_TITLE, quiet_period_s=1.0)
+    proc = IngestProcess(database_url, nats.url, tmp_path / "data")
+    try:
+        yield proc
+    finally:
+        proc.kill()
+
+
+def send_all(proc: IngestProcess, items: list[Outgoing],
+             kill_after: int | None = None) -> list[str]:
+    """Sends until done or the peer dies; returns the SOP Instance UIDs answered 0x0000."""
+    acked: list[str] = []
+    killer = threading.Timer(0.005, proc.kill)  # the next C-STORE is in flight when it fires
+    try:
+        with StoreSCU("127.0.0.1", proc.dicom_port, AE_TITLE, "SIDECAR",
+                      [i.context for i in items], timeout_s=10) as scu:
+            for item in items:
+                if kill_after is not None and len(acked) == kill_after:
+                    killer.start()
+                status = status_of(scu.store(item))
+                if status is None:
+                    break
+                assert status == 0x0000
+                acked.append(item.sop_instance_uid)
+    except Exception:  # the association dies with the process
+        if kill_after is None:
+            raise
+    if killer.is_alive() or kill_after is not None:
+        killer.join()
+    return acked
+
+
+def object_path(data_dir: Path, key: str) -> Path:
+    algo, _, digest = key.partition("/")
+    return data_dir / "objects" / algo / digest[:2] / digest[2:4] / digest
+
+
+def check_consistent(database_url: str, data_dir: Path) -> dict[str, str]:
+    """Every index row has its object (same content hash) and counts match the rows."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("select sop_instance_uid, object_key from instances").fetchall()
+        mismatched = conn.execute(
+            "select s.id from studies s where s.instance_count <> "
+            "(select count(*) from instances i where i.study_id = s.id)").fetchall()
+    for _, key in rows:
+        path = object_path(data_dir, key)
+        assert path.exists(), f"index row without its object: {key}"
+        assert "sha256/" + hashlib.sha256(path.read_bytes()).hexdigest() == key
+    assert not mismatched, "study instance_count disagrees with its indexed instances"
+    return dict(rows)
+
+
+def test_sigkill_mid_association_loses_nothing_acknowledged(
+        ingest_process: IngestProcess, database_url: str, tmp_path: Path) -> None:
+    study, series = generate_uid(), generate_uid()
+    items = [prepare(to_bytes(ct_slice(study, series, z=float(z), rows=64, cols=64)))
+             for z in range(SLICES)]
+    ingest_process.start()
+    acked = send_all(ingest_process, items, kill_after=SLICES // 3)
+    assert ingest_process.proc is None, "the process was not killed mid-stream"
+    assert SLICES // 3 <= len(acked) < SLICES
+
+    indexed = check_consistent(database_url, tmp_path / "data")
+    missing = [uid for uid in acked if uid not in indexed]
+    assert not missing, f"acknowledged but not indexed after SIGKILL: {missing}"
+
+    ingest_process.start()  # restart on the same database and data dir, re-send everything
+    assert len(send_all(ingest_process, items)) == SLICES
+    deadline = time.monotonic() + 30
+    while True:
+        with psycopg.connect(database_url) as conn:
+            received = conn.execute("select count(*) from audit_events "
+                                    "where type = 'study.received'").fetchone()[0]
+            study_row = conn.execute("select instance_count, completion_count, ingest_status "
+                                     "from studies").fetchall()
+        if received or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    time.sleep(1.5)  # nothing further may happen after completion
+    with psycopg.connect(database_url) as conn:
+        types = [r[0] for r in conn.execute("select type from audit_events order by seq")]
+    ingest_process.stop()
+    assert study_row == [(SLICES, 1, "complete")]
+    assert types.count("study.received") == 1 and "study.updated" not in types
+    assert types.count("study.duplicate_seen") >= len(acked)
+    assert len(check_consistent(database_url, tmp_path / "data")) == SLICES

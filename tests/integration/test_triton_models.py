@@ -1,0 +1,159 @@
+"""The reference and test-only models in a real tritonserver, on synthetic studies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from ingest_svc.synth import generate
+from ingest_svc.synth.readback import read_study, to_npz_bytes
+from normalizer_svc.builtin import BUILTIN_NORMALISERS, ModelInput
+from tests.triton_server import TritonServer, build_model_repository, infer_reference_model
+
+pytestmark = pytest.mark.integration
+
+CHEST = {"slices": 60, "rows": 256, "cols": 256, "slice_spacing": 2.0, "nodules": 2}
+REFERENCE = ("chest_ct_nodules", "mammo_masses", "brain_mr_lesions")
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    repo = build_model_repository(tmp_path_factory.mktemp("triton") / "models")
+    with TritonServer(repo) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(triton: TritonServer) -> Iterator[grpcclient.InferenceServerClient]:
+    client = triton.client()
+    yield client
+    client.close()
+
+
+def study(tmp_path: Path, kind: str, seed: int, **opts: object):
+    truth = generate(kind, tmp_path, seed, **opts)
+    return truth, ModelInput.from_npz(to_npz_bytes(read_study(tmp_path)))
+
+
+def test_stub_imports_the_venv_numpy_below_2(client: grpcclient.InferenceServerClient) -> None:
+    result = client.infer("python_env_probe", [],
+                          outputs=[grpcclient.InferRequestedOutput(n) for n in
+                                   ("NUMPY_VERSION", "PREFIX", "ROUND_TRIP")])
+    version = result.as_numpy("NUMPY_VERSION")[0].decode()
+    assert int(version.split(".")[0]) < 2, version
+    assert version == np.__version__
+    assert result.as_numpy("ROUND_TRIP").tolist() == [0.5, 1.5, 2.5, 3.5]
+
+
+def test_reference_models_are_ready_with_a_version(client: grpcclient.InferenceServerClient) -> None:
+    for name in REFERENCE:
+        assert client.is_model_ready(name, "1")
+        config = client.get_model_config(name).config
+        assert config.parameters["model_version"].string_value == "reference-1.0.0"
+        assert config.backend == "python"
+
+
+@pytest.mark.slow
+def test_chest_ct_nodules_against_ground_truth(client: grpcclient.InferenceServerClient,
+                                              tmp_path: Path) -> None:
+    truth, model_input = study(tmp_path, "chest-ct", 41, **CHEST)
+    outputs = infer_reference_model(client, "chest_ct_nodules", model_input)
+    boxes, scores = outputs["BOXES"], outputs["SCORES"]
+    assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 6
+    assert boxes.shape[0] == scores.shape[0] >= 1 and boxes.nbytes == boxes.shape[0] * 24
+    assert np.isfinite(boxes).all() and ((scores > 0) & (scores <= 1)).all()
+    findings = BUILTIN_NORMALISERS["chest_ct_nodules"](model_input, outputs, "chest_ct_nodules",
+                                                       "reference-1.0.0")
+    assert len(findings) == len(truth.lesions) == 2
+    for lesion in truth.lesions:
+        distances = [np.linalg.norm(np.subtract(f.center_mm, lesion.center_mm)) for f in findings]
+        best = findings[int(np.argmin(distances))]
+        assert min(distances) <= max(lesion.diameter_mm / 2, 5.0)
+        # the key slice is the nodule's centre slice, found by position (files are shuffled)
+        assert best.sop_instance_uid == lesion.sop_instance_uid
+        z0, _, _, z1, _, _ = best.properties["box_zyx"]
+        assert z0 <= lesion.center_voxel[2] <= z1
+
+
+@pytest.mark.slow
+def test_mammo_masses_per_view(client: grpcclient.InferenceServerClient, tmp_path: Path) -> None:
+    truth, model_input = study(tmp_path, "mammo", 2010, masses=2)
+    outputs = infer_reference_model(client, "mammo_masses", model_input)
+    assert outputs["SUSPICION"].shape == (4,) and outputs["SUSPICION"].dtype == np.float32
+    assert outputs["BOXES"].shape[1] == 4 and outputs["BOXES"].shape[0] >= 2
+    findings = BUILTIN_NORMALISERS["mammo_masses"](model_input, outputs, "mammo_masses", "1")
+    for lesion in truth.lesions:
+        assert any(
+            f.kind == "box" and f.sop_instance_uid == lesion.sop_instance_uid
+            and f.bbox_px[0] <= lesion.center_voxel[0] <= f.bbox_px[2]
+            and f.bbox_px[1] <= lesion.center_voxel[1] <= f.bbox_px[3] for f in findings)
+    assert sum(f.kind == "classification" for f in findings) == 1
+
+
+@pytest.mark.slow
+def test_brain_mr_lesion_mask(client: grpcclient.InferenceServerClient, tmp_path: Path) -> None:
+    truth, model_input = study(tmp_path, "brain-mr", 1004, lesions=2)
+    outputs = infer_reference_model(client, "brain_mr_lesions", model_input)
+    mask = outputs["MASK"]
+    assert mask.dtype == np.uint8 and mask.shape == model_input.volume.shape
+    assert mask.nbytes == model_input.volume.size and mask.any()  # not the numpy-2 empty output
+    findings = BUILTIN_NORMALISERS["brain_mr_lesions"](model_input, outputs, "b", "1")
+    assert len(findings) == 2
+    for lesion in truth.lesions:
+        [hit] = [f for f in findings
+                 if np.linalg.norm(np.subtract(f.center_mm, lesion.center_mm)) < 5.0]
+        assert hit.measurements["volume_ml"] == pytest.approx(lesion.volume_ml, rel=0.1)
+
+
+def test_negative_control_gives_well_formed_empty_outputs(
+        client: grpcclient.InferenceServerClient, tmp_path: Path) -> None:
+    _, model_input = study(tmp_path, "chest-ct", 5, negative=True, slices=30)
+    outputs = infer_reference_model(client, "chest_ct_nodules", model_input)
+    assert outputs["BOXES"].shape == (0, 6) and outputs["SCORES"].shape == (0,)
+
+
+def test_bad_input_is_an_inference_error(client: grpcclient.InferenceServerClient) -> None:
+    volume = grpcclient.InferInput("VOLUME", [1, 4, 4], "FP32")
+    volume.set_data_from_numpy(np.zeros((1, 4, 4), np.float32))
+    spacing = grpcclient.InferInput("SPACING", [3], "FP32")
+    spacing.set_data_from_numpy(np.array([1, -1, np.nan], np.float32))
+    with pytest.raises(InferenceServerException, match="SPACING must be"):
+        client.infer("chest_ct_nodules", [volume, spacing])
+
+
+@pytest.mark.parametrize(("mode", "shape"), [("empty", (0, 6)), ("misshaped", (3, 5)),
+                                             ("nan", (1, 6)), ("ok", (1, 6))])
+def test_garbage_model_modes(client: grpcclient.InferenceServerClient, mode: str,
+                             shape: tuple[int, int]) -> None:
+    tensor = grpcclient.InferInput("MODE", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([mode.encode()], dtype=object))
+    result = client.infer("garbage_model", [tensor])
+    assert result.as_numpy("BOXES").shape == shape
+    assert np.isnan(result.as_numpy("BOXES")).any() == (mode == "nan")
+
+
+def test_slow_model_misses_a_client_deadline(client: grpcclient.InferenceServerClient) -> None:
+    seconds = grpcclient.InferInput("SECONDS", [1], "FP32")
+    seconds.set_data_from_numpy(np.array([2.0], np.float32))
+    with pytest.raises(InferenceServerException, match="(?i)deadline"):
+        client.infer("slow_model", [seconds], client_timeout=0.3)
+
+
+def test_stop_and_start_keep_the_ports(triton: TritonServer) -> None:
+    port = triton.grpc_port
+    triton.stop()
+    assert not triton.running
+    probe = grpcclient.InferenceServerClient(triton.grpc_url)
+    with pytest.raises(InferenceServerException):
+        probe.is_server_ready()
+    probe.close()
+    triton.start()
+    assert triton.grpc_port == port
+    again = triton.client()
+    assert again.is_server_ready() and again.is_model_ready("chest_ct_nodules")
+    again.close()
