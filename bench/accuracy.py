@@ -6,8 +6,8 @@ Per kind it writes `--studies` synthetic studies with fixed seeds 0..N-1 (every 
 seed % 5 == 4, is a negative control with no lesion; mammo seeds divisible by 3 are
 MONOCHROME1), reads them back into model input (slices ordered by position), runs the model in
 a tritonserver this script starts (the .npz compression step is skipped: it only costs
-time here and is covered by the unit tests), normalises with the built-in normalisers and matches the
-findings to the ground truth.
+time here and is covered by the unit tests), normalises with the built-in normalisers and
+matches the findings to the ground truth.
 
 Match rule: a finding matches a not-yet-matched true lesion when its centre lies within
 max(lesion radius, 5 mm) of the true centre — in 3-D patient mm (LPS) for chest CT and brain
@@ -74,7 +74,8 @@ class Tally:
             "fp_per_study": round(self.false_positives / max(self.studies, 1), 4),
             "negative_studies_with_fp": self.negative_studies_with_fp,
             "mean_abs_volume_error_ml": round(float(np.mean(self.volume_errors_ml)), 4)
-            if self.volume_errors_ml else None,
+            if self.volume_errors_ml
+            else None,
             "inference_seconds": round(self.seconds_inference, 2),
         }
 
@@ -91,11 +92,13 @@ def _distance_mm(finding: FindingDraft, lesion, model_input: ModelInput) -> floa
     return float(np.hypot(dx, dy))
 
 
-def score_study(truth: GroundTruth, findings: list[FindingDraft], model_input: ModelInput,
-                tally: Tally) -> None:
+def score_study(
+    truth: GroundTruth, findings: list[FindingDraft], model_input: ModelInput, tally: Tally
+) -> None:
     """Matches one study's detections to its lesions and adds the counts to `tally`."""
-    detections = sorted((f for f in findings if f.kind != "classification"),
-                        key=lambda f: -f.confidence)
+    detections = sorted(
+        (f for f in findings if f.kind != "classification"), key=lambda f: -f.confidence
+    )
     unmatched = list(truth.lesions)
     false_positives = 0
     for finding in detections:
@@ -103,7 +106,8 @@ def score_study(truth: GroundTruth, findings: list[FindingDraft], model_input: M
         for lesion in unmatched:
             distance = _distance_mm(finding, lesion, model_input)
             if distance <= max(lesion.diameter_mm / 2, MIN_RADIUS_MM) and (
-                    best is None or distance < best[0]):
+                best is None or distance < best[0]
+            ):
                 best = (distance, lesion)
         if best is None:
             false_positives += 1
@@ -111,8 +115,9 @@ def score_study(truth: GroundTruth, findings: list[FindingDraft], model_input: M
         unmatched.remove(best[1])
         tally.matched += 1
         if "volume_ml" in finding.measurements and finding.kind == "mask":
-            tally.volume_errors_ml.append(abs(finding.measurements["volume_ml"]
-                                              - best[1].volume_ml))
+            tally.volume_errors_ml.append(
+                abs(finding.measurements["volume_ml"] - best[1].volume_ml)
+            )
     tally.studies += 1
     tally.lesions += len(truth.lesions)
     tally.false_positives += false_positives
@@ -144,11 +149,15 @@ def run(studies: int, work_dir: Path) -> dict[str, dict]:
                 began = time.monotonic()
                 outputs = infer_reference_model(client, model_name, model_input)
                 tally.seconds_inference += time.monotonic() - began
-                findings = BUILTIN_NORMALISERS[model_name](model_input, outputs, model_name,
-                                                           version)
+                findings = BUILTIN_NORMALISERS[model_name](
+                    model_input, outputs, model_name, version
+                )
                 score_study(truth, findings, model_input, tally)
-            results[model_name] = {**tally.report(), "model_version": version,
-                                   "total_seconds": round(time.monotonic() - started, 1)}
+            results[model_name] = {
+                **tally.report(),
+                "model_version": version,
+                "total_seconds": round(time.monotonic() - started, 1),
+            }
         client.close()
     return results
 
@@ -163,14 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = args.work_dir or Path(tmp)
         results = run(args.studies, work_dir)
     print(f"match rule: {MATCH_RULE}")
-    print(f"{'model':<18}{'studies':>8}{'lesions':>8}{'found':>6}{'sens':>7}{'FP':>4}"
-          f"{'FP/study':>9}{'infer s':>8}")
+    print(
+        f"{'model':<18}{'studies':>8}{'lesions':>8}{'found':>6}{'sens':>7}{'FP':>4}"
+        f"{'FP/study':>9}{'infer s':>8}"
+    )
     failed = False
     for name, row in results.items():
         sens = row["sensitivity"]
-        print(f"{name:<18}{row['studies']:>8}{row['lesions']:>8}{row['matched']:>6}"
-              f"{sens if sens is not None else float('nan'):>7.3f}{row['false_positives']:>4}"
-              f"{row['fp_per_study']:>9.2f}{row['inference_seconds']:>8.1f}")
+        print(
+            f"{name:<18}{row['studies']:>8}{row['lesions']:>8}{row['matched']:>6}"
+            f"{sens if sens is not None else float('nan'):>7.3f}{row['false_positives']:>4}"
+            f"{row['fp_per_study']:>9.2f}{row['inference_seconds']:>8.1f}"
+        )
         failed |= (sens is not None and sens < 0.9) or row["fp_per_study"] > 1.0
     if args.json:
         args.json.write_text(json.dumps({"match_rule": MATCH_RULE, "models": results}, indent=2))

@@ -70,7 +70,9 @@ def bound_port(server: uvicorn.Server) -> int:
 async def _main() -> None:
     settings = GatewaySettings()
     logging.basicConfig(level=settings.log_level)
-    await run(settings, stop_event_on_signals())
+    from review_gateway.dependencies import mesh_checks
+
+    await run(settings, stop_event_on_signals(), health_checks=mesh_checks(settings))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ JOB_PREPROCESS = "job.v1.preprocess"
 JOB_AI_RUN = "job.v1.ai_run"
 JOB_LLM_ASSIST = "job.v1.llm_assist"
 JOB_HANDOFF = "job.v1.handoff"
+JOB_OVERLAY = "job.v1.overlay"
 AUDIT = "audit.v1"
 DLQ = "dlq.v1"
 
@@ -80,3 +81,7 @@ class Topology:
     def ai_run_jobs(self) -> ConsumerSpec:
         return ConsumerSpec(self.jobs_stream, "ai-run-worker", self.subject(JOB_AI_RUN),
                             ack_wait_s=300, max_deliver=5, backoff_s=(1.0, 3.0, 10.0, 30.0))
+
+    def overlay_jobs(self) -> ConsumerSpec:
+        return ConsumerSpec(self.jobs_stream, "overlay-worker", self.subject(JOB_OVERLAY),
+                            ack_wait_s=120, max_deliver=4, backoff_s=(2.0, 10.0, 30.0))

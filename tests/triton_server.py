@@ -4,8 +4,10 @@ How the python backend finds numpy: its stub embeds the system libpython3.11 and
 isolated mode (PYTHONPATH and PYTHONHOME are ignored). Its interpreter locates itself by
 searching PATH for ``python3``; when that is a venv's ``bin/python3``, the venv's pyvenv.cfg
 makes the venv's site-packages (numpy<2) the stub's. So the server is started with this
-interpreter's venv ``bin`` first on PATH. Without it the stub gets whatever python3 comes first
-(here pyenv's, with numpy 2.4, whose outputs come back empty) or no numpy at all.
+interpreter's venv ``bin`` first on PATH. Without it the stub
+gets whatever python3 comes first (here: one without numpy, so no model loads); a venv with
+numpy 2 would load but return empty outputs. tests/triton_repo/python_env_probe reports what
+the stub really imports.
 """
 
 from __future__ import annotations
@@ -257,8 +259,10 @@ def infer_reference_model(client, model_name: str, model_input) -> dict:
     if model_name == "brain_mr_lesions":
         return call({"VOLUME": model_input.volume, "SPACING": spacing}, ["MASK"])
     if model_name == "mammo_masses":
-        return merge_view_outputs([
-            call({"IMAGE": image, "SPACING": spacing[1:]}, ["BOXES", "SCORES", "SUSPICION"])
-            for image in model_input.volume
-        ])
+        return merge_view_outputs(
+            [
+                call({"IMAGE": image, "SPACING": spacing[1:]}, ["BOXES", "SCORES", "SUSPICION"])
+                for image in model_input.volume
+            ]
+        )
     raise ValueError(f"no reference model named {model_name!r}")

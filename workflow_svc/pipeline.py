@@ -17,7 +17,13 @@ from sidecar_core.consumed import first_time
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError
 from sidecar_core.subjects import (
-    AI_RUN_FINISHED, ASSET_PREPROCESSED, JOB_AI_RUN, JOB_PREPROCESS, STUDY_RECEIVED, Topology,
+    AI_RUN_FINISHED,
+    ASSET_PREPROCESSED,
+    JOB_AI_RUN,
+    JOB_OVERLAY,
+    JOB_PREPROCESS,
+    STUDY_RECEIVED,
+    Topology,
 )
 from workflow_svc.eligibility import decide
 from workflow_svc.facts import study_facts
@@ -168,8 +174,12 @@ class Pipeline:
                 ai_status="partial" if partial else "completed"))
             await transition(s, self.topology, study.id, State.AI_COMPLETE, ACTOR,
                              "some models failed" if partial else "all models completed")
-            await transition(s, self.topology, study.id, State.READY_FOR_REVIEW, ACTOR,
-                             "findings stored")
+            ref = await transition(s, self.topology, study.id, State.READY_FOR_REVIEW, ACTOR,
+                                   "findings stored")
+            job_id = f"overlay:{study.id}:{study.completion_count}"
+            await outbox.enqueue(s, self.topology.subject(JOB_OVERLAY), job_id,
+                                 events_pb2.PreprocessJob(job_id=job_id, study_id=str(study.id),
+                                                          study=_key(ref)))
         else:
             await s.execute(update(Study).where(Study.id == study.id).values(ai_status="failed"))
             await transition(s, self.topology, study.id, State.AI_FAILED, ACTOR,

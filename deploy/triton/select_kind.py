@@ -23,6 +23,7 @@ _GPUS = re.compile(r"\s*gpus:\s*\[[^\]]*\]")
 
 def rewrite(config: str, kind: str, gpus: list[int] | None = None) -> str:
     """config.pbtxt text with every instance group set to KIND_<kind>."""
+
     def group(match: re.Match[str]) -> str:
         body = _GPUS.sub("", match.group("body"))
         body = _KIND.sub(f"kind: KIND_{kind.upper()}", body)
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repository = args.repository
     if args.out:
-        shutil.copytree(repository, args.out, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            repository, args.out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
         repository = args.out
     gpus = [int(g) for g in args.gpus.split(",")] if args.gpus else None
     for config in sorted(repository.glob("*/config.pbtxt")):

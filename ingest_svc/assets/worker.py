@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
+import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from sqlalchemy import delete, select, update
 
+from ingest_svc.assets.overlays import FindingMarks, marks_by_slice, render_overlay
 from ingest_svc.assets.series_assets import ObjectFailure, SeriesAssets, build_series_assets
 from ingest_svc.settings import IngestSettings
 from protos.sidecar.events.v1 import events_pb2
@@ -24,7 +28,7 @@ from sidecar_core.grpc_server import stop_event_on_signals
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.subjects import ASSET_PREPROCESSED, Topology
-from workflow_svc.store.models import Asset, Instance, Series
+from workflow_svc.store.models import Asset, Finding, Instance, Series
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc.preprocess"
@@ -127,6 +131,71 @@ class PreprocessWorker:
                                         "slices": assets.slice_count})
 
 
+class OverlayWorker:
+    """Consumes `job.v1.overlay`: draws a study's visible findings on its viewport images."""
+
+    def __init__(self, db: Database, objects: ObjectStore, topology: Topology) -> None:
+        self.db = db
+        self.objects = objects
+        self.topology = topology
+
+    async def handle(self, delivery: Delivery) -> None:
+        try:
+            job = events_pb2.PreprocessJob.FromString(delivery.data)
+            study_id = uuid.UUID(job.study_id)
+        except Exception as exc:
+            raise PermanentError(f"undecodable overlay job: {exc}") from exc
+        ref = StudyRef(job.study.facility, job.study.accession, job.study.study_instance_uid,
+                       study_id)
+        async with self.db.read() as s:
+            series_rows = (await s.execute(select(Series).where(Series.study_id == study_id))
+                           ).scalars().all()
+            findings = (await s.execute(select(Finding).where(
+                Finding.study_id == study_id, Finding.visible.is_(True)))).scalars().all()
+            viewports = (await s.execute(select(Asset).where(
+                Asset.study_id == study_id, Asset.kind == "viewport"))).scalars().all()
+        rendered = 0
+        for series in series_rows:
+            mine = [f for f in findings if f.series_instance_uid == series.series_instance_uid]
+            views = [v for v in viewports if v.series_id == series.id]
+            if not mine or not views:
+                continue
+            rows = await asyncio.to_thread(self._render, mine, views)
+            async with self.db.unit_of_work() as s:
+                await s.execute(delete(Asset).where(Asset.series_id == series.id,
+                                                    Asset.kind == "overlay"))
+                s.add_all(rows)
+            rendered += len(rows)
+        async with self.db.unit_of_work() as s:
+            await audit.record(s, self.topology, "asset.overlays_rendered", ACTOR, ref,
+                               job_id=job.job_id, attempt=delivery.attempt,
+                               context={"overlays": rendered, "findings": len(findings)})
+
+    def _render(self, findings: list[Finding], views: list[Asset]) -> list[Asset]:
+        slice_index = {(v.sop_instance_uid, v.frame or 1): v.slice_index for v in views}
+        marks = marks_by_slice(
+            [FindingMarks(f.label, f.sop_instance_uid, f.frame or 1, f.bbox_px,
+                          self._mask(f.mask_object_key)) for f in findings],
+            lambda sop, frame: slice_index.get((sop, frame)))
+        rows = []
+        for v in views:
+            if v.slice_index not in marks:
+                continue
+            png = render_overlay(self.objects.get(v.object_key), marks[v.slice_index])
+            rows.append(Asset(study_id=v.study_id, series_id=v.series_id, kind="overlay",
+                              preset=v.preset, slice_index=v.slice_index,
+                              sop_instance_uid=v.sop_instance_uid, frame=v.frame,
+                              object_key=self.objects.put(png), content_type="image/png",
+                              sha256=hashlib.sha256(png).hexdigest(), meta={"bytes": len(png)}))
+        return rows
+
+    def _mask(self, key: str) -> np.ndarray | None:
+        if not key:
+            return None
+        with np.load(io.BytesIO(self.objects.get(key))) as npz:
+            return np.asarray(npz["mask"]).astype(bool)
+
+
 async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_event_on_signals()
     topology = Topology(settings.subject_prefix, settings.nats_stream_prefix)
@@ -134,11 +203,13 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     bus = await Bus.connect(settings.nats_url, topology, name="preprocess")
     worker = PreprocessWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology)
     relay = OutboxRelay(db, bus)
+    overlays = OverlayWorker(db, worker.objects, topology)
     tasks = [asyncio.create_task(relay.run(stop)),
-             asyncio.create_task(bus.consume(topology.preprocess_jobs(), worker.handle, stop))]
+             asyncio.create_task(bus.consume(topology.preprocess_jobs(), worker.handle, stop)),
+             asyncio.create_task(bus.consume(topology.overlay_jobs(), overlays.handle, stop))]
     ready = Path(settings.data_dir) / "run" / "preprocess.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
-    ready.touch()
+    ready.write_text(str(os.getpid()))
     log.info("preprocess worker consuming")
     await stop.wait()
     ready.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from ingest_svc.synth.common import GROUND_TRUTH_FILE, GroundTruth, Lesion
 from ingest_svc.synth.mammo import generate_mammo
 
 KINDS = ("chest-ct", "mammo", "brain-mr")
-_GENERATORS = {
+_GENERATORS: dict[str, Callable[..., GroundTruth]] = {
     "chest-ct": generate_chest_ct,
     "mammo": generate_mammo,
     "brain-mr": generate_brain_mr,

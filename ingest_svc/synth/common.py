@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 GROUND_TRUTH_FILE = "ground_truth.json"
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"
@@ -125,10 +125,10 @@ def base_dataset(
 ) -> Dataset:
     """A dataset with file meta, patient, study, series and SOP common attributes filled in."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_UID)
     meta.ImplementationVersionName = "SIDECAR_SYNTH"
     ds = Dataset()
     ds.file_meta = meta

@@ -129,7 +129,8 @@ class Mesh:
             except Exception:
                 return False
         if port_key is None:
-            return (self.data_dir / "run" / f"{name}.ready").exists()
+            ready = self.data_dir / "run" / f"{name}.ready"
+            return ready.exists() and ready.read_text().strip() == str(self.children[name].pid)
         channel = grpc.insecure_channel(f"127.0.0.1:{self.opts.ports[port_key]}")
         try:
             stub = health_pb2_grpc.HealthStub(channel)

@@ -41,16 +41,22 @@ def study(tmp_path: Path, kind: str, seed: int, **opts: object):
 
 
 def test_stub_imports_the_venv_numpy_below_2(client: grpcclient.InferenceServerClient) -> None:
-    result = client.infer("python_env_probe", [],
-                          outputs=[grpcclient.InferRequestedOutput(n) for n in
-                                   ("NUMPY_VERSION", "PREFIX", "ROUND_TRIP")])
+    result = client.infer(
+        "python_env_probe",
+        [],
+        outputs=[
+            grpcclient.InferRequestedOutput(n) for n in ("NUMPY_VERSION", "PREFIX", "ROUND_TRIP")
+        ],
+    )
     version = result.as_numpy("NUMPY_VERSION")[0].decode()
     assert int(version.split(".")[0]) < 2, version
     assert version == np.__version__
     assert result.as_numpy("ROUND_TRIP").tolist() == [0.5, 1.5, 2.5, 3.5]
 
 
-def test_reference_models_are_ready_with_a_version(client: grpcclient.InferenceServerClient) -> None:
+def test_reference_models_are_ready_with_a_version(
+    client: grpcclient.InferenceServerClient,
+) -> None:
     for name in REFERENCE:
         assert client.is_model_ready(name, "1")
         config = client.get_model_config(name).config
@@ -59,16 +65,18 @@ def test_reference_models_are_ready_with_a_version(client: grpcclient.InferenceS
 
 
 @pytest.mark.slow
-def test_chest_ct_nodules_against_ground_truth(client: grpcclient.InferenceServerClient,
-                                              tmp_path: Path) -> None:
+def test_chest_ct_nodules_against_ground_truth(
+    client: grpcclient.InferenceServerClient, tmp_path: Path
+) -> None:
     truth, model_input = study(tmp_path, "chest-ct", 41, **CHEST)
     outputs = infer_reference_model(client, "chest_ct_nodules", model_input)
     boxes, scores = outputs["BOXES"], outputs["SCORES"]
     assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 6
     assert boxes.shape[0] == scores.shape[0] >= 1 and boxes.nbytes == boxes.shape[0] * 24
     assert np.isfinite(boxes).all() and ((scores > 0) & (scores <= 1)).all()
-    findings = BUILTIN_NORMALISERS["chest_ct_nodules"](model_input, outputs, "chest_ct_nodules",
-                                                       "reference-1.0.0")
+    findings = BUILTIN_NORMALISERS["chest_ct_nodules"](
+        model_input, outputs, "chest_ct_nodules", "reference-1.0.0"
+    )
     assert len(findings) == len(truth.lesions) == 2
     for lesion in truth.lesions:
         distances = [np.linalg.norm(np.subtract(f.center_mm, lesion.center_mm)) for f in findings]
@@ -89,9 +97,12 @@ def test_mammo_masses_per_view(client: grpcclient.InferenceServerClient, tmp_pat
     findings = BUILTIN_NORMALISERS["mammo_masses"](model_input, outputs, "mammo_masses", "1")
     for lesion in truth.lesions:
         assert any(
-            f.kind == "box" and f.sop_instance_uid == lesion.sop_instance_uid
+            f.kind == "box"
+            and f.sop_instance_uid == lesion.sop_instance_uid
             and f.bbox_px[0] <= lesion.center_voxel[0] <= f.bbox_px[2]
-            and f.bbox_px[1] <= lesion.center_voxel[1] <= f.bbox_px[3] for f in findings)
+            and f.bbox_px[1] <= lesion.center_voxel[1] <= f.bbox_px[3]
+            for f in findings
+        )
     assert sum(f.kind == "classification" for f in findings) == 1
 
 
@@ -105,13 +116,15 @@ def test_brain_mr_lesion_mask(client: grpcclient.InferenceServerClient, tmp_path
     findings = BUILTIN_NORMALISERS["brain_mr_lesions"](model_input, outputs, "b", "1")
     assert len(findings) == 2
     for lesion in truth.lesions:
-        [hit] = [f for f in findings
-                 if np.linalg.norm(np.subtract(f.center_mm, lesion.center_mm)) < 5.0]
+        [hit] = [
+            f for f in findings if np.linalg.norm(np.subtract(f.center_mm, lesion.center_mm)) < 5.0
+        ]
         assert hit.measurements["volume_ml"] == pytest.approx(lesion.volume_ml, rel=0.1)
 
 
 def test_negative_control_gives_well_formed_empty_outputs(
-        client: grpcclient.InferenceServerClient, tmp_path: Path) -> None:
+    client: grpcclient.InferenceServerClient, tmp_path: Path
+) -> None:
     _, model_input = study(tmp_path, "chest-ct", 5, negative=True, slices=30)
     outputs = infer_reference_model(client, "chest_ct_nodules", model_input)
     assert outputs["BOXES"].shape == (0, 6) and outputs["SCORES"].shape == (0,)
@@ -126,10 +139,12 @@ def test_bad_input_is_an_inference_error(client: grpcclient.InferenceServerClien
         client.infer("chest_ct_nodules", [volume, spacing])
 
 
-@pytest.mark.parametrize(("mode", "shape"), [("empty", (0, 6)), ("misshaped", (3, 5)),
-                                             ("nan", (1, 6)), ("ok", (1, 6))])
-def test_garbage_model_modes(client: grpcclient.InferenceServerClient, mode: str,
-                             shape: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("mode", "shape"), [("empty", (0, 6)), ("misshaped", (3, 5)), ("nan", (1, 6)), ("ok", (1, 6))]
+)
+def test_garbage_model_modes(
+    client: grpcclient.InferenceServerClient, mode: str, shape: tuple[int, int]
+) -> None:
     tensor = grpcclient.InferInput("MODE", [1], "BYTES")
     tensor.set_data_from_numpy(np.array([mode.encode()], dtype=object))
     result = client.infer("garbage_model", [tensor])

@@ -34,16 +34,26 @@ def rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
     return np.eye(3) + np.sin(theta) * k + (1 - np.cos(theta)) * k @ k
 
 
-def stack(row: np.ndarray, col: np.ndarray, origin: np.ndarray, steps: list[float],
-          spacing: tuple[float, float]) -> Geo:
+def stack(
+    row: np.ndarray,
+    col: np.ndarray,
+    origin: np.ndarray,
+    steps: list[float],
+    spacing: tuple[float, float],
+) -> Geo:
     normal = np.cross(row, col)
     positions = np.array([origin + normal * s for s in steps])
     return Geo(positions, np.concatenate([row, col]), np.array(spacing))
 
 
 def test_axial_matches_the_dicom_formula() -> None:
-    geo = stack(np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([-100.0, -80.0, 30.0]),
-                [0, 2.5, 5.0], (0.8, 0.6))  # rows 0.8 mm apart, columns 0.6 mm apart
+    geo = stack(
+        np.array([1.0, 0, 0]),
+        np.array([0, 1.0, 0]),
+        np.array([-100.0, -80.0, 30.0]),
+        [0, 2.5, 5.0],
+        (0.8, 0.6),
+    )  # rows 0.8 mm apart, columns 0.6 mm apart
     assert np.allclose(voxel_to_patient(geo, 10, 20, 2), [-100 + 6.0, -80 + 16.0, 35.0])
     assert np.allclose(voxel_to_patient(geo, 0, 0, 1.5), [-100, -80, 33.75])
 
@@ -54,8 +64,7 @@ def test_oblique_orientation_round_trips() -> None:
     geo = stack(row, col, np.array([12.0, -40.0, 7.0]), [0, 1.25, 2.5, 3.75], (0.7, 0.9))
     x, y, z = 33.0, 17.5, 2.4
     point = voxel_to_patient(geo, x, y, z)
-    expected = (geo.positions[2] * 0.6 + geo.positions[3] * 0.4
-                + row * 0.9 * x + col * 0.7 * y)
+    expected = geo.positions[2] * 0.6 + geo.positions[3] * 0.4 + row * 0.9 * x + col * 0.7 * y
     assert np.allclose(point, expected)
     assert np.allclose(patient_to_voxel(geo, point), [x, y, z])
     # in-plane distances are the pixel spacings, in any orientation
@@ -67,16 +76,16 @@ def test_oblique_orientation_round_trips() -> None:
 
 def test_uses_positions_not_index_times_thickness() -> None:
     # uneven gaps (a missing slice): slice 2 is 10 mm past slice 1, not 5 mm
-    geo = stack(np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.zeros(3), [0, 5, 15, 20],
-                (1.0, 1.0))
+    geo = stack(
+        np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.zeros(3), [0, 5, 15, 20], (1.0, 1.0)
+    )
     assert voxel_to_patient(geo, 0, 0, 2)[2] == pytest.approx(15.0)
     assert voxel_to_patient(geo, 0, 0, 1.5)[2] == pytest.approx(10.0)
     assert patient_to_voxel(geo, [0, 0, 10.0])[2] == pytest.approx(1.5)
 
 
 def test_descending_positions_and_extrapolation() -> None:
-    geo = stack(np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.zeros(3), [0, -3, -6],
-                (1.0, 1.0))
+    geo = stack(np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.zeros(3), [0, -3, -6], (1.0, 1.0))
     assert patient_to_voxel(geo, [0, 0, -4.5])[2] == pytest.approx(1.5)
     assert slice_position(geo.positions, 3.0)[2] == pytest.approx(-9.0)
     assert patient_to_voxel(geo, [0, 0, -9.0])[2] == pytest.approx(3.0)

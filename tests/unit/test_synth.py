@@ -1,4 +1,4 @@
-"""Synthetic studies: valid DICOM, deterministic, shuffled, and ground truth that the files agree with."""
+"""Synthetic studies: valid DICOM, deterministic, shuffled, with truth the files agree with."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ def patient_point(ds: pydicom.Dataset, x: float, y: float) -> np.ndarray:
     return ipp + iop[:3] * col_mm * x + iop[3:] * row_mm * y
 
 
-@pytest.mark.parametrize(("kind", "opts"), [("chest-ct", SMALL_CT), ("mammo", {}),
-                                            ("brain-mr", SMALL_MR)])
+@pytest.mark.parametrize(
+    ("kind", "opts"), [("chest-ct", SMALL_CT), ("mammo", {}), ("brain-mr", SMALL_MR)]
+)
 def test_same_seed_same_bytes_other_seed_other_uids(tmp_path: Path, kind: str, opts: dict) -> None:
     first = generate(kind, tmp_path / "a", 11, **opts)
     second = generate(kind, tmp_path / "b", 11, **opts)
@@ -54,14 +55,17 @@ def test_same_seed_same_bytes_other_seed_other_uids(tmp_path: Path, kind: str, o
     assert (tmp_path / "a" / GROUND_TRUTH_FILE).exists()
 
 
-@pytest.mark.parametrize(("kind", "opts", "sop_class", "modality", "body_part"), [
-    ("chest-ct", SMALL_CT, CTImageStorage, "CT", "CHEST"),
-    ("mammo", {}, DigitalMammographyXRayImageStorageForPresentation, "MG", "BREAST"),
-    ("brain-mr", SMALL_MR, MRImageStorage, "MR", "HEAD"),
-])
-def test_files_are_valid_part10_with_identifiers(tmp_path: Path, kind: str, opts: dict,
-                                                 sop_class: str, modality: str,
-                                                 body_part: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "opts", "sop_class", "modality", "body_part"),
+    [
+        ("chest-ct", SMALL_CT, CTImageStorage, "CT", "CHEST"),
+        ("mammo", {}, DigitalMammographyXRayImageStorageForPresentation, "MG", "BREAST"),
+        ("brain-mr", SMALL_MR, MRImageStorage, "MR", "HEAD"),
+    ],
+)
+def test_files_are_valid_part10_with_identifiers(
+    tmp_path: Path, kind: str, opts: dict, sop_class: str, modality: str, body_part: str
+) -> None:
     truth = generate(kind, tmp_path, 5, **opts)
     found = datasets(tmp_path)
     assert len(found) == len(truth.files)
@@ -130,8 +134,10 @@ def test_mammo_views_and_masses(tmp_path: Path, photometric: str) -> None:
     views = {(ds.ImageLaterality, ds.ViewPosition) for ds in found}
     assert views == {("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO")}
     assert {ds.PhotometricInterpretation for ds in found} == {photometric}
-    assert all(len(ds.ImagerPixelSpacing) == 2 and ds.PresentationIntentType ==
-               "FOR PRESENTATION" for ds in found)
+    assert all(
+        len(ds.ImagerPixelSpacing) == 2 and ds.PresentationIntentType == "FOR PRESENTATION"
+        for ds in found
+    )
     by_uid = {ds.SOPInstanceUID: ds for ds in found}
     assert len(truth.lesions) == 2
     for lesion in truth.lesions:
@@ -142,7 +148,7 @@ def test_mammo_views_and_masses(tmp_path: Path, photometric: str) -> None:
         pixels = ds.pixel_array.astype(float)
         if photometric == "MONOCHROME1":
             pixels = 4095 - pixels
-        centre = pixels[y - 2:y + 3, x - 2:x + 3].mean()
+        centre = pixels[y - 2 : y + 3, x - 2 : x + 3].mean()
         assert centre > np.median(pixels[pixels > 500]) + 150, "mass is denser than the breast"
 
 
@@ -153,13 +159,16 @@ def test_brain_lesion_volume_and_position(tmp_path: Path) -> None:
     voxel_ml = float(np.prod(arrays["pixel_spacing"])) * spacing / 1000
     assert 24 <= arrays["volume"].shape[0] <= 40
     bright = arrays["volume"] > 650
-    assert bright.sum() * voxel_ml == pytest.approx(sum(l.volume_ml for l in truth.lesions),
-                                                    rel=0.05)
+    assert bright.sum() * voxel_ml == pytest.approx(
+        sum(t.volume_ml for t in truth.lesions), rel=0.05
+    )
     for lesion in truth.lesions:
         x, y, z = (round(v) for v in lesion.center_voxel)
         assert bright[z, y, x]
-        assert str(arrays["sop_instance_uids"][z]) == lesion.sop_instance_uid or bright[
-            list(arrays["sop_instance_uids"]).index(lesion.sop_instance_uid)].any()
+        assert (
+            str(arrays["sop_instance_uids"][z]) == lesion.sop_instance_uid
+            or bright[list(arrays["sop_instance_uids"]).index(lesion.sop_instance_uid)].any()
+        )
 
 
 def test_unknown_kind_is_refused(tmp_path: Path) -> None:

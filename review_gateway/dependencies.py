@@ -1,0 +1,89 @@
+"""Health checks of the mesh the gateway depends on: ingest, normalizer, Triton, NATS, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from review_gateway.health import DependencyStatus, HealthCheck
+from review_gateway.settings import GatewaySettings
+
+
+def grpc_health_check(name: str, address: str, timeout_s: float) -> HealthCheck:
+    """SERVING from the service's grpc.health.v1 means ready."""
+
+    async def check() -> DependencyStatus:
+        async with grpc.aio.insecure_channel(address) as channel:
+            try:
+                resp = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                return DependencyStatus(name, False, f"{address}: {exc.code().name}")
+        ready = resp.status == health_pb2.HealthCheckResponse.SERVING
+        return DependencyStatus(name, ready, "" if ready else f"{address}: not serving")
+
+    check.__name__ = name
+    return check
+
+
+def triton_check(url: str, timeout_s: float) -> HealthCheck:
+    async def check() -> DependencyStatus:
+        from normalizer_svc.triton import TritonClient
+
+        client = TritonClient(url)
+        try:
+            ready = await client.is_ready(timeout_s)
+        finally:
+            await client.close()
+        return DependencyStatus("triton", ready, "" if ready else f"{url}: server not ready")
+
+    check.__name__ = "triton"
+    return check
+
+
+def tcp_check(name: str, url: str, timeout_s: float) -> HealthCheck:
+    """A TCP connect to e.g. nats://host:port."""
+    hostport = url.split("://", 1)[-1].split(",")[0].rsplit("@", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+
+    async def check() -> DependencyStatus:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+        except (OSError, TimeoutError) as exc:
+            return DependencyStatus(name, False, f"{hostport}: {type(exc).__name__}")
+        writer.close()
+        return DependencyStatus(name, True)
+
+    check.__name__ = name
+    return check
+
+
+def ready_file_check(name: str, path: Path) -> HealthCheck:
+    """A worker without a port announces readiness with a file in DATA_DIR/run."""
+
+    async def check() -> DependencyStatus:
+        try:
+            os.kill(int((await asyncio.to_thread(path.read_text)).strip()), 0)
+        except (OSError, ValueError):
+            return DependencyStatus(name, False, f"{name} worker is not running")
+        return DependencyStatus(name, True)
+
+    check.__name__ = name
+    return check
+
+
+def mesh_checks(settings: GatewaySettings) -> list[HealthCheck]:
+    """Every dependency `sidecar up` starts, from the shared settings."""
+    t = settings.health_timeout_s
+    checks = [grpc_health_check("ingest", settings.ingest_address, t),
+              grpc_health_check("normalizer", settings.normalizer_address, t),
+              ready_file_check("preprocess", settings.data_dir / "run" / "preprocess.ready")]
+    if settings.triton_url:
+        checks.append(triton_check(settings.triton_url, t))
+    if settings.nats_url:
+        checks.append(tcp_check("nats", settings.nats_url, t))
+    return checks
