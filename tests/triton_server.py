@@ -110,11 +110,11 @@ class TritonServer:
     ) -> None:
         self.model_repository = Path(model_repository)
         self.startup_timeout = startup_timeout
-        self.log_path = (
-            Path(log_path)
-            if log_path
-            else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
-        )
+        self._own_log = log_path is None  # a temporary log, removed after a clean exit
+        if log_path is None:
+            handle, log_path = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(handle)
+        self.log_path = Path(log_path)
         self.extra_args = list(extra_args)
         self.grpc_port = self.http_port = self.metrics_port = 0
         self._process: subprocess.Popen[bytes] | None = None

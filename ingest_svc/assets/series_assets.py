@@ -14,8 +14,11 @@ from ingest_svc.assets.render import viewport_pngs as _viewport_pngs
 from ingest_svc.pixels.decode import decode_image
 from ingest_svc.pixels.errors import PixelPipelineError
 from ingest_svc.pixels.series import DecodedSeries, decode_series
-from ingest_svc.pixels.volume import MODEL_INPUT_CONTENT_TYPE, model_input_from_series
-from ingest_svc.pixels.volume import save_model_input
+from ingest_svc.pixels.volume import (
+    MODEL_INPUT_CONTENT_TYPE,
+    model_input_from_series,
+    save_model_input,
+)
 from ingest_svc.pixels.windowing import presets_for
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,15 @@ def build_series_assets(datasets: Sequence[Dataset], pool: ThreadPoolExecutor | 
                           series.slices[z].sop_instance_uid, series.slices[z].frame_number)
                 for z, png in enumerate(_viewport_pngs(image, preset))]
 
+    def model_input() -> AssetBlob | ObjectFailure:
+        try:
+            return AssetBlob("model_input", MODEL_INPUT_CONTENT_TYPE,
+                             save_model_input(model_input_from_series(series)))
+        except PixelPipelineError as exc:
+            return ObjectFailure("", type(exc).__name__, str(exc))
+
+    # The model input (deflate-bound) runs beside the viewport PNGs when a pool is given.
+    pending = pool.submit(model_input) if pool is not None else None
     results = (pool.map(viewports, out.presets) if pool is not None
                else map(viewports, out.presets))
     for blobs in results:
@@ -102,10 +114,9 @@ def build_series_assets(datasets: Sequence[Dataset], pool: ThreadPoolExecutor | 
     if image.n_frames > 1:
         out.blobs.append(AssetBlob("preview", GIF_CONTENT_TYPE,
                                    preview_gif(image, max_frames=max_preview_frames)))
-    try:
-        model_input = model_input_from_series(series)
-        out.blobs.append(AssetBlob("model_input", MODEL_INPUT_CONTENT_TYPE,
-                                   save_model_input(model_input)))
-    except PixelPipelineError as exc:
-        out.model_input_error = ObjectFailure("", type(exc).__name__, str(exc))
+    made = pending.result() if pending is not None else model_input()
+    if isinstance(made, AssetBlob):
+        out.blobs.append(made)
+    else:
+        out.model_input_error = made
     return out

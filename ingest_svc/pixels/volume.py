@@ -149,7 +149,7 @@ def load_model_input(data: bytes) -> ModelInput:
     if fmt != MODEL_INPUT_FORMAT:
         raise ModelInputFormatError(f"format is {fmt!r}, expected {MODEL_INPUT_FORMAT!r}")
     model_input = ModelInput(
-        volume=arrays["volume"],
+        volume=np.asarray(arrays["volume"], dtype=np.float32),
         positions=arrays["positions"],
         orientation=arrays["orientation"],
         pixel_spacing=arrays["pixel_spacing"],
@@ -184,11 +184,24 @@ def _strings(values: Sequence[str]) -> np.ndarray:
     return np.array(list(values), dtype=np.str_) if values else np.array([], dtype="<U1")
 
 
+def compact_volume(volume: np.ndarray) -> np.ndarray:
+    """int16 when every voxel is an integer in int16 range (lossless: CT HU, most MR/MG),
+    else float32; readers always load float32. Halves the bytes to deflate and store."""
+    v = np.ascontiguousarray(volume, dtype=np.float32)
+    if v.size and np.isfinite(v).all():
+        lo, hi = float(v.min()), float(v.max())
+        if -32768.0 <= lo and hi <= 32767.0:
+            as_int = v.astype(np.int16)
+            if np.array_equal(as_int, v):
+                return as_int
+    return v
+
+
 def _to_arrays(model_input: ModelInput) -> dict[str, np.ndarray]:
     _validate(model_input)
     values: dict[str, Any] = {
         "format": np.array(model_input.format),
-        "volume": np.ascontiguousarray(model_input.volume, dtype=np.float32),
+        "volume": compact_volume(model_input.volume),
         "positions": np.asarray(model_input.positions, dtype=np.float64),
         "orientation": np.asarray(model_input.orientation, dtype=np.float64),
         "pixel_spacing": np.asarray(model_input.pixel_spacing, dtype=np.float64),

@@ -137,7 +137,8 @@ def test_saved_archive_is_a_plain_npz_with_the_documented_keys() -> None:
             ]
         )  # fmt: skip
         assert str(archive["format"]) == "sidecar.model_input.v1"
-        assert archive["volume"].dtype == np.float32
+        # integral values (HU) are stored losslessly as int16 and load back as float32
+        assert archive["volume"].dtype == np.int16
         assert archive["slice_spacing"].shape == () and float(archive["slice_spacing"]) == 3.0
         assert archive["sop_instance_uids"].tolist() == list(mi.sop_instance_uids)
 
@@ -156,3 +157,21 @@ def test_loading_garbage_raises_a_format_error() -> None:
     np.savez_compressed(buffer, format=np.array("other.v9"), volume=np.zeros((1, 1, 1)))
     with pytest.raises(ModelInputFormatError):
         load_model_input(buffer.getvalue())
+
+
+def test_fractional_volumes_stay_float32_and_round_trip() -> None:
+    mi = build_model_input(make_series([1, 2], [(0.0, 0.0, 0.0), (0.0, 0.0, 3.0)]))
+    mi.volume[0, 0, 0] = 0.25
+    data = save_model_input(mi)
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        assert archive["volume"].dtype == np.float32
+    loaded = load_model_input(data)
+    assert loaded.volume.dtype == np.float32 and loaded == mi
+
+
+def test_int16_storage_is_lossless() -> None:
+    mi = build_model_input(make_series([1, 2], [(0.0, 0.0, 0.0), (0.0, 0.0, 3.0)]))
+    mi.volume[...] = np.linspace(-1024, 3071, mi.volume.size).round().reshape(mi.volume.shape)
+    loaded = load_model_input(save_model_input(mi))
+    assert loaded.volume.dtype == np.float32
+    np.testing.assert_array_equal(loaded.volume, mi.volume)

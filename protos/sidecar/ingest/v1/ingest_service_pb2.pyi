@@ -113,3 +113,83 @@ class CompleteStudyResponse(_message.Message):
     completed_count: int
     study_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, completed_count: _Optional[int] = ..., study_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class QueryParameter(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class SearchStudiesRequest(_message.Message):
+    __slots__ = ("allowed_facilities", "match", "include_fields", "page_size", "page_token")
+    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
+    match: _containers.RepeatedCompositeFieldContainer[QueryParameter]
+    include_fields: _containers.RepeatedScalarFieldContainer[str]
+    page_size: int
+    page_token: str
+    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., match: _Optional[_Iterable[_Union[QueryParameter, _Mapping]]] = ..., include_fields: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class SearchStudiesResponse(_message.Message):
+    __slots__ = ("dicom_json", "next_page_token")
+    DICOM_JSON_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dicom_json: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    def __init__(self, dicom_json: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class SearchSeriesRequest(_message.Message):
+    __slots__ = ("allowed_facilities", "match", "include_fields", "page_size", "page_token", "study_instance_uid")
+    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
+    match: _containers.RepeatedCompositeFieldContainer[QueryParameter]
+    include_fields: _containers.RepeatedScalarFieldContainer[str]
+    page_size: int
+    page_token: str
+    study_instance_uid: str
+    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., match: _Optional[_Iterable[_Union[QueryParameter, _Mapping]]] = ..., include_fields: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., study_instance_uid: _Optional[str] = ...) -> None: ...
+
+class SearchSeriesResponse(_message.Message):
+    __slots__ = ("dicom_json", "next_page_token")
+    DICOM_JSON_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dicom_json: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    def __init__(self, dicom_json: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class SearchInstancesRequest(_message.Message):
+    __slots__ = ("allowed_facilities", "match", "include_fields", "page_size", "page_token", "study_instance_uid", "series_instance_uid")
+    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
+    match: _containers.RepeatedCompositeFieldContainer[QueryParameter]
+    include_fields: _containers.RepeatedScalarFieldContainer[str]
+    page_size: int
+    page_token: str
+    study_instance_uid: str
+    series_instance_uid: str
+    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., match: _Optional[_Iterable[_Union[QueryParameter, _Mapping]]] = ..., include_fields: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ...) -> None: ...
+
+class SearchInstancesResponse(_message.Message):
+    __slots__ = ("dicom_json", "next_page_token")
+    DICOM_JSON_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dicom_json: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    def __init__(self, dicom_json: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -51,6 +51,21 @@ class IngestServiceStub:
                 request_serializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.CompleteStudyRequest.SerializeToString,
                 response_deserializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.CompleteStudyResponse.FromString,
                 _registered_method=True)
+        self.SearchStudies = channel.unary_unary(
+                '/sidecar.ingest.v1.IngestService/SearchStudies',
+                request_serializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchStudiesRequest.SerializeToString,
+                response_deserializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchStudiesResponse.FromString,
+                _registered_method=True)
+        self.SearchSeries = channel.unary_unary(
+                '/sidecar.ingest.v1.IngestService/SearchSeries',
+                request_serializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchSeriesRequest.SerializeToString,
+                response_deserializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchSeriesResponse.FromString,
+                _registered_method=True)
+        self.SearchInstances = channel.unary_unary(
+                '/sidecar.ingest.v1.IngestService/SearchInstances',
+                request_serializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchInstancesRequest.SerializeToString,
+                response_deserializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchInstancesResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -79,6 +94,27 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchStudies(self, request, context):
+        """QIDO-RS study search over the metadata index; each result is one DICOM JSON object.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchSeries(self, request, context):
+        """QIDO-RS series search (within a study when study_instance_uid is set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchInstances(self, request, context):
+        """QIDO-RS instance search (within a study / series when their UIDs are set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +132,21 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.CompleteStudy,
                     request_deserializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.CompleteStudyRequest.FromString,
                     response_serializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.CompleteStudyResponse.SerializeToString,
+            ),
+            'SearchStudies': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchStudies,
+                    request_deserializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchStudiesRequest.FromString,
+                    response_serializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchStudiesResponse.SerializeToString,
+            ),
+            'SearchSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchSeries,
+                    request_deserializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchSeriesRequest.FromString,
+                    response_serializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchSeriesResponse.SerializeToString,
+            ),
+            'SearchInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchInstances,
+                    request_deserializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchInstancesRequest.FromString,
+                    response_serializer=sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchInstancesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +232,87 @@ class IngestService:
             '/sidecar.ingest.v1.IngestService/CompleteStudy',
             sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.CompleteStudyRequest.SerializeToString,
             sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.CompleteStudyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchStudies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.ingest.v1.IngestService/SearchStudies',
+            sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchStudiesRequest.SerializeToString,
+            sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchStudiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.ingest.v1.IngestService/SearchSeries',
+            sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchSeriesRequest.SerializeToString,
+            sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchSeriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.ingest.v1.IngestService/SearchInstances',
+            sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchInstancesRequest.SerializeToString,
+            sidecar_dot_ingest_dot_v1_dot_ingest__service__pb2.SearchInstancesResponse.FromString,
             options,
             channel_credentials,
             insecure,

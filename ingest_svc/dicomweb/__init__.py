@@ -1,0 +1,1 @@
+"""DICOMweb domain: STOW-RS multipart parsing and responses, QIDO-RS queries over the index."""
