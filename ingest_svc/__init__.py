@@ -1,1 +1,1 @@
-"""Ingest service: the Ingest RPC, DICOM adapters, study completion, object store writes and asset workers."""
+"""Ingest service: Ingest RPC, DICOM adapters, study completion, object store and asset workers."""

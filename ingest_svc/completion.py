@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -38,11 +39,14 @@ class CompletionTracker:
 
     async def complete_quiet(self) -> list[uuid.UUID]:
         return await self._complete(
-            "s.last_instance_at < now() - make_interval(secs => f.quiet_period_s)", {},
-            reason="quiet period elapsed")
+            "s.last_instance_at < now() - make_interval(secs => f.quiet_period_s)",
+            {},
+            reason="quiet period elapsed",
+        )
 
-    async def complete_now(self, facility: str, study_instance_uid: str,
-                           accession: str = "") -> list[uuid.UUID]:
+    async def complete_now(
+        self, facility: str, study_instance_uid: str, accession: str = ""
+    ) -> list[uuid.UUID]:
         condition = "f.name = :facility AND s.study_instance_uid = :uid"
         params: dict[str, Any] = {"facility": facility, "uid": study_instance_uid}
         if accession:
@@ -50,22 +54,33 @@ class CompletionTracker:
             params["accession"] = accession
         return await self._complete(condition, params, reason="sender marked the study complete")
 
-    async def _complete(self, condition: str, params: dict[str, Any],
-                        reason: str) -> list[uuid.UUID]:
+    async def _complete(
+        self, condition: str, params: dict[str, Any], reason: str
+    ) -> list[uuid.UUID]:
         async with self.db.unit_of_work() as s:
             rows = (await s.execute(text(_COMPLETE.format(condition=condition)), params)).all()
             for study_id, count, facility, accession, uid, n, completed_at in rows:
-                key = common_pb2.StudyKey(facility=facility, accession=accession,
-                                          study_instance_uid=uid)
-                msg = events_pb2.StudyReceived(study_id=str(study_id), study=key,
-                                               instance_count=n, is_update=count > 1)
+                key = common_pb2.StudyKey(
+                    facility=facility, accession=accession, study_instance_uid=uid
+                )
+                msg = events_pb2.StudyReceived(
+                    study_id=str(study_id), study=key, instance_count=n, is_update=count > 1
+                )
                 msg.completed_at.FromDatetime(completed_at)
-                await outbox.enqueue(s, self.topology.subject(STUDY_RECEIVED),
-                                     f"study.received:{study_id}:{count}", msg)
+                await outbox.enqueue(
+                    s,
+                    self.topology.subject(STUDY_RECEIVED),
+                    f"study.received:{study_id}:{count}",
+                    msg,
+                )
                 await audit.record(
-                    s, self.topology, "study.received" if count == 1 else "study.updated",
-                    "ingest_svc", StudyRef(facility, accession, uid, study_id),
-                    context={"instance_count": n, "completion": count, "reason": reason})
+                    s,
+                    self.topology,
+                    "study.received" if count == 1 else "study.updated",
+                    "ingest_svc",
+                    StudyRef(facility, accession, uid, study_id),
+                    context={"instance_count": n, "completion": count, "reason": reason},
+                )
         return [r[0] for r in rows]
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -74,7 +89,5 @@ class CompletionTracker:
                 await self.complete_quiet()
             except Exception:
                 log.warning("completion check failed; retrying", exc_info=True)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.poll_s)
-            except TimeoutError:
-                pass

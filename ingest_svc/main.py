@@ -27,13 +27,20 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     topology = Topology(settings.subject_prefix, settings.nats_stream_prefix)
     db = Database(settings.database_url, pool_size=max(4, settings.max_associations))
     bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc")
-    receiver = Receiver(db, ObjectStore(settings.objects_path, settings.fsync), topology,
-                        FacilityDirectory(db), int(settings.max_object_mb * 1024 * 1024))
+    receiver = Receiver(
+        db,
+        ObjectStore(settings.objects_path, settings.fsync),
+        topology,
+        FacilityDirectory(db),
+        int(settings.max_object_mb * 1024 * 1024),
+    )
     completion = CompletionTracker(db, topology, settings.completion_poll_s)
     server = GrpcServer(f"{settings.ingest_host}:{settings.ingest_port}")
-    server.register(pb_grpc.add_IngestServiceServicer_to_server,
-                    IngestServicer(receiver, completion),
-                    [pb.DESCRIPTOR.services_by_name["IngestService"].full_name])
+    server.register(
+        pb_grpc.add_IngestServiceServicer_to_server,
+        IngestServicer(receiver, completion),
+        [pb.DESCRIPTOR.services_by_name["IngestService"].full_name],
+    )
     relay = OutboxRelay(db, bus)
     tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(completion.run(stop))]
     dimse = None

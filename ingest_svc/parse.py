@@ -14,11 +14,30 @@ from sidecar_core.uids import uid_problem
 
 # Attributes copied into the metadata index (keywords, DICOM literal values).
 INDEX_KEYWORDS = (
-    "Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription", "SeriesNumber",
-    "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
-    "ImagerPixelSpacing", "SliceThickness", "Rows", "Columns", "NumberOfFrames", "ImageType",
-    "ImageLaterality", "Laterality", "ViewPosition", "PhotometricInterpretation", "StudyDate",
-    "StudyTime", "SeriesDate", "AcquisitionNumber", "FrameOfReferenceUID",
+    "Modality",
+    "BodyPartExamined",
+    "StudyDescription",
+    "SeriesDescription",
+    "SeriesNumber",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "ImageType",
+    "ImageLaterality",
+    "Laterality",
+    "ViewPosition",
+    "PhotometricInterpretation",
+    "StudyDate",
+    "StudyTime",
+    "SeriesDate",
+    "AcquisitionNumber",
+    "FrameOfReferenceUID",
 )
 
 
@@ -61,8 +80,10 @@ def read_header(data: bytes) -> Dataset:
             raise InvalidDicomError("no SOP Class UID or Study Instance UID found")
         return ds
     except Exception as exc:
-        raise Rejected("NOT_DICOM", "not a DICOM object: no 'DICM' prefix and no readable "
-                       f"dataset ({type(exc).__name__})") from exc
+        raise Rejected(
+            "NOT_DICOM",
+            f"not a DICOM object: no 'DICM' prefix and no readable dataset ({type(exc).__name__})",
+        ) from exc
 
 
 def _uid(ds: Dataset, keyword: str, missing_reason: str, ids: dict[str, str]) -> str:
@@ -79,8 +100,9 @@ def _uid(ds: Dataset, keyword: str, missing_reason: str, ids: dict[str, str]) ->
 def parse_instance(data: bytes, max_bytes: int) -> ParsedInstance:
     """Validates identity and UIDs of a received object (DESIGN.md Identity) and indexes it."""
     if len(data) > max_bytes:
-        raise Rejected("OBJECT_TOO_LARGE",
-                       f"object is {len(data)} bytes; the limit is {max_bytes} bytes")
+        raise Rejected(
+            "OBJECT_TOO_LARGE", f"object is {len(data)} bytes; the limit is {max_bytes} bytes"
+        )
     if not data:
         raise Rejected("NOT_DICOM", "empty object")
     ds = read_header(data)
@@ -93,15 +115,22 @@ def parse_instance(data: bytes, max_bytes: int) -> ParsedInstance:
     ids["sop_instance_uid"] = sop
     sop_class = _uid(ds, "SOPClassUID", "MISSING_SOP_CLASS_UID", ids)
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
-        if str(meta.MediaStorageSOPInstanceUID) != sop:
-            raise Rejected("SOP_INSTANCE_MISMATCH", "MediaStorageSOPInstanceUID "
-                           f"{meta.MediaStorageSOPInstanceUID} differs from SOPInstanceUID {sop}", **ids)
+    stored_sop = meta.get("MediaStorageSOPInstanceUID") if meta is not None else None
+    if stored_sop is not None and str(stored_sop) != sop:
+        raise Rejected(
+            "SOP_INSTANCE_MISMATCH",
+            f"MediaStorageSOPInstanceUID {stored_sop} differs from SOPInstanceUID {sop}",
+            **ids,
+        )
     tsuid = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     accession = str(ds.get("AccessionNumber", "") or "").strip()
     if len(accession) > 64:
-        raise Rejected("INVALID_ACCESSION", f"AccessionNumber is {len(accession)} characters "
-                       "(at most 16 by the standard, 64 accepted)", **ids)
+        raise Rejected(
+            "INVALID_ACCESSION",
+            f"AccessionNumber is {len(accession)} characters "
+            "(at most 16 by the standard, 64 accepted)",
+            **ids,
+        )
     attributes = {k: _json_value(ds.get(k)) for k in INDEX_KEYWORDS if k in ds}
     return ParsedInstance(study, series, sop, sop_class, tsuid, accession, attributes)
 

@@ -17,9 +17,12 @@ class IngestSettings(CommonSettings):
     max_associations: int = Field(default=16, description="Concurrent DIMSE associations")
     default_quiet_period_s: float = Field(default=5.0, description="Study completion quiet period")
     completion_poll_s: float = 0.25
-    dicom_max_pdu_bytes: int = Field(default=262144,
-                                     description="Largest P-DATA PDU the SCP accepts; 0 = no limit")
-    dicom_network_timeout_s: float = Field(default=60.0,
-                                           description="Idle DIMSE connection timeout")
+    dicom_max_pdu_bytes: int = Field(
+        default=262144, description="Largest P-DATA PDU the SCP accepts; 0 = no limit"
+    )
+    dicom_network_timeout_s: float = Field(
+        default=60.0, description="Idle DIMSE connection timeout"
+    )
     dicom_store_timeout_s: float = Field(
-        default=120.0, description="Longest wait for one C-STORE to become durable before 0xA700")
+        default=120.0, description="Longest wait for one C-STORE to become durable before 0xA700"
+    )

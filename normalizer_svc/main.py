@@ -29,21 +29,38 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="normalizer_svc")
     triton = TritonClient(settings.triton_url)
-    breakers = CircuitBreakers(failure_threshold=settings.circuit_failure_threshold,
-                               cooldown_s=settings.circuit_cooldown_s)
-    retry = RetryPolicy(max_attempts=settings.inference_max_attempts,
-                        budget_s=settings.inference_budget_s)
-    worker = AiRunWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology,
-                         registry, triton, breakers, retry)
-    builtins = {e.name: builtin_normaliser(e.builtin_name) for e in registry.models
-                if e.builtin_name}
+    breakers = CircuitBreakers(
+        failure_threshold=settings.circuit_failure_threshold, cooldown_s=settings.circuit_cooldown_s
+    )
+    retry = RetryPolicy(
+        max_attempts=settings.inference_max_attempts, budget_s=settings.inference_budget_s
+    )
+    worker = AiRunWorker(
+        db,
+        ObjectStore(settings.objects_path, settings.fsync),
+        topology,
+        registry,
+        triton,
+        breakers,
+        retry,
+    )
+    builtins = {
+        e.name: builtin_normaliser(e.builtin_name) for e in registry.models if e.builtin_name
+    }
     server = GrpcServer(f"{settings.normalizer_host}:{settings.normalizer_port}")
-    add_to_server(server, NormalizerServicer(builtins, version="builtin-1",
-                                             output_specs={e.name: tuple(e.outputs)
-                                                           for e in registry.models}))
+    add_to_server(
+        server,
+        NormalizerServicer(
+            builtins,
+            version="builtin-1",
+            output_specs={e.name: tuple(e.outputs) for e in registry.models},
+        ),
+    )
     relay = OutboxRelay(db, bus)
-    tasks = [asyncio.create_task(relay.run(stop)),
-             asyncio.create_task(bus.consume(topology.ai_run_jobs(), worker.handle, stop))]
+    tasks = [
+        asyncio.create_task(relay.run(stop)),
+        asyncio.create_task(bus.consume(topology.ai_run_jobs(), worker.handle, stop)),
+    ]
     port = await server.start()
     log.info("normalizer_svc serving gRPC on %s:%d", settings.normalizer_host, port)
     await stop.wait()

@@ -36,9 +36,16 @@ TERMINAL = {"completed", "failed", "invalid"}
 class AiRunWorker:
     """Consumes `job.v1.ai_run`; every attempt is audited, the result goes out via the outbox."""
 
-    def __init__(self, db: Database, objects: ObjectStore, topology: Topology,
-                 registry: Registry, triton: Inferer, breakers: CircuitBreakers,
-                 retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        db: Database,
+        objects: ObjectStore,
+        topology: Topology,
+        registry: Registry,
+        triton: Inferer,
+        breakers: CircuitBreakers,
+        retry: RetryPolicy,
+    ) -> None:
         self.db = db
         self.objects = objects
         self.topology = topology
@@ -66,21 +73,36 @@ class AiRunWorker:
             run = (await s.execute(select(AiRun).where(AiRun.id == run_id))).scalar_one_or_none()
             if run is None:
                 raise PermanentError(f"unknown AI run {run_id}")
-            series_uid = (await s.execute(select(Series.series_instance_uid).where(
-                Series.id == run.series_id))).scalar_one()
-            key = (await s.execute(select(Asset.object_key).where(
-                Asset.series_id == run.series_id, Asset.kind == "model_input"
-            ).order_by(Asset.created_at.desc()).limit(1))).scalar_one_or_none()
+            series_uid = (
+                await s.execute(
+                    select(Series.series_instance_uid).where(Series.id == run.series_id)
+                )
+            ).scalar_one()
+            key = (
+                await s.execute(
+                    select(Asset.object_key)
+                    .where(Asset.series_id == run.series_id, Asset.kind == "model_input")
+                    .order_by(Asset.created_at.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
         if run.status in TERMINAL:
             return  # redelivered after the result was published
-        ref = StudyRef(job.study.facility, job.study.accession, job.study.study_instance_uid,
-                       run.study_id)
+        ref = StudyRef(
+            job.study.facility, job.study.accession, job.study.study_instance_uid, run.study_id
+        )
         await self._started(run_id, ref, job.job_id, delivery.attempt, run.model_name)
         try:
             entry = self.registry.get(run.model_name)
         except KeyError as exc:
-            await self._finish(run, ref, job.job_id, delivery.attempt, "failed",
-                               error=PermanentError(f"model {run.model_name} not in registry"))
+            await self._finish(
+                run,
+                ref,
+                job.job_id,
+                delivery.attempt,
+                "failed",
+                error=PermanentError(f"model {run.model_name} not in registry"),
+            )
             log.warning("unknown model: %s", exc)
             return
         t0 = time.monotonic()
@@ -90,10 +112,17 @@ class AiRunWorker:
             data = await asyncio.to_thread(self.objects.get, key)
             model_input = await asyncio.to_thread(ModelInput.from_npz, data)
             fetch_ms = (time.monotonic() - t0) * 1000
-            result = await run_model(entry, model_input, self.triton,
-                                     self.breakers.for_model(entry.name), self.normaliser(entry),
-                                     series_uid=series_uid, ai_run_id=str(run_id),
-                                     retry=self.retry, fetch_input_ms=fetch_ms)
+            result = await run_model(
+                entry,
+                model_input,
+                self.triton,
+                self.breakers.for_model(entry.name),
+                self.normaliser(entry),
+                series_uid=series_uid,
+                ai_run_id=str(run_id),
+                retry=self.retry,
+                fetch_input_ms=fetch_ms,
+            )
         except InvalidResult as exc:
             await self._finish(run, ref, job.job_id, delivery.attempt, "invalid", error=exc)
             return
@@ -102,9 +131,17 @@ class AiRunWorker:
                 await self._finish(run, ref, job.job_id, delivery.attempt, "failed", error=exc)
                 return
             async with self.db.unit_of_work() as s:
-                await audit.record(s, self.topology, "ai_run.retry_scheduled", ACTOR, ref,
-                                   job_id=job.job_id, attempt=delivery.attempt, error=exc,
-                                   context={"model": run.model_name, "ai_run_id": str(run_id)})
+                await audit.record(
+                    s,
+                    self.topology,
+                    "ai_run.retry_scheduled",
+                    ACTOR,
+                    ref,
+                    job_id=job.job_id,
+                    attempt=delivery.attempt,
+                    error=exc,
+                    context={"model": run.model_name, "ai_run_id": str(run_id)},
+                )
             raise
         except (PermanentError, OSError, ValueError) as exc:
             await self._finish(run, ref, job.job_id, delivery.attempt, "failed", error=exc)
@@ -116,33 +153,68 @@ class AiRunWorker:
                 finding.ClearField("mask")
                 finding.mask_object_key = await asyncio.to_thread(self._store_mask, draft.mask)
             findings.append(finding)
-        await self._finish(run, ref, job.job_id, delivery.attempt, "completed",
-                           findings=findings, version=result.model_version,
-                           latency={**result.latency_ms,
-                                    "total": (time.monotonic() - t0) * 1000})
+        await self._finish(
+            run,
+            ref,
+            job.job_id,
+            delivery.attempt,
+            "completed",
+            findings=findings,
+            version=result.model_version,
+            latency={**result.latency_ms, "total": (time.monotonic() - t0) * 1000},
+        )
 
     def _store_mask(self, mask: np.ndarray) -> str:
         buf = io.BytesIO()
         np.savez_compressed(buf, mask=np.asarray(mask).astype(np.uint8))
         return self.objects.put(buf.getvalue())
 
-    async def _started(self, run_id: uuid.UUID, ref: StudyRef, job_id: str, attempt: int,
-                       model: str) -> None:
+    async def _started(
+        self, run_id: uuid.UUID, ref: StudyRef, job_id: str, attempt: int, model: str
+    ) -> None:
         async with self.db.unit_of_work() as s:
-            await s.execute(update(AiRun).where(AiRun.id == run_id, AiRun.status.not_in(TERMINAL))
-                            .values(status="running", attempts=attempt))
-            await audit.record(s, self.topology, "ai_run.started", ACTOR, ref, job_id=job_id,
-                               attempt=attempt, context={"model": model, "ai_run_id": str(run_id)})
+            await s.execute(
+                update(AiRun)
+                .where(AiRun.id == run_id, AiRun.status.not_in(TERMINAL))
+                .values(status="running", attempts=attempt)
+            )
+            await audit.record(
+                s,
+                self.topology,
+                "ai_run.started",
+                ACTOR,
+                ref,
+                job_id=job_id,
+                attempt=attempt,
+                context={"model": model, "ai_run_id": str(run_id)},
+            )
 
-    async def _finish(self, run: AiRun, ref: StudyRef, job_id: str, attempt: int, status: str,
-                      *, error: BaseException | None = None, findings: list | None = None,
-                      version: str = "", latency: dict[str, float] | None = None) -> None:
+    async def _finish(
+        self,
+        run: AiRun,
+        ref: StudyRef,
+        job_id: str,
+        attempt: int,
+        status: str,
+        *,
+        error: BaseException | None = None,
+        findings: list | None = None,
+        version: str = "",
+        latency: dict[str, float] | None = None,
+    ) -> None:
         msg = events_pb2.AiRunFinished(
-            ai_run_id=str(run.id), study_id=str(run.study_id), status=status,
-            findings=findings or [], attempts=attempt, model_version=version,
+            ai_run_id=str(run.id),
+            study_id=str(run.study_id),
+            status=status,
+            findings=findings or [],
+            attempts=attempt,
+            model_version=version,
             error_class=type(error).__name__ if error else "",
-            error_message=str(error)[:4000] if error else "", latency_ms=latency or {})
+            error_message=str(error)[:4000] if error else "",
+            latency_ms=latency or {},
+        )
         async with self.db.unit_of_work() as s:
-            await outbox.enqueue(s, self.topology.subject(AI_RUN_FINISHED),
-                                 f"ai_run.finished:{run.id}", msg)
+            await outbox.enqueue(
+                s, self.topology.subject(AI_RUN_FINISHED), f"ai_run.finished:{run.id}", msg
+            )
         log.info("ai run %s (%s) %s", run.id, run.model_name, status)

@@ -20,7 +20,8 @@ def grpc_health_check(name: str, address: str, timeout_s: float) -> HealthCheck:
         async with grpc.aio.insecure_channel(address) as channel:
             try:
                 resp = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+                    health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+                )
             except grpc.aio.AioRpcError as exc:
                 return DependencyStatus(name, False, f"{address}: {exc.code().name}")
         ready = resp.status == health_pb2.HealthCheckResponse.SERVING
@@ -79,9 +80,11 @@ def ready_file_check(name: str, path: Path) -> HealthCheck:
 def mesh_checks(settings: GatewaySettings) -> list[HealthCheck]:
     """Every dependency `sidecar up` starts, from the shared settings."""
     t = settings.health_timeout_s
-    checks = [grpc_health_check("ingest", settings.ingest_address, t),
-              grpc_health_check("normalizer", settings.normalizer_address, t),
-              ready_file_check("preprocess", settings.data_dir / "run" / "preprocess.ready")]
+    checks = [
+        grpc_health_check("ingest", settings.ingest_address, t),
+        grpc_health_check("normalizer", settings.normalizer_address, t),
+        ready_file_check("preprocess", settings.data_dir / "run" / "preprocess.ready"),
+    ]
     if settings.triton_url:
         checks.append(triton_check(settings.triton_url, t))
     if settings.nats_url:

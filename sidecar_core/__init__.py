@@ -1,1 +1,1 @@
-"""Plumbing every sidecar service repeats: settings, database, bus, outbox, audit, object store, gRPC bootstrap."""
+"""Plumbing every service repeats: settings, database, bus, outbox, audit, objects, gRPC."""

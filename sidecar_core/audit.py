@@ -1,4 +1,4 @@
-"""The audit emitter: an append-only row plus a sidecar.audit.v1.<type> message, in one transaction."""
+"""The audit emitter: an append-only row plus a sidecar.audit.v1.<type> message, atomically."""
 
 from __future__ import annotations
 
@@ -49,18 +49,37 @@ async def record(
     event_id = uuid.uuid4()
     now = datetime.now(UTC)
     ctx = {k: _jsonable(v) for k, v in (context or {}).items()}
-    session.add(AuditEvent(
-        id=event_id, type=event_type, at=now, facility=study.facility, accession=study.accession,
-        study_instance_uid=study.study_instance_uid[:128], study_id=study.study_id, actor=actor,
-        job_id=job_id, attempt=attempt, error_class=error_class[:64],
-        error_message=error_message[:4000], context=ctx,
-    ))
+    session.add(
+        AuditEvent(
+            id=event_id,
+            type=event_type,
+            at=now,
+            facility=study.facility,
+            accession=study.accession,
+            study_instance_uid=study.study_instance_uid[:128],
+            study_id=study.study_id,
+            actor=actor,
+            job_id=job_id,
+            attempt=attempt,
+            error_class=error_class[:64],
+            error_message=error_message[:4000],
+            context=ctx,
+        )
+    )
     msg = events_pb2.AuditRecorded(
-        event_id=str(event_id), type=event_type, actor=actor,
-        study=common_pb2.StudyKey(facility=study.facility, accession=study.accession,
-                                  study_instance_uid=study.study_instance_uid[:128]),
-        study_id=str(study.study_id or ""), job_id=job_id, attempt=attempt,
-        error_class=error_class[:64], error_message=error_message[:4000],
+        event_id=str(event_id),
+        type=event_type,
+        actor=actor,
+        study=common_pb2.StudyKey(
+            facility=study.facility,
+            accession=study.accession,
+            study_instance_uid=study.study_instance_uid[:128],
+        ),
+        study_id=str(study.study_id or ""),
+        job_id=job_id,
+        attempt=attempt,
+        error_class=error_class[:64],
+        error_message=error_message[:4000],
     )
     msg.at.FromDatetime(now)
     struct = struct_pb2.Struct()

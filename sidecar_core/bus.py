@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
@@ -100,11 +101,15 @@ class Bus:
             error_message=str(exc)[:2000],
         )
         letter.at.FromDatetime(datetime.now(UTC))
-        await self.publish(self.topology.dlq_subject(delivery.subject), letter.SerializeToString(),
-                           msg_id=f"dlq:{spec.durable}:{delivery.msg_id or delivery.subject}")
+        await self.publish(
+            self.topology.dlq_subject(delivery.subject),
+            letter.SerializeToString(),
+            msg_id=f"dlq:{spec.durable}:{delivery.msg_id or delivery.subject}",
+        )
 
-    async def consume(self, spec: ConsumerSpec, handler: Handler, stop: asyncio.Event,
-                      batch: int = 1) -> None:
+    async def consume(
+        self, spec: ConsumerSpec, handler: Handler, stop: asyncio.Event, batch: int = 1
+    ) -> None:
         """Runs `handler` for each message until `stop` is set.
 
         Success acks. TransientError (and unexpected errors) naks with the spec's backoff until
@@ -125,10 +130,15 @@ class Bus:
             for msg in msgs:
                 await self._handle(spec, handler, msg)
 
-    async def _handle(self, spec: ConsumerSpec, handler: Handler, msg: nats.aio.msg.Msg) -> None:
+    async def _handle(self, spec: ConsumerSpec, handler: Handler, msg: Msg) -> None:
         headers = msg.headers or {}
-        delivery = Delivery(msg.subject, msg.data, msg.metadata.num_delivered,
-                            headers.get("Nats-Msg-Id", ""), spec.max_deliver)
+        delivery = Delivery(
+            msg.subject,
+            msg.data,
+            msg.metadata.num_delivered,
+            headers.get("Nats-Msg-Id", ""),
+            spec.max_deliver,
+        )
         heartbeat = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s))
         try:
             await handler(delivery)
@@ -138,9 +148,15 @@ class Bus:
             await msg.term()
         except Exception as exc:
             transient = isinstance(exc, TransientError)
-            log.warning("%s: %s failure on %s (attempt %d): %s", spec.durable,
-                        "transient" if transient else "unexpected", msg.subject,
-                        delivery.attempt, exc, exc_info=not transient)
+            log.warning(
+                "%s: %s failure on %s (attempt %d): %s",
+                spec.durable,
+                "transient" if transient else "unexpected",
+                msg.subject,
+                delivery.attempt,
+                exc,
+                exc_info=not transient,
+            )
             if delivery.is_last_attempt:
                 await self.dead_letter(spec, delivery, exc)
                 await msg.term()
@@ -159,7 +175,7 @@ class Bus:
             await self.nc.drain()
 
 
-async def _keep_alive(msg: nats.aio.msg.Msg, ack_wait_s: float) -> None:
+async def _keep_alive(msg: Msg, ack_wait_s: float) -> None:
     """Tells JetStream a long handler is still working so it does not redeliver."""
     while True:
         await asyncio.sleep(max(ack_wait_s / 3, 1.0))

@@ -16,8 +16,9 @@ DEFAULT_DATA_DIR = Path(".data")
 
 def _port_flags(p: argparse.ArgumentParser) -> None:
     for name, port in DEFAULT_PORTS.items():
-        p.add_argument(f"--{name}-port", type=int, default=port, dest=f"port_{name}",
-                       help=f"default {port}")
+        p.add_argument(
+            f"--{name}-port", type=int, default=port, dest=f"port_{name}", help=f"default {port}"
+        )
 
 
 def _ports(args: argparse.Namespace) -> dict[str, int]:
@@ -25,8 +26,12 @@ def _ports(args: argparse.Namespace) -> dict[str, int]:
 
 
 def _db_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                   help="embedded data dir (its PostgreSQL is used unless --database-url)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="embedded data dir (its PostgreSQL is used unless --database-url)",
+    )
     p.add_argument("--database-url", default=os.environ.get("SIDECAR_DATABASE_URL", ""))
 
 
@@ -34,11 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    for name, help_ in (("up", "run the whole mesh on embedded defaults"),
-                        ("demo", "like up, and load the bundled synthetic studies")):
+    for name, help_ in (
+        ("up", "run the whole mesh on embedded defaults"),
+        ("demo", "like up, and load the bundled synthetic studies"),
+    ):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--data-dir", type=Path,
-                       default=Path(".demo-data") if name == "demo" else DEFAULT_DATA_DIR)
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=Path(".demo-data") if name == "demo" else DEFAULT_DATA_DIR,
+        )
         _port_flags(p)
 
     p = sub.add_parser("synth", help="write synthetic studies with a ground-truth JSON")
@@ -48,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=1, help="number of studies")
 
     fac = sub.add_parser("facility", help="manage facilities").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     p = fac.add_parser("add")
     p.add_argument("name")
     p.add_argument("--ae-title")
@@ -66,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="bring the database schema to the latest migration")
     _db_flags(p)
 
-    sub.add_parser("ingest", help="send DICOM files (see `sidecar ingest --help`)",
-                   add_help=False)
-    sub.add_parser("normalizer", help="normalizer tools: `sidecar normalizer check HOST:PORT`",
-                   add_help=False)
+    sub.add_parser("ingest", help="send DICOM files (see `sidecar ingest --help`)", add_help=False)
+    sub.add_parser(
+        "normalizer", help="normalizer tools: `sidecar normalizer check HOST:PORT`", add_help=False
+    )
     return parser
 
 
@@ -96,8 +107,9 @@ async def _admin(args: argparse.Namespace) -> int:
     db = Database(url, pool_size=1)
     try:
         if args.command == "facility":
-            fid = await users.add_facility(db, args.name, ae_title=args.ae_title,
-                                           shadow_mode=args.shadow_mode)
+            fid = await users.add_facility(
+                db, args.name, ae_title=args.ae_title, shadow_mode=args.shadow_mode
+            )
             print(f"facility {args.name} added (id {fid})")
         else:
             password = sys.stdin.readline().rstrip("\n")
@@ -118,8 +130,10 @@ def run_synth(out: Path, kind: str, seed: int, count: int) -> int:
     for i in range(count):
         folder = out if count == 1 else out / f"{kind}-{seed + i:04d}"
         truth = generate(kind, folder, seed + i)
-        print(f"{folder}: {kind} study {truth.study_instance_uid} accession "
-              f"{truth.accession_number}, {len(truth.files)} files, {len(truth.lesions)} lesions")
+        print(
+            f"{folder}: {kind} study {truth.study_instance_uid} accession "
+            f"{truth.accession_number}, {len(truth.files)} files, {len(truth.lesions)} lesions"
+        )
     return 0
 
 

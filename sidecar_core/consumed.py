@@ -12,8 +12,12 @@ async def first_time(session: AsyncSession, consumer: str, msg_id: str) -> bool:
     """True the first time `consumer` sees `msg_id` (rolled back with the transaction)."""
     if not msg_id:
         return True
-    inserted = (await session.execute(
-        insert(ConsumedMessage).values(consumer=consumer, msg_id=msg_id)
-        .on_conflict_do_nothing().returning(ConsumedMessage.msg_id)
-    )).scalar_one_or_none()
+    inserted = (
+        await session.execute(
+            insert(ConsumedMessage)
+            .values(consumer=consumer, msg_id=msg_id)
+            .on_conflict_do_nothing()
+            .returning(ConsumedMessage.msg_id)
+        )
+    ).scalar_one_or_none()
     return inserted is not None

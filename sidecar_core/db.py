@@ -17,7 +17,7 @@ def sqlalchemy_url(url: str) -> str:
     """Turns a libpq-style URL (postgresql://...) into the psycopg 3 dialect URL."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     raise ValueError("SIDECAR_DATABASE_URL must start with postgresql://")
 
 

@@ -1,4 +1,4 @@
-"""Domain errors with a stable UPPER_SNAKE reason; the gRPC and HTTP edges map them to status codes."""
+"""Domain errors with a stable UPPER_SNAKE reason; the gRPC and HTTP edges map them to codes."""
 
 from __future__ import annotations
 

@@ -22,8 +22,9 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 DOMAIN = "sidecar.radiology"
 
 
-def rich_status(code: grpc.StatusCode, message: str, reason: str,
-                metadata: dict[str, str]) -> tuple[tuple[str, bytes], ...]:
+def rich_status(
+    code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str]
+) -> tuple[tuple[str, bytes], ...]:
     """Trailing metadata carrying a google.rpc.Status with one ErrorInfo."""
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)
     status = status_pb2.Status(code=code.value[0], message=message)
@@ -53,9 +54,11 @@ def handle_errors(method: F) -> F:
             return await method(self, request, context)
         except DomainError as exc:
             code = getattr(grpc.StatusCode, exc.code)
-            await context.abort(code, exc.message,
-                                trailing_metadata=rich_status(code, exc.message, exc.reason,
-                                                              exc.metadata))
+            await context.abort(
+                code,
+                exc.message,
+                trailing_metadata=rich_status(code, exc.message, exc.reason, exc.metadata),
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -64,9 +67,13 @@ def handle_errors(method: F) -> F:
             request_id = _request_id(context)
             log.exception("internal error in %s (request %s)", method.__qualname__, request_id)
             message = f"internal error (request id {request_id})"
-            await context.abort(grpc.StatusCode.INTERNAL, message,
-                                trailing_metadata=rich_status(grpc.StatusCode.INTERNAL, message,
-                                                              "INTERNAL", {"request_id": request_id}))
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                message,
+                trailing_metadata=rich_status(
+                    grpc.StatusCode.INTERNAL, message, "INTERNAL", {"request_id": request_id}
+                ),
+            )
 
     return wrapper  # type: ignore[return-value]
 
@@ -82,23 +89,32 @@ class GrpcServer:
     """One aio server; `register` adds servicers, `serve` runs until SIGTERM/SIGINT or stop."""
 
     def __init__(self, address: str, max_message_mb: int = 256) -> None:
-        opts = [("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
-                ("grpc.max_send_message_length", max_message_mb * 1024 * 1024)]
+        opts = [
+            ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
+            ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),
+        ]
         self.server = grpc.aio.server(options=opts)
         self.address = address
-        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.health = (
+            health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names: list[str] = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         self.port = 0
 
-    def register(self, add_fn: Callable[[Any, grpc.aio.Server], None], servicer: Any,
-                 full_names: Iterable[str]) -> None:
+    def register(
+        self,
+        add_fn: Callable[[Any, grpc.aio.Server], None],
+        servicer: Any,
+        full_names: Iterable[str],
+    ) -> None:
         add_fn(servicer, self.server)
         self.service_names.extend(full_names)
 
     async def start(self) -> int:
-        reflection.enable_server_reflection([*self.service_names, reflection.SERVICE_NAME],
-                                            self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, reflection.SERVICE_NAME], self.server
+        )
         self.port = self.server.add_insecure_port(self.address)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC server to {self.address}")

@@ -14,10 +14,13 @@ async def recall(db: Database, method: str, request_id: str) -> bytes | None:
     if not request_id:
         return None
     async with db.read() as session:
-        row = (await session.execute(
-            select(IdempotentRequest.response).where(
-                IdempotentRequest.request_id == f"{method}:{request_id}")
-        )).scalar_one_or_none()
+        row = (
+            await session.execute(
+                select(IdempotentRequest.response).where(
+                    IdempotentRequest.request_id == f"{method}:{request_id}"
+                )
+            )
+        ).scalar_one_or_none()
     return row
 
 
@@ -25,6 +28,12 @@ async def remember(db: Database, method: str, request_id: str, response: bytes) 
     if not request_id:
         return
     async with db.unit_of_work() as session:
-        await session.execute(insert(IdempotentRequest).values(
-            request_id=f"{method}:{request_id}", method=method, response=response,
-        ).on_conflict_do_nothing())
+        await session.execute(
+            insert(IdempotentRequest)
+            .values(
+                request_id=f"{method}:{request_id}",
+                method=method,
+                response=response,
+            )
+            .on_conflict_do_nothing()
+        )

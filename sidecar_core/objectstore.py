@@ -22,7 +22,11 @@ class ObjectStore:
 
     def path(self, key: str) -> Path:
         algo, _, digest = key.partition("/")
-        if algo != "sha256" or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        if (
+            algo != "sha256"
+            or len(digest) != 64
+            or not all(c in "0123456789abcdef" for c in digest)
+        ):
             raise ValueError(f"not an object key: {key!r}")
         return self.root / algo / digest[:2] / digest[2:4] / digest
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -39,13 +40,19 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         async with self.db.unit_of_work() as session:
-            rows = (await session.execute(
-                select(OutboxMessage)
-                .where(OutboxMessage.published_at.is_(None))
-                .order_by(OutboxMessage.id)
-                .limit(self.batch)
-                .with_for_update(skip_locked=True)
-            )).scalars().all()
+            rows = (
+                (
+                    await session.execute(
+                        select(OutboxMessage)
+                        .where(OutboxMessage.published_at.is_(None))
+                        .order_by(OutboxMessage.id)
+                        .limit(self.batch)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                .scalars()
+                .all()
+            )
             for row in rows:
                 await self.bus.publish(row.subject, row.payload, row.msg_id)
             if rows:
@@ -66,7 +73,5 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
             if n == 0:
                 self.wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=self.poll_s)
-                except TimeoutError:
-                    pass

@@ -46,12 +46,19 @@ class Topology:
 
     def __post_init__(self) -> None:
         p = self.prefix
-        object.__setattr__(self, "streams", (
-            StreamSpec(f"{self.stream_prefix}_EVENTS", (f"{p}.study.>", f"{p}.asset.>", f"{p}.ai_run.>")),
-            StreamSpec(f"{self.stream_prefix}_JOBS", (f"{p}.job.>",), work_queue=True),
-            StreamSpec(f"{self.stream_prefix}_AUDIT", (f"{p}.audit.>",)),
-            StreamSpec(f"{self.stream_prefix}_DLQ", (f"{p}.dlq.>",)),
-        ))
+        object.__setattr__(
+            self,
+            "streams",
+            (
+                StreamSpec(
+                    f"{self.stream_prefix}_EVENTS",
+                    (f"{p}.study.>", f"{p}.asset.>", f"{p}.ai_run.>"),
+                ),
+                StreamSpec(f"{self.stream_prefix}_JOBS", (f"{p}.job.>",), work_queue=True),
+                StreamSpec(f"{self.stream_prefix}_AUDIT", (f"{p}.audit.>",)),
+                StreamSpec(f"{self.stream_prefix}_DLQ", (f"{p}.dlq.>",)),
+            ),
+        )
 
     def subject(self, name: str) -> str:
         return f"{self.prefix}.{name}"
@@ -71,17 +78,34 @@ class Topology:
         return f"{self.stream_prefix}_JOBS"
 
     def workflow_events(self) -> ConsumerSpec:
-        return ConsumerSpec(self.events_stream, "workflow-events", "",
-                            ack_wait_s=30, max_deliver=8)
+        return ConsumerSpec(self.events_stream, "workflow-events", "", ack_wait_s=30, max_deliver=8)
 
     def preprocess_jobs(self) -> ConsumerSpec:
-        return ConsumerSpec(self.jobs_stream, "preprocess-worker", self.subject(JOB_PREPROCESS),
-                            ack_wait_s=300, max_deliver=4, backoff_s=(2.0, 10.0, 30.0))
+        return ConsumerSpec(
+            self.jobs_stream,
+            "preprocess-worker",
+            self.subject(JOB_PREPROCESS),
+            ack_wait_s=300,
+            max_deliver=4,
+            backoff_s=(2.0, 10.0, 30.0),
+        )
 
     def ai_run_jobs(self) -> ConsumerSpec:
-        return ConsumerSpec(self.jobs_stream, "ai-run-worker", self.subject(JOB_AI_RUN),
-                            ack_wait_s=300, max_deliver=5, backoff_s=(1.0, 3.0, 10.0, 30.0))
+        return ConsumerSpec(
+            self.jobs_stream,
+            "ai-run-worker",
+            self.subject(JOB_AI_RUN),
+            ack_wait_s=300,
+            max_deliver=5,
+            backoff_s=(1.0, 3.0, 10.0, 30.0),
+        )
 
     def overlay_jobs(self) -> ConsumerSpec:
-        return ConsumerSpec(self.jobs_stream, "overlay-worker", self.subject(JOB_OVERLAY),
-                            ack_wait_s=120, max_deliver=4, backoff_s=(2.0, 10.0, 30.0))
+        return ConsumerSpec(
+            self.jobs_stream,
+            "overlay-worker",
+            self.subject(JOB_OVERLAY),
+            ack_wait_s=120,
+            max_deliver=4,
+            backoff_s=(2.0, 10.0, 30.0),
+        )

@@ -1,4 +1,4 @@
-"""DICOM UID validation (PS3.5 9.1): digits and dots, no leading zeros in components, at most 64 chars."""
+"""DICOM UID validation (PS3.5 9.1): digits and dots, no zero-padded component, <= 64 chars."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL (migrated by Alembic) and a real NATS JetStream per session."""
+"""Shared fixtures: a real PostgreSQL (migrated by Alembic) and a real NATS JetStream."""
 
 from __future__ import annotations
 

@@ -11,21 +11,35 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import create_engine, text
 
 
-def add_facility(database_url: str, name: str, ae_title: str | None = None,
-                 quiet_period_s: float = 5.0, shadow_mode: bool = False) -> uuid.UUID:
+def add_facility(
+    database_url: str,
+    name: str,
+    ae_title: str | None = None,
+    quiet_period_s: float = 5.0,
+    shadow_mode: bool = False,
+) -> uuid.UUID:
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
     fid = uuid.uuid4()
     with engine.begin() as conn:
-        conn.execute(text(
-            "insert into facilities (id, name, ae_title, shadow_mode, quiet_period_s) "
-            "values (:id, :n, :ae, :sm, :q)"),
-            {"id": fid, "n": name, "ae": ae_title, "sm": shadow_mode, "q": quiet_period_s})
+        conn.execute(
+            text(
+                "insert into facilities (id, name, ae_title, shadow_mode, quiet_period_s) "
+                "values (:id, :n, :ae, :sm, :q)"
+            ),
+            {"id": fid, "n": name, "ae": ae_title, "sm": shadow_mode, "q": quiet_period_s},
+        )
     engine.dispose()
     return fid
 
 
-def ct_slice(study_uid: str | None = None, series_uid: str | None = None, z: float = 0.0,
-             accession: str = "ACC1", rows: int = 16, cols: int = 16) -> Dataset:
+def ct_slice(
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    z: float = 0.0,
+    accession: str = "ACC1",
+    rows: int = 16,
+    cols: int = 16,
+) -> Dataset:
     """A tiny but valid CT Image Storage dataset."""
     meta = FileMetaDataset()
     sop = generate_uid()

@@ -1,4 +1,4 @@
-"""Real PostgreSQL and NATS JetStream servers for tests, started and stopped by the tests themselves."""
+"""Real PostgreSQL and NATS JetStream servers for tests, started and stopped by the tests."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    """A real nats-server with JetStream on a free loopback port; stop()/start() keep port and data."""
+    """A real nats-server with JetStream on a free loopback port; stop/start keep port and data."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -92,9 +92,18 @@ class NatsServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js",
-             "-sd", str(self.store)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                nats_server_binary(),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-js",
+                "-sd",
+                str(self.store),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_port(self.port)
 

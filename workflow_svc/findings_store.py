@@ -15,19 +15,31 @@ def kind_name(kind: int) -> str:
     return common_pb2.FindingKind.Name(kind).removeprefix("FINDING_KIND_").lower()
 
 
-async def store_findings(s: AsyncSession, run: AiRun, findings: Sequence[common_pb2.Finding],
-                         visible: bool) -> int:
+async def store_findings(
+    s: AsyncSession, run: AiRun, findings: Sequence[common_pb2.Finding], visible: bool
+) -> int:
     for f in findings:
-        s.add(Finding(
-            id=uuid.UUID(f.finding_id) if f.finding_id else uuid.uuid4(), ai_run_id=run.id,
-            study_id=run.study_id, model_name=f.model_name or run.model_name,
-            model_version=f.model_version or run.model_version, label=f.label[:128],
-            code=f.code[:64], confidence=f.confidence, kind=kind_name(f.kind),
-            series_instance_uid=f.series_instance_uid, sop_instance_uid=f.sop_instance_uid,
-            frame=f.frame or 1, bbox_px=list(f.bbox_px) or None,
-            center_mm=list(f.center_mm) or None, points_px=list(f.points_px) or None,
-            mask_object_key=f.mask_object_key,
-            measurements={m.name: m.value for m in f.measurements}, summary=f.summary,
-            visible=visible,
-        ))
+        s.add(
+            Finding(
+                id=uuid.UUID(f.finding_id) if f.finding_id else uuid.uuid4(),
+                ai_run_id=run.id,
+                study_id=run.study_id,
+                model_name=f.model_name or run.model_name,
+                model_version=f.model_version or run.model_version,
+                label=f.label[:128],
+                code=f.code[:64],
+                confidence=f.confidence,
+                kind=kind_name(f.kind),
+                series_instance_uid=f.series_instance_uid,
+                sop_instance_uid=f.sop_instance_uid,
+                frame=f.frame or 1,
+                bbox_px=list(f.bbox_px) or None,
+                center_mm=list(f.center_mm) or None,
+                points_px=list(f.points_px) or None,
+                mask_object_key=f.mask_object_key,
+                measurements={m.name: m.value for m in f.measurements},
+                summary=f.summary,
+                visible=visible,
+            )
+        )
     return len(findings)

@@ -27,12 +27,17 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc")
     server = GrpcServer(f"{settings.workflow_host}:{settings.workflow_port}")
-    server.register(pb_grpc.add_WorkflowServiceServicer_to_server, WorkflowServicer(db),
-                    [pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name])
+    server.register(
+        pb_grpc.add_WorkflowServiceServicer_to_server,
+        WorkflowServicer(db),
+        [pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
+    )
     pipeline = Pipeline(db, topology, registry)
     relay = OutboxRelay(db, bus)
-    tasks = [asyncio.create_task(relay.run(stop)),
-             asyncio.create_task(bus.consume(topology.workflow_events(), pipeline.handle, stop))]
+    tasks = [
+        asyncio.create_task(relay.run(stop)),
+        asyncio.create_task(bus.consume(topology.workflow_events(), pipeline.handle, stop)),
+    ]
     port = await server.start()
     log.info("workflow_svc serving gRPC on %s:%d", settings.workflow_host, port)
     await stop.wait()

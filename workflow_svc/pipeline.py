@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,9 +49,11 @@ class Pipeline:
 
     async def handle(self, delivery: Delivery) -> None:
         name = delivery.subject.removeprefix(self.topology.prefix + ".")
-        handlers = {STUDY_RECEIVED: (events_pb2.StudyReceived, self.on_study_received),
-                    ASSET_PREPROCESSED: (events_pb2.PreprocessCompleted, self.on_preprocessed),
-                    AI_RUN_FINISHED: (events_pb2.AiRunFinished, self.on_ai_run_finished)}
+        handlers: dict[str, tuple[Any, Any]] = {
+            STUDY_RECEIVED: (events_pb2.StudyReceived, self.on_study_received),
+            ASSET_PREPROCESSED: (events_pb2.PreprocessCompleted, self.on_preprocessed),
+            AI_RUN_FINISHED: (events_pb2.AiRunFinished, self.on_ai_run_finished),
+        }
         if name not in handlers:
             return
         message_type, handler = handlers[name]
@@ -70,26 +73,50 @@ class Pipeline:
             pass  # a second update while still received: re-plan below
         else:
             await transition(s, self.topology, study.id, State.RECEIVED, ACTOR, reason)
-        facility = (await s.execute(select(Facility).where(Facility.id == study.facility_id))
-                    ).scalar_one()
+        facility = (
+            await s.execute(select(Facility).where(Facility.id == study.facility_id))
+        ).scalar_one()
         sfacts, series, _ = await study_facts(s, study)
         decision = decide(sfacts, series, self.registry, facility.enabled_models)
-        await s.execute(update(Study).where(Study.id == study.id).values(
-            eligible=decision.eligible, eligibility_reason=decision.reason[:4000],
-            eligible_models=[{"model": r.model_name, "series_instance_uid": r.series_uid}
-                             for r in decision.runs]))
+        await s.execute(
+            update(Study)
+            .where(Study.id == study.id)
+            .values(
+                eligible=decision.eligible,
+                eligibility_reason=decision.reason[:4000],
+                eligible_models=[
+                    {"model": r.model_name, "series_instance_uid": r.series_uid}
+                    for r in decision.runs
+                ],
+            )
+        )
         ref = await study_ref(s, study)
         if not decision.eligible:
-            await audit.record(s, self.topology, "study.ineligible", ACTOR, ref,
-                               context={"reason": decision.reason})
+            await audit.record(
+                s,
+                self.topology,
+                "study.ineligible",
+                ACTOR,
+                ref,
+                context={"reason": decision.reason},
+            )
             await transition(s, self.topology, study.id, State.INELIGIBLE, ACTOR, decision.reason)
             return
         job_id = f"preprocess:{study.id}:{study.completion_count}"
         job = events_pb2.PreprocessJob(job_id=job_id, study_id=str(study.id), study=_key(ref))
         await outbox.enqueue(s, self.topology.subject(JOB_PREPROCESS), job_id, job)
-        await audit.record(s, self.topology, "study.eligible", ACTOR, ref, job_id=job_id,
-                           context={"reason": decision.reason,
-                                    "models": sorted({r.model_name for r in decision.runs})})
+        await audit.record(
+            s,
+            self.topology,
+            "study.eligible",
+            ACTOR,
+            ref,
+            job_id=job_id,
+            context={
+                "reason": decision.reason,
+                "models": sorted({r.model_name for r in decision.runs}),
+            },
+        )
 
     async def on_preprocessed(self, s: AsyncSession, msg: events_pb2.PreprocessCompleted) -> None:
         study = await _study(s, msg.study_id)
@@ -100,43 +127,85 @@ class Pipeline:
         partial = bool(msg.failed_series_ids) or msg.failed_object_count > 0
         await s.execute(update(Study).where(Study.id == study.id).values(partial=partial))
         if msg.failed and not msg.ready_series_ids:
-            await transition(s, self.topology, study.id, State.PREPROCESS_FAILED, ACTOR,
-                             f"{msg.error_class}: {msg.error_message}"[:500])
+            await transition(
+                s,
+                self.topology,
+                study.id,
+                State.PREPROCESS_FAILED,
+                ACTOR,
+                f"{msg.error_class}: {msg.error_message}"[:500],
+            )
             return
-        await transition(s, self.topology, study.id, State.PROCESSED, ACTOR,
-                         "assets ready" + (" (partial)" if partial else ""))
+        await transition(
+            s,
+            self.topology,
+            study.id,
+            State.PROCESSED,
+            ACTOR,
+            "assets ready" + (" (partial)" if partial else ""),
+        )
         _, _, series_ids = await study_facts(s, study)
         ready = set(msg.ready_series_ids)
         planned = [(p["model"], p["series_instance_uid"]) for p in study.eligible_models or []]
-        runs = [(m, series_ids[uid]) for m, uid in planned
-                if uid in series_ids and str(series_ids[uid]) in ready]
+        runs = [
+            (m, series_ids[uid])
+            for m, uid in planned
+            if uid in series_ids and str(series_ids[uid]) in ready
+        ]
         if not runs:
-            await transition(s, self.topology, study.id, State.AI_FAILED, ACTOR,
-                             "no covered series could be prepared for a model")
+            await transition(
+                s,
+                self.topology,
+                study.id,
+                State.AI_FAILED,
+                ACTOR,
+                "no covered series could be prepared for a model",
+            )
             await s.execute(update(Study).where(Study.id == study.id).values(ai_status="failed"))
             return
         await s.execute(update(Study).where(Study.id == study.id).values(ai_status="running"))
         for model_name, series_id in runs:
-            run = AiRun(id=uuid.uuid4(), study_id=study.id, series_id=series_id,
-                        model_name=model_name, status="queued")
+            run = AiRun(
+                id=uuid.uuid4(),
+                study_id=study.id,
+                series_id=series_id,
+                model_name=model_name,
+                status="queued",
+            )
             s.add(run)
             await s.flush()
-            job = events_pb2.AiRunJob(job_id=f"ai_run:{run.id}", ai_run_id=str(run.id),
-                                      study_id=str(study.id), series_id=str(series_id),
-                                      model_name=model_name, study=_key(ref))
+            job = events_pb2.AiRunJob(
+                job_id=f"ai_run:{run.id}",
+                ai_run_id=str(run.id),
+                study_id=str(study.id),
+                series_id=str(series_id),
+                model_name=model_name,
+                study=_key(ref),
+            )
             await outbox.enqueue(s, self.topology.subject(JOB_AI_RUN), job.job_id, job)
-            await audit.record(s, self.topology, "ai_run.queued", ACTOR, ref, job_id=job.job_id,
-                               context={"model": model_name, "ai_run_id": str(run.id)})
+            await audit.record(
+                s,
+                self.topology,
+                "ai_run.queued",
+                ACTOR,
+                ref,
+                job_id=job.job_id,
+                context={"model": model_name, "ai_run_id": str(run.id)},
+            )
 
     async def on_ai_run_finished(self, s: AsyncSession, msg: events_pb2.AiRunFinished) -> None:
-        run = (await s.execute(select(AiRun).where(AiRun.id == uuid.UUID(msg.ai_run_id))
-                               .with_for_update())).scalar_one()
+        run = (
+            await s.execute(
+                select(AiRun).where(AiRun.id == uuid.UUID(msg.ai_run_id)).with_for_update()
+            )
+        ).scalar_one()
         if run.status in TERMINAL_RUN:
             return
         study = await _study(s, str(run.study_id))
         ref = await study_ref(s, study)
-        facility = (await s.execute(select(Facility).where(Facility.id == study.facility_id))
-                    ).scalar_one()
+        facility = (
+            await s.execute(select(Facility).where(Facility.id == study.facility_id))
+        ).scalar_one()
         run.status = msg.status
         run.attempts = msg.attempts
         run.model_version = msg.model_version
@@ -144,46 +213,92 @@ class Pipeline:
         run.error_message = msg.error_message
         run.latency_ms = dict(msg.latency_ms)
         run.finished_at = datetime.now(UTC)
-        context = {"model": run.model_name, "model_version": msg.model_version,
-                   "ai_run_id": str(run.id), "attempts": msg.attempts}
+        context = {
+            "model": run.model_name,
+            "model_version": msg.model_version,
+            "ai_run_id": str(run.id),
+            "attempts": msg.attempts,
+        }
         if msg.status == "completed":
             visible = not facility.shadow_mode
             n = await store_findings(s, run, msg.findings, visible)
-            await audit.record(s, self.topology, "ai_run.completed", ACTOR, ref,
-                               job_id=f"ai_run:{run.id}", attempt=msg.attempts,
-                               context={**context, "findings": n, "shadow_mode": not visible,
-                                        "latency_ms": dict(msg.latency_ms)})
+            await audit.record(
+                s,
+                self.topology,
+                "ai_run.completed",
+                ACTOR,
+                ref,
+                job_id=f"ai_run:{run.id}",
+                attempt=msg.attempts,
+                context={
+                    **context,
+                    "findings": n,
+                    "shadow_mode": not visible,
+                    "latency_ms": dict(msg.latency_ms),
+                },
+            )
         else:
             event = "ai_result.invalid" if msg.status == "invalid" else "ai_run.failed"
-            await audit.record(s, self.topology, event, ACTOR, ref, job_id=f"ai_run:{run.id}",
-                               attempt=msg.attempts, error_class=msg.error_class,
-                               error_message=msg.error_message, context=context)
+            await audit.record(
+                s,
+                self.topology,
+                event,
+                ACTOR,
+                ref,
+                job_id=f"ai_run:{run.id}",
+                attempt=msg.attempts,
+                error_class=msg.error_class,
+                error_message=msg.error_message,
+                context=context,
+            )
         await s.flush()
         await self._maybe_finish_ai(s, study)
 
     async def _maybe_finish_ai(self, s: AsyncSession, study: Study) -> None:
-        statuses = (await s.execute(select(AiRun.status).where(AiRun.study_id == study.id))
-                    ).scalars().all()
+        statuses = (
+            (await s.execute(select(AiRun.status).where(AiRun.study_id == study.id)))
+            .scalars()
+            .all()
+        )
         if not statuses or any(st not in TERMINAL_RUN for st in statuses):
             return
         if study.state != State.PROCESSED:
             return
         if any(st == "completed" for st in statuses):
             partial = any(st != "completed" for st in statuses)
-            await s.execute(update(Study).where(Study.id == study.id).values(
-                ai_status="partial" if partial else "completed"))
-            await transition(s, self.topology, study.id, State.AI_COMPLETE, ACTOR,
-                             "some models failed" if partial else "all models completed")
-            ref = await transition(s, self.topology, study.id, State.READY_FOR_REVIEW, ACTOR,
-                                   "findings stored")
+            await s.execute(
+                update(Study)
+                .where(Study.id == study.id)
+                .values(ai_status="partial" if partial else "completed")
+            )
+            await transition(
+                s,
+                self.topology,
+                study.id,
+                State.AI_COMPLETE,
+                ACTOR,
+                "some models failed" if partial else "all models completed",
+            )
+            ref = await transition(
+                s, self.topology, study.id, State.READY_FOR_REVIEW, ACTOR, "findings stored"
+            )
             job_id = f"overlay:{study.id}:{study.completion_count}"
-            await outbox.enqueue(s, self.topology.subject(JOB_OVERLAY), job_id,
-                                 events_pb2.PreprocessJob(job_id=job_id, study_id=str(study.id),
-                                                          study=_key(ref)))
+            await outbox.enqueue(
+                s,
+                self.topology.subject(JOB_OVERLAY),
+                job_id,
+                events_pb2.PreprocessJob(job_id=job_id, study_id=str(study.id), study=_key(ref)),
+            )
         else:
             await s.execute(update(Study).where(Study.id == study.id).values(ai_status="failed"))
-            await transition(s, self.topology, study.id, State.AI_FAILED, ACTOR,
-                             "every model failed; reviewable without findings")
+            await transition(
+                s,
+                self.topology,
+                study.id,
+                State.AI_FAILED,
+                ACTOR,
+                "every model failed; reviewable without findings",
+            )
 
 
 async def _study(s: AsyncSession, study_id: str) -> Study:
@@ -198,5 +313,6 @@ async def _study(s: AsyncSession, study_id: str) -> Study:
 
 
 def _key(ref: audit.StudyRef) -> common_pb2.StudyKey:
-    return common_pb2.StudyKey(facility=ref.facility, accession=ref.accession,
-                               study_instance_uid=ref.study_instance_uid)
+    return common_pb2.StudyKey(
+        facility=ref.facility, accession=ref.accession, study_instance_uid=ref.study_instance_uid
+    )

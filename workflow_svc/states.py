@@ -34,58 +34,87 @@ S = State
 # Which states may follow which. A study updated by late instances re-enters RECEIVED.
 ALLOWED: dict[State | None, frozenset[State]] = {
     None: frozenset({S.RECEIVED}),
-    S.RECEIVED: frozenset({S.PROCESSED, S.INELIGIBLE, S.PREPROCESS_FAILED, S.RECEIVED,
-                           S.LEGACY_REPORT_COMPLETED}),
+    S.RECEIVED: frozenset(
+        {S.PROCESSED, S.INELIGIBLE, S.PREPROCESS_FAILED, S.RECEIVED, S.LEGACY_REPORT_COMPLETED}
+    ),
     S.PROCESSED: frozenset({S.AI_COMPLETE, S.AI_FAILED, S.RECEIVED, S.LEGACY_REPORT_COMPLETED}),
     S.AI_COMPLETE: frozenset({S.READY_FOR_REVIEW, S.RECEIVED}),
-    S.READY_FOR_REVIEW: frozenset({S.ASSIGNED, S.IN_REVIEW, S.DRAFT_READY, S.RECEIVED,
-                                   S.LEGACY_REPORT_COMPLETED}),
+    S.READY_FOR_REVIEW: frozenset(
+        {S.ASSIGNED, S.IN_REVIEW, S.DRAFT_READY, S.RECEIVED, S.LEGACY_REPORT_COMPLETED}
+    ),
     S.ASSIGNED: frozenset({S.IN_REVIEW, S.READY_FOR_REVIEW, S.LEGACY_REPORT_COMPLETED}),
     S.IN_REVIEW: frozenset({S.DRAFT_READY, S.READY_FOR_REVIEW, S.LEGACY_REPORT_COMPLETED}),
     S.DRAFT_READY: frozenset({S.IN_REVIEW, S.LEGACY_REPORT_COMPLETED}),
     S.LEGACY_REPORT_COMPLETED: frozenset({S.STATUS_RECORDED}),
     S.STATUS_RECORDED: frozenset(),
     S.INELIGIBLE: frozenset({S.RECEIVED, S.LEGACY_REPORT_COMPLETED}),
-    S.PREPROCESS_FAILED: frozenset({S.RECEIVED, S.IN_REVIEW, S.ASSIGNED,
-                                    S.LEGACY_REPORT_COMPLETED}),
-    S.AI_FAILED: frozenset({S.RECEIVED, S.ASSIGNED, S.IN_REVIEW, S.DRAFT_READY,
-                            S.LEGACY_REPORT_COMPLETED}),
+    S.PREPROCESS_FAILED: frozenset(
+        {S.RECEIVED, S.IN_REVIEW, S.ASSIGNED, S.LEGACY_REPORT_COMPLETED}
+    ),
+    S.AI_FAILED: frozenset(
+        {S.RECEIVED, S.ASSIGNED, S.IN_REVIEW, S.DRAFT_READY, S.LEGACY_REPORT_COMPLETED}
+    ),
 }
 
 
 class IllegalTransition(FailedPrecondition):
     def __init__(self, study_id: uuid.UUID, current: str | None, target: str) -> None:
-        super().__init__("ILLEGAL_TRANSITION",
-                         f"study {study_id} cannot go from {current or 'nothing'} to {target}",
-                         study_id=study_id, from_state=current or "", to_state=target)
+        super().__init__(
+            "ILLEGAL_TRANSITION",
+            f"study {study_id} cannot go from {current or 'nothing'} to {target}",
+            study_id=study_id,
+            from_state=current or "",
+            to_state=target,
+        )
 
 
 def check(current: str | None, target: State) -> bool:
     return target in ALLOWED[State(current) if current else None]
 
 
-async def transition(session: AsyncSession, topology: Topology, study_id: uuid.UUID,
-                     target: State, actor: str, reason: str = "",
-                     expected: State | None = None) -> StudyRef:
+async def transition(
+    session: AsyncSession,
+    topology: Topology,
+    study_id: uuid.UUID,
+    target: State,
+    actor: str,
+    reason: str = "",
+    expected: State | None = None,
+) -> StudyRef:
     """Moves a study to `target` (claiming it with a conditional update); illegal moves raise."""
-    row = (await session.execute(select(Study).where(Study.id == study_id).with_for_update())
-           ).scalar_one()
+    row = (
+        await session.execute(select(Study).where(Study.id == study_id).with_for_update())
+    ).scalar_one()
     current = row.state
     if expected is not None and current != expected:
         raise IllegalTransition(study_id, current, target)
     if not check(current, target):
         raise IllegalTransition(study_id, current, target)
     await session.execute(update(Study).where(Study.id == study_id).values(state=target.value))
-    session.add(StateTransition(study_id=study_id, from_state=current, to_state=target.value,
-                                actor=actor, reason=reason[:2000]))
+    session.add(
+        StateTransition(
+            study_id=study_id,
+            from_state=current,
+            to_state=target.value,
+            actor=actor,
+            reason=reason[:2000],
+        )
+    )
     ref = await study_ref(session, row)
-    await audit.record(session, topology, "study.state_changed", actor, ref,
-                       context={"from": current, "to": target.value, "reason": reason})
+    await audit.record(
+        session,
+        topology,
+        "study.state_changed",
+        actor,
+        ref,
+        context={"from": current, "to": target.value, "reason": reason},
+    )
     return ref
 
 
 async def study_ref(session: AsyncSession, study: Study) -> StudyRef:
     """The audit identity of a study."""
-    name = (await session.execute(select(Facility.name).where(Facility.id == study.facility_id))
-            ).scalar_one()
+    name = (
+        await session.execute(select(Facility.name).where(Facility.id == study.facility_id))
+    ).scalar_one()
     return StudyRef(name, study.accession, study.study_instance_uid, study.id)

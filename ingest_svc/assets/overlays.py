@@ -30,8 +30,9 @@ class SliceMarks:
     mask: np.ndarray | None = None
 
 
-def marks_by_slice(findings: Sequence[FindingMarks],
-                   slice_of: Callable[[str, int], int | None]) -> dict[int, SliceMarks]:
+def marks_by_slice(
+    findings: Sequence[FindingMarks], slice_of: Callable[[str, int], int | None]
+) -> dict[int, SliceMarks]:
     """Groups the marks of every finding by slice index (masks may cover many slices)."""
     out: dict[int, SliceMarks] = defaultdict(SliceMarks)
     for f in findings:

@@ -55,8 +55,9 @@ class SeriesAssets:
         return any(b.kind == "model_input" for b in self.blobs)
 
 
-def decode_tolerant(datasets: Sequence[Dataset]) -> tuple[DecodedSeries | None,
-                                                          list[ObjectFailure]]:
+def decode_tolerant(
+    datasets: Sequence[Dataset],
+) -> tuple[DecodedSeries | None, list[ObjectFailure]]:
     """Decodes the series; objects that cannot be decoded are dropped and reported, not fatal."""
     try:
         return decode_series(datasets), []
@@ -68,8 +69,9 @@ def decode_tolerant(datasets: Sequence[Dataset]) -> tuple[DecodedSeries | None,
             decode_image(ds)
             good.append(ds)
         except PixelPipelineError as exc:
-            failures.append(ObjectFailure(str(ds.get("SOPInstanceUID", "")), type(exc).__name__,
-                                          str(exc)))
+            failures.append(
+                ObjectFailure(str(ds.get("SOPInstanceUID", "")), type(exc).__name__, str(exc))
+            )
     if not good:
         return None, failures
     try:
@@ -79,8 +81,11 @@ def decode_tolerant(datasets: Sequence[Dataset]) -> tuple[DecodedSeries | None,
         return None, failures
 
 
-def build_series_assets(datasets: Sequence[Dataset], pool: ThreadPoolExecutor | None = None,
-                        max_preview_frames: int = 64) -> SeriesAssets:
+def build_series_assets(
+    datasets: Sequence[Dataset],
+    pool: ThreadPoolExecutor | None = None,
+    max_preview_frames: int = 64,
+) -> SeriesAssets:
     out = SeriesAssets()
     series, out.failures = decode_tolerant(datasets)
     if series is None:
@@ -89,31 +94,52 @@ def build_series_assets(datasets: Sequence[Dataset], pool: ThreadPoolExecutor | 
     out.slice_count = image.n_frames
     out.presets = presets_for(series.modality, image.has_dicom_window)
     key = series.key_index
-    out.blobs.append(AssetBlob("thumbnail", PNG_CONTENT_TYPE, thumbnail_png(image),
-                               slice_index=key, sop_instance_uid=series.slices[key].sop_instance_uid,
-                               frame=series.slices[key].frame_number))
+    out.blobs.append(
+        AssetBlob(
+            "thumbnail",
+            PNG_CONTENT_TYPE,
+            thumbnail_png(image),
+            slice_index=key,
+            sop_instance_uid=series.slices[key].sop_instance_uid,
+            frame=series.slices[key].frame_number,
+        )
+    )
 
     def viewports(preset: str) -> list[AssetBlob]:
-        return [AssetBlob("viewport", PNG_CONTENT_TYPE, png, preset, z,
-                          series.slices[z].sop_instance_uid, series.slices[z].frame_number)
-                for z, png in enumerate(_viewport_pngs(image, preset))]
+        return [
+            AssetBlob(
+                "viewport",
+                PNG_CONTENT_TYPE,
+                png,
+                preset,
+                z,
+                series.slices[z].sop_instance_uid,
+                series.slices[z].frame_number,
+            )
+            for z, png in enumerate(_viewport_pngs(image, preset))
+        ]
 
     def model_input() -> AssetBlob | ObjectFailure:
         try:
-            return AssetBlob("model_input", MODEL_INPUT_CONTENT_TYPE,
-                             save_model_input(model_input_from_series(series)))
+            return AssetBlob(
+                "model_input",
+                MODEL_INPUT_CONTENT_TYPE,
+                save_model_input(model_input_from_series(series)),
+            )
         except PixelPipelineError as exc:
             return ObjectFailure("", type(exc).__name__, str(exc))
 
     # The model input (deflate-bound) runs beside the viewport PNGs when a pool is given.
     pending = pool.submit(model_input) if pool is not None else None
-    results = (pool.map(viewports, out.presets) if pool is not None
-               else map(viewports, out.presets))
+    results = pool.map(viewports, out.presets) if pool is not None else map(viewports, out.presets)
     for blobs in results:
         out.blobs.extend(blobs)
     if image.n_frames > 1:
-        out.blobs.append(AssetBlob("preview", GIF_CONTENT_TYPE,
-                                   preview_gif(image, max_frames=max_preview_frames)))
+        out.blobs.append(
+            AssetBlob(
+                "preview", GIF_CONTENT_TYPE, preview_gif(image, max_frames=max_preview_frames)
+            )
+        )
     made = pending.result() if pending is not None else model_input()
     if isinstance(made, AssetBlob):
         out.blobs.append(made)

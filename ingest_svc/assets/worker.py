@@ -35,8 +35,9 @@ ACTOR = "ingest_svc.preprocess"
 
 
 class PreprocessWorker:
-    def __init__(self, db: Database, objects: ObjectStore, topology: Topology,
-                 threads: int = 2) -> None:
+    def __init__(
+        self, db: Database, objects: ObjectStore, topology: Topology, threads: int = 2
+    ) -> None:
         self.db = db
         self.objects = objects
         self.topology = topology
@@ -48,13 +49,20 @@ class PreprocessWorker:
             study_id = uuid.UUID(job.study_id)
         except Exception as exc:
             raise PermanentError(f"undecodable preprocess job: {exc}") from exc
-        ref = StudyRef(job.study.facility, job.study.accession, job.study.study_instance_uid,
-                       study_id)
+        ref = StudyRef(
+            job.study.facility, job.study.accession, job.study.study_instance_uid, study_id
+        )
         async with self.db.read() as s:
-            series_rows = (await s.execute(select(Series).where(Series.study_id == study_id))
-                           ).scalars().all()
-            instances = (await s.execute(select(Instance.series_id, Instance.object_key).where(
-                Instance.study_id == study_id))).all()
+            series_rows = (
+                (await s.execute(select(Series).where(Series.study_id == study_id))).scalars().all()
+            )
+            instances = (
+                await s.execute(
+                    select(Instance.series_id, Instance.object_key).where(
+                        Instance.study_id == study_id
+                    )
+                )
+            ).all()
         keys: dict[uuid.UUID, list[str]] = {}
         for series_id, key in instances:
             keys.setdefault(series_id, []).append(key)
@@ -71,15 +79,20 @@ class PreprocessWorker:
             else:
                 failed.append(str(series.id))
         done = events_pb2.PreprocessCompleted(
-            job_id=job.job_id, study_id=str(study_id), ready_series_ids=ready,
-            failed_series_ids=failed, failed_object_count=failed_objects,
-            failed=not ready)
+            job_id=job.job_id,
+            study_id=str(study_id),
+            ready_series_ids=ready,
+            failed_series_ids=failed,
+            failed_object_count=failed_objects,
+            failed=not ready,
+        )
         if not ready:
             done.error_class = "NoSeriesRendered"
             done.error_message = f"{len(failed)} series, none produced a model input"
         async with self.db.unit_of_work() as s:
-            await outbox.enqueue(s, self.topology.subject(ASSET_PREPROCESSED),
-                                 f"{job.job_id}:done", done)
+            await outbox.enqueue(
+                s, self.topology.subject(ASSET_PREPROCESSED), f"{job.job_id}:done", done
+            )
 
     def _render(self, keys: list[str]) -> SeriesAssets:
         datasets = []
@@ -92,43 +105,82 @@ class PreprocessWorker:
             except Exception as exc:  # unreadable object: it fails, the series goes on
                 failures.append((key, exc))
         assets = build_series_assets(datasets, self.pool)
-        assets.failures.extend(ObjectFailure(key, type(exc).__name__, str(exc))
-                               for key, exc in failures)
+        assets.failures.extend(
+            ObjectFailure(key, type(exc).__name__, str(exc)) for key, exc in failures
+        )
         return assets
 
-    async def _store(self, series: Series, assets: SeriesAssets, ref: StudyRef, job_id: str,
-                     attempt: int) -> None:
+    async def _store(
+        self, series: Series, assets: SeriesAssets, ref: StudyRef, job_id: str, attempt: int
+    ) -> None:
         stored = []
         for blob in assets.blobs:
             key = await asyncio.to_thread(self.objects.put, blob.data)
-            stored.append(Asset(study_id=series.study_id, series_id=series.id, kind=blob.kind,
-                                preset=blob.preset, slice_index=blob.slice_index,
-                                sop_instance_uid=blob.sop_instance_uid, frame=blob.frame,
-                                object_key=key, content_type=blob.content_type,
-                                sha256=hashlib.sha256(blob.data).hexdigest(),
-                                meta={"bytes": len(blob.data)}))
-        status = "complete" if assets.has_model_input and not assets.failures else (
-            "partial" if assets.blobs else "failed")
+            stored.append(
+                Asset(
+                    study_id=series.study_id,
+                    series_id=series.id,
+                    kind=blob.kind,
+                    preset=blob.preset,
+                    slice_index=blob.slice_index,
+                    sop_instance_uid=blob.sop_instance_uid,
+                    frame=blob.frame,
+                    object_key=key,
+                    content_type=blob.content_type,
+                    sha256=hashlib.sha256(blob.data).hexdigest(),
+                    meta={"bytes": len(blob.data)},
+                )
+            )
+        status = (
+            "complete"
+            if assets.has_model_input and not assets.failures
+            else ("partial" if assets.blobs else "failed")
+        )
         async with self.db.unit_of_work() as s:
             await s.execute(delete(Asset).where(Asset.series_id == series.id))
             s.add_all(stored)
-            await s.execute(update(Series).where(Series.id == series.id).values(
-                preprocess_status=status, slice_count=assets.slice_count,
-                presets=assets.presets))
+            await s.execute(
+                update(Series)
+                .where(Series.id == series.id)
+                .values(
+                    preprocess_status=status, slice_count=assets.slice_count, presets=assets.presets
+                )
+            )
             problems = list(assets.failures)
             if assets.model_input_error is not None:
                 problems.append(assets.model_input_error)
             for f in problems:
                 await audit.record(
-                    s, self.topology, "asset.preprocess_failed", ACTOR, ref, job_id=job_id,
-                    attempt=attempt, error_class=f.error_class, error_message=f.message,
-                    context={"series_instance_uid": series.series_instance_uid,
-                             "sop_instance_uid": f.sop_instance_uid, "series_status": status})
-            await audit.record(s, self.topology, "asset.series_rendered", ACTOR, ref,
-                               job_id=job_id, attempt=attempt,
-                               context={"series_instance_uid": series.series_instance_uid,
-                                        "assets": len(stored), "status": status,
-                                        "slices": assets.slice_count})
+                    s,
+                    self.topology,
+                    "asset.preprocess_failed",
+                    ACTOR,
+                    ref,
+                    job_id=job_id,
+                    attempt=attempt,
+                    error_class=f.error_class,
+                    error_message=f.message,
+                    context={
+                        "series_instance_uid": series.series_instance_uid,
+                        "sop_instance_uid": f.sop_instance_uid,
+                        "series_status": status,
+                    },
+                )
+            await audit.record(
+                s,
+                self.topology,
+                "asset.series_rendered",
+                ACTOR,
+                ref,
+                job_id=job_id,
+                attempt=attempt,
+                context={
+                    "series_instance_uid": series.series_instance_uid,
+                    "assets": len(stored),
+                    "status": status,
+                    "slices": assets.slice_count,
+                },
+            )
 
 
 class OverlayWorker:
@@ -145,15 +197,33 @@ class OverlayWorker:
             study_id = uuid.UUID(job.study_id)
         except Exception as exc:
             raise PermanentError(f"undecodable overlay job: {exc}") from exc
-        ref = StudyRef(job.study.facility, job.study.accession, job.study.study_instance_uid,
-                       study_id)
+        ref = StudyRef(
+            job.study.facility, job.study.accession, job.study.study_instance_uid, study_id
+        )
         async with self.db.read() as s:
-            series_rows = (await s.execute(select(Series).where(Series.study_id == study_id))
-                           ).scalars().all()
-            findings = (await s.execute(select(Finding).where(
-                Finding.study_id == study_id, Finding.visible.is_(True)))).scalars().all()
-            viewports = (await s.execute(select(Asset).where(
-                Asset.study_id == study_id, Asset.kind == "viewport"))).scalars().all()
+            series_rows = (
+                (await s.execute(select(Series).where(Series.study_id == study_id))).scalars().all()
+            )
+            findings = (
+                (
+                    await s.execute(
+                        select(Finding).where(
+                            Finding.study_id == study_id, Finding.visible.is_(True)
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            viewports = (
+                (
+                    await s.execute(
+                        select(Asset).where(Asset.study_id == study_id, Asset.kind == "viewport")
+                    )
+                )
+                .scalars()
+                .all()
+            )
         rendered = 0
         for series in series_rows:
             mine = [f for f in findings if f.series_instance_uid == series.series_instance_uid]
@@ -162,31 +232,58 @@ class OverlayWorker:
                 continue
             rows = await asyncio.to_thread(self._render, mine, views)
             async with self.db.unit_of_work() as s:
-                await s.execute(delete(Asset).where(Asset.series_id == series.id,
-                                                    Asset.kind == "overlay"))
+                await s.execute(
+                    delete(Asset).where(Asset.series_id == series.id, Asset.kind == "overlay")
+                )
                 s.add_all(rows)
             rendered += len(rows)
         async with self.db.unit_of_work() as s:
-            await audit.record(s, self.topology, "asset.overlays_rendered", ACTOR, ref,
-                               job_id=job.job_id, attempt=delivery.attempt,
-                               context={"overlays": rendered, "findings": len(findings)})
+            await audit.record(
+                s,
+                self.topology,
+                "asset.overlays_rendered",
+                ACTOR,
+                ref,
+                job_id=job.job_id,
+                attempt=delivery.attempt,
+                context={"overlays": rendered, "findings": len(findings)},
+            )
 
     def _render(self, findings: list[Finding], views: list[Asset]) -> list[Asset]:
         slice_index = {(v.sop_instance_uid, v.frame or 1): v.slice_index for v in views}
         marks = marks_by_slice(
-            [FindingMarks(f.label, f.sop_instance_uid, f.frame or 1, f.bbox_px,
-                          self._mask(f.mask_object_key)) for f in findings],
-            lambda sop, frame: slice_index.get((sop, frame)))
+            [
+                FindingMarks(
+                    f.label,
+                    f.sop_instance_uid,
+                    f.frame or 1,
+                    f.bbox_px,
+                    self._mask(f.mask_object_key),
+                )
+                for f in findings
+            ],
+            lambda sop, frame: slice_index.get((sop, frame)),
+        )
         rows = []
         for v in views:
             if v.slice_index not in marks:
                 continue
             png = render_overlay(self.objects.get(v.object_key), marks[v.slice_index])
-            rows.append(Asset(study_id=v.study_id, series_id=v.series_id, kind="overlay",
-                              preset=v.preset, slice_index=v.slice_index,
-                              sop_instance_uid=v.sop_instance_uid, frame=v.frame,
-                              object_key=self.objects.put(png), content_type="image/png",
-                              sha256=hashlib.sha256(png).hexdigest(), meta={"bytes": len(png)}))
+            rows.append(
+                Asset(
+                    study_id=v.study_id,
+                    series_id=v.series_id,
+                    kind="overlay",
+                    preset=v.preset,
+                    slice_index=v.slice_index,
+                    sop_instance_uid=v.sop_instance_uid,
+                    frame=v.frame,
+                    object_key=self.objects.put(png),
+                    content_type="image/png",
+                    sha256=hashlib.sha256(png).hexdigest(),
+                    meta={"bytes": len(png)},
+                )
+            )
         return rows
 
     def _mask(self, key: str) -> np.ndarray | None:
@@ -204,9 +301,11 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     worker = PreprocessWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology)
     relay = OutboxRelay(db, bus)
     overlays = OverlayWorker(db, worker.objects, topology)
-    tasks = [asyncio.create_task(relay.run(stop)),
-             asyncio.create_task(bus.consume(topology.preprocess_jobs(), worker.handle, stop)),
-             asyncio.create_task(bus.consume(topology.overlay_jobs(), overlays.handle, stop))]
+    tasks = [
+        asyncio.create_task(relay.run(stop)),
+        asyncio.create_task(bus.consume(topology.preprocess_jobs(), worker.handle, stop)),
+        asyncio.create_task(bus.consume(topology.overlay_jobs(), overlays.handle, stop)),
+    ]
     ready = Path(settings.data_dir) / "run" / "preprocess.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
     ready.write_text(str(os.getpid()))

@@ -1,8 +1,9 @@
-"""`sidecar demo`: registers a demo facility and user, loads synthetic studies, waits for findings."""
+"""`sidecar demo`: a demo facility and user, the synthetic studies loaded, findings awaited."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from pathlib import Path
@@ -38,10 +39,8 @@ async def _register(database_url: str, password_file: Path) -> str:
 
     db = Database(database_url, pool_size=1)
     try:
-        try:
+        with contextlib.suppress(AlreadyExists):
             await users.add_facility(db, FACILITY, ae_title=AE_TITLE)
-        except AlreadyExists:
-            pass
         if password_file.exists():
             return password_file.read_text().strip()
         password = secrets.token_urlsafe(12)
@@ -60,13 +59,16 @@ async def _ingest(address: str, folder: Path) -> tuple[int, str]:
     files = sorted(p for p in folder.rglob("*.dcm"))
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.IngestServiceStub(channel)
-        reqs = [pb.UploadInstancesRequest(facility=FACILITY, dicom=p.read_bytes(),
-                                          source_ref=p.name) for p in files]
+        reqs = [
+            pb.UploadInstancesRequest(facility=FACILITY, dicom=p.read_bytes(), source_ref=p.name)
+            for p in files
+        ]
         resp = await stub.UploadInstances(iter(reqs))
         uid = next((r.study_instance_uid for r in resp.results if r.study_instance_uid), "")
         if uid:
-            await stub.CompleteStudy(pb.CompleteStudyRequest(facility=FACILITY,
-                                                             study_instance_uid=uid))
+            await stub.CompleteStudy(
+                pb.CompleteStudyRequest(facility=FACILITY, study_instance_uid=uid)
+            )
     return resp.stored_count + resp.duplicate_count, uid
 
 
@@ -81,7 +83,9 @@ async def _wait_states(database_url: str, uids: list[str], timeout: float) -> di
             cur = await conn.execute(
                 "select s.study_instance_uid, s.state, s.modality, "
                 "(select count(*) from findings f where f.study_id = s.id) "
-                "from studies s where s.study_instance_uid = any(%s)", (uids,))
+                "from studies s where s.study_instance_uid = any(%s)",
+                (uids,),
+            )
             states = {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
         if len(states) == len(uids) and all(v[0] in final for v in states.values()):
             break
@@ -92,8 +96,9 @@ async def _wait_states(database_url: str, uids: list[str], timeout: float) -> di
 def load_demo(mesh: Any) -> None:
     """after_ready hook of `sidecar demo`."""
     env = mesh.env
-    password = asyncio.run(_register(env["SIDECAR_DATABASE_URL"],
-                                     mesh.data_dir / "demo-password.txt"))
+    password = asyncio.run(
+        _register(env["SIDECAR_DATABASE_URL"], mesh.data_dir / "demo-password.txt")
+    )
     uids = []
     for folder in _samples(mesh.data_dir / "samples"):
         n, uid = asyncio.run(_ingest(env["SIDECAR_INGEST_ADDRESS"], folder))
@@ -102,6 +107,8 @@ def load_demo(mesh: Any) -> None:
     states = asyncio.run(_wait_states(env["SIDECAR_DATABASE_URL"], uids, 300))
     for uid, (state, modality, findings) in states.items():
         print(f"  {modality} study {uid}: {state}, {findings} findings", flush=True)
-    print(f"Log in as '{USER}' with password '{password}' "
-          f"(POST /api/v1/auth/login); stored in {mesh.data_dir / 'demo-password.txt'}",
-          flush=True)
+    print(
+        f"Log in as '{USER}' with password '{password}' "
+        f"(POST /api/v1/auth/login); stored in {mesh.data_dir / 'demo-password.txt'}",
+        flush=True,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -18,10 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM when the supervisor dies, even by SIGKILL."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def port_open(host: str, port: int) -> bool:
@@ -30,8 +29,9 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None,
-                  what: str = "") -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = ""
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open(host, port):
@@ -73,7 +73,10 @@ def start_nats(store: Path, port: int, log_file: Path) -> subprocess.Popen:
     store.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [nats_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
-        stdout=log_file.open("ab"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        stdout=log_file.open("ab"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
+    )
     wait_for_port("127.0.0.1", port, 20, proc, "nats-server")
     return proc
 
@@ -110,17 +113,34 @@ def triton_env() -> dict[str, str]:
     return env
 
 
-def start_triton(model_repo: Path, grpc_port: int, http_port: int, metrics_port: int,
-                 log_file: Path, timeout: float = 120) -> subprocess.Popen:
+def start_triton(
+    model_repo: Path,
+    grpc_port: int,
+    http_port: int,
+    metrics_port: int,
+    log_file: Path,
+    timeout: float = 120,
+) -> subprocess.Popen:
     home = prepare_triton()
     proc = subprocess.Popen(
-        [str(home / "bin" / "tritonserver"), f"--model-repository={model_repo}",
-         f"--backend-directory={home / 'backends'}", "--grpc-address=127.0.0.1",
-         "--http-address=127.0.0.1", "--metrics-address=127.0.0.1",
-         f"--grpc-port={grpc_port}", f"--http-port={http_port}",
-         f"--metrics-port={metrics_port}", "--allow-gpu-metrics=false", "--log-verbose=0"],
-        stdout=log_file.open("ab"), stderr=subprocess.STDOUT, env=triton_env(),
-        preexec_fn=die_with_parent)
+        [
+            str(home / "bin" / "tritonserver"),
+            f"--model-repository={model_repo}",
+            f"--backend-directory={home / 'backends'}",
+            "--grpc-address=127.0.0.1",
+            "--http-address=127.0.0.1",
+            "--metrics-address=127.0.0.1",
+            f"--grpc-port={grpc_port}",
+            f"--http-port={http_port}",
+            f"--metrics-port={metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--log-verbose=0",
+        ],
+        stdout=log_file.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=triton_env(),
+        preexec_fn=die_with_parent,
+    )
     wait_for_port("127.0.0.1", grpc_port, timeout, proc, "tritonserver")
     return proc
 

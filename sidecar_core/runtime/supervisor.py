@@ -18,14 +18,26 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar_core.runtime.embedded import (
-    REPO_ROOT, EmbeddedPostgres, die_with_parent, start_nats, start_triton, stop_process,
+    REPO_ROOT,
+    EmbeddedPostgres,
+    die_with_parent,
+    start_nats,
+    start_triton,
+    stop_process,
 )
 
 log = logging.getLogger("sidecar.up")
 
 DEFAULT_PORTS = {
-    "gateway": 8080, "ingest": 50051, "workflow": 50052, "normalizer": 50053, "dicom": 11112,
-    "nats": 14222, "triton": 18001, "triton-http": 18000, "triton-metrics": 18002,
+    "gateway": 8080,
+    "ingest": 50051,
+    "workflow": 50052,
+    "normalizer": 50053,
+    "dicom": 11112,
+    "nats": 14222,
+    "triton": 18001,
+    "triton-http": 18000,
+    "triton-metrics": 18002,
 }
 # name → (module, gRPC port key or None)
 SERVICES: list[tuple[str, str, str | None]] = [
@@ -65,25 +77,34 @@ class Mesh:
         if not db_url:
             self.pg = EmbeddedPostgres(self.data_dir / "pg")
             db_url = self.pg.url
+        from sidecar_core.db import sqlalchemy_url
         from workflow_svc.store.migrate import upgrade
 
-        from sidecar_core.db import sqlalchemy_url
         upgrade(sqlalchemy_url(db_url))
         nats_url = os.environ.get("SIDECAR_NATS_URL", "")
         if not nats_url:
-            self.infra.append(start_nats(self.data_dir / "nats", p["nats"],
-                                         self.logs / "nats.log"))
+            self.infra.append(start_nats(self.data_dir / "nats", p["nats"], self.logs / "nats.log"))
             nats_url = f"nats://127.0.0.1:{p['nats']}"
         triton_url = os.environ.get("SIDECAR_TRITON_URL", "")
         if not triton_url:
-            self.infra.append(start_triton(self.opts.model_repo, p["triton"], p["triton-http"],
-                                           p["triton-metrics"], self.logs / "triton.log"))
+            self.infra.append(
+                start_triton(
+                    self.opts.model_repo,
+                    p["triton"],
+                    p["triton-http"],
+                    p["triton-metrics"],
+                    self.logs / "triton.log",
+                )
+            )
             triton_url = f"127.0.0.1:{p['triton']}"
         self.env = {
             **os.environ,
-            "SIDECAR_DATA_DIR": str(self.data_dir), "SIDECAR_DATABASE_URL": db_url,
-            "SIDECAR_NATS_URL": nats_url, "SIDECAR_TRITON_URL": triton_url,
-            "SIDECAR_INGEST_PORT": str(p["ingest"]), "SIDECAR_DICOM_PORT": str(p["dicom"]),
+            "SIDECAR_DATA_DIR": str(self.data_dir),
+            "SIDECAR_DATABASE_URL": db_url,
+            "SIDECAR_NATS_URL": nats_url,
+            "SIDECAR_TRITON_URL": triton_url,
+            "SIDECAR_INGEST_PORT": str(p["ingest"]),
+            "SIDECAR_DICOM_PORT": str(p["dicom"]),
             "SIDECAR_WORKFLOW_PORT": str(p["workflow"]),
             "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
@@ -95,9 +116,14 @@ class Mesh:
 
     def spawn(self, name: str, module: str) -> subprocess.Popen:
         out = (self.logs / f"{name}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", module], env=self.env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                preexec_fn=die_with_parent)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            preexec_fn=die_with_parent,
+        )
         self.children[name] = proc
         return proc
 
@@ -109,11 +135,13 @@ class Mesh:
         deadline = time.monotonic() + timeout
         pending = {name for name, _, _ in SERVICES}
         while pending and time.monotonic() < deadline:
-            for name, module, port_key in SERVICES:
+            for name, _module, port_key in SERVICES:
                 proc = self.children[name]
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {proc.returncode}; "
-                                       f"see {self.logs / (name + '.log')}")
+                    raise RuntimeError(
+                        f"{name} exited with code {proc.returncode}; "
+                        f"see {self.logs / (name + '.log')}"
+                    )
                 if name in pending and self._healthy(name, port_key):
                     pending.discard(name)
             time.sleep(0.3)
@@ -166,10 +194,13 @@ class Mesh:
             self.pg.stop()
 
     def write_runtime_file(self) -> None:
-        info = {"ports": self.opts.ports, "pid": os.getpid(),
-                "database_url": self.env["SIDECAR_DATABASE_URL"],
-                "nats_url": self.env["SIDECAR_NATS_URL"],
-                "triton_url": self.env["SIDECAR_TRITON_URL"]}
+        info = {
+            "ports": self.opts.ports,
+            "pid": os.getpid(),
+            "database_url": self.env["SIDECAR_DATABASE_URL"],
+            "nats_url": self.env["SIDECAR_NATS_URL"],
+            "triton_url": self.env["SIDECAR_TRITON_URL"],
+        }
         (self.data_dir / "runtime.json").write_text(json.dumps(info, indent=2))
 
 
@@ -193,9 +224,11 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
         mesh.write_runtime_file()
         for hook in after_ready or []:
             hook(mesh)
-        print(f"Sidecar is up. Review UI: http://127.0.0.1:{opts.ports['gateway']}/ "
-              f"(API: http://127.0.0.1:{opts.ports['gateway']}/api/v1, logs: {mesh.logs})",
-              flush=True)
+        print(
+            f"Sidecar is up. Review UI: http://127.0.0.1:{opts.ports['gateway']}/ "
+            f"(API: http://127.0.0.1:{opts.ports['gateway']}/api/v1, logs: {mesh.logs})",
+            flush=True,
+        )
         watcher = threading.Thread(target=mesh.watch, daemon=True)
         watcher.start()
         stop.wait()

@@ -1,4 +1,4 @@
-"""The whole mesh from `sidecar up`: a synthetic chest CT in, its nodule visible through the gateway.
+"""The whole mesh from `sidecar up`: a synthetic chest CT in, its nodule seen through the gateway.
 
 Also: SIGTERM leaves no child process behind, and a restart on the same data dir keeps the data.
 """
@@ -21,8 +21,17 @@ from tests.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SIDECAR = [sys.executable, "-m", "sidecar_core.cli"]
-PORT_NAMES = ("gateway", "ingest", "workflow", "normalizer", "dicom", "nats", "triton",
-              "triton-http", "triton-metrics")
+PORT_NAMES = (
+    "gateway",
+    "ingest",
+    "workflow",
+    "normalizer",
+    "dicom",
+    "nats",
+    "triton",
+    "triton-http",
+    "triton-metrics",
+)
 
 
 def _descendants(pid: int) -> set[int]:
@@ -58,8 +67,12 @@ class Up:
         flags = [f"--{n}-port={p}" for n, p in ports.items()]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
         self.log = (data_dir.parent / f"up-{time.time_ns()}.log").open("wb")
-        self.proc = subprocess.Popen([*SIDECAR, "up", "--data-dir", str(data_dir), *flags],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [*SIDECAR, "up", "--data-dir", str(data_dir), *flags],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
     @property
     def base(self) -> str:
@@ -69,7 +82,9 @@ class Up:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError("sidecar up exited: " + Path(self.log.name).read_text()[-3000:])
+                raise AssertionError(
+                    "sidecar up exited: " + Path(self.log.name).read_text()[-3000:]
+                )
             if "Review UI: http://127.0.0.1" in Path(self.log.name).read_text():
                 return
             time.sleep(0.5)
@@ -97,11 +112,28 @@ def test_chest_ct_end_to_end(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
     admin = ["--data-dir", str(data_dir)]
-    subprocess.run([*SIDECAR, "facility", "add", "general", "--ae-title", "GENERAL", *admin],
-                   check=True, env=env)
-    subprocess.run([*SIDECAR, "user", "add", "rad", "--role", "radiologist", "--facility",
-                    "general", "--password-stdin", *admin], input=b"correct horse battery\n",
-                   check=True, env=env)
+    subprocess.run(
+        [*SIDECAR, "facility", "add", "general", "--ae-title", "GENERAL", *admin],
+        check=True,
+        env=env,
+    )
+    subprocess.run(
+        [
+            *SIDECAR,
+            "user",
+            "add",
+            "rad",
+            "--role",
+            "radiologist",
+            "--facility",
+            "general",
+            "--password-stdin",
+            *admin,
+        ],
+        input=b"correct horse battery\n",
+        check=True,
+        env=env,
+    )
 
     up = Up(data_dir, ports)
     try:
@@ -110,21 +142,39 @@ def test_chest_ct_end_to_end(tmp_path: Path) -> None:
         headers = _login(up.base, "rad", "correct horse battery")
         assert httpx.get(f"{up.base}/api/v1/studies").status_code == 401
         sent = subprocess.run(
-            [*SIDECAR, "ingest", str(tmp_path / "study"), "--facility", "general",
-             "--target", f"127.0.0.1:{ports['ingest']}", "--complete"],
-            capture_output=True, text=True, env=env)
+            [
+                *SIDECAR,
+                "ingest",
+                str(tmp_path / "study"),
+                "--facility",
+                "general",
+                "--target",
+                f"127.0.0.1:{ports['ingest']}",
+                "--complete",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert sent.returncode == 0, sent.stdout + sent.stderr
         acknowledged = time.monotonic()
 
         study = None
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            r = httpx.get(f"{up.base}/api/v1/studies", params={"accession": truth.accession_number},
-                          headers=headers)
+            r = httpx.get(
+                f"{up.base}/api/v1/studies",
+                params={"accession": truth.accession_number},
+                headers=headers,
+            )
             assert r.status_code == 200, r.text
             studies = r.json()["studies"]
-            if studies and studies[0]["state"] in ("ready_for_review", "ai_failed",
-                                                   "ineligible", "preprocess_failed"):
+            if studies and studies[0]["state"] in (
+                "ready_for_review",
+                "ai_failed",
+                "ineligible",
+                "preprocess_failed",
+            ):
                 study = studies[0]
                 break
             time.sleep(0.5)
@@ -139,19 +189,26 @@ def test_chest_ct_end_to_end(tmp_path: Path) -> None:
         thumb = httpx.get(up.base + detail["series"][0]["thumbnail_url"], headers=headers)
         assert thumb.status_code == 200 and thumb.content[:4] == b"\x89PNG"
 
-        findings = httpx.get(f"{up.base}/api/v1/studies/{study['id']}/findings",
-                             headers=headers).json()["findings"]
+        findings = httpx.get(
+            f"{up.base}/api/v1/studies/{study['id']}/findings", headers=headers
+        ).json()["findings"]
         lesion = truth.lesions[0]
-        near = [f for f in findings if f["center_mm"] and np.linalg.norm(
-            np.array(f["center_mm"]) - np.array(lesion.center_mm)) <= max(lesion.diameter_mm, 5)]
+        near = [
+            f
+            for f in findings
+            if f["center_mm"]
+            and np.linalg.norm(np.array(f["center_mm"]) - np.array(lesion.center_mm))
+            <= max(lesion.diameter_mm, 5)
+        ]
         assert near, f"no finding near the nodule at {lesion.center_mm}: {findings}"
         best = near[0]
         assert best["sop_instance_uid"] == lesion.sop_instance_uid
         assert best["model"]["name"] == "chest_ct_nodules" and best["model"]["version"]
         x0, y0, x1, y1 = best["bbox_px"]
         assert x0 <= lesion.center_voxel[0] <= x1 and y0 <= lesion.center_voxel[1] <= y1
-        audit = httpx.get(f"{up.base}/api/v1/studies/{study['id']}/audit",
-                          headers=headers).json()["events"]
+        audit = httpx.get(f"{up.base}/api/v1/studies/{study['id']}/audit", headers=headers).json()[
+            "events"
+        ]
         types = {e["type"] for e in audit}
         assert {"study.received", "study.state_changed", "ai_run.completed"} <= types
         (tmp_path / "e2e-latency.json").write_text(json.dumps({"seconds": visible_after}))
@@ -166,8 +223,11 @@ def test_chest_ct_end_to_end(tmp_path: Path) -> None:
     try:
         again.wait_ready()
         headers = _login(again.base, "rad", "correct horse battery")
-        r = httpx.get(f"{again.base}/api/v1/studies", params={"accession": truth.accession_number},
-                      headers=headers)
+        r = httpx.get(
+            f"{again.base}/api/v1/studies",
+            params={"accession": truth.accession_number},
+            headers=headers,
+        )
         assert [s["id"] for s in r.json()["studies"]] == [study["id"]]
     finally:
         again.terminate()

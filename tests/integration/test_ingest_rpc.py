@@ -24,8 +24,14 @@ async def ingest(database_url: str, nats, tmp_path: Path):  # type: ignore[no-un
     from ingest_svc.settings import IngestSettings
 
     port = free_port()
-    settings = IngestSettings(database_url=database_url, nats_url=nats.url, data_dir=tmp_path,
-                              ingest_port=port, dicom_port=0, completion_poll_s=0.1)
+    settings = IngestSettings(
+        database_url=database_url,
+        nats_url=nats.url,
+        data_dir=tmp_path,
+        ingest_port=port,
+        dicom_port=0,
+        completion_poll_s=0.1,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(main.run(settings, stop))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -36,11 +42,18 @@ async def ingest(database_url: str, nats, tmp_path: Path):  # type: ignore[no-un
     await asyncio.wait_for(task, 30)
 
 
-def _upload(items: list[tuple[bytes, str]], facility: str = "general",
-            request_id: str = "") -> list[pb.UploadInstancesRequest]:
-    return [pb.UploadInstancesRequest(facility=facility if i == 0 else "", dicom=d, source_ref=r,
-                                      request_id=request_id if i == 0 else "")
-            for i, (d, r) in enumerate(items)]
+def _upload(
+    items: list[tuple[bytes, str]], facility: str = "general", request_id: str = ""
+) -> list[pb.UploadInstancesRequest]:
+    return [
+        pb.UploadInstancesRequest(
+            facility=facility if i == 0 else "",
+            dicom=d,
+            source_ref=r,
+            request_id=request_id if i == 0 else "",
+        )
+        for i, (d, r) in enumerate(items)
+    ]
 
 
 async def test_store_duplicate_and_rejections(ingest, database_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -51,8 +64,14 @@ async def test_store_duplicate_and_rejections(ingest, database_url: str) -> None
     del no_study.StudyInstanceUID
     bad_uid = ct_slice("1.2.3.abc", z=3.0)
     long_uid = ct_slice("1." + "2" * 70, z=4.0)
-    items = [(good, "good"), (to_bytes(no_study), "nostudy"), (to_bytes(bad_uid), "baduid"),
-             (to_bytes(long_uid), "longuid"), (b"not dicom at all" * 20, "junk"), (good, "again")]
+    items = [
+        (good, "good"),
+        (to_bytes(no_study), "nostudy"),
+        (to_bytes(bad_uid), "baduid"),
+        (to_bytes(long_uid), "longuid"),
+        (b"not dicom at all" * 20, "junk"),
+        (good, "again"),
+    ]
     resp = await ingest.UploadInstances(iter(_upload(items)))
     outcomes = [(r.source_ref, pb.InstanceOutcome.Name(r.outcome), r.reason) for r in resp.results]
     assert outcomes == [
@@ -81,12 +100,18 @@ async def test_store_duplicate_and_rejections(ingest, database_url: str) -> None
     with psycopg.connect(database_url) as conn:
         n, status = conn.execute(
             "select instance_count, ingest_status from studies where study_instance_uid=%s",
-            (study,)).fetchone()
-        unpublished = conn.execute("select count(*) from outbox where published_at is null").fetchone()
+            (study,),
+        ).fetchone()
+        unpublished = conn.execute(
+            "select count(*) from outbox where published_at is null"
+        ).fetchone()
     assert (n, status) == (1, "complete")
     await asyncio.sleep(0.3)
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("select count(*) from outbox where published_at is null").fetchone()[0] == 0
+        assert (
+            conn.execute("select count(*) from outbox where published_at is null").fetchone()[0]
+            == 0
+        )
     assert unpublished[0] >= 0
 
 
@@ -104,21 +129,25 @@ async def test_complete_study_and_late_instance_reopens(ingest, database_url: st
     add_facility(database_url, "general", quiet_period_s=3600)
     study = "1.2.826.0.1.3680043.8.498.77"
     await ingest.UploadInstances(iter(_upload([(to_bytes(ct_slice(study, z=1.0)), "a")])))
-    done = await ingest.CompleteStudy(pb.CompleteStudyRequest(facility="general",
-                                                              study_instance_uid=study))
+    done = await ingest.CompleteStudy(
+        pb.CompleteStudyRequest(facility="general", study_instance_uid=study)
+    )
     assert done.completed_count == 1
-    again = await ingest.CompleteStudy(pb.CompleteStudyRequest(facility="general",
-                                                               study_instance_uid=study))
+    again = await ingest.CompleteStudy(
+        pb.CompleteStudyRequest(facility="general", study_instance_uid=study)
+    )
     assert again.completed_count == 0
     await ingest.UploadInstances(iter(_upload([(to_bytes(ct_slice(study, z=2.0)), "b")])))
-    await ingest.CompleteStudy(pb.CompleteStudyRequest(facility="general",
-                                                       study_instance_uid=study))
+    await ingest.CompleteStudy(
+        pb.CompleteStudyRequest(facility="general", study_instance_uid=study)
+    )
     with psycopg.connect(database_url) as conn:
         types = [r[0] for r in conn.execute("select type from audit_events order by seq")]
         studies = conn.execute("select count(*), max(completion_count) from studies").fetchone()
     assert types == ["study.received", "study.reopened", "study.updated"]
     assert studies == (1, 2)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await ingest.CompleteStudy(pb.CompleteStudyRequest(facility="general",
-                                                           study_instance_uid="1.02.x"))
+        await ingest.CompleteStudy(
+            pb.CompleteStudyRequest(facility="general", study_instance_uid="1.02.x")
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

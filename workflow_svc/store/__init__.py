@@ -1,1 +1,1 @@
-"""The workflow store: SQLAlchemy models and the Alembic migrations that are its only schema source."""
+"""The workflow store: SQLAlchemy models and the Alembic migrations, its only schema source."""

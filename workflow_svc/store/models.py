@@ -79,7 +79,9 @@ class Study(Base):
     # Ingest side: receiving -> complete; reopened to receiving by late instances.
     ingest_status: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
-    last_instance_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_instance_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completion_count: Mapped[int] = mapped_column(Integer, default=0)
     # Workflow side (NULL until the workflow registers the study).

@@ -20,8 +20,9 @@ def upgrade() -> None:
         "consumed_messages",
         sa.Column("consumer", sa.String(length=64), nullable=False),
         sa.Column("msg_id", sa.String(length=255), nullable=False),
-        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
-                  nullable=False),
+        sa.Column(
+            "at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
         sa.PrimaryKeyConstraint("consumer", "msg_id", name=op.f("pk_consumed_messages")),
     )
 
