@@ -66,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shadow-mode", action="store_true")
     _db_flags(p)
 
+    p = fac.add_parser("set", help="change onboarding settings of a facility")
+    p.add_argument("name")
+    p.add_argument("--ae-title")
+    p.add_argument("--shadow-mode", choices=["on", "off"])
+    p.add_argument("--quiet-period", type=float, help="study completion quiet period, seconds")
+    p.add_argument("--models", help="comma-separated enabled models, or 'all'")
+    _db_flags(p)
+    p = fac.add_parser("list")
+    _db_flags(p)
+
     usr = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     p = usr.add_parser("add")
     p.add_argument("name")
@@ -106,6 +116,8 @@ async def _admin(args: argparse.Namespace) -> int:
         return 0
     db = Database(url, pool_size=1)
     try:
+        if args.command == "facility" and args.action in ("set", "list"):
+            return await _facility_admin(db, args)
         if args.command == "facility":
             fid = await users.add_facility(
                 db, args.name, ae_title=args.ae_title, shadow_mode=args.shadow_mode
@@ -121,6 +133,28 @@ async def _admin(args: argparse.Namespace) -> int:
         return 2
     finally:
         await db.close()
+
+
+async def _facility_admin(db: object, args: argparse.Namespace) -> int:
+    from workflow_svc import facilities
+    from workflow_svc.registry import load_registry
+
+    if args.action == "list":
+        for f in await facilities.list_facilities(db):  # type: ignore[arg-type]
+            models = ",".join(f.enabled_models) if f.enabled_models is not None else "all"
+            print(f"{f.name}\tae={f.ae_title or '-'}\tshadow={'on' if f.shadow_mode else 'off'}"
+                  f"\tquiet={f.quiet_period_s:g}s\tmodels={models}")
+        return 0
+    models = None if args.models in (None, "all") else [m for m in args.models.split(",") if m]
+    view = await facilities.update_facility(
+        db, args.name, ae_title=args.ae_title,  # type: ignore[arg-type]
+        shadow_mode=None if args.shadow_mode is None else args.shadow_mode == "on",
+        quiet_period_s=args.quiet_period, enabled_models=models, all_models=args.models == "all",
+        known_models=load_registry().names())
+    print(f"facility {view.name}: ae={view.ae_title or '-'} shadow="
+          f"{'on' if view.shadow_mode else 'off'} quiet={view.quiet_period_s:g}s models="
+          f"{','.join(view.enabled_models) if view.enabled_models is not None else 'all'}")
+    return 0
 
 
 def run_synth(out: Path, kind: str, seed: int, count: int) -> int:
