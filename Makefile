@@ -3,7 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := dcmtk
+# libpython3.11: Triton's python backend stub links the system libpython (PLATFORM.md).
+SYSTEM_PACKAGES := dcmtk libpython3.11
+RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 
 .PHONY: install demo up test test-fast lint proto proto-check buf-lint system-deps bench clean
@@ -20,9 +22,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: install
+	@bash scripts/system-deps.sh $(RUNTIME_PACKAGES)
 	$(BIN)/sidecar demo
 
 up: install
+	@bash scripts/system-deps.sh $(RUNTIME_PACKAGES)
 	$(BIN)/sidecar up
 
 system-deps:

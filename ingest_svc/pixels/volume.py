@@ -190,7 +190,7 @@ def compact_volume(volume: np.ndarray) -> np.ndarray:
     v = np.ascontiguousarray(volume, dtype=np.float32)
     if v.size and np.isfinite(v).all():
         lo, hi = float(v.min()), float(v.max())
-        if -32768.0 <= lo and hi <= 32767.0:
+        if lo >= -32768.0 and hi <= 32767.0:
             as_int = v.astype(np.int16)
             if np.array_equal(as_int, v):
                 return as_int
