@@ -17,14 +17,13 @@ from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
-from sidecar_core.subjects import Topology
 
 log = logging.getLogger(__name__)
 
 
 async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_event_on_signals()
-    topology = Topology(settings.subject_prefix, settings.nats_stream_prefix)
+    topology = settings.topology()
     db = Database(settings.database_url, pool_size=max(4, settings.max_associations))
     bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc")
     receiver = Receiver(

@@ -199,8 +199,13 @@ async def _with_retries(entry: ModelEntry, triton: Inferer, circuit: CircuitBrea
             delay = retry.backoff(attempt)
             spent = time.monotonic() - started
             if attempt >= retry.max_attempts or spent + delay > retry.budget_s:
-                raise TransientError(f"{exc} (gave up after {attempt} attempt"
-                                     f"{'s' * (attempt != 1)} in {spent:.1f} s)") from exc
+                gave_up = (f"{exc} (gave up after {attempt} attempt"
+                           f"{'s' * (attempt != 1)} in {spent:.1f} s)")
+                try:  # keep the error class (e.g. TritonTransientError) for the audit event
+                    raised = type(exc)(gave_up)
+                except Exception:
+                    raised = TransientError(gave_up)
+                raise raised from exc
             log.info("%s: transient failure (attempt %d), retrying in %.2f s: %s",
                      entry.name, attempt, delay, exc)
             await asyncio.sleep(delay)

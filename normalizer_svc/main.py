@@ -16,7 +16,6 @@ from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
-from sidecar_core.subjects import Topology
 from workflow_svc.registry import load_registry
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 
 async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_event_on_signals()
-    topology = Topology(settings.subject_prefix, settings.nats_stream_prefix)
+    topology = settings.topology()
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="normalizer_svc")

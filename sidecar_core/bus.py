@@ -81,8 +81,16 @@ class Bus:
             max_ack_pending=spec.max_ack_pending,
         )
         try:
-            await self.js.consumer_info(spec.stream, spec.durable)
+            info = await self.js.consumer_info(spec.stream, spec.durable)
         except NotFoundError:
+            await self.js.add_consumer(spec.stream, config=config)
+            return
+        current = info.config
+        if (current.ack_wait, current.max_deliver, current.max_ack_pending) != (
+                config.ack_wait, config.max_deliver, config.max_ack_pending):
+            # A changed policy reaches an existing deployment: update the durable in place.
+            log.info("updating consumer %s: ack_wait %s max_deliver %s", spec.durable,
+                     config.ack_wait, config.max_deliver)
             await self.js.add_consumer(spec.stream, config=config)
 
     async def publish(self, subject: str, payload: bytes, msg_id: str) -> bool:
@@ -129,6 +137,8 @@ class Bus:
                 continue
             for msg in msgs:
                 await self._handle(spec, handler, msg)
+        with contextlib.suppress(Exception):  # nc.drain() waits 30 s on a fetched pull sub
+            await sub.unsubscribe()
 
     async def _handle(self, spec: ConsumerSpec, handler: Handler, msg: Msg) -> None:
         headers = msg.headers or {}

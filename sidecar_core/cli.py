@@ -141,11 +141,13 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
 
     if args.action == "list":
         for f in await facilities.list_facilities(db):  # type: ignore[arg-type]
-            models = ",".join(f.enabled_models) if f.enabled_models is not None else "all"
+            names = ",".join(f.enabled_models) if f.enabled_models is not None else "all"
             print(f"{f.name}\tae={f.ae_title or '-'}\tshadow={'on' if f.shadow_mode else 'off'}"
-                  f"\tquiet={f.quiet_period_s:g}s\tmodels={models}")
+                  f"\tquiet={f.quiet_period_s:g}s\tmodels={names}")
         return 0
-    models = None if args.models in (None, "all") else [m for m in args.models.split(",") if m]
+    models: list[str] | None = None
+    if args.models not in (None, "all"):
+        models = [m for m in args.models.split(",") if m]
     view = await facilities.update_facility(
         db, args.name, ae_title=args.ae_title,  # type: ignore[arg-type]
         shadow_mode=None if args.shadow_mode is None else args.shadow_mode == "on",

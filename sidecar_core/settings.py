@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sidecar_core.subjects import Topology
 
 
 class CommonSettings(BaseSettings):
@@ -22,12 +25,20 @@ class CommonSettings(BaseSettings):
     log_level: str = "INFO"
     nats_stream_prefix: str = Field(default="SIDECAR", description="Prefix of JetStream streams")
     subject_prefix: str = Field(default="sidecar", description="First token of every subject")
+    consumer_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per durable consumer: ack_wait_s, max_deliver, backoff_s (JSON in the env)",
+    )
     workflow_address: str = "127.0.0.1:50052"
     ingest_address: str = "127.0.0.1:50051"
     normalizer_address: str = "127.0.0.1:50053"
     model_registry_path: Path | None = Field(
         default=None, description="Model registry YAML; default deploy/models.yaml"
     )
+
+    def topology(self) -> Topology:
+        """The bus topology these settings name (prefixes and consumer overrides)."""
+        return Topology(self.subject_prefix, self.nats_stream_prefix, self.consumer_overrides)
 
     @property
     def objects_path(self) -> Path:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 STUDY_RECEIVED = "study.v1.received"
 ASSET_PREPROCESSED = "asset.v1.preprocessed"
@@ -42,6 +45,8 @@ class Topology:
 
     prefix: str = "sidecar"
     stream_prefix: str = "SIDECAR"
+    # Per durable consumer, fields of ConsumerSpec to override (settings.consumer_overrides).
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     streams: tuple[StreamSpec, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,35 +82,27 @@ class Topology:
     def jobs_stream(self) -> str:
         return f"{self.stream_prefix}_JOBS"
 
+    def _spec(self, spec: ConsumerSpec) -> ConsumerSpec:
+        extra = dict(self.overrides.get(spec.durable, {}))
+        if "backoff_s" in extra:
+            extra["backoff_s"] = tuple(extra["backoff_s"])
+        return dataclasses.replace(spec, **extra) if extra else spec
+
     def workflow_events(self) -> ConsumerSpec:
-        return ConsumerSpec(self.events_stream, "workflow-events", "", ack_wait_s=30, max_deliver=8)
+        return self._spec(ConsumerSpec(self.events_stream, "workflow-events", "",
+                                       ack_wait_s=30, max_deliver=8))
 
     def preprocess_jobs(self) -> ConsumerSpec:
-        return ConsumerSpec(
-            self.jobs_stream,
-            "preprocess-worker",
-            self.subject(JOB_PREPROCESS),
-            ack_wait_s=300,
-            max_deliver=4,
-            backoff_s=(2.0, 10.0, 30.0),
-        )
+        return self._spec(ConsumerSpec(self.jobs_stream, "preprocess-worker",
+                                       self.subject(JOB_PREPROCESS), ack_wait_s=60,
+                                       max_deliver=4, backoff_s=(2.0, 10.0, 30.0)))
 
     def ai_run_jobs(self) -> ConsumerSpec:
-        return ConsumerSpec(
-            self.jobs_stream,
-            "ai-run-worker",
-            self.subject(JOB_AI_RUN),
-            ack_wait_s=300,
-            max_deliver=5,
-            backoff_s=(1.0, 3.0, 10.0, 30.0),
-        )
+        return self._spec(ConsumerSpec(self.jobs_stream, "ai-run-worker",
+                                       self.subject(JOB_AI_RUN), ack_wait_s=300,
+                                       max_deliver=5, backoff_s=(1.0, 3.0, 10.0, 30.0)))
 
     def overlay_jobs(self) -> ConsumerSpec:
-        return ConsumerSpec(
-            self.jobs_stream,
-            "overlay-worker",
-            self.subject(JOB_OVERLAY),
-            ack_wait_s=120,
-            max_deliver=4,
-            backoff_s=(2.0, 10.0, 30.0),
-        )
+        return self._spec(ConsumerSpec(self.jobs_stream, "overlay-worker",
+                                       self.subject(JOB_OVERLAY), ack_wait_s=120,
+                                       max_deliver=4, backoff_s=(2.0, 10.0, 30.0)))

@@ -11,7 +11,6 @@ from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
 from sidecar_core.outbox import OutboxRelay
-from sidecar_core.subjects import Topology
 from workflow_svc.pipeline import Pipeline
 from workflow_svc.registry import load_registry
 from workflow_svc.servicer import WorkflowServicer
@@ -22,7 +21,7 @@ log = logging.getLogger(__name__)
 
 async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_event_on_signals()
-    topology = Topology(settings.subject_prefix, settings.nats_stream_prefix)
+    topology = settings.topology()
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc")

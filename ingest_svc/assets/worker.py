@@ -295,7 +295,7 @@ class OverlayWorker:
 
 async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_event_on_signals()
-    topology = Topology(settings.subject_prefix, settings.nats_stream_prefix)
+    topology = settings.topology()
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="preprocess")
     worker = PreprocessWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology)
