@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -126,12 +127,12 @@ class Orthanc:
 class Sidecar:
     """`python -m ingest_svc.main` with embedded PostgreSQL (pgserver) and nats-server."""
 
-    def __init__(self, work: Path, nats_url: str) -> None:
+    def __init__(self, work: Path, nats_url: str, command: list[str]) -> None:
         import pgserver
 
         from workflow_svc.store.migrate import upgrade
 
-        self.work, self.nats_url = work, nats_url
+        self.work, self.nats_url, self.command = work, nats_url, command
         self.pg = pgserver.get_server(work / "pg", cleanup_mode="stop")
         self.url = self.pg.get_uri()
         upgrade(self.url.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -140,14 +141,20 @@ class Sidecar:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, data_dir: Path) -> None:
+        self.port, self.grpc = free_port(), free_port()
         env = {**os.environ, **NODELAY, "SIDECAR_DATABASE_URL": self.url,
                "SIDECAR_NATS_URL": self.nats_url, "SIDECAR_DATA_DIR": str(data_dir),
                "SIDECAR_INGEST_PORT": str(self.grpc), "SIDECAR_DICOM_PORT": str(self.port),
                "SIDECAR_SUBJECT_PREFIX": "bench", "SIDECAR_NATS_STREAM_PREFIX": "BENCH"}
-        log = (self.work / "ingest.log").open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ingest_svc.main"], cwd=ROOT,
-                                     env=env, stdout=log, stderr=log)
-        wait_port(self.grpc, 30)
+        log = self.work / "ingest.log"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=out,
+                                         stderr=out)
+        try:
+            wait_port(self.grpc, 30)
+        except TimeoutError:
+            raise RuntimeError("ingest service did not start:\n"
+                               + log.read_text()[-3000:]) from None
 
     def peak_rss_mb(self) -> tuple[float, float]:
         fields = dict(line.split(":", 1) for line in
@@ -170,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rss-instances", type=int, default=1000)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--ingest-cmd", default=f"{sys.executable} -m ingest_svc.main",
+                    help="command starting the ingest service (A/B test a change)")
     args = ap.parse_args(argv)
     for tool in (STORESCU, ORTHANC):
         if not Path(tool).exists():
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    for w in workloads}
     orthanc = Orthanc(work)
     with nats_server() as nats:
-        sidecar = Sidecar(work, nats.url)
+        sidecar = Sidecar(work, nats.url, shlex.split(args.ingest_cmd))
         try:
             for name, (n, size) in workloads.items():
                 px = pixels(n, size, seed=n)

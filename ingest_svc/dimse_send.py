@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from io import BytesIO
 from types import TracebackType
+from typing import TypeVar
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -28,6 +29,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from sidecar_core.uids import is_valid_uid
 
+T = TypeVar("T")
 MAX_CONTEXTS = 127  # 128 presentation contexts at most, one is Verification
 
 
@@ -137,7 +139,8 @@ class StoreSCU:
             if assoc.is_rejected and rj is not None:
                 raise AssociationRefused(
                     f"association rejected (result {rj.result_str}, source {rj.source_str}, "
-                    f"reason {rj.reason_str})", (rj.result, rj.result_source, rj.diagnostic))
+                    f"reason {rj.reason_str})",
+                    (int(rj.result or 0), int(rj.result_source or 0), int(rj.diagnostic or 0)))
             raise AssociationRefused(f"no association with {host}:{port} (aborted or refused)")
         self.assoc = assoc
         return self
@@ -176,7 +179,7 @@ class StoreSCU:
         while not assoc._is_paused:
             time.sleep(0.0001)
         try:
-            assoc.dimse.send_msg(req, context.context_id)
+            assoc.dimse.send_msg(req, int(context.context_id or 0))
             _, rsp = assoc.dimse.get_msg(block=True)
         finally:
             assoc._reactor_checkpoint.set()
@@ -191,14 +194,16 @@ def status_of(rsp: Dataset) -> int | None:
     return int(rsp.Status) if "Status" in rsp else None
 
 
-def chunks(items: list[Outgoing], limit: int = MAX_CONTEXTS) -> list[list[Outgoing]]:
-    """Groups items so that each group needs at most `limit` presentation contexts."""
-    groups: list[list[Outgoing]] = []
+def chunks(items: list[T], key: Callable[[T], tuple[str, str]],
+           limit: int = MAX_CONTEXTS) -> list[list[T]]:
+    """Consecutive groups of items that each need at most `limit` presentation contexts."""
+    groups: list[list[T]] = []
     seen: set[tuple[str, str]] = set()
     for item in items:
-        if not groups or (item.context not in seen and len(seen) >= limit):
+        context = key(item)
+        if not groups or (context not in seen and len(seen) >= limit):
             groups.append([])
             seen = set()
-        seen.add(item.context)
+        seen.add(context)
         groups[-1].append(item)
     return groups

@@ -29,7 +29,7 @@ def keyword_of(key: str) -> str | None:
 
 
 def vr_of(keyword: str) -> str:
-    return str(dictionary_VR(tag_for_keyword(keyword))).split(" or ")[0]
+    return str(dictionary_VR(keyword)).split(" or ")[0]
 
 
 def _number(value: Any, vr: str) -> int | float | None:

@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy.orm import aliased
 
 from ingest_svc.dicomweb import dicom_json
 from ingest_svc.parse import INDEX_KEYWORDS
@@ -52,7 +53,7 @@ class QueryError(ValueError):
 class Query:
     level: str
     facilities: tuple[str, ...] = ()
-    matches: dict[str, str] = field(default_factory=dict)
+    matches: list[tuple[str, str]] = field(default_factory=list)
     include: tuple[str, ...] = ()
     limit: int = MAX_LIMIT
     offset: int = 0
@@ -69,8 +70,6 @@ def parse_query(level: str, params: list[tuple[str, str]], include_fields: list[
     for key, value in [("StudyInstanceUID", study_instance_uid),
                        ("SeriesInstanceUID", series_instance_uid), *params]:
         keyword = dicom_json.keyword_of(key)
-        if key in (study_instance_uid and "StudyInstanceUID", ) and not value:
-            continue
         if keyword is None:
             raise QueryError("UNKNOWN_ATTRIBUTE", f"{key!r} is neither a DICOM keyword nor a tag")
         if not value:
@@ -84,7 +83,7 @@ def parse_query(level: str, params: list[tuple[str, str]], include_fields: list[
             raise QueryError("MATCHING_KEY_BELOW_LEVEL",
                              f"{keyword} is a {key_level}-level key; this is a {level} query")
         _check(keyword, kind, value)
-        query.matches[keyword] = value
+        query.matches.append((keyword, value))
     for item in (f.strip() for entry in include_fields for f in entry.split(",")):
         if item.lower() == "all":
             query.include = tuple(INDEX_KEYWORDS)
@@ -125,23 +124,28 @@ def _like(column: Any, value: str) -> ColumnElement[bool]:
 
 
 def _first_attributes(study_col: Any, series_col: Any = None) -> Any:
-    q = select(Instance.attributes).where(Instance.study_id == study_col)
+    """Attributes of the first instance received (study/series-level values live there)."""
+    first = aliased(Instance)
+    q = select(first.attributes).where(first.study_id == study_col)
     if series_col is not None:
-        q = q.where(Instance.series_id == series_col)
-    return q.order_by(Instance.created_at, Instance.id).limit(1).scalar_subquery()
+        q = q.where(first.series_id == series_col)
+    return q.order_by(first.created_at, first.id).limit(1).scalar_subquery()
 
 
 def _condition(keyword: str, value: str) -> ColumnElement[bool]:
     values = [v.strip() for v in value.split(",") if v.strip()]
     if keyword == "StudyDate":
         low, _, high = value.partition("-") if "-" in value else (value, "", value)
-        date = Instance.attributes["StudyDate"].astext
-        cond = [Instance.study_id == Study.id]
+        other = aliased(Instance)  # not the outer query's instance (correlation)
+        date = other.attributes["StudyDate"].astext
+        cond = [other.study_id == Study.id]
         cond += [date >= low] if low else []
         cond += [date <= high] if high else []
         return exists().where(and_(*cond))
     if keyword == "ModalitiesInStudy":
-        return exists().where(Series.study_id == Study.id, Series.modality.in_(values))
+        other_series = aliased(Series)
+        return exists().where(other_series.study_id == Study.id,
+                              other_series.modality.in_(values))
     column = {
         "StudyInstanceUID": Study.study_instance_uid, "AccessionNumber": Study.accession,
         "StudyDescription": Study.description, "SeriesInstanceUID": Series.series_instance_uid,
@@ -183,7 +187,7 @@ def _statement(query: Query) -> Select[Any]:
     if query.facilities:
         stmt = stmt.join(Facility, Facility.id == Study.facility_id).where(
             Facility.name.in_(query.facilities))
-    stmt = stmt.where(*(_condition(k, v) for k, v in query.matches.items()))
+    stmt = stmt.where(*(_condition(k, v) for k, v in query.matches))
     return stmt.order_by(*order).offset(query.offset).limit(query.limit + 1)
 
 

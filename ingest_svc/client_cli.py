@@ -1,0 +1,279 @@
+"""`sidecar ingest`: send DICOM files or folders to the sidecar over DIMSE, STOW-RS or gRPC."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ingest_svc.dicomweb import stow
+
+BATCH_BYTES = 32 * 1024 * 1024
+BATCH_FILES = 64
+USAGE = "sidecar ingest PATH... --facility NAME [--via dimse|stow|grpc] [--target HOST:PORT]"
+
+
+class CliError(Exception):
+    """A failure that ends the run (login refused, no AE title, HTTP error)."""
+
+
+@dataclass
+class Tally:
+    """What happened to the files; printed as the summary line."""
+
+    files: int = 0
+    bytes: int = 0
+    stored: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    studies: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        secs = max(time.monotonic() - self.started, 1e-6)
+        mb = self.bytes / 1e6
+        return (f"{self.files} files, {mb:.1f} MB in {secs:.1f} s ({self.files / secs:.1f} "
+                f"files/s, {mb / secs:.1f} MB/s): {self.stored} stored, {self.duplicate} "
+                f"duplicate, {self.rejected} rejected")
+
+
+class Progress:
+    """A one-line bar on a terminal (files, MB, rate); silent otherwise."""
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        self.total, self.out, self.live = total, out, out.isatty()
+
+    def update(self, tally: Tally) -> None:
+        if self.live:
+            done = int(30 * tally.files / max(self.total, 1))
+            secs = max(time.monotonic() - tally.started, 1e-6)
+            self.out.write(f"\r[{'#' * done}{'.' * (30 - done)}] {tally.files}/{self.total} "
+                           f"files {tally.bytes / 1e6:7.1f} MB {tally.files / secs:6.1f} "
+                           f"files/s {tally.bytes / 1e6 / secs:6.1f} MB/s")
+            self.out.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.out.write("\n")
+
+
+def discover(paths: list[Path]) -> list[Path]:
+    """Files as given and every file below given folders (DICOMDIR index files skipped)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file()
+                                and p.name.upper() != "DICOMDIR"))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    return found
+
+
+def batches(files: list[Path]) -> Iterator[list[tuple[Path, bytes]]]:
+    batch: list[tuple[Path, bytes]] = []
+    size = 0
+    for path in files:
+        data = path.read_bytes()
+        if batch and (size + len(data) > BATCH_BYTES or len(batch) >= BATCH_FILES):
+            yield batch
+            batch, size = [], 0
+        batch.append((path, data))
+        size += len(data)
+    if batch:
+        yield batch
+
+
+def _reject(tally: Tally, path: Path | str, why: str) -> None:
+    tally.rejected += 1
+    print(f"rejected {path}: {why}", file=sys.stderr)
+
+
+def _host_port(target: str, default_port: int) -> tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    return (host or "127.0.0.1", int(port)) if port.isdigit() else (target, default_port)
+
+
+def send_grpc(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Progress) -> None:
+    import grpc
+
+    from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
+    from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+
+    outcome = {pb.INSTANCE_OUTCOME_STORED: "stored", pb.INSTANCE_OUTCOME_DUPLICATE: "duplicate"}
+    with grpc.insecure_channel(args.target or args.ingest_address, options=[
+            ("grpc.max_send_message_length", 256 * 1024 * 1024)]) as channel:
+        stub = pb_grpc.IngestServiceStub(channel)
+        for batch in batches(files):
+            reply = stub.IngestInstances(pb.IngestInstancesRequest(
+                facility=args.facility, items=[pb.IngestInstancesRequestItem(
+                    dicom=data, source_ref=str(path)) for path, data in batch]), timeout=600)
+            for (path, data), r in zip(batch, reply.results, strict=True):
+                tally.files, tally.bytes = tally.files + 1, tally.bytes + len(data)
+                kind = outcome.get(r.outcome)
+                if kind is None:
+                    _reject(tally, path, f"{r.reason}: {r.message}")
+                else:
+                    setattr(tally, kind, getattr(tally, kind) + 1)
+                    tally.studies.add(r.study_instance_uid)
+            bar.update(tally)
+
+
+def send_dimse(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Progress) -> None:
+    from ingest_svc.dimse_send import ContextRejected, StoreSCU, chunks, prepare, status_of
+
+    host, port = _host_port(args.target or "127.0.0.1:11112", 11112)
+    calling = args.calling_ae or facility_ae_title(args)
+    for batch in batches(files):
+        entries = [(path, data, prepare(data)) for path, data in batch]
+        for group in chunks(entries, key=lambda e: e[2].context):
+            contexts = [e[2].context for e in group]
+            with StoreSCU(host, port, calling, args.called_ae, contexts) as scu:
+                for path, data, item in group:
+                    tally.files, tally.bytes = tally.files + 1, tally.bytes + len(data)
+                    try:
+                        rsp = scu.store(item)
+                    except ContextRejected as exc:
+                        _reject(tally, path, f"presentation context refused ({exc})")
+                        continue
+                    status = status_of(rsp)
+                    if status is not None and (status == 0 or status >> 12 == 0xB):
+                        tally.stored += 1
+                        tally.studies.add(stow.identify(data).study_instance_uid)
+                    else:
+                        comment = rsp.get("ErrorComment", "") if status is not None else ""
+                        _reject(tally, path, "no response" if status is None else
+                                f"status 0x{status:04X} {comment}".strip())
+                    bar.update(tally)
+
+
+def send_stow(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Progress) -> None:
+    import httpx
+
+    url = args.url.rstrip("/")
+    password = os.environ.get("SIDECAR_PASSWORD", "")
+    if not args.username or not password:
+        raise CliError("STOW-RS needs --username and the password in SIDECAR_PASSWORD")
+    with httpx.Client(timeout=600) as http:
+        login = http.post(url.rsplit("/dicomweb", 1)[0] + "/api/v1/auth/login",
+                          json={"username": args.username, "password": password})
+        if login.status_code != 200:
+            raise CliError(f"login failed: HTTP {login.status_code} {login.text[:200]}")
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        for batch in batches(files):
+            boundary = f"sidecar-{time.monotonic_ns()}"
+            body = b"".join(b"\r\n--" + boundary.encode() + b"\r\nContent-Type: "
+                            b"application/dicom\r\n\r\n" + data for _, data in batch)
+            reply = http.post(f"{url}/studies", params={"facility": args.facility},
+                              content=body + b"\r\n--" + boundary.encode() + b"--", headers={
+                                  **auth, "Content-Type": 'multipart/related; type="application/'
+                                  f'dicom"; boundary={boundary}',
+                                  "Accept": "application/dicom+json"})
+            if reply.status_code not in (200, 202, 409):
+                raise CliError(f"STOW-RS failed: HTTP {reply.status_code} {reply.text[:300]}")
+            _stow_outcomes(reply.json(), batch, tally)
+            bar.update(tally)
+
+
+def _stow_outcomes(body: dict[str, Any], batch: list[tuple[Path, bytes]], tally: Tally) -> None:
+    by_uid = {stow.identify(data).sop_instance_uid: (path, data) for path, data in batch}
+    tally.files += len(batch)
+    tally.bytes += sum(len(d) for _, d in batch)
+    for item in body.get("00081199", {}).get("Value", []):
+        uid = item.get("00081155", {}).get("Value", [""])[0]
+        tally.stored += 1
+        tally.studies.add(stow.identify(by_uid.get(uid, (None, b""))[1]).study_instance_uid)
+    for item in body.get("00081198", {}).get("Value", []):
+        uid = item.get("00081155", {}).get("Value", [""])[0]
+        reason = item.get("00081197", {}).get("Value", [0])[0]
+        _reject(tally, by_uid.get(uid, (f"part with SOP instance {uid or '?'}",))[0],
+                f"FailureReason 0x{reason:04X}")
+
+
+def facility_ae_title(args: argparse.Namespace) -> str:
+    """The calling AE of --facility, read from the workflow store (or pass --calling-ae)."""
+    import asyncio
+
+    from sidecar_core.cli import database_url
+    from sidecar_core.db import Database
+    from workflow_svc.store.models import Facility
+
+    async def lookup() -> str | None:
+        from sqlalchemy import select
+
+        db = Database(database_url(args), pool_size=1)
+        try:
+            async with db.read() as session:
+                return await session.scalar(select(Facility.ae_title).where(
+                    Facility.name == args.facility))
+        finally:
+            await db.close()
+
+    ae = asyncio.run(lookup())
+    if not ae:
+        raise CliError(f"facility {args.facility!r} has no AE title; pass --calling-ae")
+    return ae
+
+
+def complete(args: argparse.Namespace, studies: set[str]) -> None:
+    import grpc
+
+    from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
+    from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+
+    address = args.target if args.via == "grpc" and args.target else args.ingest_address
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.IngestServiceStub(channel)
+        for uid in sorted(u for u in studies if u):
+            done = stub.CompleteStudy(pb.CompleteStudyRequest(
+                facility=args.facility, study_instance_uid=uid), timeout=60)
+            print(f"study {uid}: {'completed' if done.completed_count else 'already complete'}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sidecar ingest", usage=USAGE, description=__doc__)
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--facility", required=True, help="registered facility the files belong to")
+    p.add_argument("--via", choices=["dimse", "stow", "grpc"], default="dimse")
+    p.add_argument("--target", default="", help="HOST:PORT of the DICOM port (dimse, default "
+                   "127.0.0.1:11112) or of the Ingest RPC (grpc)")
+    p.add_argument("--complete", action="store_true", help="mark the studies complete after")
+    p.add_argument("--calling-ae", default="", help="dimse: default the facility's AE title")
+    p.add_argument("--called-ae", default="SIDECAR")
+    p.add_argument("--url", default="http://127.0.0.1:8080/dicomweb", help="stow: DICOMweb root")
+    p.add_argument("--username", default="", help="stow: password from SIDECAR_PASSWORD")
+    p.add_argument("--ingest-address", default=os.environ.get("SIDECAR_INGEST_ADDRESS",
+                                                              "127.0.0.1:50051"))
+    p.add_argument("--data-dir", type=Path, default=Path(".data"))
+    p.add_argument("--database-url", default=os.environ.get("SIDECAR_DATABASE_URL", ""))
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """0 when everything was stored (or was a duplicate), 1 when anything was rejected."""
+    args = parser().parse_args(argv)
+    try:
+        files = discover(args.paths)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tally, bar = Tally(), Progress(len(files), sys.stderr)
+    send = {"dimse": send_dimse, "stow": send_stow, "grpc": send_grpc}[args.via]
+    try:
+        send(args, files, tally, bar)
+    except Exception as exc:  # connection refused, association rejected, RPC failure
+        bar.close()
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"ingest ({args.via}, incomplete): {tally.line()}")
+        return 2
+    bar.close()
+    print(f"ingest ({args.via}): {tally.line()}")
+    if args.complete and tally.stored + tally.duplicate:
+        complete(args, tally.studies)
+    return 1 if tally.rejected else 0

@@ -1,0 +1,244 @@
+"""DICOM upper layer (PS3.8) of the SCP on asyncio, with pynetdicom's PDU and DIMSE codecs.
+
+pynetdicom's own AE runs two threads per association that poll every millisecond; on asyncio
+each association is one task and a message is handled as soon as its last fragment arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from pydicom.dataset import Dataset
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom._globals import APPLICATION_CONTEXT_NAME
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
+
+from ingest_svc.dimse_codec import Command, command_pdus, decode_command, encode_response
+
+ASSOCIATE_RQ, P_DATA, RELEASE_RQ, ABORT = 0x01, 0x04, 0x05, 0x07
+RELEASE_RP_PDU = b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+_MAX_CONTROL_PDU = 1 << 20  # association request, release, abort
+_MAX_DATA_PDU = 64 << 20  # sanity bound when the announced maximum is 0 (unlimited)
+ACSE_TIMEOUT_S = 30.0  # a connection that sends no A-ASSOCIATE-RQ holds a slot this long
+
+
+class Aborted(Exception):
+    """The association ended without release: peer abort, closed connection or our abort."""
+
+
+class ProtocolError(Exception):
+    """The peer broke PS3.8; the association is aborted with `reason` (A-ABORT, provider)."""
+
+    def __init__(self, message: str, reason: int = 0x02) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class Message:
+    """One DIMSE request: its command set and, unless discarded for size, its dataset bytes."""
+
+    context: PresentationContext
+    command: Command
+    dataset: bytes | None
+    dataset_size: int = 0
+
+    @property
+    def discarded(self) -> bool:
+        return self.dataset is None and self.dataset_size > 0
+
+
+def abort_pdu(source: int = 0x02, reason: int = 0x00) -> bytes:
+    return struct.pack(">BBIBBBB", ABORT, 0, 4, 0, 0, source, reason)
+
+
+def reject_pdu(result: int, source: int, diagnostic: int) -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.result, primitive.result_source, primitive.diagnostic = result, source, diagnostic
+    pdu = A_ASSOCIATE_RJ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def supported_contexts(abstract_syntaxes: list[str], transfer_syntaxes: list[str]
+                       ) -> list[PresentationContext]:
+    contexts = []
+    for uid in abstract_syntaxes:
+        cx = PresentationContext()
+        cx.abstract_syntax = uid
+        cx.transfer_syntax = list(transfer_syntaxes)
+        contexts.append(cx)
+    return contexts
+
+
+class Association:
+    """One accepted connection; the caller decides on the request, then iterates messages."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 max_pdu: int, max_dataset: int, timeout_s: float) -> None:
+        self.reader, self.writer = reader, writer
+        self.max_pdu, self.max_dataset, self.timeout_s = max_pdu, max_dataset, timeout_s
+        self.request: A_ASSOCIATE | None = None
+        self.contexts: dict[int, PresentationContext] = {}
+        self.peer_max_pdu = 0
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    @property
+    def peer(self) -> str:
+        host, port, *_ = self.writer.get_extra_info("peername") or ("?", 0)
+        return f"{host}:{port}"
+
+    async def _pdu(self, timeout_s: float) -> tuple[int, bytes]:
+        try:
+            header = await asyncio.wait_for(self.reader.readexactly(6), timeout_s)
+            kind, _, length = struct.unpack(">BBI", header)
+            limit = (self.max_pdu or _MAX_DATA_PDU) if kind == P_DATA else _MAX_CONTROL_PDU
+            if length > limit:
+                raise ProtocolError(f"PDU of {length} bytes exceeds {limit}", 0x06)
+            return kind, header + await asyncio.wait_for(self.reader.readexactly(length),
+                                                         timeout_s)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
+            raise Aborted(f"connection lost ({type(exc).__name__})") from exc
+
+    async def read_request(self) -> A_ASSOCIATE:
+        kind, raw = await self._pdu(min(self.timeout_s, ACSE_TIMEOUT_S))
+        if kind != ASSOCIATE_RQ:
+            raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type {kind}", 0x02)
+        pdu = A_ASSOCIATE_RQ()
+        pdu.decode(raw)
+        self.request = pdu.to_primitive()
+        for item in self.request.user_information:
+            if isinstance(item, MaximumLengthNotification):
+                self.peer_max_pdu = int(item.maximum_length_received or 0)
+        return self.request
+
+    async def reject(self, result: int, source: int, diagnostic: int) -> None:
+        await self._send(reject_pdu(result, source, diagnostic))
+        await self.close()
+
+    async def accept(self, supported: list[PresentationContext]) -> None:
+        rq = self.request
+        assert rq is not None
+        if rq.application_context_name != APPLICATION_CONTEXT_NAME:
+            await self.reject(0x01, 0x01, 0x02)  # application context name not supported
+            raise Aborted("unsupported application context")
+        roles: dict[Any, tuple[Any, Any]] = {
+            r.sop_class_uid: (r.scu_role, r.scp_role) for r in rq.user_information
+            if isinstance(r, SCP_SCU_RoleSelectionNegotiation)}
+        results, role_items = negotiate_as_acceptor(
+            rq.presentation_context_definition_list, supported, roles or None)
+        self.contexts = {int(cx.context_id or 0): cx for cx in results if cx.result == 0x00}
+        ac = A_ASSOCIATE()
+        ac.application_context_name = APPLICATION_CONTEXT_NAME
+        ac.calling_ae_title, ac.called_ae_title = rq.calling_ae_title, rq.called_ae_title
+        ac.result, ac.result_source = 0x00, 0x01
+        ac.presentation_context_definition_results_list = results
+        length, cls_uid = MaximumLengthNotification(), ImplementationClassUIDNotification()
+        version = ImplementationVersionNameNotification()
+        length.maximum_length_received = self.max_pdu
+        cls_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+        version.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
+        ac.user_information = [length, cls_uid, version, *role_items]
+        pdu = A_ASSOCIATE_AC()
+        pdu.from_primitive(ac)
+        await self._send(bytes(pdu.encode()))
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """DIMSE requests until the peer releases (then returns) or aborts (Aborted)."""
+        command: list[bytes] = []
+        data: list[bytes] | None = []
+        cx_id, size, cmd = -1, 0, None
+        while True:
+            kind, raw = await self._pdu(self.timeout_s)
+            if kind == RELEASE_RQ:
+                await self._send(RELEASE_RP_PDU)
+                await self.close()
+                return
+            if kind == ABORT:
+                await self.close()
+                raise Aborted("the peer aborted the association")
+            if kind != P_DATA:
+                raise ProtocolError(f"unexpected PDU type {kind}", 0x02)
+            pos = 6
+            while pos < len(raw):
+                (length,) = struct.unpack_from(">I", raw, pos)
+                if length < 2 or pos + 4 + length > len(raw):
+                    raise ProtocolError("malformed presentation data value item", 0x06)
+                pdv_cx, control = raw[pos + 4], raw[pos + 5]
+                fragment = raw[pos + 6:pos + 4 + length]
+                pos += 4 + length
+                if pdv_cx not in self.contexts or (cx_id != -1 and pdv_cx != cx_id):
+                    raise ProtocolError(f"presentation context {pdv_cx} is not in use", 0x06)
+                cx_id = pdv_cx
+                if control & 0x01:  # command fragment
+                    if cmd is not None:
+                        raise ProtocolError("command fragment inside a dataset", 0x05)
+                    command.append(fragment)
+                    if control & 0x02:
+                        try:
+                            cmd = decode_command(b"".join(command))
+                        except ValueError as exc:
+                            raise ProtocolError(str(exc), 0x06) from exc
+                        if not cmd.has_dataset:
+                            yield Message(self.contexts[cx_id], cmd, None)
+                            command, data, cx_id, size, cmd = [], [], -1, 0, None
+                    continue
+                if cmd is None:
+                    raise ProtocolError("dataset fragment before its command", 0x05)
+                size += len(fragment)
+                if data is not None and size <= self.max_dataset:
+                    data.append(fragment)
+                else:
+                    data = None  # too large: keep reading, stop keeping
+                if control & 0x02:
+                    yield Message(self.contexts[cx_id], cmd,
+                                  b"".join(data) if data is not None else None, size)
+                    command, data, cx_id, size, cmd = [], [], -1, 0, None
+
+    async def respond(self, request: Message, status: int | Dataset) -> None:
+        """Sends the C-STORE-RSP / C-ECHO-RSP; `status` an int or a status Dataset carrying
+        Status and optionally ErrorComment / OffendingElement."""
+        comment, offending = "", cast(tuple[int, ...], ())
+        if isinstance(status, Dataset):
+            comment = str(status.get("ErrorComment", "") or "")
+            value = status.get("OffendingElement", None)
+            offending = tuple(int(t) for t in (value if isinstance(value, list) else
+                                               [value] if value is not None else []))
+            status = int(status.Status)
+        command = encode_response(request.command, status, comment, offending)
+        await self._send(command_pdus(int(request.context.context_id or 0), command,
+                                      self.peer_max_pdu))
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except ConnectionError as exc:
+            raise Aborted(f"connection lost ({type(exc).__name__})") from exc
+
+    async def abort(self, source: int = 0x02, reason: int = 0x00) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.write(abort_pdu(source, reason))
+        await self.close()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 5)
