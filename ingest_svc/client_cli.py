@@ -15,7 +15,7 @@ from ingest_svc.dicomweb import stow
 
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_FILES = 64
-USAGE = "sidecar ingest PATH... --facility NAME [--via dimse|stow|grpc] [--target HOST:PORT]"
+USAGE = "sidecar ingest PATH... --facility NAME [--target HOST:PORT] [--via grpc|dimse|stow]"
 
 
 class CliError(Exception):
@@ -240,9 +240,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sidecar ingest", usage=USAGE, description=__doc__)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--facility", required=True, help="registered facility the files belong to")
-    p.add_argument("--via", choices=["dimse", "stow", "grpc"], default="dimse")
-    p.add_argument("--target", default="", help="HOST:PORT of the DICOM port (dimse, default "
-                   "127.0.0.1:11112) or of the Ingest RPC (grpc)")
+    p.add_argument("--via", choices=["grpc", "dimse", "stow"], default="grpc",
+                   help="transport (default grpc: the Ingest RPC)")
+    p.add_argument("--target", default="", help="HOST:PORT of the Ingest RPC (grpc, default "
+                   "127.0.0.1:50051) or of the DICOM port (dimse, default 127.0.0.1:11112)")
     p.add_argument("--complete", action="store_true", help="mark the studies complete after")
     p.add_argument("--calling-ae", default="", help="dimse: default the facility's AE title")
     p.add_argument("--called-ae", default="SIDECAR")
