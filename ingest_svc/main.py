@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> None:
     stop = stop or stop_event_on_signals()
     topology = settings.topology()
-    db = Database(settings.database_url, pool_size=max(4, settings.max_associations))
+    db = Database(settings.database_url, pool_size=max(4, settings.max_associations),
+                  pre_ping=False)
     bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc")
     receiver = Receiver(
         db,

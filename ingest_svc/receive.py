@@ -3,26 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Any, TypeVar
 
-from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import text
 
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
 from ingest_svc.parse import ParsedInstance, Rejected, parse_instance
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.objectstore import ObjectStore, StagedObject
 from sidecar_core.subjects import Topology
-from workflow_svc.store.models import Instance, Series, Study
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc"
+INLINE_IO_BYTES = 64 * 1024
+T = TypeVar("T")
+_INDEX = text(
+    "SELECT * FROM sidecar_index_instance(:study_id, :facility_id, :accession, :study_uid, "
+    ":study_modality, :study_description, :series_id, :series_uid, :series_modality, "
+    ":body_part, :series_description, :series_number, :instance_id, :sop_uid, "
+    ":sop_class_uid, :transfer_syntax, :instance_number, :object_key, :size, "
+    "CAST(:attributes AS jsonb), :source, :now)"
+)
+# The same call for a plain psycopg connection (named placeholders).
+_INDEX_RAW = (
+    "SELECT * FROM sidecar_index_instance(%(study_id)s, %(facility_id)s, %(accession)s, "
+    "%(study_uid)s, %(study_modality)s, %(study_description)s, %(series_id)s, %(series_uid)s, "
+    "%(series_modality)s, %(body_part)s, %(series_description)s, %(series_number)s, "
+    "%(instance_id)s, %(sop_uid)s, %(sop_class_uid)s, %(transfer_syntax)s, "
+    "%(instance_number)s, %(object_key)s, %(size)s, %(attributes)s::jsonb, %(source)s, %(now)s)"
+)
 
 
 class Outcome(Enum):
@@ -68,7 +87,14 @@ class Receiver:
         source_ref: str = "",
         facility: FacilityRef | None = None,
     ) -> ReceiveResult:
-        """Returns only once a STORED object and its index row are durable."""
+        """Returns only once a STORED object and its index row are durable.
+
+        The object is written (to a temporary name, synced) in a thread while the header is
+        parsed; it becomes visible under its key before the index row commits, so an index row
+        never points at a missing object, and a rejected object leaves nothing behind.
+        """
+        staging = (_soon(self.objects.stage, data, inline=len(data) <= INLINE_IO_BYTES)
+                   if 0 < len(data) <= self.max_object_bytes else None)
         try:
             if facility is None:
                 facility = await self.facilities.by_name(facility_name)
@@ -78,6 +104,9 @@ class Receiver:
                     )
             parsed = parse_instance(data, self.max_object_bytes)
         except Rejected as rej:
+            if staging is not None:
+                with contextlib.suppress(OSError):
+                    self.objects.discard(await staging)
             await self._audit_rejection(facility_name, rej, source, source_ref)
             return ReceiveResult(
                 Outcome.REJECTED,
@@ -87,134 +116,68 @@ class Receiver:
                 rej.ids.get("series_instance_uid", ""),
                 rej.ids.get("sop_instance_uid", ""),
             )
-        key = await asyncio.to_thread(self.objects.put, data)
-        return await self._index(facility, parsed, key, len(data), source, source_ref)
+        assert staging is not None  # parse_instance rejects empty and oversized objects
+        return await self._index(facility, parsed, await staging, len(data), source)
 
     async def _index(
         self,
         facility: FacilityRef,
         p: ParsedInstance,
-        key: str,
+        staged: StagedObject,
         size: int,
         source: str,
-        source_ref: str,
     ) -> ReceiveResult:
-        now = datetime.now(UTC)
+        """One round trip (sidecar_index_instance, migration 0003) plus the commit.
+
+        The object is made visible (rename, directory fsync) while the index statement runs;
+        the transaction commits only after that, so an acknowledged row always has its object.
+        """
+        key = staged.key
+        a = p.attributes
+        params = {
+            "study_id": uuid.uuid4(), "facility_id": facility.id, "accession": p.accession,
+            "study_uid": p.study_instance_uid, "study_modality": p.modality[:64],
+            "study_description": str(a.get("StudyDescription") or "")[:256],
+            "series_id": uuid.uuid4(), "series_uid": p.series_instance_uid,
+            "series_modality": p.modality[:16],
+            "body_part": str(a.get("BodyPartExamined") or "")[:64],
+            "series_description": str(a.get("SeriesDescription") or "")[:256],
+            "series_number": _int(a.get("SeriesNumber")), "instance_id": uuid.uuid4(),
+            "sop_uid": p.sop_instance_uid, "sop_class_uid": p.sop_class_uid,
+            "transfer_syntax": p.transfer_syntax_uid,
+            "instance_number": _int(a.get("InstanceNumber")), "object_key": key, "size": size,
+            "attributes": json.dumps(a), "source": source, "now": datetime.now(UTC),
+        }
+        ids = dict(study_instance_uid=p.study_instance_uid,
+                   series_instance_uid=p.series_instance_uid,
+                   sop_instance_uid=p.sop_instance_uid, accession=p.accession)
+        visible = _soon(self.objects.commit, staged, inline=size <= INLINE_IO_BYTES)
+        try:
+            # Fast path: a new instance of a study still receiving, on a plain connection.
+            async with self.db.raw() as conn:
+                cur = await conn.execute(_INDEX_RAW, params)
+                study_id, status, inserted = await cur.fetchone()  # type: ignore[misc]
+                if inserted and status != "complete":
+                    await visible  # the object is durable before the row commits
+                    await conn.commit()
+                    return ReceiveResult(Outcome.STORED, study_id=study_id, **ids)
+                await conn.rollback()
+        finally:
+            await visible  # raises if the object could not be made durable
+        # A duplicate or a reopened study: index again with its audit event, atomically.
         async with self.db.unit_of_work() as s:
-            await s.execute(
-                insert(Study)
-                .values(
-                    id=uuid.uuid4(),
-                    facility_id=facility.id,
-                    accession=p.accession,
-                    study_instance_uid=p.study_instance_uid,
-                    modality=p.modality[:64],
-                    description=str(p.attributes.get("StudyDescription") or "")[:256],
-                    ingest_status="receiving",
-                    last_instance_at=now,
-                )
-                .on_conflict_do_nothing()
-            )
-            study_id, status = (
-                await s.execute(
-                    select(Study.id, Study.ingest_status)
-                    .where(
-                        Study.facility_id == facility.id,
-                        Study.accession == p.accession,
-                        Study.study_instance_uid == p.study_instance_uid,
-                    )
-                    .with_for_update()
-                )
-            ).one()
-            await s.execute(
-                insert(Series)
-                .values(
-                    id=uuid.uuid4(),
-                    study_id=study_id,
-                    series_instance_uid=p.series_instance_uid,
-                    modality=p.modality[:16],
-                    body_part=str(p.attributes.get("BodyPartExamined") or "")[:64],
-                    description=str(p.attributes.get("SeriesDescription") or "")[:256],
-                    series_number=_int(p.attributes.get("SeriesNumber")),
-                )
-                .on_conflict_do_nothing()
-            )
-            series_id = (
-                await s.execute(
-                    select(Series.id).where(
-                        Series.study_id == study_id,
-                        Series.series_instance_uid == p.series_instance_uid,
-                    )
-                )
-            ).scalar_one()
-            inserted = (
-                await s.execute(
-                    insert(Instance)
-                    .values(
-                        id=uuid.uuid4(),
-                        series_id=series_id,
-                        study_id=study_id,
-                        sop_instance_uid=p.sop_instance_uid,
-                        sop_class_uid=p.sop_class_uid,
-                        transfer_syntax_uid=p.transfer_syntax_uid,
-                        instance_number=_int(p.attributes.get("InstanceNumber")),
-                        object_key=key,
-                        size_bytes=size,
-                        attributes=p.attributes,
-                        source=source,
-                    )
-                    .on_conflict_do_nothing()
-                    .returning(Instance.id)
-                )
-            ).scalar_one_or_none()
+            study_id, status, inserted = (await s.execute(_INDEX, params)).one()
             ref = StudyRef(facility.name, p.accession, p.study_instance_uid, study_id)
-            ids = dict(
-                study_instance_uid=p.study_instance_uid,
-                series_instance_uid=p.series_instance_uid,
-                sop_instance_uid=p.sop_instance_uid,
-                accession=p.accession,
-            )
-            if inserted is None:
-                await audit.record(
-                    s,
-                    self.topology,
-                    "study.duplicate_seen",
-                    ACTOR,
-                    ref,
-                    context={
-                        "level": "instance",
-                        "source": source,
-                        "sop_instance_uid": p.sop_instance_uid,
-                    },
-                )
+            if not inserted:
+                await audit.record(s, self.topology, "study.duplicate_seen", ACTOR, ref,
+                                   context={"level": "instance", "source": source,
+                                            "sop_instance_uid": p.sop_instance_uid})
                 return ReceiveResult(Outcome.DUPLICATE, study_id=study_id, **ids)
-            await s.execute(
-                update(Series)
-                .where(Series.id == series_id)
-                .values(instance_count=Series.instance_count + 1)
-            )
-            await s.execute(
-                update(Study)
-                .where(Study.id == study_id)
-                .values(
-                    instance_count=Study.instance_count + 1,
-                    last_instance_at=now,
-                    ingest_status="receiving",
-                )
-            )
             if status == "complete":
-                await audit.record(
-                    s,
-                    self.topology,
-                    "study.reopened",
-                    ACTOR,
-                    ref,
-                    context={
-                        "source": source,
-                        "sop_instance_uid": p.sop_instance_uid,
-                        "reason": "instance arrived after completion",
-                    },
-                )
+                await audit.record(s, self.topology, "study.reopened", ACTOR, ref,
+                                   context={"source": source,
+                                            "sop_instance_uid": p.sop_instance_uid,
+                                            "reason": "instance arrived after completion"})
         return ReceiveResult(Outcome.STORED, study_id=study_id, **ids)
 
     async def _audit_rejection(
@@ -245,8 +208,21 @@ class Receiver:
             await s.execute(text("select 1"))
 
 
+def _soon(fn: Callable[..., T], *args: Any, inline: bool) -> asyncio.Future[T]:
+    """Runs blocking file I/O in a thread, or at once for small objects, where the thread hop
+    costs more than the write (the event loop is blocked well under a millisecond)."""
+    if not inline:
+        return asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
+
+
 def _int(value: object) -> int | None:
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return None

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import struct_pb2
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
@@ -28,7 +29,7 @@ class StudyRef:
 
 
 async def record(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     topology: Topology,
     event_type: str,
     actor: str,
@@ -49,8 +50,8 @@ async def record(
     event_id = uuid.uuid4()
     now = datetime.now(UTC)
     ctx = {k: _jsonable(v) for k, v in (context or {}).items()}
-    session.add(
-        AuditEvent(
+    await session.execute(
+        insert(AuditEvent).values(
             id=event_id,
             type=event_type,
             at=now,

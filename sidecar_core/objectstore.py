@@ -5,7 +5,17 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StagedObject:
+    """An object written durably under a temporary name; `temp` is None when it already exists."""
+
+    key: str
+    target: Path
+    temp: Path | None
 
 
 class ObjectStore:
@@ -32,10 +42,16 @@ class ObjectStore:
 
     def put(self, data: bytes) -> str:
         """Writes `data` once (existing content is never rewritten) and returns its key."""
+        pending = self.stage(data)
+        self.commit(pending)
+        return pending.key
+
+    def stage(self, data: bytes) -> StagedObject:
+        """Writes `data` to a durable temporary file beside its final place (not yet visible)."""
         key = self.key_for(data)
         target = self.path(key)
         if target.exists():
-            return key
+            return StagedObject(key, target, None)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
@@ -43,18 +59,28 @@ class ObjectStore:
                 fh.write(data)
                 if self.fsync:
                     fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            if self.fsync:
-                dir_fd = os.open(target.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                    os.fdatasync(fh.fileno())
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return key
+        return StagedObject(key, target, Path(tmp))
+
+    def commit(self, staged: StagedObject) -> None:
+        """Makes a staged object visible under its key, durably (rename + directory fsync)."""
+        if staged.temp is None:
+            return
+        os.replace(staged.temp, staged.target)
+        if self.fsync:
+            dir_fd = os.open(staged.target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    @staticmethod
+    def discard(staged: StagedObject) -> None:
+        if staged.temp is not None:
+            staged.temp.unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from google.protobuf.message import Message
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
@@ -19,7 +19,8 @@ from workflow_svc.store.models import OutboxMessage
 log = logging.getLogger(__name__)
 
 
-async def enqueue(session: AsyncSession, subject: str, msg_id: str, message: Message) -> None:
+async def enqueue(session: AsyncSession | AsyncConnection, subject: str, msg_id: str,
+                  message: Message) -> None:
     """Adds a message to the outbox inside the caller's transaction (deduplicated by msg_id)."""
     await session.execute(
         insert(OutboxMessage)
