@@ -62,18 +62,33 @@ class Progress:
             self.out.write("\n")
 
 
-def discover(paths: list[Path]) -> list[Path]:
-    """Files as given and every file below given folders (DICOMDIR index files skipped)."""
+def is_part10(path: Path) -> bool:
+    """A DICOM Part 10 file: 128-byte preamble then 'DICM'."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def discover(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(files to send, files skipped). Files named on the command line are always sent; in
+    folders, like storescu's directory scan, only DICOM Part 10 files are (DICOMDIR excluded)."""
     found: list[Path] = []
+    skipped: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file()
-                                and p.name.upper() != "DICOMDIR"))
+            for p in sorted(p for p in path.rglob("*") if p.is_file()):
+                if p.name.upper() != "DICOMDIR" and is_part10(p):
+                    found.append(p)
+                else:
+                    skipped.append(p)
         elif path.is_file():
             found.append(path)
         else:
             raise FileNotFoundError(f"no such file or folder: {path}")
-    return found
+    return found, skipped
 
 
 def batches(files: list[Path]) -> Iterator[list[tuple[Path, bytes]]]:
@@ -260,7 +275,7 @@ def main(argv: list[str]) -> int:
     """0 when everything was stored (or was a duplicate), 1 when anything was rejected."""
     args = parser().parse_args(argv)
     try:
-        files = discover(args.paths)
+        files, skipped = discover(args.paths)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -274,7 +289,8 @@ def main(argv: list[str]) -> int:
         print(f"ingest ({args.via}, incomplete): {tally.line()}")
         return 2
     bar.close()
-    print(f"ingest ({args.via}): {tally.line()}")
+    note = f" ({len(skipped)} non-DICOM files in folders skipped)" if skipped else ""
+    print(f"ingest ({args.via}): {tally.line()}{note}")
     if args.complete and tally.stored + tally.duplicate:
         complete(args, tally.studies)
     return 1 if tally.rejected else 0

@@ -57,12 +57,15 @@ async def run_cli(*argv: str) -> int:
 async def test_dimse_then_grpc_resend(ingest: Ingest, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     folder, study = study_folder(tmp_path / "in")
-    rc = await run_cli(str(folder), "--facility", FACILITY, "--via", "dimse", "--target",
+    # In the folder scan the text file is skipped; named explicitly it is sent and refused.
+    rc = await run_cli(str(folder), str(folder / "notes.txt"), "--facility", FACILITY,
+                       "--via", "dimse", "--target",
                        f"127.0.0.1:{ingest.dicom_port}", "--database-url", ingest.database_url,
                        "--complete", "--ingest-address", f"127.0.0.1:{ingest.grpc_port}")
     out, err = capsys.readouterr()
     assert rc == 1  # the text file was refused
     assert "4 files" in out and "3 stored, 0 duplicate, 1 rejected" in out
+    assert "1 non-DICOM files in folders skipped" in out
     assert "notes.txt" in err and "0xC000" in err
     assert f"study {study}: completed" in out
     with psycopg.connect(ingest.database_url) as conn:
@@ -78,8 +81,8 @@ async def test_dimse_then_grpc_resend(ingest: Ingest, tmp_path: Path,
 async def test_dimse_errors_exit_2(ingest: Ingest, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     folder, _ = study_folder(tmp_path / "in", n=1)
-    rc = await run_cli(str(folder), "--facility", FACILITY, "--calling-ae", "STRANGER",
-                       "--target", f"127.0.0.1:{ingest.dicom_port}")
+    rc = await run_cli(str(folder), "--facility", FACILITY, "--via", "dimse",
+                       "--calling-ae", "STRANGER", "--target", f"127.0.0.1:{ingest.dicom_port}")
     _, err = capsys.readouterr()
     assert rc == 2 and "calling ae title not recognised" in err.lower()
     assert await run_cli(str(tmp_path / "missing"), "--facility", FACILITY) == 2
@@ -109,8 +112,8 @@ async def test_stow_with_login(ingest: Ingest, tmp_path: Path,
     try:
         with serve(app) as url:
             monkeypatch.setenv("SIDECAR_PASSWORD", "s3cret-pass")
-            rc = await run_cli(str(folder), "--facility", FACILITY, "--via", "stow", "--url",
-                               f"{url}/dicomweb", "--username", "rad")
+            rc = await run_cli(str(folder), str(folder / "notes.txt"), "--facility", FACILITY,
+                               "--via", "stow", "--url", f"{url}/dicomweb", "--username", "rad")
             out, err = capsys.readouterr()
             assert rc == 1 and "2 stored, 0 duplicate, 1 rejected" in out, (out, err)
             monkeypatch.setenv("SIDECAR_PASSWORD", "wrong")
