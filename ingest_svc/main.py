@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from ingest_svc.completion import CompletionTracker
 from ingest_svc.facilities import FacilityDirectory
@@ -12,11 +13,13 @@ from ingest_svc.servicer import IngestServicer
 from ingest_svc.settings import IngestSettings
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from sidecar_core import service
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
+from sidecar_core.service import run_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +44,21 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         IngestServicer(receiver, completion),
         [pb.DESCRIPTOR.services_by_name["IngestService"].full_name],
     )
-    relay = OutboxRelay(db, bus)
-    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(completion.run(stop))]
-    dimse = None
+    closers: list[Callable[[], Awaitable[None] | None]] = []
     if settings.dicom_port:
         from ingest_svc.dimse import DimseServer
 
         dimse = DimseServer(receiver, settings, asyncio.get_running_loop())
         dimse.start()
-    port = await server.start()
-    log.info("ingest_svc serving gRPC on %s:%d", settings.ingest_host, port)
-    await stop.wait()
-    if dimse is not None:
-        dimse.stop()
-    await server.stop(10)
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await bus.close()
-    await db.close()
+        closers.append(dimse.stop)
+    await run_until_stopped(
+        "ingest_svc", stop, server=server,
+        loops=[OutboxRelay(db, bus).run(stop), completion.run(stop)],
+        closers=[*closers, bus.close, db.close])
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(run(IngestSettings()))
+    service.main(run, IngestSettings())
 
 
 if __name__ == "__main__":

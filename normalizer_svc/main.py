@@ -11,11 +11,13 @@ from normalizer_svc.servicer import NormalizerServicer, add_to_server
 from normalizer_svc.settings import NormalizerSettings
 from normalizer_svc.triton import TritonClient
 from normalizer_svc.worker import AiRunWorker
+from sidecar_core import service
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
+from sidecar_core.service import run_until_stopped
 from workflow_svc.registry import load_registry
 
 log = logging.getLogger(__name__)
@@ -55,24 +57,15 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
             output_specs={e.name: tuple(e.outputs) for e in registry.models},
         ),
     )
-    relay = OutboxRelay(db, bus)
-    tasks = [
-        asyncio.create_task(relay.run(stop)),
-        asyncio.create_task(bus.consume(topology.ai_run_jobs(), worker.handle, stop)),
-    ]
-    port = await server.start()
-    log.info("normalizer_svc serving gRPC on %s:%d", settings.normalizer_host, port)
-    await stop.wait()
-    await server.stop(10)
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await triton.close()
-    await bus.close()
-    await db.close()
+    await run_until_stopped(
+        "normalizer_svc", stop, server=server,
+        loops=[OutboxRelay(db, bus).run(stop),
+               bus.consume(topology.ai_run_jobs(), worker.handle, stop)],
+        closers=[triton.close, bus.close, db.close])
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(run(NormalizerSettings()))
+    service.main(run, NormalizerSettings())
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from sidecar_core.runtime.embedded import triton_env
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_MODELS = REPO_ROOT / "deploy" / "triton" / "models"
 TEST_MODELS = REPO_ROOT / "tests" / "triton_repo"
@@ -53,13 +55,7 @@ def ensure_python_stub(home: Path | None = None) -> Path:
 
 def server_environment() -> dict[str, str]:
     """Environment in which the python backend stub imports this venv's packages."""
-    env = dict(os.environ)
-    venv_bin = Path(sys.executable).parent
-    if (venv_bin.parent / "pyvenv.cfg").exists():
-        env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
-        env.pop(name, None)
-    return env
+    return triton_env()
 
 
 def build_model_repository(

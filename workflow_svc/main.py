@@ -7,10 +7,12 @@ import logging
 
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
+from sidecar_core import service
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
 from sidecar_core.outbox import OutboxRelay
+from sidecar_core.service import run_until_stopped
 from workflow_svc.pipeline import Pipeline
 from workflow_svc.registry import load_registry
 from workflow_svc.servicer import WorkflowServicer
@@ -32,23 +34,15 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
         [pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
     )
     pipeline = Pipeline(db, topology, registry)
-    relay = OutboxRelay(db, bus)
-    tasks = [
-        asyncio.create_task(relay.run(stop)),
-        asyncio.create_task(bus.consume(topology.workflow_events(), pipeline.handle, stop)),
-    ]
-    port = await server.start()
-    log.info("workflow_svc serving gRPC on %s:%d", settings.workflow_host, port)
-    await stop.wait()
-    await server.stop(10)
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await bus.close()
-    await db.close()
+    await run_until_stopped(
+        "workflow_svc", stop, server=server,
+        loops=[OutboxRelay(db, bus).run(stop),
+               bus.consume(topology.workflow_events(), pipeline.handle, stop)],
+        closers=[bus.close, db.close])
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(run(WorkflowSettings()))
+    service.main(run, WorkflowSettings())
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from ingest_svc.assets.overlays import FindingMarks, marks_by_slice, render_over
 from ingest_svc.assets.series_assets import ObjectFailure, SeriesAssets, build_series_assets
 from ingest_svc.settings import IngestSettings
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import audit, outbox
+from sidecar_core import audit, outbox, service
 from sidecar_core.audit import StudyRef
 from sidecar_core.bus import Bus, Delivery
 from sidecar_core.db import Database
@@ -27,6 +27,7 @@ from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.grpc_server import stop_event_on_signals
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
+from sidecar_core.service import run_until_stopped
 from sidecar_core.subjects import ASSET_PREPROCESSED, Topology
 from workflow_svc.store.models import Asset, Finding, Instance, Series
 
@@ -299,27 +300,20 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="preprocess")
     worker = PreprocessWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology)
-    relay = OutboxRelay(db, bus)
     overlays = OverlayWorker(db, worker.objects, topology)
-    tasks = [
-        asyncio.create_task(relay.run(stop)),
-        asyncio.create_task(bus.consume(topology.preprocess_jobs(), worker.handle, stop)),
-        asyncio.create_task(bus.consume(topology.overlay_jobs(), overlays.handle, stop)),
-    ]
     ready = Path(settings.data_dir) / "run" / "preprocess.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
     ready.write_text(str(os.getpid()))
-    log.info("preprocess worker consuming")
-    await stop.wait()
-    ready.unlink(missing_ok=True)
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await bus.close()
-    await db.close()
+    await run_until_stopped(
+        "preprocess worker", stop,
+        loops=[OutboxRelay(db, bus).run(stop),
+               bus.consume(topology.preprocess_jobs(), worker.handle, stop),
+               bus.consume(topology.overlay_jobs(), overlays.handle, stop)],
+        closers=[lambda: ready.unlink(missing_ok=True), bus.close, db.close])
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(run(IngestSettings()))
+    service.main(run, IngestSettings())
 
 
 if __name__ == "__main__":

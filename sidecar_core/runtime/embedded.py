@@ -94,7 +94,9 @@ def prepare_triton() -> Path:
     stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
     target = home / "backends" / "python" / "triton_python_backend_stub"
     if stub.exists() and not target.exists():
-        shutil.copy2(stub, target)
+        partial = target.with_name(f".stub-{os.getpid()}")
+        shutil.copy2(stub, partial)
+        os.replace(partial, target)  # atomic: concurrent processes never see half a file
     return home
 
 
@@ -108,7 +110,8 @@ def triton_env() -> dict[str, str]:
     venv_bin = Path(sys.executable).parent
     if (venv_bin.parent / "pyvenv.cfg").exists():
         env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
-    for name in ("PYTHONPATH", "PYTHONHOME"):
+    for name in ("PYTHONPATH", "PYTHONHOME", "http_proxy", "https_proxy", "HTTP_PROXY",
+                 "HTTPS_PROXY", "all_proxy"):
         env.pop(name, None)
     return env
 

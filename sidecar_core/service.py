@@ -1,0 +1,45 @@
+"""The life of a service process: serve, run background loops, then drain and close on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+from sidecar_core.grpc_server import GrpcServer
+
+log = logging.getLogger(__name__)
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+async def run_until_stopped(
+    name: str,
+    stop: asyncio.Event,
+    *,
+    server: GrpcServer | None = None,
+    loops: Sequence[Coroutine[Any, Any, None]] = (),
+    closers: Sequence[Callable[[], Awaitable[None] | None]] = (),
+) -> None:
+    """Starts `loops` and `server`, waits for `stop`, then reports NOT_SERVING, stops accepting,
+    lets in-flight calls finish, waits for the loops (they watch `stop`) and closes in order."""
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    if server is not None:
+        port = await server.start()
+        log.info("%s serving gRPC on %s (port %d)", name, server.address, port)
+    else:
+        log.info("%s running", name)
+    await stop.wait()
+    if server is not None:
+        await server.stop(10)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for close in closers:
+        result = close()
+        if asyncio.iscoroutine(result):
+            await result
+
+
+def main(run: Callable[[Any], Coroutine[Any, Any, None]], settings: Any) -> None:
+    """Entry point of `python -m <service>`: logging, then `run(settings)` until SIGTERM."""
+    logging.basicConfig(level=getattr(settings, "log_level", "INFO"), format=LOG_FORMAT)
+    asyncio.run(run(settings))
