@@ -20,7 +20,7 @@ from ingest_svc.parse import ParsedInstance, Rejected, parse_instance
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
-from sidecar_core.objectstore import ObjectStore, StagedObject
+from sidecar_core.objectstore import ObjectStore
 from sidecar_core.subjects import Topology
 
 log = logging.getLogger(__name__)
@@ -89,12 +89,14 @@ class Receiver:
     ) -> ReceiveResult:
         """Returns only once a STORED object and its index row are durable.
 
-        The object is written (to a temporary name, synced) in a thread while the header is
-        parsed; it becomes visible under its key before the index row commits, so an index row
-        never points at a missing object, and a rejected object leaves nothing behind.
+        The object is hashed in a thread while the header is parsed, then written (synced,
+        renamed, directory synced) while the index statement runs; the row commits only after
+        the object is durable, so a row never points at a missing object, and a rejected object
+        leaves nothing behind.
         """
-        staging = (_soon(self.objects.stage, data, inline=len(data) <= INLINE_IO_BYTES)
-                   if 0 < len(data) <= self.max_object_bytes else None)
+        inline = len(data) <= INLINE_IO_BYTES
+        keying = (_soon(ObjectStore.key_for, data, inline=inline)
+                  if 0 < len(data) <= self.max_object_bytes else None)
         try:
             if facility is None:
                 facility = await self.facilities.by_name(facility_name)
@@ -104,9 +106,9 @@ class Receiver:
                     )
             parsed = parse_instance(data, self.max_object_bytes)
         except Rejected as rej:
-            if staging is not None:
-                with contextlib.suppress(OSError):
-                    self.objects.discard(await staging)
+            if keying is not None:
+                with contextlib.suppress(Exception):
+                    await keying
             await self._audit_rejection(facility_name, rej, source, source_ref)
             return ReceiveResult(
                 Outcome.REJECTED,
@@ -116,23 +118,25 @@ class Receiver:
                 rej.ids.get("series_instance_uid", ""),
                 rej.ids.get("sop_instance_uid", ""),
             )
-        assert staging is not None  # parse_instance rejects empty and oversized objects
-        return await self._index(facility, parsed, await staging, len(data), source)
+        assert keying is not None  # parse_instance rejects empty and oversized objects
+        key = await keying
+        writing = _soon(self.objects.put, data, key, inline=inline)
+        return await self._index(facility, parsed, key, writing, len(data), source)
 
     async def _index(
         self,
         facility: FacilityRef,
         p: ParsedInstance,
-        staged: StagedObject,
+        key: str,
+        visible: asyncio.Future[str],
         size: int,
         source: str,
     ) -> ReceiveResult:
         """One round trip (sidecar_index_instance, migration 0003) plus the commit.
 
-        The object is made visible (rename, directory fsync) while the index statement runs;
-        the transaction commits only after that, so an acknowledged row always has its object.
+        `visible` is the object write running beside the index statement; the transaction
+        commits only after it, so an acknowledged row always has its object.
         """
-        key = staged.key
         a = p.attributes
         params = {
             "study_id": uuid.uuid4(), "facility_id": facility.id, "accession": p.accession,
@@ -151,7 +155,6 @@ class Receiver:
         ids = dict(study_instance_uid=p.study_instance_uid,
                    series_instance_uid=p.series_instance_uid,
                    sop_instance_uid=p.sop_instance_uid, accession=p.accession)
-        visible = _soon(self.objects.commit, staged, inline=size <= INLINE_IO_BYTES)
         try:
             # Fast path: a new instance of a study still receiving, on a plain connection.
             async with self.db.raw() as conn:

@@ -40,15 +40,17 @@ class ObjectStore:
             raise ValueError(f"not an object key: {key!r}")
         return self.root / algo / digest[:2] / digest[2:4] / digest
 
-    def put(self, data: bytes) -> str:
-        """Writes `data` once (existing content is never rewritten) and returns its key."""
-        pending = self.stage(data)
+    def put(self, data: bytes, key: str | None = None) -> str:
+        """Writes `data` once (existing content is never rewritten) and returns its key.
+
+        `key`, when the caller already hashed the data, must be `key_for(data)`."""
+        pending = self.stage(data, key)
         self.commit(pending)
         return pending.key
 
-    def stage(self, data: bytes) -> StagedObject:
+    def stage(self, data: bytes, key: str | None = None) -> StagedObject:
         """Writes `data` to a durable temporary file beside its final place (not yet visible)."""
-        key = self.key_for(data)
+        key = key or self.key_for(data)
         target = self.path(key)
         if target.exists():
             return StagedObject(key, target, None)
