@@ -27,14 +27,7 @@ log = logging.getLogger(__name__)
 ACTOR = "ingest_svc"
 INLINE_IO_BYTES = 64 * 1024
 T = TypeVar("T")
-_INDEX = text(
-    "SELECT * FROM sidecar_index_instance(:study_id, :facility_id, :accession, :study_uid, "
-    ":study_modality, :study_description, :series_id, :series_uid, :series_modality, "
-    ":body_part, :series_description, :series_number, :instance_id, :sop_uid, "
-    ":sop_class_uid, :transfer_syntax, :instance_number, :object_key, :size, "
-    "CAST(:attributes AS jsonb), :source, :now)"
-)
-# The same call for a plain psycopg connection (named placeholders).
+# One round trip: migration 0003's function (psycopg named placeholders).
 _INDEX_RAW = (
     "SELECT * FROM sidecar_index_instance(%(study_id)s, %(facility_id)s, %(accession)s, "
     "%(study_uid)s, %(study_modality)s, %(study_description)s, %(series_id)s, %(series_uid)s, "
@@ -168,8 +161,8 @@ class Receiver:
         finally:
             await visible  # raises if the object could not be made durable
         # A duplicate or a reopened study: index again with its audit event, atomically.
-        async with self.db.unit_of_work() as s:
-            study_id, status, inserted = (await s.execute(_INDEX, params)).one()
+        async with self.db.engine.begin() as s:
+            study_id, status, inserted = (await s.exec_driver_sql(_INDEX_RAW, params)).one()  # type: ignore[misc]
             ref = StudyRef(facility.name, p.accession, p.study_instance_uid, study_id)
             if not inserted:
                 await audit.record(s, self.topology, "study.duplicate_seen", ACTOR, ref,
