@@ -98,6 +98,8 @@ def finding_json(finding: common_pb2.Finding, state: pb.FindingState | None) -> 
         "measurements": {m.name: m.value for m in finding.measurements},
         "summary": finding.summary,
         "review_status": state.review_status if state is not None else "",
+        "slice_index": state.slice_index if state is not None else -1,
+        "series_id": (state.series_id or None) if state is not None else None,
     }
 
 

@@ -239,16 +239,35 @@ async def list_findings(db: Database, study_id: str, allowed_facilities: Sequenc
                                 > tuple_(after[0], after[1]))
         rows = (await session.scalars(
             query.order_by(Finding.created_at, Finding.id).limit(size + 1))).all()
-    page = rows[:size]
+        page = rows[:size]
+        slices = await _key_slices(session, study.id, page)
     response = pb.ListFindingsResponse(
         findings=[_finding_pb(r) for r in page],
         states=[pb.FindingState(finding_id=str(r.id), review_status=r.review_status or "",
-                                visible=bool(r.visible)) for r in page],
+                                visible=bool(r.visible),
+                                slice_index=slices.get((r.sop_instance_uid, r.frame or 1),
+                                                       (-1, ""))[0],
+                                series_id=slices.get((r.sop_instance_uid, r.frame or 1),
+                                                     (-1, ""))[1])
+                for r in page],
     )
     if len(rows) > size:
         last = page[-1]
         response.next_page_token = _encode_token(scope, [last.created_at.isoformat(), str(last.id)])
     return response
+
+
+async def _key_slices(session: AsyncSession, study_id: uuid.UUID, findings: Sequence[Finding]
+                      ) -> dict[tuple[str, int], tuple[int, str]]:
+    """(SOPInstanceUID, frame) of each finding's key slice → (slice index, series id)."""
+    sops = {f.sop_instance_uid for f in findings if f.sop_instance_uid}
+    if not sops:
+        return {}
+    rows = (await session.execute(
+        select(Asset.sop_instance_uid, Asset.frame, Asset.slice_index, Asset.series_id)
+        .where(Asset.study_id == study_id, Asset.kind == "viewport",
+               Asset.sop_instance_uid.in_(sops)).distinct())).all()
+    return {(sop, frame or 1): (index, str(series)) for sop, frame, index, series in rows}
 
 
 async def list_audit_events(db: Database, study_id: str, allowed_facilities: Sequence[str] = (),

@@ -206,6 +206,16 @@ def test_chest_ct_end_to_end(tmp_path: Path) -> None:
         assert best["model"]["name"] == "chest_ct_nodules" and best["model"]["version"]
         x0, y0, x1, y1 = best["bbox_px"]
         assert x0 <= lesion.center_voxel[0] <= x1 and y0 <= lesion.center_voxel[1] <= y1
+        assert abs(best["slice_index"] - lesion.center_voxel[2]) <= 1.0
+        series = next(s for s in detail["series"] if s["id"] == best["series_id"])
+        overlay_url = series["overlay_url_template"].format(slice=best["slice_index"],
+                                                            preset="lung")
+        for _ in range(60):  # overlays are drawn by a job after ready_for_review
+            overlay = httpx.get(up.base + overlay_url, headers=headers)
+            if overlay.status_code == 200:
+                break
+            time.sleep(0.5)
+        assert overlay.status_code == 200 and overlay.content[:4] == b"\x89PNG"
         audit = httpx.get(f"{up.base}/api/v1/studies/{study['id']}/audit", headers=headers).json()[
             "events"
         ]

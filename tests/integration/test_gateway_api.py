@@ -38,7 +38,8 @@ SERIES_KEYS = {"id", "series_instance_uid", "modality", "description", "body_par
                "overlay_url_template"}
 FINDING_KEYS = {"id", "label", "code", "confidence", "kind", "model", "ai_run_id",
                 "series_instance_uid", "sop_instance_uid", "frame", "bbox_px", "center_mm",
-                "points_px", "measurements", "summary", "review_status"}
+                "points_px", "measurements", "summary", "review_status", "slice_index",
+                "series_id"}
 AUDIT_KEYS = {"id", "type", "at", "actor", "job_id", "attempt", "error_class", "error_message",
               "context"}
 
@@ -210,6 +211,9 @@ async def test_findings_shape_excludes_hidden(gateway: Gateway) -> None:
     assert nodule["bbox_px"] == [10, 20, 30, 40] and nodule["center_mm"] == [1.5, -2.0, 30.0]
     assert nodule["measurements"] == {"diameter_mm": 6.5}
     assert (nodule["review_status"], nodule["frame"], nodule["confidence"]) == ("pending", 1, 0.9)
+    # the key slice of the nodule (its SOP instance's viewport images are slice 1)
+    assert (nodule["slice_index"], nodule["series_id"]) == (1, str(s.series))
+    assert (summary["slice_index"], summary["series_id"]) == (-1, None)
     assert (summary["bbox_px"], summary["center_mm"], summary["kind"]) == (
         None, None, "classification")
     admin = await gateway.http.get(f"/api/v1/studies/{s.study}/findings?include_hidden=true",

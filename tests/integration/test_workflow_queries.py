@@ -87,15 +87,18 @@ async def seed(db: Database, store: ObjectStore) -> Seeded:
         key = store.put(data)
         aid = uuid.uuid4()
         seeded.assets[name], seeded.asset_bytes[name] = aid, data
+        sop = f"1.2.3.1.1.{index + 1}" if index >= 0 else ""
         rows.append(m.Asset(id=aid, study_id=ids[0], series_id=seeded.series, kind=kind,
                             preset=preset, slice_index=index, object_key=key, content_type=ctype,
-                            sha256=key.removeprefix("sha256/")))
+                            sha256=key.removeprefix("sha256/"), sop_instance_uid=sop,
+                            frame=1 if sop else 0))
     run_id = uuid.uuid4()
     rows.append(m.AiRun(id=run_id, study_id=ids[0], series_id=seeded.series,
                         model_name="chest-ct-nodules", model_version="1.0", status="completed"))
     for n, (name, kind, visible, extra) in enumerate([
         ("nodule", "box", True, {"bbox_px": [10, 20, 30, 40], "center_mm": [1.5, -2.0, 30.0],
-                                 "measurements": {"diameter_mm": 6.5}}),
+                                 "measurements": {"diameter_mm": 6.5},
+                                 "sop_instance_uid": "1.2.3.1.1.2"}),
         ("summary", "classification", True, {}),
         ("shadow", "point", False, {"points_px": [5, 6]}),
     ]):

@@ -166,14 +166,18 @@ class ListFindingsRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., allowed_facilities: _Optional[_Iterable[str]] = ..., include_hidden: _Optional[bool] = ...) -> None: ...
 
 class FindingState(_message.Message):
-    __slots__ = ("finding_id", "review_status", "visible")
+    __slots__ = ("finding_id", "review_status", "visible", "slice_index", "series_id")
     FINDING_ID_FIELD_NUMBER: _ClassVar[int]
     REVIEW_STATUS_FIELD_NUMBER: _ClassVar[int]
     VISIBLE_FIELD_NUMBER: _ClassVar[int]
+    SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
     finding_id: str
     review_status: str
     visible: bool
-    def __init__(self, finding_id: _Optional[str] = ..., review_status: _Optional[str] = ..., visible: _Optional[bool] = ...) -> None: ...
+    slice_index: int
+    series_id: str
+    def __init__(self, finding_id: _Optional[str] = ..., review_status: _Optional[str] = ..., visible: _Optional[bool] = ..., slice_index: _Optional[int] = ..., series_id: _Optional[str] = ...) -> None: ...
 
 class ListFindingsResponse(_message.Message):
     __slots__ = ("findings", "next_page_token", "states")
