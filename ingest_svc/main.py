@@ -36,6 +36,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         topology,
         FacilityDirectory(db),
         int(settings.max_object_mb * 1024 * 1024),
+        threads=settings.max_associations,
     )
     completion = CompletionTracker(db, topology, settings.completion_poll_s)
     server = GrpcServer(f"{settings.ingest_host}:{settings.ingest_port}")
@@ -54,7 +55,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     await run_until_stopped(
         "ingest_svc", stop, server=server,
         loops=[OutboxRelay(db, bus).run(stop), completion.run(stop)],
-        closers=[*closers, bus.close, db.close])
+        closers=[*closers, receiver.close, bus.close, db.close])
 
 
 def main() -> None:

@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any
 
+import psycopg
 from sqlalchemy import text
 
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
@@ -25,8 +27,6 @@ from sidecar_core.subjects import Topology
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc"
-INLINE_IO_BYTES = 64 * 1024
-T = TypeVar("T")
 # One round trip: migration 0003's function (psycopg named placeholders).
 _INDEX_RAW = (
     "SELECT * FROM sidecar_index_instance(%(study_id)s, %(facility_id)s, %(accession)s, "
@@ -65,12 +65,18 @@ class Receiver:
         topology: Topology,
         facilities: FacilityDirectory,
         max_object_bytes: int,
+        threads: int = 8,
     ) -> None:
         self.db = db
         self.objects = objects
         self.topology = topology
         self.facilities = facilities
         self.max_object_bytes = max_object_bytes
+        # One worker thread (and one plain connection) per concurrently stored object.
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="receive")
+        self._local = threading.local()
+        self._all: list[psycopg.Connection[Any]] = []
+        self._all_lock = threading.Lock()
 
     async def receive(
         self,
@@ -82,14 +88,12 @@ class Receiver:
     ) -> ReceiveResult:
         """Returns only once a STORED object and its index row are durable.
 
-        The object is hashed in a thread while the header is parsed, then written (synced,
-        renamed, directory synced) while the index statement runs; the row commits only after
-        the object is durable, so a row never points at a missing object, and a rejected object
-        leaves nothing behind.
+        The common case (a new instance of a study still receiving) runs in one worker thread:
+        parse, hash, write the object (synced, renamed, directory synced), then index it with
+        one statement on a plain connection and commit; so a row never points at a missing
+        object and a rejected object leaves nothing behind. Duplicates and instances that reopen
+        a completed study take the slower path that also writes their audit event atomically.
         """
-        inline = len(data) <= INLINE_IO_BYTES
-        keying = (_soon(ObjectStore.key_for, data, inline=inline)
-                  if 0 < len(data) <= self.max_object_bytes else None)
         try:
             if facility is None:
                 facility = await self.facilities.by_name(facility_name)
@@ -97,11 +101,10 @@ class Receiver:
                     raise Rejected(
                         "UNKNOWN_FACILITY", f"facility {facility_name!r} is not registered"
                     )
-            parsed = parse_instance(data, self.max_object_bytes)
+            loop = asyncio.get_running_loop()
+            fast = await loop.run_in_executor(self._threads, self._receive_sync, facility, data,
+                                              source)
         except Rejected as rej:
-            if keying is not None:
-                with contextlib.suppress(Exception):
-                    await keying
             await self._audit_rejection(facility_name, rej, source, source_ref)
             return ReceiveResult(
                 Outcome.REJECTED,
@@ -111,56 +114,57 @@ class Receiver:
                 rej.ids.get("series_instance_uid", ""),
                 rej.ids.get("sop_instance_uid", ""),
             )
-        assert keying is not None  # parse_instance rejects empty and oversized objects
-        key = await keying
-        writing = _soon(self.objects.put, data, key, inline=inline)
-        return await self._index(facility, parsed, key, writing, len(data), source)
+        if isinstance(fast, ReceiveResult):
+            return fast
+        return await self._index_with_audit(facility, *fast, source)
 
-    async def _index(
-        self,
-        facility: FacilityRef,
-        p: ParsedInstance,
-        key: str,
-        visible: asyncio.Future[str],
-        size: int,
-        source: str,
-    ) -> ReceiveResult:
-        """One round trip (sidecar_index_instance, migration 0003) plus the commit.
-
-        `visible` is the object write running beside the index statement; the transaction
-        commits only after it, so an acknowledged row always has its object.
-        """
-        a = p.attributes
-        params = {
-            "study_id": uuid.uuid4(), "facility_id": facility.id, "accession": p.accession,
-            "study_uid": p.study_instance_uid, "study_modality": p.modality[:64],
-            "study_description": str(a.get("StudyDescription") or "")[:256],
-            "series_id": uuid.uuid4(), "series_uid": p.series_instance_uid,
-            "series_modality": p.modality[:16],
-            "body_part": str(a.get("BodyPartExamined") or "")[:64],
-            "series_description": str(a.get("SeriesDescription") or "")[:256],
-            "series_number": _int(a.get("SeriesNumber")), "instance_id": uuid.uuid4(),
-            "sop_uid": p.sop_instance_uid, "sop_class_uid": p.sop_class_uid,
-            "transfer_syntax": p.transfer_syntax_uid,
-            "instance_number": _int(a.get("InstanceNumber")), "object_key": key, "size": size,
-            "attributes": json.dumps(a), "source": source, "now": datetime.now(UTC),
-        }
-        ids = dict(study_instance_uid=p.study_instance_uid,
-                   series_instance_uid=p.series_instance_uid,
-                   sop_instance_uid=p.sop_instance_uid, accession=p.accession)
+    def _receive_sync(self, facility: FacilityRef, data: bytes, source: str
+                      ) -> ReceiveResult | tuple[ParsedInstance, dict[str, Any]]:
+        """The hot path, in a worker thread; returns the parsed instance and index parameters
+        when the slow path must take over (nothing committed then)."""
+        p = parse_instance(data, self.max_object_bytes)
+        key = self.objects.put(data)
+        params = _index_params(facility, p, key, len(data), source)
+        conn = self._connection()
         try:
-            # Fast path: a new instance of a study still receiving, on a plain connection.
-            async with self.db.raw() as conn:
-                cur = await conn.execute(_INDEX_RAW, params)
-                study_id, status, inserted = await cur.fetchone()  # type: ignore[misc]
-                if inserted and status != "complete":
-                    await visible  # the object is durable before the row commits
-                    await conn.commit()
-                    return ReceiveResult(Outcome.STORED, study_id=study_id, **ids)
-                await conn.rollback()
-        finally:
-            await visible  # raises if the object could not be made durable
-        # A duplicate or a reopened study: index again with its audit event, atomically.
+            study_id, status, inserted = conn.execute(_INDEX_RAW, params).fetchone()  # type: ignore[misc]
+            if inserted and status != "complete":
+                conn.commit()
+                return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
+            conn.rollback()
+        except BaseException:
+            self._drop_connection()
+            raise
+        return p, params
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg.connect(self.db.libpq_url)
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        """Closes the worker threads' connections."""
+        self._threads.shutdown(wait=True)
+        with self._all_lock:
+            for conn in self._all:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._all.clear()
+
+    async def _index_with_audit(self, facility: FacilityRef, p: ParsedInstance,
+                                params: dict[str, Any], source: str) -> ReceiveResult:
+        """A duplicate or a reopened study: index again with its audit event, atomically."""
         async with self.db.engine.begin() as s:
             study_id, status, inserted = (await s.exec_driver_sql(_INDEX_RAW, params)).one()  # type: ignore[misc]
             ref = StudyRef(facility.name, p.accession, p.study_instance_uid, study_id)
@@ -168,13 +172,13 @@ class Receiver:
                 await audit.record(s, self.topology, "study.duplicate_seen", ACTOR, ref,
                                    context={"level": "instance", "source": source,
                                             "sop_instance_uid": p.sop_instance_uid})
-                return ReceiveResult(Outcome.DUPLICATE, study_id=study_id, **ids)
+                return ReceiveResult(Outcome.DUPLICATE, study_id=study_id, **_ids(p))
             if status == "complete":
                 await audit.record(s, self.topology, "study.reopened", ACTOR, ref,
                                    context={"source": source,
                                             "sop_instance_uid": p.sop_instance_uid,
                                             "reason": "instance arrived after completion"})
-        return ReceiveResult(Outcome.STORED, study_id=study_id, **ids)
+        return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
 
     async def _audit_rejection(
         self, facility: str, rej: Rejected, source: str, source_ref: str
@@ -204,17 +208,29 @@ class Receiver:
             await s.execute(text("select 1"))
 
 
-def _soon(fn: Callable[..., T], *args: Any, inline: bool) -> asyncio.Future[T]:
-    """Runs blocking file I/O in a thread, or at once for small objects, where the thread hop
-    costs more than the write (the event loop is blocked well under a millisecond)."""
-    if not inline:
-        return asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-    try:
-        future.set_result(fn(*args))
-    except Exception as exc:
-        future.set_exception(exc)
-    return future
+def _index_params(facility: FacilityRef, p: ParsedInstance, key: str, size: int,
+                  source: str) -> dict[str, Any]:
+    a = p.attributes
+    return {
+        "study_id": uuid.uuid4(), "facility_id": facility.id, "accession": p.accession,
+        "study_uid": p.study_instance_uid, "study_modality": p.modality[:64],
+        "study_description": str(a.get("StudyDescription") or "")[:256],
+        "series_id": uuid.uuid4(), "series_uid": p.series_instance_uid,
+        "series_modality": p.modality[:16],
+        "body_part": str(a.get("BodyPartExamined") or "")[:64],
+        "series_description": str(a.get("SeriesDescription") or "")[:256],
+        "series_number": _int(a.get("SeriesNumber")), "instance_id": uuid.uuid4(),
+        "sop_uid": p.sop_instance_uid, "sop_class_uid": p.sop_class_uid,
+        "transfer_syntax": p.transfer_syntax_uid,
+        "instance_number": _int(a.get("InstanceNumber")), "object_key": key, "size": size,
+        "attributes": json.dumps(a), "source": source, "now": datetime.now(UTC),
+    }
+
+
+def _ids(p: ParsedInstance) -> dict[str, str]:
+    return {"study_instance_uid": p.study_instance_uid,
+            "series_instance_uid": p.series_instance_uid,
+            "sop_instance_uid": p.sop_instance_uid, "accession": p.accession}
 
 
 def _int(value: object) -> int | None:
