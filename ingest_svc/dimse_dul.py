@@ -107,14 +107,15 @@ class Association:
         return f"{host}:{port}"
 
     async def _pdu(self, timeout_s: float) -> tuple[int, bytes]:
-        try:
-            header = await asyncio.wait_for(self.reader.readexactly(6), timeout_s)
+        try:  # asyncio.timeout: no task per read, unlike wait_for (this is the per-PDU path)
+            async with asyncio.timeout(timeout_s):
+                header = await self.reader.readexactly(6)
             kind, _, length = struct.unpack(">BBI", header)
             limit = (self.max_pdu or _MAX_DATA_PDU) if kind == P_DATA else _MAX_CONTROL_PDU
             if length > limit:
                 raise ProtocolError(f"PDU of {length} bytes exceeds {limit}", 0x06)
-            return kind, header + await asyncio.wait_for(self.reader.readexactly(length),
-                                                         timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return kind, header + await self.reader.readexactly(length)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
             raise Aborted(f"connection lost ({type(exc).__name__})") from exc
 
