@@ -9,6 +9,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
 
 from sidecar_core.uids import uid_problem
 
@@ -39,6 +40,9 @@ INDEX_KEYWORDS = (
     "AcquisitionNumber",
     "FrameOfReferenceUID",
 )
+
+
+_INDEX_TAGS = tuple((k, Tag(k)) for k in INDEX_KEYWORDS)
 
 
 class Rejected(Exception):
@@ -131,7 +135,11 @@ def parse_instance(data: bytes, max_bytes: int) -> ParsedInstance:
             "(at most 16 by the standard, 64 accepted)",
             **ids,
         )
-    attributes = {k: _json_value(ds.get(k)) for k in INDEX_KEYWORDS if k in ds}
+    attributes = {}
+    for keyword, tag in _INDEX_TAGS:  # one lookup per attribute, by tag
+        element = ds.get(tag)
+        if element is not None:
+            attributes[keyword] = _json_value(element.value)
     return ParsedInstance(study, series, sop, sop_class, tsuid, accession, attributes)
 
 

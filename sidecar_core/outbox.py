@@ -7,8 +7,9 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
+import psycopg
 from google.protobuf.message import Message
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -17,6 +18,8 @@ from sidecar_core.db import Database
 from workflow_svc.store.models import OutboxMessage
 
 log = logging.getLogger(__name__)
+CHANNEL = "sidecar_outbox"
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 
 
 async def enqueue(session: AsyncSession | AsyncConnection, subject: str, msg_id: str,
@@ -27,12 +30,15 @@ async def enqueue(session: AsyncSession | AsyncConnection, subject: str, msg_id:
         .values(subject=subject, msg_id=msg_id, payload=message.SerializeToString())
         .on_conflict_do_nothing(index_elements=["msg_id"])
     )
+    # Wakes every relay when the transaction commits (PostgreSQL folds repeats into one).
+    await session.execute(_NOTIFY)
 
 
 class OutboxRelay:
     """Publishes unpublished outbox rows in order; safe to run in several processes at once."""
 
-    def __init__(self, db: Database, bus: Bus, poll_s: float = 0.05, batch: int = 200) -> None:
+    def __init__(self, db: Database, bus: Bus, poll_s: float = 2.0, batch: int = 200) -> None:
+        """Woken by LISTEN/NOTIFY on commit; `poll_s` is only the safety net when idle."""
         self.db = db
         self.bus = bus
         self.poll_s = poll_s
@@ -64,7 +70,32 @@ class OutboxRelay:
                 )
             return len(rows)
 
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Sets `wake` on every outbox NOTIFY; reconnects after a lost connection."""
+        while not stop.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.db.libpq_url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.wake.set()  # catch up with anything committed before LISTEN
+                    while not stop.is_set():
+                        async for _ in conn.notifies(timeout=1.0):
+                            self.wake.set()
+            except Exception:
+                log.warning("outbox listener lost its connection; reconnecting", exc_info=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+
     async def run(self, stop: asyncio.Event) -> None:
+        listener = asyncio.create_task(self.listen(stop))
+        try:
+            await self._relay(stop)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _relay(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 n = await self.relay_once()
