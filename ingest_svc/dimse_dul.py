@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -144,8 +143,8 @@ class Association:
         roles: dict[Any, tuple[Any, Any]] = {
             r.sop_class_uid: (r.scu_role, r.scp_role) for r in rq.user_information
             if isinstance(r, SCP_SCU_RoleSelectionNegotiation)}
-        results, role_items = _negotiate(rq.presentation_context_definition_list, supported,
-                                         roles)
+        results, role_items = negotiate_as_acceptor(
+            rq.presentation_context_definition_list, supported, roles or None)
         self.contexts = {int(cx.context_id or 0): cx for cx in results if cx.result == 0x00}
         ac = A_ASSOCIATE()
         ac.application_context_name = APPLICATION_CONTEXT_NAME
@@ -245,20 +244,3 @@ class Association:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 5)
 
-
-_NEGOTIATED: dict[tuple[Any, ...], tuple[list[PresentationContext], list[Any]]] = {}
-
-
-def _negotiate(proposed: list[PresentationContext], supported: list[PresentationContext],
-               roles: dict[Any, tuple[Any, Any]]) -> tuple[list[PresentationContext], list[Any]]:
-    """negotiate_as_acceptor, memoised: a modality proposes the same ~100 contexts on every
-    association and pynetdicom's negotiation of them costs ~0.1 s of CPU each time."""
-    key = (id(supported),
-           tuple((cx.context_id, cx.abstract_syntax, tuple(cx.transfer_syntax)) for cx in proposed),
-           tuple(sorted((str(k), v) for k, v in roles.items())))
-    if key not in _NEGOTIATED:
-        if len(_NEGOTIATED) > 256:
-            _NEGOTIATED.clear()
-        _NEGOTIATED[key] = negotiate_as_acceptor(proposed, supported, roles or None)
-    results, role_items = _NEGOTIATED[key]
-    return copy.deepcopy(results), copy.deepcopy(role_items)
