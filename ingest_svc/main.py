@@ -50,6 +50,13 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         IngestServicer(receiver, completion),
         [pb.DESCRIPTOR.services_by_name["IngestService"].full_name],
     )
+    relay = OutboxRelay(db, bus)
+    # Ready means warm: first queries, header parsing and the workers' connections are paid
+    # for before any port accepts an object (as a readiness probe would expect).
+    await receiver.warm_up()
+    await completion.complete_quiet()
+    await relay.relay_once()
+    await receiver.facilities.by_name("")
     closers: list[Callable[[], Awaitable[None] | None]] = []
     if settings.dicom_port:
         from ingest_svc.dimse import DimseServer
@@ -59,7 +66,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         closers.append(dimse.stop)
     await run_until_stopped(
         "ingest_svc", stop, server=server,
-        loops=[OutboxRelay(db, bus).run(stop), completion.run(stop)],
+        loops=[relay.run(stop), completion.run(stop)],
         closers=[*closers, receiver.close, bus.close, db.close])
 
 

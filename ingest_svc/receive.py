@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import threading
@@ -137,6 +138,22 @@ class Receiver:
             raise
         return p, params
 
+    async def warm_up(self, threads: int = 2) -> None:
+        """Opens the first workers' connections and exercises the header parser once."""
+        loop = asyncio.get_running_loop()
+        gate = threading.Barrier(threads)
+
+        def warm() -> None:
+            self._connection().execute("SELECT 1").fetchone()
+            self._connection().rollback()
+            with contextlib.suppress(Rejected):
+                parse_instance(_WARM_UP_OBJECT, self.max_object_bytes)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                gate.wait(timeout=5)  # keeps each call on its own thread
+
+        await asyncio.gather(*(loop.run_in_executor(self._threads, warm)
+                               for _ in range(threads)))
+
     def _connection(self) -> psycopg.Connection[Any]:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
@@ -206,6 +223,28 @@ class Receiver:
     async def ping(self) -> None:
         async with self.db.read() as s:
             await s.execute(text("select 1"))
+
+
+def _warm_up_object() -> bytes:
+    """A tiny valid CT instance (synthetic UIDs) to exercise the parser at start-up."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = UID("1.2.3.4")
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, "1.2.3.4"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.1", "1.2.3.2"
+    ds.Modality, ds.ImagePositionPatient, ds.PixelSpacing = "CT", [0, 0, 0], [1, 1]
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+_WARM_UP_OBJECT = _warm_up_object()
 
 
 def _index_params(facility: FacilityRef, p: ParsedInstance, key: str, size: int,
