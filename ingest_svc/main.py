@@ -32,8 +32,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     # validation on read only warns and costs ~1.5 ms of CPU per instance.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     topology = settings.topology()
-    db = Database(settings.database_url, pool_size=max(4, settings.max_associations),
-                  pre_ping=False)
+    db = Database(settings.database_url, pool_size=4)
     bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc")
     receiver = Receiver(
         db,
