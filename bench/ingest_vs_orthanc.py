@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                         folder = work / "data" / f"{name}-{run}-{system}"
                         write_series(folder, px, f"{run}{system[0]}")
                         store = work / "store" / f"{name}-{run}-{system}"
+                        # Each run starts from a quiet disk: the previous run's writeback
+                        # (of either system) must not bleed into this measurement.
+                        os.sync()
                         if system == "sidecar":
                             sidecar.start(store)
                             elapsed = storescu(sidecar.port, "SIDECAR", folder)
