@@ -10,9 +10,10 @@ BUF_VERSION := 1.75.0
 
 .PHONY: install demo up test test-fast lint proto proto-check buf-lint system-deps bench clean
 
+# A fresh Debian has python3.11 but not its venv module: install it when venv creation fails.
 $(BIN)/python:
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Debian: apt-get install python3 python3-venv)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	@command -v $(PYTHON) >/dev/null 2>&1 || bash scripts/system-deps.sh python3 python3-venv
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); bash scripts/system-deps.sh python3-venv python3.11-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip wheel
 
 $(STAMP): $(BIN)/python pyproject.toml
