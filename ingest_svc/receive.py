@@ -16,7 +16,6 @@ from enum import Enum
 from typing import Any
 
 import psycopg
-from sqlalchemy import text
 
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
 from ingest_svc.parse import ParsedInstance, Rejected, parse_instance
@@ -220,9 +219,6 @@ class Receiver:
         except Exception:  # the rejection itself must still be answered
             log.exception("could not audit a rejection")
 
-    async def ping(self) -> None:
-        async with self.db.read() as s:
-            await s.execute(text("select 1"))
 
 
 def _warm_up_object() -> bytes:

@@ -5,17 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-
-
-@dataclass(frozen=True)
-class StagedObject:
-    """An object written durably under a temporary name; `temp` is None when it already exists."""
-
-    key: str
-    target: Path
-    temp: Path | None
 
 
 class ObjectStore:
@@ -40,20 +30,16 @@ class ObjectStore:
             raise ValueError(f"not an object key: {key!r}")
         return self.root / algo / digest[:2] / digest[2:4] / digest
 
-    def put(self, data: bytes, key: str | None = None) -> str:
+    def put(self, data: bytes) -> str:
         """Writes `data` once (existing content is never rewritten) and returns its key.
 
-        `key`, when the caller already hashed the data, must be `key_for(data)`."""
-        pending = self.stage(data, key)
-        self.commit(pending)
-        return pending.key
-
-    def stage(self, data: bytes, key: str | None = None) -> StagedObject:
-        """Writes `data` to a durable temporary file beside its final place (not yet visible)."""
-        key = key or self.key_for(data)
+        The bytes are synced under a temporary name, renamed into place and the directory
+        synced, so a key that exists always holds its complete content.
+        """
+        key = self.key_for(data)
         target = self.path(key)
         if target.exists():
-            return StagedObject(key, target, None)
+            return key
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
@@ -62,27 +48,17 @@ class ObjectStore:
                 if self.fsync:
                     fh.flush()
                     os.fdatasync(fh.fileno())
+            os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return StagedObject(key, target, Path(tmp))
-
-    def commit(self, staged: StagedObject) -> None:
-        """Makes a staged object visible under its key, durably (rename + directory fsync)."""
-        if staged.temp is None:
-            return
-        os.replace(staged.temp, staged.target)
         if self.fsync:
-            dir_fd = os.open(staged.target.parent, os.O_RDONLY)
+            dir_fd = os.open(target.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-
-    @staticmethod
-    def discard(staged: StagedObject) -> None:
-        if staged.temp is not None:
-            staged.temp.unlink(missing_ok=True)
+        return key
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()

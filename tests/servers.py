@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -125,7 +124,3 @@ def nats_server() -> Iterator[NatsServer]:
         yield server
     finally:
         server.close()
-
-
-def env_without_proxies() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}

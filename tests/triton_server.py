@@ -25,32 +25,12 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from sidecar_core.runtime.embedded import triton_env
+from sidecar_core.runtime.embedded import prepare_triton, triton_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_MODELS = REPO_ROOT / "deploy" / "triton" / "models"
 TEST_MODELS = REPO_ROOT / "tests" / "triton_repo"
 _LIVE: set[TritonServer] = set()
-
-
-def triton_home() -> Path:
-    """The tritonserver folder inside the installed nvidia-pytriton wheel."""
-    import pytriton
-
-    return Path(pytriton.__file__).resolve().parent / "tritonserver"
-
-
-def ensure_python_stub(home: Path | None = None) -> Path:
-    """Copies the stub for this Python (3.x) into backends/python once; returns its path."""
-    home = home or triton_home()
-    target = home / "backends" / "python" / "triton_python_backend_stub"
-    if not target.exists():
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        source = home / "python_backend_stubs" / version / "triton_python_backend_stub"
-        partial = target.with_name(f".stub-{os.getpid()}")
-        shutil.copy2(source, partial)
-        os.replace(partial, target)  # atomic: concurrent test processes never see half a file
-    return target
 
 
 def server_environment() -> dict[str, str]:
@@ -141,8 +121,7 @@ class TritonServer:
     def start(self) -> None:
         if self.running:
             return
-        home = triton_home()
-        ensure_python_stub(home)
+        home = prepare_triton()  # the runtime's: copies the python backend stub once
         if not self.grpc_port:
             self.grpc_port, self.http_port, self.metrics_port = (free_port() for _ in range(3))
         command = [

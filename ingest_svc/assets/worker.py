@@ -35,6 +35,19 @@ log = logging.getLogger(__name__)
 ACTOR = "ingest_svc.preprocess"
 
 
+def study_job(delivery: Delivery, what: str) -> tuple[events_pb2.PreprocessJob, uuid.UUID,
+                                                       StudyRef]:
+    """Decodes a study-level job (preprocess and overlay share the message); a broken one is
+    permanent."""
+    try:
+        job = events_pb2.PreprocessJob.FromString(delivery.data)
+        study_id = uuid.UUID(job.study_id)
+    except Exception as exc:
+        raise PermanentError(f"undecodable {what} job: {exc}") from exc
+    return job, study_id, StudyRef(job.study.facility, job.study.accession,
+                                   job.study.study_instance_uid, study_id)
+
+
 class PreprocessWorker:
     def __init__(
         self, db: Database, objects: ObjectStore, topology: Topology, threads: int = 2
@@ -45,14 +58,7 @@ class PreprocessWorker:
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
 
     async def handle(self, delivery: Delivery) -> None:
-        try:
-            job = events_pb2.PreprocessJob.FromString(delivery.data)
-            study_id = uuid.UUID(job.study_id)
-        except Exception as exc:
-            raise PermanentError(f"undecodable preprocess job: {exc}") from exc
-        ref = StudyRef(
-            job.study.facility, job.study.accession, job.study.study_instance_uid, study_id
-        )
+        job, study_id, ref = study_job(delivery, "preprocess")
         async with self.db.read() as s:
             series_rows = (
                 (await s.execute(select(Series).where(Series.study_id == study_id))).scalars().all()
@@ -193,14 +199,7 @@ class OverlayWorker:
         self.topology = topology
 
     async def handle(self, delivery: Delivery) -> None:
-        try:
-            job = events_pb2.PreprocessJob.FromString(delivery.data)
-            study_id = uuid.UUID(job.study_id)
-        except Exception as exc:
-            raise PermanentError(f"undecodable overlay job: {exc}") from exc
-        ref = StudyRef(
-            job.study.facility, job.study.accession, job.study.study_instance_uid, study_id
-        )
+        job, study_id, ref = study_job(delivery, "overlay")
         async with self.db.read() as s:
             series_rows = (
                 (await s.execute(select(Series).where(Series.study_id == study_id))).scalars().all()
