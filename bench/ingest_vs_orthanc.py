@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rss-instances", type=int, default=1000)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--workloads", default="ct-300x512,small-100x64",
+                    help="comma-separated subset of: ct-300x512, small-100x64")
     ap.add_argument("--ingest-cmd", default=f"{sys.executable} -m ingest_svc.main",
                     help="command starting the ingest service (A/B test a change)")
     args = ap.parse_args(argv)
@@ -185,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["apt-get", "install", "-y", "orthanc", "dcmtk"], check=True,
                            stdout=subprocess.DEVNULL)
     work = Path(args.work or tempfile.mkdtemp(prefix="sidecar-bench-"))
-    workloads = {"ct-300x512": (300, 512), "small-100x64": (100, 64)}
+    every = {"ct-300x512": (300, 512), "small-100x64": (100, 64)}
+    workloads = {name: every[name] for name in args.workloads.split(",")}
     results: dict[str, dict[str, list[float]]] = {w: {"sidecar": [], "orthanc": []}
                                                    for w in workloads}
     orthanc = Orthanc(work)

@@ -23,6 +23,7 @@ from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.objectstore import ObjectStore
+from sidecar_core.packstore import PackWriter
 from sidecar_core.subjects import Topology
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ _INDEX_RAW = (
     "%(study_uid)s, %(study_modality)s, %(study_description)s, %(series_id)s, %(series_uid)s, "
     "%(series_modality)s, %(body_part)s, %(series_description)s, %(series_number)s, "
     "%(instance_id)s, %(sop_uid)s, %(sop_class_uid)s, %(transfer_syntax)s, "
-    "%(instance_number)s, %(object_key)s, %(size)s, %(attributes)s::jsonb, %(source)s, %(now)s)"
+    "%(instance_number)s, %(object_key)s, %(size)s, %(attributes)s::jsonb, %(source)s, %(now)s, "
+    "%(allow_reopen)s)"
 )
 
 
@@ -76,6 +78,7 @@ class Receiver:
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="receive")
         self._local = threading.local()
         self._all: list[psycopg.Connection[Any]] = []
+        self._writers: list[PackWriter] = []
         self._all_lock = threading.Lock()
 
     async def receive(
@@ -89,10 +92,10 @@ class Receiver:
         """Returns only once a STORED object and its index row are durable.
 
         The common case (a new instance of a study still receiving) runs in one worker thread:
-        parse, hash, write the object (synced, renamed, directory synced), then index it with
-        one statement on a plain connection and commit; so a row never points at a missing
-        object and a rejected object leaves nothing behind. Duplicates and instances that reopen
-        a completed study take the slower path that also writes their audit event atomically.
+        parse, append the object to the thread's pack segment (one data sync), then index it
+        with one autocommitted call on a plain connection; so a row never names missing bytes
+        and a rejected object leaves nothing behind. Duplicates and instances that reopen a
+        completed study take the slower path that also writes their audit event atomically.
         """
         try:
             if facility is None:
@@ -119,23 +122,28 @@ class Receiver:
         return await self._index_with_audit(facility, *fast, source)
 
     def _receive_sync(self, facility: FacilityRef, data: bytes, source: str
-                      ) -> ReceiveResult | tuple[ParsedInstance, dict[str, Any]]:
-        """The hot path, in a worker thread; returns the parsed instance and index parameters
-        when the slow path must take over (nothing committed then)."""
+                      ) -> ReceiveResult | tuple[ParsedInstance, dict[str, Any], bool]:
+        """The hot path, in a worker thread: parse, append the object to this thread's pack
+        segment (synced), then index it with one autocommitted call. Returns the parsed
+        instance, the index parameters and whether the object's bytes were kept when the slow
+        path must take over (nothing was indexed then)."""
         p = parse_instance(data, self.max_object_bytes)
-        key = self.objects.put(data)
+        writer = self._writer()
+        key = writer.append(data)  # durable before the row that names it commits
         params = _index_params(facility, p, key, len(data), source)
         conn = self._connection()
         try:
-            study_id, status, inserted = conn.execute(_INDEX_RAW, params).fetchone()  # type: ignore[misc]
-            if inserted and status != "complete":
-                conn.commit()
-                return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
-            conn.rollback()
+            study_id, _, outcome = conn.execute(_INDEX_RAW, params).fetchone()  # type: ignore[misc]
         except BaseException:
+            writer.keep()  # the commit's fate is unknown: never overwrite what it may name
             self._drop_connection()
             raise
-        return p, params
+        if outcome == "duplicate":
+            return p, params, False  # the next append reuses the space
+        writer.keep()
+        if outcome == "inserted":
+            return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
+        return p, params, True  # "reopen": the slow path commits it with its audit event
 
     async def warm_up(self, threads: int = 2) -> None:
         """Opens the first workers' connections and exercises the header parser once."""
@@ -144,7 +152,6 @@ class Receiver:
 
         def warm() -> None:
             self._connection().execute("SELECT 1").fetchone()
-            self._connection().rollback()
             with contextlib.suppress(Rejected):
                 parse_instance(_WARM_UP_OBJECT, self.max_object_bytes)
             with contextlib.suppress(threading.BrokenBarrierError):
@@ -153,10 +160,18 @@ class Receiver:
         await asyncio.gather(*(loop.run_in_executor(self._threads, warm)
                                for _ in range(threads)))
 
+    def _writer(self) -> PackWriter:
+        writer = getattr(self._local, "writer", None)
+        if writer is None:
+            writer = self._local.writer = self.objects.pack_writer()
+            with self._all_lock:
+                self._writers.append(writer)
+        return writer
+
     def _connection(self) -> psycopg.Connection[Any]:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
-            conn = psycopg.connect(self.db.libpq_url)
+            conn = psycopg.connect(self.db.libpq_url, autocommit=True)
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
@@ -177,14 +192,25 @@ class Receiver:
                 with contextlib.suppress(Exception):
                     conn.close()
             self._all.clear()
+            for writer in self._writers:
+                writer.close()
+            self._writers.clear()
 
     async def _index_with_audit(self, facility: FacilityRef, p: ParsedInstance,
-                                params: dict[str, Any], source: str) -> ReceiveResult:
-        """A duplicate or a reopened study: index again with its audit event, atomically."""
+                                params: dict[str, Any], kept: bool, source: str
+                                ) -> ReceiveResult:
+        """A duplicate or a reopened study: index again with its audit event, atomically.
+
+        `kept`: the object's bytes were kept in the pack; without them the row must not be
+        inserted (it would name bytes the next object overwrites)."""
         async with self.db.engine.begin() as s:
-            study_id, status, inserted = (await s.exec_driver_sql(_INDEX_RAW, params)).one()  # type: ignore[misc]
+            study_id, status, outcome = (await s.exec_driver_sql(
+                _INDEX_RAW, {**params, "allow_reopen": True})).one()  # type: ignore[misc]
             ref = StudyRef(facility.name, p.accession, p.study_instance_uid, study_id)
-            if not inserted:
+            if outcome == "inserted" and not kept:
+                raise RuntimeError(f"instance {p.sop_instance_uid} was a duplicate a moment "
+                                   "ago and is not indexed now; send it again")
+            if outcome == "duplicate":
                 await audit.record(s, self.topology, "study.duplicate_seen", ACTOR, ref,
                                    context={"level": "instance", "source": source,
                                             "sop_instance_uid": p.sop_instance_uid})
@@ -259,6 +285,7 @@ def _index_params(facility: FacilityRef, p: ParsedInstance, key: str, size: int,
         "transfer_syntax": p.transfer_syntax_uid,
         "instance_number": _int(a.get("InstanceNumber")), "object_key": key, "size": size,
         "attributes": json.dumps(a), "source": source, "now": datetime.now(UTC),
+        "allow_reopen": False,
     }
 
 

@@ -1,4 +1,9 @@
-"""Content-addressed, append-only object store in a folder (production: an S3-compatible bucket)."""
+"""The object store in a folder (production: an S3-compatible bucket).
+
+Two kinds of keys: `sha256/<hex>` for derived objects (assets, overlays, model inputs), one
+content-addressed file each; `pack/...` for received DICOM objects, records in append-only pack
+segments under `packs/` (see packstore.py: one data sync per received object).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+from sidecar_core.packstore import PackReader, PackWriter, is_pack_key
 
 
 class ObjectStore:
@@ -15,6 +22,11 @@ class ObjectStore:
         self.root = Path(root)
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+        self.packs = PackReader(self.root / "packs")
+
+    def pack_writer(self) -> PackWriter:
+        """A writer of received objects for one thread."""
+        return PackWriter(self.packs.root, fsync=self.fsync)
 
     @staticmethod
     def key_for(data: bytes) -> str:
@@ -61,7 +73,11 @@ class ObjectStore:
         return key
 
     def get(self, key: str) -> bytes:
+        if is_pack_key(key):
+            return self.packs.get(key)
         return self.path(key).read_bytes()
 
     def exists(self, key: str) -> bool:
+        if is_pack_key(key):
+            return self.packs.exists(key)
         return self.path(key).exists()

@@ -106,7 +106,7 @@ class PreprocessWorker:
         failures = []
         for key in keys:
             try:
-                datasets.append(pydicom.dcmread(self.objects.path(key)))
+                datasets.append(pydicom.dcmread(io.BytesIO(self.objects.get(key))))
             except FileNotFoundError:
                 raise
             except Exception as exc:  # unreadable object: it fails, the series goes on

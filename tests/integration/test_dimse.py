@@ -24,6 +24,7 @@ from ingest_svc.dimse_send import (
     prepare,
     status_of,
 )
+from sidecar_core.objectstore import ObjectStore
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.servers import free_port
 
@@ -66,8 +67,7 @@ class Ingest:
     def object_bytes(self, sop_instance_uid: str) -> bytes:
         (key,), = self.rows("select object_key from instances where sop_instance_uid=%s",
                             sop_instance_uid)
-        algo, _, digest = key.partition("/")
-        return (self.data_dir / "objects" / algo / digest[:2] / digest[2:4] / digest).read_bytes()
+        return ObjectStore(self.data_dir / "objects", fsync=False).get(key)
 
 
 @asynccontextmanager

@@ -21,6 +21,7 @@ from pydicom.uid import generate_uid
 from ingest_svc.dimse_send import Outgoing, StoreSCU, prepare, status_of
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from sidecar_core.objectstore import ObjectStore
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.servers import free_port, wait_port
 
@@ -101,11 +102,6 @@ def send_all(proc: IngestProcess, items: list[Outgoing],
     return acked
 
 
-def object_path(data_dir: Path, key: str) -> Path:
-    algo, _, digest = key.partition("/")
-    return data_dir / "objects" / algo / digest[:2] / digest[2:4] / digest
-
-
 def check_consistent(database_url: str, data_dir: Path) -> dict[str, str]:
     """Every index row has its object (same content hash) and counts match the rows."""
     with psycopg.connect(database_url) as conn:
@@ -113,10 +109,11 @@ def check_consistent(database_url: str, data_dir: Path) -> dict[str, str]:
         mismatched = conn.execute(
             "select s.id from studies s where s.instance_count <> "
             "(select count(*) from instances i where i.study_id = s.id)").fetchall()
+    store = ObjectStore(data_dir / "objects", fsync=False)
     for _, key in rows:
-        path = object_path(data_dir, key)
-        assert path.exists(), f"index row without its object: {key}"
-        assert "sha256/" + hashlib.sha256(path.read_bytes()).hexdigest() == key
+        assert store.exists(key), f"index row without its object: {key}"
+        data = store.get(key)  # raises unless the bytes match the key's length and digest
+        assert key.endswith("/" + hashlib.sha256(data).hexdigest())
     assert not mismatched, "study instance_count disagrees with its indexed instances"
     return dict(rows)
 

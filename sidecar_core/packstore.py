@@ -1,0 +1,208 @@
+"""Append-only pack segments for received DICOM objects: one data sync per object.
+
+A received object is appended to its writer's current segment file behind a 48-byte record
+header and synced with one fdatasync; no file or directory is created per object. Creating a
+file per object (as the content-addressed store does) costs a file-system journal commit for the
+new inode, another for the rename and a directory sync; appending into a segment whose space was
+allocated ahead costs only the data write. The index row (PostgreSQL) is the catalogue: it
+holds the object's key, and the key alone locates and verifies the bytes:
+
+    pack/<segment>/<offset>/<length>/<sha256 hex>
+
+Record layout at `offset - 48`: b"SCPK", u32 version (1), u64 length, 32-byte SHA-256, then the
+object bytes as received, so `scan()` can list and verify a segment without the index.
+
+Crash safety: a writer syncs the record before the caller commits the row that names it, and a
+writer never reuses a segment another process wrote, so a crash leaves at most unreferenced bytes
+at the end of a segment, never a row pointing at missing or partial bytes. A record whose row was
+not committed (a duplicate, a rejected object) is overwritten by the writer's next record.
+
+Each writer belongs to one thread (the Receiver gives every worker thread its own); segments roll
+over at `segment_bytes`; space is allocated `allocate_bytes` at a time (writing into allocated
+space syncs faster than growing the file) and the unused rest is given back on close.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MAGIC = b"SCPK"
+VERSION = 1
+HEADER = struct.Struct("<4sIQ32s")  # magic, version, length, sha256
+PREFIX = "pack/"
+DEFAULT_SEGMENT_BYTES = 1 << 30
+DEFAULT_ALLOCATE_BYTES = 16 << 20
+
+
+class PackError(Exception):
+    """A pack key that does not parse, or bytes that do not match their key."""
+
+
+@dataclass(frozen=True)
+class PackKey:
+    segment: str
+    offset: int
+    length: int
+    sha256: str
+
+    def __str__(self) -> str:
+        return f"{PREFIX}{self.segment}/{self.offset}/{self.length}/{self.sha256}"
+
+    @classmethod
+    def parse(cls, key: str) -> PackKey:
+        parts = key[len(PREFIX):].split("/") if key.startswith(PREFIX) else []
+        if len(parts) != 4:
+            raise PackError(f"not a pack key: {key!r}")
+        segment, offset, length, digest = parts
+        if (
+            not _is_hex(segment, 16)
+            or not _is_hex(digest, 64)
+            or not offset.isdigit()
+            or not length.isdigit()
+        ):
+            raise PackError(f"not a pack key: {key!r}")
+        return cls(segment, int(offset), int(length), digest)
+
+
+def is_pack_key(key: str) -> bool:
+    return key.startswith(PREFIX)
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
+class PackWriter:
+    """Appends records to this writer's own segments; not thread-safe (one per thread)."""
+
+    def __init__(
+        self,
+        root: Path,
+        fsync: bool = True,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        allocate_bytes: int = DEFAULT_ALLOCATE_BYTES,
+    ) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self.allocate_bytes = allocate_bytes
+        self._fd = -1
+        self._segment = ""
+        self._end = 0  # where the next record starts
+        self._allocated = 0
+
+    def append(self, data: bytes, digest: str | None = None) -> str:
+        """Writes one record (synced when `fsync`) and returns its key.
+
+        The record stays only if the caller `keep`s it; the next `append` otherwise overwrites
+        it. `digest` is the SHA-256 hex of `data` when the caller already has it.
+        """
+        digest = digest or hashlib.sha256(data).hexdigest()
+        record = HEADER.size + len(data)
+        if self._fd < 0 or (self._end > 0 and self._end + record > self.segment_bytes):
+            self._open_segment()
+        if self._end + record > self._allocated:
+            grow = max(self.allocate_bytes, self._end + record - self._allocated)
+            os.posix_fallocate(self._fd, self._allocated, grow)
+            self._allocated += grow
+        header = HEADER.pack(MAGIC, VERSION, len(data), bytes.fromhex(digest))
+        written = os.pwritev(self._fd, [header, data], self._end)
+        if written != record:
+            raise OSError(f"short write to pack segment {self._segment}: {written} of {record}")
+        if self.fsync:
+            os.fdatasync(self._fd)
+        self._pending = record
+        return str(PackKey(self._segment, self._end + HEADER.size, len(data), digest))
+
+    def keep(self) -> None:
+        """Makes the last appended record permanent (its row is about to be committed)."""
+        self._end += self._pending
+        self._pending = 0
+
+    _pending = 0
+
+    def close(self) -> None:
+        """Gives back the segment's unused allocation (kept records stay as they are)."""
+        if self._fd >= 0:
+            try:
+                os.ftruncate(self._fd, self._end)
+                if self.fsync:
+                    os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _open_segment(self) -> None:
+        self.close()
+        self.root.mkdir(parents=True, exist_ok=True)
+        segment = uuid.uuid4().hex[:16]
+        fd = os.open(self.root / f"{segment}.pack", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
+        os.posix_fallocate(fd, 0, self.allocate_bytes)
+        if self.fsync:  # the segment's name and its allocation survive a crash
+            os.fsync(fd)
+            _sync_dir(self.root)
+        self._fd, self._segment = fd, segment
+        self._end, self._allocated, self._pending = 0, self.allocate_bytes, 0
+
+
+class PackReader:
+    """Reads records by key and verifies them against the key's length and digest."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, segment: str) -> Path:
+        return self.root / f"{segment}.pack"
+
+    def get(self, key: str) -> bytes:
+        k = PackKey.parse(key)
+        try:
+            fd = os.open(self.path(k.segment), os.O_RDONLY)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"pack segment {k.segment} of {key} is missing") from None
+        try:
+            data = os.pread(fd, k.length, k.offset)
+        finally:
+            os.close(fd)
+        if len(data) != k.length or hashlib.sha256(data).hexdigest() != k.sha256:
+            raise PackError(f"object {key} is damaged: its bytes do not match the key")
+        return data
+
+    def exists(self, key: str) -> bool:
+        k = PackKey.parse(key)
+        try:
+            return self.path(k.segment).stat().st_size >= k.offset + k.length
+        except FileNotFoundError:
+            return False
+
+    def scan(self, segment: str) -> Iterator[tuple[str, bool]]:
+        """(key, intact) for every record of a segment, in order, up to the first gap."""
+        with self.path(segment).open("rb") as fh:
+            offset = 0
+            while True:
+                fh.seek(offset)
+                head = fh.read(HEADER.size)
+                if len(head) < HEADER.size:
+                    return
+                magic, version, length, digest = HEADER.unpack(head)
+                if magic != MAGIC or version != VERSION:
+                    return
+                data = fh.read(length)
+                key = PackKey(segment, offset + HEADER.size, length, digest.hex())
+                yield str(key), (len(data) == length
+                                 and hashlib.sha256(data).digest() == digest)
+                offset += HEADER.size + length
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
