@@ -1,4 +1,5 @@
-"""The `sidecar` command: up, demo, synth, facility, user, ingest, normalizer check, migrate."""
+"""The `sidecar` command: up, demo, synth, facility, user, ingest, objects verify,
+normalizer check, migrate."""
 
 from __future__ import annotations
 
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="bring the database schema to the latest migration")
     _db_flags(p)
 
+    objs = sub.add_parser("objects", help="object store tools").add_subparsers(
+        dest="action", required=True)
+    p = objs.add_parser("verify", help="check every indexed instance's bytes against its key")
+    p.add_argument("--study", default="", help="only this StudyInstanceUID")
+    p.add_argument("--objects-dir", type=Path, help="default: DATA_DIR/objects")
+    _db_flags(p)
+
     sub.add_parser("ingest", help="send DICOM files (see `sidecar ingest --help`)", add_help=False)
     sub.add_parser(
         "normalizer", help="normalizer tools: `sidecar normalizer check HOST:PORT`", add_help=False
@@ -159,6 +167,17 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    from ingest_svc.verify import verify_objects
+    from sidecar_core.objectstore import ObjectStore
+
+    store = ObjectStore(args.objects_dir or args.data_dir / "objects", fsync=False)
+    report = verify_objects(database_url(args), store, args.study)
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
+
+
 def run_synth(out: Path, kind: str, seed: int, count: int) -> int:
     """Writes `count` studies (seeds seed, seed+1, ...); one folder each when count > 1."""
     from ingest_svc.synth import generate
@@ -192,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_up(UpOptions(args.data_dir, _ports(args)), after_ready=[load_demo])
     if args.command == "synth":
         return run_synth(args.out, args.kind, args.seed, args.count)
+    if args.command == "objects":
+        return run_verify(args)
     return asyncio.run(_admin(args))
 
 

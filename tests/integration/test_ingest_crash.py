@@ -22,6 +22,7 @@ from ingest_svc.dimse_send import Outgoing, StoreSCU, prepare, status_of
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from sidecar_core.objectstore import ObjectStore
+from sidecar_core.packstore import PackKey
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.servers import free_port, wait_port
 
@@ -148,3 +149,24 @@ def test_sigkill_mid_association_loses_nothing_acknowledged(
     assert types.count("study.received") == 1 and "study.updated" not in types
     assert types.count("study.duplicate_seen") >= len(acked)
     assert len(check_consistent(database_url, tmp_path / "data")) == SLICES
+    assert_operator_verify(database_url, tmp_path / "data")
+
+
+def assert_operator_verify(database_url: str, data_dir: Path) -> None:
+    """`sidecar objects verify` finds every object intact, then reports one damaged record."""
+    command = [sys.executable, "-m", "sidecar_core.cli", "objects", "verify",
+               "--database-url", database_url, "--data-dir", str(data_dir)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{SLICES} objects checked" in done.stdout and "0 missing, 0 damaged" in done.stdout
+    with psycopg.connect(database_url) as conn:
+        (key,), = conn.execute("select object_key from instances limit 1").fetchall()
+    k = PackKey.parse(key)
+    with (data_dir / "objects" / "packs" / f"{k.segment}.pack").open("r+b") as fh:
+        fh.seek(k.offset + k.length // 2)
+        byte = fh.read(1)
+        fh.seek(k.offset + k.length // 2)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1
+    assert "1 damaged" in done.stdout and "damaged: study" in done.stdout and key in done.stdout
