@@ -101,7 +101,14 @@ class TritonClient:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise classify(exc, model) from exc
+            error = classify(exc, model)
+            if isinstance(error, TransientError) and "StatusCode.NOT_FOUND" in str(
+                    getattr(exc, "status", lambda: "")()):
+                # Not loaded yet, or not there at all? Only the second is a configuration error.
+                missing = await self._missing_from_repository(model)
+                if missing is not None:
+                    raise TritonPermanentError(missing) from exc
+            raise error from exc
         arrays: dict[str, np.ndarray] = {}
         for name in outputs:
             try:
@@ -113,6 +120,20 @@ class TritonClient:
                 raise TritonPermanentError(f"triton returned no output {name} for {model}")
             arrays[name] = array
         return arrays
+
+    async def _missing_from_repository(self, model: str, timeout_s: float = 2.0) -> str | None:
+        """Why `model` is a configuration error (it is in none of Triton's model repositories),
+        or None when it is there (loading, unloaded) or the index cannot be read now."""
+        try:
+            index = await self._client.get_model_repository_index(client_timeout=timeout_s)
+        except Exception:
+            return None
+        names = sorted({m.name for m in index.models})
+        if model in names:
+            return None
+        return (f"triton NOT_FOUND for {model}: no model of that name in Triton's model "
+                f"repository (it has: {', '.join(names) or 'none'}); check triton_model in "
+                "the model registry")
 
     async def model_version(self, model: str, timeout_s: float = 5.0) -> str:
         """The model's declared version (config parameter `model_version`, e.g.

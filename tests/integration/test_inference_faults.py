@@ -117,6 +117,19 @@ async def test_shape_mismatch_is_permanent_and_not_retried(client: TritonClient,
     assert counting.calls == 1
 
 
+async def test_a_model_missing_from_the_repository_fails_at_once(client: TritonClient,
+                                                                 chest) -> None:
+    model_input, _ = chest
+    missing = entry("chest_ct_nodules", name="typo_model", triton_model="chest_ct_nodule")
+    counting = Counting(client)
+    with pytest.raises(TritonPermanentError,
+                       match="no model of that name in Triton's model repository "
+                             "\\(it has: .*chest_ct_nodules"):
+        await run_model(missing, model_input, counting, CircuitBreaker("typo_model"),
+                        builtin_normaliser("chest_ct_nodules"), retry=FAST_RETRY)
+    assert counting.calls == 1, "a configuration error is not retried"
+
+
 @pytest.mark.parametrize(
     ("mode", "message"),
     [("misshaped", "output BOXES of garbage_model has shape [3, 5], expected [N, 6]"),
