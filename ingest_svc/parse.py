@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -11,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
+from ingest_svc.header import HeaderReader, settings_supported
 from sidecar_core.uids import uid_problem
 
 # Attributes copied into the metadata index (keywords, DICOM literal values).
@@ -90,8 +92,91 @@ def read_header(data: bytes) -> Dataset:
         ) from exc
 
 
-def _uid(ds: Dataset, keyword: str, missing_reason: str, ids: dict[str, str]) -> str:
-    value = ds.get(keyword)
+_IDENTITY_KEYWORDS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "AccessionNumber",
+)
+_FAST_READER = HeaderReader(_IDENTITY_KEYWORDS + INDEX_KEYWORDS)
+
+
+def parse_instance(data: bytes, max_bytes: int) -> ParsedInstance:
+    """Validates identity and UIDs of a received object (DESIGN.md Identity) and indexes it.
+
+    The common case (explicit VR little endian Part-10 objects, under the service's pydicom
+    settings) is read by `header.HeaderReader` straight from the bytes; anything it does not
+    handle is read by pydicom (`_parse_with_pydicom`), with the same results and rejections.
+    """
+    _check_size(data, max_bytes)
+    if settings_supported():
+        try:
+            values, meta = _FAST_READER.read(data)
+        except Exception:  # Unsupported, or anything unexpected: pydicom decides
+            pass
+        else:
+            attributes = {k: values[k] for k in INDEX_KEYWORDS if k in values}
+            return _identify(values.get, meta.get, lambda: attributes)
+    return _parse_with_pydicom(data, max_bytes)
+
+
+def _parse_with_pydicom(data: bytes, max_bytes: int) -> ParsedInstance:
+    """The reference implementation: pydicom reads the whole header without pixel data."""
+    _check_size(data, max_bytes)
+    ds = read_header(data)
+    meta = getattr(ds, "file_meta", None)
+    return _identify(ds.get, meta.get if meta is not None else None,
+                     lambda: _pydicom_attributes(ds))
+
+
+def _check_size(data: bytes, max_bytes: int) -> None:
+    if len(data) > max_bytes:
+        raise Rejected(
+            "OBJECT_TOO_LARGE", f"object is {len(data)} bytes; the limit is {max_bytes} bytes"
+        )
+    if not data:
+        raise Rejected("NOT_DICOM", "empty object")
+
+
+# Looks a value up by keyword, with an optional default (Dataset.get or dict.get).
+_Getter = Callable[..., Any]
+
+
+def _identify(
+    get: _Getter, meta_get: _Getter | None, attributes: Callable[[], dict[str, Any]]
+) -> ParsedInstance:
+    """Checks the identity of a read object; `get` and `meta_get` look values up by keyword
+    in the data set and the file meta group as pydicom presents them."""
+    ids: dict[str, str] = {}
+    study = _uid(get, "StudyInstanceUID", "MISSING_STUDY_INSTANCE_UID", ids)
+    ids["study_instance_uid"] = study
+    series = _uid(get, "SeriesInstanceUID", "MISSING_SERIES_INSTANCE_UID", ids)
+    ids["series_instance_uid"] = series
+    sop = _uid(get, "SOPInstanceUID", "MISSING_SOP_INSTANCE_UID", ids)
+    ids["sop_instance_uid"] = sop
+    sop_class = _uid(get, "SOPClassUID", "MISSING_SOP_CLASS_UID", ids)
+    stored_sop = meta_get("MediaStorageSOPInstanceUID") if meta_get is not None else None
+    if stored_sop is not None and str(stored_sop) != sop:
+        raise Rejected(
+            "SOP_INSTANCE_MISMATCH",
+            f"MediaStorageSOPInstanceUID {stored_sop} differs from SOPInstanceUID {sop}",
+            **ids,
+        )
+    tsuid = str(meta_get("TransferSyntaxUID", "")) if meta_get is not None else ""
+    accession = str(get("AccessionNumber", "") or "").strip()
+    if len(accession) > 64:
+        raise Rejected(
+            "INVALID_ACCESSION",
+            f"AccessionNumber is {len(accession)} characters "
+            "(at most 16 by the standard, 64 accepted)",
+            **ids,
+        )
+    return ParsedInstance(study, series, sop, sop_class, tsuid, accession, attributes())
+
+
+def _uid(get: _Getter, keyword: str, missing_reason: str, ids: dict[str, str]) -> str:
+    value = get(keyword)
     if value is None or str(value).strip() == "":
         raise Rejected(missing_reason, f"{keyword} is missing or empty", **ids)
     text = str(value).strip("\x00 ")
@@ -101,46 +186,13 @@ def _uid(ds: Dataset, keyword: str, missing_reason: str, ids: dict[str, str]) ->
     return text
 
 
-def parse_instance(data: bytes, max_bytes: int) -> ParsedInstance:
-    """Validates identity and UIDs of a received object (DESIGN.md Identity) and indexes it."""
-    if len(data) > max_bytes:
-        raise Rejected(
-            "OBJECT_TOO_LARGE", f"object is {len(data)} bytes; the limit is {max_bytes} bytes"
-        )
-    if not data:
-        raise Rejected("NOT_DICOM", "empty object")
-    ds = read_header(data)
-    ids: dict[str, str] = {}
-    study = _uid(ds, "StudyInstanceUID", "MISSING_STUDY_INSTANCE_UID", ids)
-    ids["study_instance_uid"] = study
-    series = _uid(ds, "SeriesInstanceUID", "MISSING_SERIES_INSTANCE_UID", ids)
-    ids["series_instance_uid"] = series
-    sop = _uid(ds, "SOPInstanceUID", "MISSING_SOP_INSTANCE_UID", ids)
-    ids["sop_instance_uid"] = sop
-    sop_class = _uid(ds, "SOPClassUID", "MISSING_SOP_CLASS_UID", ids)
-    meta = getattr(ds, "file_meta", None)
-    stored_sop = meta.get("MediaStorageSOPInstanceUID") if meta is not None else None
-    if stored_sop is not None and str(stored_sop) != sop:
-        raise Rejected(
-            "SOP_INSTANCE_MISMATCH",
-            f"MediaStorageSOPInstanceUID {stored_sop} differs from SOPInstanceUID {sop}",
-            **ids,
-        )
-    tsuid = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    accession = str(ds.get("AccessionNumber", "") or "").strip()
-    if len(accession) > 64:
-        raise Rejected(
-            "INVALID_ACCESSION",
-            f"AccessionNumber is {len(accession)} characters "
-            "(at most 16 by the standard, 64 accepted)",
-            **ids,
-        )
+def _pydicom_attributes(ds: Dataset) -> dict[str, Any]:
     attributes = {}
     for keyword, tag in _INDEX_TAGS:  # one lookup per attribute, by tag
         element = ds.get(tag)
         if element is not None:
             attributes[keyword] = _json_value(element.value)
-    return ParsedInstance(study, series, sop, sop_class, tsuid, accession, attributes)
+    return attributes
 
 
 def _json_value(value: Any) -> Any:
