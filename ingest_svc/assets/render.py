@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ingest_svc.pixels.decode import DecodedImage
 from ingest_svc.pixels.display import (
+    Voi,
     display_frame,
     display_frames,
     resize,
@@ -19,6 +20,7 @@ from ingest_svc.pixels.display import (
 )
 from ingest_svc.pixels.overlay import MASK_COLOR, as_rgb, blend, overlay_layer, unpremultiply
 from ingest_svc.pixels.png import encode_png
+from ingest_svc.pixels.voi_lut import VoiLut
 from ingest_svc.pixels.windowing import Window, presets_for, resolve_window
 
 __all__ = [
@@ -41,30 +43,37 @@ def thumbnail_png(
     image: DecodedImage, size: int = 256, *, preset: str | None = None, index: int | None = None
 ) -> bytes:
     """PNG of the key slice (the middle of the ordered stack unless ``index``), longer side
-    ``size``, in the modality's default window unless ``preset`` names one."""
+    ``size``, in the modality's default window unless ``preset`` names one.
+
+    Non-square pixels are resampled to square ones (``image.pixel_aspect``), so the thumbnail
+    has the physical proportions of the image."""
     key = (image.n_frames - 1) // 2 if index is None else index
     window = window_for(image, preset)
-    pixels = display_frame(image.frames[key], window, invert=image.is_monochrome1)
-    return encode_png(np.asarray(resize(pixels, size)), compress_level=6)
+    pixels = display_frame(image.frames[key], window, invert=image.display_inverted)
+    return encode_png(np.asarray(resize(pixels, size, image.pixel_aspect)), compress_level=6)
 
 
 def viewport_png(
     frame: np.ndarray,
-    window: Window | str | None,
+    window: Voi | str | None,
     *,
     invert: bool = False,
     compress_level: int = 1,
 ) -> bytes:
-    """Full-resolution PNG of one frame: physical values through ``window`` (grey, inverted
-    after windowing for MONOCHROME1), or uint8 RGB as is (``window`` ignored).
+    """Full-resolution PNG of one frame: physical values through ``window`` (a Window or a
+    VOI LUT table; grey, inverted after the VOI when ``invert``), or uint8 RGB as is
+    (``window`` ignored).
 
     ``window`` may be a preset name; ``auto`` then uses this frame's percentiles and ``dicom``
     raises WindowUnavailable (a bare frame carries no file window: resolve it with
-    ``window_for(image, "dicom")`` and pass the Window).
+    ``window_for(image, "dicom")`` and pass the result).
+
+    The PNG keeps the stored pixel grid even when pixels are not square: overlays draw finding
+    boxes (pixel columns/rows) and masks (``[Y, X]`` of the stored grid) straight onto it.
     """
     if isinstance(window, str) and frame.ndim == 2:
         window = resolve_window(window, values=frame)
-    chosen = window if isinstance(window, Window) else None
+    chosen = window if isinstance(window, Window | VoiLut) else None
     return encode_png(display_frame(frame, chosen, invert=invert), compress_level=compress_level)
 
 
@@ -72,7 +81,7 @@ def viewport_pngs(image: DecodedImage, preset: str, *, compress_level: int = 1) 
     """One viewport PNG per frame for a preset; one window for all frames of the stack."""
     window = window_for(image, preset)
     return [
-        viewport_png(frame, window, invert=image.is_monochrome1, compress_level=compress_level)
+        viewport_png(frame, window, invert=image.display_inverted, compress_level=compress_level)
         for frame in image.frames
     ]
 
@@ -85,10 +94,14 @@ def preview_gif(
     *,
     frame_ms: int = 80,
 ) -> bytes:
-    """Animated GIF looping through up to ``max_frames`` evenly spaced slices or frames."""
+    """Animated GIF looping through up to ``max_frames`` evenly spaced slices or frames,
+    longer physical side ``size`` with square pixels, as the thumbnail."""
     window = window_for(image, preset)
     indices = sample_indices(image.n_frames, max_frames)
-    pictures = [resize(pixels, size) for pixels in display_frames(image, window, indices)]
+    pictures = [
+        resize(pixels, size, image.pixel_aspect)
+        for pixels in display_frames(image, window, indices)
+    ]
     if image.is_color:
         pictures = [p.quantize(colors=256, method=Image.Quantize.MEDIANCUT) for p in pictures]
     buffer = io.BytesIO()

@@ -9,6 +9,7 @@ from ingest_svc.pixels.errors import (
     InconsistentGeometry,
     InconsistentOrientation,
     InvalidPixelDescription,
+    InvalidVoiLut,
     InvalidWindow,
     MissingPixelData,
     ModelInputFormatError,
@@ -27,6 +28,7 @@ from ingest_svc.pixels.errors import (
 from ingest_svc.pixels.geometry import SliceRef, slice_refs
 from ingest_svc.pixels.ordering import OrderingIssue, SliceOrder, order_slices
 from ingest_svc.pixels.series import DecodedSeries, decode_series
+from ingest_svc.pixels.voi_lut import VoiLut, apply_voi_lut
 from ingest_svc.pixels.volume import (
     MODEL_INPUT_FORMAT,
     ModelInput,
@@ -55,6 +57,7 @@ __all__ = [
     "InconsistentGeometry",
     "InconsistentOrientation",
     "InvalidPixelDescription",
+    "InvalidVoiLut",
     "InvalidWindow",
     "MissingPixelData",
     "ModelInput",
@@ -71,9 +74,11 @@ __all__ = [
     "UnknownPreset",
     "UnsupportedPhotometricInterpretation",
     "UnsupportedTransferSyntax",
+    "VoiLut",
     "Window",
     "WindowError",
     "WindowUnavailable",
+    "apply_voi_lut",
     "apply_window",
     "build_model_input",
     "decode_image",

@@ -31,7 +31,10 @@ from ingest_svc.pixels.errors import (
     UnsupportedPhotometricInterpretation,
     UnsupportedTransferSyntax,
 )
+from ingest_svc.pixels.geometry import pixel_aspect
 from ingest_svc.pixels.modality import ModalityTransform, modality_transform, to_physical
+from ingest_svc.pixels.presentation import inverts_display, presentation_lut_shape
+from ingest_svc.pixels.voi_lut import VoiLut, dicom_voi_lut, voi_input_signed
 from ingest_svc.pixels.windowing import Window
 
 MONOCHROME1 = "MONOCHROME1"
@@ -50,7 +53,10 @@ class DecodedImage:
 
     ``frames`` is float32 ``[N, Y, X]`` in physical units (modality transform applied) for
     MONOCHROME1/2, and uint8 ``[N, Y, X, 3]`` RGB for RGB, YBR_* (converted) and PALETTE COLOR.
-    ``photometric_interpretation`` is the value stored in the file.
+    ``photometric_interpretation`` is the value stored in the file. ``voi_lut`` is the file's
+    first VOI LUT table, kept only when it carries no usable Window Center/Width (PS3.3 C.11.2
+    lets a display use either; the window is the one shown everywhere else). ``pixel_aspect``
+    is the physical height / width of a pixel, for display assets only.
     """
 
     frames: np.ndarray
@@ -63,6 +69,9 @@ class DecodedImage:
     pixel_representation: int
     transfer_syntax_uid: str
     lossy: bool
+    voi_lut: VoiLut | None = None
+    presentation_lut_shape: str = ""  # IDENTITY, INVERSE or "" (absent)
+    pixel_aspect: float = 1.0
 
     @property
     def n_frames(self) -> int:
@@ -78,8 +87,16 @@ class DecodedImage:
 
     @property
     def is_monochrome1(self) -> bool:
-        """Low values display bright: invert after windowing."""
+        """The Photometric Interpretation is MONOCHROME1 (see ``display_inverted``)."""
         return self.photometric_interpretation == MONOCHROME1
+
+    @property
+    def display_inverted(self) -> bool:
+        """Grey display values are inverted after the VOI LUT (low values bright): Presentation
+        LUT Shape INVERSE, or MONOCHROME1 without a shape (presentation.py has the rules)."""
+        return not self.is_color and inverts_display(
+            self.is_monochrome1, self.presentation_lut_shape
+        )
 
     @property
     def rescale_applied(self) -> bool:
@@ -87,7 +104,8 @@ class DecodedImage:
 
     @property
     def has_dicom_window(self) -> bool:
-        return bool(self.dicom_windows)
+        """The file carries a VOI (Window Center/Width or a VOI LUT table): ``dicom`` resolves."""
+        return bool(self.dicom_windows) or self.voi_lut is not None
 
 
 def decode_image(ds: Dataset) -> DecodedImage:
@@ -113,10 +131,16 @@ def decode_image(ds: Dataset) -> DecodedImage:
     shape = (decoded_frames, rows, columns) + ((out_samples,) if out_samples > 1 else ())
     stored = array.reshape(shape)
     out_photometric = str(meta.get("photometric_interpretation", photometric))
+    pixel_representation = _int(ds, "PixelRepresentation", 0)
     windows: tuple[Window, ...] = ()
+    voi_lut: VoiLut | None = None
     if out_photometric in (MONOCHROME1, MONOCHROME2) and out_samples == 1:
         transform = modality_transform(ds, decoded_frames)
         frames, windows = to_physical(stored, ds, transform), dicom_windows(ds)
+        if not windows:
+            signed = voi_input_signed(transform, pixel_representation, bits_stored)
+            little_endian = transfer_syntax != ExplicitVRBigEndian
+            voi_lut = dicom_voi_lut(ds, signed_input=signed, little_endian=little_endian)
     else:
         transform = ModalityTransform("none", (1.0,) * decoded_frames, (0.0,) * decoded_frames)
         if out_photometric == PALETTE_COLOR and out_samples == 1:
@@ -135,10 +159,13 @@ def decode_image(ds: Dataset) -> DecodedImage:
         modality_transform=transform,
         dicom_windows=windows,
         bits_stored=bits_stored,
-        pixel_representation=_int(ds, "PixelRepresentation", 0),
+        pixel_representation=pixel_representation,
         transfer_syntax_uid=str(transfer_syntax),
         lossy=str(ds.get("LossyImageCompression", "")) == "01"
         or transfer_syntax in LOSSY_TRANSFER_SYNTAXES,
+        voi_lut=voi_lut,
+        presentation_lut_shape=presentation_lut_shape(ds),
+        pixel_aspect=pixel_aspect(ds),
     )
 
 

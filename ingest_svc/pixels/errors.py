@@ -129,6 +129,12 @@ class InvalidWindow(WindowError):
     reason: ClassVar[str] = "INVALID_WINDOW"
 
 
+class InvalidVoiLut(WindowError):
+    """A VOI LUT Sequence item's LUT Descriptor or LUT Data is unusable (PS3.3 C.11.2.1.1)."""
+
+    reason: ClassVar[str] = "INVALID_VOI_LUT"
+
+
 class ModelInputFormatError(PixelPipelineError):
     """Bytes given as a model-ready input are not a valid ``sidecar.model_input.v1`` archive."""
 

@@ -80,6 +80,25 @@ def pixel_spacing(ds: Dataset, frame_index: int = 0) -> tuple[float, float] | No
     return (value[0], value[1])
 
 
+def pixel_aspect(ds: Dataset, frame_index: int = 0) -> float:
+    """Physical height / width of one pixel, 1.0 when unknown (PS3.3 C.7.6.3.1.7).
+
+    From Pixel Spacing (row spacing, column spacing; per frame in enhanced images), else Imager
+    or Nominal Scanned Pixel Spacing, else Pixel Aspect Ratio (vertical, horizontal sizes).
+    """
+    candidates = (
+        frame_value(ds, frame_index, "PixelMeasuresSequence", "PixelSpacing"),
+        ds.get("ImagerPixelSpacing"),
+        ds.get("NominalScannedPixelSpacing"),
+        ds.get("PixelAspectRatio"),
+    )
+    for value in candidates:
+        pair = _vector(value, 2)
+        if pair is not None and min(pair) > 0:
+            return pair[0] / pair[1]
+    return 1.0
+
+
 def slice_normal(orientation: Orientation) -> Vector3:
     """Unit normal ``cross(row_cosines, column_cosines)`` of an ImageOrientationPatient."""
     r, c = orientation[:3], orientation[3:]
