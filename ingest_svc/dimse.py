@@ -10,6 +10,12 @@ dataset bytes, never re-encoded). Sockets have TCP_NODELAY; the largest P-DATA P
 `dicom_max_pdu_bytes`. On stop, idle associations are aborted at once and busy ones right after
 their C-STORE response; an unanswered object is simply re-sent by the peer.
 
+Threads: an acceptor thread takes connections; each association is served by one thread of a
+pool of `max_associations` threads (a connection over the limit is answered by a short-lived
+thread of its own). The serving thread reads, stores (Receiver.receive_blocking: parse, pack
+append, index call) and answers on its own, so a C-STORE crosses no thread boundary; audit
+events of refusals and the duplicate / reopen path run as coroutines on the service's event loop.
+
 C-STORE response status (0x0000 is sent only once object and index row are durable):
   0x0000  stored; also for a duplicate (same facility/study/series/SOP instance already stored:
           nothing changes, `study.duplicate_seen` is audited; re-sending is not an error)
@@ -26,9 +32,13 @@ C-STORE response status (0x0000 is sent only once object and index row are durab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
-from typing import Any
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
@@ -48,10 +58,11 @@ log = logging.getLogger(__name__)
 ACTOR = "ingest_svc.dimse"
 UNKNOWN_CALLING_AE = "calling AE title not recognised"
 C_STORE_RQ, C_ECHO_RQ = 0x0001, 0x0030
+T = TypeVar("T")
 
 
 class DimseServer:
-    """Listens on `dicom_host:dicom_port`; each association is one task on `loop`."""
+    """Listens on `dicom_host:dicom_port`; `loop` runs the service's coroutines (audit, DB)."""
 
     def __init__(self, receiver: Receiver, settings: IngestSettings,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -63,122 +74,167 @@ class DimseServer:
             [cx.abstract_syntax for cx in AllStoragePresentationContexts] + [Verification],
             list(AllTransferSyntaxes))
         self._sock: socket.socket | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: dict[asyncio.Task[None], bool] = {}  # association task -> busy
+        self._acceptor: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=max(1, settings.max_associations),
+                                        thread_name_prefix="dimse")
+        self._lock = threading.Lock()
+        self._active: dict[Association, bool] = {}  # association -> busy
+        self._refusers = threading.BoundedSemaphore(8)  # threads answering over-limit peers
         self._stopping = False
 
     def start(self) -> None:
-        """Binds now (errors surface here); serving starts once the loop runs again."""
+        """Binds now (errors surface here) and starts accepting."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.settings.dicom_host, self.settings.dicom_port))
         sock.listen(128)
-        sock.setblocking(False)
         self._sock = sock
-        self.loop.create_task(self._listen(sock))
+        self._acceptor = threading.Thread(target=self._accept_loop, name="dimse-accept",
+                                          daemon=True)
+        self._acceptor.start()
+        self._pool.submit(self.receiver.warm_current_thread)  # the first association's thread
         log.info("DICOM SCP %s listening on %s:%d", self.settings.dicom_ae_title,
                  self.settings.dicom_host, self.port)
-
-    async def _listen(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_server(self._on_connection, sock=sock,
-                                                  limit=1 << 20)
 
     @property
     def port(self) -> int:
         return int(self._sock.getsockname()[1]) if self._sock else 0
 
-    def stop(self) -> None:
-        """Stops accepting; idle associations are aborted now, busy ones after their reply."""
-        self._stopping = True
-        if self._server is not None:
-            self._server.close()
-        elif self._sock is not None:
-            self._sock.close()
-        for task, busy in list(self._tasks.items()):
-            if not busy:
-                task.cancel()
+    async def stop(self, wait_s: float = 30.0) -> None:
+        """Stops accepting; idle associations are aborted now, busy ones after their reply.
 
-    async def _on_connection(self, reader: asyncio.StreamReader,
-                             writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks[task] = False
-        assoc = Association(reader, writer, self.settings.dicom_max_pdu_bytes,
-                            self.max_object_bytes, self.settings.dicom_network_timeout_s)
+        Waits (off the loop: serving threads may need it for their audit events) until every
+        association has ended."""
+        self._stopping = True
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the acceptor
+            self._sock.close()
+        with self._lock:
+            idle = [a for a, busy in self._active.items() if not busy]
+        for assoc in idle:
+            assoc.abort(0x00, 0x00)
+        acceptor = self._acceptor
+
+        def join() -> None:
+            if acceptor is not None:
+                acceptor.join(5)
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+        await asyncio.wait_for(asyncio.to_thread(join), wait_s)
+
+    def _accept_loop(self) -> None:
+        assert self._sock is not None
+        while not self._stopping:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                if self._stopping:
+                    return
+                log.exception("accepting a DICOM connection failed")
+                continue
+            assoc = Association(conn, self.settings.dicom_max_pdu_bytes, self.max_object_bytes,
+                                self.settings.dicom_network_timeout_s)
+            with self._lock:
+                over = len(self._active) >= self.settings.max_associations
+                if not over:
+                    self._active[assoc] = False
+            if over and not self._refusers.acquire(blocking=False):
+                assoc.close()  # a flood of connections: no thread to spare for a reply
+            elif over:  # answered by a thread of its own: the pool is full
+                threading.Thread(target=self._refuse, args=(assoc,), name="dimse-refuse",
+                                 daemon=True).start()
+            else:
+                self._pool.submit(self._on_connection, assoc)
+
+    def _refuse(self, assoc: Association) -> None:
         try:
-            facility = await self._negotiate(assoc)
+            assoc.read_request()
+            self._audit_rejection(assoc, "local limit exceeded")
+            assoc.reject(0x02, 0x03, 0x02)  # transient, presentation, local limit
+        except (Aborted, ProtocolError):
+            assoc.abort()
+        except Exception:
+            log.exception("refusing an association from %s failed", assoc.peer)
+            assoc.abort()
+        finally:
+            self._refusers.release()
+
+    def _on_connection(self, assoc: Association) -> None:
+        try:
+            facility = self._negotiate(assoc)
             if facility is not None:
-                await self._serve(assoc, task, facility)
+                self._serve(assoc, facility)
         except ProtocolError as exc:
             log.warning("aborting association from %s: %s", assoc.peer, exc)
-            await assoc.abort(0x02, exc.reason)
+            assoc.abort(0x02, exc.reason)
         except Aborted:
-            await assoc.close()
-        except asyncio.CancelledError:
-            await assoc.abort(0x00, 0x00)  # shutting down
-            raise
+            assoc.close()
         except Exception:
             log.exception("association from %s failed", assoc.peer)
-            await assoc.abort(0x02, 0x00)
+            assoc.abort(0x02, 0x00)
         finally:
-            self._tasks.pop(task, None)
+            with self._lock:
+                self._active.pop(assoc, None)
 
-    async def _negotiate(self, assoc: Association) -> FacilityRef | None:
-        rq = await assoc.read_request()
+    def _negotiate(self, assoc: Association) -> FacilityRef | None:
+        rq = assoc.read_request()
         calling = rq.calling_ae_title.strip()
-        if self._stopping or len(self._tasks) > self.settings.max_associations:
-            await self._audit_rejection(assoc, "local limit exceeded")
-            await assoc.reject(0x02, 0x03, 0x02)  # transient, presentation, local limit
+        if self._stopping:
+            self._audit_rejection(assoc, "local limit exceeded")
+            assoc.reject(0x02, 0x03, 0x02)  # transient, presentation, local limit
             return None
         try:
-            facility = await self.receiver.facilities.by_ae_title(calling)
+            facility = self._on_loop(self.receiver.facilities.by_ae_title(calling), 10.0)
         except Exception:
             log.exception("facility lookup failed; rejecting association from %s", calling)
-            await assoc.reject(0x02, 0x01, 0x01)  # transient, service-user, no reason given
+            assoc.reject(0x02, 0x01, 0x01)  # transient, service-user, no reason given
             return None
         if facility is None:
             log.warning("rejecting association: calling AE %r is not a registered facility",
                         calling)
-            await self._audit_rejection(assoc, UNKNOWN_CALLING_AE)  # durable before the reply
-            await assoc.reject(0x01, 0x01, 0x03)  # permanent, service-user, calling AE
+            self._audit_rejection(assoc, UNKNOWN_CALLING_AE)  # durable before the reply
+            assoc.reject(0x01, 0x01, 0x03)  # permanent, service-user, calling AE
             return None
-        await assoc.accept(self._supported)
+        assoc.accept(self._supported)
         return facility
 
-    async def _serve(self, assoc: Association, task: asyncio.Task[None],
-                     facility: FacilityRef) -> None:
-        async for message in assoc.messages():
-            self._tasks[task] = True
+    def _serve(self, assoc: Association, facility: FacilityRef) -> None:
+        for message in assoc.messages():
+            with self._lock:
+                if self._stopping:
+                    break
+                self._active[assoc] = True
             try:
-                status = await self._handle(assoc, message, facility)
-                await assoc.respond(message, status)
+                status = self._handle(assoc, message, facility)
+                assoc.respond(message, status)
             finally:
-                self._tasks[task] = False
+                with self._lock:
+                    self._active[assoc] = False
             if self._stopping:
-                await assoc.abort(0x00, 0x00)
-                return
+                break
+        if self._stopping:
+            assoc.abort(0x00, 0x00)
 
-    async def _handle(self, assoc: Association, message: Message,
-                      facility: FacilityRef) -> int | Dataset:
+    def _handle(self, assoc: Association, message: Message,
+                facility: FacilityRef) -> int | Dataset:
         command = message.command.command_field
         if command == C_ECHO_RQ:
             return 0x0000
         if command != C_STORE_RQ:
             raise ProtocolError(f"DIMSE command 0x{command:04X} is not offered", 0x00)
         if message.dataset is None:
-            return await self._too_large(facility, message)
+            return self._too_large(facility, message)
         rq = message.command
         data = file_header(rq.affected_sop_class_uid, rq.affected_sop_instance_uid,
                            str(message.context.transfer_syntax[0])) + message.dataset
         calling = assoc.request.calling_ae_title.strip() if assoc.request else ""
         source_ref = f"{calling}@{assoc.peer}#{rq.message_id}"
-        work = asyncio.ensure_future(self.receiver.receive(
-            facility.name, data, "dimse", source_ref, facility=facility))
         try:
-            # shielded: on timeout it may still become durable; a re-send is then a duplicate
-            result = await asyncio.wait_for(asyncio.shield(work),
-                                            self.settings.dicom_store_timeout_s)
+            result = self.receiver.receive_blocking(
+                facility, data, "dimse", source_ref, self.loop,
+                timeout_s=self.settings.dicom_store_timeout_s)
         except Exception as exc:
             log.error("C-STORE from %s not stored: %r", source_ref, exc)
             return dimse_status.failure_status(exc)
@@ -186,31 +242,43 @@ class DimseServer:
             return dimse_status.rejected_status(result, message.dataset)
         return dimse_status.store_status(result)
 
-    async def _too_large(self, facility: FacilityRef, message: Message) -> Dataset:
+    def _on_loop(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def _too_large(self, facility: FacilityRef, message: Message) -> Dataset:
         text = (f"object is over {message.dataset_size} bytes; the limit is "
                 f"{self.max_object_bytes} bytes")
-        try:
+
+        async def record() -> None:
             async with self.receiver.db.unit_of_work() as session:
                 await audit.record(
                     session, self.receiver.topology, "study.receive_failed", ACTOR,
-                    StudyRef(facility.name), error_class="OBJECT_TOO_LARGE", error_message=text,
+                    StudyRef(facility.name), error_class="OBJECT_TOO_LARGE",
+                    error_message=text,
                     context={"reason": "OBJECT_TOO_LARGE", "source": "dimse",
                              "sop_instance_uid": message.command.affected_sop_instance_uid})
+
+        try:
+            self._on_loop(record(), 30.0)
         except Exception:
             log.exception("could not audit a refused object")
         return dimse_status.status_dataset(dimse_status.OUT_OF_RESOURCES,
                                            f"OBJECT_TOO_LARGE: {text}")
 
-    async def _audit_rejection(self, assoc: Association, reason: str) -> None:
+    def _audit_rejection(self, assoc: Association, reason: str) -> None:
         rq = assoc.request
         context: dict[str, Any] = {
             "calling_ae": rq.calling_ae_title.strip()[:16] if rq else "",
             "called_ae": rq.called_ae_title.strip()[:16] if rq else "",
             "peer": assoc.peer, "reason": reason}
-        try:
+
+        async def record() -> None:
             async with self.receiver.db.unit_of_work() as session:
                 await audit.record(session, self.receiver.topology, "association.rejected",
                                    ACTOR, error_class="ASSOCIATION_REJECTED",
                                    error_message=reason, context=context)
+
+        try:
+            self._on_loop(record(), 30.0)
         except Exception:
             log.exception("could not audit an association rejection")

@@ -1,16 +1,18 @@
-"""DICOM upper layer (PS3.8) of the SCP on asyncio, with pynetdicom's PDU and DIMSE codecs.
+"""DICOM upper layer (PS3.8) of the SCP on a blocking socket, with pynetdicom's PDU and DIMSE
+codecs.
 
-pynetdicom's own AE runs two threads per association that poll every millisecond; on asyncio
-each association is one task and a message is handled as soon as its last fragment arrives.
+Each association is served by one thread (DimseServer's pool) that reads PDUs with blocking
+calls, stores each object on that same thread and writes the response: a C-STORE is handled with
+no hand-off between threads. pynetdicom's own AE runs two threads per association that poll
+every millisecond; here a message is handled as soon as its last fragment arrives.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -88,38 +90,46 @@ def supported_contexts(abstract_syntaxes: list[str], transfer_syntaxes: list[str
 class Association:
     """One accepted connection; the caller decides on the request, then iterates messages."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 max_pdu: int, max_dataset: int, timeout_s: float) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self, sock: socket.socket, max_pdu: int, max_dataset: int,
+                 timeout_s: float) -> None:
+        self.sock = sock
         self.max_pdu, self.max_dataset, self.timeout_s = max_pdu, max_dataset, timeout_s
         self.request: A_ASSOCIATE | None = None
         self.contexts: dict[int, PresentationContext] = {}
         self.peer_max_pdu = 0
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._closed = False
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            host, port, *_ = sock.getpeername()
+            self.peer = f"{host}:{port}"
+        except OSError:
+            self.peer = "?:0"
 
-    @property
-    def peer(self) -> str:
-        host, port, *_ = self.writer.get_extra_info("peername") or ("?", 0)
-        return f"{host}:{port}"
+    def _read(self, n: int) -> bytes:
+        buffer = bytearray(n)
+        view, got = memoryview(buffer), 0
+        while got < n:
+            chunk = self.sock.recv_into(view[got:], n - got)
+            if chunk == 0:
+                raise ConnectionResetError("the peer closed the connection")
+            got += chunk
+        return bytes(buffer)
 
-    async def _pdu(self, timeout_s: float) -> tuple[int, bytes]:
-        try:  # asyncio.timeout: no task per read, unlike wait_for (this is the per-PDU path)
-            async with asyncio.timeout(timeout_s):
-                header = await self.reader.readexactly(6)
+    def _pdu(self, timeout_s: float) -> tuple[int, bytes]:
+        try:
+            self.sock.settimeout(timeout_s)
+            header = self._read(6)
             kind, _, length = struct.unpack(">BBI", header)
             limit = (self.max_pdu or _MAX_DATA_PDU) if kind == P_DATA else _MAX_CONTROL_PDU
             if length > limit:
                 raise ProtocolError(f"PDU of {length} bytes exceeds {limit}", 0x06)
-            async with asyncio.timeout(timeout_s):
-                return kind, header + await self.reader.readexactly(length)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
+            return kind, header + self._read(length)
+        except (ConnectionError, TimeoutError, OSError) as exc:
             raise Aborted(f"connection lost ({type(exc).__name__})") from exc
 
-    async def read_request(self) -> A_ASSOCIATE:
-        kind, raw = await self._pdu(min(self.timeout_s, ACSE_TIMEOUT_S))
+    def read_request(self) -> A_ASSOCIATE:
+        kind, raw = self._pdu(min(self.timeout_s, ACSE_TIMEOUT_S))
         if kind != ASSOCIATE_RQ:
             raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type {kind}", 0x02)
         pdu = A_ASSOCIATE_RQ()
@@ -130,15 +140,15 @@ class Association:
                 self.peer_max_pdu = int(item.maximum_length_received or 0)
         return self.request
 
-    async def reject(self, result: int, source: int, diagnostic: int) -> None:
-        await self._send(reject_pdu(result, source, diagnostic))
-        await self.close()
+    def reject(self, result: int, source: int, diagnostic: int) -> None:
+        self._send(reject_pdu(result, source, diagnostic))
+        self.close()
 
-    async def accept(self, supported: list[PresentationContext]) -> None:
+    def accept(self, supported: list[PresentationContext]) -> None:
         rq = self.request
         assert rq is not None
         if rq.application_context_name != APPLICATION_CONTEXT_NAME:
-            await self.reject(0x01, 0x01, 0x02)  # application context name not supported
+            self.reject(0x01, 0x01, 0x02)  # application context name not supported
             raise Aborted("unsupported application context")
         roles: dict[Any, tuple[Any, Any]] = {
             r.sop_class_uid: (r.scu_role, r.scp_role) for r in rq.user_information
@@ -159,21 +169,21 @@ class Association:
         ac.user_information = [length, cls_uid, version, *role_items]
         pdu = A_ASSOCIATE_AC()
         pdu.from_primitive(ac)
-        await self._send(bytes(pdu.encode()))
+        self._send(bytes(pdu.encode()))
 
-    async def messages(self) -> AsyncIterator[Message]:
+    def messages(self) -> Iterator[Message]:
         """DIMSE requests until the peer releases (then returns) or aborts (Aborted)."""
         command: list[bytes] = []
         data: list[bytes] | None = []
         cx_id, size, cmd = -1, 0, None
         while True:
-            kind, raw = await self._pdu(self.timeout_s)
+            kind, raw = self._pdu(self.timeout_s)
             if kind == RELEASE_RQ:
-                await self._send(RELEASE_RP_PDU)
-                await self.close()
+                self._send(RELEASE_RP_PDU)
+                self.close()
                 return
             if kind == ABORT:
-                await self.close()
+                self.close()
                 raise Aborted("the peer aborted the association")
             if kind != P_DATA:
                 raise ProtocolError(f"unexpected PDU type {kind}", 0x02)
@@ -213,7 +223,7 @@ class Association:
                                   b"".join(data) if data is not None else None, size)
                     command, data, cx_id, size, cmd = [], [], -1, 0, None
 
-    async def respond(self, request: Message, status: int | Dataset) -> None:
+    def respond(self, request: Message, status: int | Dataset) -> None:
         """Sends the C-STORE-RSP / C-ECHO-RSP; `status` an int or a status Dataset carrying
         Status and optionally ErrorComment / OffendingElement."""
         comment, offending = "", cast(tuple[int, ...], ())
@@ -224,23 +234,29 @@ class Association:
                                                [value] if value is not None else []))
             status = int(status.Status)
         command = encode_response(request.command, status, comment, offending)
-        await self._send(command_pdus(int(request.context.context_id or 0), command,
-                                      self.peer_max_pdu))
+        self._send(command_pdus(int(request.context.context_id or 0), command,
+                                self.peer_max_pdu))
 
-    async def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> None:
         try:
-            self.writer.write(data)
-            await self.writer.drain()
-        except ConnectionError as exc:
+            self.sock.settimeout(self.timeout_s)
+            self.sock.sendall(data)
+        except OSError as exc:
             raise Aborted(f"connection lost ({type(exc).__name__})") from exc
 
-    async def abort(self, source: int = 0x02, reason: int = 0x00) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.write(abort_pdu(source, reason))
-        await self.close()
+    def abort(self, source: int = 0x02, reason: int = 0x00) -> None:
+        """Sends A-ABORT (best effort) and closes; safe from another thread and repeatedly."""
+        if not self._closed:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(1.0)
+                self.sock.sendall(abort_pdu(source, reason))
+        self.close()
 
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 5)
-
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -109,17 +109,28 @@ class Receiver:
                                               source)
         except Rejected as rej:
             await self._audit_rejection(facility_name, rej, source, source_ref)
-            return ReceiveResult(
-                Outcome.REJECTED,
-                rej.reason,
-                rej.message,
-                rej.ids.get("study_instance_uid", ""),
-                rej.ids.get("series_instance_uid", ""),
-                rej.ids.get("sop_instance_uid", ""),
-            )
+            return _rejected(rej)
         if isinstance(fast, ReceiveResult):
             return fast
         return await self._index_with_audit(facility, *fast, source)
+
+    def receive_blocking(self, facility: FacilityRef, data: bytes, source: str,
+                         source_ref: str, loop: asyncio.AbstractEventLoop,
+                         timeout_s: float = 120.0) -> ReceiveResult:
+        """`receive` for a caller on its own thread (the DIMSE SCP's association threads): the
+        hot path runs right here, with no hand-off; audit events and the duplicate / reopen
+        path run on `loop` (the service's event loop), waited for up to `timeout_s`."""
+        try:
+            fast = self._receive_sync(facility, data, source)
+        except Rejected as rej:
+            asyncio.run_coroutine_threadsafe(
+                self._audit_rejection(facility.name, rej, source, source_ref), loop
+            ).result(timeout_s)
+            return _rejected(rej)
+        if isinstance(fast, ReceiveResult):
+            return fast
+        return asyncio.run_coroutine_threadsafe(
+            self._index_with_audit(facility, *fast, source), loop).result(timeout_s)
 
     def _receive_sync(self, facility: FacilityRef, data: bytes, source: str
                       ) -> ReceiveResult | tuple[ParsedInstance, dict[str, Any], bool]:
@@ -151,14 +162,18 @@ class Receiver:
         gate = threading.Barrier(threads)
 
         def warm() -> None:
-            self._connection().execute("SELECT 1").fetchone()
-            with contextlib.suppress(Rejected):
-                parse_instance(_WARM_UP_OBJECT, self.max_object_bytes)
+            self.warm_current_thread()
             with contextlib.suppress(threading.BrokenBarrierError):
                 gate.wait(timeout=5)  # keeps each call on its own thread
 
         await asyncio.gather(*(loop.run_in_executor(self._threads, warm)
                                for _ in range(threads)))
+
+    def warm_current_thread(self) -> None:
+        """Opens this thread's connection and exercises the header parser once."""
+        self._connection().execute("SELECT 1").fetchone()
+        with contextlib.suppress(Rejected):
+            parse_instance(_WARM_UP_OBJECT, self.max_object_bytes)
 
     def _writer(self) -> PackWriter:
         writer = getattr(self._local, "writer", None)
@@ -287,6 +302,13 @@ def _index_params(facility: FacilityRef, p: ParsedInstance, key: str, size: int,
         "attributes": json.dumps(a), "source": source, "now": datetime.now(UTC),
         "allow_reopen": False,
     }
+
+
+def _rejected(rej: Rejected) -> ReceiveResult:
+    return ReceiveResult(Outcome.REJECTED, rej.reason, rej.message,
+                         rej.ids.get("study_instance_uid", ""),
+                         rej.ids.get("series_instance_uid", ""),
+                         rej.ids.get("sop_instance_uid", ""))
 
 
 def _ids(p: ParsedInstance) -> dict[str, str]:

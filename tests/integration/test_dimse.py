@@ -238,6 +238,30 @@ async def test_concurrent_associations_and_the_association_limit(
         assert reasons == [("local limit exceeded",)]
 
 
+async def test_stop_aborts_an_idle_association_at_once(
+        database_url: str, nats: Any, tmp_path: Path) -> None:
+    """An open association that sends nothing must not hold up a shutdown (its network timeout
+    is 60 s): the service aborts it, and the peer sees the association gone."""
+    add_facility(database_url, FACILITY, ae_title=AE_TITLE, quiet_period_s=3600)
+    item = prepare(to_bytes(ct_slice(z=1.0)))
+    holder = None
+    loop = asyncio.get_running_loop()
+    async with running_ingest(database_url, nats, tmp_path) as svc:
+        holder = svc.scu([item])
+        await asyncio.to_thread(holder.__enter__)
+        assert status_of(await asyncio.to_thread(holder.store, item)) == 0
+        stopping = loop.time()
+    assert loop.time() - stopping < 10, "the idle association held up the shutdown"
+    for _ in range(50):  # the peer's reactor notices the A-ABORT / closed connection
+        if holder.assoc is None or not holder.assoc.is_established:
+            break
+        await asyncio.sleep(0.1)
+    with pytest.raises(AssociationRefused):
+        await asyncio.to_thread(holder.store, item)
+    await asyncio.to_thread(holder.__exit__, None, None, None)
+    assert svc.rows("select count(*) from instances") == [(1,)]
+
+
 async def test_every_pydicom_test_file(ingest: Ingest) -> None:
     """Each file is stored byte-exact or refused with a specific status; echo still answers."""
     outcomes: dict[str, int | None] = {}
