@@ -1,7 +1,9 @@
 """Benchmark: dcmtk storescu into the sidecar's C-STORE SCP vs into Orthanc, same files, same host.
 
 Run: .venv/bin/python bench/ingest_vs_orthanc.py [--runs 3] [--rss-instances 1000]
-Workloads: a 300-slice 512x512 CT (0.5 MB/slice) and 100 small 64x64 instances. Every run uses
+Workloads: a 300-slice 512x512 CT (0.5 MB/slice) and 100 small 64x64 instances, one association
+each; optionally (--workloads ...,ct-4x100x512) four 100-slice CTs over four associations at
+once. Every run uses
 fresh UIDs, so neither side short-circuits duplicates. The sidecar's C-STORE success means the
 object and its index row are durable, so storescu's wall time counts only durable instances.
 """
@@ -68,14 +70,22 @@ def pixels(n: int, size: int, seed: int) -> list[np.ndarray]:
     return [np.roll(base, i, axis=0) for i in range(n)]
 
 
-def storescu(port: int, aec: str, folder: Path, prefix: list[str] | None = None) -> float:
-    args = [*(prefix or []), STORESCU, "+sd", "+r", "-aet", CALLING_AE, "-aec", aec,
-            "127.0.0.1", str(port), str(folder)]
+def storescu(port: int, aec: str, folder: Path, prefix: list[str] | None = None,
+             associations: int = 1) -> float:
+    """Wall time of sending `folder` (one association), or of its sub-folders `0..N-1` with one
+    storescu (one association) each, all started together."""
+    folders = [folder] if associations == 1 else [folder / str(i) for i in range(associations)]
     t0 = time.perf_counter()
-    done = subprocess.run(args, env={**os.environ, **NODELAY}, capture_output=True, text=True)
+    procs = [subprocess.Popen([*(prefix or []), STORESCU, "+sd", "+r", "-aet", CALLING_AE,
+                               "-aec", aec, "127.0.0.1", str(port), str(f)],
+                              env={**os.environ, **NODELAY}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for f in folders]
+    outputs = [p.communicate() for p in procs]
     elapsed = time.perf_counter() - t0
-    if done.returncode != 0 or "E: " in done.stderr + done.stdout:
-        raise RuntimeError(f"storescu failed ({done.returncode}): {done.stderr[-2000:]}")
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        if p.returncode != 0 or "E: " in out + err:
+            code = p.returncode
+            raise RuntimeError(f"storescu failed ({code}): {err[-2000:]}")
     return elapsed
 
 
@@ -178,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss-instances", type=int, default=1000)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--workloads", default="ct-300x512,small-100x64",
-                    help="comma-separated subset of: ct-300x512, small-100x64")
+                    help="comma-separated subset of: ct-300x512, small-100x64, ct-4x100x512 "
+                         "(four associations at once, 100 instances each)")
     ap.add_argument("--ingest-cmd", default=f"{sys.executable} -m ingest_svc.main",
                     help="command starting the ingest service (A/B test a change)")
     args = ap.parse_args(argv)
@@ -187,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["apt-get", "install", "-y", "orthanc", "dcmtk"], check=True,
                            stdout=subprocess.DEVNULL)
     work = Path(args.work or tempfile.mkdtemp(prefix="sidecar-bench-"))
-    every = {"ct-300x512": (300, 512), "small-100x64": (100, 64)}
+    every = {"ct-300x512": (300, 512, 1), "small-100x64": (100, 64, 1),
+             "ct-4x100x512": (100, 512, 4)}
     workloads = {name: every[name] for name in args.workloads.split(",")}
     results: dict[str, dict[str, list[float]]] = {w: {"sidecar": [], "orthanc": []}
                                                    for w in workloads}
@@ -195,27 +207,32 @@ def main(argv: list[str] | None = None) -> int:
     with nats_server() as nats:
         sidecar = Sidecar(work, nats.url, shlex.split(args.ingest_cmd))
         try:
-            for name, (n, size) in workloads.items():
+            for name, (n, size, assocs) in workloads.items():
                 px = pixels(n, size, seed=n)
+                total = n * assocs
                 for run in range(args.runs):
                     order = ["sidecar", "orthanc"] if run % 2 == 0 else ["orthanc", "sidecar"]
                     for system in order:
                         folder = work / "data" / f"{name}-{run}-{system}"
-                        write_series(folder, px, f"{run}{system[0]}")
+                        for a in range(assocs):  # one study per association
+                            write_series(folder / str(a) if assocs > 1 else folder, px,
+                                         f"{run}{system[0]}{a}")
                         store = work / "store" / f"{name}-{run}-{system}"
                         # Each run starts from a quiet disk: the previous run's writeback
                         # (of either system) must not bleed into this measurement.
                         os.sync()
                         if system == "sidecar":
                             sidecar.start(store)
-                            elapsed = storescu(sidecar.port, "SIDECAR", folder)
+                            elapsed = storescu(sidecar.port, "SIDECAR", folder,
+                                               associations=assocs)
                             sidecar.stop()
                         else:
                             orthanc.start(store)
-                            elapsed = storescu(orthanc.port, "ORTHANC", folder, orthanc.prefix)
+                            elapsed = storescu(orthanc.port, "ORTHANC", folder, orthanc.prefix,
+                                               associations=assocs)
                             orthanc.stop()
-                        results[name][system].append(n / elapsed)
-                        print(f"{name} run {run + 1} {system:8s} {n / elapsed:7.1f} inst/s "
+                        results[name][system].append(total / elapsed)
+                        print(f"{name} run {run + 1} {system:8s} {total / elapsed:7.1f} inst/s "
                               f"({elapsed:.2f} s)", flush=True)
                         shutil.rmtree(folder)
                         shutil.rmtree(store, ignore_errors=True)
