@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-FORMAT = "sidecar.model_input.v1"
-_KEYS = (
-    "volume",
-    "positions",
-    "orientation",
-    "pixel_spacing",
-    "slice_spacing",
-    "sop_instance_uids",
-    "frames",
-    "modality",
-    "laterality",
-    "view_position",
-)
+from sidecar_core.model_input import check_arrays, read_arrays
 
 
 class ModelInputLike(Protocol):
@@ -54,12 +41,7 @@ class ModelInput:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ModelInput:
         """Builds from the archive's arrays; raises ValueError on a wrong format or shape."""
-        fmt = str(arrays["format"]) if "format" in arrays else ""
-        if fmt != FORMAT:
-            raise ValueError(f"model input format is {fmt!r}, expected {FORMAT!r}")
-        missing = [key for key in _KEYS if key not in arrays]
-        if missing:
-            raise ValueError(f"model input lacks {missing}")
+        check_arrays(arrays)
         volume = np.asarray(arrays["volume"], dtype=np.float32)
         if volume.ndim != 3 or 0 in volume.shape:
             raise ValueError(f"volume must be a non-empty [Z, Y, X] array, not {volume.shape}")
@@ -81,8 +63,7 @@ class ModelInput:
     @classmethod
     def from_npz(cls, data: bytes) -> ModelInput:
         """Loads the .npz bytes written by preprocessing (no pickles are allowed)."""
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            return cls.from_arrays({key: archive[key] for key in archive.files})
+        return cls.from_arrays(read_arrays(data))
 
     @property
     def spacing_zyx(self) -> np.ndarray:
