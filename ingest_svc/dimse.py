@@ -20,8 +20,10 @@ C-STORE response status (0x0000 is sent only once object and index row are durab
   0x0000  stored; also for a duplicate (same facility/study/series/SOP instance already stored:
           nothing changes, `study.duplicate_seen` is audited; re-sending is not an error)
   0xA900  identity invalid: StudyInstanceUID / SeriesInstanceUID / SOPInstanceUID / SOPClassUID
-          missing, a UID breaking PS3.5 9.1, SOPInstanceUID differing from the request's
-          AffectedSOPInstanceUID, AccessionNumber too long; ErrorComment + OffendingElement
+          missing, a UID breaking PS3.5 9.1, SOPInstanceUID / SOPClassUID differing from the
+          request's AffectedSOPInstanceUID / AffectedSOPClassUID (the data set does not match
+          the SOP class it was sent as), AccessionNumber too long; ErrorComment +
+          OffendingElement
   0xA700  out of resources: object larger than `max_object_mb` (OBJECT_TOO_LARGE; the excess is
           read and dropped, never buffered), database or disk failure, no durable result within
           `dicom_store_timeout_s`

@@ -25,6 +25,7 @@ _IDENTITY_REASONS = {
     "MISSING_SOP_CLASS_UID": "SOPClassUID",
     "INVALID_UID": "",  # the attribute is the first word of the message
     "SOP_INSTANCE_MISMATCH": "SOPInstanceUID",
+    "SOP_CLASS_MISMATCH": "SOPClassUID",
     "INVALID_ACCESSION": "AccessionNumber",
 }
 # Rejections for lack of room: 0xA700.

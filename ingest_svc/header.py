@@ -111,8 +111,8 @@ class HeaderReader:
         """Returns (data set values, file meta values) by keyword, for the elements present.
 
         Values are JSON-able as `parse._json_value` makes pydicom's: str, int, float, None, or
-        a list of them. The file meta values are TransferSyntaxUID and
-        MediaStorageSOPInstanceUID. Raises Unsupported (or any other exception) when pydicom
+        a list of them. The file meta values are TransferSyntaxUID, MediaStorageSOPClassUID
+        and MediaStorageSOPInstanceUID. Raises Unsupported (or any other exception) when pydicom
         has to read the object instead.
         """
         if len(data) < 132 or data[128:132] != b"DICM":
@@ -120,6 +120,7 @@ class HeaderReader:
         meta_raw, pos = _read_file_meta(data)
         meta: dict[str, Any] = {}
         for tag, keyword in ((_wire(0x00020010), "TransferSyntaxUID"),
+                             (_wire(0x00020002), "MediaStorageSOPClassUID"),
                              (_wire(0x00020003), "MediaStorageSOPInstanceUID")):
             if tag in meta_raw:
                 vr, raw = meta_raw[tag]

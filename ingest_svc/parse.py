@@ -163,6 +163,15 @@ def _identify(
             f"MediaStorageSOPInstanceUID {stored_sop} differs from SOPInstanceUID {sop}",
             **ids,
         )
+    stored_class = meta_get("MediaStorageSOPClassUID") if meta_get is not None else None
+    if stored_class is not None and str(stored_class).strip("\x00 ") != sop_class:
+        # Over DIMSE the file meta carries the C-STORE request's Affected SOP Class UID
+        raise Rejected(
+            "SOP_CLASS_MISMATCH",
+            f"SOPClassUID {sop_class} differs from the SOP class it was sent as "
+            f"({str(stored_class).strip()})",
+            **ids,
+        )
     tsuid = str(meta_get("TransferSyntaxUID", "")) if meta_get is not None else ""
     accession = str(get("AccessionNumber", "") or "").strip()
     if len(accession) > 64:

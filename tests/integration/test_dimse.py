@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -178,15 +179,27 @@ async def test_statuses_for_each_kind_of_object(ingest: Ingest) -> None:
     too_large = ct_slice(z=4.0, rows=1024, cols=1024)  # 2 MiB > the 0.5 MB limit
     blobs = [to_bytes(good), to_bytes(no_study), to_bytes(bad_uid), to_bytes(too_large),
              b"this is not DICOM" * 40, to_bytes(good)]
-    rsps = await asyncio.to_thread(send, ingest, blobs)
-    assert [status_of(r) for r in rsps] == [0x0000, 0xA900, 0xA900, 0xA700, 0xC000, 0x0000]
+    items = [prepare(b) for b in blobs]
+    # a CT data set sent as MR Image Storage: it does not match the SOP class it was sent as
+    items.append(dataclasses.replace(prepare(to_bytes(ct_slice(z=5.0))),
+                                     sop_class_uid="1.2.840.10008.5.1.4.1.1.4"))
+
+    def send_items() -> list[Any]:
+        with ingest.scu(items) as scu:
+            return [scu.store(i) for i in items]
+
+    rsps = await asyncio.to_thread(send_items)
+    assert [status_of(r) for r in rsps] == [0x0000, 0xA900, 0xA900, 0xA700, 0xC000, 0x0000,
+                                            0xA900]
+    assert rsps[6].OffendingElement == 0x00080016
+    assert rsps[6].ErrorComment.startswith("SOPClassUID 1.2.840.10008.5.1.4.1.1.2 differs")
     assert "StudyInstanceUID" in rsps[1].ErrorComment
     assert rsps[1].OffendingElement == 0x0020000D
     assert rsps[2].ErrorComment == "StudyInstanceUID is not a valid UID"
     assert rsps[3].ErrorComment.startswith("OBJECT_TOO_LARGE")
     assert rsps[4].ErrorComment.startswith("NOT_DICOM")
     types = ingest.audit_types()
-    assert types.count("study.receive_failed") == 4 and types.count("study.duplicate_seen") == 1
+    assert types.count("study.receive_failed") == 5 and types.count("study.duplicate_seen") == 1
     assert ingest.rows("select count(*) from instances") == [(1,)]
 
 
