@@ -9,7 +9,7 @@ import pydicom
 from pydicom.datadict import dictionary_has_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
-from ingest_svc.receive import Outcome, ReceiveResult
+from ingest_svc.receive import Outcome, ReceiveResult, StorageFailed
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
@@ -94,6 +94,7 @@ def rejected_status(result: ReceiveResult, data: bytes) -> int | Dataset:
 
 
 def failure_status(error: BaseException) -> Dataset:
-    """An unexpected failure (database or disk unavailable, timeout): 0xA700, retry later."""
-    return status_dataset(OUT_OF_RESOURCES,
-                          f"OUT_OF_RESOURCES: not stored ({type(error).__name__}); retry later")
+    """A storage failure (disk full or failing, database unavailable, timeout): 0xA700 with
+    what failed (StorageFailed's message names it), retry later."""
+    detail = error.short if isinstance(error, StorageFailed) else type(error).__name__
+    return status_dataset(OUT_OF_RESOURCES, f"OUT_OF_RESOURCES: {detail}; retry later")

@@ -36,7 +36,9 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc")
     receiver = Receiver(
         db,
-        ObjectStore(settings.objects_path, settings.fsync),
+        ObjectStore(settings.objects_path, settings.fsync,
+                    pack_segment_bytes=int(settings.pack_segment_mb * 1024 * 1024),
+                    pack_allocate_bytes=int(settings.pack_allocate_mb * 1024 * 1024)),
         topology,
         FacilityDirectory(db),
         int(settings.max_object_mb * 1024 * 1024),

@@ -22,13 +22,14 @@ from ingest_svc.parse import ParsedInstance, Rejected, parse_instance
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
+from sidecar_core.errors import Unavailable
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.packstore import PackWriter
 from sidecar_core.subjects import Topology
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc"
-# One round trip: migration 0003's function (psycopg named placeholders).
+# One round trip: migration 0004's function (psycopg named placeholders).
 _INDEX_RAW = (
     "SELECT * FROM sidecar_index_instance(%(study_id)s, %(facility_id)s, %(accession)s, "
     "%(study_uid)s, %(study_modality)s, %(study_description)s, %(series_id)s, %(series_uid)s, "
@@ -37,6 +38,26 @@ _INDEX_RAW = (
     "%(instance_number)s, %(object_key)s, %(size)s, %(attributes)s::jsonb, %(source)s, %(now)s, "
     "%(allow_reopen)s)"
 )
+
+
+class StorageFailed(Unavailable):
+    """The object could not be made durable (disk full or failing, database unreachable).
+    Nothing of it was indexed; the sender should send it again later."""
+
+    short = ""  # what failed, in a few words (DIMSE ErrorComment holds 64 characters)
+
+
+def storage_failure(exc: BaseException) -> StorageFailed:
+    if isinstance(exc, OSError):
+        short = f"object store: {exc.strerror or type(exc).__name__}"
+    elif isinstance(exc, psycopg.Error):
+        short = f"index unavailable: {type(exc).__name__}"
+    else:
+        short = type(exc).__name__
+    failure = StorageFailed("STORAGE_FAILED", f"not stored ({short}: {exc}); nothing was "
+                            "kept, send it again later")
+    failure.short = short
+    return failure
 
 
 class Outcome(Enum):
@@ -110,6 +131,10 @@ class Receiver:
         except Rejected as rej:
             await self._audit_rejection(facility_name, rej, source, source_ref)
             return _rejected(rej)
+        except (OSError, psycopg.Error) as exc:
+            failure = storage_failure(exc)
+            await self._audit_rejection(facility_name, failure, source, source_ref)
+            raise failure from exc
         if isinstance(fast, ReceiveResult):
             return fast
         return await self._index_with_audit(facility, *fast, source)
@@ -127,6 +152,12 @@ class Receiver:
                 self._audit_rejection(facility.name, rej, source, source_ref), loop
             ).result(timeout_s)
             return _rejected(rej)
+        except (OSError, psycopg.Error) as exc:
+            failure = storage_failure(exc)
+            asyncio.run_coroutine_threadsafe(
+                self._audit_rejection(facility.name, failure, source, source_ref), loop
+            ).result(timeout_s)
+            raise failure from exc
         if isinstance(fast, ReceiveResult):
             return fast
         return asyncio.run_coroutine_threadsafe(
@@ -238,8 +269,9 @@ class Receiver:
         return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
 
     async def _audit_rejection(
-        self, facility: str, rej: Rejected, source: str, source_ref: str
+        self, facility: str, rej: Rejected | StorageFailed, source: str, source_ref: str
     ) -> None:
+        ids = rej.ids if isinstance(rej, Rejected) else {}
         try:
             async with self.db.unit_of_work() as s:
                 await audit.record(
@@ -247,14 +279,14 @@ class Receiver:
                     self.topology,
                     "study.receive_failed",
                     ACTOR,
-                    StudyRef(facility[:64], "", rej.ids.get("study_instance_uid", "")),
+                    StudyRef(facility[:64], "", ids.get("study_instance_uid", "")),
                     error_class=rej.reason,
                     error_message=rej.message,
                     context={
                         "reason": rej.reason,
                         "source": source,
                         "source_ref": source_ref[:256],
-                        **rej.ids,
+                        **ids,
                     },
                 )
         except Exception:  # the rejection itself must still be answered

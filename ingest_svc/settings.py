@@ -17,6 +17,10 @@ class IngestSettings(CommonSettings):
     max_associations: int = Field(default=16, description="Concurrent DIMSE associations")
     default_quiet_period_s: float = Field(default=5.0, description="Study completion quiet period")
     completion_poll_s: float = 0.25
+    pack_segment_mb: float = Field(
+        default=1024.0, description="Size at which a received-object pack segment rolls over")
+    pack_allocate_mb: float = Field(
+        default=16.0, description="Disk space a pack segment allocates ahead at a time")
     dicom_max_pdu_bytes: int = Field(
         default=262144, description="Largest P-DATA PDU the SCP accepts; 0 = no limit"
     )

@@ -12,21 +12,33 @@ import os
 import tempfile
 from pathlib import Path
 
-from sidecar_core.packstore import PackReader, PackWriter, is_pack_key
+from sidecar_core.packstore import (
+    DEFAULT_ALLOCATE_BYTES,
+    DEFAULT_SEGMENT_BYTES,
+    PackReader,
+    PackWriter,
+    is_pack_key,
+)
 
 
 class ObjectStore:
     """Stores bytes under their SHA-256; a write is durable (fsync) before it returns."""
 
-    def __init__(self, root: Path, fsync: bool = True) -> None:
+    def __init__(self, root: Path, fsync: bool = True,
+                 pack_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 pack_allocate_bytes: int = DEFAULT_ALLOCATE_BYTES) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self.pack_segment_bytes = pack_segment_bytes
+        self.pack_allocate_bytes = pack_allocate_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self.packs = PackReader(self.root / "packs")
 
     def pack_writer(self) -> PackWriter:
         """A writer of received objects for one thread."""
-        return PackWriter(self.packs.root, fsync=self.fsync)
+        return PackWriter(self.packs.root, fsync=self.fsync,
+                          segment_bytes=self.pack_segment_bytes,
+                          allocate_bytes=self.pack_allocate_bytes)
 
     @staticmethod
     def key_for(data: bytes) -> str:

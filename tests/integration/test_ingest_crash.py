@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -46,10 +47,18 @@ class IngestProcess:
         self.log = data_dir.parent / "ingest.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, max_file_bytes: int | None = None) -> None:
+        """`max_file_bytes`: RLIMIT_FSIZE of the process, a disk that is full for its files
+        (writes past it fail with EFBIG; Python ignores SIGXFSZ)."""
+
+        def limit() -> None:
+            if max_file_bytes is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "ingest_svc.main"], cwd=ROOT,
-                                         env=self.env, stdout=log, stderr=log)
+                                         env=self.env, stdout=log, stderr=log,
+                                         preexec_fn=limit)
         wait_port(self.grpc_port, 30)
 
     def kill(self) -> None:
@@ -170,3 +179,42 @@ def assert_operator_verify(database_url: str, data_dir: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 1
     assert "1 damaged" in done.stdout and "damaged: study" in done.stdout and key in done.stdout
+
+
+def test_a_full_disk_refuses_with_out_of_resources_and_loses_nothing(
+        ingest_process: IngestProcess, database_url: str, tmp_path: Path) -> None:
+    """No pack segment can grow past 3 MB (RLIMIT_FSIZE; space allocated 1 MB at a time):
+    every later C-STORE gets 0xA700 naming the cause and is audited, the acknowledged ones are
+    intact, the association and C-ECHO keep working, and the gRPC path says UNAVAILABLE."""
+    study, series = generate_uid(), generate_uid()
+    items = [prepare(to_bytes(ct_slice(study, series, z=float(z), rows=512, cols=512)))
+             for z in range(12)]  # 0.5 MB each: five fit in 3 MB
+    ingest_process.env["SIDECAR_PACK_ALLOCATE_MB"] = "1"
+    ingest_process.start(max_file_bytes=3 << 20)
+    statuses = []
+    with StoreSCU("127.0.0.1", ingest_process.dicom_port, AE_TITLE, "SIDECAR",
+                  [i.context for i in items], timeout_s=30) as scu:
+        for item in items:
+            statuses.append(scu.store(item))
+        assert scu.echo() == 0x0000
+    codes = [status_of(r) for r in statuses]
+    stored = codes.count(0x0000)
+    assert 3 <= stored < 12 and codes == [0x0000] * stored + [0xA700] * (12 - stored), codes
+    assert statuses[-1].ErrorComment == \
+        "OUT_OF_RESOURCES: object store: File too large; retry later"
+    indexed = check_consistent(database_url, tmp_path / "data")
+    assert sorted(indexed) == sorted(i.sop_instance_uid for i in items[:stored])
+    batch = pb.IngestInstancesRequest(facility="crash", items=[
+        pb.IngestInstancesRequestItem(dicom=to_bytes(
+            ct_slice(study, series, z=100.0 + z, rows=512, cols=512))) for z in range(40)])
+    with grpc.insecure_channel(f"127.0.0.1:{ingest_process.grpc_port}",
+                               options=[("grpc.max_send_message_length", 64 << 20)]) as channel, \
+            pytest.raises(grpc.RpcError) as err:
+        pb_grpc.IngestServiceStub(channel).IngestInstances(batch, timeout=60)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "File too large" in err.value.details() and "send it again" in err.value.details()
+    with psycopg.connect(database_url) as conn:
+        failed = conn.execute("select error_class, context->>'source' from audit_events "
+                              "where type = 'study.receive_failed'").fetchall()
+    assert failed.count(("STORAGE_FAILED", "dimse")) == 12 - stored
+    assert ("STORAGE_FAILED", "grpc") in failed
