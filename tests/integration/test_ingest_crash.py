@@ -218,3 +218,43 @@ def test_a_full_disk_refuses_with_out_of_resources_and_loses_nothing(
                               "where type = 'study.receive_failed'").fetchall()
     assert failed.count(("STORAGE_FAILED", "dimse")) == 12 - stored
     assert ("STORAGE_FAILED", "grpc") in failed
+
+
+def test_a_database_outage_refuses_with_out_of_resources_then_recovers(
+        nats: Any, tmp_path: Path) -> None:
+    """PostgreSQL stopped mid-association: C-STOREs get 0xA700 naming the index, C-ECHO still
+    answers, nothing is half-indexed; once PostgreSQL is back the same association stores the
+    refused objects again."""
+    import pgserver
+
+    from workflow_svc.store.migrate import upgrade
+
+    pg = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    url = pg.get_uri()
+    try:
+        upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        add_facility(url, "crash", ae_title=AE_TITLE, quiet_period_s=3600)
+        proc = IngestProcess(url, nats.url, tmp_path / "data")
+        study, series = generate_uid(), generate_uid()
+        items = [prepare(to_bytes(ct_slice(study, series, z=float(z), rows=64, cols=64)))
+                 for z in range(6)]
+        proc.start()
+        try:
+            with StoreSCU("127.0.0.1", proc.dicom_port, AE_TITLE, "SIDECAR",
+                          [i.context for i in items], timeout_s=30) as scu:
+                assert [status_of(scu.store(i)) for i in items[:2]] == [0x0000, 0x0000]
+                pg.cleanup()  # the database goes away
+                during = [scu.store(i) for i in items[2:4]]
+                assert scu.echo() == 0x0000
+                pg = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+                after = [status_of(scu.store(i)) for i in items[2:]]
+        finally:
+            proc.stop()
+        assert [status_of(r) for r in during] == [0xA700, 0xA700]
+        assert all(r.ErrorComment.startswith("OUT_OF_RESOURCES: index unavailable: ")
+                   for r in during), [r.ErrorComment for r in during]
+        assert after == [0x0000] * 4
+        indexed = check_consistent(url, tmp_path / "data")
+        assert sorted(indexed) == sorted(i.sop_instance_uid for i in items)
+    finally:
+        pg.cleanup()
