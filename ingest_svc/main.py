@@ -43,6 +43,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         FacilityDirectory(db),
         int(settings.max_object_mb * 1024 * 1024),
         threads=settings.max_associations,
+        statement_timeout_s=settings.dicom_store_timeout_s,
     )
     completion = CompletionTracker(db, topology, settings.completion_poll_s)
     server = GrpcServer(f"{settings.ingest_host}:{settings.ingest_port}")

@@ -89,12 +89,14 @@ class Receiver:
         facilities: FacilityDirectory,
         max_object_bytes: int,
         threads: int = 8,
+        statement_timeout_s: float = 120.0,
     ) -> None:
         self.db = db
         self.objects = objects
         self.topology = topology
         self.facilities = facilities
         self.max_object_bytes = max_object_bytes
+        self.statement_timeout_ms = max(1, int(statement_timeout_s * 1000))
         # One worker thread (and one plain connection) per concurrently stored object.
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="receive")
         self._local = threading.local()
@@ -218,6 +220,8 @@ class Receiver:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
             conn = psycopg.connect(self.db.libpq_url, autocommit=True)
+            # bounds a hot-path call that waits (e.g. on a study row lock) for the caller
+            conn.execute(f"SET statement_timeout = {self.statement_timeout_ms}")
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)

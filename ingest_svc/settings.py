@@ -28,5 +28,6 @@ class IngestSettings(CommonSettings):
         default=60.0, description="Idle DIMSE connection timeout"
     )
     dicom_store_timeout_s: float = Field(
-        default=120.0, description="Longest wait for one C-STORE to become durable before 0xA700"
+        default=120.0, description="Longest a stored object's database work (statement timeout) "
+        "or its audit / duplicate path may take before 0xA700"
     )

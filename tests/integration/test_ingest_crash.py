@@ -51,14 +51,13 @@ class IngestProcess:
         """`max_file_bytes`: RLIMIT_FSIZE of the process, a disk that is full for its files
         (writes past it fail with EFBIG; Python ignores SIGXFSZ)."""
 
-        def limit() -> None:
-            if max_file_bytes is not None:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
-
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "ingest_svc.main"], cwd=ROOT,
-                                         env=self.env, stdout=log, stderr=log,
-                                         preexec_fn=limit)
+                                         env=self.env, stdout=log, stderr=log)
+        if max_file_bytes is not None:  # set from outside: a preexec_fn can deadlock the
+            # fork of a process with threads (gRPC's), and nothing is written this early
+            resource.prlimit(self.proc.pid, resource.RLIMIT_FSIZE,
+                             (max_file_bytes, max_file_bytes))
         wait_port(self.grpc_port, 30)
 
     def kill(self) -> None:
