@@ -10,22 +10,26 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
 from sqlalchemy import text
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from sidecar_core.db import Database
 from sidecar_core.subjects import Topology
+from tests.model_fixtures import (
+    garbage_registry_entry,
+    write_garbage_model,
+    write_registry,
+)
 from tests.servers import NatsServer, free_port, fresh_database
+from tests.store_reader import StoreReader
 from tests.triton_server import TritonServer, build_model_repository
-from workflow_svc.registry import DEFAULT_PATH as DEPLOY_REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -33,61 +37,6 @@ FINAL_STATES = frozenset({"ready_for_review", "ineligible", "preprocess_failed",
 DEPLOY_MODELS = ("chest_ct_nodules", "mammo_masses", "brain_mr_lesions")
 SERVICES = ("workflow", "ingest", "preprocess", "normalizer")
 GROUND_TRUTH = "ground_truth.json"
-
-# A test-only Triton model registered as `chest_ct_garbage` (coverage of chest_ct_nodules): it
-# answers every request with outputs of the wrong shape, which validation must reject.
-GARBAGE_MODEL = "chest_ct_garbage"
-_GARBAGE_CONFIG = """\
-name: "chest_ct_garbage"
-backend: "python"
-max_batch_size: 0
-input [
-  { name: "VOLUME" data_type: TYPE_FP32 dims: [ -1, -1, -1 ] },
-  { name: "SPACING" data_type: TYPE_FP32 dims: [ 3 ] }
-]
-output [
-  { name: "BOXES" data_type: TYPE_FP32 dims: [ -1, -1 ] },
-  { name: "SCORES" data_type: TYPE_FP32 dims: [ -1 ] }
-]
-instance_group [ { count: 1 kind: KIND_CPU } ]
-parameters [ { key: "model_version" value: { string_value: "test-misshaped-1" } } ]
-"""
-_GARBAGE_SOURCE = '''\
-"""Test-only: BOXES [3, 5] and SCORES [2] whatever the input (never deploy it)."""
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        return [pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor("BOXES", np.ones((3, 5), np.float32)),
-            pb_utils.Tensor("SCORES", np.ones((2,), np.float32))]) for _ in requests]
-'''
-
-
-def garbage_registry_entry() -> dict[str, Any]:
-    """The registry entry of the garbage model: chest_ct_nodules' coverage and outputs."""
-    raw = yaml.safe_load(DEPLOY_REGISTRY.read_text())
-    chest = next(m for m in raw["models"] if m["name"] == "chest_ct_nodules")
-    return {**chest, "name": GARBAGE_MODEL, "triton_model": GARBAGE_MODEL, "version": "1",
-            "description": "Test-only model with mis-shaped outputs"}
-
-
-def write_garbage_model(repo: Path) -> None:
-    (repo / GARBAGE_MODEL / "1").mkdir(parents=True, exist_ok=True)
-    (repo / GARBAGE_MODEL / "config.pbtxt").write_text(_GARBAGE_CONFIG)
-    (repo / GARBAGE_MODEL / "1" / "model.py").write_text(_GARBAGE_SOURCE)
-
-
-def write_registry(path: Path, extra_models: Sequence[Mapping[str, Any]] = ()) -> Path:
-    """deploy/models.yaml plus `extra_models`, written to `path` (validated by the services)."""
-    raw = yaml.safe_load(DEPLOY_REGISTRY.read_text())
-    raw["models"] = [*raw["models"], *[dict(m) for m in extra_models]]
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
 
 @dataclass
 class MeshOptions:
@@ -159,7 +108,7 @@ class _Service:
     owner: str
 
 
-class Mesh:
+class Mesh(StoreReader):
     """workflow, ingest, preprocess and normalizer services against one set of real servers.
 
         async with isolated_mesh(pg_admin_url, tmp_dir) as mesh:
@@ -409,54 +358,6 @@ class Mesh:
 
         return dict(await self.wait_for(seen, f"{event_type} of study {study_id}", timeout,
                                         interval=0.05))
-
-    # ---- reading the store (plain SQL) -------------------------------------------------------
-
-    async def _one(self, sql: str, **params: Any) -> Any:
-        async with self.db.read() as s:
-            return (await s.execute(text(sql), params)).first()
-
-    async def _all(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        async with self.db.read() as s:
-            return [dict(r._mapping) for r in (await s.execute(text(sql), params)).all()]
-
-    async def state(self, study_id: uuid.UUID) -> str | None:
-        row = await self._one("select state from studies where id = :id", id=study_id)
-        return None if row is None else row[0]
-
-    async def study(self, study_id: uuid.UUID) -> dict[str, Any]:
-        rows = await self._all("select * from studies where id = :id", id=study_id)
-        return rows[0]
-
-    async def state_history(self, study_id: uuid.UUID) -> list[str]:
-        rows = await self._all("select to_state from state_transitions where study_id = :id "
-                               "order by at, id", id=study_id)
-        return [r["to_state"] for r in rows]
-
-    async def audit_events(self, study_id: uuid.UUID, event_type: str = "") -> list[dict[str, Any]]:
-        rows = await self._all(
-            "select type, actor, job_id, attempt, error_class, error_message, context "
-            "from audit_events where study_id = :id and (:type = '' or type = :type) "
-            "order by seq", id=study_id, type=event_type)
-        return rows
-
-    async def audit_types(self, study_id: uuid.UUID) -> list[str]:
-        return [e["type"] for e in await self.audit_events(study_id)]
-
-    async def findings(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
-        """Every finding row of the study, hidden (shadow) ones included."""
-        return await self._all("select * from findings where study_id = :id "
-                               "order by created_at, id", id=study_id)
-
-    async def ai_runs(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
-        return await self._all("select * from ai_runs where study_id = :id order by created_at",
-                               id=study_id)
-
-    async def assets(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
-        return await self._all("select * from assets where study_id = :id", id=study_id)
-
-    async def series(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
-        return await self._all("select * from series where study_id = :id", id=study_id)
 
     def object_path(self, key: str) -> Path:
         from sidecar_core.objectstore import ObjectStore

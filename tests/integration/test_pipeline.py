@@ -14,7 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from ingest_svc.synth import generate
-from tests.mesh import GARBAGE_MODEL, Mesh, isolated_mesh
+from tests.mesh import Mesh, isolated_mesh
+from tests.model_fixtures import GARBAGE_MODEL
 from workflow_svc import queries
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
