@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -106,10 +107,16 @@ class Association:
         except OSError:
             self.peer = "?:0"
 
-    def _read(self, n: int) -> bytes:
+    def _read(self, n: int, deadline: float) -> bytes:
+        """Exactly `n` bytes, all of them by `deadline` (a peer dripping bytes cannot hold the
+        association's thread past it)."""
         buffer = bytearray(n)
         view, got = memoryview(buffer), 0
         while got < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the peer sent too slowly")
+            self.sock.settimeout(remaining)
             chunk = self.sock.recv_into(view[got:], n - got)
             if chunk == 0:
                 raise ConnectionResetError("the peer closed the connection")
@@ -117,14 +124,14 @@ class Association:
         return bytes(buffer)
 
     def _pdu(self, timeout_s: float) -> tuple[int, bytes]:
+        """The next PDU; the peer has `timeout_s` to start it and as long again to finish it."""
         try:
-            self.sock.settimeout(timeout_s)
-            header = self._read(6)
+            header = self._read(6, time.monotonic() + timeout_s)
             kind, _, length = struct.unpack(">BBI", header)
             limit = (self.max_pdu or _MAX_DATA_PDU) if kind == P_DATA else _MAX_CONTROL_PDU
             if length > limit:
                 raise ProtocolError(f"PDU of {length} bytes exceeds {limit}", 0x06)
-            return kind, header + self._read(length)
+            return kind, header + self._read(length, time.monotonic() + timeout_s)
         except (ConnectionError, TimeoutError, OSError) as exc:
             raise Aborted(f"connection lost ({type(exc).__name__})") from exc
 

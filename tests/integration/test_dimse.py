@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -273,6 +275,31 @@ async def test_stop_aborts_an_idle_association_at_once(
         await asyncio.to_thread(holder.store, item)
     await asyncio.to_thread(holder.__exit__, None, None, None)
     assert svc.rows("select count(*) from instances") == [(1,)]
+
+
+async def test_a_peer_dripping_bytes_is_dropped_after_the_network_timeout(
+        database_url: str, nats: Any, tmp_path: Path) -> None:
+    """One byte every 0.3 s never lets a single read time out; the PDU as a whole must."""
+    add_facility(database_url, FACILITY, ae_title=AE_TITLE, quiet_period_s=3600)
+    async with running_ingest(database_url, nats, tmp_path,
+                              dicom_network_timeout_s=1.0) as svc:
+
+        def drip() -> float:
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", svc.dicom_port), timeout=10) as sock:
+                try:
+                    for byte in b"\x01\x00\x00\x00\x01\x00" + b"\x00" * 300:
+                        sock.sendall(bytes([byte]))
+                        time.sleep(0.3)
+                        if time.monotonic() - started > 15:
+                            break
+                except OSError:  # reset by the SCP
+                    pass
+            return time.monotonic() - started
+
+        elapsed = await asyncio.to_thread(drip)
+        assert elapsed < 5, f"the dripping peer held its association for {elapsed:.1f} s"
+        assert await asyncio.to_thread(echo, svc) == 0
 
 
 async def test_every_pydicom_test_file(ingest: Ingest) -> None:
