@@ -53,8 +53,8 @@ from ingest_svc.dimse_dul import Aborted, Association, Message, ProtocolError, s
 from ingest_svc.facilities import FacilityRef
 from ingest_svc.receive import Outcome, Receiver
 from ingest_svc.settings import IngestSettings
-from sidecar_core import audit
 from sidecar_core.audit import StudyRef
+from sidecar_core.audit_spool import record_or_spool
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc.dimse"
@@ -251,19 +251,10 @@ class DimseServer:
         text = (f"object is over {message.dataset_size} bytes; the limit is "
                 f"{self.max_object_bytes} bytes")
 
-        async def record() -> None:
-            async with self.receiver.db.unit_of_work() as session:
-                await audit.record(
-                    session, self.receiver.topology, "study.receive_failed", ACTOR,
-                    StudyRef(facility.name), error_class="OBJECT_TOO_LARGE",
-                    error_message=text,
+        self._audit("study.receive_failed", StudyRef(facility.name),
+                    error_class="OBJECT_TOO_LARGE", error_message=text,
                     context={"reason": "OBJECT_TOO_LARGE", "source": "dimse",
                              "sop_instance_uid": message.command.affected_sop_instance_uid})
-
-        try:
-            self._on_loop(record(), 30.0)
-        except Exception:
-            log.exception("could not audit a refused object")
         return dimse_status.status_dataset(dimse_status.OUT_OF_RESOURCES,
                                            f"OBJECT_TOO_LARGE: {text}")
 
@@ -274,13 +265,14 @@ class DimseServer:
             "called_ae": rq.called_ae_title.strip()[:16] if rq else "",
             "peer": assoc.peer, "reason": reason}
 
-        async def record() -> None:
-            async with self.receiver.db.unit_of_work() as session:
-                await audit.record(session, self.receiver.topology, "association.rejected",
-                                   ACTOR, error_class="ASSOCIATION_REJECTED",
-                                   error_message=reason, context=context)
+        self._audit("association.rejected", None, error_class="ASSOCIATION_REJECTED",
+                    error_message=reason, context=context)
 
+    def _audit(self, event_type: str, study: StudyRef | None, **fields: Any) -> None:
+        """Durable before it returns: stored, or spooled while the database is down."""
         try:
-            self._on_loop(record(), 30.0)
+            self._on_loop(record_or_spool(self.receiver.db, self.receiver.topology,
+                                          self.receiver.spool, event_type, ACTOR, study,
+                                          **fields), 30.0)
         except Exception:
-            log.exception("could not audit an association rejection")
+            log.exception("could not audit %s", event_type)

@@ -16,6 +16,7 @@ from ingest_svc.settings import IngestSettings
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from sidecar_core import service
+from sidecar_core.audit_spool import AuditSpool
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
@@ -34,6 +35,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     topology = settings.topology()
     db = Database(settings.database_url, pool_size=4)
     bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc")
+    spool = AuditSpool(settings.data_dir / "audit-spool" / "ingest_svc")
     receiver = Receiver(
         db,
         ObjectStore(settings.objects_path, settings.fsync,
@@ -44,6 +46,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         int(settings.max_object_mb * 1024 * 1024),
         threads=settings.max_associations,
         statement_timeout_s=settings.dicom_store_timeout_s,
+        spool=spool,
     )
     completion = CompletionTracker(db, topology, settings.completion_poll_s)
     server = GrpcServer(f"{settings.ingest_host}:{settings.ingest_port}")
@@ -68,7 +71,8 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         closers.append(dimse.stop)
     await run_until_stopped(
         "ingest_svc", stop, server=server,
-        loops=[relay.run(stop), completion.run(stop)],
+        loops=[relay.run(stop), completion.run(stop),
+               spool.run(db, topology, stop, settings.audit_spool_replay_s)],
         closers=[*closers, receiver.close, bus.close, db.close])
 
 

@@ -21,6 +21,7 @@ from ingest_svc.facilities import FacilityDirectory, FacilityRef
 from ingest_svc.parse import ParsedInstance, Rejected, parse_instance
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
+from sidecar_core.audit_spool import AuditSpool, record_or_spool
 from sidecar_core.db import Database
 from sidecar_core.errors import Unavailable
 from sidecar_core.objectstore import ObjectStore
@@ -90,6 +91,7 @@ class Receiver:
         max_object_bytes: int,
         threads: int = 8,
         statement_timeout_s: float = 120.0,
+        spool: AuditSpool | None = None,
     ) -> None:
         self.db = db
         self.objects = objects
@@ -97,6 +99,7 @@ class Receiver:
         self.facilities = facilities
         self.max_object_bytes = max_object_bytes
         self.statement_timeout_ms = max(1, int(statement_timeout_s * 1000))
+        self.spool = spool  # audit events the database cannot take (an outage) wait here
         # One worker thread (and one plain connection) per concurrently stored object.
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="receive")
         self._local = threading.local()
@@ -276,25 +279,12 @@ class Receiver:
         self, facility: str, rej: Rejected | StorageFailed, source: str, source_ref: str
     ) -> None:
         ids = rej.ids if isinstance(rej, Rejected) else {}
-        try:
-            async with self.db.unit_of_work() as s:
-                await audit.record(
-                    s,
-                    self.topology,
-                    "study.receive_failed",
-                    ACTOR,
-                    StudyRef(facility[:64], "", ids.get("study_instance_uid", "")),
-                    error_class=rej.reason,
-                    error_message=rej.message,
-                    context={
-                        "reason": rej.reason,
-                        "source": source,
-                        "source_ref": source_ref[:256],
-                        **ids,
-                    },
-                )
-        except Exception:  # the rejection itself must still be answered
-            log.exception("could not audit a rejection")
+        await record_or_spool(
+            self.db, self.topology, self.spool, "study.receive_failed", ACTOR,
+            StudyRef(facility[:64], "", ids.get("study_instance_uid", "")),
+            error_class=rej.reason, error_message=rej.message,
+            context={"reason": rej.reason, "source": source, "source_ref": source_ref[:256],
+                     **ids})
 
 
 

@@ -17,6 +17,9 @@ class IngestSettings(CommonSettings):
     max_associations: int = Field(default=16, description="Concurrent DIMSE associations")
     default_quiet_period_s: float = Field(default=5.0, description="Study completion quiet period")
     completion_poll_s: float = 0.25
+    audit_spool_replay_s: float = Field(
+        default=5.0, description="How often audit events spooled during a database outage "
+        "are retried")
     pack_segment_mb: float = Field(
         default=1024.0, description="Size at which a received-object pack segment rolls over")
     pack_allocate_mb: float = Field(

@@ -41,15 +41,20 @@ async def record(
     error_class: str = "",
     error_message: str = "",
     context: dict[str, Any] | None = None,
+    event_id: uuid.UUID | None = None,
+    at: datetime | None = None,
 ) -> uuid.UUID:
-    """Appends one audit event and queues its bus message; returns the event id."""
+    """Appends one audit event and queues its bus message; returns the event id.
+
+    `event_id` and `at` are given only when an event recorded earlier (a spooled one) is
+    stored now."""
     study = study or StudyRef()
     if error is not None:
         error_class = error_class or type(error).__name__
         error_message = error_message or str(error)
-    event_id = uuid.uuid4()
-    now = datetime.now(UTC)
-    ctx = {k: _jsonable(v) for k, v in (context or {}).items()}
+    event_id = event_id or uuid.uuid4()
+    now = at or datetime.now(UTC)
+    ctx = {k: jsonable(v) for k, v in (context or {}).items()}
     await session.execute(
         insert(AuditEvent).values(
             id=event_id,
@@ -90,11 +95,11 @@ async def record(
     return event_id
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return str(value)

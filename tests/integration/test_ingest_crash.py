@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -222,8 +223,9 @@ def test_a_full_disk_refuses_with_out_of_resources_and_loses_nothing(
 def test_a_database_outage_refuses_with_out_of_resources_then_recovers(
         nats: Any, tmp_path: Path) -> None:
     """PostgreSQL stopped mid-association: C-STOREs get 0xA700 naming the index, C-ECHO still
-    answers, nothing is half-indexed; once PostgreSQL is back the same association stores the
-    refused objects again."""
+    answers, nothing is half-indexed; their audit events wait in the local spool. Once
+    PostgreSQL is back the same association stores the refused objects again and the spooled
+    events are stored with the time they happened."""
     import pgserver
 
     from workflow_svc.store.migrate import upgrade
@@ -234,6 +236,8 @@ def test_a_database_outage_refuses_with_out_of_resources_then_recovers(
         upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
         add_facility(url, "crash", ae_title=AE_TITLE, quiet_period_s=3600)
         proc = IngestProcess(url, nats.url, tmp_path / "data")
+        proc.env["SIDECAR_AUDIT_SPOOL_REPLAY_S"] = "0.2"
+        spool = tmp_path / "data" / "audit-spool" / "ingest_svc"
         study, series = generate_uid(), generate_uid()
         items = [prepare(to_bytes(ct_slice(study, series, z=float(z), rows=64, cols=64)))
                  for z in range(6)]
@@ -243,10 +247,16 @@ def test_a_database_outage_refuses_with_out_of_resources_then_recovers(
                           [i.context for i in items], timeout_s=30) as scu:
                 assert [status_of(scu.store(i)) for i in items[:2]] == [0x0000, 0x0000]
                 pg.cleanup()  # the database goes away
+                down = datetime.now(UTC)
                 during = [scu.store(i) for i in items[2:4]]
                 assert scu.echo() == 0x0000
+                assert len((spool / "pending.jsonl").read_text().splitlines()) == 2
+                back = datetime.now(UTC)
                 pg = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
                 after = [status_of(scu.store(i)) for i in items[2:]]
+            deadline = time.monotonic() + 15
+            while any(spool.glob("*.jsonl")) and time.monotonic() < deadline:
+                time.sleep(0.1)
         finally:
             proc.stop()
         assert [status_of(r) for r in during] == [0xA700, 0xA700]
@@ -255,5 +265,14 @@ def test_a_database_outage_refuses_with_out_of_resources_then_recovers(
         assert after == [0x0000] * 4
         indexed = check_consistent(url, tmp_path / "data")
         assert sorted(indexed) == sorted(i.sop_instance_uid for i in items)
+        assert not any(spool.glob("*.jsonl")), "spooled audit events were not replayed"
+        with psycopg.connect(url) as conn:
+            spooled = conn.execute(
+                "select at, error_message, context->>'source' from audit_events "
+                "where type = 'study.receive_failed' and error_class = 'STORAGE_FAILED' "
+                "order by at").fetchall()
+        assert len(spooled) == 2 and all(down <= at <= back for at, _, _ in spooled), spooled
+        assert all(source == "dimse" and "index unavailable" in message
+                   for _, message, source in spooled)
     finally:
         pg.cleanup()
