@@ -226,11 +226,12 @@ class DimseServer:
             return 0x0000
         if command != C_STORE_RQ:
             raise ProtocolError(f"DIMSE command 0x{command:04X} is not offered", 0x00)
-        if message.dataset is None:
+        if message.fragments is None:
             return self._too_large(facility, message)
         rq = message.command
-        data = file_header(rq.affected_sop_class_uid, rq.affected_sop_instance_uid,
-                           str(message.context.transfer_syntax[0])) + message.dataset
+        header = file_header(rq.affected_sop_class_uid, rq.affected_sop_instance_uid,
+                             str(message.context.transfer_syntax[0]))
+        data = message.joined(header)
         calling = assoc.request.calling_ae_title.strip() if assoc.request else ""
         source_ref = f"{calling}@{assoc.peer}#{rq.message_id}"
         try:
@@ -241,7 +242,7 @@ class DimseServer:
             log.error("C-STORE from %s not stored: %r", source_ref, exc)
             return dimse_status.failure_status(exc)
         if result.outcome is Outcome.REJECTED:
-            return dimse_status.rejected_status(result, message.dataset)
+            return dimse_status.rejected_status(result, data[len(header):])
         return dimse_status.store_status(result)
 
     def _on_loop(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:

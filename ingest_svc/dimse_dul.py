@@ -53,16 +53,25 @@ class ProtocolError(Exception):
 
 @dataclass
 class Message:
-    """One DIMSE request: its command set and, unless discarded for size, its dataset bytes."""
+    """One DIMSE request: its command set and, unless discarded for size, its dataset as the
+    received fragments (joined once, by whoever needs the bytes: a large object is not copied
+    more than once)."""
 
     context: PresentationContext
     command: Command
-    dataset: bytes | None
+    fragments: list[bytes] | None
     dataset_size: int = 0
 
     @property
     def discarded(self) -> bool:
-        return self.dataset is None and self.dataset_size > 0
+        return self.fragments is None and self.dataset_size > 0
+
+    def joined(self, prefix: bytes = b"") -> bytes:
+        """`prefix` + the dataset bytes, in one copy; the fragments are released."""
+        assert self.fragments is not None
+        data = b"".join([prefix, *self.fragments])
+        self.fragments = []
+        return data
 
 
 def abort_pdu(source: int = 0x02, reason: int = 0x00) -> bytes:
@@ -215,7 +224,7 @@ class Association:
                         except ValueError as exc:
                             raise ProtocolError(str(exc), 0x06) from exc
                         if not cmd.has_dataset:
-                            yield Message(self.contexts[cx_id], cmd, None)
+                            yield Message(self.contexts[cx_id], cmd, [])
                             command, data, cx_id, size, cmd = [], [], -1, 0, None
                     continue
                 if cmd is None:
@@ -226,8 +235,7 @@ class Association:
                 else:
                     data = None  # too large: keep reading, stop keeping
                 if control & 0x02:
-                    yield Message(self.contexts[cx_id], cmd,
-                                  b"".join(data) if data is not None else None, size)
+                    yield Message(self.contexts[cx_id], cmd, data, size)
                     command, data, cx_id, size, cmd = [], [], -1, 0, None
 
     def respond(self, request: Message, status: int | Dataset) -> None:
