@@ -148,7 +148,12 @@ class DimseServer:
                 threading.Thread(target=self._refuse, args=(assoc,), name="dimse-refuse",
                                  daemon=True).start()
             else:
-                self._pool.submit(self._on_connection, assoc)
+                try:
+                    self._pool.submit(self._on_connection, assoc)
+                except RuntimeError:  # stopping: the pool takes no more work
+                    with self._lock:
+                        self._active.pop(assoc, None)
+                    assoc.abort(0x00, 0x00)
 
     def _refuse(self, assoc: Association) -> None:
         try:
@@ -184,7 +189,7 @@ class DimseServer:
         rq = assoc.read_request()
         calling = rq.calling_ae_title.strip()
         if self._stopping:
-            self._audit_rejection(assoc, "local limit exceeded")
+            self._audit_rejection(assoc, "shutting down")
             assoc.reject(0x02, 0x03, 0x02)  # transient, presentation, local limit
             return None
         try:

@@ -96,6 +96,7 @@ class PackWriter:
         self._segment = ""
         self._end = 0  # where the next record starts
         self._allocated = 0
+        self._pending = 0  # size of the last record, until kept
 
     def append(self, data: bytes, digest: str | None = None) -> str:
         """Writes one record (synced when `fsync`) and returns its key.
@@ -113,8 +114,15 @@ class PackWriter:
             self._allocated += grow
         header = HEADER.pack(MAGIC, VERSION, len(data), bytes.fromhex(digest))
         written = os.pwritev(self._fd, [header, data], self._end)
-        if written != record:
-            raise OSError(f"short write to pack segment {self._segment}: {written} of {record}")
+        rest = memoryview(data)[max(0, written - HEADER.size):]
+        while written < record:  # a partial write (a very large object): go on from there
+            if written < HEADER.size:
+                raise OSError(f"short write to pack segment {self._segment}")
+            n = os.pwrite(self._fd, rest, self._end + written)
+            if n <= 0:
+                raise OSError(f"short write to pack segment {self._segment}")
+            written += n
+            rest = rest[n:]
         if self.fsync:
             os.fdatasync(self._fd)
         self._pending = record
@@ -124,8 +132,6 @@ class PackWriter:
         """Makes the last appended record permanent (its row is about to be committed)."""
         self._end += self._pending
         self._pending = 0
-
-    _pending = 0
 
     def close(self) -> None:
         """Gives back the segment's unused allocation (kept records stay as they are)."""

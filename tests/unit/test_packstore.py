@@ -90,3 +90,19 @@ def test_object_store_serves_both_kinds_of_keys(tmp_path: Path) -> None:
     assert store.get(derived) == b"thumbnail" and store.get(received) == b"DICM object"
     assert store.exists(received) and store.exists(derived)
     writer.close()
+
+
+def test_a_partial_write_is_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pwritev may write less than asked (very large objects): the rest follows."""
+    real_pwrite = os.pwrite
+
+    def partial(fd: int, buffers: list[bytes], offset: int) -> int:
+        return real_pwrite(fd, b"".join(buffers)[:HEADER.size + 10], offset)
+
+    monkeypatch.setattr("sidecar_core.packstore.os.pwritev", partial)
+    writer = PackWriter(tmp_path)
+    blob = os.urandom(100_000)
+    key = writer.append(blob)
+    writer.keep()
+    writer.close()
+    assert PackReader(tmp_path).get(key) == blob
