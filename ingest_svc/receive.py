@@ -120,8 +120,8 @@ class Receiver:
         The common case (a new instance of a study still receiving) runs in one worker thread:
         parse, append the object to the thread's pack segment (one data sync), then index it
         with one autocommitted call on a plain connection; so a row never names missing bytes
-        and a rejected object leaves nothing behind. Duplicates and instances that reopen a
-        completed study take the slower path that also writes their audit event atomically.
+        and a rejected object leaves nothing behind. A duplicate or an instance that reopens a
+        completed study is committed together with its audit event, on the same thread.
         """
         try:
             if facility is None:
@@ -131,8 +131,8 @@ class Receiver:
                         "UNKNOWN_FACILITY", f"facility {facility_name!r} is not registered"
                     )
             loop = asyncio.get_running_loop()
-            fast = await loop.run_in_executor(self._threads, self._receive_sync, facility, data,
-                                              source)
+            return await loop.run_in_executor(self._threads, self._receive_sync, facility,
+                                              data, source)
         except Rejected as rej:
             await self._audit_rejection(facility_name, rej, source, source_ref)
             return _rejected(rej)
@@ -140,18 +140,16 @@ class Receiver:
             failure = storage_failure(exc)
             await self._audit_rejection(facility_name, failure, source, source_ref)
             raise failure from exc
-        if isinstance(fast, ReceiveResult):
-            return fast
-        return await self._index_with_audit(facility, *fast, source)
 
     def receive_blocking(self, facility: FacilityRef, data: bytes, source: str,
                          source_ref: str, loop: asyncio.AbstractEventLoop,
                          timeout_s: float = 120.0) -> ReceiveResult:
         """`receive` for a caller on its own thread (the DIMSE SCP's association threads): the
-        hot path runs right here, with no hand-off; audit events and the duplicate / reopen
-        path run on `loop` (the service's event loop), waited for up to `timeout_s`."""
+        object is stored right here, with no hand-off; the audit events of a rejection or a
+        storage failure run on `loop` (the service's event loop; they may need the spool),
+        waited for up to `timeout_s`."""
         try:
-            fast = self._receive_sync(facility, data, source)
+            return self._receive_sync(facility, data, source)
         except Rejected as rej:
             asyncio.run_coroutine_threadsafe(
                 self._audit_rejection(facility.name, rej, source, source_ref), loop
@@ -163,34 +161,61 @@ class Receiver:
                 self._audit_rejection(facility.name, failure, source, source_ref), loop
             ).result(timeout_s)
             raise failure from exc
-        if isinstance(fast, ReceiveResult):
-            return fast
-        return asyncio.run_coroutine_threadsafe(
-            self._index_with_audit(facility, *fast, source), loop).result(timeout_s)
 
-    def _receive_sync(self, facility: FacilityRef, data: bytes, source: str
-                      ) -> ReceiveResult | tuple[ParsedInstance, dict[str, Any], bool]:
-        """The hot path, in a worker thread: parse, append the object to this thread's pack
-        segment (synced), then index it with one autocommitted call. Returns the parsed
-        instance, the index parameters and whether the object's bytes were kept when the slow
-        path must take over (nothing was indexed then)."""
+    def _receive_sync(self, facility: FacilityRef, data: bytes, source: str) -> ReceiveResult:
+        """On the caller's thread: parse, append the object to this thread's pack segment
+        (synced), then index it with one autocommitted call; a duplicate or a reopening
+        instance is then committed with its audit event in one more transaction."""
         p = parse_instance(data, self.max_object_bytes)
         writer = self._writer()
         key = writer.append(data)  # durable before the row that names it commits
         params = _index_params(facility, p, key, len(data), source)
         conn = self._connection()
+        outcome = ""
         try:
             study_id, _, outcome = conn.execute(_INDEX_RAW, params).fetchone()  # type: ignore[misc]
+            if outcome == "inserted":
+                writer.keep()
+                return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
+            if outcome == "duplicate":  # the next append reuses the space
+                return self._audit_duplicate(conn, facility, p, study_id, source)
+            writer.keep()  # "reopen": committed below, with its audit event
+            return self._reopen(conn, facility, p, params, source)
         except BaseException:
-            writer.keep()  # the commit's fate is unknown: never overwrite what it may name
+            if outcome == "":  # the commit's fate is unknown: never overwrite what it may name
+                writer.keep()
             self._drop_connection()
             raise
-        if outcome == "duplicate":
-            return p, params, False  # the next append reuses the space
-        writer.keep()
-        if outcome == "inserted":
-            return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
-        return p, params, True  # "reopen": the slow path commits it with its audit event
+
+    def _audit_duplicate(self, conn: psycopg.Connection[Any], facility: FacilityRef,
+                         p: ParsedInstance, study_id: uuid.UUID, source: str) -> ReceiveResult:
+        with conn.transaction():
+            audit.record_sync(conn, self.topology, "study.duplicate_seen", ACTOR,
+                              StudyRef(facility.name, p.accession, p.study_instance_uid,
+                                       study_id),
+                              context={"level": "instance", "source": source,
+                                       "sop_instance_uid": p.sop_instance_uid})
+        return ReceiveResult(Outcome.DUPLICATE, study_id=study_id, **_ids(p))
+
+    def _reopen(self, conn: psycopg.Connection[Any], facility: FacilityRef, p: ParsedInstance,
+                params: dict[str, Any], source: str) -> ReceiveResult:
+        """An instance of a completed study: indexed with its `study.reopened` event, atomically
+        (a concurrent sender may have stored it meanwhile: then it is a duplicate)."""
+        with conn.transaction():
+            study_id, status, outcome = conn.execute(  # type: ignore[misc]
+                _INDEX_RAW, {**params, "allow_reopen": True}).fetchone()
+            ref = StudyRef(facility.name, p.accession, p.study_instance_uid, study_id)
+            if outcome == "duplicate":
+                audit.record_sync(conn, self.topology, "study.duplicate_seen", ACTOR, ref,
+                                  context={"level": "instance", "source": source,
+                                           "sop_instance_uid": p.sop_instance_uid})
+                return ReceiveResult(Outcome.DUPLICATE, study_id=study_id, **_ids(p))
+            if status == "complete":
+                audit.record_sync(conn, self.topology, "study.reopened", ACTOR, ref,
+                                  context={"source": source,
+                                           "sop_instance_uid": p.sop_instance_uid,
+                                           "reason": "instance arrived after completion"})
+        return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
 
     async def warm_up(self, threads: int = 2) -> None:
         """Opens the first workers' connections and exercises the header parser once."""
@@ -248,32 +273,6 @@ class Receiver:
             for writer in self._writers:
                 writer.close()
             self._writers.clear()
-
-    async def _index_with_audit(self, facility: FacilityRef, p: ParsedInstance,
-                                params: dict[str, Any], kept: bool, source: str
-                                ) -> ReceiveResult:
-        """A duplicate or a reopened study: index again with its audit event, atomically.
-
-        `kept`: the object's bytes were kept in the pack; without them the row must not be
-        inserted (it would name bytes the next object overwrites)."""
-        async with self.db.engine.begin() as s:
-            study_id, status, outcome = (await s.exec_driver_sql(
-                _INDEX_RAW, {**params, "allow_reopen": True})).one()  # type: ignore[misc]
-            ref = StudyRef(facility.name, p.accession, p.study_instance_uid, study_id)
-            if outcome == "inserted" and not kept:
-                raise RuntimeError(f"instance {p.sop_instance_uid} was a duplicate a moment "
-                                   "ago and is not indexed now; send it again")
-            if outcome == "duplicate":
-                await audit.record(s, self.topology, "study.duplicate_seen", ACTOR, ref,
-                                   context={"level": "instance", "source": source,
-                                            "sop_instance_uid": p.sop_instance_uid})
-                return ReceiveResult(Outcome.DUPLICATE, study_id=study_id, **_ids(p))
-            if status == "complete":
-                await audit.record(s, self.topology, "study.reopened", ACTOR, ref,
-                                   context={"source": source,
-                                            "sop_instance_uid": p.sop_instance_uid,
-                                            "reason": "instance arrived after completion"})
-        return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
 
     async def _audit_rejection(
         self, facility: str, rej: Rejected | StorageFailed, source: str, source_ref: str

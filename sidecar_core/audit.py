@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from google.protobuf import struct_pb2
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -28,8 +30,17 @@ class StudyRef:
     study_id: uuid.UUID | None = None
 
 
-async def record(
-    session: AsyncSession | AsyncConnection,
+@dataclass(frozen=True)
+class PreparedEvent:
+    """One audit event as rows: the `audit_events` row and its outbox message."""
+
+    row: dict[str, Any]
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+def prepare(
     topology: Topology,
     event_type: str,
     actor: str,
@@ -43,11 +54,9 @@ async def record(
     context: dict[str, Any] | None = None,
     event_id: uuid.UUID | None = None,
     at: datetime | None = None,
-) -> uuid.UUID:
-    """Appends one audit event and queues its bus message; returns the event id.
-
-    `event_id` and `at` are given only when an event recorded earlier (a spooled one) is
-    stored now."""
+) -> PreparedEvent:
+    """The rows of one audit event; `event_id` and `at` are given only when an event recorded
+    earlier (a spooled one) is stored now."""
     study = study or StudyRef()
     if error is not None:
         error_class = error_class or type(error).__name__
@@ -55,23 +64,21 @@ async def record(
     event_id = event_id or uuid.uuid4()
     now = at or datetime.now(UTC)
     ctx = {k: jsonable(v) for k, v in (context or {}).items()}
-    await session.execute(
-        insert(AuditEvent).values(
-            id=event_id,
-            type=event_type,
-            at=now,
-            facility=study.facility,
-            accession=study.accession,
-            study_instance_uid=study.study_instance_uid[:128],
-            study_id=study.study_id,
-            actor=actor,
-            job_id=job_id,
-            attempt=attempt,
-            error_class=error_class[:64],
-            error_message=error_message[:4000],
-            context=ctx,
-        )
-    )
+    row = {
+        "id": event_id,
+        "type": event_type,
+        "at": now,
+        "facility": study.facility,
+        "accession": study.accession,
+        "study_instance_uid": study.study_instance_uid[:128],
+        "study_id": study.study_id,
+        "actor": actor,
+        "job_id": job_id,
+        "attempt": attempt,
+        "error_class": error_class[:64],
+        "error_message": error_message[:4000],
+        "context": ctx,
+    }
     msg = events_pb2.AuditRecorded(
         event_id=str(event_id),
         type=event_type,
@@ -91,8 +98,43 @@ async def record(
     struct = struct_pb2.Struct()
     struct.update(ctx)
     msg.context.CopyFrom(struct)
-    await outbox.enqueue(session, topology.audit_subject(event_type), str(event_id), msg)
-    return event_id
+    return PreparedEvent(row, topology.audit_subject(event_type), str(event_id),
+                         msg.SerializeToString())
+
+
+async def record(
+    session: AsyncSession | AsyncConnection,
+    topology: Topology,
+    event_type: str,
+    actor: str,
+    study: StudyRef | None = None,
+    **fields: Any,
+) -> uuid.UUID:
+    """Appends one audit event and queues its bus message in the caller's transaction; returns
+    the event id. `fields`: the keyword arguments of `prepare`."""
+    event = prepare(topology, event_type, actor, study, **fields)
+    await session.execute(insert(AuditEvent).values(**event.row))
+    await outbox.enqueue_raw(session, event.subject, event.msg_id, event.payload)
+    return uuid.UUID(event.msg_id)
+
+
+_INSERT_SYNC = (
+    "INSERT INTO audit_events (id, type, at, facility, accession, study_instance_uid, "
+    "study_id, actor, job_id, attempt, error_class, error_message, context) VALUES "
+    "(%(id)s, %(type)s, %(at)s, %(facility)s, %(accession)s, %(study_instance_uid)s, "
+    "%(study_id)s, %(actor)s, %(job_id)s, %(attempt)s, %(error_class)s, %(error_message)s, "
+    "%(context)s::jsonb)"
+)
+
+
+def record_sync(conn: psycopg.Connection[Any], topology: Topology, event_type: str,
+                actor: str, study: StudyRef | None = None, **fields: Any) -> uuid.UUID:
+    """`record` on a plain psycopg connection, in its current transaction (the ingest hot
+    path's threads)."""
+    event = prepare(topology, event_type, actor, study, **fields)
+    conn.execute(_INSERT_SYNC, {**event.row, "context": json.dumps(event.row["context"])})
+    outbox.enqueue_sync(conn, event.subject, event.msg_id, event.payload)
+    return uuid.UUID(event.msg_id)
 
 
 def jsonable(value: Any) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from google.protobuf.message import Message
@@ -25,24 +26,42 @@ _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 async def enqueue(session: AsyncSession | AsyncConnection, subject: str, msg_id: str,
                   message: Message) -> None:
     """Adds a message to the outbox inside the caller's transaction (deduplicated by msg_id)."""
+    await enqueue_raw(session, subject, msg_id, message.SerializeToString())
+
+
+async def enqueue_raw(session: AsyncSession | AsyncConnection, subject: str, msg_id: str,
+                      payload: bytes) -> None:
     await session.execute(
         insert(OutboxMessage)
-        .values(subject=subject, msg_id=msg_id, payload=message.SerializeToString())
+        .values(subject=subject, msg_id=msg_id, payload=payload)
         .on_conflict_do_nothing(index_elements=["msg_id"])
     )
     # Wakes every relay when the transaction commits (PostgreSQL folds repeats into one).
     await session.execute(_NOTIFY)
 
 
+def enqueue_sync(conn: psycopg.Connection[Any], subject: str, msg_id: str,
+                 payload: bytes) -> None:
+    """`enqueue` on a plain psycopg connection, in its current transaction."""
+    conn.execute("INSERT INTO outbox (subject, msg_id, payload) VALUES (%s, %s, %s) "
+                 "ON CONFLICT (msg_id) DO NOTHING", (subject, msg_id, payload))
+    conn.execute(f"SELECT pg_notify('{CHANNEL}', '')")
+
+
 class OutboxRelay:
     """Publishes unpublished outbox rows in order; safe to run in several processes at once."""
 
-    def __init__(self, db: Database, bus: Bus, poll_s: float = 2.0, batch: int = 200) -> None:
-        """Woken by LISTEN/NOTIFY on commit; `poll_s` is only the safety net when idle."""
+    def __init__(self, db: Database, bus: Bus, poll_s: float = 2.0, batch: int = 200,
+                 coalesce_s: float = 0.005) -> None:
+        """Woken by LISTEN/NOTIFY on commit; `poll_s` is only the safety net when idle.
+
+        After a wake-up the relay waits `coalesce_s` so that a burst of commits (one audit
+        event per duplicate instance of a re-sent study, say) is relayed as one batch."""
         self.db = db
         self.bus = bus
         self.poll_s = poll_s
         self.batch = batch
+        self.coalesce_s = coalesce_s
         self.wake = asyncio.Event()
 
     async def relay_once(self) -> int:
@@ -60,8 +79,10 @@ class OutboxRelay:
                 .scalars()
                 .all()
             )
-            for row in rows:
-                await self.bus.publish(row.subject, row.payload, row.msg_id)
+            # in order on one connection, the acknowledgements awaited together; if one
+            # fails the batch is published again and JetStream drops the repeats (Nats-Msg-Id)
+            await asyncio.gather(*(self.bus.publish(row.subject, row.payload, row.msg_id)
+                                   for row in rows))
             if rows:
                 await session.execute(
                     update(OutboxMessage)
@@ -107,3 +128,5 @@ class OutboxRelay:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=self.poll_s)
+                if self.coalesce_s > 0:
+                    await asyncio.sleep(self.coalesce_s)
