@@ -3,7 +3,8 @@
 Run: .venv/bin/python bench/ingest_vs_orthanc.py [--runs 3] [--rss-instances 1000]
 Workloads: a 300-slice 512x512 CT (0.5 MB/slice) and 100 small 64x64 instances, one association
 each; optionally (--workloads ...,ct-4x100x512) four 100-slice CTs over four associations at
-once. Every run uses
+once; or (resend-300x512) the CT sent twice, timing the second send, where every instance
+is a duplicate (a PACS retrying a study). Every run uses
 fresh UIDs, so neither side short-circuits duplicates. The sidecar's C-STORE success means the
 object and its index row are durable, so storescu's wall time counts only durable instances.
 """
@@ -189,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--workloads", default="ct-300x512,small-100x64",
                     help="comma-separated subset of: ct-300x512, small-100x64, ct-4x100x512 "
-                         "(four associations at once, 100 instances each)")
+                         "(four associations at once, 100 instances each), resend-300x512 "
+                         "(the CT sent twice; the second, all-duplicate send is timed)")
     ap.add_argument("--ingest-cmd", default=f"{sys.executable} -m ingest_svc.main",
                     help="command starting the ingest service (A/B test a change)")
     args = ap.parse_args(argv)
@@ -198,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["apt-get", "install", "-y", "orthanc", "dcmtk"], check=True,
                            stdout=subprocess.DEVNULL)
     work = Path(args.work or tempfile.mkdtemp(prefix="sidecar-bench-"))
-    every = {"ct-300x512": (300, 512, 1), "small-100x64": (100, 64, 1),
-             "ct-4x100x512": (100, 512, 4)}
+    every = {"ct-300x512": (300, 512, 1, False), "small-100x64": (100, 64, 1, False),
+             "ct-4x100x512": (100, 512, 4, False), "resend-300x512": (300, 512, 1, True)}
     workloads = {name: every[name] for name in args.workloads.split(",")}
     results: dict[str, dict[str, list[float]]] = {w: {"sidecar": [], "orthanc": []}
                                                    for w in workloads}
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     with nats_server() as nats:
         sidecar = Sidecar(work, nats.url, shlex.split(args.ingest_cmd))
         try:
-            for name, (n, size, assocs) in workloads.items():
+            for name, (n, size, assocs, resend) in workloads.items():
                 px = pixels(n, size, seed=n)
                 total = n * assocs
                 for run in range(args.runs):
@@ -223,11 +225,15 @@ def main(argv: list[str] | None = None) -> int:
                         os.sync()
                         if system == "sidecar":
                             sidecar.start(store)
+                            if resend:
+                                storescu(sidecar.port, "SIDECAR", folder)
                             elapsed = storescu(sidecar.port, "SIDECAR", folder,
                                                associations=assocs)
                             sidecar.stop()
                         else:
                             orthanc.start(store)
+                            if resend:
+                                storescu(orthanc.port, "ORTHANC", folder, orthanc.prefix)
                             elapsed = storescu(orthanc.port, "ORTHANC", folder, orthanc.prefix,
                                                associations=assocs)
                             orthanc.stop()

@@ -41,6 +41,15 @@ _INDEX_RAW = (
 )
 
 
+_KNOWN_INSTANCE = (
+    "SELECT s.id FROM studies s JOIN series se ON se.study_id = s.id "
+    "JOIN instances i ON i.series_id = se.id "
+    "WHERE s.facility_id = %(facility_id)s AND s.accession = %(accession)s "
+    "AND s.study_instance_uid = %(study_uid)s AND se.series_instance_uid = %(series_uid)s "
+    "AND i.sop_instance_uid = %(sop_uid)s"
+)
+
+
 class StorageFailed(Unavailable):
     """The object could not be made durable (disk full or failing, database unreachable).
     Nothing of it was indexed; the sender should send it again later."""
@@ -168,12 +177,21 @@ class Receiver:
         instance is then committed with its audit event in one more transaction."""
         p = parse_instance(data, self.max_object_bytes)
         writer = self._writer()
-        key = writer.append(data)  # durable before the row that names it commits
-        params = _index_params(facility, p, key, len(data), source)
+        params = _index_params(facility, p, "", len(data), source)
         conn = self._connection()
+        if getattr(self._local, "resending", False):  # the last one was a duplicate: a PACS
+            try:  # re-sending a study sends many; a lookup is cheaper than storing the bytes
+                known = conn.execute(_KNOWN_INSTANCE, params).fetchone()
+                if known is not None:
+                    return self._audit_duplicate(conn, facility, p, known[0], source)
+            except BaseException:
+                self._drop_connection()
+                raise
+        params["object_key"] = writer.append(data)  # durable before the row naming it commits
         outcome = ""
         try:
             study_id, _, outcome = conn.execute(_INDEX_RAW, params).fetchone()  # type: ignore[misc]
+            self._local.resending = outcome == "duplicate"
             if outcome == "inserted":
                 writer.keep()
                 return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
