@@ -205,6 +205,22 @@ async def test_statuses_for_each_kind_of_object(ingest: Ingest) -> None:
     assert ingest.rows("select count(*) from instances") == [(1,)]
 
 
+async def test_a_resent_study_with_one_new_instance(ingest: Ingest) -> None:
+    """Duplicates in a row (looked up before their bytes are stored), then a new instance on
+    the same association: every answer 0x0000, the new one stored intact."""
+    study, series = generate_uid(), generate_uid()
+    first = [to_bytes(ct_slice(study, series, z=float(z))) for z in range(3)]
+    new = to_bytes(ct_slice(study, series, z=3.0))
+    assert {status_of(r) for r in await asyncio.to_thread(send, ingest, first)} == {0}
+    rsps = await asyncio.to_thread(send, ingest, [*first, new, first[0]])
+    assert [status_of(r) for r in rsps] == [0] * 5
+    assert ingest.rows("select instance_count from studies") == [(4,)]
+    assert ingest.audit_types().count("study.duplicate_seen") == 4
+    for blob in [*first, new]:
+        sent = prepare(blob)
+        assert prepare(ingest.object_bytes(sent.sop_instance_uid)).dataset == sent.dataset
+
+
 async def test_late_instance_via_dimse_reopens_the_study(ingest: Ingest) -> None:
     study, series = generate_uid(), generate_uid()
     first = [to_bytes(ct_slice(study, series, z=float(z))) for z in range(3)]
