@@ -132,23 +132,15 @@ class Receiver:
         and a rejected object leaves nothing behind. A duplicate or an instance that reopens a
         completed study is committed together with its audit event, on the same thread.
         """
-        try:
+        if facility is None:
+            facility = await self.facilities.by_name(facility_name)
             if facility is None:
-                facility = await self.facilities.by_name(facility_name)
-                if facility is None:
-                    raise Rejected(
-                        "UNKNOWN_FACILITY", f"facility {facility_name!r} is not registered"
-                    )
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._threads, self._receive_sync, facility,
-                                              data, source)
-        except Rejected as rej:
-            await self._audit_rejection(facility_name, rej, source, source_ref)
-            return _rejected(rej)
-        except (OSError, psycopg.Error) as exc:
-            failure = storage_failure(exc)
-            await self._audit_rejection(facility_name, failure, source, source_ref)
-            raise failure from exc
+                rej = Rejected("UNKNOWN_FACILITY", f"facility {facility_name!r} is not registered")
+                await self._audit_rejection(facility_name, rej, source, source_ref)
+                return _rejected(rej)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self.receive_blocking, facility, data,
+                                          source, source_ref, loop)
 
     def receive_blocking(self, facility: FacilityRef, data: bytes, source: str,
                          source_ref: str, loop: asyncio.AbstractEventLoop,
@@ -208,12 +200,15 @@ class Receiver:
     def _audit_duplicate(self, conn: psycopg.Connection[Any], facility: FacilityRef,
                          p: ParsedInstance, study_id: uuid.UUID, source: str) -> ReceiveResult:
         with conn.transaction():
-            audit.record_sync(conn, self.topology, "study.duplicate_seen", ACTOR,
-                              StudyRef(facility.name, p.accession, p.study_instance_uid,
-                                       study_id),
-                              context={"level": "instance", "source": source,
-                                       "sop_instance_uid": p.sop_instance_uid})
-        return ReceiveResult(Outcome.DUPLICATE, study_id=study_id, **_ids(p))
+            return self._record_duplicate(conn, StudyRef(
+                facility.name, p.accession, p.study_instance_uid, study_id), p, source)
+
+    def _record_duplicate(self, conn: psycopg.Connection[Any], ref: StudyRef,
+                          p: ParsedInstance, source: str) -> ReceiveResult:
+        audit.record_sync(conn, self.topology, "study.duplicate_seen", ACTOR, ref,
+                          context={"level": "instance", "source": source,
+                                   "sop_instance_uid": p.sop_instance_uid})
+        return ReceiveResult(Outcome.DUPLICATE, study_id=ref.study_id, **_ids(p))
 
     def _reopen(self, conn: psycopg.Connection[Any], facility: FacilityRef, p: ParsedInstance,
                 params: dict[str, Any], source: str) -> ReceiveResult:
@@ -224,10 +219,7 @@ class Receiver:
                 _INDEX_RAW, {**params, "allow_reopen": True}).fetchone()
             ref = StudyRef(facility.name, p.accession, p.study_instance_uid, study_id)
             if outcome == "duplicate":
-                audit.record_sync(conn, self.topology, "study.duplicate_seen", ACTOR, ref,
-                                  context={"level": "instance", "source": source,
-                                           "sop_instance_uid": p.sop_instance_uid})
-                return ReceiveResult(Outcome.DUPLICATE, study_id=study_id, **_ids(p))
+                return self._record_duplicate(conn, ref, p, source)
             if status == "complete":
                 audit.record_sync(conn, self.topology, "study.reopened", ACTOR, ref,
                                   context={"source": source,
