@@ -13,8 +13,9 @@ their C-STORE response; an unanswered object is simply re-sent by the peer.
 Threads: an acceptor thread takes connections; each association is served by one thread of a
 pool of `max_associations` threads (a connection over the limit is answered by a short-lived
 thread of its own). The serving thread reads, stores (Receiver.receive_blocking: parse, pack
-append, index call) and answers on its own, so a C-STORE crosses no thread boundary; audit
-events of refusals and the duplicate / reopen path run as coroutines on the service's event loop.
+append, index call; a duplicate's or a reopening instance's audit event in the same thread) and
+answers on its own, so a C-STORE crosses no thread boundary; the facility lookup and the audit
+events of refusals run as coroutines on the service's event loop (they may need its spool).
 
 C-STORE response status (0x0000 is sent only once object and index row are durable):
   0x0000  stored; also for a duplicate (same facility/study/series/SOP instance already stored:
