@@ -93,7 +93,7 @@ def settings_supported() -> bool:
 
 
 class HeaderReader:
-    """Reads the named top-level attributes (and two file meta ones) of one object."""
+    """Reads the named top-level attributes (and three file meta ones) of one object."""
 
     def __init__(self, keywords: Iterable[str]) -> None:
         self._wanted: dict[int, tuple[str, bytes]] = {}

@@ -54,7 +54,10 @@ class StorageFailed(Unavailable):
     """The object could not be made durable (disk full or failing, database unreachable).
     Nothing of it was indexed; the sender should send it again later."""
 
-    short = ""  # what failed, in a few words (DIMSE ErrorComment holds 64 characters)
+    def __init__(self, short: str, detail: str) -> None:
+        super().__init__("STORAGE_FAILED", f"not stored ({short}: {detail}); nothing was kept, "
+                         "send it again later")
+        self.short = short  # what failed, in a few words (a DIMSE ErrorComment holds 64)
 
 
 def storage_failure(exc: BaseException) -> StorageFailed:
@@ -64,10 +67,7 @@ def storage_failure(exc: BaseException) -> StorageFailed:
         short = f"index unavailable: {type(exc).__name__}"
     else:
         short = type(exc).__name__
-    failure = StorageFailed("STORAGE_FAILED", f"not stored ({short}: {exc}); nothing was "
-                            "kept, send it again later")
-    failure.short = short
-    return failure
+    return StorageFailed(short, str(exc))
 
 
 class Outcome(Enum):
