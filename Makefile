@@ -47,7 +47,8 @@ buf-lint:
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy sidecar_core ingest_svc normalizer_svc workflow_svc review_gateway
+	$(BIN)/lint-imports
+	$(BIN)/mypy sidecar_core sidecar_app ingest_svc normalizer_svc workflow_svc review_gateway
 
 test: install system-deps proto-check buf-lint lint
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -27,9 +27,9 @@ from pydicom.uid import generate_uid
 from ingest_svc.synth import generate
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
-from sidecar_core.runtime.supervisor import DEFAULT_PORTS
+from sidecar_app.runtime.supervisor import DEFAULT_PORTS
 
-SIDECAR = [sys.executable, "-m", "sidecar_core.cli"]
+SIDECAR = [sys.executable, "-m", "sidecar_app.cli"]
 PASSWORD = "bench horse battery staple"
 FACILITIES = {"complete": "bench", "quiet": "bench_quiet"}  # mode → facility
 MAX_MESSAGE = 64 * 1024 * 1024

@@ -24,12 +24,12 @@ from normalizer_svc.circuit import CircuitBreaker
 from normalizer_svc.convert import finding_to_proto
 from normalizer_svc.inference import builtin_normaliser, run_model
 from normalizer_svc.triton import TritonClient
+from sidecar_app.runtime.embedded import REPO_ROOT, start_triton, stop_process
 from sidecar_core.db import Database, sqlalchemy_url
 from sidecar_core.objectstore import ObjectStore
-from sidecar_core.runtime.embedded import REPO_ROOT, start_triton, stop_process
+from sidecar_core.registry import ModelEntry, load_registry
+from sidecar_core.store.models import AiRun, Facility, Study
 from workflow_svc.findings_store import store_findings
-from workflow_svc.registry import ModelEntry, load_registry
-from workflow_svc.store.models import AiRun, Facility, Study
 
 KINDS = {"chest-ct": "chest_ct_nodules", "mammo": "mammo_masses", "brain-mr": "brain_mr_lesions"}
 STAGES = ("fetch_input", "infer", "normalise", "store")
@@ -149,8 +149,8 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
 
     Run: ``.venv/bin/python -m bench.inference [--studies 5] [--repeat 1]``
     """
-    from sidecar_core.runtime.embedded import EmbeddedPostgres
-    from workflow_svc.store.migrate import upgrade
+    from sidecar_app.runtime.embedded import EmbeddedPostgres
+    from sidecar_core.store.migrate import upgrade
 
     t0 = time.perf_counter()
     ports = [free_port() for _ in range(3)]

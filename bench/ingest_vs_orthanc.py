@@ -141,7 +141,7 @@ class Sidecar:
     def __init__(self, work: Path, nats_url: str, command: list[str]) -> None:
         import pgserver
 
-        from workflow_svc.store.migrate import upgrade
+        from sidecar_core.store.migrate import upgrade
 
         self.work, self.nats_url, self.command = work, nats_url, command
         self.pg = pgserver.get_server(work / "pg", cleanup_mode="stop")

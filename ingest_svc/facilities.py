@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from sidecar_core.db import Database
-from workflow_svc.store.models import Facility
+from sidecar_core.store.models import Facility
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from normalizer_svc.builtin.model_input import ModelInput
 from normalizer_svc.circuit import CircuitBreaker
 from normalizer_svc.validation import InvalidResult, validate_findings, validate_outputs
 from sidecar_core.errors import TransientError
-from workflow_svc.registry import InputSpec, ModelEntry, OutputSpec
+from sidecar_core.registry import InputSpec, ModelEntry, OutputSpec
 
 log = logging.getLogger(__name__)
 NormaliseFn = Callable[[ModelInput, dict[str, np.ndarray], str, str], list[FindingDraft]]

@@ -13,7 +13,7 @@ from protos.sidecar.normalizer.v1 import normalizer_service_pb2 as npb
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2_grpc as npb_grpc
 from sidecar_core.errors import InvalidArgument, NotFound, TransientError, Unavailable
 from sidecar_core.grpc_server import GrpcServer, handle_errors
-from workflow_svc.registry import OutputSpec
+from sidecar_core.registry import OutputSpec
 
 SERVICE_NAME = npb.DESCRIPTOR.services_by_name["NormalizerService"].full_name
 

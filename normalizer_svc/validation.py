@@ -11,7 +11,7 @@ import numpy as np
 from normalizer_svc.builtin.findings import FINDING_KINDS, FindingDraft
 from normalizer_svc.builtin.model_input import ModelInputLike
 from sidecar_core.errors import PermanentError
-from workflow_svc.registry import OutputSpec
+from sidecar_core.registry import OutputSpec
 
 # Kinds whose geometry lives on one image: they must reference it.
 _SPATIAL = {"box", "polygon", "point", "mask"}

@@ -24,9 +24,9 @@ from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.objectstore import ObjectStore
+from sidecar_core.registry import ModelEntry, Registry
+from sidecar_core.store.models import AiRun, Asset, Series
 from sidecar_core.subjects import AI_RUN_FINISHED, Topology
-from workflow_svc.registry import ModelEntry, Registry
-from workflow_svc.store.models import AiRun, Asset, Series
 
 log = logging.getLogger(__name__)
 ACTOR = "normalizer_svc"

@@ -20,8 +20,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway import auth, views
+from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.errors import ApiError, error_body
 from review_gateway.health import DependencyStatus, HealthCheck, run_checks
 from review_gateway.settings import GatewaySettings
@@ -59,12 +61,22 @@ def create_app(settings: GatewaySettings,
     key = settings.signing_key()
     store = object_store or ObjectStore(settings.objects_path, fsync=settings.fsync)
 
+    ingest_channel: list[grpc.aio.Channel] = []
+
+    def ingest_stub() -> ingest_grpc.IngestServiceStub:
+        """Opened on first use, inside the server's event loop."""
+        if not ingest_channel:
+            ingest_channel.append(grpc.aio.insecure_channel(settings.ingest_address))
+        return ingest_grpc.IngestServiceStub(ingest_channel[0])
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
             await connection.close()
+            for channel in ingest_channel:
+                await channel.close()
 
     app = FastAPI(title="Radiology AI Sidecar review gateway", version="1",
                   lifespan=lifespan)
@@ -245,6 +257,10 @@ def create_app(settings: GatewaySettings,
         """The overlay (mask, heatmap) of one slice in one preset."""
         return await slice_image(study_id, series_id, "overlay", preset, slice_index, me,
                                  if_none_match)
+
+    app.include_router(dicomweb_router(principal, ingest_stub,
+                                       max_request_mb=settings.dicomweb_max_request_mb),
+                       prefix="/dicomweb")
 
     @app.api_route("/api/v1/{path:path}", include_in_schema=False,
                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

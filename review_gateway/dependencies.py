@@ -33,11 +33,13 @@ def grpc_health_check(name: str, address: str, timeout_s: float) -> HealthCheck:
 
 def triton_check(url: str, timeout_s: float) -> HealthCheck:
     async def check() -> DependencyStatus:
-        from normalizer_svc.triton import TritonClient
+        from tritonclient.grpc.aio import InferenceServerClient
 
-        client = TritonClient(url)
+        client = InferenceServerClient(url)
         try:
-            ready = await client.is_ready(timeout_s)
+            ready = bool(await client.is_server_ready(client_timeout=timeout_s))
+        except Exception:  # unreachable, refused, timed out: not ready
+            ready = False
         finally:
             await client.close()
         return DependencyStatus("triton", ready, "" if ready else f"{url}: server not ready")

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import outbox
+from sidecar_core.store.models import AuditEvent
 from sidecar_core.subjects import Topology
-from workflow_svc.store.models import AuditEvent
 
 
 @dataclass(frozen=True)

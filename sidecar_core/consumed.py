@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from workflow_svc.store.models import ConsumedMessage
+from sidecar_core.store.models import ConsumedMessage
 
 
 async def first_time(session: AsyncSession, consumer: str, msg_id: str) -> bool:

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from sidecar_core.db import Database
-from workflow_svc.store.models import IdempotentRequest
+from sidecar_core.store.models import IdempotentRequest
 
 
 async def recall(db: Database, method: str, request_id: str) -> bytes | None:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
-from workflow_svc.store.models import OutboxMessage
+from sidecar_core.store.models import OutboxMessage
 
 log = logging.getLogger(__name__)
 CHANNEL = "sidecar_outbox"

@@ -18,7 +18,7 @@ def pg_admin_url() -> Iterator[str]:
 @pytest.fixture()
 def database_url(pg_admin_url: str) -> Iterator[str]:
     """An empty database brought to head by the Alembic migrations, dropped after the test."""
-    from workflow_svc.store.migrate import upgrade
+    from sidecar_core.store.migrate import upgrade
 
     with fresh_database(pg_admin_url) as url:
         upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))

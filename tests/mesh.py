@@ -393,7 +393,7 @@ async def isolated_mesh(pg_admin_url: str, root: Path,
                         options: MeshOptions | None = None) -> AsyncIterator[Mesh]:
     """A fresh migrated database and an own nats-server, both dropped on exit."""
     from sidecar_core.db import sqlalchemy_url
-    from workflow_svc.store.migrate import upgrade
+    from sidecar_core.store.migrate import upgrade
 
     with fresh_database(pg_admin_url) as url:
         await asyncio.to_thread(upgrade, sqlalchemy_url(url))

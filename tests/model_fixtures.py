@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from workflow_svc.registry import DEFAULT_PATH as DEPLOY_REGISTRY
+from sidecar_core.registry import DEFAULT_PATH as DEPLOY_REGISTRY
 
 # A test-only Triton model registered as `chest_ct_garbage` (coverage of chest_ct_nodules): it
 # answers every request with outputs of the wrong shape, which validation must reject.

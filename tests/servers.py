@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from sidecar_core.runtime.embedded import nats_binary
+from sidecar_app.runtime.embedded import nats_binary
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from sidecar_core.runtime.embedded import prepare_triton, triton_env
+from sidecar_app.runtime.embedded import prepare_triton, triton_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_MODELS = REPO_ROOT / "deploy" / "triton" / "models"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from workflow_svc.registry import ModelEntry, Registry, mm
+from sidecar_core.registry import ModelEntry, Registry, mm
 
 MAX_REASONS = 4
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound
-from workflow_svc.store.models import Facility
+from sidecar_core.store.models import Facility
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sidecar_core.store.models import Instance, Series, Study
 from workflow_svc.eligibility import SeriesFacts, StudyFacts
-from workflow_svc.store.models import Instance, Series, Study
 
 
 def slice_spacing(attrs: list[dict[str, Any]]) -> float | None:

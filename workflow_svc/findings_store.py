@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from protos.sidecar.common.v1 import common_pb2
-from workflow_svc.store.models import AiRun, Finding
+from sidecar_core.store.models import AiRun, Finding
 
 
 def kind_name(kind: int) -> str:

@@ -12,9 +12,9 @@ from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
 from sidecar_core.outbox import OutboxRelay
+from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
 from workflow_svc.pipeline import Pipeline
-from workflow_svc.registry import load_registry
 from workflow_svc.servicer import WorkflowServicer
 from workflow_svc.settings import WorkflowSettings
 

@@ -17,6 +17,8 @@ from sidecar_core.bus import Delivery
 from sidecar_core.consumed import first_time
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError
+from sidecar_core.registry import Registry
+from sidecar_core.store.models import AiRun, Facility, Study
 from sidecar_core.subjects import (
     AI_RUN_FINISHED,
     ASSET_PREPROCESSED,
@@ -29,9 +31,7 @@ from sidecar_core.subjects import (
 from workflow_svc.eligibility import decide
 from workflow_svc.facts import study_facts
 from workflow_svc.findings_store import store_findings
-from workflow_svc.registry import Registry
 from workflow_svc.states import State, study_ref, transition
-from workflow_svc.store.models import AiRun, Facility, Study
 
 log = logging.getLogger(__name__)
 ACTOR = "workflow_svc"

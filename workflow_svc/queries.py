@@ -19,8 +19,8 @@ from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
-from workflow_svc.store.models import Asset, AuditEvent, Facility, Finding, Series, StateTransition
-from workflow_svc.store.models import Study as StudyRow
+from sidecar_core.store.models import Asset, AuditEvent, Facility, Finding, Series, StateTransition
+from sidecar_core.store.models import Study as StudyRow
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

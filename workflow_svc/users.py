@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
-from workflow_svc.store.models import Facility, User
+from sidecar_core.store.models import Facility, User
 
 RADIOLOGIST = "radiologist"
 ADMIN = "admin"

@@ -28,8 +28,8 @@ from sidecar_core.grpc_server import stop_event_on_signals
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.service import run_until_stopped
+from sidecar_core.store.models import Asset, Finding, Instance, Series
 from sidecar_core.subjects import ASSET_PREPROCESSED, Topology
-from workflow_svc.store.models import Asset, Finding, Instance, Series
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc.preprocess"

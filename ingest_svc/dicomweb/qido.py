@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 from sqlalchemy.orm import aliased
 
-from ingest_svc.dicomweb import dicom_json
 from ingest_svc.parse import INDEX_KEYWORDS
+from sidecar_core import dicom_json
 from sidecar_core.db import Database
+from sidecar_core.store.models import Facility, Instance, Series, Study
 from sidecar_core.uids import uid_problem
-from workflow_svc.store.models import Facility, Instance, Series, Study
 
 LEVELS = ("study", "series", "instance")
 MAX_LIMIT = 1000

@@ -21,10 +21,10 @@ from fastapi.responses import JSONResponse
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from ingest_svc.dicomweb.stow import split_multipart, split_request
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from review_gateway import auth
-from review_gateway.dicomweb_router import dicomweb_router
+from review_gateway.dicomweb.router import dicomweb_router
+from review_gateway.dicomweb.stow import split_multipart, split_request
 from review_gateway.errors import ApiError
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.integration.test_dimse import Ingest, running_ingest

@@ -20,7 +20,7 @@ import pytest
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-SIDECAR = [sys.executable, "-m", "sidecar_core.cli"]
+SIDECAR = [sys.executable, "-m", "sidecar_app.cli"]
 PORT_NAMES = (
     "gateway",
     "ingest",

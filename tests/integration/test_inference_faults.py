@@ -19,9 +19,9 @@ from normalizer_svc.inference import RetryPolicy, builtin_normaliser, run_model
 from normalizer_svc.triton import TritonClient, TritonPermanentError, TritonTransientError
 from normalizer_svc.validation import InvalidResult
 from sidecar_core.errors import PermanentError, TransientError
+from sidecar_core.registry import InputSpec, ModelEntry, OutputSpec, load_registry
 from tests.servers import free_port
 from tests.triton_server import TritonServer, build_model_repository
-from workflow_svc.registry import InputSpec, ModelEntry, OutputSpec, load_registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydicom.uid import generate_uid
 
-from ingest_svc import client_cli
 from review_gateway import auth
-from sidecar_core import cli
+from sidecar_app import cli
+from sidecar_app import ingest_cli as client_cli
 from sidecar_core.db import Database
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.integration.test_dicomweb import KEY, make_app, serve

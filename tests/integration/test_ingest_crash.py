@@ -163,7 +163,7 @@ def test_sigkill_mid_association_loses_nothing_acknowledged(
 
 def assert_operator_verify(database_url: str, data_dir: Path) -> None:
     """`sidecar objects verify` finds every object intact, then reports one damaged record."""
-    command = [sys.executable, "-m", "sidecar_core.cli", "objects", "verify",
+    command = [sys.executable, "-m", "sidecar_app.cli", "objects", "verify",
                "--database-url", database_url, "--data-dir", str(data_dir)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -228,7 +228,7 @@ def test_a_database_outage_refuses_with_out_of_resources_then_recovers(
     events are stored with the time they happened."""
     import pgserver
 
-    from workflow_svc.store.migrate import upgrade
+    from sidecar_core.store.migrate import upgrade
 
     pg = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
     url = pg.get_uri()

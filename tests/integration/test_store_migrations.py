@@ -9,7 +9,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_migrations_create_every_table(database_url: str) -> None:
-    from workflow_svc.store.models import Base
+    from sidecar_core.store.models import Base
 
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
@@ -26,7 +26,7 @@ def test_models_match_migrations(database_url: str) -> None:
     from alembic.migration import MigrationContext
     from sqlalchemy import create_engine
 
-    from workflow_svc.store.models import Base
+    from sidecar_core.store.models import Base
 
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.connect() as conn:

@@ -19,8 +19,8 @@ from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from sidecar_core.grpc_server import GrpcServer, error_info
 from sidecar_core.objectstore import ObjectStore
+from sidecar_core.store import models as m
 from workflow_svc import queries, servicer, users
-from workflow_svc.store import models as m
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar_core.registry import Registry, load_registry
 from workflow_svc.eligibility import PlannedRun, SeriesFacts, Stage, StudyFacts, decide
-from workflow_svc.registry import Registry, load_registry
 
 
 @pytest.fixture(scope="module")

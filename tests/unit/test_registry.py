@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_svc.registry import (
+from sidecar_core.registry import (
     DEFAULT_PATH,
     RegistryError,
     findings_visible,

@@ -11,7 +11,7 @@ from normalizer_svc.builtin.findings import FindingDraft
 from normalizer_svc.builtin.model_input import ModelInput
 from normalizer_svc.validation import InvalidResult, validate_findings, validate_outputs
 from sidecar_core.errors import PermanentError
-from workflow_svc.registry import load_registry
+from sidecar_core.registry import load_registry
 
 SOPS = ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ingest_svc.dicomweb import stow
+from review_gateway.dicomweb import stow
 
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_FILES = 64
@@ -215,9 +215,9 @@ def facility_ae_title(args: argparse.Namespace) -> str:
     """The calling AE of --facility, read from the workflow store (or pass --calling-ae)."""
     import asyncio
 
-    from sidecar_core.cli import database_url
+    from sidecar_app.admin_db import database_url
     from sidecar_core.db import Database
-    from workflow_svc.store.models import Facility
+    from sidecar_core.store.models import Facility
 
     async def lookup() -> str | None:
         from sqlalchemy import select

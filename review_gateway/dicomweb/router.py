@@ -15,9 +15,8 @@ import grpc
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from ingest_svc.dicomweb import stow
-from ingest_svc.dicomweb.qido import MAX_LIMIT
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
+from review_gateway.dicomweb import stow
 from sidecar_core.uids import uid_problem
 
 log = logging.getLogger(__name__)
@@ -27,6 +26,7 @@ _ACCEPTABLE = ("application/dicom+json", "application/json", "application/*", "*
 _HTTP_OF_GRPC = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.PERMISSION_DENIED: 403,
                  grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.UNAVAILABLE: 503,
                  grpc.StatusCode.DEADLINE_EXCEEDED: 503, grpc.StatusCode.RESOURCE_EXHAUSTED: 503}
+MAX_LIMIT = 1000  # the most results one QIDO-RS page may ask for
 _OK = (pb.INSTANCE_OUTCOME_STORED, pb.INSTANCE_OUTCOME_DUPLICATE)
 
 

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sidecar_core.runtime.supervisor import DEFAULT_PORTS, UpOptions, run_up
+from sidecar_app.admin_db import database_url
+from sidecar_app.runtime.supervisor import DEFAULT_PORTS, UpOptions, run_up
 
 DEFAULT_DATA_DIR = Path(".data")
 
@@ -102,20 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def database_url(args: argparse.Namespace) -> str:
-    if args.database_url:
-        return str(args.database_url)
-    from sidecar_core.runtime.embedded import EmbeddedPostgres
-
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    return EmbeddedPostgres(args.data_dir.resolve() / "pg").url
-
-
 async def _admin(args: argparse.Namespace) -> int:
     from sidecar_core.db import Database, sqlalchemy_url
     from sidecar_core.errors import DomainError
+    from sidecar_core.store.migrate import upgrade
     from workflow_svc import users
-    from workflow_svc.store.migrate import upgrade
 
     url = database_url(args)
     await asyncio.to_thread(upgrade, sqlalchemy_url(url))
@@ -144,8 +136,8 @@ async def _admin(args: argparse.Namespace) -> int:
 
 
 async def _facility_admin(db: object, args: argparse.Namespace) -> int:
+    from sidecar_core.registry import load_registry
     from workflow_svc import facilities
-    from workflow_svc.registry import load_registry
 
     if args.action == "list":
         for f in await facilities.list_facilities(db):  # type: ignore[arg-type]
@@ -195,7 +187,7 @@ def run_synth(out: Path, kind: str, seed: int, count: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "ingest":
-        from ingest_svc.client_cli import main as ingest_main
+        from sidecar_app.ingest_cli import main as ingest_main
 
         return ingest_main(argv[1:])
     if argv and argv[0] == "normalizer":
@@ -206,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         return run_up(UpOptions(args.data_dir, _ports(args)))
     if args.command == "demo":
-        from sidecar_core.runtime.demo import load_demo
+        from sidecar_app.runtime.demo import load_demo
 
         return run_up(UpOptions(args.data_dir, _ports(args)), after_ready=[load_demo])
     if args.command == "synth":

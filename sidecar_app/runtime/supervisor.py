@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from sidecar_core.runtime.embedded import (
+from sidecar_app.runtime.embedded import (
     REPO_ROOT,
     EmbeddedPostgres,
     die_with_parent,
@@ -78,7 +78,7 @@ class Mesh:
             self.pg = EmbeddedPostgres(self.data_dir / "pg")
             db_url = self.pg.url
         from sidecar_core.db import sqlalchemy_url
-        from workflow_svc.store.migrate import upgrade
+        from sidecar_core.store.migrate import upgrade
 
         upgrade(sqlalchemy_url(db_url))
         nats_url = os.environ.get("SIDECAR_NATS_URL", "")

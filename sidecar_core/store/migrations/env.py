@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from workflow_svc.store.models import Base
+from sidecar_core.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,0 +1,1 @@
+"""DICOMweb over HTTP: multipart, DICOM JSON responses; reaches ingest through its RPCs."""

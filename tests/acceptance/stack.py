@@ -1,0 +1,118 @@
+"""`sidecar up` started exactly as the README says, as a child process, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from sidecar_app.runtime.supervisor import DEFAULT_PORTS
+from tests.servers import free_port
+
+# The installed console script, as a user runs it (`.venv/bin/sidecar`).
+SIDECAR = str(Path(sys.executable).parent / "sidecar")
+PASSWORD = "acceptance horse battery staple"
+READY_LINE = "Sidecar is up."
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without SIDECAR_* settings or proxies (embedded defaults)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SIDECAR_") and "proxy" not in k.lower()}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, stdin: str | None = None, timeout: float = 120.0,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs `sidecar ARGS...` and returns what it printed (never raises on a non-zero exit)."""
+    return subprocess.run([SIDECAR, *args], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, env=env or clean_env())
+
+
+@dataclass
+class Stack:
+    """A running `sidecar up`: its data dir, ports, output and an admin login."""
+
+    data_dir: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    admin: str = "acc_admin"
+    password: str = PASSWORD
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    def cli(self, *args: str, stdin: str | None = None,
+            timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """An admin command against this stack's data dir."""
+        return run_cli(*args, "--data-dir", str(self.data_dir), stdin=stdin, timeout=timeout)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def login(self, username: str | None = None, password: str | None = None) -> str:
+        reply = httpx.post(f"{self.base_url}/api/v1/auth/login", timeout=30, json={
+            "username": username or self.admin, "password": password or self.password})
+        reply.raise_for_status()
+        return str(reply.json()["access_token"])
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        """An HTTP client on the gateway, logged in as the admin unless a token is given."""
+        return httpx.Client(base_url=self.base_url, timeout=60,
+                            headers={"Authorization": f"Bearer {token or self.login()}"})
+
+    def start(self, *extra: str, timeout: float = 300.0) -> None:
+        flags = [f"--{name}-port={port}" for name, port in self.ports.items()]
+        self.log_path = self.data_dir.parent / "sidecar-up.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen([SIDECAR, "up", "--data-dir", str(self.data_dir),
+                                          *flags, *extra], stdout=log, stderr=subprocess.STDOUT,
+                                         env=clean_env())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if READY_LINE in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sidecar up exited with {self.proc.returncode}:\n"
+                                   f"{self.output()[-4000:]}")
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"sidecar up not ready in {timeout:.0f} s:\n{self.output()[-4000:]}")
+
+    def stop(self) -> int | None:
+        """SIGTERM, as Ctrl-C would; waits for every child to be gone. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def new_stack(root: Path, facilities: tuple[str, ...] = ("acc_north", "acc_south")) -> Stack:
+    """A stack on a fresh data dir with facilities (AE title = facility name upper-cased) and
+    an admin user, created with the README's commands before `sidecar up` starts."""
+    stack = Stack(root / "data", ports={name: free_port() for name in DEFAULT_PORTS})
+    for name in facilities:
+        done = stack.cli("facility", "add", name, "--ae-title", name.upper()[:16])
+        assert done.returncode == 0, done.stderr
+    done = stack.cli("user", "add", stack.admin, "--role", "admin", "--password-stdin",
+                     stdin=PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    return stack
