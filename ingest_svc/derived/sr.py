@@ -17,6 +17,7 @@ import numpy as np
 from highdicom.sr import (
     AlgorithmIdentification,
     CodedConcept,
+    CoordinatesForMeasurement,
     DeviceObserverIdentifyingAttributes,
     FindingSite,
     ImageRegion,
@@ -52,19 +53,37 @@ from ingest_svc.derived.content import (
 SR_SERIES_NUMBER = 9100
 
 
-def _region(f: DerivedFinding, source: Dataset) -> ImageRegion | None:
-    frames = [f.frame] if int(getattr(source, "NumberOfFrames", 1) or 1) > 1 else None
-    image = SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID, frames)
+def _geometry(f: DerivedFinding) -> tuple[str, np.ndarray] | None:
+    """(graphic type, points) of the finding on its key image, or None without geometry."""
     if f.kind == "point" and f.points_px and len(f.points_px) >= 2:
-        return ImageRegion("POINT", np.array([f.points_px[:2]], dtype=float), image)
+        return "POINT", np.array([f.points_px[:2]], dtype=float)
     if f.kind == "polygon" and f.points_px and len(f.points_px) >= 6:
         points = np.array(f.points_px, dtype=float).reshape(-1, 2)
-        return ImageRegion("POLYLINE", np.vstack([points, points[:1]]), image)
+        return "POLYLINE", np.vstack([points, points[:1]])
     if f.bbox_px and len(f.bbox_px) == 4:
         x0, y0, x1, y1 = f.bbox_px
         corners = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
-        return ImageRegion("POLYLINE", np.array(corners, dtype=float), image)
+        return "POLYLINE", np.array(corners, dtype=float)
     return None
+
+
+def _source(f: DerivedFinding, source: Dataset) -> SourceImageForRegion:
+    frames = [f.frame] if int(getattr(source, "NumberOfFrames", 1) or 1) > 1 else None
+    return SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID, frames)
+
+
+def _infer_first_measurement_from(group: Dataset, coordinates: Dataset) -> None:
+    """Gives the group's first NUM its region as INFERRED FROM coordinates (TID 300 row 11).
+
+    Cornerstone's SR adapters, which OHIF uses to restore SR measurements into its
+    measurement panel, read the region from inside the first NUM (the form OHIF writes);
+    the group-level Image Region (TID 1410) stays for every other reader. highdicom's
+    PlanarROI template does not offer this, so it is added to the built content item.
+    """
+    first = next(item for item in group.ContentSequence if item.ValueType == "NUM")
+    if "ContentSequence" not in first:
+        first.ContentSequence = []
+    first.ContentSequence.append(coordinates)
 
 
 def _measurements(f: DerivedFinding, algorithm: AlgorithmIdentification) -> list[Measurement]:
@@ -83,6 +102,11 @@ def _group(f: DerivedFinding, number: int, run: RunInfo, sources: Mapping[str, D
         MeasurementsAndQualitativeEvaluations:
     algorithm = AlgorithmIdentification(run.model_name, run.version_text)
     site = FINDING_SITES.get(run.model_name)
+    source = sources.get(f.sop_instance_uid)
+    geometry = _geometry(f) if source is not None else None
+    region = None
+    if geometry is not None and source is not None:
+        region = ImageRegion(geometry[0], geometry[1], _source(f, source))
     common: dict[str, Any] = {
         "tracking_identifier": TrackingIdentifier(tracking_uid(f.finding_id),
                                                   f"{f.label[:52]} #{number}"),
@@ -94,10 +118,11 @@ def _group(f: DerivedFinding, number: int, run: RunInfo, sources: Mapping[str, D
             REVIEW_STATUS, CodedConcept(f.review_status[:16] or "pending", SCHEME,
                                         f.review_status or "pending"))],
     }
-    source = sources.get(f.sop_instance_uid)
-    region = _region(f, source) if source is not None else None
     if region is not None:
-        return PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **common)
+        group = PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=region, **common)
+        _infer_first_measurement_from(group[0], CoordinatesForMeasurement(
+            geometry[0], geometry[1], _source(f, source)))  # type: ignore[index, arg-type]
+        return group
     images = ([SourceImageForMeasurementGroup(source.SOPClassUID, source.SOPInstanceUID)]
               if source is not None else None)
     return MeasurementsAndQualitativeEvaluations(source_images=images, **common)

@@ -92,6 +92,11 @@ def test_sr_round_trip(chest: list[Dataset]) -> None:
     assert group.roi.value[0].tolist() == [10.0, 12.0]
     ref = group.roi.ContentSequence[0].ReferencedSOPSequence[0]
     assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID
+    # OHIF's restore path reads the region from the group's first NUM (INFERRED FROM).
+    first_num = next(i for i in group[0].ContentSequence if i.ValueType == "NUM")
+    inferred = first_num.ContentSequence[-1]
+    assert inferred.ValueType == "SCOORD" and inferred.RelationshipType == "INFERRED FROM"
+    assert list(inferred.GraphicData) == list(group.roi.GraphicData)
     names = {m.name.meaning: m.value for m in group.get_measurements()}
     assert names["AI confidence"] == pytest.approx(0.83)
     assert names["Diameter"] == pytest.approx(6.5)
