@@ -112,7 +112,9 @@ class Mesh:
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
             "SIDECAR_VIEWER_PORT": str(p["viewer"]),
             # The gateway answers the viewer's cross-origin DICOMweb requests (CORS).
-            "SIDECAR_CORS_ORIGINS": json.dumps(viewer_origins(p["viewer"])),
+            "SIDECAR_CORS_ORIGINS": ",".join(
+                o for o in [os.environ.get("SIDECAR_CORS_ORIGINS", ""),
+                            *viewer_origins(p["viewer"])] if o),
             "SIDECAR_INGEST_ADDRESS": f"127.0.0.1:{p['ingest']}",
             "SIDECAR_WORKFLOW_ADDRESS": f"127.0.0.1:{p['workflow']}",
             "SIDECAR_NORMALIZER_ADDRESS": f"127.0.0.1:{p['normalizer']}",

@@ -1,7 +1,7 @@
 """derived_objects: every version of an AI run's DICOM results (SR, SEG) and its index row
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005 (0004 on its own branch; chained after wado's 0005 once merged)
 
 The DICOM objects themselves are indexed like received ones (series and instances rows, so QIDO
 lists them and WADO retrieves them) but marked `instances.source = 'derived'`, in series of
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
