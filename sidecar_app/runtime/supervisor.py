@@ -217,10 +217,10 @@ def viewer_origins(port: int) -> list[str]:
 
 def viewer_line(ports: dict[str, int]) -> str:
     """What `sidecar up` says about the OHIF viewer: its URL, or how to add it."""
-    from sidecar_app.runtime.ohif_fetch import DEFAULT_DIR, installed_version
-    from sidecar_app.runtime.viewer import missing_message
+    from sidecar_app.runtime.ohif_fetch import installed_version
+    from sidecar_app.runtime.viewer import ViewerSettings, missing_message
 
-    if not installed_version(DEFAULT_DIR):
+    if not installed_version(ViewerSettings().viewer_dir):
         return missing_message()
     return (f"OHIF viewer: http://127.0.0.1:{ports['viewer']}/ (DICOMweb "
             f"http://127.0.0.1:{ports['gateway']}/dicomweb; open a study at "

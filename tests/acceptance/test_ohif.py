@@ -153,6 +153,7 @@ def test_study_list_shows_the_demo_studies(demo: DemoStack, studies: dict[str, d
     """OHIF takes `?token=` on its viewer route; from a study opened with a token (the review
     app's "Open in OHIF" link) its study list is one click away, with the same token."""
     assert set(studies) == {"CT", "MG", "MR"}
+    assert f"OHIF viewer: {demo.viewer_url}/" in demo.output()
     _open_study(page, demo, studies["CT"]["uid"])
     page.locator("[data-cy=return-to-work-list]").click()
     for study in studies.values():
