@@ -21,7 +21,8 @@ from sidecar_app.runtime.supervisor import DEFAULT_PORTS
 from tests.acceptance.stack import READY_LINE, SIDECAR, Stack, clean_env
 from tests.servers import free_port
 
-pytestmark = [pytest.mark.browser]
+# `sidecar demo` loads and analyses three studies before the first test (minutes on 2 cores).
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(1500)]
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "ohif"
 README_SHOT = REPO_ROOT / "docs" / "img" / "ohif-sr.png"
