@@ -12,6 +12,7 @@ import asyncio
 import io
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -64,14 +65,20 @@ class DerivedResultsWriter:
         try:
             if name == AI_RUN_FINISHED:
                 msg = events_pb2.AiRunFinished.FromString(delivery.data)
-                if msg.status == "completed":
-                    await self.write_run(uuid.UUID(msg.ai_run_id), "ai_run.finished")
+                run_id = uuid.UUID(msg.ai_run_id) if msg.status == "completed" else None
             elif name == REVIEW_CHANGED:
                 change = review_events_pb2.ReviewChanged.FromString(delivery.data)
-                await self.write_study(uuid.UUID(change.study_id), list(change.ai_run_ids),
-                                       f"review.{change.action or 'changed'}"[:64])
+                study_id = uuid.UUID(change.study_id)
+                run_ids = [str(uuid.UUID(r)) for r in change.ai_run_ids]
+            else:
+                return
         except ValueError as exc:  # an undecodable payload or a malformed id
             raise PermanentError(f"undecodable {name} payload: {exc}") from exc
+        if name == AI_RUN_FINISHED:
+            if run_id is not None:
+                await self.write_run(run_id, "ai_run.finished")
+        else:
+            await self.write_study(study_id, run_ids, f"review.{change.action or 'changed'}"[:64])
 
     async def write_study(self, study_id: uuid.UUID, run_ids: list[str], reason: str
                           ) -> list[Written]:
@@ -133,7 +140,8 @@ class DerivedResultsWriter:
                           sop_instance_uid=uid_of(run.ai_run_id, "sr", version), previous=prior)
             return _bytes(sr)
 
-        data = await asyncio.to_thread(build)
+        data = await self._built(record, "sr", build)
+        assert data is not None
         return await self._index(record, "sr", version, data, print_, len(findings), reason)
 
     async def _write_seg(self, record: load.RunRecord, masks: list[DerivedFinding], print_: str,
@@ -162,10 +170,25 @@ class DerivedResultsWriter:
                             sop_instance_uid=uid_of(run.ai_run_id, "seg", version))
             return _bytes(seg)
 
-        data = await asyncio.to_thread(build)
+        data = await self._built(record, "seg", build)
         if data is None:
             return None
         return await self._index(record, "seg", version, data, print_, len(masks), reason)
+
+    async def _built(self, record: load.RunRecord, kind: str,
+                     build: Callable[[], bytes | None]) -> bytes | None:
+        """Runs a build off the loop; content highdicom refuses is a permanent, audited failure
+        (the run's findings stay reviewable, only their DICOM form is missing)."""
+        try:
+            return await asyncio.to_thread(build)
+        except (ValueError, TypeError, AttributeError) as exc:
+            async with self.db.unit_of_work() as s:
+                await audit.record(s, self.topology, "ai_result.dicom_failed", ACTOR,
+                                   await _ref(s, record.study_id),
+                                   error_class=type(exc).__name__, error_message=str(exc)[:2000],
+                                   context={"kind": kind, "ai_run_id": record.run.ai_run_id,
+                                            "model": record.run.model_name})
+            raise PermanentError(f"{kind} of AI run {record.run.ai_run_id}: {exc}") from exc
 
     async def _index(self, record: load.RunRecord, kind: str, version: int, data: bytes,
                      print_: str, count: int, reason: str) -> Written:
