@@ -111,6 +111,8 @@ class Mesh:
             "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
             "SIDECAR_VIEWER_PORT": str(p["viewer"]),
+            # Where OHIF is, for the review app's "Open in OHIF" links (/viewer?StudyInstanceUIDs=).
+            "SIDECAR_VIEWER_URL": f"http://127.0.0.1:{p['viewer']}",
             # The gateway answers the viewer's cross-origin DICOMweb requests (CORS).
             "SIDECAR_CORS_ORIGINS": ",".join(
                 o for o in [os.environ.get("SIDECAR_CORS_ORIGINS", ""),
