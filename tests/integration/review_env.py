@@ -31,7 +31,7 @@ PATIENT_A = {"PatientName": "Yamada^Tarou=山田^太郎=やまだ^たろう", "P
              "PatientSex": "M", "PatientAge": "045Y", "PatientBirthDate": "19790214",
              "ReferringPhysicianName": "Sato^Hanako", "StudyDate": "20240305",
              "StudyDescription": "CT CHEST", "BodyPartExamined": "CHEST"}
-PATIENT_B = {"PatientName": "<img src=x onerror=alert(1)>", "PatientID": "PID-B1",
+PATIENT_B = {"PatientName": "<script>alert(1)</script>^<b>x</b>", "PatientID": "PID-B1",
              "StudyDate": "20240306"}
 
 
