@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,8 +48,10 @@ class EventHub:
     """One NATS subscription per gateway, fanned out to the open streams by facility."""
 
     def __init__(self, nats_url: str, topology: Topology,
-                 review: Callable[[], ReviewClient]) -> None:
+                 review: Callable[[], ReviewClient],
+                 still_valid: Callable[[Principal], Awaitable[None]] | None = None) -> None:
         self.nats_url = nats_url
+        self.still_valid = still_valid
         self.topology = topology
         self.review = review
         self.subscribers: set[Subscriber] = set()
@@ -96,6 +98,11 @@ class EventHub:
                 try:
                     data = await asyncio.wait_for(subscriber.queue.get(), HEARTBEAT_S)
                 except TimeoutError:
+                    if self.still_valid is not None:
+                        try:
+                            await self.still_valid(me)  # logged out meanwhile: end the stream
+                        except ApiError:
+                            return
                     yield b": ping\n\n"
                     continue
                 yield f"event: study\ndata: {json.dumps(data)}\n\n".encode()
