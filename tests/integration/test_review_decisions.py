@@ -91,8 +91,13 @@ async def test_decisions_supersede_keep_history_and_conflict_on_stale_versions(
             ("chest-ct-nodules", "1.0", fid)] * 7
         assert all(e.ai_run_id is not None for e in events)
         changed = [review_events_pb2.ReviewChanged.FromString(o.payload) for o in outbox]
-        assert [c.version for c in changed] == [1, 2, 3, 4, 5, 6, 7]
-        assert {c.study.accession for c in changed} == {"ACC-1"}
+        assert [c.action for c in changed] == ["accepted", "rejected", "edited", "relabelled",
+                                               "edited", "edited", "ignored"]
+        assert {(c.study_id, tuple(c.finding_ids)) for c in changed} == {
+            (str(env.seeded.study), (fid,))}
+        assert [c.review_event_id for c in changed] == [str(e.id) for e in events]
+        assert all(list(c.ai_run_ids) == [str(events[0].ai_run_id)] for c in changed)
+        assert sorted(o.msg_id for o in outbox) == sorted(str(e.id) for e in events)
 
 
 async def test_two_radiologists_at_once_one_wins_one_gets_409(db: Database,
