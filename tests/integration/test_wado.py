@@ -30,9 +30,13 @@ from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ipb_grpc
 from review_gateway import auth
 from review_gateway.app import create_app
 from review_gateway.settings import GatewaySettings
+from sidecar_core.db import Database
+from sidecar_core.grpc_server import GrpcServer
+from sidecar_core.subjects import Topology
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.integration.test_dimse import running_ingest
 from tests.servers import free_port, wait_port
+from workflow_svc import review_servicer
 
 pytestmark = pytest.mark.integration
 
@@ -145,11 +149,21 @@ async def wado(database_url: str, nats: Any, tmp_path: Path) -> AsyncIterator[Wa
                     facility=facility,
                     items=[ipb.IngestInstancesRequestItem(dicom=to_bytes(d)) for d in datasets]))
                 assert [r.reason for r in reply.results] == [""] * len(datasets)
+        # The gateway asks the workflow process (ReviewService) whether a session was revoked.
+        db = Database(database_url)
+        workflow = GrpcServer("127.0.0.1:0")
+        review_servicer.register(workflow, db, Topology())
+        workflow_port = await workflow.start()
         settings = GatewaySettings(data_dir=tmp_path, token_secret=SECRET,
                                    ingest_address=f"127.0.0.1:{svc.grpc_port}",
+                                   workflow_address=f"127.0.0.1:{workflow_port}",
                                    cors_origins="http://viewer.test")
-        with serve(create_app(settings)) as url:
-            yield Wado(url + "/dicomweb", corpus, svc.grpc_port, database_url)
+        try:
+            with serve(create_app(settings)) as url:
+                yield Wado(url + "/dicomweb", corpus, svc.grpc_port, database_url)
+        finally:
+            await workflow.stop(0)
+            await db.close()
 
 
 def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
