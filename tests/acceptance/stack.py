@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +120,18 @@ class Stack:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+@contextmanager
+def stack_root() -> Iterator[Path]:
+    """A fresh folder for a stack's data dir, outside pytest's basetemp: as root, pgserver runs
+    PostgreSQL as the user `pgserver` and opens the data dir's parents to it, but every pytest
+    session that starts puts /tmp/pytest-of-root back to 0700 (eight engineers run tests)."""
+    root = Path(tempfile.mkdtemp(prefix="sidecar-acc-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def new_stack(root: Path, facilities: tuple[str, ...] = ("acc_north", "acc_south")) -> Stack:
