@@ -8,7 +8,6 @@ import signal
 import socket
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from sidecar_app.runtime.supervisor import DEFAULT_PORTS

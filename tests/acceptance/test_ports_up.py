@@ -128,3 +128,21 @@ def test_normalizer_check_fails_for_a_model_it_does_not_serve(stack: Stack) -> N
     assert done.returncode == 1
     assert "FAIL" in done.stdout and "no_such_model" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_c_store_of_an_invalid_uid_is_answered_a900(stack: Stack, tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID = generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "1.2.03.4"  # PS3.5 9.1
+    ds.save_as(tmp_path / "bad.dcm")
+    done = dcmtk("storescu", "-v", "-aet", "ACC_NORTH", "-aec", "SIDECAR", "127.0.0.1",
+                 str(stack.ports["dicom"]), str(tmp_path / "bad.dcm"))
+    said = done.stdout + done.stderr
+    assert "Error: DataSetDoesNotMatchSOPClass" in said, said  # dcmtk's name for 0xA900
+    assert stack.sql("select 1 from studies where study_instance_uid = %s",
+                     ds.StudyInstanceUID) == []
