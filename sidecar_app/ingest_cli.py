@@ -155,17 +155,19 @@ def send_dimse(args: argparse.Namespace, files: list[Path], tally: Tally, bar: P
 
     host, port = host_port(args.target or "127.0.0.1:11112", 11112)
     calling = args.calling_ae or facility_ae_title(args)
-    ensure_reachable("the DICOM port", f"{host}:{port}", port)
     for batch in batches(files):
         entries = [(path, data, prepare(data)) for path, data in batch]
         for group in chunks(entries, key=lambda e: e[2].context):
             contexts = [e[2].context for e in group]
+            scu = StoreSCU(host, port, calling, args.called_ae, contexts)
             try:
-                scu = StoreSCU(host, port, calling, args.called_ae, contexts).__enter__()
+                scu.__enter__()  # associates; released by __exit__ below
             except AssociationRefused as exc:
+                if exc.rejected is None:  # no association at all: is anything listening?
+                    ensure_reachable("the DICOM port", f"{host}:{port}", port)
                 raise UserError(f"the DICOM port at {host}:{port} refused calling AE "
                                 f"{calling!r}, called AE {args.called_ae!r}: {exc}") from None
-            with scu:
+            try:
                 for path, data, item in group:
                     tally.files, tally.bytes = tally.files + 1, tally.bytes + len(data)
                     try:
@@ -182,6 +184,8 @@ def send_dimse(args: argparse.Namespace, files: list[Path], tally: Tally, bar: P
                         _reject(tally, path, "no response" if status is None else
                                 f"status 0x{status:04X} {comment}".strip())
                     bar.update(tally)
+            finally:
+                scu.__exit__(None, None, None)
 
 
 def send_stow(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Progress) -> None:

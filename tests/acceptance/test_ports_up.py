@@ -146,3 +146,37 @@ def test_c_store_of_an_invalid_uid_is_answered_a900(stack: Stack, tmp_path: Path
     assert "Error: DataSetDoesNotMatchSOPClass" in said, said  # dcmtk's name for 0xA900
     assert stack.sql("select 1 from studies where study_instance_uid = %s",
                      ds.StudyInstanceUID) == []
+
+
+def listening() -> dict[int, set[str]]:
+    """Port → the local addresses listening on it (from /proc/net/tcp and tcp6)."""
+    found: dict[int, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            address, port = fields[1].split(":")
+            found.setdefault(int(port, 16), set()).add(address)
+    return found
+
+
+def test_every_port_binds_loopback_only(stack: Stack) -> None:
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    sockets = listening()
+    for name, port in stack.ports.items():
+        assert port in sockets, f"{name} port {port} does not listen"
+        assert sockets[port] <= loopback, (name, port, sockets[port])
+
+
+def test_embedded_triton_and_nats_answer_on_their_ports(stack: Stack) -> None:
+    ready = httpx.get(f"http://127.0.0.1:{stack.ports['triton-http']}/v2/health/ready",
+                      timeout=30)
+    assert ready.status_code == 200
+    metrics = httpx.get(f"http://127.0.0.1:{stack.ports['triton-metrics']}/metrics", timeout=30)
+    assert metrics.status_code == 200 and "nv_inference" in metrics.text
+    import socket
+
+    with socket.create_connection(("127.0.0.1", stack.ports["nats"]), timeout=10) as nats:
+        info = nats.recv(4096).decode()
+    assert info.startswith("INFO ") and '"jetstream":true' in info.replace(" ", "")
