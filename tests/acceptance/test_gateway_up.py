@@ -38,25 +38,51 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"{what} not within {timeout:.0f} s")
 
 
-@pytest.fixture(scope="module")
-def study(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Study:
-    folder = tmp_path_factory.mktemp("in") / "brain"
-    assert run_cli("synth", str(folder), "--kind", "brain-mr", "--seed", "21").returncode == 0
-    truth = json.loads((folder / "ground_truth.json").read_text())
-    sent = run_cli("ingest", str(folder), "--facility", "acc_north", "--target",
+def send(stack: Stack, folder: Path, facility: str, seed: int) -> dict[str, Any]:
+    """`sidecar synth` a brain MR into `folder`, `sidecar ingest --complete` it; its truth."""
+    assert run_cli("synth", str(folder), "--kind", "brain-mr", "--seed", str(seed)) \
+        .returncode == 0
+    sent = run_cli("ingest", str(folder), "--facility", facility, "--target",
                    stack.address("ingest"), "--complete")
     assert sent.returncode == 0, sent.stdout + sent.stderr
+    truth = dict(json.loads((folder / "ground_truth.json").read_text()))
+    assert truth["lesions"], f"seed {seed} is a negative control: pick one with lesions"
+    return truth
+
+
+def wait_ready(stack: Stack, truth: dict[str, Any]) -> Study:
     with stack.client() as http:
         def ready() -> dict[str, Any] | None:
             found = http.get("/api/v1/studies", params={"accession": truth["accession_number"]})
             rows = found.json()["studies"]
             return rows[0] if rows and rows[0]["state"] == READY else None
 
-        row = wait_for(ready, 240, f"study {truth['accession_number']} {READY}")
+        row = wait_for(ready, 300, f"study {truth['accession_number']} {READY}")
         detail = http.get(f"/api/v1/studies/{row['id']}").json()
         findings = http.get(f"/api/v1/studies/{row['id']}/findings").json()["findings"]
     return Study(truth["study_instance_uid"], truth["accession_number"], row["id"], detail,
                  findings)
+
+
+@pytest.fixture(scope="module")
+def sent(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """One brain MR into acc_north, one into acc_south after `facility set acc_south
+    --shadow-mode on`; both sent before either is awaited."""
+    root = tmp_path_factory.mktemp("in")
+    done = stack.cli("facility", "set", "acc_south", "--shadow-mode", "on")
+    assert done.returncode == 0, done.stderr
+    return {"north": send(stack, root / "north", "acc_north", 21),
+            "shadow": send(stack, root / "shadow", "acc_south", 23)}
+
+
+@pytest.fixture(scope="module")
+def study(stack: Stack, sent: dict[str, dict[str, Any]]) -> Study:
+    return wait_ready(stack, sent["north"])
+
+
+@pytest.fixture(scope="module")
+def shadow_study(stack: Stack, sent: dict[str, dict[str, Any]]) -> Study:
+    return wait_ready(stack, sent["shadow"])
 
 
 def assert_error(reply: httpx.Response, status: int, code: str) -> None:
@@ -174,6 +200,23 @@ def test_a_radiologist_sees_only_their_facility(stack: Stack, study: Study) -> N
         listed = http.get("/api/v1/studies").json()["studies"]
         assert study.id not in {s["id"] for s in listed}
         assert_error(http.get(f"/api/v1/studies/{study.id}"), 404, "NOT_FOUND")
+
+
+def test_shadow_mode_hides_findings_from_all_but_admins_and_auditors(
+        stack: Stack, shadow_study: Study) -> None:
+    assert shadow_study.findings == []  # the admin's default view: hidden
+    with stack.client() as http:
+        hidden = http.get(f"/api/v1/studies/{shadow_study.id}/findings",
+                          params={"include_hidden": "true"}).json()["findings"]
+    assert hidden and all(f["model"]["name"] == "brain_mr_lesions" for f in hidden)
+    added = stack.cli("user", "add", "south_rad2", "--role", "radiologist", "--facility",
+                      "acc_south", "--password-stdin", stdin="south radiologist pw2\n")
+    assert added.returncode == 0, added.stderr
+    with stack.client(stack.login("south_rad2", "south radiologist pw2")) as http:
+        mine = http.get(f"/api/v1/studies/{shadow_study.id}/findings")
+        assert mine.status_code == 200 and mine.json()["findings"] == []
+        assert_error(http.get(f"/api/v1/studies/{shadow_study.id}/findings",
+                              params={"include_hidden": "true"}), 403, "PERMISSION_DENIED")
 
 
 def test_objects_verify_passes_then_finds_a_damaged_object(stack: Stack, study: Study) -> None:
