@@ -27,4 +27,9 @@ def database_url(args: argparse.Namespace, must_exist: bool = False) -> str:
     except OSError as exc:
         raise UserError(f"cannot create the data dir {args.data_dir}: "
                         f"{(exc.strerror or str(exc)).lower()}") from None
-    return EmbeddedPostgres(args.data_dir.resolve() / "pg").url
+    pgdata = args.data_dir.resolve() / "pg"
+    try:
+        return EmbeddedPostgres(pgdata).url
+    except Exception as exc:  # initdb or pg_ctl failed: pgserver raises with their output
+        first = " ".join(str(exc).split())[:200]
+        raise UserError(f"cannot start the embedded PostgreSQL in {pgdata}: {first}") from None

@@ -120,15 +120,13 @@ def one_line(exc: BaseException) -> tuple[str, int]:
     except ImportError:  # pragma: no cover - the kernel is always installed with the app
         DomainError = ()  # type: ignore[assignment,misc]  # noqa: N806
     if isinstance(exc, DomainError):
-        return f"{exc.reason}: {exc.message}", 2
+        return f"{exc.reason}: {' '.join(exc.message.split())}", 2
     database = database_error(exc)
     if database is not None:
         return str(database), 2
-    if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError
-                  | PermissionError | FileExistsError):
-        return f"{exc.strerror.lower() if exc.strerror else exc}: {exc.filename}", 2
     if isinstance(exc, OSError):
-        return f"{_why(exc)}{f': {exc.filename}' if exc.filename else ''}", 2
+        why = exc.strerror.lower() if exc.strerror else _why(exc)
+        return f"{why}{f': {exc.filename}' if exc.filename else ''}", 2
     text = " ".join(str(exc).split()) or "(no message)"
     return (f"unexpected {type(exc).__name__}: {text[:300]} (run with {DEBUG_ENV}=1 for the "
             "traceback)", 1)
