@@ -22,7 +22,7 @@ STUDY = re.compile(r"^\s+(\w+) study ([\d.]+): (\w+), (\d+) findings$", re.M)
 def demo() -> Iterator[Stack]:
     with stack_root() as root:
         running = Stack(root / "demo-data", ports={n: free_port() for n in DEFAULT_PORTS})
-        running.start(command="demo", timeout=600)
+        running.start(command="demo", timeout=540)  # under pytest-timeout's 600 s
         try:
             yield running
         finally:
@@ -73,7 +73,7 @@ def test_ctrl_c_stops_everything_and_a_restart_keeps_the_data(demo: Stack) -> No
     for name, port in demo.ports.items():
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"{name} still listens"
-    demo.start(command="demo", timeout=600)
+    demo.start(command="demo", timeout=540)
     assert login_of(demo) == (username, password)
     with demo.client(demo.login(username, password)) as http:
         studies = http.get("/api/v1/studies").json()["studies"]
