@@ -4,6 +4,7 @@ one failing case each; a failure is one line on stderr and a non-zero exit, neve
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,11 @@ import pytest
 from tests.acceptance.stack import Stack, clean_env, run_cli
 
 
-def failed_in_one_line(done: object, *expected: str) -> str:
+def failed_in_one_line(done: subprocess.CompletedProcess[str], *expected: str) -> str:
     """The stderr of a failed command: non-zero, one line, no traceback, naming `expected`."""
-    returncode, stderr = getattr(done, "returncode"), getattr(done, "stderr")  # noqa: B009
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert returncode != 0, stderr
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode != 0, done.stderr
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     for text in expected:
         assert text in lines[0], lines[0]
     return str(lines[0])
