@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -229,6 +230,22 @@ def viewer_line(ports: dict[str, int]) -> str:
             f"/viewer?StudyInstanceUIDs=UID&token=BEARER_TOKEN)")
 
 
+def busy_ports(ports: dict[str, int]) -> list[str]:
+    """'NAME port N' for each port `sidecar up` would bind that something already listens on
+    (NATS and Triton only when embedded)."""
+    external = {"nats": "SIDECAR_NATS_URL", "triton": "SIDECAR_TRITON_URL",
+                "triton-http": "SIDECAR_TRITON_URL", "triton-metrics": "SIDECAR_TRITON_URL"}
+    busy = []
+    for name, port in ports.items():
+        if name in external and os.environ.get(external[name]):
+            continue
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                busy.append(f"{name} port {port} (--{name}-port)")
+    return busy
+
+
 def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
     """Runs the mesh in the foreground until SIGINT/SIGTERM; returns the exit code."""
     mesh = Mesh(opts)
@@ -239,6 +256,11 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
+    busy = busy_ports(opts.ports)
+    if busy:
+        print(f"sidecar up: error: already in use: {', '.join(busy)}; is another 'sidecar up' "
+              "running? Stop it or pass other ports", file=sys.stderr, flush=True)
+        return 2
     try:
         mesh.start_infra()
         (mesh.data_dir / "run").mkdir(exist_ok=True)
@@ -260,7 +282,7 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
         stop.wait()
         return 0
     except Exception as exc:
-        print(f"sidecar up failed: {exc}", file=sys.stderr, flush=True)
+        print(f"sidecar up: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         return 1
     finally:
         mesh.stop()
