@@ -38,6 +38,7 @@ DEFAULT_PORTS = {
     "triton": 18001,
     "triton-http": 18000,
     "triton-metrics": 18002,
+    "hl7": 2575,
 }
 # name → (module, gRPC port key or None)
 SERVICES: list[tuple[str, str, str | None]] = [
@@ -46,6 +47,7 @@ SERVICES: list[tuple[str, str, str | None]] = [
     ("preprocess", "ingest_svc.assets.worker", None),
     ("normalizer", "normalizer_svc.main", "normalizer"),
     ("gateway", "review_gateway.main", None),
+    ("hl7", "workflow_svc.hl7_main", None),
 ]
 
 
@@ -108,6 +110,7 @@ class Mesh:
             "SIDECAR_WORKFLOW_PORT": str(p["workflow"]),
             "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
+            "SIDECAR_HL7_PORT": str(p["hl7"]),
             "SIDECAR_INGEST_ADDRESS": f"127.0.0.1:{p['ingest']}",
             "SIDECAR_WORKFLOW_ADDRESS": f"127.0.0.1:{p['workflow']}",
             "SIDECAR_NORMALIZER_ADDRESS": f"127.0.0.1:{p['normalizer']}",
