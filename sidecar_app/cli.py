@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", required=True)
     _db_flags(p)
 
+    hof = sub.add_parser("handoff", help="status handoff tools").add_subparsers(
+        dest="action", required=True)
+    p = hof.add_parser("retry", help="queue a study's failed handoffs again (after sync_failed)")
+    p.add_argument("--study", required=True, help="study id (as in the audit event)")
+    _db_flags(p)
+
     p = sub.add_parser("migrate", help="bring the database schema to the latest migration")
     _db_flags(p)
 
@@ -131,6 +137,8 @@ async def _admin(args: argparse.Namespace) -> int:
         return 0
     db = Database(url, pool_size=1)
     try:
+        if args.command == "handoff":
+            return await _handoff_retry(db, args)
         if args.command == "facility" and args.action in ("set", "list"):
             return await _facility_admin(db, args)
         if args.command == "facility":
@@ -176,6 +184,17 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
           f"{'on' if view.shadow_mode else 'off'} quiet={view.quiet_period_s:g}s models="
           f"{','.join(view.enabled_models) if view.enabled_models is not None else 'all'}")
     return 0
+
+
+async def _handoff_retry(db: object, args: argparse.Namespace) -> int:
+    import uuid
+
+    from sidecar_core.settings import CommonSettings
+    from workflow_svc.handoff import redrive
+
+    jobs = await redrive(db, CommonSettings().topology(), uuid.UUID(args.study))  # type: ignore[arg-type]
+    print(f"{len(jobs)} handoff job(s) queued again" + "".join(f"\n  {j}" for j in jobs))
+    return 0 if jobs else 1
 
 
 def _onboarding_given(args: argparse.Namespace) -> bool:

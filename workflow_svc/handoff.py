@@ -39,7 +39,9 @@ PAYLOAD_VERSION = "sidecar.handoff/1"
 async def enqueue(s: AsyncSession, topology: Topology, study_id: uuid.UUID,
                   report_id: uuid.UUID, ref: StudyRef, redrive: int = 0) -> str:
     """Queues the handoff of one report of one study (in the caller's transaction)."""
-    job_id = f"handoff:{report_id}:{study_id}" + (f":redrive{redrive}" if redrive else "")
+    # audit job ids are at most 64 characters
+    job_id = f"handoff:{report_id.hex[:16]}{study_id.hex[:16]}" + (f":r{redrive}" if redrive
+                                                                   else "")
     existing = (await s.execute(select(Handoff).where(
         Handoff.study_id == study_id, Handoff.legacy_report_id == report_id))).scalar_one_or_none()
     if existing is None:

@@ -1,0 +1,103 @@
+"""Through `sidecar up`: an ORU^R01 over MLLP completes a study, the webhook records its status."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.acceptance.stack import Stack, run_cli
+from tests.helpers import ct_slice, to_bytes
+from tests.http_peers import WebhookReceiver, serve
+
+SECRET = "north webhook secret"
+SENDER = "NORTH_RIS"
+
+
+def _oru(control_id: str, accession: str) -> bytes:
+    """An ORU^R01 as the README shows it (accession in OBR-3, final report)."""
+    return ("\r".join([
+        f"MSH|^~\\&|RIS|{SENDER}|SIDECAR|SIDECAR|20240305113005||ORU^R01^ORU_R01|{control_id}"
+        "|P|2.5.1",
+        "PID|1||MRN-1^^^HOSP^MR||Doe^Jane",
+        f"OBR|1||{accession}^RIS|71250^CT CHEST|||20240305101500|||||||||||||"
+        f"RPT-{accession}||20240305113000|||F",
+    ]) + "\r").encode()
+
+
+def _mllp(port: int, message: bytes) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"\x0b" + message + b"\x1c\x0d")
+        data = b""
+        while not data.endswith(b"\x1c\x0d"):
+            chunk = conn.recv(4096)
+            assert chunk, "connection closed before the ACK"
+            data += chunk
+    return data[1:-2].decode()
+
+
+def _ingest(stack: Stack, tmp: Path, accession: str) -> None:
+    folder = tmp / accession
+    folder.mkdir()
+    study_uid = None
+    for z in range(3):
+        ds = ct_slice(study_uid=study_uid, z=float(z), accession=accession)
+        study_uid = ds.StudyInstanceUID
+        (folder / f"{z}.dcm").write_bytes(to_bytes(ds))
+    done = run_cli("ingest", str(folder), "--facility", "acc_north", "--target",
+                   stack.address("ingest"), "--complete")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _study(stack: Stack, accession: str, until: str, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    with stack.client() as http:
+        while time.monotonic() < deadline:
+            found = http.get("/api/v1/studies", params={"accession": accession}).json()
+            if found["studies"]:
+                last = http.get(f"/api/v1/studies/{found['studies'][0]['id']}").json()
+                if last["state"] == until:
+                    return dict(last)
+            time.sleep(0.5)
+    raise AssertionError(f"{accession} never reached {until}; last seen {last}")
+
+
+def test_oru_completes_the_study_and_the_webhook_records_it(stack: Stack, tmp_path: Path
+                                                              ) -> None:
+    receiver = WebhookReceiver(SECRET)
+    with serve(receiver.app()) as port:
+        done = stack.cli("facility", "set", "acc_north", "--hl7-sending-facility", SENDER,
+                         "--handoff-url", f"http://127.0.0.1:{port}/sidecar/status",
+                         "--handoff-secret-stdin", stdin=SECRET + "\n")
+        assert done.returncode == 0, done.stderr
+        _ingest(stack, tmp_path, "ACC-LOOP-1")
+        registered = _study(stack, "ACC-LOOP-1", "ineligible")  # 16x16 CT: no model covers it
+        assert registered["state"] == "ineligible"
+
+        ack = _mllp(stack.ports["hl7"], _oru("LOOP-1", "ACC-LOOP-1"))
+        assert "MSA|AA|LOOP-1" in ack, ack
+        study = _study(stack, "ACC-LOOP-1", "status_recorded")
+        states = [t["state"] for t in study["state_history"]]
+        assert states[-2:] == ["legacy_report_completed", "status_recorded"], states
+        assert states[0] == "received"
+        assert len(receiver.received) == 1 and receiver.refused == 0
+
+        # a report for a study that has not arrived yet waits, then completes it on arrival
+        ack = _mllp(stack.ports["hl7"], _oru("LOOP-2", "ACC-LOOP-2"))
+        assert "MSA|AA|LOOP-2" in ack and "0 matched" in ack, ack
+        _ingest(stack, tmp_path, "ACC-LOOP-2")
+        _study(stack, "ACC-LOOP-2", "status_recorded")
+        assert len(receiver.received) == 2
+
+        # the same message again changes nothing
+        assert "MSA|AA|LOOP-1" in _mllp(stack.ports["hl7"], _oru("LOOP-1", "ACC-LOOP-1"))
+        time.sleep(1.0)
+        assert len(receiver.received) == 2
+
+
+def test_malformed_oru_gets_a_nak_naming_the_field(stack: Stack) -> None:
+    bad = _oru("LOOP-BAD", "ACC-X").replace(b"|||F\r", b"|||\r")
+    ack = _mllp(stack.ports["hl7"], bad)
+    assert "MSA|AE|LOOP-BAD" in ack and "OBR^1^25" in ack, ack
