@@ -16,6 +16,7 @@ JOB_LLM_ASSIST = "job.v1.llm_assist"
 JOB_HANDOFF = "job.v1.handoff"
 JOB_OVERLAY = "job.v1.overlay"
 JOB_EXPORT = "job.v1.export"
+REVIEW_CHANGED = "review.v1.changed"
 AUDIT = "audit.v1"
 DLQ = "dlq.v1"
 
@@ -63,6 +64,7 @@ class Topology:
                 StreamSpec(f"{self.stream_prefix}_JOBS", (f"{p}.job.>",), work_queue=True),
                 StreamSpec(f"{self.stream_prefix}_AUDIT", (f"{p}.audit.>",)),
                 StreamSpec(f"{self.stream_prefix}_DLQ", (f"{p}.dlq.>",)),
+                StreamSpec(f"{self.stream_prefix}_REVIEW", (f"{p}.review.>",)),
             ),
         )
 
@@ -78,6 +80,10 @@ class Topology:
     @property
     def events_stream(self) -> str:
         return f"{self.stream_prefix}_EVENTS"
+
+    @property
+    def review_stream(self) -> str:
+        return f"{self.stream_prefix}_REVIEW"
 
     @property
     def jobs_stream(self) -> str:
