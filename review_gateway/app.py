@@ -22,6 +22,7 @@ from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway import auth, security, views
 from review_gateway.dicomweb.router import dicomweb_router
+from review_gateway.draft_routes import draft_router
 from review_gateway.errors import ApiError, error_body
 from review_gateway.events import EventHub
 from review_gateway.health import DependencyStatus, HealthCheck, run_checks
@@ -210,6 +211,8 @@ def create_app(settings: GatewaySettings,
 
     app.include_router(sessions.router())
     app.include_router(review_router(principal, review))
+    app.include_router(draft_router(principal, lambda: connection.client().channel,
+                                    settings.workflow_timeout_s))
     app.include_router(hub.router(principal))
     app.include_router(dicomweb_router(principal, ingest_stub,
                                        max_request_mb=settings.dicomweb_max_request_mb),

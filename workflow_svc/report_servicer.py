@@ -8,12 +8,14 @@ import grpc
 
 from protos.sidecar.workflow.v1 import report_service_pb2 as pb
 from protos.sidecar.workflow.v1 import report_service_pb2_grpc as pb_grpc
+from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from sidecar_core import idempotency
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument
 from sidecar_core.grpc_server import GrpcServer, handle_errors
 from sidecar_core.subjects import Topology
-from workflow_svc import hl7_intake, legacy_reports
+from workflow_svc import drafts, hl7_intake, legacy_reports
+from workflow_svc.access import Caller
 from workflow_svc.hl7_ack import acks_for
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ReportService"].full_name
@@ -68,6 +70,35 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
         return pb.SubmitHl7MessageResponse(
             acks=acks_for(header, verdict), code=verdict.code,
             error_location=err.location if err else "", error_message=err.text if err else "")
+
+    @handle_errors
+    async def GenerateDraft(self, request: pb.GenerateDraftRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GenerateDraftResponse:
+        return await drafts.generate(self.db, self.topology, _caller(request.caller),
+                                     request.study_id)
+
+    @handle_errors
+    async def GetDraft(self, request: pb.GetDraftRequest,
+                       context: grpc.aio.ServicerContext) -> pb.GetDraftResponse:
+        return await drafts.get(self.db, _caller(request.caller), request.study_id)
+
+    @handle_errors
+    async def EditDraft(self, request: pb.EditDraftRequest,
+                        context: grpc.aio.ServicerContext) -> pb.EditDraftResponse:
+        return pb.EditDraftResponse(draft=await drafts.edit(
+            self.db, self.topology, _caller(request.caller), request.study_id,
+            request.expected_version, request.text))
+
+    @handle_errors
+    async def AcceptDraft(self, request: pb.AcceptDraftRequest,
+                          context: grpc.aio.ServicerContext) -> pb.AcceptDraftResponse:
+        return pb.AcceptDraftResponse(draft=await drafts.accept(
+            self.db, self.topology, _caller(request.caller), request.study_id,
+            request.expected_version))
+
+
+def _caller(message: rpb.Caller) -> Caller:
+    return Caller(message.user_id, message.username, message.role, tuple(message.facilities))
 
 
 def register(server: GrpcServer, db: Database, topology: Topology) -> ReportServicer:
