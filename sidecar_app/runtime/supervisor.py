@@ -39,6 +39,7 @@ DEFAULT_PORTS = {
     "triton-http": 18000,
     "triton-metrics": 18002,
     "hl7": 2575,
+    "viewer": 8081,
 }
 # name → (module, gRPC port key or None)
 SERVICES: list[tuple[str, str, str | None]] = [
@@ -48,6 +49,7 @@ SERVICES: list[tuple[str, str, str | None]] = [
     ("normalizer", "normalizer_svc.main", "normalizer"),
     ("gateway", "review_gateway.main", None),
     ("hl7", "workflow_svc.hl7_main", None),
+    ("viewer", "sidecar_app.runtime.viewer", None),  # OHIF, at the root of its own origin
 ]
 
 
@@ -111,6 +113,9 @@ class Mesh:
             "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
             "SIDECAR_HL7_PORT": str(p["hl7"]),
+            "SIDECAR_VIEWER_PORT": str(p["viewer"]),
+            # The gateway answers the viewer's cross-origin DICOMweb requests (CORS).
+            "SIDECAR_CORS_ORIGINS": json.dumps(viewer_origins(p["viewer"])),
             "SIDECAR_INGEST_ADDRESS": f"127.0.0.1:{p['ingest']}",
             "SIDECAR_WORKFLOW_ADDRESS": f"127.0.0.1:{p['workflow']}",
             "SIDECAR_NORMALIZER_ADDRESS": f"127.0.0.1:{p['normalizer']}",
@@ -207,6 +212,22 @@ class Mesh:
         (self.data_dir / "runtime.json").write_text(json.dumps(info, indent=2))
 
 
+def viewer_origins(port: int) -> list[str]:
+    return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+
+
+def viewer_line(ports: dict[str, int]) -> str:
+    """What `sidecar up` says about the OHIF viewer: its URL, or how to add it."""
+    from sidecar_app.runtime.ohif_fetch import DEFAULT_DIR, installed_version
+    from sidecar_app.runtime.viewer import missing_message
+
+    if not installed_version(DEFAULT_DIR):
+        return missing_message()
+    return (f"OHIF viewer: http://127.0.0.1:{ports['viewer']}/ (DICOMweb "
+            f"http://127.0.0.1:{ports['gateway']}/dicomweb; open a study at "
+            f"/viewer?StudyInstanceUIDs=UID&token=BEARER_TOKEN)")
+
+
 def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
     """Runs the mesh in the foreground until SIGINT/SIGTERM; returns the exit code."""
     mesh = Mesh(opts)
@@ -227,6 +248,7 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
         mesh.write_runtime_file()
         for hook in after_ready or []:
             hook(mesh)
+        print(viewer_line(opts.ports), flush=True)
         print(
             f"Sidecar is up. Review UI: http://127.0.0.1:{opts.ports['gateway']}/ "
             f"(API: http://127.0.0.1:{opts.ports['gateway']}/api/v1, logs: {mesh.logs})",

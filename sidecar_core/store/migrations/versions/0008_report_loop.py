@@ -1,7 +1,7 @@
 """report loop: HL7 messages, legacy report details, handoff, drafts, LLM traces, exports
 
 Revision ID: 0008
-Revises: 0007
+Revises: 0006, 0007
 
 Facility settings for the report loop (HL7 sending facility, handoff webhook, LLM endpoint,
 PACS export destination); raw HL7 messages as received; the legacy report's reference, result
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0008"
-down_revision = "0007"  # 0004 before merging review-api (0007); the lead re-chains
+down_revision = ("0006", "0007")  # "0004" before merging review-api and ohif-sr; the lead re-chains
 branch_labels = None
 depends_on = None
 
