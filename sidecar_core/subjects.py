@@ -66,7 +66,6 @@ class Topology:
                 StreamSpec(f"{self.stream_prefix}_JOBS", (f"{p}.job.>",), work_queue=True),
                 StreamSpec(f"{self.stream_prefix}_AUDIT", (f"{p}.audit.>",)),
                 StreamSpec(f"{self.stream_prefix}_DLQ", (f"{p}.dlq.>",)),
-                StreamSpec(f"{self.stream_prefix}_REVIEW", (f"{p}.review.>",)),
             ),
         )
 
@@ -85,7 +84,9 @@ class Topology:
 
     @property
     def review_stream(self) -> str:
-        return f"{self.stream_prefix}_REVIEW"
+        # review-api had its own _REVIEW stream, ohif-sr put review.> in _EVENTS: one stream may
+        # hold a subject, so after merging both the review events live in _EVENTS.
+        return self.events_stream
 
     @property
     def jobs_stream(self) -> str:

@@ -130,7 +130,7 @@ def parse_oru(raw: bytes) -> ParsedOru:
     base = header_of(text)
     if not base.control_id:
         raise Hl7Error("AR", "MSH", 1, 10, E_REQUIRED, "MSH-10 (message control id) is empty")
-    mtype, event = msh.extract_field(1, 9, 1, 1), msh.extract_field(1, 9, 1, 2)
+    mtype, event = _field(msh, 9, 1), _field(msh, 9, 2)
     if mtype != "ORU":
         raise Hl7Error("AR", "MSH", 1, 9, E_MESSAGE_TYPE,
                        f"MSH-9 message type {mtype or '(empty)'} is not supported: send ORU^R01")
@@ -144,7 +144,7 @@ def parse_oru(raw: bytes) -> ParsedOru:
     if not base.sending_facility:
         raise Hl7Error("AE", "MSH", 1, 4, E_REQUIRED, "MSH-4 (sending facility) is empty")
     header = Header(**{**base.__dict__, "message_type": "ORU^R01",
-                       "message_at": hl7_time(str(msh.extract_field(1, 7, 1, 1)), "MSH", 1, 7)})
+                       "message_at": hl7_time(str(_field(msh, 7, 1)), "MSH", 1, 7)})
     parsed = ParsedOru(header)
     orc: hl7.Segment | None = None
     obr_seq = 0
@@ -169,7 +169,7 @@ def _report(obr: hl7.Segment, orc: hl7.Segment | None, seq: int, control_id: str
         candidates += [("ORC-3", orc, 3), ("ORC-2", orc, 2)]
     accession, where = "", ""
     for label, seg, n in candidates:
-        value = str(seg.extract_field(1, n, 1, 1)).strip()
+        value = str(_field(seg, n, 1)).strip()
         if value:
             accession, where = value, label
             break
@@ -180,24 +180,32 @@ def _report(obr: hl7.Segment, orc: hl7.Segment | None, seq: int, control_id: str
         seg_name, field_no = where.split("-")
         raise Hl7Error("AE", seg_name, seq, int(field_no), E_DATA_TYPE,
                        f"{where} accession longer than 64 characters")
-    status = str(obr.extract_field(1, 25, 1, 1)).strip().upper()
+    status = str(_field(obr, 25, 1)).strip().upper()
     if not status:
         raise Hl7Error("AE", "OBR", seq, 25, E_REQUIRED,
                        "OBR-25 (result status) is empty: P, F or C")
     if status not in RESULT_STATUSES:
         raise Hl7Error("AE", "OBR", seq, 25, E_TABLE_VALUE,
                        f"OBR-25 result status {status} is not a report completion: P, F or C")
-    filler_field = str(obr.extract_field(1, 20, 1, 1)).strip()
-    filler_ns = str(obr.extract_field(1, 3, 1, 2)).strip()
-    filler = str(obr.extract_field(1, 3, 1, 1)).strip()
+    filler_field = str(_field(obr, 20, 1)).strip()
+    filler_ns = str(_field(obr, 3, 2)).strip()
+    filler = str(_field(obr, 3, 1)).strip()
     reference = filler_field or (f"{filler}^{filler_ns}" if filler and filler_ns else filler)
     return ReportFact(
         accession=accession, accession_field=where,
         report_reference=(reference or control_id)[:128], result_status=status,
-        observed_at=hl7_time(str(obr.extract_field(1, 7, 1, 1)), "OBR", seq, 7),
-        results_at=hl7_time(str(obr.extract_field(1, 22, 1, 1)), "OBR", seq, 22),
+        observed_at=hl7_time(str(_field(obr, 7, 1)), "OBR", seq, 7),
+        results_at=hl7_time(str(_field(obr, 22, 1)), "OBR", seq, 22),
         sequence=seq,
     )
+
+
+def _field(segment: hl7.Segment, field_no: int, component: int = 1) -> str:
+    """Field `field_no`, first repetition, component `component`; empty when absent."""
+    try:
+        return str(segment.extract_field(1, field_no, 1, component))
+    except (IndexError, KeyError):
+        return ""
 
 
 def hl7_time(value: str, segment: str, seq: int, field_no: int) -> datetime | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,25 @@ def test_malformed_oru_gets_a_nak_naming_the_field(stack: Stack) -> None:
     bad = _oru("LOOP-BAD", "ACC-X").replace(b"|||F\r", b"|||\r")
     ack = _mllp(stack.ports["hl7"], bad)
     assert "MSA|AE|LOOP-BAD" in ack and "OBR^1^25" in ack, ack
+
+
+def test_draft_generate_edit_accept_through_the_gateway(stack: Stack) -> None:
+    study = _study(stack, "ACC-LOOP-1", "status_recorded")
+    with stack.client() as http:
+        made = http.post(f"/api/v1/studies/{study['id']}/draft")
+        assert made.status_code == 200, made.text
+        draft = made.json()["draft"]
+        assert made.json()["llm_failed"] is False and draft["assistive"] is True
+        assert draft["generator"].startswith("template-drafter/1") and draft["version"] == 1
+        edited = http.put(f"/api/v1/studies/{study['id']}/draft",
+                          json={"expected_version": 1, "text": "No acute findings."})
+        assert edited.status_code == 200 and edited.json()["version"] == 2, edited.text
+        stale = http.post(f"/api/v1/studies/{study['id']}/draft/accept",
+                          json={"expected_version": 1})
+        assert stale.status_code == 409 and stale.json()["error"]["reason"] == "VERSION_CONFLICT"
+        accepted = http.post(f"/api/v1/studies/{study['id']}/draft/accept",
+                             json={"expected_version": 2})
+        assert accepted.json()["status"] == "accepted", accepted.text
+        versions = http.get(f"/api/v1/studies/{study['id']}/draft").json()["versions"]
+        assert [v["status"] for v in versions] == ["generated", "edited", "accepted"]
+        assert http.post(f"/api/v1/studies/{uuid.uuid4()}/draft").status_code == 404
