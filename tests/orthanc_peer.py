@@ -10,8 +10,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,3 +139,21 @@ async def orthanc(work: Path) -> AsyncIterator[OrthancPeer]:
         yield peer
     finally:
         await peer.close()
+
+
+@contextlib.contextmanager
+def orthanc_in_thread(work: Path) -> Iterator[tuple[OrthancPeer, Callable[[], list[bytes]]]]:
+    """For synchronous tests: the peer's bridges run on an event loop in a thread; yields the
+    peer and a function returning what Orthanc stored."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    peer = OrthancPeer(work)
+    try:
+        asyncio.run_coroutine_threadsafe(peer.start(), loop).result(60)
+        yield peer, lambda: asyncio.run_coroutine_threadsafe(peer.instance_files(),
+                                                              loop).result(60)
+    finally:
+        asyncio.run_coroutine_threadsafe(peer.close(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

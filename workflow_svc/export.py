@@ -24,9 +24,11 @@ from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.store.models import (
+    AiRun,
     DerivedObject,
     Export,
     Facility,
+    Finding,
     Instance,
     ReviewEvent,
     Study,
@@ -92,11 +94,27 @@ class DerivedResults:
         newest = max((d.created_at for d, _ in rows if d.kind == "sr"), default=None)
         if last_review is not None and (newest is None or newest < last_review):
             raise NotReady("the SR does not yet include the latest review decision")
+        await self._check_complete(s, study, {(d.ai_run_id, d.kind) for d, _ in rows})
         out = []
         for derived, key in rows:
             data = await asyncio.to_thread(self.store.get, key)
             out.append(ExportObject(derived.kind, derived.sop_instance_uid, data))
         return out
+
+
+    async def _check_complete(self, s: AsyncSession, study: Study,
+                              written: set[tuple[uuid.UUID, str]]) -> None:
+        """Every completed AI run has its SR, and its SEG when it has masks left in it (the
+        writer handles runs and review changes in parallel; an export waits for both)."""
+        runs = (await s.execute(select(AiRun.id).where(
+            AiRun.study_id == study.id, AiRun.status == "completed"))).scalars().all()
+        masked = set((await s.execute(select(Finding.ai_run_id).where(
+            Finding.study_id == study.id, Finding.mask_object_key != "",
+            Finding.visible.is_(True),
+            Finding.review_status.not_in(("rejected", "ignored"))))).scalars().all())
+        for run in runs:
+            if (run, "sr") not in written or (run in masked and (run, "seg") not in written):
+                raise NotReady(f"the SR/SEG of AI run {run} are not written yet")
 
 
 def c_store(destination: Destination, objects: Sequence[ExportObject],
@@ -118,7 +136,11 @@ def c_store(destination: Destination, objects: Sequence[ExportObject],
     statuses: dict[str, int] = {}
     try:
         for ds in datasets:
-            status = assoc.send_c_store(ds)
+            try:
+                status = assoc.send_c_store(ds)
+            except ValueError:  # no presentation context accepted for its class and syntax
+                statuses[str(ds.SOPInstanceUID)] = 0x0122  # refused: SOP class not supported
+                continue
             if "Status" not in status:
                 raise TransientError(f"no C-STORE response from {destination}")
             statuses[str(ds.SOPInstanceUID)] = int(status.Status)

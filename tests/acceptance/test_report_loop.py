@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
+import pydicom
+import pytest
+
+from ingest_svc.synth import generate
 from tests.acceptance.stack import Stack, run_cli
 from tests.helpers import ct_slice, to_bytes
 from tests.http_peers import WebhookReceiver, serve
+from tests.orthanc_peer import available as orthanc_available
+from tests.orthanc_peer import orthanc_in_thread
 
 SECRET = "north webhook secret"
 SENDER = "NORTH_RIS"
@@ -124,3 +132,44 @@ def test_draft_generate_edit_accept_through_the_gateway(stack: Stack) -> None:
         versions = http.get(f"/api/v1/studies/{study['id']}/draft").json()["versions"]
         assert [v["status"] for v in versions] == ["generated", "edited", "accepted"]
         assert http.post(f"/api/v1/studies/{uuid.uuid4()}/draft").status_code == 404
+
+
+def test_review_completion_sends_sr_and_seg_to_the_pacs(stack: Stack, tmp_path: Path) -> None:
+    """A brain MR with a lesion: the radiologist accepts the finding and completes the review;
+    the facility's PACS (a real Orthanc) receives the SR and SEG, read back with highdicom."""
+    if not orthanc_available():
+        pytest.skip("needs root, unshare and Orthanc")
+    truth = generate("brain-mr", tmp_path / "mr", seed=5, slices=20, rows=160, cols=160,
+                     lesions=1)
+    with orthanc_in_thread(tmp_path / "pacs") as (pacs, stored):
+        done = stack.cli("facility", "set", "acc_south", "--pacs",
+                         f"ORTHANC@127.0.0.1:{pacs.dicom_port}")
+        assert done.returncode == 0, done.stderr
+        sent = run_cli("ingest", str(tmp_path / "mr"), "--facility", "acc_south", "--target",
+                       stack.address("ingest"), "--complete")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        study = _study(stack, truth.accession_number, "ready_for_review", timeout=240)
+        with stack.client() as http:
+            findings = http.get(f"/api/v1/studies/{study['id']}/findings").json()["findings"]
+            assert findings, "the reference model found nothing"
+            first = findings[0]
+            decided = http.post(f"/api/v1/studies/{study['id']}/findings/{first['id']}"
+                                "/decisions", json={"action": "accept",
+                                                    "expected_version": first["version"]})
+            assert decided.status_code == 200, decided.text
+            completed = http.post(f"/api/v1/studies/{study['id']}/complete")
+            assert completed.status_code == 200, completed.text
+            deadline = time.monotonic() + 240
+            files: list[bytes] = []
+            while time.monotonic() < deadline and len(files) < 2:
+                time.sleep(1.0)
+                files = stored()
+            events = http.get(f"/api/v1/studies/{study['id']}/audit").json()["events"]
+        kinds = {pydicom.dcmread(io.BytesIO(f)).Modality: f for f in files}
+        assert set(kinds) == {"SR", "SEG"}, [e["type"] for e in events]
+        report = hd.sr.srread(io.BytesIO(kinds["SR"]))
+        uids = {g.tracking_uid for g in report.content.get_planar_roi_measurement_groups()}
+        uids |= {g.tracking_uid for g in report.content.get_volumetric_roi_measurement_groups()}
+        assert f"2.25.{uuid.UUID(first['id']).int}" in uids
+        assert hd.seg.segread(io.BytesIO(kinds["SEG"])).number_of_segments >= 1
+        assert sum(e["type"] == "export.sent" for e in events) == 2
