@@ -42,6 +42,8 @@ class MllpServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._connections:  # a message being handled is answered first
+            await asyncio.wait(list(self._connections), timeout=5)
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
