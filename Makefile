@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # libpython3.11: Triton's python backend stub links the system libpython (PLATFORM.md).
 # chromium: the OHIF browser test (Playwright drives Debian's Chromium, PLATFORM.md).
-SYSTEM_PACKAGES := dcmtk libpython3.11 chromium
+SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc
 RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 

@@ -27,6 +27,7 @@ from review_gateway.dicomweb.index_cache import WadoIndex
 from review_gateway.dicomweb.rendered import rendered_router
 from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.dicomweb.wado import wado_router
+from review_gateway.draft_routes import draft_router
 from review_gateway.errors import ApiError, error_body
 from review_gateway.events import EventHub
 from review_gateway.health import DependencyStatus, HealthCheck, run_checks
@@ -215,6 +216,8 @@ def create_app(settings: GatewaySettings,
 
     app.include_router(sessions.router())
     app.include_router(review_router(principal, review))
+    app.include_router(draft_router(principal, lambda: connection.client().channel,
+                                    settings.workflow_timeout_s))
     app.include_router(hub.router(principal))
     app.include_router(dicomweb_router(principal, ingest_stub,
                                        max_request_mb=settings.dicomweb_max_request_mb),

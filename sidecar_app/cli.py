@@ -67,6 +67,20 @@ def _db_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database-url", default=os.environ.get("SIDECAR_DATABASE_URL", ""))
 
 
+def _report_flags(p: argparse.ArgumentParser) -> None:
+    """Report-loop settings (docs/readme/report-loop.md); an empty value clears one."""
+    p.add_argument("--hl7-sending-facility", help="MSH-4 value of this facility's RIS")
+    p.add_argument("--handoff-url", help="status webhook URL ('' = no handoff)")
+    p.add_argument("--handoff-secret-stdin", action="store_true",
+                   help="read the webhook's HMAC-SHA256 secret from stdin")
+    p.add_argument("--llm-url", help="OpenAI-compatible base URL ('' = template drafter)")
+    p.add_argument("--llm-model", help="model name sent to the LLM server")
+    p.add_argument("--llm-timeout", type=float, help="seconds per LLM call")
+    p.add_argument("--pacs", help="export destination AET@HOST:PORT ('' = no export)")
+    p.add_argument("--export-rejected", choices=["omit", "include"],
+                   help="rejected findings in the exported SR: left out, or kept as rejected")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="sidecar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shadow-mode", choices=["on", "off"])
     p.add_argument("--quiet-period", type=_seconds, help="study completion quiet period, seconds")
     p.add_argument("--models", help="comma-separated enabled models, or 'all'")
+    _report_flags(p)
     _db_flags(p)
     p = fac.add_parser("list")
     _db_flags(p)
@@ -114,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=["radiologist", "admin", "auditor"], required=True)
     p.add_argument("--facility")
     p.add_argument("--password-stdin", action="store_true", required=True)
+    _db_flags(p)
+
+    hof = sub.add_parser("handoff", help="status handoff tools").add_subparsers(
+        dest="action", required=True)
+    p = hof.add_parser("retry", help="queue a study's failed handoffs again (after sync_failed)")
+    p.add_argument("--study", required=True, help="study id (as in the audit event)")
     _db_flags(p)
 
     p = sub.add_parser("migrate", help="bring the database schema to the latest migration")
@@ -152,6 +173,8 @@ async def _admin_on(url: str, args: argparse.Namespace) -> int:
         return 0
     db = Database(url, pool_size=1)
     try:
+        if args.command == "handoff":
+            return await _handoff_retry(db, args)
         if args.command == "facility" and args.action in ("set", "list"):
             return await _facility_admin(db, args)
         if args.command == "facility":
@@ -175,6 +198,10 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
     from sidecar_core.registry import load_registry
     from workflow_svc import facilities
 
+    report = await _report_settings(db, args)
+    if report is not None and args.action == "set" and not _onboarding_given(args):
+        print(f"facility {args.name}: " + " ".join(f"{k}={v}" for k, v in report.items()))
+        return 0
     if args.action == "list":
         for f in await facilities.list_facilities(db):  # type: ignore[arg-type]
             names = ",".join(f.enabled_models) if f.enabled_models is not None else "all"
@@ -193,6 +220,50 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
           f"{'on' if view.shadow_mode else 'off'} quiet={view.quiet_period_s:g}s models="
           f"{','.join(view.enabled_models) if view.enabled_models is not None else 'all'}")
     return 0
+
+
+async def _handoff_retry(db: object, args: argparse.Namespace) -> int:
+    import uuid
+
+    from sidecar_core.settings import CommonSettings
+    from workflow_svc.handoff import redrive
+
+    jobs = await redrive(db, CommonSettings().topology(), uuid.UUID(args.study))  # type: ignore[arg-type]
+    print(f"{len(jobs)} handoff job(s) queued again" + "".join(f"\n  {j}" for j in jobs))
+    return 0 if jobs else 1
+
+
+def _onboarding_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k) is not None
+               for k in ("ae_title", "shadow_mode", "quiet_period", "models"))
+
+
+async def _report_settings(db: object, args: argparse.Namespace) -> dict[str, object] | None:
+    """Applies the report-loop flags of `facility set`; None when none was given."""
+    from workflow_svc.report_settings import update_report_settings
+
+    if args.action != "set":
+        return None
+    given: dict[str, object] = {
+        "hl7_sending_facility": args.hl7_sending_facility, "handoff_url": args.handoff_url,
+        "llm_base_url": args.llm_url, "llm_model": args.llm_model,
+        "llm_timeout_s": args.llm_timeout, "export_rejected": args.export_rejected,
+    }
+    if args.handoff_secret_stdin:
+        given["handoff_secret"] = sys.stdin.readline().rstrip("\n")
+    if args.pacs is not None:
+        aet, _, hostport = args.pacs.partition("@")
+        host, _, port = hostport.rpartition(":")
+        if args.pacs and not (aet and host and port.isdigit()):
+            print("error: --pacs wants AET@HOST:PORT", file=sys.stderr)
+            raise SystemExit(2)
+        given.update(pacs_ae_title=aet, pacs_host=host,
+                     pacs_port=int(port) if port.isdigit() else None)
+        if not args.pacs:
+            given.update(pacs_ae_title="", pacs_host="")
+    if all(v is None for v in given.values()):
+        return None
+    return await update_report_settings(db, args.name, **given)  # type: ignore[arg-type]
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ JOB_AI_RUN = "job.v1.ai_run"
 JOB_LLM_ASSIST = "job.v1.llm_assist"
 JOB_HANDOFF = "job.v1.handoff"
 JOB_OVERLAY = "job.v1.overlay"
+JOB_EXPORT = "job.v1.export"
 AUDIT = "audit.v1"
 DLQ = "dlq.v1"
 
@@ -81,6 +82,12 @@ class Topology:
         return f"{self.stream_prefix}_EVENTS"
 
     @property
+    def review_stream(self) -> str:
+        # review-api had its own _REVIEW stream, ohif-sr put review.> in _EVENTS: one stream may
+        # hold a subject, so after merging both the review events live in _EVENTS.
+        return self.events_stream
+
+    @property
     def jobs_stream(self) -> str:
         return f"{self.stream_prefix}_JOBS"
 
@@ -108,6 +115,16 @@ class Topology:
         return self._spec(ConsumerSpec(self.jobs_stream, "overlay-worker",
                                        self.subject(JOB_OVERLAY), ack_wait_s=120,
                                        max_deliver=4, backoff_s=(2.0, 10.0, 30.0)))
+
+    def handoff_jobs(self) -> ConsumerSpec:
+        return self._spec(ConsumerSpec(self.jobs_stream, "handoff-worker",
+                                       self.subject(JOB_HANDOFF), ack_wait_s=60,
+                                       max_deliver=6, backoff_s=(2.0, 5.0, 15.0, 30.0, 60.0)))
+
+    def export_jobs(self) -> ConsumerSpec:
+        return self._spec(ConsumerSpec(self.jobs_stream, "export-worker",
+                                       self.subject(JOB_EXPORT), ack_wait_s=120,
+                                       max_deliver=5, backoff_s=(2.0, 10.0, 30.0, 60.0)))
 
     def derived_results_runs(self) -> ConsumerSpec:
         """ingest_svc's DICOM results writer: an AI run finished (SR and SEG, version 1)."""

@@ -11,10 +11,13 @@ from sidecar_core import service
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
+from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
-from workflow_svc import review_servicer
+from workflow_svc import report_servicer, review_servicer
+from workflow_svc.export import DerivedResults, ExportWorker
+from workflow_svc.handoff import HandoffWorker
 from workflow_svc.pipeline import Pipeline
 from workflow_svc.servicer import WorkflowServicer
 from workflow_svc.settings import WorkflowSettings
@@ -34,12 +37,17 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
         WorkflowServicer(db),
         [pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
     )
+    report_servicer.register(server, db, topology)
     review_servicer.register(server, db, topology, settings.login_limits())
     pipeline = Pipeline(db, topology, registry)
     await run_until_stopped(
         "workflow_svc", stop, server=server,
         loops=[OutboxRelay(db, bus).run(stop),
-               bus.consume(topology.workflow_events(), pipeline.handle, stop)],
+               bus.consume(topology.workflow_events(), pipeline.handle, stop),
+               bus.consume(topology.handoff_jobs(), HandoffWorker(db, topology).handle, stop),
+               bus.consume(topology.export_jobs(), ExportWorker(
+                   db, topology, DerivedResults(ObjectStore(settings.objects_path))).handle,
+                   stop)],
         closers=[bus.close, db.close])
 
 

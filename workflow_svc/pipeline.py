@@ -31,6 +31,7 @@ from sidecar_core.subjects import (
 from workflow_svc.eligibility import decide
 from workflow_svc.facts import study_facts
 from workflow_svc.findings_store import store_findings
+from workflow_svc.legacy_reports import match_waiting_reports
 from workflow_svc.states import State, study_ref, transition
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ class Pipeline:
             await handler(session, message)
 
     async def on_study_received(self, s: AsyncSession, msg: events_pb2.StudyReceived) -> None:
+        await self._register(s, msg)
+        # an official report that arrived before its study completes it now
+        await match_waiting_reports(s, self.topology, uuid.UUID(msg.study_id))
+
+    async def _register(self, s: AsyncSession, msg: events_pb2.StudyReceived) -> None:
         study = await _study(s, msg.study_id)
         reason = "study updated by late instances" if msg.is_update else "study complete"
         if study.state is not None and msg.is_update and study.state == State.RECEIVED:

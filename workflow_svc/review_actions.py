@@ -15,7 +15,7 @@ from sidecar_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from sidecar_core.store.models import Finding, ReviewEvent, User
 from sidecar_core.store.models import Study as StudyRow
 from sidecar_core.subjects import Topology
-from workflow_svc import queries, states
+from workflow_svc import export, queries, states
 from workflow_svc.access import Caller
 from workflow_svc.states import State
 from workflow_svc.worklist import load_row
@@ -114,6 +114,7 @@ async def complete(db: Database, topology: Topology, study_id: str, caller: Call
         await audit.record(s, topology, "review.completed", caller.actor, ref,
                            context={"user": caller.username, "decisions": int(decisions),
                                     "state": study.state or ""})
+        await export.enqueue(s, topology, study.id, ref, "review completed")  # report-loop
         return await load_row(s, study.id, caller)
 
 

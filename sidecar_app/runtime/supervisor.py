@@ -39,6 +39,7 @@ DEFAULT_PORTS = {
     "triton": 18001,
     "triton-http": 18000,
     "triton-metrics": 18002,
+    "hl7": 2575,
     "viewer": 8081,
 }
 # name → (module, gRPC port key or None)
@@ -48,6 +49,7 @@ SERVICES: list[tuple[str, str, str | None]] = [
     ("preprocess", "ingest_svc.assets.worker", None),
     ("normalizer", "normalizer_svc.main", "normalizer"),
     ("gateway", "review_gateway.main", None),
+    ("hl7", "workflow_svc.hl7_main", None),
     ("viewer", "sidecar_app.runtime.viewer", None),  # OHIF, at the root of its own origin
 ]
 
@@ -111,6 +113,7 @@ class Mesh:
             "SIDECAR_WORKFLOW_PORT": str(p["workflow"]),
             "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
+            "SIDECAR_HL7_PORT": str(p["hl7"]),
             "SIDECAR_VIEWER_PORT": str(p["viewer"]),
             # Where OHIF is, for the review app's "Open in OHIF" links (/viewer?StudyInstanceUIDs=).
             "SIDECAR_VIEWER_URL": f"http://127.0.0.1:{p['viewer']}",

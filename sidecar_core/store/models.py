@@ -13,6 +13,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Identity,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -56,6 +57,19 @@ class Facility(Base):
     quiet_period_s: Mapped[float] = mapped_column(Float, default=5.0)
     enabled_models: Mapped[list[Any] | None] = mapped_column(JSONB, default=None)
     created_at: Mapped[datetime] = _created()
+    # report loop (0008): HL7 MSH-4, handoff webhook, LLM endpoint, PACS export destination
+    hl7_sending_facility: Mapped[str | None] = mapped_column(String(64), unique=True)
+    handoff_url: Mapped[str | None] = mapped_column(Text)
+    handoff_secret: Mapped[str | None] = mapped_column(Text)
+    llm_base_url: Mapped[str | None] = mapped_column(Text)
+    llm_model: Mapped[str | None] = mapped_column(String(128))
+    llm_api_key: Mapped[str | None] = mapped_column(Text)
+    llm_timeout_s: Mapped[float] = mapped_column(Float, default=30.0, server_default="30")
+    pacs_ae_title: Mapped[str | None] = mapped_column(String(16))
+    pacs_host: Mapped[str | None] = mapped_column(String(255))
+    pacs_port: Mapped[int | None] = mapped_column(Integer)
+    export_rejected: Mapped[str] = mapped_column(String(16), default="omit",
+                                                 server_default="omit")
 
 
 class User(Base):
@@ -229,6 +243,11 @@ class Draft(Base):
     text: Mapped[str] = mapped_column(Text, default="")
     context: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = _created()
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    parent_id: Mapped[uuid.UUID | None] = mapped_column()
+    sentences: Mapped[list[Any]] = mapped_column(JSONB, default=list, server_default="[]")
+    author: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    assistive: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
 
 
 class LegacyReport(Base):
@@ -236,11 +255,18 @@ class LegacyReport(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
     facility_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("facilities.id"), index=True)
     accession: Mapped[str] = mapped_column(String(64), index=True)
-    study_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("studies.id"))
+    study_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("studies.id"), index=True)
     completed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     source: Mapped[str] = mapped_column(String(16))
     raw: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = _created()
+    hl7_message_id: Mapped[uuid.UUID | None] = mapped_column()
+    report_reference: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    result_status: Mapped[str] = mapped_column(String(1), default="", server_default="")
+    observed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    matched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    matched_by: Mapped[str] = mapped_column(String(16), default="", server_default="")
 
 
 class Handoff(Base):
@@ -251,6 +277,11 @@ class Handoff(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = _created()
+    legacy_report_id: Mapped[uuid.UUID | None] = mapped_column()
+    job_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    destination: Mapped[str] = mapped_column(Text, default="", server_default="")
+    payload_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class StateTransition(Base):
@@ -311,6 +342,68 @@ class ConsumedMessage(Base):
     consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
     msg_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     at: Mapped[datetime] = _created()
+
+
+class Hl7Message(Base):
+    """An HL7 v2 message exactly as received (MLLP or RPC), with what became of it."""
+
+    __tablename__ = "hl7_messages"
+    __table_args__ = (
+        Index("ux_hl7_messages_accepted", "sending_facility", "control_id", unique=True,
+              postgresql_where=text("status = 'accepted'")),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                  server_default=func.now())
+    source: Mapped[str] = mapped_column(String(16))
+    peer: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    sending_facility: Mapped[str] = mapped_column(String(227), default="", server_default="")
+    control_id: Mapped[str] = mapped_column(String(199), default="", server_default="")
+    message_type: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    version: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    status: Mapped[str] = mapped_column(String(16))
+    ack_code: Mapped[str] = mapped_column(String(2), default="", server_default="")
+    error_location: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    error_message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    facility_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("facilities.id"))
+
+
+class LlmTrace(Base):
+    """The exact (de-identified) prompt sent to a drafter and its raw response."""
+
+    __tablename__ = "llm_traces"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    draft_id: Mapped[uuid.UUID | None] = mapped_column()
+    generator: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(Text, default="", server_default="")
+    prompt_version: Mapped[str] = mapped_column(String(32))
+    deid_profile: Mapped[str] = mapped_column(String(64))
+    prompt: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    response: Mapped[str] = mapped_column(Text, default="", server_default="")
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    created_at: Mapped[datetime] = _created()
+
+
+class Export(Base):
+    """One DICOM object (SR or SEG) of a study's AI results sent to the facility's PACS."""
+
+    __tablename__ = "exports"
+    __table_args__ = (UniqueConstraint("job_id", "kind"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    job_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(8))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    destination: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    dimse_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = _created()
 
 
 class RevokedToken(Base):

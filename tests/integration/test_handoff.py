@@ -1,0 +1,179 @@
+"""The handoff job on real NATS and PostgreSQL against a real webhook receiver (down, then up)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from protos.sidecar.events.v1 import events_pb2
+from sidecar_core.bus import Bus
+from sidecar_core.db import Database
+from sidecar_core.outbox import OutboxRelay
+from sidecar_core.store.models import Facility, Study
+from sidecar_core.subjects import Topology
+from tests.http_peers import WebhookReceiver, serve
+from tests.servers import NatsServer, free_port
+from workflow_svc import handoff, legacy_reports
+from workflow_svc.handoff import HandoffWorker
+
+pytestmark = pytest.mark.integration
+SECRET = "webhook secret of the north hospital"
+
+
+@dataclass
+class Loop:
+    db: Database
+    bus: Bus
+    topology: Topology
+    stop: asyncio.Event
+    port: int
+    study_id: uuid.UUID
+
+    async def rows(self, sql: str, **params: object) -> list[dict[str, Any]]:
+        async with self.db.read() as s:
+            return [dict(r._mapping) for r in (await s.execute(text(sql), params)).all()]
+
+    async def audit(self, event_type: str) -> list[dict[str, Any]]:
+        return await self.rows("select * from audit_events where type=:t and study_id=:s "
+                               "order by seq", t=event_type, s=self.study_id)
+
+    async def state(self) -> str:
+        return (await self.rows("select state from studies where id=:i",
+                                i=self.study_id))[0]["state"]
+
+    async def wait(self, check: Callable[[], Awaitable[Any]], what: str,
+                   timeout: float = 60.0) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if result := await check():
+                return result
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _loop(database_url: str, nats: NatsServer, max_deliver: int, secret: str = SECRET
+                ) -> AsyncIterator[Loop]:
+    prefix = f"h{uuid.uuid4().hex[:8]}"
+    topology = Topology(prefix, prefix.upper(), overrides={
+        "handoff-worker": {"max_deliver": max_deliver, "backoff_s": [0.3], "ack_wait_s": 10}})
+    db = Database(database_url)
+    port = free_port()
+    study_id = uuid.uuid4()
+    async with db.unit_of_work() as s:
+        fid = uuid.uuid4()
+        s.add(Facility(id=fid, name="north", handoff_url=f"http://127.0.0.1:{port}/sidecar/status",
+                       handoff_secret=secret))
+        await s.flush()
+        s.add(Study(id=study_id, facility_id=fid, accession="ACC-H", state="ready_for_review",
+                    study_instance_uid="1.2.3.4.5", ingest_status="complete"))
+    bus = await Bus.connect(nats.url, topology)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(OutboxRelay(db, bus, poll_s=0.2).run(stop)),
+             asyncio.create_task(bus.consume(topology.handoff_jobs(),
+                                             HandoffWorker(db, topology, 2.0).handle, stop))]
+    try:
+        yield Loop(db, bus, topology, stop, port, study_id)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await bus.close()
+        await db.close()
+
+
+@pytest.fixture()
+async def loop(database_url: str, nats: NatsServer) -> AsyncIterator[Loop]:
+    async for running in _loop(database_url, nats, max_deliver=30):
+        yield running
+
+
+@pytest.fixture()
+async def short_loop(database_url: str, nats: NatsServer) -> AsyncIterator[Loop]:
+    async for running in _loop(database_url, nats, max_deliver=2):
+        yield running
+
+
+async def _complete(loop: Loop) -> None:
+    done = await legacy_reports.complete_report(
+        loop.db, loop.topology, "north", legacy_reports.ReportInput(
+            accession="ACC-H", report_reference="RPT-9", result_status="F",
+            completed_at=datetime(2024, 3, 5, 11, 30, tzinfo=UTC), source="rpc"))
+    assert done.matched
+
+
+async def test_receiver_down_then_up(loop: Loop) -> None:
+    receiver = WebhookReceiver(SECRET)
+    await _complete(loop)
+    assert await loop.state() == "legacy_report_completed"
+    failed = await loop.wait(lambda: _at_least(loop.audit("handoff.attempted"), 2),
+                             "two failed attempts")
+    assert all(a["context"]["outcome"] == "failed" for a in failed)
+    with serve(receiver.app(), loop.port):
+        await loop.wait(lambda: _is(loop.state(), "status_recorded"), "status_recorded")
+    [got] = receiver.received
+    payload = json.loads(got["body"])
+    assert payload["accession"] == "ACC-H" and payload["report"]["result_status"] == "F"
+    assert payload["report"]["reference"] == "RPT-9"
+    attempts = await loop.audit("handoff.attempted")
+    digest = hashlib.sha256(got["body"]).hexdigest()
+    assert [a["context"]["attempt"] for a in attempts] == list(range(1, len(attempts) + 1))
+    assert {a["context"]["payload_sha256"] for a in attempts} == {digest}
+    assert attempts[-1]["context"]["http_status"] == 204
+    assert attempts[0]["context"]["destination"] == f"http://127.0.0.1:{loop.port}/sidecar/status"
+    assert await loop.audit("handoff.recorded") and not await loop.audit("handoff.sync_failed")
+    [row] = await loop.rows("select status, attempts from handoffs")
+    assert row == {"status": "recorded", "attempts": len(attempts)}
+
+
+async def test_exhausted_goes_to_the_dlq_and_can_be_redriven(short_loop: Loop) -> None:
+    loop = short_loop
+    await _complete(loop)
+    [failed] = await loop.wait(lambda: loop.audit("handoff.sync_failed"), "sync_failed")
+    assert failed["context"]["attempts"] == 2
+    letter = await _dead_letter(loop)
+    assert letter.consumer == "handoff-worker" and letter.deliveries == 2
+    assert await loop.state() == "legacy_report_completed"
+    receiver = WebhookReceiver(SECRET)
+    with serve(receiver.app(), loop.port):
+        assert await handoff.redrive(loop.db, loop.topology, loop.study_id)
+        await loop.wait(lambda: _is(loop.state(), "status_recorded"), "status_recorded")
+    assert len(receiver.received) == 1 and await loop.audit("handoff.redriven")
+
+
+async def test_refused_signature_fails_at_once(database_url: str, nats: NatsServer) -> None:
+    async for loop in _loop(database_url, nats, max_deliver=30, secret="the wrong secret"):
+        receiver = WebhookReceiver(SECRET)
+        with serve(receiver.app(), loop.port):
+            await _complete(loop)
+            [failed] = await loop.wait(lambda lp=loop: lp.audit("handoff.sync_failed"),
+                                       "sync_failed")
+        assert failed["context"]["http_status"] == 401 and failed["context"]["attempts"] == 1
+        assert receiver.refused == 1 and not receiver.received
+
+
+async def _dead_letter(loop: Loop) -> events_pb2.DeadLetter:
+    sub = await loop.bus.js.subscribe(f"{loop.topology.prefix}.dlq.>", ordered_consumer=True)
+    try:
+        msg = await sub.next_msg(timeout=20)
+        return events_pb2.DeadLetter.FromString(msg.data)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def _at_least(rows: Awaitable[list[Any]], n: int) -> list[Any] | None:
+    got = await rows
+    return got if len(got) >= n else None
+
+
+async def _is(value: Awaitable[Any], expected: Any) -> bool:
+    return bool(await value == expected)

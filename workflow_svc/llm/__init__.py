@@ -1,0 +1,1 @@
+"""Assistive report drafts: context, de-identification, prompt, drafters (template or LLM)."""
