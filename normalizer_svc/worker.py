@@ -124,12 +124,14 @@ class AiRunWorker:
                 fetch_input_ms=fetch_ms,
             )
         except InvalidResult as exc:
+            # The run is stored as invalid; the job goes to the dead letters, where an operator
+            # can re-drive it once the model is fixed.
             await self._finish(run, ref, job.job_id, delivery.attempt, "invalid", error=exc)
-            return
+            raise PermanentError(f"invalid result: {exc}") from exc
         except TransientError as exc:
             if delivery.is_last_attempt:
                 await self._finish(run, ref, job.job_id, delivery.attempt, "failed", error=exc)
-                return
+                raise  # the bus dead-letters the last attempt
             async with self.db.unit_of_work() as s:
                 await audit.record(
                     s,
@@ -145,7 +147,9 @@ class AiRunWorker:
             raise
         except (PermanentError, OSError, ValueError) as exc:
             await self._finish(run, ref, job.job_id, delivery.attempt, "failed", error=exc)
-            return
+            if isinstance(exc, PermanentError):
+                raise
+            raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
         findings = []
         for draft in result.findings:
             finding = finding_to_proto(draft, ai_run_id=str(run_id), finding_id=str(uuid.uuid4()))

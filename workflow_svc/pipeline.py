@@ -36,7 +36,8 @@ from workflow_svc.states import State, study_ref, transition
 log = logging.getLogger(__name__)
 ACTOR = "workflow_svc"
 CONSUMER = "workflow-events"
-TERMINAL_RUN = {"completed", "failed", "invalid"}
+# "redriven": failed, then replaced by a new run an operator re-drove (dead letters).
+TERMINAL_RUN = {"completed", "failed", "invalid", "redriven"}
 
 
 class Pipeline:
@@ -260,6 +261,7 @@ class Pipeline:
             .scalars()
             .all()
         )
+        statuses = [st for st in statuses if st != "redriven"]
         if not statuses or any(st not in TERMINAL_RUN for st in statuses):
             return
         if study.state != State.PROCESSED:

@@ -1,0 +1,62 @@
+"""OperationsService over gRPC: dead letters listed, re-driven and discarded by operators."""
+
+from __future__ import annotations
+
+import grpc
+
+from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
+from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
+from sidecar_core.grpc_server import GrpcServer, handle_errors
+from workflow_svc.dead_letters import DeadLetters, Filter, Letter
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperationsService"].full_name
+
+
+def _filter(f: pb.DeadLetterFilter) -> Filter:
+    return Filter(f.facility, f.kind, tuple(f.sequences))
+
+
+def _message(letter: Letter) -> pb.DeadLetter:
+    d = letter.letter
+    out = pb.DeadLetter(
+        sequence=letter.sequence, kind=letter.kind, original_subject=d.original_subject,
+        original_msg_id=d.original_msg_id, consumer=d.consumer, deliveries=d.deliveries,
+        error_class=d.error_class, error_message=d.error_message, facility=letter.facility,
+        accession=letter.accession, study_instance_uid=letter.study_instance_uid,
+        study_id=letter.study_id, job_id=letter.job_id)
+    if d.HasField("at"):
+        out.at.CopyFrom(d.at)
+    return out
+
+
+class OperationsServicer(pb_grpc.OperationsServiceServicer):
+    def __init__(self, letters: DeadLetters) -> None:
+        self.letters = letters
+
+    @handle_errors
+    async def ListDeadLetters(self, request: pb.ListDeadLettersRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListDeadLettersResponse:
+        found, token = await self.letters.find(_filter(request.filter), request.page_size,
+                                               request.page_token)
+        return pb.ListDeadLettersResponse(dead_letters=[_message(x) for x in found],
+                                          next_page_token=token)
+
+    @handle_errors
+    async def RedriveDeadLetters(
+            self, request: pb.RedriveDeadLettersRequest,
+            context: grpc.aio.ServicerContext) -> pb.RedriveDeadLettersResponse:
+        done = await self.letters.redrive(_filter(request.filter), request.operator)
+        return pb.RedriveDeadLettersResponse(redriven=done)
+
+    @handle_errors
+    async def DiscardDeadLetters(
+            self, request: pb.DiscardDeadLettersRequest,
+            context: grpc.aio.ServicerContext) -> pb.DiscardDeadLettersResponse:
+        done = await self.letters.discard(_filter(request.filter), request.operator,
+                                          request.reason)
+        return pb.DiscardDeadLettersResponse(discarded=done)
+
+
+def register(server: GrpcServer, letters: DeadLetters) -> None:
+    server.register(pb_grpc.add_OperationsServiceServicer_to_server,
+                    OperationsServicer(letters), [SERVICE_NAME])
