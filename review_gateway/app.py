@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway import auth, views
+from review_gateway.admin_routes import admin_router
 from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.errors import ApiError, error_body
 from review_gateway.health import DependencyStatus, HealthCheck, run_checks
@@ -261,6 +262,8 @@ def create_app(settings: GatewaySettings,
     app.include_router(dicomweb_router(principal, ingest_stub,
                                        max_request_mb=settings.dicomweb_max_request_mb),
                        prefix="/dicomweb")
+
+    app.include_router(admin_router(principal, lambda: connection.client().channel))
 
     @app.api_route("/api/v1/{path:path}", include_in_schema=False,
                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flags(p)
 
     sub.add_parser("ingest", help="send DICOM files (see `sidecar ingest --help`)", add_help=False)
+    sub.add_parser("jobs", help="failed jobs: list, re-drive, discard (`sidecar jobs --help`)",
+                   add_help=False)
     sub.add_parser(
         "normalizer", help="normalizer tools: `sidecar normalizer check HOST:PORT`", add_help=False
     )
@@ -190,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sidecar_app.ingest_cli import main as ingest_main
 
         return ingest_main(argv[1:])
+    if argv and argv[0] == "jobs":
+        from sidecar_app.jobs_cli import main as jobs_main
+
+        return jobs_main(argv[1:])
     if argv and argv[0] == "normalizer":
         from normalizer_svc.check_cli import main as check_main
 
