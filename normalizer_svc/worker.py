@@ -18,7 +18,7 @@ from normalizer_svc.external import ExternalNormaliser
 from normalizer_svc.inference import Inferer, Normaliser, RetryPolicy, builtin_normaliser, run_model
 from normalizer_svc.validation import InvalidResult
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import audit, outbox
+from sidecar_core import audit, metrics, outbox
 from sidecar_core.audit import StudyRef
 from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
@@ -221,4 +221,7 @@ class AiRunWorker:
             await outbox.enqueue(
                 s, self.topology.subject(AI_RUN_FINISHED), f"ai_run.finished:{run.id}", msg
             )
+        metrics.AI_RUNS.labels(run.model_name, status).inc()
+        if latency and "infer" in latency:
+            metrics.INFERENCE_SECONDS.labels(run.model_name).observe(latency["infer"] / 1000)
         log.info("ai run %s (%s) %s", run.id, run.model_name, status)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
+from review_gateway import metrics_view
 from review_gateway.errors import ApiError
 from review_gateway.views import iso
 from review_gateway.workflow_client import to_api_error
@@ -44,8 +45,15 @@ def _require(me: Any, roles: tuple[str, ...]) -> None:
 
 
 def admin_router(principal: Callable[..., Any],
-                 channel: Callable[[], grpc.aio.Channel], timeout_s: float = 60.0) -> APIRouter:
+                 channel: Callable[[], grpc.aio.Channel], timeout_s: float = 60.0,
+                 metrics_targets: dict[str, str] | None = None) -> APIRouter:
     router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+
+    @router.get("/metrics")
+    async def metrics_summary(me: Any = Depends(principal)) -> dict[str, Any]:
+        """Every service's sidecar_* metrics as JSON samples (the dashboard's data)."""
+        _require(me, READERS)
+        return await metrics_view.collect(metrics_targets or {})
 
     def ops() -> pb_grpc.OperationsServiceStub:
         return pb_grpc.OperationsServiceStub(channel())

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,6 +30,7 @@ from review_gateway.errors import ApiError, error_body
 from review_gateway.health import DependencyStatus, HealthCheck, run_checks
 from review_gateway.settings import GatewaySettings
 from review_gateway.workflow_client import ChannelFactory, WorkflowClient, WorkflowConnection
+from sidecar_core import metrics
 from sidecar_core.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -130,10 +132,18 @@ def create_app(settings: GatewaySettings,
     @app.middleware("http")
     async def no_store(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.HTTP_REQUESTS.labels(getattr(route, "path", "unmatched"), request.method,
+                                     str(response.status_code)).inc()
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         if request.url.path.startswith(views.API) or request.url.path == "/healthz":
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """This process's Prometheus metrics (text exposition format)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> JSONResponse:
@@ -263,12 +273,19 @@ def create_app(settings: GatewaySettings,
                                        max_request_mb=settings.dicomweb_max_request_mb),
                        prefix="/dicomweb")
 
-    app.include_router(admin_router(principal, lambda: connection.client().channel))
+    app.include_router(admin_router(principal, lambda: connection.client().channel,
+                                    metrics_targets=settings.metrics_targets))
 
     @app.api_route("/api/v1/{path:path}", include_in_schema=False,
                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def unknown_api(path: str, _: auth.Principal = Depends(principal)) -> None:
         raise ApiError(404, "NOT_FOUND", "NO_SUCH_ROUTE", f"no API route /api/v1/{path}")
+
+    @app.get("/admin/", include_in_schema=False)
+    async def admin_page() -> FileResponse:
+        """The operator dashboard (charts of the metrics, failed jobs)."""
+        return FileResponse(STATIC_DIR / "admin" / "index.html",
+                            headers={"Cache-Control": "no-cache"})
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

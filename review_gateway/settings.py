@@ -26,6 +26,9 @@ class GatewaySettings(CommonSettings):
     token_ttl_s: int = Field(default=3600, gt=0, description="Lifetime of a bearer token")
     workflow_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of a workflow RPC")
     health_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of a health check")
+    metrics_targets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Service name → host:port of its metrics, for the admin dashboard (JSON)")
     dicomweb_max_request_mb: float = Field(default=512.0, gt=0,
                                            description="Largest STOW-RS request body")
 

@@ -18,6 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from protos.sidecar.events.v1 import events_pb2
+from sidecar_core import metrics
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.subjects import ConsumerSpec, Topology
 
@@ -109,6 +110,8 @@ class Bus:
             error_message=str(exc)[:2000],
         )
         letter.at.FromDatetime(datetime.now(UTC))
+        metrics.JOBS_FAILED.labels(
+            spec.durable, delivery.subject.removeprefix(self.topology.prefix + ".")).inc()
         await self.publish(
             self.topology.dlq_subject(delivery.subject),
             letter.SerializeToString(),
@@ -149,6 +152,8 @@ class Bus:
             headers.get("Nats-Msg-Id", ""),
             spec.max_deliver,
         )
+        if delivery.attempt > 1:
+            metrics.REDELIVERIES.labels(spec.durable).inc()
         heartbeat = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s))
         try:
             await handler(delivery)

@@ -42,4 +42,7 @@ async def run_until_stopped(
 def main(run: Callable[[Any], Coroutine[Any, Any, None]], settings: Any) -> None:
     """Entry point of `python -m <service>`: logging, then `run(settings)` until SIGTERM."""
     logging.basicConfig(level=getattr(settings, "log_level", "INFO"), format=LOG_FORMAT)
+    from sidecar_core import metrics
+
+    metrics.serve(int(getattr(settings, "metrics_port", 0) or 0))
     asyncio.run(run(settings))

@@ -29,6 +29,8 @@ class CommonSettings(BaseSettings):
         default_factory=dict,
         description="Per durable consumer: ack_wait_s, max_deliver, backoff_s (JSON in the env)",
     )
+    metrics_port: int = Field(default=0, ge=0, le=65535,
+                              description="Prometheus metrics port of this process; 0 = off")
     workflow_address: str = "127.0.0.1:50052"
     ingest_address: str = "127.0.0.1:50051"
     normalizer_address: str = "127.0.0.1:50053"

@@ -7,7 +7,7 @@ import logging
 
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
-from sidecar_core import service
+from sidecar_core import metrics, service
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
@@ -37,9 +37,10 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     )
     operations_servicer.register(server, DeadLetters(db, bus, topology))
     pipeline = Pipeline(db, topology, registry)
+    streams = [spec.name for spec in topology.streams]
     await run_until_stopped(
         "workflow_svc", stop, server=server,
-        loops=[OutboxRelay(db, bus).run(stop),
+        loops=[OutboxRelay(db, bus).run(stop), metrics.poll_consumers(bus.js, streams, stop),
                bus.consume(topology.workflow_events(), pipeline.handle, stop)],
         closers=[bus.close, db.close])
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import audit, outbox
+from sidecar_core import audit, metrics, outbox
 from sidecar_core.bus import Delivery
 from sidecar_core.consumed import first_time
 from sidecar_core.db import Database
@@ -92,6 +92,8 @@ class Pipeline:
             )
         )
         ref = await study_ref(s, study)
+        metrics.ELIGIBILITY.labels(
+            ref.facility, "eligible" if decision.eligible else "ineligible").inc()
         if not decision.eligible:
             await audit.record(
                 s,
@@ -284,6 +286,9 @@ class Pipeline:
             ref = await transition(
                 s, self.topology, study.id, State.READY_FOR_REVIEW, ACTOR, "findings stored"
             )
+            if study.completed_at is not None:
+                metrics.RECEIVED_TO_AI_READY.labels(ref.facility).observe(
+                    max(0.0, (datetime.now(UTC) - study.completed_at).total_seconds()))
             job_id = f"overlay:{study.id}:{study.completion_count}"
             await outbox.enqueue(
                 s,

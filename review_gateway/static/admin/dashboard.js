@@ -1,0 +1,160 @@
+// Operator dashboard: charts of every service's metrics and the failed-job list. PHI-free by
+// construction (metrics carry facility names, model names and counts only); text via textContent.
+const state = { token: "" };
+
+async function api(path, options = {}) {
+  const headers = { "Authorization": `Bearer ${state.token}`, ...(options.headers || {}) };
+  const reply = await fetch(path, { ...options, headers });
+  const body = reply.status === 204 ? null : await reply.json();
+  if (!reply.ok) throw new Error(body?.error?.message || `HTTP ${reply.status}`);
+  return body;
+}
+
+function el(tag, text, attrs = {}) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = String(text);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+// Sums samples of `name` grouped by the label values `keys` names.
+function grouped(samples, name, keys) {
+  const out = new Map();
+  for (const s of samples) {
+    if (s.name !== name) continue;
+    const key = keys.map((k) => s.labels[k] || "-").join(" / ");
+    out.set(key, (out.get(key) || 0) + s.value);
+  }
+  return [...out.entries()].sort((a, b) => b[1] - a[1]);
+}
+
+function meanByLabel(samples, base, label) {
+  const sums = new Map(grouped(samples, `${base}_sum`, [label]));
+  return grouped(samples, `${base}_count`, [label])
+    .filter(([, n]) => n > 0).map(([k, n]) => [k, (sums.get(k) || 0) / n]);
+}
+
+function buckets(samples, name) {
+  const total = new Map();
+  for (const s of samples) {
+    if (s.name !== `${name}_bucket`) continue;
+    total.set(s.labels.le, (total.get(s.labels.le) || 0) + s.value);
+  }
+  const les = [...total.keys()].sort((a, b) => parseFloat(a) - parseFloat(b));
+  let previous = 0;
+  return les.map((le) => { const c = total.get(le); const v = c - previous; previous = c; return [`≤ ${le} s`, v]; });
+}
+
+function barChart(title, rows, unit = "") {
+  const figure = el("figure", undefined, { "aria-label": title });
+  figure.append(el("figcaption", title));
+  const canvas = el("canvas", undefined, { role: "img", "aria-label": `${title}: ${rows.length} bars` });
+  canvas.width = 860; canvas.height = 440;
+  figure.append(canvas);
+  const ctx = canvas.getContext("2d");
+  ctx.font = "22px system-ui, sans-serif";
+  if (!rows.length) { ctx.fillStyle = "#777"; ctx.fillText("no data yet", 20, 60); return figure; }
+  const max = Math.max(...rows.map(([, v]) => v), 1e-9);
+  const h = Math.min(44, 420 / rows.length);
+  rows.slice(0, 10).forEach(([label, value], i) => {
+    const y = 10 + i * h;
+    const w = Math.max(2, (value / max) * 480);
+    ctx.fillStyle = "#3f6fd8"; ctx.fillRect(330, y, w, h - 8);
+    ctx.fillStyle = "#1d2330";
+    ctx.fillText(label.slice(0, 26), 6, y + h - 14);
+    const shown = Number.isInteger(value) ? value : value.toFixed(2);
+    ctx.fillText(`${shown}${unit}`, 336 + w, y + h - 14);
+  });
+  figure.dataset.bars = String(Math.min(rows.length, 10));
+  return figure;
+}
+
+function render(data) {
+  const services = document.getElementById("services");
+  services.replaceChildren();
+  for (const [name, s] of Object.entries(data.services)) {
+    const row = el("tr");
+    row.append(el("td", name), el("td", s.up ? "up" : "down", { class: s.up ? "up" : "down" }), el("td", s.error));
+    services.append(row);
+  }
+  const x = data.samples;
+  const charts = document.getElementById("charts");
+  charts.replaceChildren(
+    barChart("Ingest volume (facility / adapter / outcome)", grouped(x, "sidecar_ingest_instances_total", ["facility", "source", "outcome"])),
+    barChart("Ingest rejections by reason", grouped(x, "sidecar_ingest_rejections_total", ["reason"])),
+    barChart("Queue depth per consumer", grouped(x, "sidecar_queue_depth", ["consumer"])),
+    barChart("Redeliveries per consumer", grouped(x, "sidecar_consumer_redeliveries_total", ["consumer"])),
+    barChart("Failed jobs by kind", grouped(x, "sidecar_jobs_failed_total", ["kind"])),
+    barChart("Mean inference latency per model", meanByLabel(x, "sidecar_inference_seconds", "model"), " s"),
+    barChart("Eligibility (facility / outcome)", grouped(x, "sidecar_eligibility_decisions_total", ["facility", "outcome"])),
+    barChart("Errors per facility", grouped(x, "sidecar_errors_total", ["facility"])),
+    barChart("SLO: received → AI ready", buckets(x, "sidecar_study_received_to_ai_ready_seconds")),
+  );
+  document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+async function loadDeadLetters() {
+  const params = new URLSearchParams();
+  const facility = document.getElementById("dl-facility").value.trim();
+  const kind = document.getElementById("dl-kind").value.trim();
+  if (facility) params.set("facility", facility);
+  if (kind) params.set("kind", kind);
+  const body = await api(`/api/v1/admin/dead-letters?${params}`);
+  const tbody = document.getElementById("dead-letters");
+  tbody.replaceChildren();
+  for (const d of body.dead_letters) {
+    const row = el("tr");
+    const actions = el("td");
+    const redrive = el("button", "Re-drive", { type: "button" });
+    redrive.addEventListener("click", () => act("redrive", { sequences: [d.sequence] }));
+    const discard = el("button", "Discard", { type: "button" });
+    discard.addEventListener("click", () => {
+      const reason = window.prompt("Why discard this job?");
+      if (reason) act("discard", { sequences: [d.sequence], reason });
+    });
+    actions.append(redrive, discard);
+    row.append(el("td", d.sequence), el("td", d.at || ""), el("td", d.kind), el("td", d.facility),
+      el("td", d.accession), el("td", d.deliveries), el("td", `${d.error_class}: ${d.error_message}`), actions);
+    tbody.append(row);
+  }
+  return body.dead_letters;
+}
+
+async function act(action, selection) {
+  const status = document.getElementById("dl-status");
+  try {
+    const body = await api(`/api/v1/admin/dead-letters/${action}`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(selection) });
+    const done = body.redriven || body.discarded || [];
+    status.textContent = `${action === "redrive" ? "re-driven" : "discarded"}: ${done.join(", ") || "none"}`;
+  } catch (err) {
+    status.textContent = `failed: ${err.message}`;
+  }
+  await loadDeadLetters();
+}
+
+async function refresh() {
+  render(await api("/api/v1/admin/metrics"));
+  await loadDeadLetters();
+}
+
+document.getElementById("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const reply = await fetch("/api/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: form.get("username"), password: form.get("password") }) });
+  const body = await reply.json();
+  if (!reply.ok) { document.getElementById("login-error").textContent = body?.error?.message || "login failed"; return; }
+  state.token = body.access_token;
+  document.getElementById("who").textContent = `${form.get("username")} (${body.role})`;
+  document.getElementById("login").hidden = true;
+  document.getElementById("dashboard").hidden = false;
+  await refresh();
+});
+document.getElementById("refresh").addEventListener("click", refresh);
+document.getElementById("dl-redrive-all").addEventListener("click", () => {
+  const facility = document.getElementById("dl-facility").value.trim();
+  const kind = document.getElementById("dl-kind").value.trim();
+  act("redrive", { facility, kind });
+});
+document.addEventListener("keydown", (event) => { if (event.key === "r" && state.token && event.target === document.body) refresh(); });
