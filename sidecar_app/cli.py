@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flags(p)
     p = fac.add_parser("list")
     _db_flags(p)
+    p = fac.add_parser("check", help="walk a synthetic test study through every stage of a "
+                       "running `sidecar up` for this facility")
+    from sidecar_app.facility_check import add_arguments
+
+    add_arguments(p)
+    _db_flags(p)
 
     usr = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     p = usr.add_parser("add")
@@ -118,6 +124,8 @@ async def _admin(args: argparse.Namespace) -> int:
         return 0
     db = Database(url, pool_size=1)
     try:
+        if args.command == "facility" and args.action == "check":
+            return await _facility_check(db, args)
         if args.command == "facility" and args.action in ("set", "list"):
             return await _facility_admin(db, args)
         if args.command == "facility":
@@ -135,6 +143,26 @@ async def _admin(args: argparse.Namespace) -> int:
         return 2
     finally:
         await db.close()
+
+
+async def _facility_check(db: object, args: argparse.Namespace) -> int:
+    from sidecar_app import facility_check as fc
+    from sidecar_core.registry import load_registry
+    from workflow_svc import facilities
+
+    found = [f for f in await facilities.list_facilities(db)  # type: ignore[arg-type]
+             if f.name == args.name]
+    if not found:
+        print(f"error: no facility named {args.name!r}; add it with "
+              f"'sidecar facility add {args.name}'", file=sys.stderr)
+        return 2
+    f = found[0]
+    facility = fc.Facility(f.name, f.ae_title or "", f.shadow_mode,
+                           list(f.enabled_models) if f.enabled_models is not None else None)
+    targets = fc.targets_of(args.data_dir, args.ingest, args.workflow, args.dicom)
+    kinds = fc.kinds_for(facility, load_registry().names(), args.kind)
+    return await asyncio.to_thread(fc.run, facility, targets, kinds, args.timeout,
+                                   fc.Report())
 
 
 async def _facility_admin(db: object, args: argparse.Namespace) -> int:

@@ -110,3 +110,29 @@ def test_dashboard_draws_its_charts_in_chromium(stack: Stack, tmp_path_factory) 
             assert errors == []
         finally:
             browser.close()
+
+
+def test_facility_check_walks_a_study_through_every_stage(stack: Stack) -> None:
+    done = stack.cli("facility", "check", "acc_north", "--kind", "chest-ct", timeout=600)
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0, done.stdout + done.stderr
+    stages = [line.split(":", 1)[0] for line in lines]
+    assert stages == ["PASS facility", "PASS dicom echo", "PASS send chest-ct",
+                      "PASS eligibility", "PASS assets", "PASS model chest_ct_nodules",
+                      "PASS findings", "SKIP export", "SKIP handoff"], lines
+
+
+def test_facility_check_names_the_stage_that_fails(stack: Stack) -> None:
+    assert stack.cli("facility", "add", "acc_mammo_only").returncode == 0
+    assert stack.cli("facility", "set", "acc_mammo_only", "--models",
+                     "mammo_masses").returncode == 0
+    done = stack.cli("facility", "check", "acc_mammo_only", "--kind", "chest-ct", timeout=600)
+    assert done.returncode == 1
+    lines = done.stdout.strip().splitlines()
+    assert "SKIP dicom echo: no AE title set; test studies go over the Ingest RPC" in lines
+    [failed] = [line for line in lines if line.startswith("FAIL")]
+    assert failed.startswith("FAIL eligibility: ineligible: ")
+    unknown = stack.cli("facility", "check", "nowhere")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines()[-1] == (
+        "error: no facility named 'nowhere'; add it with 'sidecar facility add nowhere'")
