@@ -69,7 +69,9 @@ def bound_port(server: uvicorn.Server) -> int:
 
 async def _main() -> None:
     settings = GatewaySettings()
-    logging.basicConfig(level=settings.log_level)
+    from sidecar_core import logs
+
+    logs.configure("review_gateway", settings.log_level, settings.log_format)
     from review_gateway.dependencies import mesh_checks
 
     await run(settings, stop_event_on_signals(), health_checks=mesh_checks(settings))

@@ -18,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import metrics
+from sidecar_core import logs, metrics
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.subjects import ConsumerSpec, Topology
 
@@ -156,7 +156,9 @@ class Bus:
             metrics.REDELIVERIES.labels(spec.durable).inc()
         heartbeat = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s))
         try:
-            await handler(delivery)
+            with logs.bind(job_id=delivery.msg_id, subject=msg.subject,
+                           attempt=delivery.attempt):
+                await handler(delivery)
         except PermanentError as exc:
             log.warning("%s: permanent failure on %s: %s", spec.durable, msg.subject, exc)
             await self.dead_letter(spec, delivery, exc)

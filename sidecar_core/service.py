@@ -10,7 +10,6 @@ from typing import Any
 from sidecar_core.grpc_server import GrpcServer
 
 log = logging.getLogger(__name__)
-LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 async def run_until_stopped(
@@ -41,7 +40,10 @@ async def run_until_stopped(
 
 def main(run: Callable[[Any], Coroutine[Any, Any, None]], settings: Any) -> None:
     """Entry point of `python -m <service>`: logging, then `run(settings)` until SIGTERM."""
-    logging.basicConfig(level=getattr(settings, "log_level", "INFO"), format=LOG_FORMAT)
+    from sidecar_core import logs
+
+    logs.configure(run.__module__.split(".")[0], getattr(settings, "log_level", "INFO"),
+                   getattr(settings, "log_format", "json"))
     from sidecar_core import metrics
 
     metrics.serve(int(getattr(settings, "metrics_port", 0) or 0))

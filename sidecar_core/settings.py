@@ -23,6 +23,8 @@ class CommonSettings(BaseSettings):
     object_store_dir: Path | None = Field(default=None, description="Defaults to DATA_DIR/objects")
     fsync: bool = Field(default=True, description="fsync objects before acknowledging them")
     log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|text)$",
+                            description="json: one object a line with job/study/trace ids")
     nats_stream_prefix: str = Field(default="SIDECAR", description="Prefix of JetStream streams")
     subject_prefix: str = Field(default="sidecar", description="First token of every subject")
     consumer_overrides: dict[str, dict[str, Any]] = Field(

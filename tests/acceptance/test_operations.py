@@ -136,3 +136,22 @@ def test_facility_check_names_the_stage_that_fails(stack: Stack) -> None:
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines()[-1] == (
         "error: no facility named 'nowhere'; add it with 'sidecar facility add nowhere'")
+
+
+def test_service_logs_are_json_lines_without_patient_names(stack: Stack) -> None:
+    """Runs last in this module: by now the stack has stored CT_small.dcm (patient
+    CompressedSamples^CT1) and the facility check's studies (SIDECAR^CHECK)."""
+    import json
+
+    logs = stack.data_dir / "logs"
+    seen: dict[str, int] = {}
+    for service in ("workflow", "ingest", "preprocess", "normalizer", "gateway"):
+        text = (logs / f"{service}.log").read_text(errors="replace")
+        for name in ("CompressedSamples", "SIDECAR^CHECK", "CHECK^SIDECAR"):
+            assert name not in text, (service, name)
+        for line in text.splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                assert {"ts", "level", "service", "message"} <= entry.keys()
+                seen[service] = seen.get(service, 0) + 1
+    assert {"workflow", "ingest", "preprocess", "normalizer", "gateway"} <= seen.keys(), seen
