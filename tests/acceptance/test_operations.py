@@ -5,7 +5,33 @@ stopped past the retry budget, then re-driven once it is back)."""
 
 from __future__ import annotations
 
-from tests.acceptance.stack import Stack, run_cli
+from collections.abc import Iterator
+
+import pytest
+
+from tests.acceptance.stack import Stack, new_stack, run_cli
+from tests.otlp_receiver import OtlpReceiver
+
+
+@pytest.fixture(scope="module")
+def otlp() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def stack(otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """This module's stack exports its traces to a real OTLP receiver (the standard
+    OTEL_EXPORTER_OTLP_ENDPOINT variable, as an operator would set it)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
+    running = new_stack(tmp_path_factory.mktemp("stack"))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+        patch.undo()
 
 
 def test_jobs_failed_lists_and_redrive_needs_a_selection(stack: Stack) -> None:
@@ -155,3 +181,28 @@ def test_service_logs_are_json_lines_without_patient_names(stack: Stack) -> None
                 assert {"ts", "level", "service", "message"} <= entry.keys()
                 seen[service] = seen.get(service, 0) + 1
     assert {"workflow", "ingest", "preprocess", "normalizer", "gateway"} <= seen.keys(), seen
+
+
+def test_one_study_is_one_trace_across_the_services(stack: Stack, otlp: OtlpReceiver) -> None:
+    """After the facility check's chest CT: one trace holds the study's completion in ingest,
+    the workflow's steps, the preprocess job and the AI run (trace context carried in the
+    outbox and the NATS headers); a gateway request's trace reaches the workflow over gRPC."""
+    import time
+
+    with stack.client() as http:
+        assert http.get("/api/v1/studies").status_code == 200
+    wanted = {"ingest_svc", "workflow_svc", "preprocess", "normalizer_svc"}
+    deadline = time.monotonic() + 30
+    best: set[str] = set()
+    gateway_to_workflow = False
+    while time.monotonic() < deadline:
+        for spans in otlp.traces().values():
+            services = {s.service for s in spans}
+            if "study.complete" in {s.name for s in spans} and len(services) > len(best):
+                best = services
+            gateway_to_workflow |= {"review_gateway", "workflow_svc"} <= services
+        if wanted <= best and gateway_to_workflow:
+            break
+        time.sleep(0.5)
+    assert wanted <= best, best
+    assert gateway_to_workflow
