@@ -14,7 +14,7 @@ from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
-from workflow_svc import operations_servicer
+from workflow_svc import operations_servicer, review_servicer
 from workflow_svc.dead_letters import DeadLetters
 from workflow_svc.pipeline import Pipeline
 from workflow_svc.servicer import WorkflowServicer
@@ -36,6 +36,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
         [pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
     )
     operations_servicer.register(server, DeadLetters(db, bus, topology))
+    review_servicer.register(server, db, topology, settings.login_limits())
     pipeline = Pipeline(db, topology, registry)
     streams = [spec.name for spec in topology.streams]
     await run_until_stopped(
