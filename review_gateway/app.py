@@ -24,6 +24,7 @@ from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway import auth, security, views
 from review_gateway.admin_routes import admin_router
+from review_gateway.analytics_routes import analytics_router
 from review_gateway.dicomweb import cors
 from review_gateway.dicomweb.rendered import rendered_router
 from review_gateway.dicomweb.router import dicomweb_router
@@ -232,6 +233,7 @@ def create_app(settings: GatewaySettings,
 
     app.include_router(admin_router(principal, lambda: connection.client().channel,
                                     metrics_targets=settings.metrics_targets))
+    app.include_router(analytics_router(principal, lambda: connection.client().channel))
     def retrieve_stub() -> retrieve_grpc.RetrieveServiceStub:
         ingest_stub()  # opens the shared ingest channel
         return retrieve_grpc.RetrieveServiceStub(ingest_channel[0])
@@ -244,6 +246,12 @@ def create_app(settings: GatewaySettings,
                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def unknown_api(path: str, _: auth.Principal = Depends(principal)) -> None:
         raise ApiError(404, "NOT_FOUND", "NO_SUCH_ROUTE", f"no API route /api/v1/{path}")
+
+    @app.get("/admin/analytics", include_in_schema=False)
+    async def analytics_page() -> FileResponse:
+        """Review analytics for auditors: charts and CSV export."""
+        return FileResponse(STATIC_DIR / "admin" / "analytics.html",
+                            headers={"Cache-Control": "no-cache"})
 
     @app.get("/admin/", include_in_schema=False)
     async def admin_page() -> FileResponse:

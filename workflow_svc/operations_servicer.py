@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import grpc
 
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
+from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, handle_errors
+from workflow_svc import analytics
 from workflow_svc.dead_letters import DeadLetters, Filter, Letter
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperationsService"].full_name
@@ -57,6 +61,28 @@ class OperationsServicer(pb_grpc.OperationsServiceServicer):
         return pb.DiscardDeadLettersResponse(discarded=done)
 
 
-def register(server: GrpcServer, letters: DeadLetters) -> None:
+class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @handle_errors
+    async def GetReviewAnalytics(
+            self, request: pb.GetReviewAnalyticsRequest,
+            context: grpc.aio.ServicerContext) -> pb.GetReviewAnalyticsResponse:
+        found = await analytics.review_analytics(
+            self.db, request.facility,
+            request.since.ToDatetime(UTC) if request.HasField("since") else None,
+            request.until.ToDatetime(UTC) if request.HasField("until") else None)
+        return pb.GetReviewAnalyticsResponse(
+            rates=[pb.DecisionRates(dimension=r.dimension, value=r.value, reviewed=r.reviewed,
+                                    **r.counts) for r in found.rates],
+            turnaround=[pb.StageTurnaround(**t) for t in found.turnaround],
+            added=[pb.AddedFindings(**a) for a in found.added],
+            shadow=[pb.ShadowComparison(**c) for c in found.shadow])
+
+
+def register(server: GrpcServer, letters: DeadLetters, db: Database) -> None:
     server.register(pb_grpc.add_OperationsServiceServicer_to_server,
                     OperationsServicer(letters), [SERVICE_NAME])
+    server.register(pb_grpc.add_AnalyticsServiceServicer_to_server, AnalyticsServicer(db),
+                    [pb.DESCRIPTOR.services_by_name["AnalyticsService"].full_name])

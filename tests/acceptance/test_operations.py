@@ -206,3 +206,63 @@ def test_one_study_is_one_trace_across_the_services(stack: Stack, otlp: OtlpRece
         time.sleep(0.5)
     assert wanted <= best, best
     assert gateway_to_workflow
+
+
+def test_review_analytics_for_auditors_json_csv_and_page(stack: Stack) -> None:
+    """Decisions made through the review API on the facility check's chest CT show in the
+    auditor's analytics (JSON, CSV) and on the analytics page in Chromium."""
+    import csv
+    import io
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.acceptance.chromium import ARTIFACTS, launch
+
+    for name, role, extra in (("ana_rad", "radiologist", ["--facility", "acc_north"]),
+                              ("ana_aud", "auditor", [])):
+        done = stack.cli("user", "add", name, "--role", role, *extra, "--password-stdin",
+                         stdin="analytics pass phrase\n")
+        assert done.returncode == 0, done.stderr
+    with stack.client(stack.login("ana_rad", "analytics pass phrase")) as rad:
+        studies = rad.get("/api/v1/studies", params={"facility": "acc_north"}).json()["studies"]
+        study = next(s for s in studies if s["finding_count"])
+        findings = rad.get(f"/api/v1/studies/{study['id']}/findings").json()["findings"]
+        assert len(findings) >= 2
+        decisions = f"/api/v1/studies/{study['id']}/findings/{{}}/decisions"
+        first, second = findings[0], findings[1]
+        assert rad.post(decisions.format(first["id"]), json={
+            "action": "accept", "expected_version": first["version"]}).status_code == 200
+        assert rad.post(decisions.format(second["id"]), json={
+            "action": "reject", "reason": "false_positive",
+            "expected_version": second["version"]}).status_code == 200
+        assert rad.get("/api/v1/analytics").status_code == 403
+    with stack.client(stack.login("ana_aud", "analytics pass phrase")) as aud:
+        data = aud.get("/api/v1/analytics", params={"facility": "acc_north"}).json()
+        [model] = [r for r in data["rates"] if r["dimension"] == "model"]
+        assert model["value"].startswith("chest_ct_nodules")
+        assert (model["reviewed"], model["accepted"], model["rejected"]) == (2, 1, 1)
+        exported = aud.get("/api/v1/analytics/rates.csv", params={"facility": "acc_north"})
+        assert exported.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(exported.text)))
+        assert {"dimension": "facility", "value": "acc_north", "reviewed": "2",
+                "accepted": "1", "edited": "0", "rejected": "1", "ignored": "0"} in rows
+        assert aud.get("/api/v1/analytics/nothing.csv").status_code == 404
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{stack.base_url}/admin/analytics")
+            page.get_by_label("Username").fill("ana_aud")
+            page.get_by_label("Password").fill("analytics pass phrase")
+            page.get_by_role("button", name="Log in").click()
+            rates = page.get_by_role("table", name="Decision rates")
+            rates.get_by_text("acc_north").wait_for()
+            chart = page.get_by_role("figure", name="Acceptance rate by model version")
+            assert int(chart.get_attribute("data-bars") or 0) >= 1
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "review-analytics.png"), full_page=True)
+            assert errors == []
+        finally:
+            browser.close()

@@ -102,3 +102,85 @@ class DiscardDeadLettersResponse(_message.Message):
     DISCARDED_FIELD_NUMBER: _ClassVar[int]
     discarded: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, discarded: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetReviewAnalyticsRequest(_message.Message):
+    __slots__ = ("facility", "since", "until")
+    FACILITY_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    facility: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, facility: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DecisionRates(_message.Message):
+    __slots__ = ("dimension", "value", "reviewed", "accepted", "edited", "rejected", "ignored")
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REVIEWED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    EDITED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_FIELD_NUMBER: _ClassVar[int]
+    dimension: str
+    value: str
+    reviewed: int
+    accepted: int
+    edited: int
+    rejected: int
+    ignored: int
+    def __init__(self, dimension: _Optional[str] = ..., value: _Optional[str] = ..., reviewed: _Optional[int] = ..., accepted: _Optional[int] = ..., edited: _Optional[int] = ..., rejected: _Optional[int] = ..., ignored: _Optional[int] = ...) -> None: ...
+
+class StageTurnaround(_message.Message):
+    __slots__ = ("stage", "studies", "p50_s", "p90_s", "mean_s")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    STUDIES_FIELD_NUMBER: _ClassVar[int]
+    P50_S_FIELD_NUMBER: _ClassVar[int]
+    P90_S_FIELD_NUMBER: _ClassVar[int]
+    MEAN_S_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    studies: int
+    p50_s: float
+    p90_s: float
+    mean_s: float
+    def __init__(self, stage: _Optional[str] = ..., studies: _Optional[int] = ..., p50_s: _Optional[float] = ..., p90_s: _Optional[float] = ..., mean_s: _Optional[float] = ...) -> None: ...
+
+class AddedFindings(_message.Message):
+    __slots__ = ("facility", "modality", "label", "count")
+    FACILITY_FIELD_NUMBER: _ClassVar[int]
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    facility: str
+    modality: str
+    label: str
+    count: int
+    def __init__(self, facility: _Optional[str] = ..., modality: _Optional[str] = ..., label: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ShadowComparison(_message.Message):
+    __slots__ = ("facility", "studies", "studies_with_findings", "findings", "mean_confidence", "studies_reported")
+    FACILITY_FIELD_NUMBER: _ClassVar[int]
+    STUDIES_FIELD_NUMBER: _ClassVar[int]
+    STUDIES_WITH_FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    STUDIES_REPORTED_FIELD_NUMBER: _ClassVar[int]
+    facility: str
+    studies: int
+    studies_with_findings: int
+    findings: int
+    mean_confidence: float
+    studies_reported: int
+    def __init__(self, facility: _Optional[str] = ..., studies: _Optional[int] = ..., studies_with_findings: _Optional[int] = ..., findings: _Optional[int] = ..., mean_confidence: _Optional[float] = ..., studies_reported: _Optional[int] = ...) -> None: ...
+
+class GetReviewAnalyticsResponse(_message.Message):
+    __slots__ = ("rates", "turnaround", "added", "shadow")
+    RATES_FIELD_NUMBER: _ClassVar[int]
+    TURNAROUND_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    rates: _containers.RepeatedCompositeFieldContainer[DecisionRates]
+    turnaround: _containers.RepeatedCompositeFieldContainer[StageTurnaround]
+    added: _containers.RepeatedCompositeFieldContainer[AddedFindings]
+    shadow: _containers.RepeatedCompositeFieldContainer[ShadowComparison]
+    def __init__(self, rates: _Optional[_Iterable[_Union[DecisionRates, _Mapping]]] = ..., turnaround: _Optional[_Iterable[_Union[StageTurnaround, _Mapping]]] = ..., added: _Optional[_Iterable[_Union[AddedFindings, _Mapping]]] = ..., shadow: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ...) -> None: ...

@@ -187,3 +187,81 @@ class OperationsService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AnalyticsServiceStub:
+    """Review analytics (auditors): computed from the stored review events, findings, state
+    transitions and audit events at the time of the call, never from running counters.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetReviewAnalytics = channel.unary_unary(
+                '/sidecar.workflow.v1.AnalyticsService/GetReviewAnalytics',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.GetReviewAnalyticsRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.GetReviewAnalyticsResponse.FromString,
+                _registered_method=True)
+
+
+class AnalyticsServiceServicer:
+    """Review analytics (auditors): computed from the stored review events, findings, state
+    transitions and audit events at the time of the call, never from running counters.
+    """
+
+    def GetReviewAnalytics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AnalyticsServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetReviewAnalytics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReviewAnalytics,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.GetReviewAnalyticsRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.GetReviewAnalyticsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sidecar.workflow.v1.AnalyticsService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sidecar.workflow.v1.AnalyticsService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AnalyticsService:
+    """Review analytics (auditors): computed from the stored review events, findings, state
+    transitions and audit events at the time of the call, never from running counters.
+    """
+
+    @staticmethod
+    def GetReviewAnalytics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.AnalyticsService/GetReviewAnalytics',
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.GetReviewAnalyticsRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.GetReviewAnalyticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
