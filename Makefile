@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # libpython3.11: Triton's python backend stub links the system libpython (PLATFORM.md).
-SYSTEM_PACKAGES := dcmtk libpython3.11
+# chromium: the OHIF browser test (Playwright drives Debian's Chromium, PLATFORM.md).
+SYSTEM_PACKAGES := dcmtk libpython3.11 chromium
 RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 
@@ -20,7 +21,13 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The OHIF viewer (`sidecar up --viewer-port`): @ohif/app as pinned and integrity-checked in
+# deploy/ohif/ohif.lock.json, unpacked into .ohif/ (skipped with a hint when npm is missing).
+OHIF_STAMP := .ohif/VERSION
+$(OHIF_STAMP): deploy/ohif/ohif.lock.json | $(STAMP)
+	$(BIN)/python -m sidecar_app.runtime.ohif_fetch
+
+install: $(STAMP) $(OHIF_STAMP)
 
 demo: install
 	@bash scripts/system-deps.sh $(RUNTIME_PACKAGES)
@@ -64,4 +71,4 @@ bench: install
 	$(BIN)/python bench/end_to_end.py
 
 clean:
-	rm -rf $(VENV) .data .demo-data
+	rm -rf $(VENV) .data .demo-data .ohif test-artifacts

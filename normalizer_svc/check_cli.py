@@ -9,19 +9,20 @@ import sys
 from normalizer_svc.conformance import CASES, run_checks
 
 
-def main(argv: list[str]) -> int:
-    """Runs the checks, prints one PASS/FAIL line each; 0 when all pass, 1 otherwise."""
-    parser = argparse.ArgumentParser(
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+                 ) -> argparse.ArgumentParser:
+    parser = parser_class(
         prog="sidecar normalizer check",
         description="Check that a NormalizerService at HOST:PORT honours the Normalizer "
                     "contract for one model.")
     parser.add_argument("target", metavar="HOST:PORT")
     parser.add_argument("--model", required=True, help=f"model name ({', '.join(CASES)})")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # usage error (2) or --help (0): return, do not exit the caller
-        return int(exc.code or 0)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the checks, prints one PASS/FAIL line each; 0 when all pass, 1 otherwise."""
     results = asyncio.run(run_checks(args.target, args.model, args.timeout))
     for result in results:
         print(result.line(), flush=True)
@@ -29,6 +30,15 @@ def main(argv: list[str]) -> int:
     print(f"{len(results) - failed}/{len(results)} checks passed for {args.model} at "
           f"{args.target}")
     return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    """Parses `HOST:PORT --model NAME` and runs the checks (usage error: 2)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # usage error (2) or --help (0): return, do not exit the caller
+        return int(exc.code or 0)
+    return run(args)
 
 
 if __name__ == "__main__":

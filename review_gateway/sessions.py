@@ -117,6 +117,9 @@ class SessionAuth:
             revoke = rpb.RevokeSessionRequest(caller=caller(me), jti=me.jti)
             revoke.expires_at.FromDatetime(datetime.fromtimestamp(me.expires_at, UTC))
             await client.call(client.stub.RevokeSession, revoke)
+            now = time.time()
+            for jti in [j for j, exp in self._revoked.items() if exp <= now]:
+                del self._revoked[jti]  # expired tokens are refused anyway
             self._revoked[me.jti] = me.expires_at
             response = Response(status_code=204)
             for name in (SESSION_COOKIE, CSRF_COOKIE):

@@ -11,15 +11,45 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sidecar_app.admin_db import database_url
+from sidecar_app.errors import (
+    OneLineParser,
+    UserError,
+    database_error,
+    guarded,
+    quiet_library_warnings,
+)
 from sidecar_app.runtime.supervisor import DEFAULT_PORTS, UpOptions, run_up
 
 DEFAULT_DATA_DIR = Path(".data")
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
 def _port_flags(p: argparse.ArgumentParser) -> None:
     for name, port in DEFAULT_PORTS.items():
         p.add_argument(
-            f"--{name}-port", type=int, default=port, dest=f"port_{name}", help=f"default {port}"
+            f"--{name}-port", type=_port, default=port, dest=f"port_{name}",
+            help=f"default {port}"
         )
 
 
@@ -38,7 +68,7 @@ def _db_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
+    parser = OneLineParser(prog="sidecar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     for name, help_ in (
@@ -57,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path)
     p.add_argument("--kind", choices=["chest-ct", "mammo", "brain-mr"], required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--count", type=int, default=1, help="number of studies")
+    p.add_argument("--count", type=_positive, default=1, help="number of studies")
 
     fac = sub.add_parser("facility", help="manage facilities").add_subparsers(
         dest="action", required=True
@@ -72,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--ae-title")
     p.add_argument("--shadow-mode", choices=["on", "off"])
-    p.add_argument("--quiet-period", type=float, help="study completion quiet period, seconds")
+    p.add_argument("--quiet-period", type=_seconds, help="study completion quiet period, seconds")
     p.add_argument("--models", help="comma-separated enabled models, or 'all'")
     _db_flags(p)
     p = fac.add_parser("list")
@@ -112,12 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _admin(args: argparse.Namespace) -> int:
+    url = database_url(args)
+    try:
+        return await _admin_on(url, args)
+    except Exception as exc:
+        raise (database_error(exc, url) or exc) from None
+
+
+async def _admin_on(url: str, args: argparse.Namespace) -> int:
     from sidecar_core.db import Database, sqlalchemy_url
-    from sidecar_core.errors import DomainError
     from sidecar_core.store.migrate import upgrade
     from workflow_svc import users
 
-    url = database_url(args)
     await asyncio.to_thread(upgrade, sqlalchemy_url(url))
     if args.command == "migrate":
         print("database schema is up to date")
@@ -135,12 +171,12 @@ async def _admin(args: argparse.Namespace) -> int:
             print(f"facility {args.name} added (id {fid})")
         else:
             password = sys.stdin.readline().rstrip("\n")
+            if not password:
+                raise UserError("no password on standard input (--password-stdin reads one "
+                                "line)")
             uid = await users.add_user(db, args.name, password, args.role, args.facility)
             print(f"user {args.name} added (id {uid}, role {args.role})")
         return 0
-    except DomainError as exc:
-        print(f"error: {exc.reason}: {exc.message}", file=sys.stderr)
-        return 2
     finally:
         await db.close()
 
@@ -194,7 +230,11 @@ def run_verify(args: argparse.Namespace) -> int:
     from sidecar_core.objectstore import ObjectStore
 
     store = ObjectStore(args.objects_dir or args.data_dir / "objects", fsync=False)
-    report = verify_objects(database_url(args), store, args.study)
+    url = database_url(args)
+    try:
+        report = verify_objects(url, store, args.study)
+    except Exception as exc:
+        raise (database_error(exc, url) or exc) from None
     for line in report.lines():
         print(line)
     return 0 if report.ok else 1
@@ -214,8 +254,24 @@ def run_synth(out: Path, kind: str, seed: int, count: int) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _normalizer(argv: list[str]) -> int:
+    from normalizer_svc.check_cli import build_parser as check_parser
+    from normalizer_svc.check_cli import run as check_run
+    from sidecar_app.errors import ensure_reachable
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: sidecar normalizer check HOST:PORT --model NAME")
+        return 0 if argv else 2
+    if argv[0] != "check":
+        raise UserError(f"unknown normalizer command {argv[0]!r}; the one there is: "
+                        "sidecar normalizer check HOST:PORT --model NAME")
+    args = check_parser(OneLineParser).parse_args(argv[1:])
+    ensure_reachable("the normaliser", args.target, 50053,
+                     hint="is the NormalizerService running there?")
+    return check_run(args)
+
+
+def _run(argv: list[str]) -> int:
     if argv and argv[0] == "ingest":
         from sidecar_app.ingest_cli import main as ingest_main
 
@@ -225,9 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return jobs_main(argv[1:])
     if argv and argv[0] == "normalizer":
-        from normalizer_svc.check_cli import main as check_main
-
-        return check_main(argv[1:])
+        return _normalizer(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "up":
         return run_up(UpOptions(args.data_dir, _ports(args)))
@@ -240,6 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "objects":
         return run_verify(args)
     return asyncio.run(_admin(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: every failure ends as one line on stderr and a non-zero status."""
+    quiet_library_warnings()
+    args = list(sys.argv[1:] if argv is None else argv)
+    words = args[:2] if args[:1] in (["facility"], ["user"], ["objects"], ["normalizer"]) \
+        else args[:1]
+    prog = " ".join(["sidecar", *(w for w in words if not w.startswith("-"))])
+    return guarded(prog, lambda: _run(args))
 
 
 if __name__ == "__main__":

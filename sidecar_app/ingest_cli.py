@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from review_gateway.dicomweb import stow
+from sidecar_app.errors import OneLineParser, UserError, ensure_reachable, rpc_error, unreachable
 
 BATCH_BYTES = 32 * 1024 * 1024
 BATCH_FILES = 64
 USAGE = "sidecar ingest PATH... --facility NAME [--target HOST:PORT] [--via grpc|dimse|stow]"
-
-
-class CliError(Exception):
-    """A failure that ends the run (login refused, no AE title, HTTP error)."""
+INGEST = "the ingest service"
+CliError = UserError  # a failure that ends the run (login refused, no AE title, HTTP error)
 
 
 @dataclass
@@ -74,20 +73,23 @@ def is_part10(path: Path) -> bool:
 
 def discover(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     """(files to send, files skipped). Files named on the command line are always sent; in
-    folders, like storescu's directory scan, only DICOM Part 10 files are (DICOMDIR excluded)."""
+    folders, like storescu's directory scan, only DICOM Part 10 files are (DICOMDIR excluded).
+    A path that does not exist, or a folder without one DICOM Part 10 file, is a UserError."""
     found: list[Path] = []
     skipped: list[Path] = []
     for path in paths:
         if path.is_dir():
-            for p in sorted(p for p in path.rglob("*") if p.is_file()):
-                if p.name.upper() != "DICOMDIR" and is_part10(p):
-                    found.append(p)
-                else:
-                    skipped.append(p)
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            dicom = [p for p in files if p.name.upper() != "DICOMDIR" and is_part10(p)]
+            if not dicom:
+                raise UserError(f"{path} holds no DICOM Part 10 file ({len(files)} other "
+                                f"file{'' if len(files) == 1 else 's'}); nothing sent")
+            found.extend(dicom)
+            skipped.extend(p for p in files if p not in set(dicom))
         elif path.is_file():
             found.append(path)
         else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
+            raise UserError(f"no such file or folder: {path}")
     return found, skipped
 
 
@@ -110,11 +112,6 @@ def _reject(tally: Tally, path: Path | str, why: str) -> None:
     print(f"rejected {path}: {why}", file=sys.stderr)
 
 
-def _host_port(target: str, default_port: int) -> tuple[str, int]:
-    host, _, port = target.rpartition(":")
-    return (host or "127.0.0.1", int(port)) if port.isdigit() else (target, default_port)
-
-
 def send_grpc(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Progress) -> None:
     import grpc
 
@@ -122,13 +119,18 @@ def send_grpc(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Pr
     from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 
     outcome = {pb.INSTANCE_OUTCOME_STORED: "stored", pb.INSTANCE_OUTCOME_DUPLICATE: "duplicate"}
-    with grpc.insecure_channel(args.target or args.ingest_address, options=[
+    address = args.target or args.ingest_address
+    ensure_reachable(INGEST, address, 50051)
+    with grpc.insecure_channel(address, options=[
             ("grpc.max_send_message_length", 256 * 1024 * 1024)]) as channel:
         stub = pb_grpc.IngestServiceStub(channel)
         for batch in batches(files):
-            reply = stub.IngestInstances(pb.IngestInstancesRequest(
-                facility=args.facility, items=[pb.IngestInstancesRequestItem(
-                    dicom=data, source_ref=str(path)) for path, data in batch]), timeout=600)
+            try:
+                reply = stub.IngestInstances(pb.IngestInstancesRequest(
+                    facility=args.facility, items=[pb.IngestInstancesRequestItem(
+                        dicom=data, source_ref=str(path)) for path, data in batch]), timeout=600)
+            except grpc.RpcError as exc:
+                raise rpc_error(INGEST, address, exc) from None
             for (path, data), r in zip(batch, reply.results, strict=True):
                 tally.files, tally.bytes = tally.files + 1, tally.bytes + len(data)
                 kind = outcome.get(r.outcome)
@@ -141,15 +143,31 @@ def send_grpc(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Pr
 
 
 def send_dimse(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Progress) -> None:
-    from ingest_svc.dimse_send import ContextRejected, StoreSCU, chunks, prepare, status_of
+    from ingest_svc.dimse_send import (
+        AssociationRefused,
+        ContextRejected,
+        StoreSCU,
+        chunks,
+        prepare,
+        status_of,
+    )
+    from sidecar_app.errors import host_port
 
-    host, port = _host_port(args.target or "127.0.0.1:11112", 11112)
+    host, port = host_port(args.target or "127.0.0.1:11112", 11112)
     calling = args.calling_ae or facility_ae_title(args)
     for batch in batches(files):
         entries = [(path, data, prepare(data)) for path, data in batch]
         for group in chunks(entries, key=lambda e: e[2].context):
             contexts = [e[2].context for e in group]
-            with StoreSCU(host, port, calling, args.called_ae, contexts) as scu:
+            scu = StoreSCU(host, port, calling, args.called_ae, contexts)
+            try:
+                scu.__enter__()  # associates; released by __exit__ below
+            except AssociationRefused as exc:
+                if exc.rejected is None:  # no association at all: is anything listening?
+                    ensure_reachable("the DICOM port", f"{host}:{port}", port)
+                raise UserError(f"the DICOM port at {host}:{port} refused calling AE "
+                                f"{calling!r}, called AE {args.called_ae!r}: {exc}") from None
+            try:
                 for path, data, item in group:
                     tally.files, tally.bytes = tally.files + 1, tally.bytes + len(data)
                     try:
@@ -166,20 +184,28 @@ def send_dimse(args: argparse.Namespace, files: list[Path], tally: Tally, bar: P
                         _reject(tally, path, "no response" if status is None else
                                 f"status 0x{status:04X} {comment}".strip())
                     bar.update(tally)
+            finally:
+                scu.__exit__(None, None, None)
 
 
 def send_stow(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Progress) -> None:
     import httpx
 
-    url = args.url.rstrip("/")
+    url = f"http://{args.target}/dicomweb" if args.target else args.url.rstrip("/")
     password = os.environ.get("SIDECAR_PASSWORD", "")
     if not args.username or not password:
         raise CliError("STOW-RS needs --username and the password in SIDECAR_PASSWORD")
     with httpx.Client(timeout=600) as http:
-        login = http.post(url.rsplit("/dicomweb", 1)[0] + "/api/v1/auth/login",
-                          json={"username": args.username, "password": password})
+        try:
+            login = http.post(url.rsplit("/dicomweb", 1)[0] + "/api/v1/auth/login",
+                              json={"username": args.username, "password": password})
+        except httpx.TransportError as exc:
+            why = "connection refused" if "refused" in str(exc).lower() else str(exc) or \
+                type(exc).__name__
+            raise unreachable("the review gateway", url, why) from None
         if login.status_code != 200:
-            raise CliError(f"login failed: HTTP {login.status_code} {login.text[:200]}")
+            raise CliError(f"login as {args.username!r} failed: HTTP {login.status_code} "
+                           f"{' '.join(login.text[:200].split())}")
         auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
         for batch in batches(files):
             boundary = f"sidecar-{time.monotonic_ns()}"
@@ -191,7 +217,8 @@ def send_stow(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Pr
                                   f'dicom"; boundary={boundary}',
                                   "Accept": "application/dicom+json"})
             if reply.status_code not in (200, 202, 409):
-                raise CliError(f"STOW-RS failed: HTTP {reply.status_code} {reply.text[:300]}")
+                raise CliError(f"STOW-RS failed: HTTP {reply.status_code} "
+                               f"{' '.join(reply.text[:300].split())}")
             _stow_outcomes(reply.json(), batch, tally)
             bar.update(tally)
 
@@ -222,7 +249,7 @@ def facility_ae_title(args: argparse.Namespace) -> str:
     async def lookup() -> str | None:
         from sqlalchemy import select
 
-        db = Database(database_url(args), pool_size=1)
+        db = Database(database_url(args, must_exist=True), pool_size=1)
         try:
             async with db.read() as session:
                 return await session.scalar(select(Facility.ae_title).where(
@@ -243,22 +270,27 @@ def complete(args: argparse.Namespace, studies: set[str]) -> None:
     from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 
     address = args.target if args.via == "grpc" and args.target else args.ingest_address
+    ensure_reachable(INGEST, address, 50051)
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.IngestServiceStub(channel)
         for uid in sorted(u for u in studies if u):
-            done = stub.CompleteStudy(pb.CompleteStudyRequest(
-                facility=args.facility, study_instance_uid=uid), timeout=60)
+            try:
+                done = stub.CompleteStudy(pb.CompleteStudyRequest(
+                    facility=args.facility, study_instance_uid=uid), timeout=60)
+            except grpc.RpcError as exc:
+                raise rpc_error(INGEST, address, exc) from None
             print(f"study {uid}: {'completed' if done.completed_count else 'already complete'}")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sidecar ingest", usage=USAGE, description=__doc__)
+    p = OneLineParser(prog="sidecar ingest", usage=USAGE, description=__doc__)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--facility", required=True, help="registered facility the files belong to")
     p.add_argument("--via", choices=["grpc", "dimse", "stow"], default="grpc",
                    help="transport (default grpc: the Ingest RPC)")
     p.add_argument("--target", default="", help="HOST:PORT of the Ingest RPC (grpc, default "
-                   "127.0.0.1:50051) or of the DICOM port (dimse, default 127.0.0.1:11112)")
+                   "127.0.0.1:50051), of the DICOM port (dimse, default 127.0.0.1:11112) or of "
+                   "the gateway (stow, default: --url)")
     p.add_argument("--complete", action="store_true", help="mark the studies complete after")
     p.add_argument("--calling-ae", default="", help="dimse: default the facility's AE title")
     p.add_argument("--called-ae", default="SIDECAR")
@@ -274,20 +306,16 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """0 when everything was stored (or was a duplicate), 1 when anything was rejected."""
     args = parser().parse_args(argv)
-    try:
-        files, skipped = discover(args.paths)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    files, skipped = discover(args.paths)
     tally, bar = Tally(), Progress(len(files), sys.stderr)
     send = {"dimse": send_dimse, "stow": send_stow, "grpc": send_grpc}[args.via]
     try:
         send(args, files, tally, bar)
-    except Exception as exc:  # connection refused, association rejected, RPC failure
+    except BaseException:  # unreachable, association rejected, RPC failure: the caller says
         bar.close()
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print(f"ingest ({args.via}, incomplete): {tally.line()}")
-        return 2
+        if tally.files:
+            print(f"ingest ({args.via}, incomplete): {tally.line()}")
+        raise
     bar.close()
     note = f" ({len(skipped)} non-DICOM files in folders skipped)" if skipped else ""
     print(f"ingest ({args.via}): {tally.line()}{note}")

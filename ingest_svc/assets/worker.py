@@ -17,6 +17,8 @@ from sqlalchemy import delete, select, update
 
 from ingest_svc.assets.overlays import FindingMarks, marks_by_slice, render_overlay
 from ingest_svc.assets.series_assets import ObjectFailure, SeriesAssets, build_series_assets
+from ingest_svc.derived.load import DERIVED
+from ingest_svc.derived.writer import DerivedResultsWriter
 from ingest_svc.settings import IngestSettings
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit, outbox, service
@@ -61,12 +63,14 @@ class PreprocessWorker:
         job, study_id, ref = study_job(delivery, "preprocess")
         async with self.db.read() as s:
             series_rows = (
-                (await s.execute(select(Series).where(Series.study_id == study_id))).scalars().all()
+                (await s.execute(select(Series).where(
+                    Series.study_id == study_id, Series.preprocess_status != DERIVED)))
+                .scalars().all()
             )
             instances = (
                 await s.execute(
                     select(Instance.series_id, Instance.object_key).where(
-                        Instance.study_id == study_id
+                        Instance.study_id == study_id, Instance.source != DERIVED
                     )
                 )
             ).all()
@@ -300,6 +304,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     bus = await Bus.connect(settings.nats_url, topology, name="preprocess")
     worker = PreprocessWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology)
     overlays = OverlayWorker(db, worker.objects, topology)
+    results = DerivedResultsWriter(db, worker.objects, topology)  # AI results as DICOM SR/SEG
     ready = Path(settings.data_dir) / "run" / "preprocess.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
     ready.write_text(str(os.getpid()))
@@ -307,7 +312,9 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         "preprocess worker", stop,
         loops=[OutboxRelay(db, bus).run(stop),
                bus.consume(topology.preprocess_jobs(), worker.handle, stop),
-               bus.consume(topology.overlay_jobs(), overlays.handle, stop)],
+               bus.consume(topology.overlay_jobs(), overlays.handle, stop),
+               bus.consume(topology.derived_results_runs(), results.handle, stop),
+               bus.consume(topology.derived_results_reviews(), results.handle, stop)],
         closers=[lambda: ready.unlink(missing_ok=True), bus.close, db.close])
 
 

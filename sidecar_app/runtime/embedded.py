@@ -46,6 +46,9 @@ class EmbeddedPostgres:
     """PostgreSQL 16 from the pgserver wheel, data in DIR; shared by every process using DIR."""
 
     def __init__(self, pgdata: Path) -> None:
+        from sidecar_app.errors import quiet_library_warnings
+
+        quiet_library_warnings()  # pgserver's import asks platformdirs for a runtime dir
         import pgserver
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)

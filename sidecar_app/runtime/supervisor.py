@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +44,7 @@ DEFAULT_PORTS = {
     "ingest-metrics": 9101,
     "preprocess-metrics": 9104,
     "normalizer-metrics": 9103,
+    "viewer": 8081,
 }
 # name → (module, gRPC port key or None)
 SERVICES: list[tuple[str, str, str | None]] = [
@@ -51,6 +53,7 @@ SERVICES: list[tuple[str, str, str | None]] = [
     ("preprocess", "ingest_svc.assets.worker", None),
     ("normalizer", "normalizer_svc.main", "normalizer"),
     ("gateway", "review_gateway.main", None),
+    ("viewer", "sidecar_app.runtime.viewer", None),  # OHIF, at the root of its own origin
 ]
 
 
@@ -113,6 +116,13 @@ class Mesh:
             "SIDECAR_WORKFLOW_PORT": str(p["workflow"]),
             "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
+            "SIDECAR_VIEWER_PORT": str(p["viewer"]),
+            # Where OHIF is, for the review app's "Open in OHIF" links (/viewer?StudyInstanceUIDs=).
+            "SIDECAR_VIEWER_URL": f"http://127.0.0.1:{p['viewer']}",
+            # The gateway answers the viewer's cross-origin DICOMweb requests (CORS).
+            "SIDECAR_CORS_ORIGINS": ",".join(
+                o for o in [os.environ.get("SIDECAR_CORS_ORIGINS", ""),
+                            *viewer_origins(p["viewer"])] if o),
             "SIDECAR_INGEST_ADDRESS": f"127.0.0.1:{p['ingest']}",
             "SIDECAR_WORKFLOW_ADDRESS": f"127.0.0.1:{p['workflow']}",
             "SIDECAR_NORMALIZER_ADDRESS": f"127.0.0.1:{p['normalizer']}",
@@ -217,6 +227,38 @@ class Mesh:
         (self.data_dir / "runtime.json").write_text(json.dumps(info, indent=2))
 
 
+def viewer_origins(port: int) -> list[str]:
+    return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+
+
+def viewer_line(ports: dict[str, int]) -> str:
+    """What `sidecar up` says about the OHIF viewer: its URL, or how to add it."""
+    from sidecar_app.runtime.ohif_fetch import installed_version
+    from sidecar_app.runtime.viewer import ViewerSettings, missing_message
+
+    if not installed_version(ViewerSettings().viewer_dir):
+        return missing_message()
+    return (f"OHIF viewer: http://127.0.0.1:{ports['viewer']}/ (DICOMweb "
+            f"http://127.0.0.1:{ports['gateway']}/dicomweb; open a study at "
+            f"/viewer?StudyInstanceUIDs=UID&token=BEARER_TOKEN)")
+
+
+def busy_ports(ports: dict[str, int]) -> list[str]:
+    """'NAME port N' for each port `sidecar up` would bind that something already listens on
+    (NATS and Triton only when embedded)."""
+    external = {"nats": "SIDECAR_NATS_URL", "triton": "SIDECAR_TRITON_URL",
+                "triton-http": "SIDECAR_TRITON_URL", "triton-metrics": "SIDECAR_TRITON_URL"}
+    busy = []
+    for name, port in ports.items():
+        if name in external and os.environ.get(external[name]):
+            continue
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                busy.append(f"{name} port {port} (--{name}-port)")
+    return busy
+
+
 def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
     """Runs the mesh in the foreground until SIGINT/SIGTERM; returns the exit code."""
     mesh = Mesh(opts)
@@ -227,6 +269,11 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
+    busy = busy_ports(opts.ports)
+    if busy:
+        print(f"sidecar up: error: already in use: {', '.join(busy)}; is another 'sidecar up' "
+              "running? Stop it or pass other ports", file=sys.stderr, flush=True)
+        return 2
     try:
         mesh.start_infra()
         (mesh.data_dir / "run").mkdir(exist_ok=True)
@@ -237,6 +284,7 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
         mesh.write_runtime_file()
         for hook in after_ready or []:
             hook(mesh)
+        print(viewer_line(opts.ports), flush=True)
         print(
             f"Sidecar is up. Review UI: http://127.0.0.1:{opts.ports['gateway']}/ "
             f"(API: http://127.0.0.1:{opts.ports['gateway']}/api/v1, logs: {mesh.logs})",
@@ -247,7 +295,7 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
         stop.wait()
         return 0
     except Exception as exc:
-        print(f"sidecar up failed: {exc}", file=sys.stderr, flush=True)
+        print(f"sidecar up: error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         return 1
     finally:
         mesh.stop()

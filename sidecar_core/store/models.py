@@ -347,3 +347,23 @@ class DicomwebSeriesIndex(Base):
     metadata_key: Mapped[str] = mapped_column(String(128))
     frames_key: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = _created()
+
+
+class DerivedObject(Base):
+    """One version of an AI run's DICOM result (kind 'sr' or 'seg'); its instance row carries
+    `source = 'derived'`. Versions are never overwritten: a review change adds one."""
+
+    __tablename__ = "derived_objects"
+    __table_args__ = (UniqueConstraint("ai_run_id", "kind", "version"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    ai_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ai_runs.id"))
+    instance_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("instances.id"))
+    kind: Mapped[str] = mapped_column(String(8))
+    version: Mapped[int] = mapped_column(Integer)
+    series_instance_uid: Mapped[str] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    finding_count: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _created()

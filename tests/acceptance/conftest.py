@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.acceptance.stack import Stack, new_stack
+from tests.acceptance.stack import Stack, new_stack, stack_root
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -18,11 +17,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root: Path = tmp_path_factory.mktemp("stack")
-    running = new_stack(root)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+def stack() -> Iterator[Stack]:
+    with stack_root() as root:
+        running = new_stack(root)
+        running.start()
+        try:
+            yield running
+        finally:
+            running.stop()

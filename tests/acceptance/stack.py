@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -73,11 +79,22 @@ class Stack:
         return httpx.Client(base_url=self.base_url, timeout=60,
                             headers={"Authorization": f"Bearer {token or self.login()}"})
 
-    def start(self, *extra: str, timeout: float = 300.0) -> None:
+    def runtime(self) -> dict[str, Any]:
+        """What `sidecar up` wrote to DATA_DIR/runtime.json (ports, database URL, pid)."""
+        return dict(json.loads((self.data_dir / "runtime.json").read_text()))
+
+    def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Rows of one query on the stack's own database (to see what no API shows)."""
+        import psycopg
+
+        with psycopg.connect(self.runtime()["database_url"]) as conn:
+            return list(conn.execute(query, params).fetchall())
+
+    def start(self, *extra: str, timeout: float = 300.0, command: str = "up") -> None:
         flags = [f"--{name}-port={port}" for name, port in self.ports.items()]
-        self.log_path = self.data_dir.parent / "sidecar-up.log"
+        self.log_path = self.data_dir.parent / f"sidecar-{command}.log"
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([SIDECAR, "up", "--data-dir", str(self.data_dir),
+            self.proc = subprocess.Popen([SIDECAR, command, "--data-dir", str(self.data_dir),
                                           *flags, *extra], stdout=log, stderr=subprocess.STDOUT,
                                          env=clean_env())
         deadline = time.monotonic() + timeout
@@ -103,6 +120,18 @@ class Stack:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+@contextmanager
+def stack_root() -> Iterator[Path]:
+    """A fresh folder for a stack's data dir, outside pytest's basetemp: as root, pgserver runs
+    PostgreSQL as the user `pgserver` and opens the data dir's parents to it, but every pytest
+    session that starts puts /tmp/pytest-of-root back to 0700 (eight engineers run tests)."""
+    root = Path(tempfile.mkdtemp(prefix="sidecar-acc-"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def new_stack(root: Path, facilities: tuple[str, ...] = ("acc_north", "acc_south")) -> Stack:

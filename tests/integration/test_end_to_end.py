@@ -31,6 +31,7 @@ PORT_NAMES = (
     "triton",
     "triton-http",
     "triton-metrics",
+    "viewer",
 )
 
 

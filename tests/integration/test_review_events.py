@@ -107,3 +107,33 @@ async def test_event_stream_without_a_bus_says_unavailable(db: Database, tmp_pat
         assert reply.status_code == 503
         assert reply.json()["error"]["reason"] == "EVENTS_UNAVAILABLE"
         assert (await env.http.get("/api/v1/events")).status_code == 401
+
+
+async def test_event_stream_ends_after_logout(db: Database, nats: NatsServer, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from review_gateway import events
+
+    monkeypatch.setattr(events, "HEARTBEAT_S", 0.2)
+    async with review_env(db, tmp_path, nats_url=nats.url) as env:
+        stop = asyncio.Event()
+        port = free_port()
+        settings = env.settings.model_copy(update={"gateway_port": port,
+                                                   "log_level": "WARNING"})
+        started = asyncio.Event()
+        gateway = asyncio.create_task(run(settings, stop, started=started))
+        await asyncio.wait_for(started.wait(), 15)
+        try:
+            login = await env.login("rad-a")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+                                         timeout=30) as http:
+                connected, changed = asyncio.Event(), asyncio.Event()
+                listener = asyncio.create_task(_listen(http, login["access_token"], [],
+                                                       connected, changed))
+                await asyncio.wait_for(connected.wait(), 15)
+                out = await http.post("/api/v1/auth/logout", headers={
+                    "Authorization": f"Bearer {login['access_token']}"})
+                assert out.status_code == 204
+                await asyncio.wait_for(listener, 15)  # the server ended the stream
+        finally:
+            stop.set()
+            await asyncio.wait_for(gateway, 20)

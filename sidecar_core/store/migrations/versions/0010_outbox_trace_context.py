@@ -1,7 +1,7 @@
 """outbox rows carry the W3C trace context of the transaction that wrote them
 
 Revision ID: 0010
-Revises: 0099
+Revises: 0100
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0099"
+down_revision = "0100"
 branch_labels = None
 depends_on = None
 

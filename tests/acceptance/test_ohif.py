@@ -1,0 +1,235 @@
+"""OHIF v3 served by `sidecar demo`, in real Chromium: the study list shows the demo studies,
+the chest CT's viewport has real pixels, the CT's AI SR measurements appear in the measurement
+panel and the brain MR's AI SEG in the segmentation panel. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sidecar_app.runtime.embedded import REPO_ROOT
+from sidecar_app.runtime.ohif_fetch import DEFAULT_DIR, installed_version
+from sidecar_app.runtime.supervisor import DEFAULT_PORTS
+from tests.acceptance.stack import READY_LINE, SIDECAR, Stack, clean_env
+from tests.servers import free_port
+
+# `sidecar demo` loads and analyses three studies before the first test (minutes on 2 cores).
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(1500)]
+
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "ohif"
+README_SHOT = REPO_ROOT / "docs" / "img" / "ohif-sr.png"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+UI_TIMEOUT_MS = 120_000
+
+
+class DemoStack(Stack):
+    """`sidecar demo` (up plus the bundled synthetic studies) as a user starts it."""
+
+    def start(self, *extra: str, timeout: float = 900.0) -> None:
+        flags = [f"--{name}-port={port}" for name, port in self.ports.items()]
+        self.log_path = self.data_dir.parent / "sidecar-demo.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen([SIDECAR, "demo", "--data-dir", str(self.data_dir),
+                                          *flags, *extra], stdout=log,
+                                         stderr=subprocess.STDOUT, env=clean_env())
+        deadline = time.monotonic() + timeout
+        while READY_LINE not in self.output():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sidecar demo exited with {self.proc.returncode}:\n"
+                                   f"{self.output()[-4000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"sidecar demo not ready:\n{self.output()[-4000:]}")
+            time.sleep(1.0)
+        self.admin = "demo"
+        self.password = (self.data_dir / "demo-password.txt").read_text().strip()
+
+    @property
+    def viewer_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['viewer']}"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+    if not installed_version(DEFAULT_DIR):
+        pytest.fail("OHIF is not installed: run `make install` (fetches @ohif/app into .ohif/)")
+    root = tmp_path_factory.mktemp("ohif")
+    stack = DemoStack(root / "data", ports={name: free_port() for name in DEFAULT_PORTS})
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def studies(demo: DemoStack) -> dict[str, dict[str, Any]]:
+    """The demo studies by modality, as the gateway's QIDO-RS lists them."""
+    with demo.client() as http:
+        found = http.get("/dicomweb/studies", params={"includefield": "all"})
+        assert found.status_code == 200, found.text
+    by_modality = {}
+    for study in found.json():
+        modalities = study["00080061"]["Value"]
+        primary = next(m for m in modalities if m not in ("SR", "SEG"))
+        by_modality[primary] = {"uid": study["0020000D"]["Value"][0],
+                                "accession": study["00080050"]["Value"][0],
+                                "modalities": modalities}
+    return by_modality
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def _dismiss_intro(page: Any) -> None:
+    """OHIF's first-visit tour and its investigational-use notice."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.get_by_text("Skip all").wait_for(timeout=15_000)
+        page.get_by_text("Skip all").click()
+    except PlaywrightTimeout:
+        pass
+    notice = page.get_by_role("button", name="Confirm and hide")
+    if notice.count():
+        notice.click()
+
+
+def _findings(demo: DemoStack, uid: str) -> list[dict[str, Any]]:
+    """The study's findings through the review API (what the SR and SEG must carry)."""
+    with demo.client() as http:
+        listed = http.get("/api/v1/studies").json()["studies"]
+        study_id = next(s["id"] for s in listed if s["study_instance_uid"] == uid)
+        return list(http.get(f"/api/v1/studies/{study_id}/findings").json()["findings"])
+
+
+def _open_study(page: Any, demo: DemoStack, uid: str) -> None:
+    token = demo.login()
+    page.goto(f"{demo.viewer_url}/viewer?StudyInstanceUIDs={uid}&token={token}")
+    page.locator("[data-cy=studyBrowser-panel]").wait_for(timeout=UI_TIMEOUT_MS)
+    _dismiss_intro(page)
+
+
+def _open_derived_series(page: Any, description: str) -> None:
+    page.get_by_text(description).first.dblclick()
+    page.get_by_role("button", name="Yes").click(timeout=UI_TIMEOUT_MS)
+
+
+def test_study_list_shows_the_demo_studies(demo: DemoStack, studies: dict[str, dict[str, Any]],
+                                           page: Any) -> None:
+    """OHIF takes `?token=` on its viewer route; from a study opened with a token (the review
+    app's "Open in OHIF" link) its study list is one click away, with the same token."""
+    assert set(studies) == {"CT", "MG", "MR"}
+    assert f"OHIF viewer: {demo.viewer_url}/" in demo.output()
+    _open_study(page, demo, studies["CT"]["uid"])
+    page.locator("[data-cy=return-to-work-list]").click()
+    for study in studies.values():
+        page.get_by_text(study["accession"]).wait_for(timeout=UI_TIMEOUT_MS)
+    page.screenshot(path=str(ARTIFACTS / "study-list.png"))
+    text = page.inner_text("body")
+    assert "Study List" in text and "1-3 of 3" in text, text
+    for study in studies.values():
+        assert "\\".join(study["modalities"]) in text  # e.g. CT\SR, MR\SEG\SR
+    assert "Data Source Connection Error" not in text
+    assert not page.errors, page.errors
+
+
+def test_chest_ct_viewport_draws_pixels(demo: DemoStack, studies: dict[str, dict[str, Any]],
+                                        page: Any) -> None:
+    _open_study(page, demo, studies["CT"]["uid"])
+    canvas = page.locator("canvas.cornerstone-canvas").first
+    canvas.wait_for(timeout=UI_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('canvas.cornerstone-canvas')].some(c => {"
+        " const g = c.getContext('2d', {willReadFrequently: true}) || null;"
+        " return c.width > 0 && c.height > 0; })", timeout=UI_TIMEOUT_MS)
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while True:  # the first frames stream in over WADO-RS: wait for a non-blank viewport
+        shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("L"), float)
+        if shot.std() > 20 or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    Image.fromarray(shot.astype(np.uint8)).save(ARTIFACTS / "chest-ct-viewport.png")
+    page.screenshot(path=str(ARTIFACTS / "chest-ct.png"))
+    assert shot.std() > 20, f"viewport looks blank: mean {shot.mean():.1f}, std {shot.std():.1f}"
+    assert (shot > 200).mean() > 0.05 and (shot < 60).mean() > 0.05  # body and air
+
+
+def test_chest_ct_sr_measurements_in_the_panel(demo: DemoStack,
+                                               studies: dict[str, dict[str, Any]],
+                                               page: Any) -> None:
+    findings = _findings(demo, studies["CT"]["uid"])
+    assert findings
+    _open_study(page, demo, studies["CT"]["uid"])
+    _open_derived_series(page, "AI findings chest_ct_nodules")
+    page.locator("[data-cy=trackedMeasurements-btn]").click()
+    page.get_by_text("Lung nodule candidate").first.wait_for(timeout=UI_TIMEOUT_MS)
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(ARTIFACTS / "chest-ct-sr.png"))
+    shutil.copyfile(ARTIFACTS / "chest-ct-sr.png", ARTIFACTS / "ohif-sr.png")
+    panel = page.locator("[data-cy=trackedMeasurements-panel], [data-cy=measurements-panel]")
+    text = panel.first.inner_text() if panel.count() else page.inner_text("body")
+    assert f"Measurements ({len(findings)})" in text, text
+    assert text.count("Lung nodule candidate") == len(findings), text
+    assert "Lung" in text  # the finding site
+    assert not page.errors, page.errors
+
+
+def test_brain_mr_seg_in_the_segmentation_panel(demo: DemoStack,
+                                                studies: dict[str, dict[str, Any]],
+                                                page: Any) -> None:
+    masks = [f for f in _findings(demo, studies["MR"]["uid"]) if f["kind"] == "mask"]
+    assert masks
+    _open_study(page, demo, studies["MR"]["uid"])
+    _open_derived_series(page, "AI masks brain_mr_lesions")
+    segmentation_tab = page.locator("[data-cy=panelSegmentation-btn]")
+    if segmentation_tab.count():
+        segmentation_tab.click()
+    page.get_by_text("Hyperintense brain lesion #1").first.wait_for(timeout=UI_TIMEOUT_MS)
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(ARTIFACTS / "brain-mr-seg.png"))
+    text = page.inner_text("body")
+    assert "AI masks brain_mr_lesions" in text and "Segmentations" in text
+    for number in range(1, len(masks) + 1):
+        assert f"Hyperintense brain lesion #{number}" in text, text
+    assert not page.errors, page.errors
+
+
+def test_readme_screenshot_is_a_sidecar_study(demo: DemoStack) -> None:
+    """docs/img/ohif-sr.png is a screenshot this test module took (copied by hand on change)."""
+    assert README_SHOT.exists()
+    assert Image.open(README_SHOT).size == Image.open(ARTIFACTS / "ohif-sr.png").size
