@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 from fastapi import APIRouter, Depends, Query
+from google.protobuf import json_format, struct_pb2
 from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
@@ -27,6 +28,15 @@ class DeadLetterSelection(BaseModel):
     facility: str = Field(default="", max_length=64)
     kind: str = Field(default="", max_length=64)
     reason: str = Field(default="", max_length=500)
+
+
+class FacilityCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class FacilityChange(BaseModel):
+    settings: dict[str, Any]
 
 
 def _letter_json(d: pb.DeadLetter) -> dict[str, Any]:
@@ -104,5 +114,38 @@ def admin_router(principal: Callable[..., Any],
         reply = await call(ops().DiscardDeadLetters, pb.DiscardDeadLettersRequest(
             filter=selection(body), operator=me.username, reason=body.reason))
         return {"discarded": list(reply.discarded)}
+
+    def facilities() -> pb_grpc.FacilityServiceStub:
+        return pb_grpc.FacilityServiceStub(channel())
+
+    def struct(values: dict[str, Any]) -> struct_pb2.Struct:
+        out = struct_pb2.Struct()
+        out.update(values)
+        return out
+
+    @router.get("/facilities")
+    async def list_facilities(me: Any = Depends(principal)) -> dict[str, Any]:
+        """Every facility with its onboarding settings (secrets only as set or not)."""
+        _require(me, READERS)
+        reply = await call(facilities().ListFacilities, pb.ListFacilitiesRequest())
+        return {"facilities": [json_format.MessageToDict(f) for f in reply.facilities]}
+
+    @router.post("/facilities", status_code=201)
+    async def create_facility(body: FacilityCreate,
+                              me: Any = Depends(principal)) -> dict[str, Any]:
+        """Onboards a facility; every setting is checked, nothing is stored on an error."""
+        _require(me, ("admin",))
+        reply = await call(facilities().CreateFacility, pb.CreateFacilityRequest(
+            name=body.name, settings=struct(body.settings), operator=me.username))
+        return json_format.MessageToDict(reply.facility)
+
+    @router.patch("/facilities/{name}")
+    async def update_facility(name: str, body: FacilityChange,
+                              me: Any = Depends(principal)) -> dict[str, Any]:
+        """Changes the given settings of a facility (audited as facility.updated)."""
+        _require(me, ("admin",))
+        reply = await call(facilities().UpdateFacility, pb.UpdateFacilityRequest(
+            name=name, settings=struct(body.settings), operator=me.username))
+        return json_format.MessageToDict(reply.facility)
 
     return router

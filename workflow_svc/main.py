@@ -35,7 +35,8 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
         WorkflowServicer(db),
         [pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
     )
-    operations_servicer.register(server, DeadLetters(db, bus, topology), db)
+    operations_servicer.register(server, DeadLetters(db, bus, topology), db, topology,
+                                 registry.names())
     review_servicer.register(server, db, topology, settings.login_limits())
     pipeline = Pipeline(db, topology, registry)
     streams = [spec.name for spec in topology.streams]

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC
+from typing import Any
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
+from sidecar_core.errors import InvalidArgument
 from sidecar_core.grpc_server import GrpcServer, handle_errors
-from workflow_svc import analytics
+from sidecar_core.subjects import Topology
+from workflow_svc import analytics, facility_settings
 from workflow_svc.dead_letters import DeadLetters, Filter, Letter
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperationsService"].full_name
@@ -81,7 +85,53 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
             shadow=[pb.ShadowComparison(**c) for c in found.shadow])
 
 
-def register(server: GrpcServer, letters: DeadLetters, db: Database) -> None:
+class FacilityServicer(pb_grpc.FacilityServiceServicer):
+    def __init__(self, db: Database, topology: Topology, known_models: list[str]) -> None:
+        self.db = db
+        self.topology = topology
+        self.table = facility_settings.settings_table(known_models)
+
+    @handle_errors
+    async def ListFacilities(self, request: pb.ListFacilitiesRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListFacilitiesResponse:
+        found = await facility_settings.list_facilities(self.db, self.table)
+        return pb.ListFacilitiesResponse(facilities=[_struct(f) for f in found])
+
+    @handle_errors
+    async def CreateFacility(self, request: pb.CreateFacilityRequest,
+                             context: grpc.aio.ServicerContext) -> pb.CreateFacilityResponse:
+        saved = await facility_settings.save(
+            self.db, self.topology, self.table, request.name,
+            json_format.MessageToDict(request.settings), _operator(request.operator), True)
+        return pb.CreateFacilityResponse(facility=_struct(saved))
+
+    @handle_errors
+    async def UpdateFacility(self, request: pb.UpdateFacilityRequest,
+                             context: grpc.aio.ServicerContext) -> pb.UpdateFacilityResponse:
+        saved = await facility_settings.save(
+            self.db, self.topology, self.table, request.name,
+            json_format.MessageToDict(request.settings), _operator(request.operator), False)
+        return pb.UpdateFacilityResponse(facility=_struct(saved))
+
+
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(values)
+    return out
+
+
+def _operator(name: str) -> str:
+    if not name.strip():
+        raise InvalidArgument("OPERATOR_REQUIRED", "name the operator")
+    return name.strip()[:64]
+
+
+def register(server: GrpcServer, letters: DeadLetters, db: Database,
+             topology: Topology | None = None, known_models: list[str] | None = None) -> None:
+    if topology is not None:
+        server.register(pb_grpc.add_FacilityServiceServicer_to_server,
+                        FacilityServicer(db, topology, known_models or []),
+                        [pb.DESCRIPTOR.services_by_name["FacilityService"].full_name])
     server.register(pb_grpc.add_OperationsServiceServicer_to_server,
                     OperationsServicer(letters), [SERVICE_NAME])
     server.register(pb_grpc.add_AnalyticsServiceServicer_to_server, AnalyticsServicer(db),

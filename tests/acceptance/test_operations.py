@@ -266,3 +266,71 @@ def test_review_analytics_for_auditors_json_csv_and_page(stack: Stack) -> None:
             assert errors == []
         finally:
             browser.close()
+
+
+def test_facility_onboarding_api_validates_every_setting(stack: Stack) -> None:
+    with stack.client() as http:
+        bad = http.post("/api/v1/admin/facilities", json={
+            "name": "acc_onboard", "settings": {"quiet_period_s": 99999}})
+        assert bad.status_code == 400
+        assert bad.json()["error"]["message"] == (
+            "quiet_period_s: must be between 0 and 3600 seconds")
+        unknown = http.post("/api/v1/admin/facilities", json={
+            "name": "acc_onboard", "settings": {"enabled_models": ["no_such_model"]}})
+        assert unknown.status_code == 400
+        assert unknown.json()["error"]["message"].startswith(
+            "enabled_models: not in the model registry: no_such_model")
+        typo = http.post("/api/v1/admin/facilities", json={
+            "name": "acc_onboard", "settings": {"quiet_perod_s": 3}})
+        assert typo.status_code == 400 and "unknown setting(s): quiet_perod_s" in typo.text
+        assert http.get("/api/v1/admin/facilities").json()["facilities"][0]["name"] != \
+            "acc_onboard"  # nothing was stored by the refused requests
+        made = http.post("/api/v1/admin/facilities", json={
+            "name": "acc_onboard", "settings": {"ae_title": "ONBOARD_CT", "quiet_period_s": 12,
+                                                "enabled_models": ["chest_ct_nodules"]}})
+        assert made.status_code == 201, made.text
+        assert made.json()["enabled_models"] == ["chest_ct_nodules"]
+        taken = http.patch("/api/v1/admin/facilities/acc_south",
+                           json={"settings": {"ae_title": "ONBOARD_CT"}})
+        assert taken.status_code == 409
+        assert taken.json()["error"]["reason"] == "AE_TITLE_TAKEN"
+        changed = http.patch("/api/v1/admin/facilities/acc_onboard",
+                             json={"settings": {"shadow_mode": True}})
+        assert changed.status_code == 200 and changed.json()["shadow_mode"] is True
+        assert http.patch("/api/v1/admin/facilities/nowhere",
+                          json={"settings": {"shadow_mode": True}}).status_code == 404
+    listed = stack.cli("facility", "list").stdout
+    assert "acc_onboard\tae=ONBOARD_CT\tshadow=on\tquiet=12s\tmodels=chest_ct_nodules" in listed
+    # The new facility's AE title is usable at once: its C-ECHO is accepted.
+    echo = stack.cli("facility", "check", "acc_onboard", "--kind", "mammo", timeout=600)
+    assert "PASS dicom echo" in echo.stdout
+    assert "FAIL eligibility: ineligible" in echo.stdout  # chest CT only: a mammogram is not
+
+
+def test_facility_page_adds_a_facility_and_shows_a_precise_error(stack: Stack) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.acceptance.chromium import launch
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{stack.base_url}/admin/")
+            page.get_by_label("Username").fill(stack.admin)
+            page.get_by_label("Password").fill(stack.password)
+            page.get_by_role("button", name="Log in").click()
+            facilities = page.get_by_role("table", name="Facilities")
+            facilities.get_by_role("cell", name="acc_north", exact=True).wait_for()
+            form = page.get_by_role("form", name="Facility settings")
+            form.get_by_label("Facility name").fill("acc_page")
+            form.get_by_label("Settings to set").fill("quiet_period_s=-1")
+            form.get_by_role("button", name="Add facility").click()
+            page.get_by_text("not saved: quiet_period_s: must be between 0 and 3600 seconds")\
+                .wait_for()
+            form.get_by_label("Settings to set").fill("quiet_period_s=20\nshadow_mode=true")
+            form.get_by_role("button", name="Add facility").click()
+            page.get_by_text("added: acc_page").wait_for()
+            facilities.get_by_role("cell", name="acc_page", exact=True).wait_for()
+        finally:
+            browser.close()

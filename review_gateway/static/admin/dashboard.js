@@ -76,8 +76,61 @@ async function act(action, selection) {
   await loadDeadLetters();
 }
 
+async function loadFacilities() {
+  const body = await api("/api/v1/admin/facilities");
+  const keys = [...new Set(body.facilities.flatMap((f) => Object.keys(f)))].filter((k) => k !== "name");
+  const head = el("tr");
+  for (const k of ["name", ...keys]) head.append(el("th", k));
+  document.getElementById("facility-head").replaceChildren(head);
+  const tbody = document.getElementById("facilities");
+  tbody.replaceChildren();
+  for (const f of body.facilities) {
+    const row = el("tr");
+    for (const k of ["name", ...keys]) {
+      const v = f[k];
+      row.append(el("td", Array.isArray(v) ? v.join(",") : v === null || v === undefined ? "" : v));
+    }
+    tbody.append(row);
+  }
+}
+
+// "key=value" lines → typed settings: true/false, numbers, comma lists for enabled_models.
+function parseSettings(text) {
+  const out = {};
+  for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+    const at = line.indexOf("=");
+    if (at < 1) throw new Error(`not key=value: ${line}`);
+    const key = line.slice(0, at).trim();
+    const raw = line.slice(at + 1).trim();
+    if (key === "enabled_models") out[key] = raw === "all" ? "all" : raw.split(",").map((m) => m.trim()).filter(Boolean);
+    else if (raw === "true" || raw === "false") out[key] = raw === "true";
+    else if (raw !== "" && !Number.isNaN(Number(raw)) && /_s$/.test(key)) out[key] = Number(raw);
+    else out[key] = raw;
+  }
+  return out;
+}
+
+document.getElementById("facility-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const status = document.getElementById("facility-status");
+  const name = String(form.get("name")).trim();
+  try {
+    const settings = parseSettings(String(form.get("settings") || ""));
+    const create = event.submitter?.value === "create";
+    await api(create ? "/api/v1/admin/facilities" : `/api/v1/admin/facilities/${encodeURIComponent(name)}`, {
+      method: create ? "POST" : "PATCH", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(create ? { name, settings } : { settings }) });
+    status.textContent = `${create ? "added" : "changed"}: ${name}`;
+    await loadFacilities();
+  } catch (err) {
+    status.textContent = `not saved: ${err.message}`;
+  }
+});
+
 async function refresh() {
   render(await api("/api/v1/admin/metrics"));
+  await loadFacilities();
   await loadDeadLetters();
 }
 

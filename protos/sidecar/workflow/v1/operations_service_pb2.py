@@ -22,46 +22,61 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,sidecar/workflow/v1/operations_service.proto\x12\x13sidecar.workflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n\x10\x44\x65\x61\x64LetterFilter\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tsequences\x18\x03 \x03(\x04\"\xbc\x02\n\nDeadLetter\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x18\n\x10original_subject\x18\x03 \x01(\t\x12\x17\n\x0foriginal_msg_id\x18\x04 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x05 \x01(\t\x12\x12\n\ndeliveries\x18\x06 \x01(\x04\x12\x13\n\x0b\x65rror_class\x18\x07 \x01(\t\x12\x15\n\rerror_message\x18\x08 \x01(\t\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x66\x61\x63ility\x18\n \x01(\t\x12\x11\n\taccession\x18\x0b \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x0c \x01(\t\x12\x10\n\x08study_id\x18\r \x01(\t\x12\x0e\n\x06job_id\x18\x0e \x01(\t\"v\n\x16ListDeadLettersRequest\x12\x35\n\x06\x66ilter\x18\x01 \x01(\x0b\x32%.sidecar.workflow.v1.DeadLetterFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x17ListDeadLettersResponse\x12\x35\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1f.sidecar.workflow.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x19RedriveDeadLettersRequest\x12\x35\n\x06\x66ilter\x18\x01 \x01(\x0b\x32%.sidecar.workflow.v1.DeadLetterFilter\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\".\n\x1aRedriveDeadLettersResponse\x12\x10\n\x08redriven\x18\x01 \x03(\x04\"\x88\x01\n\x19\x44iscardDeadLettersRequest\x12\x35\n\x06\x66ilter\x18\x01 \x01(\x0b\x32%.sidecar.workflow.v1.DeadLetterFilter\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"/\n\x1a\x44iscardDeadLettersResponse\x12\x11\n\tdiscarded\x18\x01 \x03(\x04\"\x83\x01\n\x19GetReviewAnalyticsRequest\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x01\n\rDecisionRates\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x10\n\x08reviewed\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x03\x12\x0e\n\x06\x65\x64ited\x18\x05 \x01(\x03\x12\x10\n\x08rejected\x18\x06 \x01(\x03\x12\x0f\n\x07ignored\x18\x07 \x01(\x03\"_\n\x0fStageTurnaround\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07studies\x18\x02 \x01(\x03\x12\r\n\x05p50_s\x18\x03 \x01(\x01\x12\r\n\x05p90_s\x18\x04 \x01(\x01\x12\x0e\n\x06mean_s\x18\x05 \x01(\x01\"Q\n\rAddedFindings\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x10\n\x08modality\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x03\"\x99\x01\n\x10ShadowComparison\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x0f\n\x07studies\x18\x02 \x01(\x03\x12\x1d\n\x15studies_with_findings\x18\x03 \x01(\x03\x12\x10\n\x08\x66indings\x18\x04 \x01(\x03\x12\x17\n\x0fmean_confidence\x18\x05 \x01(\x01\x12\x18\n\x10studies_reported\x18\x06 \x01(\x03\"\xf3\x01\n\x1aGetReviewAnalyticsResponse\x12\x31\n\x05rates\x18\x01 \x03(\x0b\x32\".sidecar.workflow.v1.DecisionRates\x12\x38\n\nturnaround\x18\x02 \x03(\x0b\x32$.sidecar.workflow.v1.StageTurnaround\x12\x31\n\x05\x61\x64\x64\x65\x64\x18\x03 \x03(\x0b\x32\".sidecar.workflow.v1.AddedFindings\x12\x35\n\x06shadow\x18\x04 \x03(\x0b\x32%.sidecar.workflow.v1.ShadowComparison2\xef\x02\n\x11OperationsService\x12l\n\x0fListDeadLetters\x12+.sidecar.workflow.v1.ListDeadLettersRequest\x1a,.sidecar.workflow.v1.ListDeadLettersResponse\x12u\n\x12RedriveDeadLetters\x12..sidecar.workflow.v1.RedriveDeadLettersRequest\x1a/.sidecar.workflow.v1.RedriveDeadLettersResponse\x12u\n\x12\x44iscardDeadLetters\x12..sidecar.workflow.v1.DiscardDeadLettersRequest\x1a/.sidecar.workflow.v1.DiscardDeadLettersResponse2\x89\x01\n\x10\x41nalyticsService\x12u\n\x12GetReviewAnalytics\x12..sidecar.workflow.v1.GetReviewAnalyticsRequest\x1a/.sidecar.workflow.v1.GetReviewAnalyticsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,sidecar/workflow/v1/operations_service.proto\x12\x13sidecar.workflow.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n\x10\x44\x65\x61\x64LetterFilter\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tsequences\x18\x03 \x03(\x04\"\xbc\x02\n\nDeadLetter\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x18\n\x10original_subject\x18\x03 \x01(\t\x12\x17\n\x0foriginal_msg_id\x18\x04 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x05 \x01(\t\x12\x12\n\ndeliveries\x18\x06 \x01(\x04\x12\x13\n\x0b\x65rror_class\x18\x07 \x01(\t\x12\x15\n\rerror_message\x18\x08 \x01(\t\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x66\x61\x63ility\x18\n \x01(\t\x12\x11\n\taccession\x18\x0b \x01(\t\x12\x1a\n\x12study_instance_uid\x18\x0c \x01(\t\x12\x10\n\x08study_id\x18\r \x01(\t\x12\x0e\n\x06job_id\x18\x0e \x01(\t\"v\n\x16ListDeadLettersRequest\x12\x35\n\x06\x66ilter\x18\x01 \x01(\x0b\x32%.sidecar.workflow.v1.DeadLetterFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x17ListDeadLettersResponse\x12\x35\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1f.sidecar.workflow.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x19RedriveDeadLettersRequest\x12\x35\n\x06\x66ilter\x18\x01 \x01(\x0b\x32%.sidecar.workflow.v1.DeadLetterFilter\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\".\n\x1aRedriveDeadLettersResponse\x12\x10\n\x08redriven\x18\x01 \x03(\x04\"\x88\x01\n\x19\x44iscardDeadLettersRequest\x12\x35\n\x06\x66ilter\x18\x01 \x01(\x0b\x32%.sidecar.workflow.v1.DeadLetterFilter\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"/\n\x1a\x44iscardDeadLettersResponse\x12\x11\n\tdiscarded\x18\x01 \x03(\x04\"\x83\x01\n\x19GetReviewAnalyticsRequest\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x01\n\rDecisionRates\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x10\n\x08reviewed\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x03\x12\x0e\n\x06\x65\x64ited\x18\x05 \x01(\x03\x12\x10\n\x08rejected\x18\x06 \x01(\x03\x12\x0f\n\x07ignored\x18\x07 \x01(\x03\"_\n\x0fStageTurnaround\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0f\n\x07studies\x18\x02 \x01(\x03\x12\r\n\x05p50_s\x18\x03 \x01(\x01\x12\r\n\x05p90_s\x18\x04 \x01(\x01\x12\x0e\n\x06mean_s\x18\x05 \x01(\x01\"Q\n\rAddedFindings\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x10\n\x08modality\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\x03\"\x99\x01\n\x10ShadowComparison\x12\x10\n\x08\x66\x61\x63ility\x18\x01 \x01(\t\x12\x0f\n\x07studies\x18\x02 \x01(\x03\x12\x1d\n\x15studies_with_findings\x18\x03 \x01(\x03\x12\x10\n\x08\x66indings\x18\x04 \x01(\x03\x12\x17\n\x0fmean_confidence\x18\x05 \x01(\x01\x12\x18\n\x10studies_reported\x18\x06 \x01(\x03\"\xf3\x01\n\x1aGetReviewAnalyticsResponse\x12\x31\n\x05rates\x18\x01 \x03(\x0b\x32\".sidecar.workflow.v1.DecisionRates\x12\x38\n\nturnaround\x18\x02 \x03(\x0b\x32$.sidecar.workflow.v1.StageTurnaround\x12\x31\n\x05\x61\x64\x64\x65\x64\x18\x03 \x03(\x0b\x32\".sidecar.workflow.v1.AddedFindings\x12\x35\n\x06shadow\x18\x04 \x03(\x0b\x32%.sidecar.workflow.v1.ShadowComparison\"\x17\n\x15ListFacilitiesRequest\"E\n\x16ListFacilitiesResponse\x12+\n\nfacilities\x18\x01 \x03(\x0b\x32\x17.google.protobuf.Struct\"b\n\x15\x43reateFacilityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x08settings\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08operator\x18\x03 \x01(\t\"C\n\x16\x43reateFacilityResponse\x12)\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"b\n\x15UpdateFacilityRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x08settings\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08operator\x18\x03 \x01(\t\"C\n\x16UpdateFacilityResponse\x12)\n\x08\x66\x61\x63ility\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct2\xef\x02\n\x11OperationsService\x12l\n\x0fListDeadLetters\x12+.sidecar.workflow.v1.ListDeadLettersRequest\x1a,.sidecar.workflow.v1.ListDeadLettersResponse\x12u\n\x12RedriveDeadLetters\x12..sidecar.workflow.v1.RedriveDeadLettersRequest\x1a/.sidecar.workflow.v1.RedriveDeadLettersResponse\x12u\n\x12\x44iscardDeadLetters\x12..sidecar.workflow.v1.DiscardDeadLettersRequest\x1a/.sidecar.workflow.v1.DiscardDeadLettersResponse2\x89\x01\n\x10\x41nalyticsService\x12u\n\x12GetReviewAnalytics\x12..sidecar.workflow.v1.GetReviewAnalyticsRequest\x1a/.sidecar.workflow.v1.GetReviewAnalyticsResponse2\xd2\x02\n\x0f\x46\x61\x63ilityService\x12i\n\x0eListFacilities\x12*.sidecar.workflow.v1.ListFacilitiesRequest\x1a+.sidecar.workflow.v1.ListFacilitiesResponse\x12i\n\x0e\x43reateFacility\x12*.sidecar.workflow.v1.CreateFacilityRequest\x1a+.sidecar.workflow.v1.CreateFacilityResponse\x12i\n\x0eUpdateFacility\x12*.sidecar.workflow.v1.UpdateFacilityRequest\x1a+.sidecar.workflow.v1.UpdateFacilityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sidecar.workflow.v1.operations_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEADLETTERFILTER']._serialized_start=102
-  _globals['_DEADLETTERFILTER']._serialized_end=171
-  _globals['_DEADLETTER']._serialized_start=174
-  _globals['_DEADLETTER']._serialized_end=490
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=492
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=610
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=612
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=717
-  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_start=719
-  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_end=839
-  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_start=841
-  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_end=887
-  _globals['_DISCARDDEADLETTERSREQUEST']._serialized_start=890
-  _globals['_DISCARDDEADLETTERSREQUEST']._serialized_end=1026
-  _globals['_DISCARDDEADLETTERSRESPONSE']._serialized_start=1028
-  _globals['_DISCARDDEADLETTERSRESPONSE']._serialized_end=1075
-  _globals['_GETREVIEWANALYTICSREQUEST']._serialized_start=1078
-  _globals['_GETREVIEWANALYTICSREQUEST']._serialized_end=1209
-  _globals['_DECISIONRATES']._serialized_start=1212
-  _globals['_DECISIONRATES']._serialized_end=1348
-  _globals['_STAGETURNAROUND']._serialized_start=1350
-  _globals['_STAGETURNAROUND']._serialized_end=1445
-  _globals['_ADDEDFINDINGS']._serialized_start=1447
-  _globals['_ADDEDFINDINGS']._serialized_end=1528
-  _globals['_SHADOWCOMPARISON']._serialized_start=1531
-  _globals['_SHADOWCOMPARISON']._serialized_end=1684
-  _globals['_GETREVIEWANALYTICSRESPONSE']._serialized_start=1687
-  _globals['_GETREVIEWANALYTICSRESPONSE']._serialized_end=1930
-  _globals['_OPERATIONSSERVICE']._serialized_start=1933
-  _globals['_OPERATIONSSERVICE']._serialized_end=2300
-  _globals['_ANALYTICSSERVICE']._serialized_start=2303
-  _globals['_ANALYTICSSERVICE']._serialized_end=2440
+  _globals['_DEADLETTERFILTER']._serialized_start=132
+  _globals['_DEADLETTERFILTER']._serialized_end=201
+  _globals['_DEADLETTER']._serialized_start=204
+  _globals['_DEADLETTER']._serialized_end=520
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=522
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=640
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=642
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=747
+  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_start=749
+  _globals['_REDRIVEDEADLETTERSREQUEST']._serialized_end=869
+  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_start=871
+  _globals['_REDRIVEDEADLETTERSRESPONSE']._serialized_end=917
+  _globals['_DISCARDDEADLETTERSREQUEST']._serialized_start=920
+  _globals['_DISCARDDEADLETTERSREQUEST']._serialized_end=1056
+  _globals['_DISCARDDEADLETTERSRESPONSE']._serialized_start=1058
+  _globals['_DISCARDDEADLETTERSRESPONSE']._serialized_end=1105
+  _globals['_GETREVIEWANALYTICSREQUEST']._serialized_start=1108
+  _globals['_GETREVIEWANALYTICSREQUEST']._serialized_end=1239
+  _globals['_DECISIONRATES']._serialized_start=1242
+  _globals['_DECISIONRATES']._serialized_end=1378
+  _globals['_STAGETURNAROUND']._serialized_start=1380
+  _globals['_STAGETURNAROUND']._serialized_end=1475
+  _globals['_ADDEDFINDINGS']._serialized_start=1477
+  _globals['_ADDEDFINDINGS']._serialized_end=1558
+  _globals['_SHADOWCOMPARISON']._serialized_start=1561
+  _globals['_SHADOWCOMPARISON']._serialized_end=1714
+  _globals['_GETREVIEWANALYTICSRESPONSE']._serialized_start=1717
+  _globals['_GETREVIEWANALYTICSRESPONSE']._serialized_end=1960
+  _globals['_LISTFACILITIESREQUEST']._serialized_start=1962
+  _globals['_LISTFACILITIESREQUEST']._serialized_end=1985
+  _globals['_LISTFACILITIESRESPONSE']._serialized_start=1987
+  _globals['_LISTFACILITIESRESPONSE']._serialized_end=2056
+  _globals['_CREATEFACILITYREQUEST']._serialized_start=2058
+  _globals['_CREATEFACILITYREQUEST']._serialized_end=2156
+  _globals['_CREATEFACILITYRESPONSE']._serialized_start=2158
+  _globals['_CREATEFACILITYRESPONSE']._serialized_end=2225
+  _globals['_UPDATEFACILITYREQUEST']._serialized_start=2227
+  _globals['_UPDATEFACILITYREQUEST']._serialized_end=2325
+  _globals['_UPDATEFACILITYRESPONSE']._serialized_start=2327
+  _globals['_UPDATEFACILITYRESPONSE']._serialized_end=2394
+  _globals['_OPERATIONSSERVICE']._serialized_start=2397
+  _globals['_OPERATIONSSERVICE']._serialized_end=2764
+  _globals['_ANALYTICSSERVICE']._serialized_start=2767
+  _globals['_ANALYTICSSERVICE']._serialized_end=2904
+  _globals['_FACILITYSERVICE']._serialized_start=2907
+  _globals['_FACILITYSERVICE']._serialized_end=3245
 # @@protoc_insertion_point(module_scope)

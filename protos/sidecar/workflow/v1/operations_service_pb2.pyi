@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -184,3 +185,45 @@ class GetReviewAnalyticsResponse(_message.Message):
     added: _containers.RepeatedCompositeFieldContainer[AddedFindings]
     shadow: _containers.RepeatedCompositeFieldContainer[ShadowComparison]
     def __init__(self, rates: _Optional[_Iterable[_Union[DecisionRates, _Mapping]]] = ..., turnaround: _Optional[_Iterable[_Union[StageTurnaround, _Mapping]]] = ..., added: _Optional[_Iterable[_Union[AddedFindings, _Mapping]]] = ..., shadow: _Optional[_Iterable[_Union[ShadowComparison, _Mapping]]] = ...) -> None: ...
+
+class ListFacilitiesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListFacilitiesResponse(_message.Message):
+    __slots__ = ("facilities",)
+    FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    facilities: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
+    def __init__(self, facilities: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
+
+class CreateFacilityRequest(_message.Message):
+    __slots__ = ("name", "settings", "operator")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    settings: _struct_pb2.Struct
+    operator: str
+    def __init__(self, name: _Optional[str] = ..., settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., operator: _Optional[str] = ...) -> None: ...
+
+class CreateFacilityResponse(_message.Message):
+    __slots__ = ("facility",)
+    FACILITY_FIELD_NUMBER: _ClassVar[int]
+    facility: _struct_pb2.Struct
+    def __init__(self, facility: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class UpdateFacilityRequest(_message.Message):
+    __slots__ = ("name", "settings", "operator")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    settings: _struct_pb2.Struct
+    operator: str
+    def __init__(self, name: _Optional[str] = ..., settings: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., operator: _Optional[str] = ...) -> None: ...
+
+class UpdateFacilityResponse(_message.Message):
+    __slots__ = ("facility",)
+    FACILITY_FIELD_NUMBER: _ClassVar[int]
+    facility: _struct_pb2.Struct
+    def __init__(self, facility: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...

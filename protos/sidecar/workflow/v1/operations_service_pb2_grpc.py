@@ -265,3 +265,167 @@ class AnalyticsService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class FacilityServiceStub:
+    """Facility onboarding for operators: every setting validated with a precise error (the field
+    it concerns in ErrorInfo metadata), applied together or not at all, and audited.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListFacilities = channel.unary_unary(
+                '/sidecar.workflow.v1.FacilityService/ListFacilities',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListFacilitiesRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListFacilitiesResponse.FromString,
+                _registered_method=True)
+        self.CreateFacility = channel.unary_unary(
+                '/sidecar.workflow.v1.FacilityService/CreateFacility',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.CreateFacilityRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.CreateFacilityResponse.FromString,
+                _registered_method=True)
+        self.UpdateFacility = channel.unary_unary(
+                '/sidecar.workflow.v1.FacilityService/UpdateFacility',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.UpdateFacilityRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.UpdateFacilityResponse.FromString,
+                _registered_method=True)
+
+
+class FacilityServiceServicer:
+    """Facility onboarding for operators: every setting validated with a precise error (the field
+    it concerns in ErrorInfo metadata), applied together or not at all, and audited.
+    """
+
+    def ListFacilities(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateFacility(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFacility(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_FacilityServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListFacilities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFacilities,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListFacilitiesRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListFacilitiesResponse.SerializeToString,
+            ),
+            'CreateFacility': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFacility,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.CreateFacilityRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.CreateFacilityResponse.SerializeToString,
+            ),
+            'UpdateFacility': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFacility,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.UpdateFacilityRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.UpdateFacilityResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sidecar.workflow.v1.FacilityService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sidecar.workflow.v1.FacilityService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class FacilityService:
+    """Facility onboarding for operators: every setting validated with a precise error (the field
+    it concerns in ErrorInfo metadata), applied together or not at all, and audited.
+    """
+
+    @staticmethod
+    def ListFacilities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.FacilityService/ListFacilities',
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListFacilitiesRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListFacilitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateFacility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.FacilityService/CreateFacility',
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.CreateFacilityRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.CreateFacilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFacility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.FacilityService/UpdateFacility',
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.UpdateFacilityRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.UpdateFacilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
