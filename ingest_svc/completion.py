@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import audit, outbox
+from sidecar_core import audit, outbox, tracing
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.subjects import STUDY_RECEIVED, Topology
@@ -70,12 +70,14 @@ class CompletionTracker:
                     study_id=str(study_id), study=key, instance_count=n, is_update=count > 1
                 )
                 msg.completed_at.FromDatetime(completed_at)
-                await outbox.enqueue(
-                    s,
-                    self.topology.subject(STUDY_RECEIVED),
-                    f"study.received:{study_id}:{count}",
-                    msg,
-                )
+                # The root of the study's trace: every job and event after it is a child.
+                with tracing.span("study.complete", study_id=str(study_id), reason=reason):
+                    await outbox.enqueue(
+                        s,
+                        self.topology.subject(STUDY_RECEIVED),
+                        f"study.received:{study_id}:{count}",
+                        msg,
+                    )
                 await audit.record(
                     s,
                     self.topology,

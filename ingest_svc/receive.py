@@ -19,7 +19,7 @@ import psycopg
 
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
 from ingest_svc.parse import ParsedInstance, Rejected, parse_instance
-from sidecar_core import audit
+from sidecar_core import audit, metrics
 from sidecar_core.audit import StudyRef
 from sidecar_core.audit_spool import AuditSpool, record_or_spool
 from sidecar_core.db import Database
@@ -136,6 +136,7 @@ class Receiver:
             facility = await self.facilities.by_name(facility_name)
             if facility is None:
                 rej = Rejected("UNKNOWN_FACILITY", f"facility {facility_name!r} is not registered")
+                metrics.INGEST_REJECTIONS.labels("", source, rej.reason).inc()
                 await self._audit_rejection(facility_name, rej, source, source_ref)
                 return _rejected(rej)
         loop = asyncio.get_running_loop()
@@ -150,14 +151,18 @@ class Receiver:
         storage failure run on `loop` (the service's event loop; they may need the spool),
         waited for up to `timeout_s`."""
         try:
-            return self._receive_sync(facility, data, source)
+            result = self._receive_sync(facility, data, source)
+            metrics.INGEST_INSTANCES.labels(facility.name, source, result.outcome.value).inc()
+            return result
         except Rejected as rej:
+            metrics.INGEST_REJECTIONS.labels(facility.name, source, rej.reason).inc()
             asyncio.run_coroutine_threadsafe(
                 self._audit_rejection(facility.name, rej, source, source_ref), loop
             ).result(timeout_s)
             return _rejected(rej)
         except (OSError, psycopg.Error) as exc:
             failure = storage_failure(exc)
+            metrics.INGEST_REJECTIONS.labels(facility.name, source, "STORAGE_FAILED").inc()
             asyncio.run_coroutine_threadsafe(
                 self._audit_rejection(facility.name, failure, source, source_ref), loop
             ).result(timeout_s)

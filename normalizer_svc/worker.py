@@ -18,7 +18,7 @@ from normalizer_svc.external import ExternalNormaliser
 from normalizer_svc.inference import Inferer, Normaliser, RetryPolicy, builtin_normaliser, run_model
 from normalizer_svc.validation import InvalidResult
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import audit, outbox
+from sidecar_core import audit, metrics, outbox
 from sidecar_core.audit import StudyRef
 from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
@@ -124,12 +124,14 @@ class AiRunWorker:
                 fetch_input_ms=fetch_ms,
             )
         except InvalidResult as exc:
+            # The run is stored as invalid; the job goes to the dead letters, where an operator
+            # can re-drive it once the model is fixed.
             await self._finish(run, ref, job.job_id, delivery.attempt, "invalid", error=exc)
-            return
+            raise PermanentError(f"invalid result: {exc}") from exc
         except TransientError as exc:
             if delivery.is_last_attempt:
                 await self._finish(run, ref, job.job_id, delivery.attempt, "failed", error=exc)
-                return
+                raise  # the bus dead-letters the last attempt
             async with self.db.unit_of_work() as s:
                 await audit.record(
                     s,
@@ -145,7 +147,9 @@ class AiRunWorker:
             raise
         except (PermanentError, OSError, ValueError) as exc:
             await self._finish(run, ref, job.job_id, delivery.attempt, "failed", error=exc)
-            return
+            if isinstance(exc, PermanentError):
+                raise
+            raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
         findings = []
         for draft in result.findings:
             finding = finding_to_proto(draft, ai_run_id=str(run_id), finding_id=str(uuid.uuid4()))
@@ -217,4 +221,7 @@ class AiRunWorker:
             await outbox.enqueue(
                 s, self.topology.subject(AI_RUN_FINISHED), f"ai_run.finished:{run.id}", msg
             )
+        metrics.AI_RUNS.labels(run.model_name, status).inc()
+        if latency and "infer" in latency:
+            metrics.INFERENCE_SECONDS.labels(run.model_name).observe(latency["infer"] / 1000)
         log.info("ai run %s (%s) %s", run.id, run.model_name, status)

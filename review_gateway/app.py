@@ -16,12 +16,15 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway import auth, security, views
+from review_gateway.admin_routes import admin_router
+from review_gateway.analytics_routes import analytics_router
 from review_gateway.dicomweb import cors
 from review_gateway.dicomweb.index_cache import WadoIndex
 from review_gateway.dicomweb.rendered import rendered_router
@@ -36,6 +39,7 @@ from review_gateway.review_routes import review_router
 from review_gateway.sessions import SessionAuth
 from review_gateway.settings import GatewaySettings
 from review_gateway.workflow_client import ChannelFactory, WorkflowClient, WorkflowConnection
+from sidecar_core import metrics
 from sidecar_core.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -134,10 +138,18 @@ def create_app(settings: GatewaySettings,
     @app.middleware("http")
     async def no_store(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.HTTP_REQUESTS.labels(getattr(route, "path", "unmatched"), request.method,
+                                     str(response.status_code)).inc()
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         if request.url.path.startswith(views.API) or request.url.path == "/healthz":
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """This process's Prometheus metrics (text exposition format)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> JSONResponse:
@@ -223,6 +235,9 @@ def create_app(settings: GatewaySettings,
                                        max_request_mb=settings.dicomweb_max_request_mb),
                        prefix="/dicomweb")
 
+    app.include_router(admin_router(principal, lambda: connection.client().channel,
+                                    metrics_targets=settings.metrics_targets))
+    app.include_router(analytics_router(principal, lambda: connection.client().channel))
     def retrieve_stub() -> retrieve_grpc.RetrieveServiceStub:
         ingest_stub()  # opens the shared ingest channel
         return retrieve_grpc.RetrieveServiceStub(ingest_channel[0])
@@ -237,6 +252,18 @@ def create_app(settings: GatewaySettings,
                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def unknown_api(path: str, _: auth.Principal = Depends(principal)) -> None:
         raise ApiError(404, "NOT_FOUND", "NO_SUCH_ROUTE", f"no API route /api/v1/{path}")
+
+    @app.get("/admin/analytics", include_in_schema=False)
+    async def analytics_page() -> FileResponse:
+        """Review analytics for auditors: charts and CSV export."""
+        return FileResponse(STATIC_DIR / "admin" / "analytics.html",
+                            headers={"Cache-Control": "no-cache"})
+
+    @app.get("/admin/", include_in_schema=False)
+    async def admin_page() -> FileResponse:
+        """The operator dashboard (charts of the metrics, failed jobs)."""
+        return FileResponse(STATIC_DIR / "admin" / "index.html",
+                            headers={"Cache-Control": "no-cache"})
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

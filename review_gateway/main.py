@@ -46,6 +46,10 @@ async def run(settings: GatewaySettings, stop: asyncio.Event,
     `started` (optional) is set once the socket listens; `bound_port(server)` is logged.
     """
     app = create_app(settings, health_checks=health_checks)
+    if settings.otlp_endpoint:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,metrics")
     config = uvicorn.Config(app, host=settings.gateway_host, port=settings.gateway_port,
                             log_level=settings.log_level.lower(), lifespan="on",
                             proxy_headers=False, server_header=False, timeout_graceful_shutdown=10)
@@ -71,11 +75,21 @@ def bound_port(server: uvicorn.Server) -> int:
 
 async def _main() -> None:
     settings = GatewaySettings()
-    logging.basicConfig(level=settings.log_level)
+    from sidecar_core import logs
+
+    logs.configure("review_gateway", settings.log_level, settings.log_format)
+    from sidecar_core import tracing
+
+    tracing.setup("review_gateway", settings.otlp_endpoint)
     from review_gateway.dependencies import mesh_checks
 
     await run(settings, stop_event_on_signals(), health_checks=mesh_checks(settings))
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    finally:
+        from sidecar_core import tracing
+
+        tracing.shutdown()

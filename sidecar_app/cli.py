@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flags(p)
     p = fac.add_parser("list")
     _db_flags(p)
+    p = fac.add_parser("check", help="walk a synthetic test study through every stage of a "
+                       "running `sidecar up` for this facility")
+    from sidecar_app.facility_check import add_arguments
+
+    add_arguments(p)
+    _db_flags(p)
 
     usr = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     p = usr.add_parser("add")
@@ -148,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flags(p)
 
     sub.add_parser("ingest", help="send DICOM files (see `sidecar ingest --help`)", add_help=False)
+    sub.add_parser("jobs", help="failed jobs: list, re-drive, discard (`sidecar jobs --help`)",
+                   add_help=False)
     sub.add_parser(
         "normalizer", help="normalizer tools: `sidecar normalizer check HOST:PORT`", add_help=False
     )
@@ -175,6 +183,8 @@ async def _admin_on(url: str, args: argparse.Namespace) -> int:
     try:
         if args.command == "handoff":
             return await _handoff_retry(db, args)
+        if args.command == "facility" and args.action == "check":
+            return await _facility_check(db, args)
         if args.command == "facility" and args.action in ("set", "list"):
             return await _facility_admin(db, args)
         if args.command == "facility":
@@ -192,6 +202,26 @@ async def _admin_on(url: str, args: argparse.Namespace) -> int:
         return 0
     finally:
         await db.close()
+
+
+async def _facility_check(db: object, args: argparse.Namespace) -> int:
+    from sidecar_app import facility_check as fc
+    from sidecar_core.registry import load_registry
+    from workflow_svc import facilities
+
+    found = [f for f in await facilities.list_facilities(db)  # type: ignore[arg-type]
+             if f.name == args.name]
+    if not found:
+        print(f"error: no facility named {args.name!r}; add it with "
+              f"'sidecar facility add {args.name}'", file=sys.stderr)
+        return 2
+    f = found[0]
+    facility = fc.Facility(f.name, f.ae_title or "", f.shadow_mode,
+                           list(f.enabled_models) if f.enabled_models is not None else None)
+    targets = fc.targets_of(args.data_dir, args.ingest, args.workflow, args.dicom)
+    kinds = fc.kinds_for(facility, load_registry().names(), args.kind)
+    return await asyncio.to_thread(fc.run, facility, targets, kinds, args.timeout,
+                                   fc.Report())
 
 
 async def _facility_admin(db: object, args: argparse.Namespace) -> int:
@@ -317,6 +347,10 @@ def _run(argv: list[str]) -> int:
         from sidecar_app.ingest_cli import main as ingest_main
 
         return ingest_main(argv[1:])
+    if argv and argv[0] == "jobs":
+        from sidecar_app.jobs_cli import main as jobs_main
+
+        return jobs_main(argv[1:])
     if argv and argv[0] == "normalizer":
         return _normalizer(argv[1:])
     args = build_parser().parse_args(argv)

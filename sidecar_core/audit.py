@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import outbox
+from sidecar_core import metrics, outbox
 from sidecar_core.store.models import AuditEvent
 from sidecar_core.subjects import Topology
 
@@ -63,6 +63,8 @@ def prepare(
         error_message = error_message or str(error)
     event_id = event_id or uuid.uuid4()
     now = at or datetime.now(UTC)
+    if error_class:
+        metrics.ERRORS.labels(study.facility, event_type).inc()
     ctx = {k: jsonable(v) for k, v in (context or {}).items()}
     row = {
         "id": event_id,

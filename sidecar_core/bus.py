@@ -18,6 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
 from protos.sidecar.events.v1 import events_pb2
+from sidecar_core import logs, metrics, tracing
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.subjects import ConsumerSpec, Topology
 
@@ -93,9 +94,12 @@ class Bus:
                      config.ack_wait, config.max_deliver)
             await self.js.add_consumer(spec.stream, config=config)
 
-    async def publish(self, subject: str, payload: bytes, msg_id: str) -> bool:
-        """Publishes with Nats-Msg-Id; returns False when JetStream saw it as a duplicate."""
-        ack = await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+    async def publish(self, subject: str, payload: bytes, msg_id: str,
+                      headers: dict[str, str] | None = None) -> bool:
+        """Publishes with Nats-Msg-Id (and any `headers`, e.g. the trace context); returns
+        False when JetStream saw it as a duplicate."""
+        ack = await self.js.publish(subject, payload,
+                                    headers={**(headers or {}), "Nats-Msg-Id": msg_id})
         return not ack.duplicate
 
     async def dead_letter(self, spec: ConsumerSpec, delivery: Delivery, exc: BaseException) -> None:
@@ -109,6 +113,8 @@ class Bus:
             error_message=str(exc)[:2000],
         )
         letter.at.FromDatetime(datetime.now(UTC))
+        metrics.JOBS_FAILED.labels(
+            spec.durable, delivery.subject.removeprefix(self.topology.prefix + ".")).inc()
         await self.publish(
             self.topology.dlq_subject(delivery.subject),
             letter.SerializeToString(),
@@ -149,9 +155,13 @@ class Bus:
             headers.get("Nats-Msg-Id", ""),
             spec.max_deliver,
         )
+        if delivery.attempt > 1:
+            metrics.REDELIVERIES.labels(spec.durable).inc()
         heartbeat = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s))
         try:
-            await handler(delivery)
+            with tracing.consuming(msg.subject, headers, delivery.msg_id), logs.bind(
+                    job_id=delivery.msg_id, subject=msg.subject, attempt=delivery.attempt):
+                await handler(delivery)
         except PermanentError as exc:
             log.warning("%s: permanent failure on %s: %s", spec.durable, msg.subject, exc)
             await self.dead_letter(spec, delivery, exc)

@@ -14,6 +14,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from sidecar_core import tracing
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.store.models import OutboxMessage
@@ -33,7 +34,8 @@ async def enqueue_raw(session: AsyncSession | AsyncConnection, subject: str, msg
                       payload: bytes) -> None:
     await session.execute(
         insert(OutboxMessage)
-        .values(subject=subject, msg_id=msg_id, payload=payload)
+        .values(subject=subject, msg_id=msg_id, payload=payload,
+                trace_context=tracing.current_traceparent())
         .on_conflict_do_nothing(index_elements=["msg_id"])
     )
     # Wakes every relay when the transaction commits (PostgreSQL folds repeats into one).
@@ -43,8 +45,9 @@ async def enqueue_raw(session: AsyncSession | AsyncConnection, subject: str, msg
 def enqueue_sync(conn: psycopg.Connection[Any], subject: str, msg_id: str,
                  payload: bytes) -> None:
     """`enqueue` on a plain psycopg connection, in its current transaction."""
-    conn.execute("INSERT INTO outbox (subject, msg_id, payload) VALUES (%s, %s, %s) "
-                 "ON CONFLICT (msg_id) DO NOTHING", (subject, msg_id, payload))
+    conn.execute("INSERT INTO outbox (subject, msg_id, payload, trace_context) "
+                 "VALUES (%s, %s, %s, %s) ON CONFLICT (msg_id) DO NOTHING",
+                 (subject, msg_id, payload, tracing.current_traceparent()))
     conn.execute(f"SELECT pg_notify('{CHANNEL}', '')")
 
 
@@ -81,8 +84,10 @@ class OutboxRelay:
             )
             # in order on one connection, the acknowledgements awaited together; if one
             # fails the batch is published again and JetStream drops the repeats (Nats-Msg-Id)
-            await asyncio.gather(*(self.bus.publish(row.subject, row.payload, row.msg_id)
-                                   for row in rows))
+            await asyncio.gather(*(self.bus.publish(
+                row.subject, row.payload, row.msg_id,
+                {tracing.TRACEPARENT: row.trace_context} if row.trace_context else None)
+                for row in rows))
             if rows:
                 await session.execute(
                     update(OutboxMessage)

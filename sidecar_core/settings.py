@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sidecar_core.subjects import Topology
@@ -23,12 +23,20 @@ class CommonSettings(BaseSettings):
     object_store_dir: Path | None = Field(default=None, description="Defaults to DATA_DIR/objects")
     fsync: bool = Field(default=True, description="fsync objects before acknowledging them")
     log_level: str = "INFO"
+    otlp_endpoint: str = Field(
+        default="", validation_alias=AliasChoices("SIDECAR_OTLP_ENDPOINT",
+                                                  "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP/HTTP collector, e.g. http://127.0.0.1:4318; empty = no traces")
+    log_format: str = Field(default="json", pattern="^(json|text)$",
+                            description="json: one object a line with job/study/trace ids")
     nats_stream_prefix: str = Field(default="SIDECAR", description="Prefix of JetStream streams")
     subject_prefix: str = Field(default="sidecar", description="First token of every subject")
     consumer_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per durable consumer: ack_wait_s, max_deliver, backoff_s (JSON in the env)",
     )
+    metrics_port: int = Field(default=0, ge=0, le=65535,
+                              description="Prometheus metrics port of this process; 0 = off")
     workflow_address: str = "127.0.0.1:50052"
     ingest_address: str = "127.0.0.1:50051"
     normalizer_address: str = "127.0.0.1:50053"

@@ -7,7 +7,7 @@ import logging
 
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
-from sidecar_core import service
+from sidecar_core import metrics, service
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
@@ -15,7 +15,8 @@ from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
-from workflow_svc import report_servicer, review_servicer
+from workflow_svc import operations_servicer, report_servicer, review_servicer
+from workflow_svc.dead_letters import DeadLetters
 from workflow_svc.export import DerivedResults, ExportWorker
 from workflow_svc.handoff import HandoffWorker
 from workflow_svc.pipeline import Pipeline
@@ -38,11 +39,14 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
         [pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
     )
     report_servicer.register(server, db, topology)
+    operations_servicer.register(server, DeadLetters(db, bus, topology), db, topology,
+                                 registry.names())
     review_servicer.register(server, db, topology, settings.login_limits())
     pipeline = Pipeline(db, topology, registry)
+    streams = [spec.name for spec in topology.streams]
     await run_until_stopped(
         "workflow_svc", stop, server=server,
-        loops=[OutboxRelay(db, bus).run(stop),
+        loops=[OutboxRelay(db, bus).run(stop), metrics.poll_consumers(bus.js, streams, stop),
                bus.consume(topology.workflow_events(), pipeline.handle, stop),
                bus.consume(topology.handoff_jobs(), HandoffWorker(db, topology).handle, stop),
                bus.consume(topology.export_jobs(), ExportWorker(

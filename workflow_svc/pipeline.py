@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import audit, outbox
+from sidecar_core import audit, metrics, outbox
 from sidecar_core.bus import Delivery
 from sidecar_core.consumed import first_time
 from sidecar_core.db import Database
@@ -37,7 +37,8 @@ from workflow_svc.states import State, study_ref, transition
 log = logging.getLogger(__name__)
 ACTOR = "workflow_svc"
 CONSUMER = "workflow-events"
-TERMINAL_RUN = {"completed", "failed", "invalid"}
+# "redriven": failed, then replaced by a new run an operator re-drove (dead letters).
+TERMINAL_RUN = {"completed", "failed", "invalid", "redriven"}
 
 
 class Pipeline:
@@ -97,6 +98,8 @@ class Pipeline:
             )
         )
         ref = await study_ref(s, study)
+        metrics.ELIGIBILITY.labels(
+            ref.facility, "eligible" if decision.eligible else "ineligible").inc()
         if not decision.eligible:
             await audit.record(
                 s,
@@ -266,6 +269,7 @@ class Pipeline:
             .scalars()
             .all()
         )
+        statuses = [st for st in statuses if st != "redriven"]
         if not statuses or any(st not in TERMINAL_RUN for st in statuses):
             return
         if study.state != State.PROCESSED:
@@ -288,6 +292,9 @@ class Pipeline:
             ref = await transition(
                 s, self.topology, study.id, State.READY_FOR_REVIEW, ACTOR, "findings stored"
             )
+            if study.completed_at is not None:
+                metrics.RECEIVED_TO_AI_READY.labels(ref.facility).observe(
+                    max(0.0, (datetime.now(UTC) - study.completed_at).total_seconds()))
             job_id = f"overlay:{study.id}:{study.completion_count}"
             await outbox.enqueue(
                 s,

@@ -87,7 +87,7 @@ def _study_pb(row: StudyRow, facility: str) -> pb.Study:
         description=row.description or "", partial=bool(row.partial), ai_status=row.ai_status or "",
         eligibility=pb.Eligibility(eligible=bool(row.eligible), decided=row.eligible is not None,
                                    reason=row.eligibility_reason or "",
-                                   models=[str(m) for m in row.eligible_models or []]),
+                                   models=_model_names(row.eligible_models)),
     )
     _ts(row.created_at, study.received_at)
     _ts(row.updated_at, study.updated_at)
@@ -320,3 +320,8 @@ async def get_asset(db: Database, study_id: str, asset_id: str = "",
     if row is None:
         raise NotFound("ASSET_NOT_FOUND", "no such asset in this study", study_id=study_id, **what)
     return pb.GetAssetResponse(asset=_asset_pb(row), object_key=row.object_key)
+
+
+def _model_names(planned: list[Any] | None) -> list[str]:
+    """The covering models' names from the stored plan ({model, series_instance_uid} rows)."""
+    return sorted({p["model"] if isinstance(p, dict) else str(p) for p in planned or []})

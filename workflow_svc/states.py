@@ -51,8 +51,10 @@ ALLOWED: dict[State | None, frozenset[State]] = {
     S.PREPROCESS_FAILED: frozenset(
         {S.RECEIVED, S.IN_REVIEW, S.ASSIGNED, S.LEGACY_REPORT_COMPLETED}
     ),
+    # PROCESSED: an operator re-drove a failed AI run (dead letters).
     S.AI_FAILED: frozenset(
-        {S.RECEIVED, S.ASSIGNED, S.IN_REVIEW, S.DRAFT_READY, S.LEGACY_REPORT_COMPLETED}
+        {S.RECEIVED, S.PROCESSED, S.ASSIGNED, S.IN_REVIEW, S.DRAFT_READY,
+         S.LEGACY_REPORT_COMPLETED}
     ),
 }
 

@@ -40,6 +40,11 @@ DEFAULT_PORTS = {
     "triton-http": 18000,
     "triton-metrics": 18002,
     "hl7": 2575,
+    # Prometheus metrics of each service process (the gateway's are at /metrics on its port).
+    "workflow-metrics": 9102,
+    "ingest-metrics": 9101,
+    "preprocess-metrics": 9104,
+    "normalizer-metrics": 9103,
     "viewer": 8081,
 }
 # name → (module, gRPC port key or None)
@@ -125,13 +130,21 @@ class Mesh:
             "SIDECAR_WORKFLOW_ADDRESS": f"127.0.0.1:{p['workflow']}",
             "SIDECAR_NORMALIZER_ADDRESS": f"127.0.0.1:{p['normalizer']}",
             "PYTHONUNBUFFERED": "1",
+            # Where the gateway's dashboard reads each service's metrics.
+            "SIDECAR_METRICS_TARGETS": json.dumps({
+                name: f"127.0.0.1:{p[name + '-metrics']}"
+                for name in ("workflow", "ingest", "preprocess", "normalizer")
+                if name + "-metrics" in p}),
         }
 
     def spawn(self, name: str, module: str) -> subprocess.Popen:
         out = (self.logs / f"{name}.log").open("ab")
+        env = dict(self.env)
+        if f"{name}-metrics" in self.opts.ports:
+            env["SIDECAR_METRICS_PORT"] = str(self.opts.ports[f"{name}-metrics"])
         proc = subprocess.Popen(
             [sys.executable, "-m", module],
-            env=self.env,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,

@@ -323,6 +323,8 @@ class OutboxMessage(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _created()
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # W3C traceparent of the span that wrote the row; the relay sends it as a message header.
+    trace_context: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class IdempotentRequest(Base):

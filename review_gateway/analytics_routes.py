@@ -1,0 +1,85 @@
+"""Review analytics for auditors and admins: JSON for the analytics page, CSV for export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+import grpc
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
+from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
+from review_gateway.errors import ApiError
+from review_gateway.workflow_client import to_api_error
+
+READERS = ("admin", "auditor")
+TABLES = {
+    "rates": ("dimension", "value", "reviewed", "accepted", "edited", "rejected", "ignored"),
+    "turnaround": ("stage", "studies", "p50_s", "p90_s", "mean_s"),
+    "added": ("facility", "modality", "label", "count"),
+    "shadow": ("facility", "studies", "studies_with_findings", "findings", "mean_confidence",
+               "studies_reported"),
+}
+
+
+def _rows(reply: pb.GetReviewAnalyticsResponse, table: str) -> list[dict[str, Any]]:
+    return [{k: getattr(item, k) for k in TABLES[table]} for item in getattr(reply, table)]
+
+
+def analytics_router(principal: Callable[..., Any],
+                     channel: Callable[[], grpc.aio.Channel],
+                     timeout_s: float = 60.0) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/analytics", tags=["analytics"])
+
+    async def fetch(me: Any, facility: str, since: date | None,
+                    until: date | None) -> pb.GetReviewAnalyticsResponse:
+        if getattr(me, "role", "") not in READERS:
+            raise ApiError(403, "PERMISSION_DENIED", "AUDITORS_ONLY",
+                           "review analytics are for the auditor and admin roles")
+        request = pb.GetReviewAnalyticsRequest(facility=facility)
+        if since:
+            request.since.FromDatetime(datetime.combine(since, time(), UTC))
+        if until:  # inclusive day: studies received before the next midnight
+            request.until.FromDatetime(datetime.combine(until, time(), UTC)
+                                       .replace(hour=23, minute=59, second=59))
+        try:
+            return await pb_grpc.AnalyticsServiceStub(channel()).GetReviewAnalytics(
+                request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise to_api_error(err) from None
+
+    @router.get("")
+    async def review_analytics(
+        me: Any = Depends(principal), facility: str = Query(default="", max_length=64),
+        since: date | None = Query(default=None, description="first study date, YYYY-MM-DD"),
+        until: date | None = Query(default=None, description="last study date, YYYY-MM-DD"),
+    ) -> dict[str, Any]:
+        """Acceptance, edit, rejection and ignore counts by model version, modality, facility
+        and label; findings radiologists added; turnaround per stage; shadow-mode figures."""
+        reply = await fetch(me, facility, since, until)
+        return {table: _rows(reply, table) for table in TABLES}
+
+    @router.get("/{table}.csv")
+    async def review_analytics_csv(
+        table: str, me: Any = Depends(principal),
+        facility: str = Query(default="", max_length=64),
+        since: date | None = Query(default=None), until: date | None = Query(default=None),
+    ) -> Response:
+        """One table of the analytics as CSV: rates, turnaround, added or shadow."""
+        if table not in TABLES:
+            raise ApiError(404, "NOT_FOUND", "NO_SUCH_TABLE",
+                           f"analytics tables: {', '.join(TABLES)}")
+        reply = await fetch(me, facility, since, until)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=TABLES[table], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_rows(reply, table))
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="review-{table}.csv"'})
+
+    return router

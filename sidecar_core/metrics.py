@@ -1,0 +1,104 @@
+"""Prometheus metrics of every service, named once here; each process serves its own registry.
+
+Services with a gRPC port serve them over HTTP on their metrics port (`SIDECAR_METRICS_PORT`,
+set per process by `sidecar up`); the gateway serves its own at `GET /metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+log = logging.getLogger(__name__)
+
+INGEST_INSTANCES = Counter(
+    "sidecar_ingest_instances", "DICOM instances received, by facility, adapter and outcome",
+    ["facility", "source", "outcome"])
+INGEST_REJECTIONS = Counter(
+    "sidecar_ingest_rejections", "Instances refused, by reason (e.g. INVALID_UID, "
+    "STORAGE_FAILED, UNKNOWN_FACILITY)", ["facility", "source", "reason"])
+JOBS_FAILED = Counter(
+    "sidecar_jobs_failed", "Jobs and events that exhausted their deliveries or failed for good "
+    "(dead-lettered), by consumer and subject", ["consumer", "kind"])
+REDELIVERIES = Counter(
+    "sidecar_consumer_redeliveries", "Messages delivered again after a failure or an ack "
+    "timeout, by consumer", ["consumer"])
+INFERENCE_SECONDS = Histogram(
+    "sidecar_inference_seconds", "Triton inference time of one AI run, by model",
+    ["model"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+AI_RUNS = Counter("sidecar_ai_runs", "AI runs finished, by model and status",
+                  ["model", "status"])
+ELIGIBILITY = Counter(
+    "sidecar_eligibility_decisions", "Eligibility decisions, by facility and outcome "
+    "(eligible, ineligible)", ["facility", "outcome"])
+ERRORS = Counter(
+    "sidecar_errors", "Audit events carrying an error, by facility and event type",
+    ["facility", "type"])
+RECEIVED_TO_AI_READY = Histogram(
+    "sidecar_study_received_to_ai_ready_seconds",
+    "SLO: from a study's completion (received) to ready_for_review with its AI results",
+    ["facility"], buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800))
+HTTP_REQUESTS = Counter(
+    "sidecar_gateway_requests", "Gateway HTTP requests, by route template, method and status",
+    ["route", "method", "status"])
+QUEUE_POLL_ERRORS = Gauge("sidecar_queue_poll_failed",
+                          "1 when the last poll of the consumers' state failed")
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Serves this process's metrics on http://host:port/metrics (a daemon thread)."""
+    if port:
+        start_http_server(port, addr=host)
+        log.info("metrics on http://%s:%d/metrics", host, port)
+
+
+class ConsumerStates(Collector):
+    """Queue depth, pending acks and redelivered counts per durable consumer, as last polled."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int, int, int]] = []
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("sidecar_queue_depth",
+                                  "Messages waiting for a consumer", labels=["consumer"])
+        pending = GaugeMetricFamily("sidecar_queue_ack_pending",
+                                    "Messages delivered, not yet acknowledged",
+                                    labels=["consumer"])
+        redelivered = GaugeMetricFamily("sidecar_queue_redelivered",
+                                        "Messages now out for redelivery", labels=["consumer"])
+        for name, waiting, ack_pending, again in self.rows:
+            depth.add_metric([name], waiting)
+            pending.add_metric([name], ack_pending)
+            redelivered.add_metric([name], again)
+        yield from (depth, pending, redelivered)
+
+
+CONSUMERS = ConsumerStates()
+REGISTRY.register(CONSUMERS)
+
+
+async def poll_consumers(js: object, streams: Iterable[str], stop: asyncio.Event,
+                         interval_s: float = 5.0) -> None:
+    """Keeps CONSUMERS current from JetStream's info on every durable of `streams`."""
+    names = list(streams)
+    while not stop.is_set():
+        rows = []
+        try:
+            for stream in names:
+                for info in await js.consumers_info(stream):  # type: ignore[attr-defined]
+                    rows.append((info.name, int(info.num_pending or 0),
+                                 int(info.num_ack_pending or 0),
+                                 int(info.num_redelivered or 0)))
+            CONSUMERS.rows = rows
+            QUEUE_POLL_ERRORS.set(0)
+        except Exception:
+            QUEUE_POLL_ERRORS.set(1)
+            log.debug("consumer poll failed", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
