@@ -204,6 +204,20 @@ async def _admin_on(url: str, args: argparse.Namespace) -> int:
         await db.close()
 
 
+async def _destinations(db: object, name: str) -> tuple[tuple[str, str, int] | None, str]:
+    """The facility's PACS export destination and handoff URL, where configured."""
+    from sqlalchemy import select
+
+    from sidecar_core.store.models import Facility
+
+    async with db.read() as s:  # type: ignore[attr-defined]
+        row = (await s.execute(select(Facility).where(Facility.name == name))).scalar_one()
+    pacs = None
+    if row.pacs_ae_title and row.pacs_host and row.pacs_port:
+        pacs = (row.pacs_ae_title, row.pacs_host, int(row.pacs_port))
+    return pacs, row.handoff_url or ""
+
+
 async def _facility_check(db: object, args: argparse.Namespace) -> int:
     from sidecar_app import facility_check as fc
     from sidecar_core.registry import load_registry
@@ -218,6 +232,7 @@ async def _facility_check(db: object, args: argparse.Namespace) -> int:
     f = found[0]
     facility = fc.Facility(f.name, f.ae_title or "", f.shadow_mode,
                            list(f.enabled_models) if f.enabled_models is not None else None)
+    facility.pacs, facility.handoff_url = await _destinations(db, args.name)
     targets = fc.targets_of(args.data_dir, args.ingest, args.workflow, args.dicom)
     kinds = fc.kinds_for(facility, load_registry().names(), args.kind)
     return await asyncio.to_thread(fc.run, facility, targets, kinds, args.timeout,

@@ -50,6 +50,8 @@ class Facility:
     ae_title: str
     shadow_mode: bool
     enabled_models: list[str] | None
+    pacs: tuple[str, str, int] | None = None  # export destination: AE title, host, port
+    handoff_url: str = ""
 
 
 class Report:
@@ -238,9 +240,46 @@ def run(facility: Facility, targets: Targets, kinds: list[str], timeout_s: float
         for i, kind in enumerate(kinds):
             _check_study(kind, facility, targets, dimse, Path(tmp) / f"{i}-{kind}", report,
                          timeout_s)
-    report.line("SKIP", "export", "no PACS export destination configured")
-    report.line("SKIP", "handoff", "no handoff destination configured")
+    _export(facility, report)
+    _handoff(facility, report)
     return 1 if report.failed else 0
+
+
+def _export(facility: Facility, report: Report) -> None:
+    """The PACS the results go to answers a C-ECHO from the sidecar."""
+    from ingest_svc.dimse_send import StoreSCU
+
+    if facility.pacs is None:
+        report.line("SKIP", "export", "no PACS export destination configured")
+        return
+    aet, host, port = facility.pacs
+    try:
+        with StoreSCU(host, port, "SIDECAR", aet, [], timeout_s=10) as scu:
+            status = scu.echo()
+    except Exception as exc:
+        report.line("FAIL", "export", f"{aet}@{host}:{port} does not answer: {exc}")
+        return
+    report.line("PASS" if status == 0 else "FAIL", "export",
+                f"{aet}@{host}:{port} answers C-ECHO (status 0x{max(status, 0):04X})")
+
+
+def _handoff(facility: Facility, report: Report) -> None:
+    """The handoff endpoint accepts a TCP connection (no status message is sent)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not facility.handoff_url:
+        report.line("SKIP", "handoff", "no handoff destination configured")
+        return
+    url = urlsplit(facility.handoff_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=5):
+            pass
+    except OSError as exc:
+        report.line("FAIL", "handoff", f"{url.hostname}:{port} unreachable: {exc}")
+        return
+    report.line("PASS", "handoff", f"{url.hostname}:{port} accepts connections")
 
 
 def kinds_for(facility: Facility, known_models: list[str], chosen: list[str]) -> list[str]:
