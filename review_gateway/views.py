@@ -59,6 +59,7 @@ def series_json(study_id: str, series: pb.Series) -> dict[str, Any]:
         "instance_count": series.instance_count,
         "slice_count": series.slice_count,
         "preprocess_status": series.preprocess_status,
+        "derived": series.derived,
         **urls,
         "viewport_url_template": f"{slices}/viewport/{{preset}}",
         "presets": list(series.presets),

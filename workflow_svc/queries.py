@@ -19,7 +19,15 @@ from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
-from sidecar_core.store.models import Asset, AuditEvent, Facility, Finding, Series, StateTransition
+from sidecar_core.store.models import (
+    Asset,
+    AuditEvent,
+    Facility,
+    Finding,
+    Instance,
+    Series,
+    StateTransition,
+)
 from sidecar_core.store.models import Study as StudyRow
 
 DEFAULT_PAGE_SIZE = 50
@@ -203,6 +211,10 @@ async def get_study(db: Database, study_id: str,
         assets = (await session.scalars(
             select(Asset).where(Asset.study_id == study.id)
             .order_by(Asset.kind, Asset.preset, Asset.slice_index, Asset.created_at))).all()
+        # Series holding the sidecar's own DICOM results (SR, SEG), apart from what was received.
+        derived = set((await session.scalars(
+            select(Instance.series_id).where(Instance.study_id == study.id,
+                                             Instance.source == "derived").distinct())).all())
     response = pb.GetStudyResponse(study=_study_pb(study, facility))
     for t in transitions:
         item = response.state_history.add(from_state=t.from_state or "", state=t.to_state,
@@ -217,7 +229,7 @@ async def get_study(db: Database, study_id: str,
             modality=s.modality or "", description=s.description or "",
             instance_count=s.instance_count, body_part=s.body_part or "",
             assets=[_asset_pb(a) for a in own], slice_count=s.slice_count, presets=presets,
-            preprocess_status=s.preprocess_status or "",
+            preprocess_status=s.preprocess_status or "", derived=s.id in derived,
         )
     return response
 

@@ -109,10 +109,17 @@ def test_qido_series_and_instances_and_the_nested_forms(stack: Stack) -> None:
             assert len(rows) == 1 and rows[0]["0020000D"]["Value"] == [study], path
 
 
-def test_qido_refuses_patient_matching(stack: Stack) -> None:
+def test_qido_matches_patient_id_within_the_callers_facilities(stack: Stack) -> None:
+    ds, data = _ct()
+    body, content_type = _multipart([data])
     with stack.client() as http:
-        reply = http.get("/dicomweb/studies", params={"PatientID": "12345"})
-    assert reply.status_code == 400, reply.text
+        assert http.post("/dicomweb/studies?facility=acc_north", content=body,
+                         headers={"Content-Type": content_type}).status_code == 200
+        found = http.get("/dicomweb/studies", params={"PatientID": ds.PatientID})
+        assert found.status_code == 200, found.text
+        assert ds.StudyInstanceUID in [s["0020000D"]["Value"][0] for s in found.json()]
+        none = http.get("/dicomweb/studies", params={"PatientID": "NO-SUCH-PATIENT"})
+        assert none.status_code == 200 and none.json() == []
 
 
 def test_stow_into_another_study_than_the_target_fails_that_part(stack: Stack) -> None:

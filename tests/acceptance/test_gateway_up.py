@@ -113,9 +113,12 @@ def test_studies_list_by_accession_and_detail(stack: Stack, study: Study) -> Non
     assert study.detail["facility"] == "acc_north"
     states = [t["state"] for t in study.detail["state_history"]]
     assert states[0] == "received" and states[-1] == READY
-    series = study.detail["series"]
+    series = [s for s in study.detail["series"] if not s["derived"]]
     assert series and all(s["thumbnail_url"] and s["viewport_url_template"] and
                           s["overlay_url_template"] and s["presets"] for s in series)
+    # The AI results as DICOM (SR, SEG) are series of their own, marked derived.
+    derived = {s["modality"] for s in study.detail["series"] if s["derived"]}
+    assert derived <= {"SR", "SEG"}
     with stack.client() as http:
         none = http.get("/api/v1/studies", params={"accession": "NO-SUCH-ACCESSION"})
     assert none.status_code == 200 and none.json()["studies"] == []

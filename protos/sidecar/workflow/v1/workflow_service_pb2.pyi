@@ -58,7 +58,7 @@ class Asset(_message.Message):
     def __init__(self, asset_id: _Optional[str] = ..., kind: _Optional[str] = ..., content_type: _Optional[str] = ..., preset: _Optional[str] = ..., slice_index: _Optional[int] = ..., sha256: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., frame: _Optional[int] = ...) -> None: ...
 
 class Series(_message.Message):
-    __slots__ = ("series_id", "series_instance_uid", "modality", "description", "instance_count", "body_part", "assets", "slice_count", "presets", "preprocess_status")
+    __slots__ = ("series_id", "series_instance_uid", "modality", "description", "instance_count", "body_part", "assets", "slice_count", "presets", "preprocess_status", "derived")
     SERIES_ID_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     MODALITY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class Series(_message.Message):
     SLICE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
     PREPROCESS_STATUS_FIELD_NUMBER: _ClassVar[int]
+    DERIVED_FIELD_NUMBER: _ClassVar[int]
     series_id: str
     series_instance_uid: str
     modality: str
@@ -79,7 +80,8 @@ class Series(_message.Message):
     slice_count: int
     presets: _containers.RepeatedScalarFieldContainer[str]
     preprocess_status: str
-    def __init__(self, series_id: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., modality: _Optional[str] = ..., description: _Optional[str] = ..., instance_count: _Optional[int] = ..., body_part: _Optional[str] = ..., assets: _Optional[_Iterable[_Union[Asset, _Mapping]]] = ..., slice_count: _Optional[int] = ..., presets: _Optional[_Iterable[str]] = ..., preprocess_status: _Optional[str] = ...) -> None: ...
+    derived: bool
+    def __init__(self, series_id: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., modality: _Optional[str] = ..., description: _Optional[str] = ..., instance_count: _Optional[int] = ..., body_part: _Optional[str] = ..., assets: _Optional[_Iterable[_Union[Asset, _Mapping]]] = ..., slice_count: _Optional[int] = ..., presets: _Optional[_Iterable[str]] = ..., preprocess_status: _Optional[str] = ..., derived: _Optional[bool] = ...) -> None: ...
 
 class Study(_message.Message):
     __slots__ = ("study_id", "study_instance_uid", "accession", "facility", "modality", "state", "eligibility", "received_at", "updated_at", "description", "partial", "ai_status")
