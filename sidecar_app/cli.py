@@ -226,9 +226,10 @@ async def _facility_check(db: object, args: argparse.Namespace) -> int:
     found = [f for f in await facilities.list_facilities(db)  # type: ignore[arg-type]
              if f.name == args.name]
     if not found:
-        print(f"error: no facility named {args.name!r}; add it with "
-              f"'sidecar facility add {args.name}'", file=sys.stderr)
-        return 2
+        from sidecar_app.errors import UserError
+
+        raise UserError(f"no facility named {args.name!r}; add it with "
+                        f"'sidecar facility add {args.name}'")
     f = found[0]
     facility = fc.Facility(f.name, f.ae_title or "", f.shadow_mode,
                            list(f.enabled_models) if f.enabled_models is not None else None)

@@ -19,14 +19,15 @@ import grpc
 
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
+from sidecar_app.errors import OneLineParser, UserError, rpc_error
 
 DEFAULT_TARGET = os.environ.get("SIDECAR_WORKFLOW_ADDRESS", "127.0.0.1:50052")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sidecar jobs", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="action", required=True)
+    p = OneLineParser(prog="sidecar jobs", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     for name, help_ in (("failed", "list the jobs that exhausted their retries"),
                         ("redrive", "put failed jobs back to work"),
                         ("discard", "drop failed jobs for good")):
@@ -86,16 +87,13 @@ def run(args: argparse.Namespace, ops: pb_grpc.OperationsServiceStub) -> int:
 
 
 def main(argv: list[str]) -> int:
+    """Failures become one line (`sidecar jobs: error: ...`) through the CLI's guard."""
     args = parser().parse_args(argv)
     try:
         with grpc.insecure_channel(args.target) as channel:
             return run(args, pb_grpc.OperationsServiceStub(channel))
     except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            print(f"error: cannot reach the workflow service at {args.target}; "
-                  "is 'sidecar up' running?", file=sys.stderr)
-        else:
-            detail = exc.details() if hasattr(exc, "details") else str(exc)
-            print(f"error: {detail}", file=sys.stderr)
-        return 2
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        if code == grpc.StatusCode.INVALID_ARGUMENT and isinstance(exc, grpc.Call):
+            raise UserError((exc.details() or "invalid request").splitlines()[0]) from None
+        raise rpc_error("the workflow service", args.target, exc) from None

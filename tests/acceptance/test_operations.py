@@ -42,7 +42,7 @@ def test_jobs_failed_lists_and_redrive_needs_a_selection(stack: Stack) -> None:
     refused = run_cli("jobs", "redrive", "--operator", "ops1", *target)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
-        "error: name dead letters by sequence, facility or kind"]
+        "sidecar jobs: error: name dead letters by sequence, facility or kind"]
     nothing = run_cli("jobs", "discard", "999999", "--reason", "test", "--operator", "ops1",
                       *target)
     assert nothing.returncode == 1 and "discarded: none" in nothing.stdout
@@ -52,7 +52,8 @@ def test_jobs_on_an_unreachable_target_say_so_in_one_line(stack: Stack) -> None:
     done = run_cli("jobs", "failed", "--target", "127.0.0.1:1")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: cannot reach the workflow service at 127.0.0.1:1; is 'sidecar up' running?"]
+        "sidecar jobs: error: cannot reach the workflow service at 127.0.0.1:1 "
+        "(connection refused); is 'sidecar up' running?"]
 
 
 def test_admin_dead_letter_api(stack: Stack) -> None:
@@ -161,7 +162,8 @@ def test_facility_check_names_the_stage_that_fails(stack: Stack) -> None:
     unknown = stack.cli("facility", "check", "nowhere")
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines()[-1] == (
-        "error: no facility named 'nowhere'; add it with 'sidecar facility add nowhere'")
+        "sidecar facility check: error: no facility named 'nowhere'; add it with "
+        "'sidecar facility add nowhere'")
 
 
 def test_service_logs_are_json_lines_without_patient_names(stack: Stack) -> None:
