@@ -235,6 +235,8 @@ async def test_truncated_slice_gives_a_partial_study(mesh: Mesh, tmp_path: Path)
 
     assert await mesh.wait_for_final_state(sent.study_id) == "ready_for_review"
     assert await mesh.state_history(sent.study_id) == HAPPY_PATH
+    # display assets follow the model input, off the critical path
+    await mesh.wait_for_audit(sent.study_id, "asset.series_rendered")
     study = await mesh.study(sent.study_id)
     assert study["partial"] is True
     [series] = await mesh.series(sent.study_id)
@@ -270,6 +272,7 @@ async def test_preprocess_worker_killed_mid_job_is_redelivered(mesh: Mesh,
 
     assert await mesh.wait_for_final_state(sent.study_id, timeout=90) == "ready_for_review"
     assert await mesh.state_history(sent.study_id) == HAPPY_PATH
+    await mesh.wait_for_audit(sent.study_id, "asset.series_rendered")
     events = await mesh.audit_events(sent.study_id)
     changes = [e["context"]["to"] for e in events if e["type"] == "study.state_changed"]
     assert changes == HAPPY_PATH, "one study.state_changed per transition"
