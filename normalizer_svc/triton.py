@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -110,9 +109,7 @@ class TritonClient:
                         return await self._infer(model, arrays, outputs, deadline_s, version,
                                                  region)
                     finally:
-                        with contextlib.suppress(Exception):
-                            await self._client.unregister_system_shared_memory(
-                                region.name, client_timeout=5.0)
+                        await self._unregister(region)
             finally:
                 triton_shm.destroy_region(region)
         return await self._infer(model, arrays, outputs, deadline_s, version, None)
@@ -134,6 +131,12 @@ class TritonClient:
                         "the request from now on", exc)
             self.shm_min_bytes = 0
             return False
+
+    async def _unregister(self, region: triton_shm.Region) -> None:
+        try:
+            await self._client.unregister_system_shared_memory(region.name, client_timeout=30.0)
+        except Exception as exc:  # Triton forgets it on restart; the memory is ours to free
+            log.warning("unregistering shared memory %s from triton failed: %s", region.name, exc)
 
     async def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: list[str],
                      deadline_s: float, version: str,
