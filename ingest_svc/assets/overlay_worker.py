@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import uuid
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 from sqlalchemy import delete, select
@@ -41,18 +42,16 @@ class OverlayWorker:
     """Consumes `job.v1.overlay`: draws a study's visible findings on its viewport images."""
 
     def __init__(self, db: Database, objects: ObjectStore, topology: Topology,
-                 rendering: asyncio.Lock | None = None) -> None:
+                 display_done: Callable[[uuid.UUID], Awaitable[None]] | None = None) -> None:
         self.db = db
         self.objects = objects
         self.topology = topology
-        self.rendering = rendering or asyncio.Lock()
+        self.display_done = display_done
 
     async def handle(self, delivery: Delivery) -> None:
-        async with self.rendering:  # viewports of a study being preprocessed come first
-            await self._handle(delivery)
-
-    async def _handle(self, delivery: Delivery) -> None:
         job, study_id, ref = study_job(delivery, "overlay")
+        if self.display_done is not None:  # viewports still being made come first
+            await self.display_done(study_id)
         async with self.db.read() as s:
             series_rows = (
                 (await s.execute(select(Series).where(Series.study_id == study_id))).scalars().all()

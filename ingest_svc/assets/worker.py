@@ -78,7 +78,13 @@ class PreprocessWorker:
         self.display = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="display", initializer=_low_priority
         )
-        self.rendering = asyncio.Lock()  # held while display assets are made (overlays wait)
+        self._displays: dict[uuid.UUID, asyncio.Event] = {}  # studies whose display is pending
+
+    async def display_done(self, study_id: uuid.UUID) -> None:
+        """Returns once no display assets of the study are being made (overlays wait here)."""
+        pending = self._displays.get(study_id)
+        if pending is not None:
+            await pending.wait()
 
     async def handle(self, delivery: Delivery) -> None:
         job, study_id, ref = study_job(delivery, "preprocess")
@@ -98,7 +104,8 @@ class PreprocessWorker:
             keys.setdefault(series_id, []).append(key)
         ready, failed, failed_objects = [], [], 0
         decoded: list[tuple[Series, DecodedSeries]] = []
-        async with self.rendering:
+        displayed = self._displays.setdefault(study_id, asyncio.Event())
+        try:
             for series in series_rows:
                 try:
                     made = await asyncio.to_thread(self._model_input, keys.get(series.id, []))
@@ -129,13 +136,19 @@ class PreprocessWorker:
                 await outbox.enqueue(
                     s, self.topology.subject(ASSET_PREPROCESSED), f"{job.job_id}:done", done
                 )
-            # Off the critical path: the AI run has its input already.
+            # Off the critical path: the AI run has its input already. The job is acknowledged
+            # after this, so a crash here redelivers it; a second consumer loop takes the next
+            # study's model input meanwhile.
             loop = asyncio.get_running_loop()
             for series, decoded_series in decoded:
                 blobs = await loop.run_in_executor(
                     self.display, display_assets, decoded_series, self.pool
                 )
                 await self._store_display(series, blobs, ref, job.job_id, delivery.attempt)
+        finally:
+            displayed.set()
+            if self._displays.get(study_id) is displayed:
+                del self._displays[study_id]
 
     def _model_input(self, keys: list[str]) -> _ModelInputMade:
         """Reads and decodes the series once; builds its model input (display comes later)."""
@@ -258,13 +271,16 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="preprocess")
     worker = PreprocessWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology)
-    overlays = OverlayWorker(db, worker.objects, topology, worker.rendering)
+    overlays = OverlayWorker(db, worker.objects, topology, worker.display_done)
     ready = Path(settings.data_dir) / "run" / "preprocess.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
     ready.write_text(str(os.getpid()))
     await run_until_stopped(
         "preprocess worker", stop,
         loops=[OutboxRelay(db, bus).run(stop),
+               # two loops on one durable: a study's model input need not wait for the
+               # previous study's display assets
+               bus.consume(topology.preprocess_jobs(), worker.handle, stop),
                bus.consume(topology.preprocess_jobs(), worker.handle, stop),
                bus.consume(topology.overlay_jobs(), overlays.handle, stop)],
         closers=[lambda: ready.unlink(missing_ok=True), bus.close, db.close])
