@@ -53,6 +53,11 @@ class _ModelInputMade:
     assets: SeriesAssets
 
 
+def _digest(key: str, data: bytes) -> str:
+    algo, _, digest = key.partition("/")
+    return digest if algo == "sha256" else hashlib.sha256(data).hexdigest()
+
+
 def series_slice_count(blobs: list[AssetBlob]) -> int:
     return len({b.slice_index for b in blobs if b.kind == "viewport"})
 
@@ -179,6 +184,7 @@ class PreprocessWorker:
     def _rows(self, series: Series, blobs: list[AssetBlob]) -> list[Asset]:
         rows = []
         for blob in blobs:
+            key = self.objects.put(blob.data)  # content-addressed: sha256/<digest>
             rows.append(
                 Asset(
                     study_id=series.study_id,
@@ -188,9 +194,9 @@ class PreprocessWorker:
                     slice_index=blob.slice_index,
                     sop_instance_uid=blob.sop_instance_uid,
                     frame=blob.frame,
-                    object_key=self.objects.put(blob.data),
+                    object_key=key,
                     content_type=blob.content_type,
-                    sha256=hashlib.sha256(blob.data).hexdigest(),
+                    sha256=_digest(key, blob.data),  # hashed once: 157 MB for a 300-slice CT
                     meta={"bytes": len(blob.data)},
                 )
             )
