@@ -144,7 +144,7 @@ class TritonClient:
         request_inputs = []
         for name, array in arrays.items():
             tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            if region is None:
+            if region is None or name not in region.offsets:
                 tensor.set_data_from_numpy(array)
             else:
                 offset, nbytes = region.offsets[name]

@@ -34,12 +34,20 @@ class Region:
     handle: shm.SharedMemoryRegion
 
 
+def fixed_size(array: np.ndarray) -> bool:
+    """Numeric and bool tensors go into the region as they are; BYTES (strings, objects)
+    need Triton's length-prefixed serialisation and travel in the request."""
+    return np.asarray(array).dtype.kind in "biuf"
+
+
 def total_bytes(inputs: Mapping[str, np.ndarray]) -> int:
-    return sum(int(np.asarray(a).nbytes) for a in inputs.values())
+    return sum(int(np.asarray(a).nbytes) for a in inputs.values() if fixed_size(a))
 
 
 def create_region(inputs: Mapping[str, np.ndarray]) -> Region:
-    """Creates a region sized for `inputs` and copies them in (one copy, no serialisation)."""
+    """Creates a region sized for the fixed-size `inputs` and copies them in (one copy, no
+    serialisation); the others are left out of `offsets`."""
+    inputs = {name: array for name, array in inputs.items() if fixed_size(array)}
     token = uuid.uuid4().hex[:16]
     name, key = f"sidecar-{os.getpid()}-{token}", f"/sidecar-{os.getpid()}-{token}"
     offsets: dict[str, tuple[int, int]] = {}

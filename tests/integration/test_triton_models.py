@@ -190,6 +190,11 @@ async def test_large_inputs_travel_through_system_shared_memory(
         via_shm = await shared.infer("chest_ct_nodules", inputs, ["BOXES", "SCORES"], 60)
         via_wire = await wire.infer("chest_ct_nodules", inputs, ["BOXES", "SCORES"], 60)
         assert (shared.shm_requests, wire.shm_requests) == (1, 0)
+        # a BYTES input beside a large one stays in the request (length-prefixed strings)
+        mixed = await shared.infer("garbage_model", {
+            "MODE": np.array([b"misshaped"], dtype=object), "VOLUME": model_input.volume},
+            ["BOXES", "SCORES"], 60)
+        assert shared.shm_requests == 2 and mixed["BOXES"].shape == (3, 5)
     assert via_shm["SCORES"].size == len(truth.lesions) > 0
     for name in ("BOXES", "SCORES"):
         np.testing.assert_array_equal(via_shm[name], via_wire[name])
