@@ -1,4 +1,5 @@
-"""Study completion: after a per-facility quiet period, or when the sender says so, exactly once."""
+"""Study completion: after a per-facility quiet period, on association release, or when the
+sender says so, exactly once."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit, outbox, tracing
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
+from sidecar_core.errors import InvalidArgument, NotFound
 from sidecar_core.subjects import STUDY_RECEIVED, Topology
 
 log = logging.getLogger(__name__)
+
+COMPLETION_MODES = ("quiet", "association", "explicit")
+MAX_SETTLE_S = 60.0
 
 _COMPLETE = """
 UPDATE studies s SET ingest_status = 'complete', completed_at = now(),
@@ -39,12 +44,57 @@ class CompletionTracker:
         self.poll_s = poll_s
         # called with the ids of studies that just became complete (e.g. to prebuild indexes)
         self.on_complete: Callable[[list[uuid.UUID]], None] | None = None
+        self._released: set[asyncio.Task[Any]] = set()
 
     async def complete_quiet(self) -> list[uuid.UUID]:
+        """Studies quiet for their facility's quiet period (not where completion is explicit)."""
         return await self._complete(
+            "f.completion_mode <> 'explicit' AND "
             "s.last_instance_at < now() - make_interval(secs => f.quiet_period_s)",
             {},
             reason="quiet period elapsed",
+        )
+
+    def on_association_released(self, facility_id: uuid.UUID, study_uids: set[str]) -> None:
+        """Schedules `association_released` (on the event loop, from the DIMSE thread's
+        call_soon_threadsafe); failures are logged, the quiet period remains the safety net."""
+        task = asyncio.ensure_future(self._released_safely(facility_id, set(study_uids)))
+        self._released.add(task)
+        task.add_done_callback(self._released.discard)
+
+    async def _released_safely(self, facility_id: uuid.UUID, study_uids: set[str]) -> None:
+        try:
+            await self.association_released(facility_id, study_uids)
+        except Exception:
+            log.warning("completion on association release failed; the quiet period "
+                        "still completes the study", exc_info=True)
+
+    async def association_released(
+        self, facility_id: uuid.UUID, study_instance_uids: set[str]
+    ) -> list[uuid.UUID]:
+        """A DIMSE association that stored instances of these studies was released: in a
+        facility completing on association release, each study completes once its settle time
+        has passed without another instance (another association still sending keeps it open
+        until that one is released, or the quiet period ends)."""
+        if not study_instance_uids:
+            return []
+        async with self.db.read() as s:
+            row = (
+                await s.execute(
+                    text("SELECT completion_mode, association_settle_s FROM facilities "
+                         "WHERE id = :id"),
+                    {"id": facility_id},
+                )
+            ).first()
+        if row is None or row[0] != "association":
+            return []
+        await asyncio.sleep(float(row[1]))
+        return await self._complete(
+            "f.id = :facility_id AND f.completion_mode = 'association' AND "
+            "s.study_instance_uid = ANY(:uids) AND "
+            "s.last_instance_at <= now() - make_interval(secs => f.association_settle_s)",
+            {"facility_id": facility_id, "uids": sorted(study_instance_uids)},
+            reason="association released",
         )
 
     async def complete_now(
@@ -98,3 +148,32 @@ class CompletionTracker:
                 log.warning("completion check failed; retrying", exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.poll_s)
+
+
+async def set_completion(
+    db: Database, facility: str, mode: str | None = None, settle_s: float | None = None
+) -> tuple[str, float]:
+    """Sets a facility's completion mode and association settle time; returns both."""
+    if mode is not None and mode not in COMPLETION_MODES:
+        raise InvalidArgument("INVALID_COMPLETION_MODE",
+                              f"completion must be one of {', '.join(COMPLETION_MODES)}",
+                              completion=mode)
+    if settle_s is not None and not 0 <= settle_s <= MAX_SETTLE_S:
+        raise InvalidArgument("INVALID_SETTLE_TIME",
+                              f"association settle time must be 0..{MAX_SETTLE_S:g} s",
+                              settle_s=settle_s)
+    async with db.unit_of_work() as s:
+        if mode is not None:
+            await s.execute(text("UPDATE facilities SET completion_mode = :m WHERE name = :n"),
+                            {"m": mode, "n": facility})
+        if settle_s is not None:
+            await s.execute(
+                text("UPDATE facilities SET association_settle_s = :v WHERE name = :n"),
+                {"v": settle_s, "n": facility})
+        row = (await s.execute(
+            text("SELECT completion_mode, association_settle_s FROM facilities WHERE name = :n"),
+            {"n": facility})).first()
+    if row is None:
+        raise NotFound("FACILITY_NOT_FOUND", f"no facility {facility!r}", facility=facility)
+    return str(row[0]), float(row[1])
+

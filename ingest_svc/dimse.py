@@ -39,7 +39,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -84,6 +84,8 @@ class DimseServer:
         self._active: dict[Association, bool] = {}  # association -> busy
         self._refusers = threading.BoundedSemaphore(8)  # threads answering over-limit peers
         self._stopping = False
+        # Called (on this association's thread) after a release with the studies it stored.
+        self.on_released: Callable[[FacilityRef, set[str]], None] | None = None
 
     def start(self) -> None:
         """Binds now (errors surface here) and starts accepting."""
@@ -209,13 +211,14 @@ class DimseServer:
         return facility
 
     def _serve(self, assoc: Association, facility: FacilityRef) -> None:
+        studies: set[str] = set()
         for message in assoc.messages():
             with self._lock:
                 if self._stopping:
                     break
                 self._active[assoc] = True
             try:
-                status = self._handle(assoc, message, facility)
+                status = self._handle(assoc, message, facility, studies)
                 assoc.respond(message, status)
             finally:
                 with self._lock:
@@ -224,9 +227,11 @@ class DimseServer:
                 break
         if self._stopping:
             assoc.abort(0x00, 0x00)
+        elif studies and self.on_released is not None:
+            self.on_released(facility, studies)
 
     def _handle(self, assoc: Association, message: Message,
-                facility: FacilityRef) -> int | Dataset:
+                facility: FacilityRef, studies: set[str]) -> int | Dataset:
         command = message.command.command_field
         if command == C_ECHO_RQ:
             return 0x0000
@@ -249,6 +254,8 @@ class DimseServer:
             return dimse_status.failure_status(exc)
         if result.outcome is Outcome.REJECTED:
             return dimse_status.rejected_status(result, data[len(header):])
+        if result.outcome is Outcome.STORED and result.study_instance_uid:
+            studies.add(result.study_instance_uid)
         return dimse_status.store_status(result)
 
     def _on_loop(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:

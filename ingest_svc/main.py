@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pydicom.config
 
 from ingest_svc.completion import CompletionTracker
-from ingest_svc.facilities import FacilityDirectory
+from ingest_svc.facilities import FacilityDirectory, FacilityRef
 from ingest_svc.receive import Receiver
 from ingest_svc.retrieve_servicer import RetrieveServicer
 from ingest_svc.servicer import IngestServicer
@@ -74,6 +74,12 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         from ingest_svc.dimse import DimseServer
 
         dimse = DimseServer(receiver, settings, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+
+        def released(facility: FacilityRef, studies: set[str]) -> None:
+            loop.call_soon_threadsafe(completion.on_association_released, facility.id, studies)
+
+        dimse.on_released = released
         dimse.start()
         closers.append(dimse.stop)
     await run_until_stopped(

@@ -11,11 +11,13 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 
+from normalizer_svc import triton_shm
 from sidecar_core.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 2**31 - 1
+SHM_MIN_BYTES = 4 * 2**20  # inputs from this size on go through system shared memory
 TRANSIENT_CODES = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED",
                    "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.ABORTED",
                    "StatusCode.CANCELLED", "StatusCode.UNKNOWN"}
@@ -63,8 +65,17 @@ def classify(exc: BaseException, model: str) -> TransientError | PermanentError:
 class TritonClient:
     """One gRPC channel to a Triton server; all calls raise TransientError or PermanentError."""
 
-    def __init__(self, url: str, connect_backoff_ms: int = 500) -> None:
+    def __init__(self, url: str, connect_backoff_ms: int = 500,
+                 shared_memory_min_bytes: int | None = None) -> None:
+        """`shared_memory_min_bytes`: requests whose inputs reach this size go through system
+        shared memory (None: 4 MiB when Triton is on a loopback address, else never; 0: never).
+        If Triton cannot map the region (another host after all), the client falls back to
+        sending tensors in the request and stays there."""
         self.url = url
+        if shared_memory_min_bytes is None:
+            shared_memory_min_bytes = SHM_MIN_BYTES if triton_shm.same_host(url) else 0
+        self.shm_min_bytes = shared_memory_min_bytes
+        self.shm_requests = 0  # requests whose inputs went through shared memory
         self._client = InferenceServerClient(url, channel_args=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -88,11 +99,56 @@ class TritonClient:
     async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
                     deadline_s: float, version: str = "") -> dict[str, np.ndarray]:
         """One inference; returns every requested output as a numpy array."""
+        arrays = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
+        if self.shm_min_bytes and triton_shm.total_bytes(arrays) >= self.shm_min_bytes:
+            region = await asyncio.to_thread(triton_shm.create_region, arrays)
+            try:
+                if await self._register(region, model):
+                    self.shm_requests += 1
+                    try:
+                        return await self._infer(model, arrays, outputs, deadline_s, version,
+                                                 region)
+                    finally:
+                        await self._unregister(region)
+            finally:
+                triton_shm.destroy_region(region)
+        return await self._infer(model, arrays, outputs, deadline_s, version, None)
+
+    async def _register(self, region: triton_shm.Region, model: str) -> bool:
+        """Registers the region with Triton; False (and no more shared memory) if Triton
+        cannot map it, e.g. because it runs on another machine."""
+        try:
+            await self._client.register_system_shared_memory(region.name, region.key,
+                                                             region.size, client_timeout=10.0)
+            return True
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            error = classify(exc, model)
+            if isinstance(error, TransientError):
+                raise error from exc
+            log.warning("triton cannot map system shared memory (%s); sending tensors in "
+                        "the request from now on", exc)
+            self.shm_min_bytes = 0
+            return False
+
+    async def _unregister(self, region: triton_shm.Region) -> None:
+        try:
+            await self._client.unregister_system_shared_memory(region.name, client_timeout=30.0)
+        except Exception as exc:  # Triton forgets it on restart; the memory is ours to free
+            log.warning("unregistering shared memory %s from triton failed: %s", region.name, exc)
+
+    async def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: list[str],
+                     deadline_s: float, version: str,
+                     region: triton_shm.Region | None) -> dict[str, np.ndarray]:
         request_inputs = []
-        for name, array in inputs.items():
-            array = np.ascontiguousarray(array)
+        for name, array in arrays.items():
             tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array)
+            if region is None or name not in region.offsets:
+                tensor.set_data_from_numpy(array)
+            else:
+                offset, nbytes = region.offsets[name]
+                tensor.set_shared_memory(region.name, nbytes, offset)
             request_inputs.append(tensor)
         requested = [InferRequestedOutput(name) for name in outputs]
         try:
@@ -109,7 +165,7 @@ class TritonClient:
                 if missing is not None:
                     raise TritonPermanentError(missing) from exc
             raise error from exc
-        arrays: dict[str, np.ndarray] = {}
+        decoded: dict[str, np.ndarray] = {}
         for name in outputs:
             try:
                 array = result.as_numpy(name)
@@ -118,8 +174,8 @@ class TritonClient:
                                            f"decoded: {exc}") from exc
             if array is None:
                 raise TritonPermanentError(f"triton returned no output {name} for {model}")
-            arrays[name] = array
-        return arrays
+            decoded[name] = array
+        return decoded
 
     async def _missing_from_repository(self, model: str, timeout_s: float = 2.0) -> str | None:
         """Why `model` is a configuration error (it is in none of Triton's model repositories),

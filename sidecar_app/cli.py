@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet-period", type=_seconds, help="study completion quiet period, seconds")
     p.add_argument("--models", help="comma-separated enabled models, or 'all'")
     _report_flags(p)
+    p.add_argument("--completion", choices=["quiet", "association", "explicit"],
+                   help="when a study is complete: after the quiet period (default), also when "
+                        "its DIMSE association is released, or only on CompleteStudy")
+    p.add_argument("--settle", type=float,
+                   help="seconds without a new instance after an association release")
     _db_flags(p)
     p = fac.add_parser("list")
     _db_flags(p)
@@ -265,6 +270,12 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
     print(f"facility {view.name}: ae={view.ae_title or '-'} shadow="
           f"{'on' if view.shadow_mode else 'off'} quiet={view.quiet_period_s:g}s models="
           f"{','.join(view.enabled_models) if view.enabled_models is not None else 'all'}")
+    if args.completion is not None or args.settle is not None:
+        from ingest_svc.completion import set_completion
+
+        mode, settle = await set_completion(db, args.name, args.completion,  # type: ignore[arg-type]
+                                            args.settle)
+        print(f"facility {view.name}: completion={mode} settle={settle:g}s")
     return 0
 
 

@@ -162,6 +162,9 @@ class ModelEntry(_Strict):
     enabled: bool = True
     # Run everywhere but keep findings hidden from radiologists (in addition to facility shadow).
     shadow: bool = False
+    # Operating threshold: findings with a lower confidence are stored but hidden by default
+    # (reviewers can ask for them); the value is recorded with each AI run.
+    operating_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @field_validator("normaliser")
     @classmethod

@@ -16,8 +16,11 @@ def kind_name(kind: int) -> str:
 
 
 async def store_findings(
-    s: AsyncSession, run: AiRun, findings: Sequence[common_pb2.Finding], visible: bool
+    s: AsyncSession, run: AiRun, findings: Sequence[common_pb2.Finding], visible: bool,
+    threshold: float = 0.0,
 ) -> int:
+    """Stores every finding; those below `threshold` (the model's operating threshold) are
+    hidden by default, as are all of a shadow run (`visible` False)."""
     for f in findings:
         s.add(
             Finding(
@@ -39,7 +42,7 @@ async def store_findings(
                 mask_object_key=f.mask_object_key,
                 measurements={m.name: m.value for m in f.measurements},
                 summary=f.summary,
-                visible=visible,
+                visible=visible and f.confidence >= threshold,
             )
         )
     return len(findings)

@@ -68,6 +68,13 @@ class Pipeline:
                 return
             await handler(session, message)
 
+    def _operating_threshold(self, model_name: str) -> float:
+        """The registry's operating threshold of a model (0 for one no longer registered)."""
+        try:
+            return float(self.registry.get(model_name).operating_threshold)
+        except KeyError:
+            return 0.0
+
     async def on_study_received(self, s: AsyncSession, msg: events_pb2.StudyReceived) -> None:
         await self._register(s, msg)
         # an official report that arrived before its study completes it now
@@ -230,7 +237,11 @@ class Pipeline:
         }
         if msg.status == "completed":
             visible = not facility.shadow_mode
-            n = await store_findings(s, run, msg.findings, visible)
+            threshold = self._operating_threshold(run.model_name)
+            run.operating_threshold = threshold
+            n = await store_findings(s, run, msg.findings, visible, threshold)
+            context["operating_threshold"] = threshold
+            context["below_threshold"] = sum(f.confidence < threshold for f in msg.findings)
             await audit.record(
                 s,
                 self.topology,

@@ -81,20 +81,26 @@ def decode_tolerant(
         return None, failures
 
 
-def build_series_assets(
-    datasets: Sequence[Dataset],
-    pool: ThreadPoolExecutor | None = None,
-    max_preview_frames: int = 64,
-) -> SeriesAssets:
-    out = SeriesAssets()
-    series, out.failures = decode_tolerant(datasets)
-    if series is None:
-        return out
+def model_input_asset(series: DecodedSeries, compress_level: int = 0) -> AssetBlob | ObjectFailure:
+    """The model-ready input of a decoded series (the critical path: stored uncompressed by
+    default, deflate would take longer than the decode itself), or why there is none."""
+    try:
+        return AssetBlob(
+            "model_input",
+            MODEL_INPUT_CONTENT_TYPE,
+            save_model_input(model_input_from_series(series), compress_level=compress_level),
+        )
+    except PixelPipelineError as exc:
+        return ObjectFailure("", type(exc).__name__, str(exc))
+
+
+def display_assets(
+    series: DecodedSeries, pool: ThreadPoolExecutor | None = None, max_preview_frames: int = 64
+) -> list[AssetBlob]:
+    """Thumbnail, viewport PNGs per preset and GIF preview of a decoded series."""
     image = series.image
-    out.slice_count = image.n_frames
-    out.presets = presets_for(series.modality, image.has_dicom_window)
     key = series.key_index
-    out.blobs.append(
+    blobs = [
         AssetBlob(
             "thumbnail",
             PNG_CONTENT_TYPE,
@@ -103,7 +109,7 @@ def build_series_assets(
             sop_instance_uid=series.slices[key].sop_instance_uid,
             frame=series.slices[key].frame_number,
         )
-    )
+    ]
 
     def viewports(preset: str) -> list[AssetBlob]:
         return [
@@ -119,28 +125,34 @@ def build_series_assets(
             for z, png in enumerate(_viewport_pngs(image, preset))
         ]
 
-    def model_input() -> AssetBlob | ObjectFailure:
-        try:
-            return AssetBlob(
-                "model_input",
-                MODEL_INPUT_CONTENT_TYPE,
-                save_model_input(model_input_from_series(series)),
-            )
-        except PixelPipelineError as exc:
-            return ObjectFailure("", type(exc).__name__, str(exc))
-
-    # The model input (deflate-bound) runs beside the viewport PNGs when a pool is given.
-    pending = pool.submit(model_input) if pool is not None else None
-    results = pool.map(viewports, out.presets) if pool is not None else map(viewports, out.presets)
-    for blobs in results:
-        out.blobs.extend(blobs)
+    presets = presets_for(series.modality, image.has_dicom_window)
+    results = pool.map(viewports, presets) if pool is not None else map(viewports, presets)
+    for made in results:
+        blobs.extend(made)
     if image.n_frames > 1:
-        out.blobs.append(
+        blobs.append(
             AssetBlob(
                 "preview", GIF_CONTENT_TYPE, preview_gif(image, max_frames=max_preview_frames)
             )
         )
-    made = pending.result() if pending is not None else model_input()
+    return blobs
+
+
+def build_series_assets(
+    datasets: Sequence[Dataset],
+    pool: ThreadPoolExecutor | None = None,
+    max_preview_frames: int = 64,
+) -> SeriesAssets:
+    """Everything at once (decode once, model input beside the display assets)."""
+    out = SeriesAssets()
+    series, out.failures = decode_tolerant(datasets)
+    if series is None:
+        return out
+    out.slice_count = series.image.n_frames
+    out.presets = presets_for(series.modality, series.image.has_dicom_window)
+    pending = pool.submit(model_input_asset, series, 1) if pool is not None else None
+    out.blobs.extend(display_assets(series, pool, max_preview_frames))
+    made = pending.result() if pending is not None else model_input_asset(series, 1)
     if isinstance(made, AssetBlob):
         out.blobs.append(made)
     else:

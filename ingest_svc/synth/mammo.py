@@ -62,11 +62,17 @@ def generate_mammo(
     photometric: str = "MONOCHROME2",
     masses: int | None = None,
     negative: bool = False,
+    noise_sigma: float = NOISE,
+    tissue_level: float | None = None,
+    mass_diameter_mm: tuple[float, float] = (8.0, 24.0),
 ) -> GroundTruth:
     """Writes four MG For Presentation images and their truth (masses 8–24 mm, one view each).
 
     Images are downsampled (default 512×416 at 0.5 mm) to keep studies small; `photometric`
     may be MONOCHROME1, in which case stored values are inverted (dense tissue is dark).
+    `noise_sigma` is the white detector noise; `tissue_level` replaces the glandular texture
+    by flat tissue at that value (e.g. 900: masses on pure detector noise, the hardest case
+    for false positives); `mass_diameter_mm` is the (min, max) of the mass diameters.
     """
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValueError(f"photometric must be MONOCHROME1 or MONOCHROME2, not {photometric!r}")
@@ -83,14 +89,16 @@ def generate_mammo(
     for index, (laterality, view) in enumerate(VIEWS):
         sop_uid = uids("sop", laterality, view)
         inside, radial = _breast_mask(rows, cols, laterality, view)
-        glands = smooth_noise(rng, (rows, cols), sigma_px=6.0 / pixel_spacing_mm)
-        image = np.where(
-            inside, FAT + GLAND_AMPLITUDE * glands + 250.0 * (1 - radial) ** 0.5, BACKGROUND
-        )
+        if tissue_level is None:
+            glands = smooth_noise(rng, (rows, cols), sigma_px=6.0 / pixel_spacing_mm)
+            tissue = FAT + GLAND_AMPLITUDE * glands + 250.0 * (1 - radial) ** 0.5
+        else:
+            tissue = np.full((rows, cols), float(tissue_level))
+        image = np.where(inside, tissue, BACKGROUND)
         for mass_index, mass_view in enumerate(mass_views):
             if mass_view != (laterality, view):
                 continue
-            diameter = float(rng.uniform(8.0, 24.0))
+            diameter = float(rng.uniform(*mass_diameter_mm))
             radius_px = diameter / 2 / pixel_spacing_mm
             while True:  # centre well inside the breast, away from the skin line
                 cy, cx = rng.uniform(0, rows), rng.uniform(0, cols)
@@ -119,7 +127,7 @@ def generate_mammo(
                     view_position=view,
                 )
             )
-        image = image + rng.normal(0.0, NOISE, size=image.shape)
+        image = image + rng.normal(0.0, noise_sigma, size=image.shape)
         stored = np.clip(np.round(image), 0, MAX_VALUE)
         if photometric == "MONOCHROME1":
             stored = MAX_VALUE - stored
@@ -165,5 +173,8 @@ def generate_mammo(
             "cols": cols,
             "pixel_spacing_mm": pixel_spacing_mm,
             "photometric": photometric,
+            "noise_sigma": noise_sigma,
+            "tissue_level": tissue_level,
+            "mass_diameter_mm": list(mass_diameter_mm),
         },
     )

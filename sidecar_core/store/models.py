@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -70,6 +71,13 @@ class Facility(Base):
     pacs_port: Mapped[int | None] = mapped_column(Integer)
     export_rejected: Mapped[str] = mapped_column(String(16), default="omit",
                                                  server_default="omit")
+    # quiet | association | explicit (migration 0009; ingest_svc.completion)
+    completion_mode: Mapped[str] = mapped_column(String(16), default="quiet",
+                                                 server_default="quiet")
+    association_settle_s: Mapped[float] = mapped_column(Float, default=1.0,
+                                                        server_default="1.0")
+    __table_args__ = (CheckConstraint("completion_mode IN ('quiet', 'association', 'explicit')",
+                                      name="completion_mode"),)
 
 
 class User(Base):
@@ -185,6 +193,8 @@ class AiRun(Base):
     latency_ms: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = _created()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the model's operating threshold when its findings were stored (migration 0009)
+    operating_threshold: Mapped[float | None] = mapped_column(Float)
 
 
 class Finding(Base):

@@ -186,6 +186,12 @@ def test_chest_ct_end_to_end(tmp_path: Path) -> None:
         detail = httpx.get(f"{up.base}/api/v1/studies/{study['id']}", headers=headers).json()
         states = [h["state"] for h in detail["state_history"]]
         assert states == ["received", "processed", "ai_complete", "ready_for_review"]
+        for _ in range(120):  # display assets follow the model input, off the critical path
+            if detail["series"][0]["thumbnail_url"]:
+                break
+            time.sleep(0.5)
+            detail = httpx.get(f"{up.base}/api/v1/studies/{study['id']}",
+                               headers=headers).json()
         assert detail["series"][0]["thumbnail_url"]
         thumb = httpx.get(up.base + detail["series"][0]["thumbnail_url"], headers=headers)
         assert thumb.status_code == 200 and thumb.content[:4] == b"\x89PNG"

@@ -179,6 +179,39 @@ async def test_mammography_and_brain_mr_findings(mesh: Mesh, tmp_path: Path) -> 
     assert mask.dtype == np.uint8 and mask.any()
 
 
+async def test_findings_below_the_operating_threshold_are_stored_hidden(
+        mesh: Mesh, tmp_path: Path) -> None:
+    """deploy/models.yaml gives mammo_masses an operating threshold of 0.55: a negative study's
+    image-level suspicion (0.02) is stored but not shown; the threshold is kept with the run."""
+    threshold = 0.55
+    await mesh.add_facility("thresholds")
+    generate("mammo", tmp_path / "neg", seed=7, negative=True)  # other UIDs than seed 4
+    generate("mammo", tmp_path / "pos", seed=4, **MAMMO)
+    negative = await mesh.ingest_folder("thresholds", tmp_path / "neg")
+    positive = await mesh.ingest_folder("thresholds", tmp_path / "pos")
+    for sent in (negative, positive):
+        assert await mesh.wait_for_final_state(sent.study_id) == "ready_for_review"
+        stored = await mesh.findings(sent.study_id)
+        assert stored, "every finding is stored"
+        for f in stored:
+            assert f["visible"] is (f["confidence"] >= threshold), f
+        shown = await queries.list_findings(mesh.db, str(sent.study_id))
+        assert {f.finding_id for f in shown.findings} == {
+            str(f["id"]) for f in stored if f["confidence"] >= threshold}
+        everything = await queries.list_findings(mesh.db, str(sent.study_id),
+                                                 include_hidden=True)
+        assert len(everything.findings) == len(stored)
+        [run] = await mesh.ai_runs(sent.study_id)
+        assert run["operating_threshold"] == pytest.approx(threshold)
+        [completed] = await mesh.audit_events(sent.study_id, "ai_run.completed")
+        assert completed["context"]["operating_threshold"] == pytest.approx(threshold)
+        assert completed["context"]["below_threshold"] == sum(
+            f["confidence"] < threshold for f in stored)
+    [summary] = await mesh.findings(negative.study_id)
+    assert summary["kind"] == "classification" and summary["visible"] is False
+    assert any(f["visible"] for f in await mesh.findings(positive.study_id)), "the mass shows"
+
+
 async def test_shadow_mode_hides_findings_from_reviewers(mesh: Mesh, tmp_path: Path) -> None:
     await mesh.add_facility("shadow", shadow_mode=True)
     generate("chest-ct", tmp_path, seed=5, **CHEST)
@@ -235,6 +268,8 @@ async def test_truncated_slice_gives_a_partial_study(mesh: Mesh, tmp_path: Path)
 
     assert await mesh.wait_for_final_state(sent.study_id) == "ready_for_review"
     assert await mesh.state_history(sent.study_id) == HAPPY_PATH
+    # display assets follow the model input, off the critical path
+    await mesh.wait_for_audit(sent.study_id, "asset.series_rendered")
     study = await mesh.study(sent.study_id)
     assert study["partial"] is True
     [series] = await mesh.series(sent.study_id)
@@ -270,6 +305,7 @@ async def test_preprocess_worker_killed_mid_job_is_redelivered(mesh: Mesh,
 
     assert await mesh.wait_for_final_state(sent.study_id, timeout=90) == "ready_for_review"
     assert await mesh.state_history(sent.study_id) == HAPPY_PATH
+    await mesh.wait_for_audit(sent.study_id, "asset.series_rendered")
     events = await mesh.audit_events(sent.study_id)
     changes = [e["context"]["to"] for e in events if e["type"] == "study.state_changed"]
     assert changes == HAPPY_PATH, "one study.state_changed per transition"

@@ -172,3 +172,40 @@ def test_stop_and_start_keep_the_ports(triton: TritonServer) -> None:
     again = triton.client()
     assert again.is_server_ready() and again.is_model_ready("chest_ct_nodules")
     again.close()
+
+
+async def test_large_inputs_travel_through_system_shared_memory(
+    triton: TritonServer, client: grpcclient.InferenceServerClient, tmp_path: Path
+) -> None:
+    """The normalizer's client hands a volume to Triton through a system shared-memory region:
+    same outputs as over the wire, and no region left behind in Triton or in /dev/shm."""
+    from normalizer_svc.triton import TritonClient
+
+    truth, model_input = study(tmp_path, "chest-ct", 3, **CHEST)
+    inputs = {"VOLUME": model_input.volume, "SPACING": model_input.spacing_zyx}
+    url = f"127.0.0.1:{triton.grpc_port}"
+    before = {p.name for p in Path("/dev/shm").glob("sidecar-*")}
+    async with TritonClient(url, shared_memory_min_bytes=1) as shared, \
+            TritonClient(url, shared_memory_min_bytes=0) as wire:
+        via_shm = await shared.infer("chest_ct_nodules", inputs, ["BOXES", "SCORES"], 60)
+        via_wire = await wire.infer("chest_ct_nodules", inputs, ["BOXES", "SCORES"], 60)
+        assert (shared.shm_requests, wire.shm_requests) == (1, 0)
+        # a BYTES input beside a large one stays in the request (length-prefixed strings)
+        mixed = await shared.infer("garbage_model", {
+            "MODE": np.array([b"misshaped"], dtype=object), "VOLUME": model_input.volume},
+            ["BOXES", "SCORES"], 60)
+        assert shared.shm_requests == 2 and mixed["BOXES"].shape == (3, 5)
+    assert via_shm["SCORES"].size == len(truth.lesions) > 0
+    for name in ("BOXES", "SCORES"):
+        np.testing.assert_array_equal(via_shm[name], via_wire[name])
+    assert len(client.get_system_shared_memory_status().regions) == 0
+    assert {p.name for p in Path("/dev/shm").glob("sidecar-*")} == before
+
+
+async def test_shared_memory_only_for_a_triton_on_this_machine() -> None:
+    from normalizer_svc.triton import TritonClient
+
+    for url, on in (("127.0.0.1:8001", True), ("localhost:8001", True),
+                    ("triton.example:8001", False), ("10.0.0.7:8001", False)):
+        async with TritonClient(url) as c:
+            assert (c.shm_min_bytes > 0) is on, url

@@ -7,7 +7,7 @@ Revises: the heads of the branches merged into main
 from __future__ import annotations
 
 revision = "0100"
-down_revision = ("0008", "0099")
+down_revision = ("0008", "0099", "0009")
 branch_labels = None
 depends_on = None
 

