@@ -124,7 +124,7 @@ def settings_table(known_models: list[str]) -> dict[str, Setting]:
         # Added with the speed work (completion on association release).
         "completion_mode": Setting("completion_mode", _choice("quiet", "association",
                                                               "explicit")),
-        "association_settle_s": Setting("association_settle_s", _seconds(0, 600)),
+        "association_settle_s": Setting("association_settle_s", _seconds(0, 60)),
         # Added with the report loop (HL7, handoff, LLM, export to the PACS).
         "hl7_sending_facility": Setting("hl7_sending_facility", _text(64)),
         "handoff_url": Setting("handoff_url", _url),
