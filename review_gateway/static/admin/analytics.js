@@ -1,5 +1,5 @@
 // Review analytics for auditors: charts and tables from /api/v1/analytics, CSV links.
-import { barChart, el } from "./charts.js";
+import { barChart, el, onLogin } from "./charts.js";
 
 const state = { token: "", query: "" };
 
@@ -56,17 +56,8 @@ async function load() {
   render(await api(`/api/v1/analytics?${state.query}`));
 }
 
-document.getElementById("login").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const form = new FormData(event.target);
-  const reply = await fetch("/api/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: form.get("username"), password: form.get("password") }) });
-  const body = await reply.json();
-  if (!reply.ok) { document.getElementById("login-error").textContent = body?.error?.message || "login failed"; return; }
-  state.token = body.access_token;
-  document.getElementById("who").textContent = `${form.get("username")} (${body.role})`;
-  document.getElementById("login").hidden = true;
-  document.getElementById("analytics").hidden = false;
+onLogin("analytics", async (token) => {
+  state.token = token;
   try { await load(); } catch (err) { document.getElementById("login-error").textContent = err.message; }
 });
 document.getElementById("filters").addEventListener("submit", (event) => { event.preventDefault(); load(); });

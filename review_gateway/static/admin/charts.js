@@ -1,4 +1,4 @@
-// Charts and small DOM helpers shared by the operator pages (no inline script or style).
+// Charts, DOM helpers and the login form shared by the operator pages (no inline script or style).
 export function el(tag, text, attrs = {}) {
   const node = document.createElement(tag);
   if (text !== undefined) node.textContent = String(text);
@@ -58,3 +58,20 @@ export function barChart(title, rows, unit = "") {
   return figure;
 }
 
+
+// The pages' login form: on success hides it, shows the section `sectionId` and hands the
+// bearer token (kept in memory only) to `then`; a refusal is shown in the form.
+export function onLogin(sectionId, then) {
+  document.getElementById("login").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    const reply = await fetch("/api/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username: form.get("username"), password: form.get("password") }) });
+    const body = await reply.json();
+    if (!reply.ok) { document.getElementById("login-error").textContent = body?.error?.message || "login failed"; return; }
+    document.getElementById("who").textContent = `${form.get("username")} (${body.role})`;
+    document.getElementById("login").hidden = true;
+    document.getElementById(sectionId).hidden = false;
+    await then(body.access_token);
+  });
+}

@@ -1,6 +1,6 @@
 // Operator dashboard: charts of every service's metrics and the failed-job list. PHI-free by
 // construction (metrics carry facility names, model names and counts only); text via textContent.
-import { barChart, buckets, el, grouped, meanByLabel } from "./charts.js";
+import { barChart, buckets, el, grouped, meanByLabel, onLogin } from "./charts.js";
 
 const state = { token: "" };
 
@@ -134,19 +134,7 @@ async function refresh() {
   await loadDeadLetters();
 }
 
-document.getElementById("login").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const form = new FormData(event.target);
-  const reply = await fetch("/api/v1/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: form.get("username"), password: form.get("password") }) });
-  const body = await reply.json();
-  if (!reply.ok) { document.getElementById("login-error").textContent = body?.error?.message || "login failed"; return; }
-  state.token = body.access_token;
-  document.getElementById("who").textContent = `${form.get("username")} (${body.role})`;
-  document.getElementById("login").hidden = true;
-  document.getElementById("dashboard").hidden = false;
-  await refresh();
-});
+onLogin("dashboard", async (token) => { state.token = token; await refresh(); });
 document.getElementById("refresh").addEventListener("click", refresh);
 document.getElementById("dl-redrive-all").addEventListener("click", () => {
   const facility = document.getElementById("dl-facility").value.trim();
