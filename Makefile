@@ -4,11 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # libpython3.11: Triton's python backend stub links the system libpython (PLATFORM.md).
-SYSTEM_PACKAGES := dcmtk libpython3.11
+SYSTEM_PACKAGES := dcmtk libpython3.11 chromium
 RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 
-.PHONY: install demo up test test-fast lint proto proto-check buf-lint system-deps bench clean
+.PHONY: frontend install demo up test test-fast lint proto proto-check buf-lint system-deps bench clean
 
 # A fresh Debian has python3.11 but not its venv module: install it when venv creation fails.
 $(BIN)/python:
@@ -20,7 +20,20 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The review web app (review_gateway/frontend, TypeScript + vite) builds into the git-ignored
+# review_gateway/static/app, served by the gateway at /; node and npm come from Debian's apt.
+FRONTEND := review_gateway/frontend
+FRONTEND_BUILT := review_gateway/static/app/index.html
+FRONTEND_SOURCES := $(FRONTEND)/package.json $(FRONTEND)/package-lock.json $(FRONTEND)/index.html \
+	$(FRONTEND)/vite.config.ts $(FRONTEND)/tsconfig.json $(shell find $(FRONTEND)/src -type f 2>/dev/null)
+
+$(FRONTEND_BUILT): $(FRONTEND_SOURCES)
+	@command -v npm >/dev/null 2>&1 || bash scripts/system-deps.sh nodejs npm
+	cd $(FRONTEND) && npm ci --no-audit --no-fund && npm run build
+
+frontend: $(FRONTEND_BUILT)
+
+install: $(STAMP) $(FRONTEND_BUILT)
 
 demo: install
 	@bash scripts/system-deps.sh $(RUNTIME_PACKAGES)

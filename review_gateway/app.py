@@ -14,7 +14,7 @@ import grpc
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -27,6 +27,7 @@ from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.errors import ApiError, error_body
 from review_gateway.health import DependencyStatus, HealthCheck, run_checks
 from review_gateway.settings import GatewaySettings
+from review_gateway.webapp import webapp_router
 from review_gateway.workflow_client import ChannelFactory, WorkflowClient, WorkflowConnection
 from sidecar_core.objectstore import ObjectStore
 
@@ -267,9 +268,7 @@ def create_app(settings: GatewaySettings,
     async def unknown_api(path: str, _: auth.Principal = Depends(principal)) -> None:
         raise ApiError(404, "NOT_FOUND", "NO_SUCH_ROUTE", f"no API route /api/v1/{path}")
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    app.include_router(webapp_router(STATIC_DIR))
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

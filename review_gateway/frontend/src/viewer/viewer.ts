@@ -1,0 +1,174 @@
+// The DICOM viewer: a Cornerstone3D stack viewport over WADO-RS frames, with window/level in
+// modality units (HU for CT), presets, invert, zoom, pan, reset and image↔screen mapping.
+
+import {
+  Enums, RenderingEngine, init as coreInit, utilities, type Types,
+} from '@cornerstonejs/core';
+import { init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
+import type { DicomJson, SliceInfo } from './series';
+
+export interface Window { center: number; width: number }
+
+export const PRESETS: { key: string; name: string; window: Window | null }[] = [
+  { key: '1', name: 'Lung', window: { center: -600, width: 1500 } },
+  { key: '2', name: 'Mediastinum', window: { center: 40, width: 400 } },
+  { key: '3', name: 'Bone', window: { center: 400, width: 1800 } },
+  { key: '4', name: 'Brain', window: { center: 40, width: 80 } },
+  { key: '5', name: 'Image', window: null },
+];
+
+let ready: Promise<void> | null = null;
+function initOnce(): Promise<void> {
+  ready ??= (async () => {
+    coreInit();
+    loaderInit({ maxWebWorkers: Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1)) });
+  })();
+  return ready;
+}
+
+let engines = 0;
+
+export class Viewer {
+  private engine: RenderingEngine | null = null;
+  private viewport: Types.IStackViewport | null = null;
+  private slices: SliceInfo[] = [];
+  private readonly listeners = new Set<() => void>();
+  private invertOn = false;
+  private windowNow: Window | null = null;
+
+  constructor(readonly element: HTMLDivElement) {}
+
+  onRender(listener: () => void): void { this.listeners.add(listener); }
+
+  async load(slices: SliceInfo[], metadata: Map<string, DicomJson>, index: number): Promise<void> {
+    await initOnce();
+    for (const [imageId, ds] of metadata) wadors.metaDataManager.add(imageId, ds as never);
+    if (!this.engine) {
+      this.engine = new RenderingEngine(`sidecar-${++engines}`);
+      this.engine.enableElement({
+        viewportId: 'main', type: Enums.ViewportType.STACK, element: this.element,
+        defaultOptions: { background: [0, 0, 0] as Types.Point3 },
+      });
+      this.viewport = this.engine.getViewport('main') as Types.IStackViewport;
+      this.element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+        for (const listener of this.listeners) listener();
+      });
+    }
+    this.slices = slices;
+    this.invertOn = false;
+    this.windowNow = null;
+    await this.vp().setStack(slices.map((s) => s.imageId), Math.max(0, Math.min(index, slices.length - 1)));
+    this.reset();
+  }
+
+  private vp(): Types.IStackViewport {
+    if (!this.viewport) throw new Error('viewer not loaded');
+    return this.viewport;
+  }
+
+  get loaded(): boolean { return this.viewport !== null && this.slices.length > 0; }
+  get count(): number { return this.slices.length; }
+  get index(): number { return this.viewport ? this.viewport.getCurrentImageIdIndex() : 0; }
+  get slice(): SliceInfo | undefined { return this.slices[this.index]; }
+  get inverted(): boolean { return this.invertOn; }
+
+  async setIndex(index: number): Promise<void> {
+    if (!this.loaded) return;
+    const clamped = Math.max(0, Math.min(index, this.slices.length - 1));
+    if (clamped !== this.index) await this.vp().setImageIdIndex(clamped);
+  }
+
+  scroll(delta: number): Promise<void> { return this.setIndex(this.index + delta); }
+
+  /** The displayed window in modality units. */
+  get window(): Window {
+    const range = this.vp().getProperties().voiRange;
+    if (!range) return this.windowNow ?? { center: 0, width: 1 };
+    return { center: (range.upper + range.lower) / 2, width: range.upper - range.lower };
+  }
+
+  setWindow(win: Window): void {
+    const width = Math.max(1, win.width);
+    this.windowNow = { center: win.center, width };
+    this.vp().setProperties({ voiRange: { lower: win.center - width / 2, upper: win.center + width / 2 } });
+    this.vp().render();
+  }
+
+  /** The image's own window (its first WindowCenter/Width), else the loader's default. */
+  imageWindow(): Window | null { return this.slice?.window ?? null; }
+
+  applyPreset(key: string): string | null {
+    const preset = PRESETS.find((p) => p.key === key);
+    if (!preset) return null;
+    const win = preset.window ?? this.imageWindow();
+    if (win) this.setWindow(win);
+    else { this.vp().resetProperties(); this.vp().setProperties({ invert: this.invertOn }); this.vp().render(); }
+    return preset.name;
+  }
+
+  toggleInvert(): void {
+    this.invertOn = !this.invertOn;
+    this.vp().setProperties({ invert: this.invertOn });
+    this.vp().render();
+  }
+
+  get zoom(): number { return this.vp().getZoom(); }
+
+  zoomBy(factor: number): void {
+    const vp = this.vp();
+    vp.setZoom(Math.max(0.1, Math.min(20, vp.getZoom() * factor)));
+    vp.render();
+  }
+
+  panBy(dx: number, dy: number): void {
+    const vp = this.vp();
+    const [px = 0, py = 0] = vp.getPan();
+    vp.setPan([px + dx, py + dy] as Types.Point2);
+    vp.render();
+  }
+
+  reset(): void {
+    const vp = this.vp();
+    vp.resetCamera();
+    vp.resetProperties();
+    this.invertOn = false;
+    const own = this.imageWindow();
+    if (own) this.setWindow(own);
+    vp.render();
+  }
+
+  /** Centres the view on an image point (pixel-edge coordinates). */
+  centreOn(x: number, y: number): void {
+    const vp = this.vp();
+    const here = this.imageToCanvas(x, y);
+    if (!here) return;
+    const rect = this.element.getBoundingClientRect();
+    this.panBy(rect.width / 2 - here[0], rect.height / 2 - here[1]);
+    vp.render();
+  }
+
+  /** Image pixel coordinates (0,0 = top-left corner of the first pixel) → CSS px in the element. */
+  imageToCanvas(x: number, y: number): [number, number] | null {
+    const slice = this.slice;
+    if (!slice || !this.viewport) return null;
+    const world = utilities.imageToWorldCoords(slice.imageId, [x, y]) as Types.Point3;
+    const [cx = 0, cy = 0] = this.viewport.worldToCanvas(world);
+    return [cx, cy];
+  }
+
+  canvasToImage(cx: number, cy: number): [number, number] | null {
+    const slice = this.slice;
+    if (!slice || !this.viewport) return null;
+    const world = this.viewport.canvasToWorld([cx, cy] as Types.Point2);
+    const [x = 0, y = 0] = utilities.worldToImageCoords(slice.imageId, world) ?? [];
+    return [x, y];
+  }
+
+  resize(): void { this.engine?.resize(true, true); }
+
+  destroy(): void {
+    this.engine?.destroy();
+    this.engine = null;
+    this.viewport = null;
+  }
+}
