@@ -2,7 +2,7 @@
 // modality units (HU for CT), presets, invert, zoom, pan, reset and image↔screen mapping.
 
 import {
-  Enums, RenderingEngine, init as coreInit, utilities, type Types,
+  Enums, RenderingEngine, imageLoader, init as coreInit, utilities, type Types,
 } from '@cornerstonejs/core';
 import { init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
 import type { DicomJson, SliceInfo } from './series';
@@ -35,6 +35,7 @@ export class Viewer {
   private readonly listeners = new Set<() => void>();
   private invertOn = false;
   private windowNow: Window | null = null;
+  private generation = 0;
 
   constructor(readonly element: HTMLDivElement) {}
 
@@ -57,8 +58,24 @@ export class Viewer {
     this.slices = slices;
     this.invertOn = false;
     this.windowNow = null;
-    await this.vp().setStack(slices.map((s) => s.imageId), Math.max(0, Math.min(index, slices.length - 1)));
+    const start = Math.max(0, Math.min(index, slices.length - 1));
+    await this.vp().setStack(slices.map((s) => s.imageId), start);
     this.reset();
+    void this.prefetch(++this.generation, start);
+  }
+
+  /** Loads the rest of the stack into the cache, nearest slices first, a few at a time. */
+  private async prefetch(generation: number, start: number): Promise<void> {
+    const order = this.slices.map((s, i) => ({ id: s.imageId, d: Math.abs(i - start) }))
+      .sort((a, b) => a.d - b.d).map((x) => x.id);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (generation === this.generation && next < order.length) {
+        const imageId = order[next++] as string;
+        await imageLoader.loadAndCacheImage(imageId).catch(() => undefined);
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
   }
 
   private vp(): Types.IStackViewport {
@@ -167,6 +184,7 @@ export class Viewer {
   resize(): void { this.engine?.resize(true, true); }
 
   destroy(): void {
+    this.generation++;
     this.engine?.destroy();
     this.engine = null;
     this.viewport = null;
