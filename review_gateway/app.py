@@ -15,17 +15,19 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
-from review_gateway import auth, views
+from review_gateway import auth, security, views
 from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.errors import ApiError, error_body
+from review_gateway.events import EventHub
 from review_gateway.health import DependencyStatus, HealthCheck, run_checks
+from review_gateway.review_client import ReviewClient
+from review_gateway.review_routes import review_router
+from review_gateway.sessions import SessionAuth
 from review_gateway.settings import GatewaySettings
 from review_gateway.webapp import webapp_router
 from review_gateway.workflow_client import ChannelFactory, WorkflowClient, WorkflowConnection
@@ -34,15 +36,6 @@ from sidecar_core.objectstore import ObjectStore
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSET_CACHE = "private, max-age=31536000, immutable"
-# Declares bearer auth in the OpenAPI document; the header itself is checked by auth.py.
-bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth/login")
-
-
-class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
-
-
 def _uuid_arg(value: str, what: str) -> str:
     try:
         return str(uuid.UUID(value))
@@ -59,7 +52,6 @@ def create_app(settings: GatewaySettings,
     factory = workflow_channel_factory or (
         lambda: grpc.aio.insecure_channel(settings.workflow_address))
     connection = WorkflowConnection(factory, settings.workflow_timeout_s)
-    key = settings.signing_key()
     store = object_store or ObjectStore(settings.objects_path, fsync=settings.fsync)
 
     ingest_channel: list[grpc.aio.Channel] = []
@@ -75,6 +67,7 @@ def create_app(settings: GatewaySettings,
         try:
             yield
         finally:
+            await hub.close()
             await connection.close()
             for channel in ingest_channel:
                 await channel.close()
@@ -92,8 +85,14 @@ def create_app(settings: GatewaySettings,
     def client() -> WorkflowClient:
         return connection.client()
 
-    def principal(request: Request, _: Any = Depends(bearer_scheme)) -> auth.Principal:
-        return auth.verify(key, auth.bearer_token(request.headers.get("Authorization")))
+    def review() -> ReviewClient:
+        return ReviewClient(connection.client().channel, settings.workflow_timeout_s)
+
+    sessions = SessionAuth(settings, review)
+    principal = sessions.principal
+    hub = EventHub(settings.nats_url, settings.topology(), review)
+    app.state.events = hub
+    security.install(app)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -147,55 +146,6 @@ def create_app(settings: GatewaySettings,
                 **error_body("UNAVAILABLE", "DEPENDENCY_UNAVAILABLE",
                              f"not ready: {', '.join(failed)}")}
         return JSONResponse(body, status_code=503)
-
-    @app.post("/api/v1/auth/login", tags=["auth"])
-    async def login(body: LoginRequest) -> dict[str, Any]:
-        user = await client().authenticate(
-            pb.AuthenticateUserRequest(username=body.username, password=body.password))
-        token = auth.issue(key, user_id=user.user_id, username=user.username, role=user.role,
-                           facilities=list(user.facilities), ttl_s=settings.token_ttl_s)
-        return {"access_token": token, "token_type": "bearer",
-                "expires_in": settings.token_ttl_s, "role": user.role}
-
-    @app.get("/api/v1/studies", tags=["studies"])
-    async def list_studies(
-        me: auth.Principal = Depends(principal),
-        accession: str = Query(default="", max_length=64),
-        facility: str = Query(default="", max_length=64),
-        state: str = Query(default="", max_length=32),
-        page_size: int = Query(default=0, ge=0, le=500),
-        page_token: str = Query(default="", max_length=2048),
-    ) -> dict[str, Any]:
-        reply = await client().list_studies(pb.ListStudiesRequest(
-            accession=accession, facility=facility, state=state, page_size=page_size,
-            page_token=page_token, allowed_facilities=me.allowed_facilities()))
-        return {"studies": [views.study_json(s) for s in reply.studies],
-                "next_page_token": reply.next_page_token}
-
-    @app.get("/api/v1/studies/{study_id}", tags=["studies"])
-    async def get_study(study_id: str, me: auth.Principal = Depends(principal)) -> dict[str, Any]:
-        reply = await client().get_study(pb.GetStudyRequest(
-            study_id=_uuid_arg(study_id, "study"), allowed_facilities=me.allowed_facilities()))
-        return views.study_detail_json(reply)
-
-    @app.get("/api/v1/studies/{study_id}/findings", tags=["studies"])
-    async def list_findings(study_id: str, me: auth.Principal = Depends(principal),
-                            include_hidden: bool = False) -> dict[str, Any]:
-        if include_hidden and me.role not in auth.ROLES_SEEING_ALL:
-            raise ApiError(403, "PERMISSION_DENIED", "HIDDEN_FINDINGS_FORBIDDEN",
-                           "only admins and auditors may see findings hidden by shadow mode")
-        request = pb.ListFindingsRequest(
-            study_id=_uuid_arg(study_id, "study"), allowed_facilities=me.allowed_facilities(),
-            include_hidden=include_hidden, page_size=500)
-        findings: list[dict[str, Any]] = []
-        while True:
-            reply = await client().list_findings(request)
-            states = {s.finding_id: s for s in reply.states}
-            findings.extend(views.finding_json(f, states.get(f.finding_id))
-                            for f in reply.findings)
-            if not reply.next_page_token:
-                return {"findings": findings}
-            request.page_token = reply.next_page_token
 
     @app.get("/api/v1/studies/{study_id}/audit", tags=["studies"])
     async def list_audit(
@@ -259,6 +209,9 @@ def create_app(settings: GatewaySettings,
         return await slice_image(study_id, series_id, "overlay", preset, slice_index, me,
                                  if_none_match)
 
+    app.include_router(sessions.router())
+    app.include_router(review_router(principal, review))
+    app.include_router(hub.router(principal))
     app.include_router(dicomweb_router(principal, ingest_stub,
                                        max_request_mb=settings.dicomweb_max_request_mb),
                        prefix="/dicomweb")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from review_gateway.auth import KeySet
 from sidecar_core.settings import CommonSettings
 
 SECRET_FILE = "gateway-secret"
@@ -24,10 +25,26 @@ class GatewaySettings(CommonSettings):
         default="", description="HMAC key of bearer tokens; empty = DATA_DIR/gateway-secret"
     )
     token_ttl_s: int = Field(default=3600, gt=0, description="Lifetime of a bearer token")
+    token_previous_secrets: list[str] = Field(
+        default_factory=list,
+        description="Earlier token secrets still accepted after a rotation (JSON list)")
+    cookie_secure: bool | None = Field(
+        default=None, description="Secure session cookies; unset = when the request is https")
+    revocation_cache_s: float = Field(
+        default=5.0, ge=0, description="How long a token checked as not revoked is trusted")
     workflow_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of a workflow RPC")
     health_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of a health check")
     dicomweb_max_request_mb: float = Field(default=512.0, gt=0,
                                            description="Largest STOW-RS request body")
+
+    def key_set(self) -> KeySet:
+        """The current token key (signs) and the previous ones (still verify), by key id."""
+        previous = [p.encode() for p in self.token_previous_secrets]
+        previous_file = self.data_dir / (SECRET_FILE + ".previous")
+        if previous_file.exists():
+            previous += [line.strip().encode() for line in previous_file.read_text().splitlines()
+                         if line.strip()]
+        return KeySet(self.signing_key(), tuple(previous))
 
     def signing_key(self) -> bytes:
         """The token secret: configured, or generated once and kept in DATA_DIR (mode 0600)."""

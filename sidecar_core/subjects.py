@@ -15,6 +15,7 @@ JOB_AI_RUN = "job.v1.ai_run"
 JOB_LLM_ASSIST = "job.v1.llm_assist"
 JOB_HANDOFF = "job.v1.handoff"
 JOB_OVERLAY = "job.v1.overlay"
+REVIEW_CHANGED = "review.v1.changed"
 AUDIT = "audit.v1"
 DLQ = "dlq.v1"
 
@@ -62,6 +63,7 @@ class Topology:
                 StreamSpec(f"{self.stream_prefix}_JOBS", (f"{p}.job.>",), work_queue=True),
                 StreamSpec(f"{self.stream_prefix}_AUDIT", (f"{p}.audit.>",)),
                 StreamSpec(f"{self.stream_prefix}_DLQ", (f"{p}.dlq.>",)),
+                StreamSpec(f"{self.stream_prefix}_REVIEW", (f"{p}.review.>",)),
             ),
         )
 
@@ -77,6 +79,10 @@ class Topology:
     @property
     def events_stream(self) -> str:
         return f"{self.stream_prefix}_EVENTS"
+
+    @property
+    def review_stream(self) -> str:
+        return f"{self.stream_prefix}_REVIEW"
 
     @property
     def jobs_stream(self) -> str:

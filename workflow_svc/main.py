@@ -14,6 +14,7 @@ from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
+from workflow_svc import review_servicer
 from workflow_svc.pipeline import Pipeline
 from workflow_svc.servicer import WorkflowServicer
 from workflow_svc.settings import WorkflowSettings
@@ -33,6 +34,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
         WorkflowServicer(db),
         [pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
     )
+    review_servicer.register(server, db, topology, settings.login_limits())
     pipeline = Pipeline(db, topology, registry)
     await run_until_stopped(
         "workflow_svc", stop, server=server,

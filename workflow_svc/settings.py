@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from sidecar_core.settings import CommonSettings
+from workflow_svc.sessions import LoginLimits
 
 
 class WorkflowSettings(CommonSettings):
     workflow_host: str = "127.0.0.1"
     workflow_port: int = 50052
+    login_window_s: float = Field(default=300.0, gt=0,
+                                  description="Window over which failed logins are counted")
+    login_max_failures_per_user: int = Field(
+        default=5, gt=0, description="Failed logins of one username in the window before 429")
+    login_max_failures_per_address: int = Field(
+        default=20, gt=0, description="Failed logins from one address in the window before 429")
+
+    def login_limits(self) -> LoginLimits:
+        return LoginLimits(self.login_window_s, self.login_max_failures_per_user,
+                           self.login_max_failures_per_address)

@@ -1,34 +1,30 @@
-"""Facilities, users and password authentication (scrypt hashes, roles and facility binding)."""
+"""Facilities, users and password authentication (argon2id hashes, roles and facility binding)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from sidecar_core.store.models import Facility, User
+from workflow_svc.passwords import hash_password, needs_rehash, verify_password
+
+log = logging.getLogger(__name__)
+__all__ = ["ROLES", "AuthenticatedUser", "hash_password", "verify_password"]
 
 RADIOLOGIST = "radiologist"
 ADMIN = "admin"
 AUDITOR = "auditor"
 ROLES = (RADIOLOGIST, ADMIN, AUDITOR)
 
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 1
-_SALT_BYTES = 16
-_KEY_BYTES = 32
 _MAX_PASSWORD = 1024
-_MAXMEM = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -39,37 +35,6 @@ class AuthenticatedUser:
     username: str
     role: str
     facilities: tuple[str, ...]
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
-    """Returns `scrypt$n$r$p$salt$hash` (salt and hash base64url) with a fresh random salt."""
-    salt = secrets.token_bytes(_SALT_BYTES)
-    key = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=_KEY_BYTES,
-                         maxmem=_MAXMEM)
-    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(key)}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    """True when `password` matches `stored`; a malformed stored hash never matches."""
-    try:
-        algo, n_s, r_s, p_s, salt_s, key_s = stored.split("$")
-        n, r, p = int(n_s), int(r_s), int(p_s)
-        salt, expected = _unb64(salt_s), _unb64(key_s)
-        if algo != "scrypt" or not expected or n > 2**20 or r > 64 or p > 16:
-            return False
-        key = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=len(expected),
-                             maxmem=_MAXMEM)
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(key, expected)
 
 
 # Compared against when the user does not exist, so a login takes as long either way.
@@ -162,5 +127,17 @@ async def authenticate(db: Database, username: str, password: str) -> Authentica
     if row.role not in ROLES or (row.role == RADIOLOGIST and not row.name):
         raise Unauthenticated("ACCOUNT_MISCONFIGURED",
                               "this account has no valid role or facility; ask an administrator")
+    if needs_rehash(row.password_hash):
+        await _rehash(db, row.id, row.password_hash, password)
     facilities = (row.name,) if row.role == RADIOLOGIST else ()
     return AuthenticatedUser(row.id, row.username, row.role, facilities)
+
+
+async def _rehash(db: Database, user_id: uuid.UUID, old_hash: str, password: str) -> None:
+    """Replaces a legacy (scrypt) or outdated hash with argon2id, unless it changed meanwhile."""
+    new_hash = await asyncio.to_thread(hash_password, password)
+    async with db.unit_of_work() as session:
+        await session.execute(update(User).where(User.id == user_id,
+                                                 User.password_hash == old_hash)
+                              .values(password_hash=new_hash))
+    log.info("password hash of user %s upgraded to argon2id", user_id)

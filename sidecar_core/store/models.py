@@ -94,6 +94,8 @@ class Study(Base):
     llm_status: Mapped[str] = mapped_column(String(16), default="")
     review_status: Mapped[str] = mapped_column(String(16), default="")
     handoff_status: Mapped[str] = mapped_column(String(16), default="")
+    assigned_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -170,7 +172,8 @@ class AiRun(Base):
 class Finding(Base):
     __tablename__ = "findings"
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
-    ai_run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ai_runs.id"), index=True)
+    # NULL for a finding a radiologist added (origin "radiologist").
+    ai_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("ai_runs.id"), index=True)
     study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
     model_name: Mapped[str] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(32))
@@ -189,6 +192,11 @@ class Finding(Base):
     summary: Mapped[str] = mapped_column(Text, default="")
     visible: Mapped[bool] = mapped_column(Boolean, default=True)
     review_status: Mapped[str] = mapped_column(String(16), default="pending")
+    origin: Mapped[str] = mapped_column(String(16), default="ai")
+    # Bumped by every review decision (optimistic concurrency); `review_current` holds the
+    # radiologist's label, box, text and draft flag and the latest decision.
+    review_version: Mapped[int] = mapped_column(Integer, default=0)
+    review_current: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[datetime] = _created()
 
 
@@ -202,6 +210,9 @@ class ReviewEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     request_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    model_name: Mapped[str] = mapped_column(String(64), default="")
+    model_version: Mapped[str] = mapped_column(String(32), default="")
     at: Mapped[datetime] = _created()
 
 
@@ -296,3 +307,25 @@ class ConsumedMessage(Base):
     consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
     msg_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     at: Mapped[datetime] = _created()
+
+
+class RevokedToken(Base):
+    """A session token (JWT jti) revoked by logout; kept until the token would have expired."""
+
+    __tablename__ = "revoked_tokens"
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID | None] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    revoked_at: Mapped[datetime] = _created()
+
+
+class LoginAttempt(Base):
+    """One login attempt: failures per user and per address drive the rate limit."""
+
+    __tablename__ = "login_attempts"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                         index=True)

@@ -25,13 +25,16 @@ from review_gateway.settings import GatewaySettings, load_or_create_secret
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer
 from sidecar_core.objectstore import ObjectStore
+from sidecar_core.subjects import Topology
 from tests.integration.test_workflow_queries import PASSWORD, Seeded, seed
 from tests.servers import free_port
-from workflow_svc import servicer
+from workflow_svc import review_servicer, servicer
 
 SECRET = "test-secret-" + "x" * 40
 STUDY_KEYS = {"id", "study_instance_uid", "accession", "facility", "modality", "state",
-              "eligibility", "received_at", "partial", "ai_status"}
+              "eligibility", "received_at", "partial", "ai_status", "description", "study_date",
+              "finding_count", "max_confidence", "assigned_to", "patient",
+              "referring_physician", "body_part"}
 SERIES_KEYS = {"id", "series_instance_uid", "modality", "description", "body_part",
                "instance_count", "slice_count", "preprocess_status", "thumbnail_url",
                "preview_url", "model_input_url", "viewport_url_template", "presets",
@@ -39,7 +42,7 @@ SERIES_KEYS = {"id", "series_instance_uid", "modality", "description", "body_par
 FINDING_KEYS = {"id", "label", "code", "confidence", "kind", "model", "ai_run_id",
                 "series_instance_uid", "sop_instance_uid", "frame", "bbox_px", "center_mm",
                 "points_px", "measurements", "summary", "review_status", "slice_index",
-                "series_id"}
+                "series_id", "origin", "below_threshold", "version", "decision", "current"}
 AUDIT_KEYS = {"id", "type", "at", "actor", "job_id", "attempt", "error_class", "error_message",
               "context"}
 
@@ -64,6 +67,7 @@ async def gateway(db: Database, tmp_path: Path) -> AsyncIterator[Gateway]:
     seeded = await seed(db, store)
     server = GrpcServer("127.0.0.1:0")
     servicer.register(server, db)
+    review_servicer.register(server, db, Topology("gwtest", "GWTEST"))
     port = await server.start()
     settings = GatewaySettings(data_dir=tmp_path, object_store_dir=tmp_path / "objects",
                                workflow_address=f"127.0.0.1:{port}", token_secret=SECRET,
@@ -91,7 +95,8 @@ async def test_login_ok_and_bad_credentials(gateway: Gateway) -> None:
                                         json={"username": username, "password": PASSWORD})
         body = reply.json()
         assert reply.status_code == 200 and set(body) == {"access_token", "token_type",
-                                                          "expires_in", "role"}
+                                                          "expires_in", "role", "username",
+                                                          "facilities", "csrf_token"}
         assert (body["token_type"], body["role"], body["expires_in"]) == ("bearer", role, 3600)
     for creds in ({"username": "rad-a", "password": "nope"}, {"username": "x", "password": "y"}):
         err = _error(await gateway.http.post("/api/v1/auth/login", json=creds), 401,
@@ -149,7 +154,7 @@ async def test_list_studies_by_accession(gateway: Gateway) -> None:
         "fac-a", "ready_for_review", "CT")
     assert study["eligibility"] == {"eligible": True, "reason": "chest CT is covered"}
     assert study["received_at"] == "2024-05-01T08:00:00Z"
-    assert (study["partial"], study["ai_status"]) == (False, "completed")
+    assert (study["partial"], study["ai_status"]) == (False, "findings")
     reply = await gateway.http.get("/api/v1/studies", params={"state": "nope"}, headers=headers)
     _error(reply, 400, "INVALID_STATE")
     reply = await gateway.http.get("/api/v1/studies", params={"page_size": "many"},

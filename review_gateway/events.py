@@ -1,0 +1,130 @@
+"""Live worklist updates: bus audit events → scoped server-sent events (`GET /api/v1/events`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from nats.aio.msg import Msg
+
+from protos.sidecar.events.v1 import events_pb2
+from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
+from review_gateway import review_views
+from review_gateway.auth import Principal
+from review_gateway.errors import ApiError
+from review_gateway.review_client import ReviewClient
+from sidecar_core.bus import Bus
+from sidecar_core.subjects import AUDIT, Topology
+
+log = logging.getLogger(__name__)
+# Audit events that change what a worklist row shows.
+_PREFIXES = ("study.", "ai_run.", "review.study_claimed", "review.study_released",
+             "review.finding_", "review.completed")
+_SYSTEM = rpb.Caller(username="gateway-events", role="admin")
+HEARTBEAT_S = 15.0
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One open event stream: what its caller may see and its queue of rows."""
+
+    me: Principal
+    queue: asyncio.Queue[dict[str, Any]] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=256))
+
+    def sees(self, facility: str) -> bool:
+        return self.me.role in ("admin", "auditor") or facility in self.me.facilities
+
+
+class EventHub:
+    """One NATS subscription per gateway, fanned out to the open streams by facility."""
+
+    def __init__(self, nats_url: str, topology: Topology,
+                 review: Callable[[], ReviewClient]) -> None:
+        self.nats_url = nats_url
+        self.topology = topology
+        self.review = review
+        self.subscribers: set[Subscriber] = set()
+        self._bus: Bus | None = None
+        self._start = asyncio.Lock()
+
+    async def _ensure_started(self) -> None:
+        async with self._start:
+            if self._bus is None and self.nats_url:
+                self._bus = await Bus.connect(self.nats_url, self.topology, name="gateway-events")
+                await self._bus.nc.subscribe(f"{self.topology.prefix}.{AUDIT}.>", cb=self._on_msg)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        try:
+            event = events_pb2.AuditRecorded.FromString(msg.data)
+        except Exception:  # not ours to judge; the audit consumer reports bad payloads
+            return
+        if not event.study_id or not event.type.startswith(_PREFIXES):
+            return
+        if not any(s.sees(event.study.facility) for s in self.subscribers):
+            return
+        try:
+            client = self.review()
+            reply = await client.call(client.stub.GetStudyDetail, rpb.GetStudyDetailRequest(
+                caller=_SYSTEM, study_id=event.study_id))
+        except ApiError as exc:
+            log.warning("live update of a study skipped: %s", exc.reason)
+            return
+        row = reply.study
+        data = review_views.event_json(row)
+        for subscriber in list(self.subscribers):
+            if subscriber.sees(row.study.facility):
+                with contextlib.suppress(asyncio.QueueFull):  # a stalled client misses updates
+                    subscriber.queue.put_nowait(data)
+
+    async def stream(self, request: Request, me: Principal) -> AsyncIterator[bytes]:
+        subscriber = Subscriber(me)
+        self.subscribers.add(subscriber)
+        try:
+            yield b"retry: 2000\n: connected\n\n"
+            while not await request.is_disconnected():
+                if me.expires_at <= time.time():
+                    return
+                try:
+                    data = await asyncio.wait_for(subscriber.queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield b": ping\n\n"
+                    continue
+                yield f"event: study\ndata: {json.dumps(data)}\n\n".encode()
+        finally:
+            self.subscribers.discard(subscriber)
+
+    async def close(self) -> None:
+        if self._bus is not None:
+            bus, self._bus = self._bus, None
+            await bus.close()
+
+    def router(self, principal: Callable[..., Any]) -> APIRouter:
+        router = APIRouter(prefix="/api/v1", tags=["events"])
+
+        @router.get("/events", response_class=StreamingResponse)
+        async def events(request: Request, me: Principal = Depends(principal)
+                         ) -> StreamingResponse:
+            """`study` events for every study the caller may see that changes."""
+            if not self.nats_url:
+                raise ApiError(503, "UNAVAILABLE", "EVENTS_UNAVAILABLE",
+                               "live updates need the bus (SIDECAR_NATS_URL)")
+            try:
+                await self._ensure_started()
+            except Exception:
+                log.warning("event stream: cannot reach the bus", exc_info=True)
+                raise ApiError(503, "UNAVAILABLE", "EVENTS_UNAVAILABLE",
+                               "live updates are unavailable; try again shortly") from None
+            return StreamingResponse(self.stream(request, me), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-store",
+                                              "X-Accel-Buffering": "no"})
+
+        return router

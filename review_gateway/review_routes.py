@@ -1,0 +1,166 @@
+"""Review API routes (docs/review-api.md): worklist, study view, claims, findings, decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
+from review_gateway import review_views as rv
+from review_gateway.auth import Principal
+from review_gateway.errors import error_body
+from review_gateway.review_client import ReviewCallError, ReviewClient, caller
+
+Action = Literal["accept", "reject", "edit_geometry", "edit_text", "relabel", "ignore",
+                 "include_in_draft", "exclude_from_draft"]
+Box = list[float]
+
+
+class DecisionBody(BaseModel):
+    action: Action
+    expected_version: int = Field(ge=0)
+    reason: str = Field(default="", max_length=64)
+    note: str = Field(default="", max_length=4000)
+    bbox_px: Box | None = Field(default=None, min_length=4, max_length=4)
+    label: str = Field(default="", max_length=128)
+    text: str = Field(default="", max_length=4000)
+    request_id: str = Field(default="", max_length=64)
+
+
+class NewFindingBody(BaseModel):
+    label: str = Field(min_length=1, max_length=128)
+    bbox_px: Box = Field(min_length=4, max_length=4)
+    series_instance_uid: str = Field(min_length=1, max_length=64)
+    sop_instance_uid: str = Field(min_length=1, max_length=64)
+    frame: int = Field(default=1, ge=1)
+    text: str = Field(default="", max_length=4000)
+    request_id: str = Field(default="", max_length=64)
+
+
+class AccessEventBody(BaseModel):
+    type: Literal["overlay_toggled", "finding_selected"]
+    finding_id: str = Field(default="", max_length=64)
+    visible: bool | None = None
+
+
+def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClient]
+                  ) -> APIRouter:
+    """The review routes under /api/v1, every one behind `principal` and facility-scoped."""
+    router = APIRouter(prefix="/api/v1", tags=["review"])
+    me_dep = Depends(principal)
+
+    @router.get("/studies")
+    async def worklist(
+        me: Principal = me_dep,
+        state: str = Query(default="", max_length=32),
+        modality: str = Query(default="", max_length=16),
+        ai_status: str = Query(default="", max_length=16),
+        date_from: str = Query(default="", max_length=10),
+        date_to: str = Query(default="", max_length=10),
+        assigned: Literal["", "me"] = Query(default=""),
+        facility: str = Query(default="", max_length=64),
+        accession: str = Query(default="", max_length=64),
+        eligible: Literal["", "true", "false"] = Query(default=""),
+        sort: str = Query(default="", max_length=32),
+        page_size: int = Query(default=0, ge=0, le=500),
+        page_token: str = Query(default="", max_length=2048),
+    ) -> dict[str, Any]:
+        client = review()
+        reply = await client.call(client.stub.ListWorklist, rpb.ListWorklistRequest(
+            caller=caller(me), state=state, modality=modality, ai_status=ai_status,
+            date_from=date_from, date_to=date_to, assigned_to_me=assigned == "me",
+            facility=facility, accession=accession, eligible=eligible, sort=sort,
+            page_size=page_size, page_token=page_token))
+        return {"studies": [rv.study_json(s) for s in reply.studies],
+                "next_page_token": reply.next_page_token}
+
+    @router.get("/studies/{study_id}")
+    async def study(study_id: str, me: Principal = me_dep) -> dict[str, Any]:
+        client = review()
+        reply = await client.call(client.stub.GetStudyDetail, rpb.GetStudyDetailRequest(
+            caller=caller(me), study_id=study_id))
+        return rv.detail_json(reply)
+
+    def study_action(path: str, rpc: str, request_type: Any) -> None:
+        async def act(study_id: str, me: Principal = me_dep) -> dict[str, Any]:
+            client = review()
+            reply = await client.call(getattr(client.stub, rpc),
+                                      request_type(caller=caller(me), study_id=study_id))
+            return rv.study_json(reply.study)
+
+        act.__name__ = f"{path}_study"
+        router.post(f"/studies/{{study_id}}/{path}", name=f"{path} study")(act)
+
+    study_action("claim", "ClaimStudy", rpb.ClaimStudyRequest)
+    study_action("release", "ReleaseStudy", rpb.ReleaseStudyRequest)
+    study_action("open", "OpenStudy", rpb.OpenStudyRequest)
+    study_action("complete", "CompleteReview", rpb.CompleteReviewRequest)
+
+    @router.post("/studies/{study_id}/access-events", status_code=204)
+    async def access_event(study_id: str, body: AccessEventBody,
+                           me: Principal = me_dep) -> Response:
+        client = review()
+        request = rpb.RecordAccessRequest(caller=caller(me), study_id=study_id, type=body.type,
+                                          finding_id=body.finding_id)
+        if body.visible is not None:
+            request.visible = body.visible
+        await client.call(client.stub.RecordAccess, request)
+        return Response(status_code=204)
+
+    async def findings_of(study_id: str, me: Principal,
+                          include_hidden: bool = False) -> list[rpb.ReviewFinding]:
+        client = review()
+        reply = await client.call(client.stub.ListReviewFindings, rpb.ListReviewFindingsRequest(
+            caller=caller(me), study_id=study_id, include_hidden=include_hidden))
+        return list(reply.findings)
+
+    @router.get("/studies/{study_id}/findings")
+    async def findings(study_id: str, me: Principal = me_dep,
+                       include_hidden: bool = False) -> dict[str, Any]:
+        return {"findings": [rv.finding_json(f) for f in
+                             await findings_of(study_id, me, include_hidden)]}
+
+    @router.post("/studies/{study_id}/findings", status_code=201)
+    async def add_finding(study_id: str, body: NewFindingBody,
+                          me: Principal = me_dep) -> dict[str, Any]:
+        client = review()
+        reply = await client.call(client.stub.AddFinding, rpb.AddFindingRequest(
+            caller=caller(me), study_id=study_id, label=body.label, bbox_px=body.bbox_px,
+            series_instance_uid=body.series_instance_uid,
+            sop_instance_uid=body.sop_instance_uid, frame=body.frame, text=body.text,
+            request_id=body.request_id))
+        return rv.finding_json(reply.finding)
+
+    @router.post("/studies/{study_id}/findings/{finding_id}/decisions")
+    async def decide(study_id: str, finding_id: str, body: DecisionBody,
+                     me: Principal = me_dep) -> Any:
+        client = review()
+        try:
+            reply = await client.call(client.stub.DecideFinding, rpb.DecideFindingRequest(
+                caller=caller(me), study_id=study_id, finding_id=finding_id,
+                action=body.action, expected_version=body.expected_version,
+                reason=body.reason, note=body.note, bbox_px=body.bbox_px or [],
+                label=body.label, text=body.text, request_id=body.request_id))
+        except ReviewCallError as exc:
+            if exc.reason != "VERSION_CONFLICT":
+                raise
+            current = [f for f in await findings_of(study_id, me)
+                       if f.finding.finding_id == finding_id]
+            return JSONResponse({**error_body(exc.code, exc.reason, exc.message),
+                                 "current": rv.finding_json(current[0]) if current else None},
+                                status_code=409)
+        return rv.finding_json(reply.finding)
+
+    @router.get("/studies/{study_id}/findings/{finding_id}/history")
+    async def history(study_id: str, finding_id: str, me: Principal = me_dep
+                      ) -> dict[str, Any]:
+        client = review()
+        reply = await client.call(client.stub.ListFindingHistory, rpb.ListFindingHistoryRequest(
+            caller=caller(me), study_id=study_id, finding_id=finding_id))
+        return {"events": [rv.history_json(e) for e in reply.events]}
+
+    return router

@@ -1,0 +1,127 @@
+"""Sessions: login (cookie + bearer), logout that revokes, /me, and the principal dependency."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field
+
+from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
+from review_gateway import auth
+from review_gateway.errors import ApiError
+from review_gateway.review_client import ReviewClient, caller
+from review_gateway.settings import GatewaySettings
+
+SESSION_COOKIE = "sidecar_session"
+CSRF_COOKIE = "sidecar_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Declares bearer auth in the OpenAPI document; the header itself is checked below.
+bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth/login")
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionAuth:
+    """Verifies a request's session (bearer header, else cookie + CSRF on writes) and revocation."""
+
+    def __init__(self, settings: GatewaySettings, review: Callable[[], ReviewClient]) -> None:
+        self.settings = settings
+        self.keys = settings.key_set()
+        self.review = review
+        self._revoked: dict[str, float] = {}  # jti → expiry (revoked here or seen revoked)
+        self._checked: dict[str, float] = {}  # jti → when it was last seen not revoked
+
+    async def _check_revoked(self, me: auth.Principal) -> None:
+        now = time.monotonic()
+        if me.jti in self._revoked:
+            raise ApiError(401, "UNAUTHENTICATED", "TOKEN_REVOKED", "this session was logged out")
+        if now - self._checked.get(me.jti, -1e9) < self.settings.revocation_cache_s:
+            return
+        client = self.review()
+        reply = await client.call(client.stub.CheckSession, rpb.CheckSessionRequest(jti=me.jti))
+        if reply.revoked:
+            self._revoked[me.jti] = me.expires_at
+            raise ApiError(401, "UNAUTHENTICATED", "TOKEN_REVOKED", "this session was logged out")
+        if len(self._checked) > 10000:
+            self._checked.clear()
+        self._checked[me.jti] = now
+
+    async def principal(self, request: Request, _: Any = Depends(bearer_scheme)
+                        ) -> auth.Principal:
+        """The verified caller; 401 without a valid session, 403 CSRF_FAILED on a cookie write
+        without the session's CSRF token."""
+        header = request.headers.get("Authorization")
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if header or not cookie:
+            me = auth.verify(self.keys, auth.bearer_token(header))
+        else:
+            me = auth.verify(self.keys, cookie)
+            if request.method not in SAFE_METHODS:
+                sent = request.headers.get(CSRF_HEADER, "")
+                if not sent or not me.csrf or not hmac.compare_digest(sent, me.csrf):
+                    raise ApiError(403, "PERMISSION_DENIED", "CSRF_FAILED",
+                                   f"a write with the session cookie needs the {CSRF_HEADER} "
+                                   "header of this session")
+            me = auth.Principal(**{**me.__dict__, "via_cookie": True})
+        await self._check_revoked(me)
+        return me
+
+    def secure(self, request: Request) -> bool:
+        if self.settings.cookie_secure is not None:
+            return self.settings.cookie_secure
+        return request.url.scheme == "https"
+
+    def router(self) -> APIRouter:
+        router = APIRouter(prefix="/api/v1", tags=["auth"])
+
+        @router.post("/auth/login")
+        async def login(body: LoginRequest, request: Request) -> JSONResponse:
+            client = self.review()
+            address = request.client.host if request.client else ""
+            user = await client.call(client.stub.Login, rpb.LoginRequest(
+                username=body.username, password=body.password, client_address=address))
+            ttl = self.settings.token_ttl_s
+            token = auth.issue(self.keys, user_id=user.user_id, username=user.username,
+                               role=user.role, facilities=list(user.facilities), ttl_s=ttl)
+            me = auth.verify(self.keys, token)
+            response = JSONResponse({
+                "access_token": token, "token_type": "bearer", "expires_in": ttl,
+                "role": user.role, "username": user.username,
+                "facilities": list(user.facilities), "csrf_token": me.csrf})
+            secure = self.secure(request)
+            response.set_cookie(SESSION_COOKIE, token, max_age=ttl, path="/", httponly=True,
+                                samesite="strict", secure=secure)
+            response.set_cookie(CSRF_COOKIE, me.csrf, max_age=ttl, path="/", httponly=False,
+                                samesite="strict", secure=secure)
+            return response
+
+        @router.post("/auth/logout", status_code=204)
+        async def logout(request: Request,
+                         me: auth.Principal = Depends(self.principal)) -> Response:
+            client = self.review()
+            revoke = rpb.RevokeSessionRequest(caller=caller(me), jti=me.jti)
+            revoke.expires_at.FromDatetime(datetime.fromtimestamp(me.expires_at, UTC))
+            await client.call(client.stub.RevokeSession, revoke)
+            self._revoked[me.jti] = me.expires_at
+            response = Response(status_code=204)
+            for name in (SESSION_COOKIE, CSRF_COOKIE):
+                response.delete_cookie(name, path="/", secure=self.secure(request),
+                                       httponly=name == SESSION_COOKIE, samesite="strict")
+            return response
+
+        @router.get("/me")
+        async def whoami(me: auth.Principal = Depends(self.principal)) -> dict[str, Any]:
+            return {"username": me.username, "role": me.role, "facilities": list(me.facilities)}
+
+        return router
