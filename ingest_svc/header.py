@@ -133,13 +133,16 @@ class HeaderReader:
 
         found: dict[int, tuple[bytes, bytes]] = {}
         _read_data_set(data, pos, self._wanted_tags, found)
-        _check_charset(found.pop(_CHARSET_TAG, None))
+        encoding = _check_charset(found.pop(_CHARSET_TAG, None))
         values: dict[str, Any] = {}
         for tag, (vr, raw) in found.items():
             keyword, expected_vr = self._wanted[tag]
             if vr != expected_vr:
                 raise Unsupported(f"{keyword} has VR {vr!r}, not {expected_vr!r}")
-            values[keyword] = _CONVERTERS[vr](raw) if raw else _EMPTY.get(vr, "")
+            if vr == b"PN":
+                values[keyword] = _pn(raw, encoding)
+            else:
+                values[keyword] = _CONVERTERS[vr](raw) if raw else _EMPTY.get(vr, "")
         return values, meta
 
 
@@ -263,11 +266,13 @@ def _check_item(data: bytes, pos: int, end: int | None, depth: int) -> int:
     return pos
 
 
-def _check_charset(charset: tuple[bytes, bytes] | None) -> None:
+def _check_charset(charset: tuple[bytes, bytes] | None) -> str | None:
     """Accepts a Specific Character Set whose first encoding - the one pydicom decodes SH/LO
-    values with when they hold no escape sequence - reads printable ASCII as ASCII."""
+    values with when they hold no escape sequence - reads printable ASCII as ASCII. Returns
+    the Python encoding non-ASCII PN values may be decoded with here (one stand-alone
+    character set: pydicom decodes a value without escape sequences with it), else None."""
     if charset is None:
-        return
+        return "iso8859"  # the default repertoire: pydicom decodes with iso8859
     vr, raw = charset
     if vr != b"CS":
         raise Unsupported("Specific Character Set with an unusual VR")
@@ -279,6 +284,7 @@ def _check_charset(charset: tuple[bytes, bytes] | None) -> None:
     encoding = python_encoding[terms[0] or "ISO_IR 6"]
     if not _ascii_safe(encoding):
         raise Unsupported(f"encoding {encoding!r} does not read ASCII as ASCII")
+    return encoding if len(terms) == 1 else None
 
 
 def _ascii_safe(encoding: str) -> bool:
@@ -302,6 +308,37 @@ def _ascii_text(raw: bytes) -> str:
     if not text.isprintable():
         raise Unsupported("control characters in a value")
     return text
+
+
+def _pn(raw: bytes, encoding: str | None) -> Any:
+    """A PN value as `parse.person_name_json` makes pydicom's PersonName: a dict of the non-empty
+    component groups (Alphabetic, Ideographic, Phonetic), or a list of them; None when empty."""
+    raw = raw.rstrip(b" \x00")
+    if not raw:
+        return None
+    if raw.isascii():
+        text = raw.decode("ascii")
+    elif encoding is None or b"\x1b" in raw:
+        raise Unsupported("PN with code extensions")  # pydicom decodes each part
+    else:
+        try:
+            text = raw.decode(encoding)
+        except UnicodeError:
+            raise Unsupported("PN not decodable in its character set") from None
+    if not text.isprintable():
+        raise Unsupported("control characters in a PN value")
+    names = [_pn_groups(part) or None for part in text.split("\\")]
+    return names[0] if len(names) == 1 else names
+
+
+_PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+def _pn_groups(text: str) -> dict[str, str]:
+    groups = text.split("=")
+    if len(groups) > 3:
+        raise Unsupported("PN with more than three component groups")
+    return {name: group for name, group in zip(_PN_GROUPS, groups, strict=False) if group}
 
 
 def _uid_value(raw: bytes) -> str:
@@ -372,6 +409,6 @@ def _is_number(part: str) -> Any:
 # index reads, and for an empty one (a VR missing here is "" when empty).
 _CONVERTERS: dict[bytes, Callable[[bytes], Any]] = {
     b"US": _us, b"UI": _uid_value, b"CS": _cs, b"DA": _cs, b"TM": _cs,
-    b"SH": _lo, b"LO": _lo, b"DS": _ds, b"IS": _is,
+    b"SH": _lo, b"LO": _lo, b"DS": _ds, b"IS": _is, b"AS": _cs, b"PN": _cs,  # PN: see _pn
 }
 _EMPTY: dict[bytes, Any] = {b"US": None, b"DS": None, b"IS": None}

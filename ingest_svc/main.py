@@ -11,10 +11,13 @@ import pydicom.config
 from ingest_svc.completion import CompletionTracker
 from ingest_svc.facilities import FacilityDirectory
 from ingest_svc.receive import Receiver
+from ingest_svc.retrieve_servicer import RetrieveServicer
 from ingest_svc.servicer import IngestServicer
 from ingest_svc.settings import IngestSettings
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from protos.sidecar.ingest.v1 import retrieve_service_pb2 as retrieve_pb
+from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
 from sidecar_core import service
 from sidecar_core.audit_spool import AuditSpool
 from sidecar_core.bus import Bus
@@ -55,6 +58,9 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         IngestServicer(receiver, completion),
         [pb.DESCRIPTOR.services_by_name["IngestService"].full_name],
     )
+    retriever = RetrieveServicer(db, receiver.objects)
+    server.register(retrieve_grpc.add_RetrieveServiceServicer_to_server, retriever,
+                    [retrieve_pb.DESCRIPTOR.services_by_name["RetrieveService"].full_name])
     relay = OutboxRelay(db, bus)
     # Ready means warm: first queries, header parsing and the workers' connections are paid
     # for before any port accepts an object (as a readiness probe would expect).
@@ -73,7 +79,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         "ingest_svc", stop, server=server,
         loops=[relay.run(stop), completion.run(stop),
                spool.run(db, topology, stop, settings.audit_spool_replay_s)],
-        closers=[*closers, receiver.close, bus.close, db.close])
+        closers=[*closers, retriever.close, receiver.close, bus.close, db.close])
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
+from pydicom.valuerep import PersonName
 
 from ingest_svc.header import HeaderReader, settings_supported
 from sidecar_core.uids import uid_problem
@@ -44,7 +45,26 @@ INDEX_KEYWORDS = (
 )
 
 
+# Patient and study attributes kept per study (`studies.dicom_attributes`, docs/readme/wado.md);
+# the study's first instance to carry a value sets it.
+STUDY_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "BodyPartExamined",
+    "AccessionNumber",
+)
+
 _INDEX_TAGS = tuple((k, Tag(k)) for k in INDEX_KEYWORDS)
+_STUDY_TAGS = tuple((k, Tag(k)) for k in STUDY_KEYWORDS)
 
 
 class Rejected(Exception):
@@ -66,6 +86,7 @@ class ParsedInstance:
     transfer_syntax_uid: str
     accession: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    study_attributes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def modality(self) -> str:
@@ -99,7 +120,7 @@ _IDENTITY_KEYWORDS = (
     "SOPClassUID",
     "AccessionNumber",
 )
-_FAST_READER = HeaderReader(_IDENTITY_KEYWORDS + INDEX_KEYWORDS)
+_FAST_READER = HeaderReader(dict.fromkeys(_IDENTITY_KEYWORDS + INDEX_KEYWORDS + STUDY_KEYWORDS))
 
 
 def parse_instance(data: bytes, max_bytes: int) -> ParsedInstance:
@@ -117,7 +138,8 @@ def parse_instance(data: bytes, max_bytes: int) -> ParsedInstance:
             pass
         else:
             attributes = {k: values[k] for k in INDEX_KEYWORDS if k in values}
-            return _identify(values.get, meta.get, lambda: attributes)
+            study = {k: v for k in STUDY_KEYWORDS if (v := values.get(k)) not in (None, "")}
+            return _identify(values.get, meta.get, lambda: (attributes, study))
     return _parse_with_pydicom(data, max_bytes)
 
 
@@ -127,7 +149,8 @@ def _parse_with_pydicom(data: bytes, max_bytes: int) -> ParsedInstance:
     ds = read_header(data)
     meta = getattr(ds, "file_meta", None)
     return _identify(ds.get, meta.get if meta is not None else None,
-                     lambda: _pydicom_attributes(ds))
+                     lambda: (_pydicom_attributes(ds, _INDEX_TAGS),
+                              _study_attributes(_pydicom_attributes(ds, _STUDY_TAGS))))
 
 
 def _check_size(data: bytes, max_bytes: int) -> None:
@@ -144,7 +167,8 @@ _Getter = Callable[..., Any]
 
 
 def _identify(
-    get: _Getter, meta_get: _Getter | None, attributes: Callable[[], dict[str, Any]]
+    get: _Getter, meta_get: _Getter | None,
+    attributes: Callable[[], tuple[dict[str, Any], dict[str, Any]]]
 ) -> ParsedInstance:
     """Checks the identity of a read object; `get` and `meta_get` look values up by keyword
     in the data set and the file meta group as pydicom presents them."""
@@ -181,7 +205,7 @@ def _identify(
             "(at most 16 by the standard, 64 accepted)",
             **ids,
         )
-    return ParsedInstance(study, series, sop, sop_class, tsuid, accession, attributes())
+    return ParsedInstance(study, series, sop, sop_class, tsuid, accession, *attributes())
 
 
 def _uid(get: _Getter, keyword: str, missing_reason: str, ids: dict[str, str]) -> str:
@@ -195,18 +219,31 @@ def _uid(get: _Getter, keyword: str, missing_reason: str, ids: dict[str, str]) -
     return text
 
 
-def _pydicom_attributes(ds: Dataset) -> dict[str, Any]:
+def _pydicom_attributes(ds: Dataset, tags: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
     attributes = {}
-    for keyword, tag in _INDEX_TAGS:  # one lookup per attribute, by tag
+    for keyword, tag in tags:  # one lookup per attribute, by tag
         element = ds.get(tag)
         if element is not None:
             attributes[keyword] = _json_value(element.value)
     return attributes
 
 
+def _study_attributes(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v not in (None, "")}
+
+
+def person_name_json(name: PersonName) -> dict[str, str]:
+    """A decoded PersonName as a DICOM JSON PN value: its non-empty component groups."""
+    groups = (("Alphabetic", name.alphabetic), ("Ideographic", name.ideographic),
+              ("Phonetic", name.phonetic))
+    return {key: value for key, value in groups if value}
+
+
 def _json_value(value: Any) -> Any:
     if value is None:
         return None
+    if isinstance(value, PersonName):
+        return person_name_json(value) or None
     if isinstance(value, pydicom.multival.MultiValue | list | tuple):
         return [_json_value(v) for v in value]
     if isinstance(value, int | float | str):

@@ -30,14 +30,14 @@ from sidecar_core.subjects import Topology
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc"
-# One round trip: migration 0004's function (psycopg named placeholders).
+# One round trip: migration 0005's function (psycopg named placeholders).
 _INDEX_RAW = (
     "SELECT * FROM sidecar_index_instance(%(study_id)s, %(facility_id)s, %(accession)s, "
     "%(study_uid)s, %(study_modality)s, %(study_description)s, %(series_id)s, %(series_uid)s, "
     "%(series_modality)s, %(body_part)s, %(series_description)s, %(series_number)s, "
     "%(instance_id)s, %(sop_uid)s, %(sop_class_uid)s, %(transfer_syntax)s, "
     "%(instance_number)s, %(object_key)s, %(size)s, %(attributes)s::jsonb, %(source)s, %(now)s, "
-    "%(allow_reopen)s)"
+    "%(allow_reopen)s, %(study_attributes)s::jsonb)"
 )
 
 
@@ -335,7 +335,7 @@ def _index_params(facility: FacilityRef, p: ParsedInstance, key: str, size: int,
         "transfer_syntax": p.transfer_syntax_uid,
         "instance_number": _int(a.get("InstanceNumber")), "object_key": key, "size": size,
         "attributes": json.dumps(a), "source": source, "now": datetime.now(UTC),
-        "allow_reopen": False,
+        "allow_reopen": False, "study_attributes": json.dumps(p.study_attributes),
     }
 
 

@@ -19,9 +19,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
+from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway import auth, security, views
+from review_gateway.dicomweb import cors
+from review_gateway.dicomweb.rendered import rendered_router
 from review_gateway.dicomweb.router import dicomweb_router
+from review_gateway.dicomweb.wado import wado_router
 from review_gateway.errors import ApiError, error_body
 from review_gateway.events import EventHub
 from review_gateway.health import DependencyStatus, HealthCheck, run_checks
@@ -215,6 +219,14 @@ def create_app(settings: GatewaySettings,
     app.include_router(dicomweb_router(principal, ingest_stub,
                                        max_request_mb=settings.dicomweb_max_request_mb),
                        prefix="/dicomweb")
+
+    def retrieve_stub() -> retrieve_grpc.RetrieveServiceStub:
+        ingest_stub()  # opens the shared ingest channel
+        return retrieve_grpc.RetrieveServiceStub(ingest_channel[0])
+
+    app.include_router(wado_router(principal, retrieve_stub, store), prefix="/dicomweb")
+    app.include_router(rendered_router(principal, retrieve_stub), prefix="/dicomweb")
+    cors.install(app, settings.cors_origins)
 
     @app.api_route("/api/v1/{path:path}", include_in_schema=False,
                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

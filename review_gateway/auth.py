@@ -112,8 +112,11 @@ def verify(key: KeySet | bytes, token: str, now: float | None = None) -> Princip
     return principal
 
 
-def bearer_token(authorization: str | None) -> str:
-    """The token of an `Authorization: Bearer ...` header; 401 MISSING_TOKEN without one."""
+def bearer_token(authorization: str | None, query_token: str | None = None) -> str:
+    """The token of an `Authorization: Bearer ...` header, else `query_token` (a DICOMweb
+    viewer's `?token=` hand-over); 401 MISSING_TOKEN without either."""
+    if not authorization and query_token:
+        return query_token.strip()
     if not authorization:
         raise ApiError(401, "UNAUTHENTICATED", "MISSING_TOKEN",
                        "an Authorization: Bearer <token> header is required")

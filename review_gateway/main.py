@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import uvicorn
 
+from review_gateway import access_log
 from review_gateway.app import create_app
 from review_gateway.health import HealthCheck
 from review_gateway.settings import GatewaySettings
@@ -48,6 +49,7 @@ async def run(settings: GatewaySettings, stop: asyncio.Event,
     config = uvicorn.Config(app, host=settings.gateway_host, port=settings.gateway_port,
                             log_level=settings.log_level.lower(), lifespan="on",
                             proxy_headers=False, server_header=False, timeout_graceful_shutdown=10)
+    access_log.install()  # after uvicorn configured its loggers
     server = _Server(config, started)
     serving = asyncio.create_task(server.serve())
     waiting = asyncio.create_task(stop.wait())

@@ -34,6 +34,9 @@ class GatewaySettings(CommonSettings):
         default=5.0, ge=0, description="How long a token checked as not revoked is trusted")
     workflow_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of a workflow RPC")
     health_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of a health check")
+    cors_origins: str = Field(default="", description="Origins (comma-separated, e.g. a "
+                              "viewer's http://127.0.0.1:8081) allowed to call the gateway "
+                              "from a browser; empty: none; * any")
     dicomweb_max_request_mb: float = Field(default=512.0, gt=0,
                                            description="Largest STOW-RS request body")
 

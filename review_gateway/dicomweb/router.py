@@ -194,7 +194,9 @@ def _search_request(method: str, request: Request, principal: Any,
         elif lowered == "includefield":
             include.append(value)
         elif lowered == "fuzzymatching":
-            continue  # only exact and wildcard matching; fuzzy matching is not offered
+            fields["fuzzy_matching"] = value.strip().lower() == "true"
+        elif lowered == "token":
+            continue  # the ?token= hand-over, read by the authentication
         else:
             match.append(pb.QueryParameter(key=key, value=value))
     if "study" in uids:

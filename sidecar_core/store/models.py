@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -96,6 +97,9 @@ class Study(Base):
     handoff_status: Mapped[str] = mapped_column(String(16), default="")
     assigned_user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # patient and study attributes read at ingest (migration 0005, docs/readme/wado.md)
+    dicom_attributes: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, default=dict, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -329,3 +333,15 @@ class LoginAttempt(Base):
     ok: Mapped[bool] = mapped_column(Boolean)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
                                          index=True)
+
+
+class DicomwebSeriesIndex(Base):
+    """The derived objects WADO-RS serves a series from (DICOM JSON metadata, frame offsets),
+    valid while the series has `instance_count` instances."""
+
+    __tablename__ = "dicomweb_series_index"
+    series_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("series.id"), primary_key=True)
+    instance_count: Mapped[int] = mapped_column(Integer)
+    metadata_key: Mapped[str] = mapped_column(String(128))
+    frames_key: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = _created()
