@@ -33,7 +33,8 @@ function position(ds: DicomJson): number {
 
 export interface LoadedSeries { slices: SliceInfo[]; metadata: Map<string, DicomJson> }
 
-/** Fetches the metadata and returns slices sorted head first (descending along the normal). */
+/** Fetches the metadata; slices in anatomical order (ascending along the normal), as the
+ * findings' slice_index counts them. */
 export async function loadSeries(studyUid: string, seriesUid: string): Promise<LoadedSeries> {
   const base = `/dicomweb/studies/${encodeURIComponent(studyUid)}/series/${encodeURIComponent(seriesUid)}`;
   const reply = await fetch(`${base}/metadata`, {
@@ -53,6 +54,6 @@ export async function loadSeries(studyUid: string, seriesUid: string): Promise<L
       rows: Number(first(ds, '00280010') ?? 0), columns: Number(first(ds, '00280011') ?? 0),
     };
   });
-  slices.sort((a, b) => b.position - a.position);
+  slices.sort((a, b) => a.position - b.position);
   return { slices, metadata };
 }

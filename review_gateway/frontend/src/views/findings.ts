@@ -7,7 +7,7 @@ import { currentLabel } from '../viewer/overlay';
 const ACTION_TEXT: Record<string, string> = {
   accept: 'Accepted', reject: 'Rejected', edit_geometry: 'Box edited', edit_text: 'Wording edited',
   relabel: 'Relabelled', ignore: 'Ignored', include_in_draft: 'In draft',
-  exclude_from_draft: 'Not in draft',
+  exclude_from_draft: 'Not in draft', add: 'Added',
 };
 
 export interface PanelHost {
@@ -94,10 +94,10 @@ export class FindingsPanel {
       const current = conflictCurrent(err);
       if (current) {
         this.replace(current);
-        const who = current.decision ? ` by ${current.decision.by}` : '';
-        this.message.textContent = `Changed meanwhile${who}: now version ${current.version}`
-          + `${current.decision ? ` (${ACTION_TEXT[current.decision.action] ?? current.decision.action})` : ''}.`
-          + ' Your change was not saved; review the current version and try again.';
+        const d = current.decision;
+        this.message.textContent = `Changed meanwhile: now version ${current.version}`
+          + (d ? ` (latest decision: ${ACTION_TEXT[d.action] ?? d.action} by ${d.by})` : '')
+          + '. Your change was not saved; review the current version and try again.';
         this.message.classList.add('conflict');
       } else {
         this.message.textContent = err instanceof ApiError ? err.message : 'Could not save.';

@@ -18,8 +18,10 @@ const SORTABLE: Record<string, string> = { received: 'received_at', date: 'study
 export function patientName(study: Study): string {
   const p = study.patient;
   if (!p) return '';
-  const alt = [p.name_ideographic, p.name_phonetic].filter(Boolean).join(' = ');
-  return [p.name.replaceAll('^', ' ').trim(), alt].filter(Boolean).join(' = ');
+  // The PN groups (alphabetic, ideographic, phonetic) joined as DICOM writes them.
+  const groups = [p.name, p.name_ideographic ?? '', p.name_phonetic ?? ''];
+  while (groups.length > 1 && !groups[groups.length - 1]) groups.pop();
+  return groups.map((g) => g.replaceAll('^', ' ').trim()).join('=');
 }
 
 function select(name: string, options: [string, string][], value: string): HTMLSelectElement {
