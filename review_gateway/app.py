@@ -233,7 +233,7 @@ def create_app(settings: GatewaySettings,
     async def unknown_api(path: str, _: auth.Principal = Depends(principal)) -> None:
         raise ApiError(404, "NOT_FOUND", "NO_SUCH_ROUTE", f"no API route /api/v1/{path}")
 
-    app.include_router(webapp_router(STATIC_DIR))
+    app.include_router(webapp_router(STATIC_DIR, settings.viewer_port))
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -35,3 +35,18 @@ def test_every_client_call_is_in_the_openapi_document(tmp_path: Path) -> None:
     assert declared <= served, sorted(declared - served)
     assert calls <= served, sorted(calls - served)
     assert ("GET", "/api/v1/events") in served
+
+
+def test_the_page_carries_a_strict_csp_and_the_viewer_link(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    app = create_app(GatewaySettings(data_dir=tmp_path, token_secret="x" * 32, viewer_port=8099))
+    reply = TestClient(app).get("/", headers={"Host": "review.example:8080"})
+    assert reply.status_code == 200
+    csp = reply.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "style-src 'self'" in csp
+    assert '<meta name="sidecar-ohif-url" content="http://review.example:8099/">' in reply.text
+    assert "<script>" not in reply.text and " style=" not in reply.text
+    off = create_app(GatewaySettings(data_dir=tmp_path, token_secret="x" * 32, viewer_port=0))
+    assert "sidecar-ohif-url" not in TestClient(off).get("/").text

@@ -10,11 +10,12 @@ import { FindingsPanel } from './findings';
 import { header } from './header';
 import { patientName } from './worklist';
 
-const OHIF_PORT_META = 'sidecar-ohif-url';
+const OHIF_META = 'sidecar-ohif-url';
 
-function ohifUrl(studyUid: string): string {
-  const configured = document.querySelector<HTMLMetaElement>(`meta[name="${OHIF_PORT_META}"]`)?.content;
-  const base = configured || `${location.protocol}//${location.hostname}:3000`;
+/** The OHIF viewer link (the gateway names the viewer's origin in a meta tag), or null. */
+function ohifUrl(studyUid: string): string | null {
+  const base = document.querySelector<HTMLMetaElement>(`meta[name="${OHIF_META}"]`)?.content;
+  if (!base) return null;
   const url = new URL('/viewer', base);
   url.searchParams.set('StudyInstanceUIDs', studyUid);
   const token = store.get().token;
@@ -264,7 +265,8 @@ export function renderStudy(root: HTMLElement, studyId: string,
     }
     drawBanner(study);
     drawSeries(study);
-    ohif.setAttribute('href', ohifUrl(study.study_instance_uid));
+    const link = ohifUrl(study.study_instance_uid);
+    if (link) ohif.setAttribute('href', link); else ohif.hidden = true;
     api.open(studyId).then((s) => { if (study) { study = { ...study, state: s.state }; drawBanner(study); } })
       .catch(() => undefined);
     const [findings] = await Promise.all([api.findings(studyId).catch(() => ({ findings: [] }))]);
