@@ -2,7 +2,7 @@
 // modality units (HU for CT), presets, invert, zoom, pan, reset and image↔screen mapping.
 
 import {
-  Enums, RenderingEngine, imageLoader, init as coreInit, utilities, type Types,
+  Enums, RenderingEngine, imageLoader, init as coreInit, setUseCPURendering, utilities, type Types,
 } from '@cornerstonejs/core';
 import { init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
 import type { DicomJson, SliceInfo } from './series';
@@ -17,10 +17,24 @@ export const PRESETS: { key: string; name: string; window: Window | null }[] = [
   { key: '5', name: 'Image', window: null },
 ];
 
+/** True when WebGL is missing or a software rasteriser (SwiftShader, llvmpipe): then
+ * Cornerstone's CPU path draws a 512² slice several times faster than software WebGL. */
+function softwareGl(): boolean {
+  const gl = document.createElement('canvas').getContext('webgl2');
+  if (!gl) return true;
+  const ext = gl.getExtension('WEBGL_debug_renderer_info');
+  const renderer = String(ext ? gl.getParameter(ext.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER));
+  gl.getExtension('WEBGL_lose_context')?.loseContext();
+  return /swiftshader|llvmpipe|software/i.test(renderer);
+}
+
+export let renderPath = 'gpu';
+
 let ready: Promise<void> | null = null;
 function initOnce(): Promise<void> {
   ready ??= (async () => {
     coreInit();
+    if (softwareGl()) { setUseCPURendering(true); renderPath = 'cpu'; }
     loaderInit({ maxWebWorkers: Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1)) });
   })();
   return ready;
@@ -36,6 +50,8 @@ export class Viewer {
   private invertOn = false;
   private windowNow: Window | null = null;
   private generation = 0;
+  /** The slice on screen (the requested one may still be loading). */
+  private shown = -1;
 
   constructor(readonly element: HTMLDivElement) {}
 
@@ -51,11 +67,19 @@ export class Viewer {
         defaultOptions: { background: [0, 0, 0] as Types.Point3 },
       });
       this.viewport = this.engine.getViewport('main') as Types.IStackViewport;
+      this.element.addEventListener(Enums.Events.STACK_NEW_IMAGE, ((event: CustomEvent<{ imageIdIndex: number }>) => {
+        this.shown = event.detail.imageIdIndex;
+        this.element.dataset['slice'] = String(this.shown + 1);
+      }) as EventListener);
       this.element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+        // The slice last drawn, for tests and the benchmark to wait on.
+        this.element.dataset['rendered'] = String(this.shownIndex + 1);
+        this.element.dataset['renderPath'] = renderPath;
         for (const listener of this.listeners) listener();
       });
     }
     this.slices = slices;
+    this.shown = -1;
     this.invertOn = false;
     this.windowNow = null;
     const start = Math.max(0, Math.min(index, slices.length - 1));
@@ -85,8 +109,11 @@ export class Viewer {
 
   get loaded(): boolean { return this.viewport !== null && this.slices.length > 0; }
   get count(): number { return this.slices.length; }
+  /** The requested slice (navigation steps from it). */
   get index(): number { return this.viewport ? this.viewport.getCurrentImageIdIndex() : 0; }
-  get slice(): SliceInfo | undefined { return this.slices[this.index]; }
+  /** The slice on screen: what the info line and the overlays describe. */
+  get shownIndex(): number { return this.shown >= 0 ? this.shown : this.index; }
+  get slice(): SliceInfo | undefined { return this.slices[this.shownIndex]; }
   get inverted(): boolean { return this.invertOn; }
 
   async setIndex(index: number): Promise<void> {

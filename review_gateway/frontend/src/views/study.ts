@@ -62,7 +62,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
   function updateInfo(): void {
     if (!viewer.loaded) return;
     const w = viewer.window;
-    info.textContent = `Slice ${viewer.index + 1}/${viewer.count} · W ${Math.round(w.width)} `
+    info.textContent = `Slice ${viewer.shownIndex + 1}/${viewer.count} · W ${Math.round(w.width)} `
       + `L ${Math.round(w.center)} · ${presetName}${viewer.inverted ? ' · inverted' : ''}`
       + ` · zoom ${Math.round(viewer.zoom * 100)}%`;
   }
@@ -206,7 +206,6 @@ export function renderStudy(root: HTMLElement, studyId: string,
     if (!action) return;
     e.preventDefault();
     action();
-    updateInfo();
   }
   document.addEventListener('keydown', onKey);
   const onResize = (): void => viewer.resize();
