@@ -52,6 +52,7 @@ export class Viewer {
   private generation = 0;
   /** The slice on screen (the requested one may still be loading). */
   private shown = -1;
+  private fitScale = 1;
 
   constructor(readonly element: HTMLDivElement) {}
 
@@ -156,18 +157,34 @@ export class Viewer {
     this.vp().render();
   }
 
-  get zoom(): number { return this.vp().getZoom(); }
+  /** Zoom relative to the image fitted in the viewport (camera parallel scale). */
+  get zoom(): number {
+    const scale = this.vp().getCamera().parallelScale;
+    return scale ? this.fitScale / scale : 1;
+  }
 
   zoomBy(factor: number): void {
     const vp = this.vp();
-    vp.setZoom(Math.max(0.1, Math.min(20, vp.getZoom() * factor)));
+    const scale = vp.getCamera().parallelScale ?? this.fitScale;
+    const next = Math.min(this.fitScale / 0.1, Math.max(this.fitScale / 20, scale / factor));
+    vp.setCamera({ parallelScale: next });
     vp.render();
   }
 
+  /** Moves the image by (dx, dy) CSS px on screen. */
   panBy(dx: number, dy: number): void {
+    const rect = this.element.getBoundingClientRect();
+    this.lookAt(this.vp().canvasToWorld([rect.width / 2 - dx, rect.height / 2 - dy] as Types.Point2));
+  }
+
+  /** Puts a world point at the centre of the viewport (GPU and CPU paths alike). */
+  private lookAt(world: Types.Point3): void {
     const vp = this.vp();
-    const [px = 0, py = 0] = vp.getPan();
-    vp.setPan([px + dx, py + dy] as Types.Point2);
+    const { focalPoint, position } = vp.getCamera();
+    if (!focalPoint || !position) return;
+    const d = [world[0] - focalPoint[0], world[1] - focalPoint[1], world[2] - focalPoint[2]];
+    vp.setCamera({ focalPoint: world,
+      position: [position[0] + (d[0] ?? 0), position[1] + (d[1] ?? 0), position[2] + (d[2] ?? 0)] as Types.Point3 });
     vp.render();
   }
 
@@ -175,6 +192,7 @@ export class Viewer {
     const vp = this.vp();
     vp.resetCamera();
     vp.resetProperties();
+    this.fitScale = vp.getCamera().parallelScale ?? 1;
     this.invertOn = false;
     const own = this.imageWindow();
     if (own) this.setWindow(own);
@@ -183,12 +201,9 @@ export class Viewer {
 
   /** Centres the view on an image point (pixel-edge coordinates). */
   centreOn(x: number, y: number): void {
-    const vp = this.vp();
-    const here = this.imageToCanvas(x, y);
-    if (!here) return;
-    const rect = this.element.getBoundingClientRect();
-    this.panBy(rect.width / 2 - here[0], rect.height / 2 - here[1]);
-    vp.render();
+    const slice = this.slice;
+    if (!slice) return;
+    this.lookAt(utilities.imageToWorldCoords(slice.imageId, [x, y]) as Types.Point3);
   }
 
   /** Image pixel coordinates (0,0 = top-left corner of the first pixel) → CSS px in the element. */
