@@ -54,7 +54,13 @@ export class Viewer {
   private shown = -1;
   private fitScale = 1;
 
-  constructor(readonly element: HTMLDivElement) {}
+  private readonly resizer = new ResizeObserver(() => this.resize());
+
+  constructor(readonly element: HTMLDivElement) {
+    // The stage's size changes with the layout (status lines, window size): the canvas
+    // must follow, or drawn pixels and overlay coordinates drift apart.
+    this.resizer.observe(element);
+  }
 
   onRender(listener: () => void): void { this.listeners.add(listener); }
 
@@ -223,9 +229,14 @@ export class Viewer {
     return [x, y];
   }
 
-  resize(): void { this.engine?.resize(true, true); }
+  resize(): void {
+    if (!this.engine || !this.viewport) return;
+    this.engine.resize(true, true);
+    this.viewport.render();
+  }
 
   destroy(): void {
+    this.resizer.disconnect();
     this.generation++;
     this.engine?.destroy();
     this.engine = null;
