@@ -142,6 +142,14 @@ def test_worklist_live_update_and_escaped_patient_name(site: Site, page: Any) ->
     assert XSS_NAME not in page.title() and XSS_NAME not in page.url
     b.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(b.ARTIFACTS / "review-worklist.png"))
+    # Claim and release from the row; a modality filter narrows the list.
+    ct_row.get_by_role("button", name="Claim").click()
+    expect(ct_row).to_contain_text(NORTH)
+    ct_row.get_by_role("button", name="Release").click()
+    expect(ct_row.get_by_role("button", name="Claim")).to_be_enabled()
+    page.select_option("#f-modality", "MR")
+    expect(page.locator(f"tr[data-study-id='{site.ct_id}']")).to_have_count(0)
+    expect(named).to_have_count(1)
     assert page.evaluate("() => window.__cspViolations") == []
 
 
@@ -149,6 +157,9 @@ def test_study_view_viewer_overlays_and_decisions(site: Site, page: Any) -> None
     b.login(page, site.stack.base_url, NORTH, site.stack.password)
     page.click(f"tr[data-study-id='{site.ct_id}']")
     expect(_info(page)).to_have_text(re.compile(r"^Slice \d+/100"), timeout=60_000)
+    ohif = page.get_by_role("link", name="Open in OHIF")
+    handover = rf"/viewer\?StudyInstanceUIDs={re.escape(site.ct_uid)}&token=."
+    expect(ohif).to_have_attribute("href", re.compile(handover))
     first = _viewport_png(page)
     assert b.gray(first).std() > 10, "the viewer drew nothing"
 
@@ -223,9 +234,10 @@ def test_study_view_viewer_overlays_and_decisions(site: Site, page: Any) -> None
     page.mouse.up()
     expect(page.locator(".findings .message")).to_contain_text("Box edited")
     page.keyboard.press("n")
-    page.mouse.move(area["x"] + 60, area["y"] + 60)
+    mx, my = area["x"] + area["width"] / 2 + 40, area["y"] + area["height"] / 2 + 40
+    page.mouse.move(mx, my)
     page.mouse.down()
-    page.mouse.move(area["x"] + 120, area["y"] + 110, steps=5)
+    page.mouse.move(mx + 60, my + 50, steps=5)
     page.mouse.up()
     page.fill(".form-own input[name=label]", "Missed nodule")
     page.click(".form-own button[type=submit]")
@@ -327,3 +339,14 @@ def test_another_facility_sees_none_of_it(site: Site, page: Any) -> None:
     for path in ("findings", "audit"):
         url = f"{stack.base_url}/api/v1/studies/{site.ct_id}/{path}"
         assert page.request.get(url).status == 404
+
+
+def test_review_complete(site: Site, page: Any) -> None:
+    b.login(page, site.stack.base_url, NORTH, site.stack.password)
+    page.click(f"tr[data-study-id='{site.ct_id}']")
+    expect(_info(page)).to_have_text(re.compile(r"^Slice \d+/100"), timeout=60_000)
+    page.get_by_role("button", name="Review complete").click()
+    expect(page.locator(".page-study .status")).to_contain_text("Review complete")
+    with site.stack.client() as http:
+        audit = http.get(f"/api/v1/studies/{site.ct_id}/audit", params={"page_size": 500})
+    assert "review.completed" in {e["type"] for e in audit.json()["events"]}

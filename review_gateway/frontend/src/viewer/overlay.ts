@@ -70,7 +70,10 @@ export class Overlay {
       if (!box) return;
       this.drag = { id, handle, start: image, box: [...box] as Box };
     } else if (this.drawing) {
-      this.drag = { id: null, handle: 'new', start: image, box: [image[0], image[1], image[0], image[1]] };
+      const slice = this.viewer.slice;
+      const x = Math.max(0, Math.min(slice?.columns || image[0], image[0]));
+      const y = Math.max(0, Math.min(slice?.rows || image[1], image[1]));
+      this.drag = { id: null, handle: 'new', start: [x, y], box: [x, y, x, y] };
     } else {
       return;
     }
