@@ -19,7 +19,8 @@ async def _search(receiver: Receiver, level: str, request: Any) -> tuple[list[st
         query = qido.parse_query(
             level, [(p.key, p.value) for p in request.match], list(request.include_fields),
             list(request.allowed_facilities), request.page_size, request.page_token,
-            getattr(request, "study_instance_uid", ""), getattr(request, "series_instance_uid", ""))
+            getattr(request, "study_instance_uid", ""), getattr(request, "series_instance_uid", ""),
+            request.fuzzy_matching)
     except qido.QueryError as exc:
         raise InvalidArgument(exc.reason, exc.message) from exc
     results, token = await qido.search(receiver.db, query)

@@ -94,7 +94,7 @@ def create_app(settings: GatewaySettings,
 
     sessions = SessionAuth(settings, review)
     principal = sessions.principal
-    hub = EventHub(settings.nats_url, settings.topology(), review)
+    hub = EventHub(settings.nats_url, settings.topology(), review, sessions.check_revoked)
     app.state.events = hub
     security.install(app)
 

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +25,11 @@ from sidecar_core.bus import Bus
 from sidecar_core.subjects import AUDIT, Topology
 
 log = logging.getLogger(__name__)
-# Audit events that change what a worklist row shows.
-_PREFIXES = ("study.", "ai_run.", "review.study_claimed", "review.study_released",
-             "review.finding_", "review.completed")
+# Audit events that change what a worklist row shows (not e.g. study.duplicate_seen).
+_PREFIXES = ("study.received", "study.state_changed", "study.eligible", "study.ineligible",
+             "study.updated", "study.reopened", "ai_run.", "review.study_claimed",
+             "review.study_released", "review.finding_", "review.completed")
+COALESCE_S = 0.05  # events of one study within this time give one update
 _SYSTEM = rpb.Caller(username="gateway-events", role="admin")
 HEARTBEAT_S = 15.0
 
@@ -48,19 +50,25 @@ class EventHub:
     """One NATS subscription per gateway, fanned out to the open streams by facility."""
 
     def __init__(self, nats_url: str, topology: Topology,
-                 review: Callable[[], ReviewClient]) -> None:
+                 review: Callable[[], ReviewClient],
+                 still_valid: Callable[[Principal], Awaitable[None]] | None = None) -> None:
         self.nats_url = nats_url
+        self.still_valid = still_valid
         self.topology = topology
         self.review = review
         self.subscribers: set[Subscriber] = set()
         self._bus: Bus | None = None
         self._start = asyncio.Lock()
+        self._pending: dict[str, None] = {}  # study ids to announce, in arrival order
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
 
     async def _ensure_started(self) -> None:
         async with self._start:
             if self._bus is None and self.nats_url:
                 self._bus = await Bus.connect(self.nats_url, self.topology, name="gateway-events")
                 await self._bus.nc.subscribe(f"{self.topology.prefix}.{AUDIT}.>", cb=self._on_msg)
+                self._worker = asyncio.create_task(self._announce_loop())
 
     async def _on_msg(self, msg: Msg) -> None:
         try:
@@ -71,10 +79,24 @@ class EventHub:
             return
         if not any(s.sees(event.study.facility) for s in self.subscribers):
             return
+        self._pending[event.study_id] = None
+        self._wake.set()
+
+    async def _announce_loop(self) -> None:
+        """Fetches each changed study's row once per burst and queues it for its viewers."""
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(COALESCE_S)
+            self._wake.clear()
+            ids, self._pending = list(self._pending), {}
+            for study_id in ids:
+                await self._announce(study_id)
+
+    async def _announce(self, study_id: str) -> None:
         try:
             client = self.review()
             reply = await client.call(client.stub.GetStudyDetail, rpb.GetStudyDetailRequest(
-                caller=_SYSTEM, study_id=event.study_id))
+                caller=_SYSTEM, study_id=study_id))
         except ApiError as exc:
             log.warning("live update of a study skipped: %s", exc.reason)
             return
@@ -96,6 +118,11 @@ class EventHub:
                 try:
                     data = await asyncio.wait_for(subscriber.queue.get(), HEARTBEAT_S)
                 except TimeoutError:
+                    if self.still_valid is not None:
+                        try:
+                            await self.still_valid(me)  # logged out meanwhile: end the stream
+                        except ApiError:
+                            return
                     yield b": ping\n\n"
                     continue
                 yield f"event: study\ndata: {json.dumps(data)}\n\n".encode()
@@ -103,6 +130,11 @@ class EventHub:
             self.subscribers.discard(subscriber)
 
     async def close(self) -> None:
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
         if self._bus is not None:
             bus, self._bus = self._bus, None
             await bus.close()

@@ -42,7 +42,8 @@ class SessionAuth:
         self._revoked: dict[str, float] = {}  # jti → expiry (revoked here or seen revoked)
         self._checked: dict[str, float] = {}  # jti → when it was last seen not revoked
 
-    async def _check_revoked(self, me: auth.Principal) -> None:
+    async def check_revoked(self, me: auth.Principal) -> None:
+        """401 TOKEN_REVOKED when the session was logged out (cached briefly when it was not)."""
         now = time.monotonic()
         if me.jti in self._revoked:
             raise ApiError(401, "UNAUTHENTICATED", "TOKEN_REVOKED", "this session was logged out")
@@ -63,8 +64,11 @@ class SessionAuth:
         without the session's CSRF token."""
         header = request.headers.get("Authorization")
         cookie = request.cookies.get(SESSION_COOKIE)
-        if header or not cookie:
-            me = auth.verify(self.keys, auth.bearer_token(header))
+        # A DICOMweb viewer's ?token= hand-over (OHIF); only under /dicomweb.
+        query_token = (request.query_params.get("token")
+                       if request.url.path.startswith("/dicomweb/") else None)
+        if header or query_token or not cookie:
+            me = auth.verify(self.keys, auth.bearer_token(header, query_token))
         else:
             me = auth.verify(self.keys, cookie)
             if request.method not in SAFE_METHODS:
@@ -74,7 +78,7 @@ class SessionAuth:
                                    f"a write with the session cookie needs the {CSRF_HEADER} "
                                    "header of this session")
             me = auth.Principal(**{**me.__dict__, "via_cookie": True})
-        await self._check_revoked(me)
+        await self.check_revoked(me)
         return me
 
     def secure(self, request: Request) -> bool:
@@ -113,6 +117,9 @@ class SessionAuth:
             revoke = rpb.RevokeSessionRequest(caller=caller(me), jti=me.jti)
             revoke.expires_at.FromDatetime(datetime.fromtimestamp(me.expires_at, UTC))
             await client.call(client.stub.RevokeSession, revoke)
+            now = time.time()
+            for jti in [j for j, exp in self._revoked.items() if exp <= now]:
+                del self._revoked[jti]  # expired tokens are refused anyway
             self._revoked[me.jti] = me.expires_at
             response = Response(status_code=204)
             for name in (SESSION_COOKIE, CSRF_COOKIE):

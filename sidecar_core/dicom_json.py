@@ -50,8 +50,8 @@ def _values(value: Any, vr: str) -> list[Any]:
             number = _number(item, vr)
             if number is not None:
                 out.append(number)
-        elif vr == "PN":
-            out.append({"Alphabetic": str(item)})
+        elif vr == "PN":  # a DICOM JSON PN object as stored, or a plain name
+            out.append(dict(item) if isinstance(item, dict) else {"Alphabetic": str(item)})
         elif vr == "SQ":
             out.append(item)
         else:

@@ -10,12 +10,13 @@ from typing import Any
 STUDY_RECEIVED = "study.v1.received"
 ASSET_PREPROCESSED = "asset.v1.preprocessed"
 AI_RUN_FINISHED = "ai_run.v1.finished"
+# A radiologist's decision on findings changed (payload sidecar.events.v1.ReviewChanged).
+REVIEW_CHANGED = "review.v1.changed"
 JOB_PREPROCESS = "job.v1.preprocess"
 JOB_AI_RUN = "job.v1.ai_run"
 JOB_LLM_ASSIST = "job.v1.llm_assist"
 JOB_HANDOFF = "job.v1.handoff"
 JOB_OVERLAY = "job.v1.overlay"
-REVIEW_CHANGED = "review.v1.changed"
 AUDIT = "audit.v1"
 DLQ = "dlq.v1"
 
@@ -58,12 +59,11 @@ class Topology:
             (
                 StreamSpec(
                     f"{self.stream_prefix}_EVENTS",
-                    (f"{p}.study.>", f"{p}.asset.>", f"{p}.ai_run.>"),
+                    (f"{p}.study.>", f"{p}.asset.>", f"{p}.ai_run.>", f"{p}.review.>"),
                 ),
                 StreamSpec(f"{self.stream_prefix}_JOBS", (f"{p}.job.>",), work_queue=True),
                 StreamSpec(f"{self.stream_prefix}_AUDIT", (f"{p}.audit.>",)),
                 StreamSpec(f"{self.stream_prefix}_DLQ", (f"{p}.dlq.>",)),
-                StreamSpec(f"{self.stream_prefix}_REVIEW", (f"{p}.review.>",)),
             ),
         )
 
@@ -79,10 +79,6 @@ class Topology:
     @property
     def events_stream(self) -> str:
         return f"{self.stream_prefix}_EVENTS"
-
-    @property
-    def review_stream(self) -> str:
-        return f"{self.stream_prefix}_REVIEW"
 
     @property
     def jobs_stream(self) -> str:
@@ -112,3 +108,15 @@ class Topology:
         return self._spec(ConsumerSpec(self.jobs_stream, "overlay-worker",
                                        self.subject(JOB_OVERLAY), ack_wait_s=120,
                                        max_deliver=4, backoff_s=(2.0, 10.0, 30.0)))
+
+    def derived_results_runs(self) -> ConsumerSpec:
+        """ingest_svc's DICOM results writer: an AI run finished (SR and SEG, version 1)."""
+        return self._spec(ConsumerSpec(self.events_stream, "derived-results-runs",
+                                       self.subject(AI_RUN_FINISHED), ack_wait_s=120,
+                                       max_deliver=8, backoff_s=(1.0, 2.0, 5.0, 10.0, 30.0)))
+
+    def derived_results_reviews(self) -> ConsumerSpec:
+        """ingest_svc's DICOM results writer: review decisions changed (a new version)."""
+        return self._spec(ConsumerSpec(self.events_stream, "derived-results-reviews",
+                                       self.subject(REVIEW_CHANGED), ack_wait_s=120,
+                                       max_deliver=8, backoff_s=(1.0, 2.0, 5.0, 10.0, 30.0)))

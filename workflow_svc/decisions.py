@@ -11,7 +11,6 @@ from google.protobuf import struct_pb2
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import review_events_pb2
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
@@ -40,6 +39,9 @@ ACTIONS: dict[str, tuple[str, str | None]] = {
     "exclude_from_draft": ("review.finding_excluded_from_draft", None),
 }
 _MAX_TEXT = 4000
+# The `action` of a REVIEW_CHANGED message (what ohif-sr's SR writer names the change).
+_CHANGE = {"accept": "accepted", "reject": "rejected", "relabel": "relabelled",
+           "ignore": "ignored", "add": "added"}
 
 
 def _iso(at: datetime) -> str:
@@ -136,12 +138,10 @@ async def _event(s: AsyncSession, topology: Topology, ref: StudyRef, finding: Fi
         "action": action, "version": version, "review_event_id": str(event.id),
         **{k: payload[k] for k in ("reason", "label", "bbox_px") if k in payload}})
     message = review_events_pb2.ReviewChanged(
-        study_id=str(finding.study_id), finding_id=str(finding.id), action=action,
-        version=version, actor=caller.actor,
-        study=common_pb2.StudyKey(facility=ref.facility, accession=ref.accession,
-                                  study_instance_uid=ref.study_instance_uid))
-    message.at.GetCurrentTime()
-    await outbox.enqueue(s, topology.subject(REVIEW_CHANGED), f"review:{event.id}", message)
+        study_id=str(finding.study_id), finding_ids=[str(finding.id)],
+        ai_run_ids=[str(finding.ai_run_id)] if finding.ai_run_id else [],
+        action=_CHANGE.get(action, "edited"), review_event_id=str(event.id))
+    await outbox.enqueue(s, topology.subject(REVIEW_CHANGED), str(event.id), message)
 
 
 def _apply(request: rpb.DecideFindingRequest, finding: Finding, current: dict[str, Any],

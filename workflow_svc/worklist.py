@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
-from sidecar_core.store.models import Facility, Finding, Instance, Series, User
+from sidecar_core.store.models import Facility, Finding, Series, User
 from sidecar_core.store.models import Study as StudyRow
 from workflow_svc import queries
 from workflow_svc.access import Caller
@@ -26,9 +26,8 @@ AI_STATUSES = ("pending", "findings", "no_findings", "failed")
 SORTS = ("received_at", "study_date", "max_confidence")
 _FINDING_SCOPE = (Finding.visible.is_(True), Finding.origin == "ai")
 
-_attributes = (select(Instance.attributes).where(Instance.study_id == StudyRow.id)
-               .order_by(Instance.created_at, Instance.id).limit(1)
-               .correlate(StudyRow).scalar_subquery())
+# Patient and study attributes of the study (studies.dicom_attributes, docs/readme/wado.md).
+_attributes = StudyRow.dicom_attributes
 _finding_count = (select(func.count()).select_from(Finding)
                   .where(Finding.study_id == StudyRow.id, *_FINDING_SCOPE)
                   .correlate(StudyRow).scalar_subquery())

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from review_gateway.app import create_app
 from review_gateway.settings import GatewaySettings
@@ -26,12 +26,13 @@ from workflow_svc.sessions import LoginLimits
 
 SECRET = "review-secret-" + "y" * 40
 TOPOLOGY = Topology("revtest", "REVTEST")
-# Every character set the worklist must carry: ISO 2022 IR 87 groups as pydicom decodes them.
-PATIENT_A = {"PatientName": "Yamada^Tarou=山田^太郎=やまだ^たろう", "PatientID": "PID-A1",
+# Patient attributes as ingest indexes them (ISO 2022 IR 87: ideographic and phonetic groups).
+PATIENT_A = {"PatientName": {"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎",
+                             "Phonetic": "やまだ^たろう"}, "PatientID": "PID-A1",
              "PatientSex": "M", "PatientAge": "045Y", "PatientBirthDate": "19790214",
-             "ReferringPhysicianName": "Sato^Hanako", "StudyDate": "20240305",
+             "ReferringPhysicianName": {"Alphabetic": "Sato^Hanako"}, "StudyDate": "20240305",
              "StudyDescription": "CT CHEST", "BodyPartExamined": "CHEST"}
-PATIENT_B = {"PatientName": "<img src=x onerror=alert(1)>", "PatientID": "PID-B1",
+PATIENT_B = {"PatientName": {"Alphabetic": "<img src=x onerror=alert(1)>"}, "PatientID": "PID-B1",
              "StudyDate": "20240306"}
 
 
@@ -65,13 +66,15 @@ async def seed_review(db: Database, store: ObjectStore) -> tuple[Seeded, uuid.UU
                             series_instance_uid="1.2.3.4.1", modality="CT")
         s.add(series_b)
         await s.flush()
-        for study, series, sop, attributes in (
-                (seeded.study, seeded.series, "1.2.3.1.1.1", PATIENT_A),
-                (seeded.study, seeded.series, "1.2.3.1.1.2", PATIENT_A),
-                (seeded.study_b, series_b.id, "1.2.3.4.1.1", PATIENT_B)):
+        for study, series, sop in ((seeded.study, seeded.series, "1.2.3.1.1.1"),
+                                   (seeded.study, seeded.series, "1.2.3.1.1.2"),
+                                   (seeded.study_b, series_b.id, "1.2.3.4.1.1")):
             s.add(m.Instance(study_id=study, series_id=series, sop_instance_uid=sop,
                              sop_class_uid="1.2.840.10008.5.1.4.1.1.2", object_key="x",
-                             size_bytes=1, attributes=attributes))
+                             size_bytes=1, attributes={}))
+        for study, attributes in ((seeded.study, PATIENT_A), (seeded.study_b, PATIENT_B)):
+            await s.execute(update(m.Study).where(m.Study.id == study)
+                            .values(dicom_attributes=attributes))
         run = (await s.scalars(select(m.AiRun.id).limit(1))).one()
         run_b = m.AiRun(id=uuid.uuid4(), study_id=seeded.study_b, series_id=series_b.id,
                         model_name="chest-ct-nodules", model_version="1.0", status="completed")

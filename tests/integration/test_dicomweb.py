@@ -220,7 +220,10 @@ async def test_qido_studies_series_instances_with_dicomweb_client(web: Web) -> N
     admin = web.client("admin", ())
     assert len(await asyncio.to_thread(admin.search_for_studies)) == 3
 
+    assert await asyncio.to_thread(find, search_filters={"PatientID": "X"}) == []
+    assert await asyncio.to_thread(find, search_filters={"PatientID": "SYNTH-1"}) == sorted(
+        [STUDY_A, STUDY_B])
     with pytest.raises(requests.HTTPError) as refused:
-        await asyncio.to_thread(north.search_for_studies, search_filters={"PatientID": "X"})
+        await asyncio.to_thread(north.search_for_studies, search_filters={"PatientWeight": "7"})
     assert refused.value.response.status_code == 400
-    assert "patient identifiers" in refused.value.response.text
+    assert "matching on PatientWeight is not supported" in refused.value.response.text

@@ -30,9 +30,13 @@ from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ipb_grpc
 from review_gateway import auth
 from review_gateway.app import create_app
 from review_gateway.settings import GatewaySettings
+from sidecar_core.db import Database
+from sidecar_core.grpc_server import GrpcServer
+from sidecar_core.subjects import Topology
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.integration.test_dimse import running_ingest
 from tests.servers import free_port, wait_port
+from workflow_svc import review_servicer
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +55,7 @@ TEST_FILES = (JPEG2000, JPEG_BASELINE, RLE_2FRAME, MULTIFRAME, JPEG_LS, SR)
 class Corpus:
     study: str = field(default_factory=generate_uid)
     other_study: str = field(default_factory=generate_uid)  # facility "south"
+    second_study: str = field(default_factory=generate_uid)  # north, another patient
     ct_series: str = field(default_factory=generate_uid)
     ct: list[Dataset] = field(default_factory=list)
     files: dict[str, Dataset] = field(default_factory=dict)  # test file name -> re-homed copy
@@ -80,6 +85,15 @@ def _corpus() -> Corpus:
         c.ct.append(ds)
     c.files = {name: _rehome(name, c.study) for name in TEST_FILES}
     return c
+
+
+def _second(c: Corpus) -> Dataset:
+    ds = ct_slice(c.second_study, accession="WADO-2")
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName, ds.PatientID = "Müller^Jürgen=ミュラー^ユルゲン", "PAT-2"
+    ds.PatientBirthDate, ds.PatientSex, ds.ReferringPhysicianName = "19600101", "M", "Ref^Doc"
+    ds.StudyDate, ds.StudyDescription, ds.Modality = "20200101", "MR Brain", "MR"
+    return ds
 
 
 @dataclass
@@ -127,17 +141,27 @@ async def wado(database_url: str, nats: Any, tmp_path: Path) -> AsyncIterator[Wa
         async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.grpc_port}") as channel:
             stub = ipb_grpc.IngestServiceStub(channel)
             for facility, datasets in (
-                    ("north", [*corpus.ct, *corpus.files.values()]),
+                    ("north", [*corpus.ct, *corpus.files.values(), _second(corpus)]),
                     ("south", [ct_slice(corpus.other_study, accession="S-1")])):
                 reply = await stub.IngestInstances(ipb.IngestInstancesRequest(
                     facility=facility,
                     items=[ipb.IngestInstancesRequestItem(dicom=to_bytes(d)) for d in datasets]))
                 assert [r.reason for r in reply.results] == [""] * len(datasets)
+        # The gateway asks the workflow process (ReviewService) whether a session was revoked.
+        db = Database(database_url)
+        workflow = GrpcServer("127.0.0.1:0")
+        review_servicer.register(workflow, db, Topology())
+        workflow_port = await workflow.start()
         settings = GatewaySettings(data_dir=tmp_path, token_secret=SECRET,
                                    ingest_address=f"127.0.0.1:{svc.grpc_port}",
+                                   workflow_address=f"127.0.0.1:{workflow_port}",
                                    cors_origins="http://viewer.test")
-        with serve(create_app(settings)) as url:
-            yield Wado(url + "/dicomweb", corpus)
+        try:
+            with serve(create_app(settings)) as url:
+                yield Wado(url + "/dicomweb", corpus)
+        finally:
+            await workflow.stop(0)
+            await db.close()
 
 
 def _in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -244,6 +268,53 @@ async def test_rendered_and_thumbnails(wado: Wado) -> None:
         assert Image.open(io.BytesIO(reply.content)).format == "JPEG"
     thumb = await _in_thread(wado.get, f"/studies/{c.study}/series/{c.ct_series}/thumbnail")
     assert max(Image.open(io.BytesIO(thumb.content)).size) <= 128
+
+
+async def test_qido_answers_ohifs_queries(wado: Wado) -> None:
+    c = wado.corpus
+    ohif = ("/studies?limit=101&offset=0&fuzzymatching={fuzzy}"
+            "&includefield=00081030%2C00080060%2C00080090%2C00100030{filters}")
+
+    async def studies(fuzzy: str = "false", **filters: str) -> list[dict[str, Any]]:
+        query = "".join(f"&{k}={v}" for k, v in filters.items())
+        reply = await _in_thread(wado.get, ohif.format(fuzzy=fuzzy, filters=query),
+                                 "application/dicom+json")
+        assert reply.status_code == 200, reply.text
+        return reply.json()  # type: ignore[no-any-return]
+
+    def uids(found: list[dict[str, Any]]) -> list[str]:
+        return sorted(s["0020000D"]["Value"][0] for s in found)
+
+    both = sorted([c.study, c.second_study])
+    assert uids(await studies()) == both
+    second = next(s for s in await studies() if s["0020000D"]["Value"] == [c.second_study])
+    assert second["00100010"]["Value"] == [{"Alphabetic": "Müller^Jürgen",
+                                            "Ideographic": "ミュラー^ユルゲン"}]
+    assert second["00100020"]["Value"] == ["PAT-2"]
+    assert second["00100030"]["Value"] == ["19600101"]
+    assert second["00080090"]["Value"] == [{"Alphabetic": "Ref^Doc"}]
+    assert second["00081030"]["Value"] == ["MR Brain"]
+    assert second["00080061"]["Value"] == ["MR"]
+    assert uids(await studies(PatientName="Doe^Jane")) == [c.study]
+    assert uids(await studies(PatientName="doe*")) == [c.study]  # names: case-insensitive
+    assert uids(await studies(PatientName="jane")) == []
+    assert uids(await studies("true", PatientName="jane")) == [c.study]  # fuzzy: a component
+    assert uids(await studies("true", PatientName="jür")) == [c.second_study]
+    assert uids(await studies(PatientName="ミュラー*")) == [c.second_study]  # ideographic
+    assert uids(await studies(**{"00100020": "PAT-?"})) == both
+    assert uids(await studies(**{"00100020": "PAT-2"})) == [c.second_study]
+    assert uids(await studies(AccessionNumber="WADO-1")) == [c.study]
+    assert uids(await studies(StudyDescription="MR*")) == [c.second_study]
+    assert uids(await studies(ModalitiesInStudy="RTDOSE")) == [c.study]
+    assert uids(await studies(StudyDate="20190101-20201231")) == [c.second_study]
+    assert uids(await studies(PatientBirthDate="-19650101")) == [c.second_study]
+    assert uids(await studies(StudyInstanceUID=f"{c.study}\\{c.second_study}")) == both
+    series = await _in_thread(
+        wado.get, f"/studies/{c.second_study}/series?includefield=0008103E,00080021")
+    assert len(series.json()) == 1 and series.json()[0]["00080060"]["Value"] == ["MR"]
+    everything = await _in_thread(wado.get, f"/studies?includefield=all&"
+                                             f"StudyInstanceUID={c.second_study}")
+    assert everything.json()[0]["00100040"]["Value"] == ["M"]  # PatientSex
 
 
 async def test_bad_input(wado: Wado, tmp_path: Path) -> None:

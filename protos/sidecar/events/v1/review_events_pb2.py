@@ -22,17 +22,15 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
-from protos.sidecar.common.v1 import common_pb2 as sidecar_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%sidecar/events/v1/review_events.proto\x12\x11sidecar.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1esidecar/common/v1/common.proto\"\xb9\x01\n\rReviewChanged\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12*\n\x05study\x18\x02 \x01(\x0b\x32\x1b.sidecar.common.v1.StudyKey\x12\x12\n\nfinding_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x05\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%sidecar/events/v1/review_events.proto\x12\x11sidecar.events.v1\"s\n\rReviewChanged\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66inding_ids\x18\x02 \x03(\t\x12\x12\n\nai_run_ids\x18\x03 \x03(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x17\n\x0freview_event_id\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sidecar.events.v1.review_events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REVIEWCHANGED']._serialized_start=126
-  _globals['_REVIEWCHANGED']._serialized_end=311
+  _globals['_REVIEWCHANGED']._serialized_start=60
+  _globals['_REVIEWCHANGED']._serialized_end=175
 # @@protoc_insertion_point(module_scope)

@@ -123,6 +123,22 @@ def upgrade() -> None:
     )
     op.execute(f"DROP FUNCTION IF EXISTS {OLD_SIGNATURE})")
     op.execute(FUNCTION)
+    op.execute(BACKFILL)
+
+
+# Studies indexed before this migration: what the index already knew (no patient attributes).
+BACKFILL = """
+UPDATE studies s SET dicom_attributes = jsonb_strip_nulls(jsonb_build_object(
+    'AccessionNumber', nullif(s.accession, ''),
+    'StudyDescription', nullif(s.description, ''),
+    'StudyDate', (SELECT i.attributes -> 'StudyDate' FROM instances i
+                  WHERE i.study_id = s.id ORDER BY i.created_at LIMIT 1),
+    'StudyTime', (SELECT i.attributes -> 'StudyTime' FROM instances i
+                  WHERE i.study_id = s.id ORDER BY i.created_at LIMIT 1),
+    'ModalitiesInStudy', (SELECT jsonb_agg(DISTINCT se.modality) FROM series se
+                          WHERE se.study_id = s.id AND se.modality <> '')))
+WHERE s.dicom_attributes = '{}'::jsonb
+"""
 
 
 def downgrade() -> None:
