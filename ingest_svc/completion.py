@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import text
@@ -36,6 +37,8 @@ class CompletionTracker:
         self.db = db
         self.topology = topology
         self.poll_s = poll_s
+        # called with the ids of studies that just became complete (e.g. to prebuild indexes)
+        self.on_complete: Callable[[list[uuid.UUID]], None] | None = None
 
     async def complete_quiet(self) -> list[uuid.UUID]:
         return await self._complete(
@@ -81,6 +84,8 @@ class CompletionTracker:
                     StudyRef(facility, accession, uid, study_id),
                     context={"instance_count": n, "completion": count, "reason": reason},
                 )
+        if rows and self.on_complete is not None:
+            self.on_complete([r[0] for r in rows])
         return [r[0] for r in rows]
 
     async def run(self, stop: asyncio.Event) -> None:

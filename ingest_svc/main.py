@@ -59,6 +59,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         [pb.DESCRIPTOR.services_by_name["IngestService"].full_name],
     )
     retriever = RetrieveServicer(db, receiver.objects)
+    completion.on_complete = retriever.prebuild
     server.register(retrieve_grpc.add_RetrieveServiceServicer_to_server, retriever,
                     [retrieve_pb.DESCRIPTOR.services_by_name["RetrieveService"].full_name])
     relay = OutboxRelay(db, bus)

@@ -23,6 +23,7 @@ from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway import auth, security, views
 from review_gateway.dicomweb import cors
+from review_gateway.dicomweb.index_cache import WadoIndex
 from review_gateway.dicomweb.rendered import rendered_router
 from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.dicomweb.wado import wado_router
@@ -224,8 +225,10 @@ def create_app(settings: GatewaySettings,
         ingest_stub()  # opens the shared ingest channel
         return retrieve_grpc.RetrieveServiceStub(ingest_channel[0])
 
-    app.include_router(wado_router(principal, retrieve_stub, store), prefix="/dicomweb")
-    app.include_router(rendered_router(principal, retrieve_stub), prefix="/dicomweb")
+    wado_index = WadoIndex(retrieve_stub, store, timeout_s=60.0)
+    app.include_router(wado_router(principal, retrieve_stub, store, wado_index),
+                       prefix="/dicomweb")
+    app.include_router(rendered_router(principal, retrieve_stub, wado_index), prefix="/dicomweb")
     cors.install(app, settings.cors_origins)
 
     @app.api_route("/api/v1/{path:path}", include_in_schema=False,

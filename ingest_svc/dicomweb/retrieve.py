@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ from sidecar_core.errors import InvalidArgument, NotFound
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.store.models import DicomwebSeriesIndex, Facility, Instance, Series, Study
 from sidecar_core.uids import uid_problem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -114,12 +117,31 @@ class SeriesIndexes:
         if row is None:
             raise _not_found(study, series)
         series_id, count, facility = row
+        return await self._ensure(series_id, count, study, series, facility)
+
+    async def _ensure(self, series_id: uuid.UUID, count: int, study: str, series: str,
+                      facility: str) -> SeriesIndex:
         lock = self._locks.setdefault(series_id, asyncio.Lock())
         async with lock:
             known = await self._known(series_id, count)
             if known is not None:
                 return SeriesIndex(known[0], known[1], count, facility)
             return await self._build(series_id, study, series, facility)
+
+    async def prebuild(self, study_ids: list[uuid.UUID]) -> None:
+        """Builds the index of every series of these (just completed) studies, so that a
+        viewer's first metadata request finds it ready."""
+        stmt = select(Series.id, Series.instance_count, Study.study_instance_uid,
+                      Series.series_instance_uid, Facility.name).join(
+            Study, Study.id == Series.study_id).join(
+            Facility, Facility.id == Study.facility_id).where(Study.id.in_(study_ids))
+        async with self.db.read() as session:
+            rows = (await session.execute(stmt)).all()
+        for series_id, count, study, series, facility in rows:
+            try:
+                await self._ensure(series_id, count, study, series, facility)
+            except Exception:  # the request path builds it again, and reports the error
+                log.warning("series index of %s not prebuilt", series, exc_info=True)
 
     async def _known(self, series_id: uuid.UUID, count: int) -> tuple[str, str] | None:
         async with self.db.read() as session:

@@ -17,9 +17,12 @@ from struct import Struct
 from typing import Any
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
+
+from ingest_svc.dicomweb.fast_json import ascii_reads_as_ascii, raw_json
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +52,33 @@ def instance_json(ds: Dataset, ref: InstanceRef) -> dict[str, Any]:
     base = (f"{WADO_ROOT}/studies/{ref.study_instance_uid}/series/{ref.series_instance_uid}"
             f"/instances/{ref.sop_instance_uid}")
     out: dict[str, Any] = {}
-    for elem in ds:
-        tag = f"{int(elem.tag):08X}"
-        if elem.tag.is_private and elem.VR in _BINARY_VRS:
-            continue  # private binary blobs: neither displayed nor resolvable meaningfully
+    ascii_ok = ascii_reads_as_ascii(ds.get("SpecificCharacterSet"))
+    for tag in sorted(ds.keys()):
+        raw = ds.get_item(tag)  # not converted yet, unless something read it
+        key = f"{int(tag):08X}"
+        if isinstance(raw, RawDataElement) and raw.VR not in (None, "UN"):  # UN: pydicom may
+            # know the element's real VR
+            if raw.VR in _BINARY_VRS:
+                if tag.is_private:
+                    continue  # private binary blobs: neither displayed nor resolvable
+                if raw.length > BULK_DATA_THRESHOLD or tag in _PIXEL_TAGS:
+                    out[key] = {"vr": raw.VR, "BulkDataURI": f"{base}/bulkdata/{key}"}
+                    continue
+            fast = raw_json(raw, ascii_ok)
+            if fast is not None:
+                out[key] = fast
+                continue
         try:
+            elem = ds[tag]
+            if elem.tag.is_private and elem.VR in _BINARY_VRS:
+                continue
             if elem.VR in _BINARY_VRS and (_length(elem) > BULK_DATA_THRESHOLD
                                            or elem.tag in _PIXEL_TAGS):
-                out[tag] = {"vr": elem.VR, "BulkDataURI": f"{base}/bulkdata/{tag}"}
+                out[key] = {"vr": elem.VR, "BulkDataURI": f"{base}/bulkdata/{key}"}
             else:
-                out[tag] = elem.to_json_dict(None, 1 << 62)
+                out[key] = elem.to_json_dict(None, 1 << 62)
         except Exception as exc:  # a value pydicom cannot express in JSON: leave it out
-            log.warning("metadata of %s: %s left out (%s)", ref.sop_instance_uid, tag,
+            log.warning("metadata of %s: %s left out (%s)", ref.sop_instance_uid, key,
                         type(exc).__name__)
     out["00083002"] = {"vr": "UI", "Value": [ref.transfer_syntax_uid]}
     return dict(sorted(out.items()))

@@ -17,7 +17,7 @@ from fastapi.responses import Response
 
 from protos.sidecar.ingest.v1 import retrieve_service_pb2 as pb
 from review_gateway.dicomweb import multipart
-from review_gateway.dicomweb.index_cache import rpc_error
+from review_gateway.dicomweb.index_cache import WadoIndex, rpc_error
 from review_gateway.dicomweb.wado import CACHE, check_uids, facilities_of, frame_numbers
 from review_gateway.errors import ApiError
 
@@ -80,7 +80,7 @@ def render_request(request: Request, thumbnail: bool) -> dict[str, Any]:
 
 
 def rendered_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable[[], Any],
-                    *, timeout_s: float = 60.0) -> APIRouter:
+                    index: WadoIndex, *, timeout_s: float = 60.0) -> APIRouter:
     router = APIRouter(tags=["dicomweb"])
 
     async def render(request: Request, principal: Any, thumbnail: bool, study: str,
@@ -94,6 +94,9 @@ def rendered_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable
                 raise _bad("INVALID_FRAME_LIST", "a rendered frame is one frame number")
             number = numbers[0]
         fields = render_request(request, thumbnail)
+        if sop:  # the series index (facility-scoped, cached) knows where the object is
+            _, info = await index.instance(facilities_of(principal), study, series, sop)
+            fields["object_key"] = str(info["key"])
         try:
             reply = await retrieve_stub().RenderFrame(pb.RenderFrameRequest(
                 allowed_facilities=facilities_of(principal), study_instance_uid=study,

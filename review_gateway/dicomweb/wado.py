@@ -1,6 +1,7 @@
 """WADO-RS: instances, metadata, frames and bulk data, facility-scoped like the JSON API.
 
-Mount: app.include_router(wado_router(principal, retrieve_stub, store), prefix="/dicomweb")
+Mount: app.include_router(wado_router(principal, retrieve_stub, store, WadoIndex(...)),
+                          prefix="/dicomweb")
 """
 
 from __future__ import annotations
@@ -81,12 +82,10 @@ def frame_numbers(text: str) -> list[int]:
 
 
 def wado_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable[[], Any],
-                store: ObjectStore, *, timeout_s: float = 60.0) -> APIRouter:
+                store: ObjectStore, index: WadoIndex, *, timeout_s: float = 60.0) -> APIRouter:
     """WADO-RS routes relative to the DICOMweb root (e.g. /dicomweb)."""
     router = APIRouter(tags=["dicomweb"])
-    index = WadoIndex(retrieve_stub, store, timeout_s)
     decoder = transcode.FrameDecoder()
-    router.wado_index = index  # type: ignore[attr-defined]  # for the rendered routes
 
     async def listing(principal: Any, study: str, series: str = "",
                       sop: str = "") -> list[Any]:

@@ -100,6 +100,8 @@ def _second(c: Corpus) -> Dataset:
 class Wado:
     url: str
     corpus: Corpus
+    grpc_port: int = 0
+    database_url: str = ""
 
     def token(self, facilities: tuple[str, ...] = ("north",)) -> str:
         return auth.issue(SECRET.encode(), user_id="u1", username="rad", role="radiologist",
@@ -158,7 +160,7 @@ async def wado(database_url: str, nats: Any, tmp_path: Path) -> AsyncIterator[Wa
                                    cors_origins="http://viewer.test")
         try:
             with serve(create_app(settings)) as url:
-                yield Wado(url + "/dicomweb", corpus)
+                yield Wado(url + "/dicomweb", corpus, svc.grpc_port, database_url)
         finally:
             await workflow.stop(0)
             await db.close()
@@ -386,3 +388,27 @@ async def test_cors_and_token_hand_over(wado: Wado) -> None:
     assert reply.status_code == 200
     assert reply.headers["Access-Control-Allow-Origin"] == "http://viewer.test"
     assert "ETag" in reply.headers["Access-Control-Expose-Headers"]
+
+
+async def test_series_indexes_are_built_when_a_study_completes(wado: Wado) -> None:
+    import grpc
+    import psycopg
+
+    c = wado.corpus
+    query = ("SELECT count(*) FROM dicomweb_series_index x JOIN series se ON se.id = x.series_id "
+             "JOIN studies s ON s.id = se.study_id WHERE s.study_instance_uid = %s "
+             "AND x.instance_count = se.instance_count")
+
+    def indexed() -> int:
+        with psycopg.connect(wado.database_url) as conn:
+            return int(conn.execute(query, (c.study,)).fetchone()[0])  # type: ignore[index]
+
+    assert indexed() == 0  # nothing asked for it, the study is still receiving
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{wado.grpc_port}") as channel:
+        await ipb_grpc.IngestServiceStub(channel).CompleteStudy(ipb.CompleteStudyRequest(
+            facility="north", study_instance_uid=c.study))
+    for _ in range(300):
+        if indexed() == 1 + len(TEST_FILES):
+            break
+        await asyncio.sleep(0.1)
+    assert indexed() == 1 + len(TEST_FILES)

@@ -75,7 +75,7 @@ class GetSeriesIndexResponse(_message.Message):
     def __init__(self, metadata_key: _Optional[str] = ..., frames_key: _Optional[str] = ..., instance_count: _Optional[int] = ..., facility: _Optional[str] = ...) -> None: ...
 
 class RenderFrameRequest(_message.Message):
-    __slots__ = ("allowed_facilities", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame_number", "media_type", "has_window", "window_center", "window_width", "window_function", "viewport_width", "viewport_height", "quality")
+    __slots__ = ("allowed_facilities", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame_number", "media_type", "has_window", "window_center", "window_width", "window_function", "viewport_width", "viewport_height", "quality", "object_key")
     ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
     STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class RenderFrameRequest(_message.Message):
     VIEWPORT_WIDTH_FIELD_NUMBER: _ClassVar[int]
     VIEWPORT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
     allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
     study_instance_uid: str
     series_instance_uid: str
@@ -102,7 +103,8 @@ class RenderFrameRequest(_message.Message):
     viewport_width: int
     viewport_height: int
     quality: int
-    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., frame_number: _Optional[int] = ..., media_type: _Optional[str] = ..., has_window: _Optional[bool] = ..., window_center: _Optional[float] = ..., window_width: _Optional[float] = ..., window_function: _Optional[str] = ..., viewport_width: _Optional[int] = ..., viewport_height: _Optional[int] = ..., quality: _Optional[int] = ...) -> None: ...
+    object_key: str
+    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., frame_number: _Optional[int] = ..., media_type: _Optional[str] = ..., has_window: _Optional[bool] = ..., window_center: _Optional[float] = ..., window_width: _Optional[float] = ..., window_function: _Optional[str] = ..., viewport_width: _Optional[int] = ..., viewport_height: _Optional[int] = ..., quality: _Optional[int] = ..., object_key: _Optional[str] = ...) -> None: ...
 
 class RenderFrameResponse(_message.Message):
     __slots__ = ("image", "media_type")

@@ -36,7 +36,8 @@ CREATE FUNCTION sidecar_index_instance(
     p_series_description text, p_series_number integer,
     p_instance_id uuid, p_sop_uid text, p_sop_class_uid text, p_transfer_syntax text,
     p_instance_number integer, p_object_key text, p_size bigint, p_attributes jsonb,
-    p_source text, p_now timestamptz, p_allow_reopen boolean, p_study_attributes jsonb)
+    p_source text, p_now timestamptz, p_allow_reopen boolean,
+    p_study_attributes jsonb DEFAULT '{}'::jsonb)
 RETURNS TABLE (study_id uuid, status_before text, outcome text)
 LANGUAGE plpgsql AS $$
 DECLARE
