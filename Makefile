@@ -77,4 +77,4 @@ bench: install
 	$(BIN)/python bench/end_to_end.py
 
 clean:
-	rm -rf $(VENV) .data .demo-data
+	rm -rf $(VENV) .data .demo-data review_gateway/static/app $(FRONTEND)/node_modules
