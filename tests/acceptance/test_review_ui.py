@@ -242,6 +242,15 @@ def test_study_view_viewer_overlays_and_decisions(site: Site, page: Any) -> None
     page.fill(".form-own input[name=label]", "Missed nodule")
     page.click(".form-own button[type=submit]")
     expect(page.locator(".findings .message")).to_contain_text("Added: Missed nodule")
+    # Relabel and reword (the own finding is selected after adding it).
+    page.keyboard.press("l")
+    page.fill(".form-relabel input[name=label]", "Missed nodule, right upper lobe")
+    page.click(".form-relabel button[type=submit]")
+    expect(page.locator(".findings .message")).to_contain_text("Relabelled")
+    page.keyboard.press("e")
+    page.fill(".form-edit_text textarea[name=text]", "6 mm solid nodule <b>not</b> flagged by AI")
+    page.click(".form-edit_text button[type=submit]")
+    expect(page.locator(".findings .message")).to_contain_text("Wording edited")
 
     # A stale version is refused with the current one shown (another reviewer acted first).
     with site.stack.client() as http:
@@ -265,7 +274,9 @@ def test_study_view_viewer_overlays_and_decisions(site: Site, page: Any) -> None
     rejected = page.locator(f".finding-item[data-finding-id='{r['id']}']")
     expect(rejected.locator(".decision")).to_have_text("Rejected")
     expect(rejected).to_contain_text("false positive")
-    expect(item.filter(has_text="Missed nodule")).to_have_count(1)
+    own = item.filter(has_text="Missed nodule, right upper lobe")
+    expect(own).to_have_count(1)
+    expect(own.locator(".text")).to_have_text("6 mm solid nodule <b>not</b> flagged by AI")
     page.click(f".finding-item[data-finding-id='{r['id']}']")
     expect(_info(page)).to_have_text(re.compile(rf"^Slice {numbers[r['sop_instance_uid']]}/100"))
     page.screenshot(path=str(b.ARTIFACTS / "review-study-reloaded.png"))
