@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # libpython3.11: Triton's python backend stub links the system libpython (PLATFORM.md).
-# chromium: the OHIF browser test (Playwright drives Debian's Chromium, PLATFORM.md).
+# chromium: the browser tests (Playwright drives Debian's Chromium, PLATFORM.md); orthanc: the
+# PACS that receives exported results in the report-loop tests.
 SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc
 RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 
-.PHONY: install demo up test test-fast lint proto proto-check buf-lint system-deps bench clean
+.PHONY: frontend install demo up test test-fast lint proto proto-check buf-lint system-deps bench clean
 
 # A fresh Debian has python3.11 but not its venv module: install it when venv creation fails.
 $(BIN)/python:
@@ -21,13 +22,26 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The review web app (review_gateway/frontend, TypeScript + vite) builds into the git-ignored
+# review_gateway/static/app, served by the gateway at /; node and npm come from Debian's apt.
+FRONTEND := review_gateway/frontend
+FRONTEND_BUILT := review_gateway/static/app/index.html
+FRONTEND_SOURCES := $(FRONTEND)/package.json $(FRONTEND)/package-lock.json $(FRONTEND)/index.html \
+	$(FRONTEND)/vite.config.ts $(FRONTEND)/tsconfig.json $(shell find $(FRONTEND)/src -type f 2>/dev/null)
+
+$(FRONTEND_BUILT): $(FRONTEND_SOURCES)
+	@command -v npm >/dev/null 2>&1 || bash scripts/system-deps.sh nodejs npm
+	cd $(FRONTEND) && npm ci --no-audit --no-fund && npm run build
+
+frontend: $(FRONTEND_BUILT)
+
 # The OHIF viewer (`sidecar up --viewer-port`): @ohif/app as pinned and integrity-checked in
-# deploy/ohif/ohif.lock.json, unpacked into .ohif/ (skipped with a hint when npm is missing).
+# deploy/ohif/ohif.lock.json, unpacked into .ohif/ (npm comes with the front end's build).
 OHIF_STAMP := .ohif/VERSION
-$(OHIF_STAMP): deploy/ohif/ohif.lock.json | $(STAMP)
+$(OHIF_STAMP): deploy/ohif/ohif.lock.json | $(STAMP) $(FRONTEND_BUILT)
 	$(BIN)/python -m sidecar_app.runtime.ohif_fetch
 
-install: $(STAMP) $(OHIF_STAMP)
+install: $(STAMP) $(FRONTEND_BUILT) $(OHIF_STAMP)
 
 demo: install
 	@bash scripts/system-deps.sh $(RUNTIME_PACKAGES)
@@ -71,4 +85,5 @@ bench: install
 	$(BIN)/python bench/end_to_end.py
 
 clean:
-	rm -rf $(VENV) .data .demo-data .ohif test-artifacts
+	rm -rf $(VENV) .data .demo-data .ohif test-artifacts review_gateway/static/app \
+		$(FRONTEND)/node_modules

@@ -14,7 +14,7 @@ import grpc
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,6 +38,7 @@ from review_gateway.review_client import ReviewClient
 from review_gateway.review_routes import review_router
 from review_gateway.sessions import SessionAuth
 from review_gateway.settings import GatewaySettings
+from review_gateway.webapp import webapp_router
 from review_gateway.workflow_client import ChannelFactory, WorkflowClient, WorkflowConnection
 from sidecar_core import metrics
 from sidecar_core.objectstore import ObjectStore
@@ -265,9 +266,7 @@ def create_app(settings: GatewaySettings,
         return FileResponse(STATIC_DIR / "admin" / "index.html",
                             headers={"Cache-Control": "no-cache"})
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    app.include_router(webapp_router(STATIC_DIR, settings.viewer_port))
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

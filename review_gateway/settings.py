@@ -40,6 +40,8 @@ class GatewaySettings(CommonSettings):
     cors_origins: str = Field(default="", description="Origins (comma-separated, e.g. a "
                               "viewer's http://127.0.0.1:8081) allowed to call the gateway "
                               "from a browser; empty: none; * any")
+    viewer_port: int = Field(default=8081, ge=0, le=65535, description="Port of the OHIF "
+                             "viewer the review app links to (same host); 0: no link")
     dicomweb_max_request_mb: float = Field(default=512.0, gt=0,
                                            description="Largest STOW-RS request body")
 

@@ -57,7 +57,8 @@ def _columns() -> Select[Any]:
 
 def _row_pb(row: Any) -> rpb.WorklistStudy:
     study, facility, attributes, count, max_conf, body_part, assignee, ai_status = row
-    attributes = attributes or {}
+    # merge point of review-api and wado: the per-study patient attributes (0005) win
+    attributes = {**(attributes or {}), **(getattr(study, "dicom_attributes", None) or {})}
     out = rpb.WorklistStudy(
         study=queries._study_pb(study, facility), patient=patient_pb(attributes),
         study_date=study_date(attributes),

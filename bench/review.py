@@ -1,0 +1,206 @@
+"""Benchmarks the review app in Debian's Chromium on `sidecar up` holding many studies:
+worklist first paint, click on a study → first image drawn, frames/s scrolling a 300-slice CT.
+
+Prints each figure with its goal (issue 11, on a 2-core machine) and the ratio to the goal.
+Times are taken inside the page (performance.now() at the click and when the row / image
+appeared), so Playwright's own round trips are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ingest_svc.synth import generate  # noqa: E402
+from tests.acceptance import browser as b  # noqa: E402
+from tests.acceptance.stack import Stack, new_stack  # noqa: E402
+
+USER = "bench_rad"
+# Page-side probes: when the first worklist row appeared and when the viewer drew its first
+# image after the last click (the viewport's data-rendered is set on every Cornerstone render).
+PROBE = """
+window.__bench = {click: 0, firstRow: 0, firstImage: 0};
+document.addEventListener('click', () => { window.__bench.click = performance.now();
+  window.__bench.firstImage = 0; }, true);
+new MutationObserver(() => {
+  const B = window.__bench;
+  if (!B.firstRow && document.querySelector('tr[data-study-id]')) B.firstRow = performance.now();
+  const vp = document.querySelector('[data-testid=viewport][data-rendered]');
+  if (vp && B.click && !B.firstImage) B.firstImage = performance.now();
+}).observe(document, {subtree: true, childList: true, attributes: true,
+                      attributeFilter: ['data-rendered']});
+"""
+# Scrolls through the whole stack as fast as it draws: the next key (ArrowDown, as a user
+# presses it) as soon as the previous slice was rendered; returns slices drawn per second.
+SCROLL = """async () => {
+  const vp = document.querySelector('[data-testid=viewport]');
+  const total = Number(document.querySelector('[data-testid=viewer-info]').textContent
+    .split(' ')[1].split('/')[1]);
+  const t0 = performance.now();
+  for (let i = Number(vp.dataset.rendered); i < total; i++) {
+    const drawn = new Promise((done) => { const mo = new MutationObserver(() => {
+      if (Number(vp.dataset.rendered) === i + 1) { mo.disconnect(); done(); } });
+      mo.observe(vp, {attributes: true}); });
+    document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown', bubbles: true}));
+    await drawn;
+  }
+  return {fps: (total - 1) / ((performance.now() - t0) / 1000), path: vp.dataset.renderPath};
+}"""
+
+
+def tiny_studies(out: Path, count: int) -> None:
+    """`count` one-image secondary-capture studies (no model takes them: cheap to process)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(out / f"s{i:05d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = SecondaryCaptureImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.PatientName, ds.PatientID = f"BENCH^PATIENT{i:04d}", f"BP{i:06d}"
+        ds.AccessionNumber, ds.Modality = f"BENCH{i:06d}", "OT"
+        ds.StudyDate, ds.StudyTime = f"2024{1 + i % 12:02d}{1 + i % 28:02d}", "120000"
+        ds.StudyDescription, ds.SeriesNumber, ds.InstanceNumber = "BENCH FILLER", 1, 1
+        ds.Rows = ds.Columns = 32
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = rng.integers(0, 4095, (32, 32), dtype=np.uint16).tobytes()
+        ds.save_as(ds.filename, enforce_file_format=True)
+
+
+def send(stack: Stack, folder: Path, facility: str) -> None:
+    done = stack.cli("ingest", str(folder), "--facility", facility,
+                     "--target", stack.address("ingest"), "--complete", timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(f"ingest failed: {done.stderr[-2000:]}")
+
+
+def wait_for(http: httpx.Client, accession: str, states: set[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = http.get("/api/v1/studies", params={"accession": accession}).json()["studies"]
+        if rows and rows[0]["state"] in states:
+            return str(rows[0]["id"])
+        time.sleep(2)
+    raise SystemExit(f"study {accession} not in {states} after {timeout:.0f} s")
+
+
+def count_studies(http: httpx.Client) -> int:
+    total, token = 0, ""
+    while True:
+        reply = http.get("/api/v1/studies", params={"page_size": 500, "page_token": token}).json()
+        total += len(reply["studies"])
+        token = reply["next_page_token"]
+        if not token:
+            return total
+
+
+def measure(stack: Stack, ct_id: str, repeat: int) -> tuple[dict[str, list[float]], str]:
+    """The figures of `repeat` runs, each in a fresh browser context; and the render path."""
+    from playwright.sync_api import expect, sync_playwright
+
+    path = "?"
+    figures: dict[str, list[float]] = {"worklist_ms": [], "first_image_ms": [],
+                                       "scroll_fps_cold": [], "scroll_fps_warm": []}
+    with sync_playwright() as playwright:
+        chromium = b.launch(playwright)
+        for _ in range(repeat):
+            context = chromium.new_context(viewport={"width": 1400, "height": 900})
+            context.add_init_script(PROBE)
+            page = context.new_page()
+            b.login(page, stack.base_url, USER, stack.password)
+            page.reload()  # first paint of a signed-in worklist, the app already cached
+            page.wait_for_selector("tr[data-study-id]")
+            bench = page.evaluate("() => window.__bench")
+            nav = page.evaluate("() => performance.getEntriesByType('navigation')[0].startTime")
+            figures["worklist_ms"].append(bench["firstRow"] - nav)
+            page.click(f"tr[data-study-id='{ct_id}']")
+            info = page.locator("[data-testid=viewer-info]")
+            expect(info).to_have_text(re.compile(r"^Slice 1/"), timeout=60_000)
+            bench = page.evaluate("() => window.__bench")
+            figures["first_image_ms"].append(bench["firstImage"] - bench["click"])
+            for kind in ("scroll_fps_cold", "scroll_fps_warm"):
+                result = page.evaluate(SCROLL)
+                figures[kind].append(result["fps"])
+                path = result["path"]
+                page.keyboard.press("Home")
+                expect(page.locator("[data-testid=viewport]")).to_have_attribute(
+                    "data-rendered", "1")
+            context.close()
+        chromium.close()
+    return figures, path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--studies", type=int, default=1000, help="studies in the worklist")
+    parser.add_argument("--slices", type=int, default=300, help="slices of the CT scrolled")
+    parser.add_argument("--size", type=int, default=512, help="rows and columns of the CT")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the data dir")
+    args = parser.parse_args()
+    assert b.BUILT_APP.is_file(), "the review app is not built: run `make install`"
+    root = Path(tempfile.mkdtemp(prefix="bench-review-"))
+    stack = new_stack(root, facilities=("bench",))
+    done = stack.cli("user", "add", USER, "--role", "radiologist", "--facility", "bench",
+                     "--password-stdin", stdin=stack.password + "\n")
+    assert done.returncode == 0, done.stderr
+    # No model for the CT: on a shared 2-core machine, inference on a 300×512² volume would
+    # compete with the browser for the CPU during the measurement (and the viewer never waits
+    # for AI anyway).
+    done = stack.cli("facility", "set", "bench", "--models", "mammo_masses")
+    assert done.returncode == 0, done.stderr
+    try:
+        t0 = time.monotonic()
+        stack.start()
+        print(f"stack up in {time.monotonic() - t0:.0f} s", flush=True)
+        ct = generate("chest-ct", root / "ct", 3, slices=args.slices, rows=args.size,
+                      cols=args.size)
+        tiny_studies(root / "filler", max(0, args.studies - 1))
+        t0 = time.monotonic()
+        send(stack, root / "filler", "bench")
+        send(stack, root / "ct", "bench")
+        with stack.client() as http:
+            ct_id = wait_for(http, ct.accession_number,
+                             {"ready_for_review", "ai_failed", "ineligible"}, 1800)
+            total = count_studies(http)
+        print(f"{total} studies loaded in {time.monotonic() - t0:.0f} s "
+              f"(CT {args.slices}×{args.size}²)", flush=True)
+        time.sleep(5)  # let the last background work settle
+        figures, path = measure(stack, ct_id, args.repeat)
+    finally:
+        stack.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    goals = {"worklist_ms": (1000, "≤"), "first_image_ms": (1000, "≤"),
+             "scroll_fps_cold": (20, "≥"), "scroll_fps_warm": (20, "≥")}
+    print(f"\nreview app, {total} studies, median of {args.repeat} (all runs); "
+          f"Cornerstone3D render path: {path}")
+    for name, values in figures.items():
+        goal, sense = goals[name]
+        median = statistics.median(values)
+        ratio = median / goal
+        ok = ratio <= 1 if sense == "≤" else ratio >= 1
+        runs = ", ".join(f"{v:.0f}" if v >= 10 else f"{v:.1f}" for v in values)
+        print(f"  {name:16s} {median:8.1f}   goal {sense} {goal:<5} ratio {ratio:5.2f} "
+              f"{'ok' if ok else 'MISSED'}   ({runs})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+// Entry: routes #/login, #/ (worklist) and #/study/<id>; no PHI ever goes into the URL or title.
+
+import { api, ApiError, setUnauthorizedHandler } from './api';
+import { clear } from './dom';
+import { store } from './store';
+import { renderLogin } from './views/login';
+import { renderWorklist } from './views/worklist';
+import { renderStudy } from './views/study';
+
+const root = document.getElementById('app') as HTMLElement;
+let teardown: (() => void) | null = null;
+
+export function navigate(hash: string): void {
+  if (location.hash === hash) void route(); else location.hash = hash;
+}
+
+async function route(): Promise<void> {
+  teardown?.();
+  teardown = null;
+  clear(root);
+  document.title = 'Sidecar review';
+  const hash = location.hash || '#/';
+  if (!store.get().me && hash !== '#/login') {
+    try {
+      store.set({ me: await api.me() });
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) { navigate('#/login'); return; }
+      throw err;
+    }
+  }
+  const study = /^#\/study\/([0-9a-fA-F-]{36})$/.exec(hash);
+  if (hash === '#/login') teardown = renderLogin(root, () => navigate('#/'));
+  else if (study?.[1]) teardown = renderStudy(root, study[1], navigate);
+  else teardown = renderWorklist(root, navigate);
+}
+
+setUnauthorizedHandler(() => {
+  store.set({ me: null, token: '' });
+  navigate('#/login');
+});
+window.addEventListener('hashchange', () => void route());
+void route();

@@ -1,0 +1,52 @@
+// A small store: the signed-in user, worklist query and a change signal views subscribe to.
+
+import type { Me } from './api';
+
+export interface WorklistQuery {
+  state: string; modality: string; ai_status: string; date_from: string; date_to: string;
+  assigned: string; sort: string; page_size: string;
+}
+
+export interface State {
+  me: Me | null;
+  /** The bearer token of this tab's login, kept only for the OHIF hand-over. */
+  token: string;
+  worklist: WorklistQuery;
+  /** Page tokens of the pages before the current one (for "previous"). */
+  pages: string[];
+  pageToken: string;
+}
+
+type Listener = (state: State) => void;
+
+const TOKEN_KEY = 'sidecar.ohif_token';
+
+export const DEFAULT_QUERY: WorklistQuery = {
+  state: '', modality: '', ai_status: '', date_from: '', date_to: '', assigned: '',
+  sort: '-received_at', page_size: '50',
+};
+
+const state: State = {
+  me: null,
+  token: sessionStorage.getItem(TOKEN_KEY) ?? '',
+  worklist: { ...DEFAULT_QUERY },
+  pages: [],
+  pageToken: '',
+};
+const listeners = new Set<Listener>();
+
+export const store = {
+  get: (): Readonly<State> => state,
+  set(patch: Partial<State>): void {
+    Object.assign(state, patch);
+    if (patch.token !== undefined) {
+      if (patch.token) sessionStorage.setItem(TOKEN_KEY, patch.token);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    }
+    for (const listener of listeners) listener(state);
+  },
+  subscribe(listener: Listener): () => void {
+    listeners.add(listener);
+    return () => listeners.delete(listener);
+  },
+};

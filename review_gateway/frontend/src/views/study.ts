@@ -1,0 +1,297 @@
+// The study view: patient banner, series thumbnails, the viewer with overlays, findings.
+
+import { api, ApiError, type Finding, type Series, type StudyDetail } from '../api';
+import { clear, el, kbd, typing } from '../dom';
+import { store } from '../store';
+import { currentBox, Overlay, type Box } from '../viewer/overlay';
+import { loadSeries, type LoadedSeries } from '../viewer/series';
+import { PRESETS, Viewer } from '../viewer/viewer';
+import { FindingsPanel } from './findings';
+import { header } from './header';
+import { patientName } from './worklist';
+
+const OHIF_META = 'sidecar-ohif-url';
+
+/** The OHIF viewer link (the gateway names the viewer's origin in a meta tag), or null. */
+function ohifUrl(studyUid: string): string | null {
+  const base = document.querySelector<HTMLMetaElement>(`meta[name="${OHIF_META}"]`)?.content;
+  if (!base) return null;
+  const url = new URL('/viewer', base);
+  url.searchParams.set('StudyInstanceUIDs', studyUid);
+  const token = store.get().token;
+  if (token) url.searchParams.set('token', token);
+  return url.toString();
+}
+
+export function renderStudy(root: HTMLElement, studyId: string,
+                            navigate: (hash: string) => void): () => void {
+  const banner = el('section', { class: 'banner', 'aria-label': 'Patient and study' });
+  const seriesList = el('nav', { class: 'series', 'aria-label': 'Series' });
+  const stage = el('div', { class: 'stage' });
+  const viewportEl = el('div', { class: 'viewport', 'data-testid': 'viewport', tabindex: 0 });
+  const info = el('div', { class: 'info', 'data-testid': 'viewer-info' });
+  const notice = el('div', { class: 'not-diagnostic', text: 'Review aid — not for primary diagnosis' });
+  const state = el('p', { class: 'status', role: 'status' });
+  stage.append(viewportEl, info, notice);
+  const viewer = new Viewer(viewportEl);
+  const overlay = new Overlay(viewer, stage);
+  let study: StudyDetail | null = null;
+  let loaded: LoadedSeries | null = null;
+  let seriesNow: Series | null = null;
+  let presetName = 'Image';
+  let closed = false;
+
+  const panel = new FindingsPanel({
+    studyId,
+    sliceNumber: (f) => {
+      if (loaded && f.series_instance_uid === seriesNow?.series_instance_uid) {
+        const i = loaded.slices.findIndex((s) => s.sopInstanceUid === f.sop_instance_uid);
+        if (i >= 0) return i + 1;
+      }
+      return f.slice_index >= 0 ? f.slice_index + 1 : null;
+    },
+    select: (f) => void select(f),
+    overlaysChanged: () => refreshOverlay(),
+    startDrawing: () => startDrawing(),
+  });
+
+  function refreshOverlay(): void {
+    overlay.set(panel.findings, panel.visible, panel.selected, true);
+  }
+
+  function updateInfo(): void {
+    if (!viewer.loaded) return;
+    const w = viewer.window;
+    info.textContent = `Slice ${viewer.shownIndex + 1}/${viewer.count} · W ${Math.round(w.width)} `
+      + `L ${Math.round(w.center)} · ${presetName}${viewer.inverted ? ' · inverted' : ''}`
+      + ` · zoom ${Math.round(viewer.zoom * 100)}%`;
+  }
+  viewer.onRender(updateInfo);
+
+  async function showSeries(series: Series, index = 0): Promise<void> {
+    if (!study) return;
+    seriesNow = series;
+    for (const b of seriesList.querySelectorAll('button')) {
+      b.classList.toggle('active', b.getAttribute('data-series-id') === series.id);
+    }
+    state.textContent = 'Loading images…';
+    try {
+      loaded = await loadSeries(study.study_instance_uid, series.series_instance_uid);
+      if (closed) return;
+      await viewer.load(loaded.slices, loaded.metadata, index);
+      presetName = 'Image';
+      state.textContent = '';
+      panel.draw();
+      refreshOverlay();
+      updateInfo();
+    } catch (err) {
+      state.textContent = `Cannot show this series: ${err instanceof Error ? err.message : String(err)}`;
+    }
+  }
+
+  async function select(f: Finding): Promise<void> {
+    panel.selected = f.id;
+    panel.draw();
+    void api.accessEvent(studyId, { type: 'finding_selected', finding_id: f.id }).catch(() => undefined);
+    if (study && f.series_instance_uid !== seriesNow?.series_instance_uid) {
+      const series = study.series.find((s) => s.series_instance_uid === f.series_instance_uid);
+      if (series) await showSeries(series);
+    }
+    const index = loaded?.slices.findIndex((s) => s.sopInstanceUid === f.sop_instance_uid) ?? -1;
+    if (index >= 0) await viewer.setIndex(index);
+    const box = currentBox(f);
+    if (box && viewer.loaded) viewer.centreOn((box[0] + box[2]) / 2, (box[1] + box[3]) / 2);
+    refreshOverlay();
+    panel.root.querySelector('.finding-item.selected')?.scrollIntoView({ block: 'nearest' });
+  }
+
+  function startDrawing(): void {
+    if (!viewer.loaded) return;
+    overlay.drawing = true;
+    stage.classList.add('drawing');
+    panel.message.textContent = 'Drag a box on the image, then name the finding (Esc cancels).';
+  }
+
+  overlay.onEdited = (id: string, box: Box) => {
+    const f = panel.findings.find((x) => x.id === id);
+    if (f) void panel.decide(f, { action: 'edit_geometry', bbox_px: box });
+  };
+  overlay.onDrawn = (box: Box) => {
+    stage.classList.remove('drawing');
+    const slice = viewer.slice;
+    const series = seriesNow;
+    if (!slice || !series) return;
+    panel.form('own', null, ({ label, text }) => {
+      if (!label) return;
+      api.addFinding(studyId, { label, bbox_px: box, series_instance_uid: series.series_instance_uid,
+        sop_instance_uid: slice.sopInstanceUid, frame: 1, ...(text ? { text } : {}) })
+        .then((f) => { panel.replace(f); void select(f); panel.message.textContent = `Added: ${label}`; })
+        .catch((err: unknown) => {
+          panel.message.textContent = err instanceof ApiError ? err.message : 'Could not add.';
+        });
+    });
+  };
+
+  // Mouse: drag = window/level, shift+drag or middle = pan, ctrl+drag or right = zoom, wheel = scroll.
+  let drag: { x: number; y: number; mode: 'wl' | 'pan' | 'zoom' } | null = null;
+  viewportEl.addEventListener('contextmenu', (e) => e.preventDefault());
+  viewportEl.addEventListener('pointerdown', (e) => {
+    if (!viewer.loaded || overlay.drawing) return;
+    viewportEl.focus();
+    const mode = e.button === 1 || e.shiftKey ? 'pan' : e.button === 2 || e.ctrlKey ? 'zoom' : 'wl';
+    drag = { x: e.clientX, y: e.clientY, mode };
+    viewportEl.setPointerCapture(e.pointerId);
+    e.preventDefault();
+  });
+  viewportEl.addEventListener('pointermove', (e) => {
+    if (!drag) return;
+    const dx = e.clientX - drag.x;
+    const dy = e.clientY - drag.y;
+    drag.x = e.clientX;
+    drag.y = e.clientY;
+    if (drag.mode === 'wl') {
+      // Sensitivity in real units: a window's width per 500 px, at least 1 unit per pixel.
+      const w = viewer.window;
+      const k = Math.max(1, w.width / 500);
+      viewer.setWindow({ center: w.center + dy * k, width: w.width + dx * k });
+      presetName = 'Custom';
+    } else if (drag.mode === 'pan') {
+      viewer.panBy(dx, dy);
+    } else {
+      viewer.zoomBy(Math.exp(-dy / 200));
+    }
+  });
+  const endDrag = (): void => { drag = null; };
+  viewportEl.addEventListener('pointerup', endDrag);
+  viewportEl.addEventListener('pointercancel', endDrag);
+  stage.addEventListener('wheel', (e) => {
+    if (!viewer.loaded) return;
+    e.preventDefault();
+    if (e.ctrlKey) viewer.zoomBy(e.deltaY < 0 ? 1.1 : 1 / 1.1);
+    else void viewer.scroll(e.deltaY > 0 ? 1 : -1);
+  }, { passive: false });
+
+  function onKey(e: KeyboardEvent): void {
+    if (e.key === 'Escape') {
+      if (overlay.drawing) { overlay.drawing = false; stage.classList.remove('drawing'); return; }
+      if (panel.closeForm()) return;
+      if (!typing(e)) navigate('#/');
+      return;
+    }
+    if (typing(e) || e.ctrlKey || e.metaKey || e.altKey || !viewer.loaded) return;
+    const f = panel.current;
+    const keys: Record<string, () => void> = {
+      ArrowUp: () => void viewer.scroll(-1), ArrowLeft: () => void viewer.scroll(-1),
+      ArrowDown: () => void viewer.scroll(1), ArrowRight: () => void viewer.scroll(1),
+      PageUp: () => void viewer.scroll(-10), PageDown: () => void viewer.scroll(10),
+      Home: () => void viewer.setIndex(0), End: () => void viewer.setIndex(viewer.count - 1),
+      i: () => viewer.toggleInvert(), ' ': () => { viewer.reset(); presetName = 'Image'; },
+      '+': () => viewer.zoomBy(1.25), '=': () => viewer.zoomBy(1.25), '-': () => viewer.zoomBy(0.8),
+      j: () => panel.step(1), k: () => panel.step(-1), o: () => panel.toggleAll(),
+      n: () => startDrawing(),
+    };
+    for (const p of PRESETS) keys[p.key] = () => { presetName = viewer.applyPreset(p.key) ?? presetName; };
+    if (f) {
+      Object.assign(keys, {
+        a: () => void panel.decide(f, { action: 'accept' }),
+        r: () => panel.form('reject', f),
+        g: () => void panel.decide(f, { action: 'ignore' }),
+        d: () => void panel.decide(f, { action: f.current?.include_in_draft ? 'exclude_from_draft' : 'include_in_draft' }),
+        e: () => panel.form('edit_text', f),
+        l: () => panel.form('relabel', f),
+        v: () => panel.toggle(f),
+      });
+    }
+    const action = keys[e.key];
+    if (!action) return;
+    e.preventDefault();
+    action();
+  }
+  document.addEventListener('keydown', onKey);
+  const onResize = (): void => viewer.resize();
+  window.addEventListener('resize', onResize);
+
+  const ohif = el('a', { class: 'button', target: '_blank', rel: 'noopener noreferrer',
+    text: 'Open in OHIF' });
+  const complete = el('button', { type: 'button', class: 'primary', 'data-action': 'complete',
+    text: 'Review complete' });
+  complete.addEventListener('click', () => {
+    api.complete(studyId).then((s) => {
+      state.textContent = `Review complete (${s.state.replaceAll('_', ' ')}).`;
+    }).catch((err: unknown) => {
+      state.textContent = err instanceof ApiError ? err.message : 'Could not complete.';
+    });
+  });
+
+  function drawBanner(s: StudyDetail): void {
+    clear(banner);
+    const p = s.patient;
+    const parts: (HTMLElement | null)[] = [];
+    const field = (label: string, value: string | undefined | null): HTMLElement | null =>
+      value ? el('span', { class: 'field' }, el('span', { class: 'k', text: label }), el('span', { text: value })) : null;
+    parts.push(
+      el('span', { class: 'patient-name', 'data-testid': 'patient-name', text: patientName(s) || 'Unknown patient' }),
+      field('ID', p?.id), field('Sex', p?.sex), field('Age', p?.age), field('Born', p?.birth_date),
+      field('Acc.', s.accession), field('Date', s.study_date), field('Mod.', s.modality),
+      field('Desc.', s.description), field('Body part', s.body_part),
+      field('Referrer', s.referring_physician),
+      el('span', { class: `state s-${s.state}`, text: s.state.replaceAll('_', ' ') }));
+    for (const part of parts) if (part) banner.appendChild(part);
+  }
+
+  function drawSeries(s: StudyDetail): void {
+    clear(seriesList);
+    for (const series of s.series) {
+      const thumb = series.thumbnail_url
+        ? el('img', { src: series.thumbnail_url, alt: '', loading: 'lazy', width: 96, height: 96 })
+        : el('div', { class: 'no-thumb', text: series.modality });
+      const button = el('button', { type: 'button', class: 'series-item', 'data-series-id': series.id },
+        thumb, el('span', { class: 'preview-tag', text: 'Preview · not diagnostic' }),
+        el('span', { class: 'sdesc', text: series.description || series.modality }),
+        el('span', { class: 'scount', text: `${series.slice_count || series.instance_count} images` }));
+      button.addEventListener('click', () => void showSeries(series));
+      seriesList.appendChild(button);
+    }
+  }
+
+  async function start(): Promise<void> {
+    try {
+      study = await api.study(studyId);
+    } catch (err) {
+      state.textContent = err instanceof ApiError && err.status === 404
+        ? 'No such study.' : 'Cannot load the study.';
+      return;
+    }
+    drawBanner(study);
+    drawSeries(study);
+    const link = ohifUrl(study.study_instance_uid);
+    if (link) ohif.setAttribute('href', link); else ohif.hidden = true;
+    api.open(studyId).then((s) => { if (study) { study = { ...study, state: s.state }; drawBanner(study); } })
+      .catch(() => undefined);
+    const [findings] = await Promise.all([api.findings(studyId).catch(() => ({ findings: [] }))]);
+    panel.setFindings(findings.findings);
+    const firstFinding = findings.findings[0];
+    const series = study.series.find((x) => x.series_instance_uid === firstFinding?.series_instance_uid)
+      ?? [...study.series].sort((a, b) => b.instance_count - a.instance_count)[0];
+    if (series) await showSeries(series);
+  }
+
+  root.appendChild(el('div', { class: 'page-study' },
+    header(navigate, el('a', { href: '#/', class: 'back', text: '← Worklist (Esc)' })),
+    el('div', { class: 'bar' }, banner, el('span', { class: 'spacer' }), ohif, complete),
+    el('div', { class: 'layout' }, seriesList,
+      el('div', { class: 'centre' }, stage, state,
+        el('p', { class: 'hints' }, kbd('↑'), kbd('↓'), '/wheel slice ', 'drag W/L ',
+          kbd('Shift'), '+drag pan ', kbd('Ctrl'), '+drag zoom ',
+          ...PRESETS.flatMap((p) => [kbd(p.key), ` ${p.name} `]), kbd('I'), ' invert ',
+          kbd('Space'), ' reset ', kbd('N'), ' draw box')),
+      panel.root)));
+  void start();
+  return () => {
+    closed = true;
+    document.removeEventListener('keydown', onKey);
+    window.removeEventListener('resize', onResize);
+    overlay.destroy();
+    viewer.destroy();
+  };
+}
