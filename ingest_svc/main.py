@@ -34,7 +34,8 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     topology = settings.topology()
     db = Database(settings.database_url, pool_size=4)
-    bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc")
+    bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc",
+                            replicas=settings.nats_stream_replicas)
     spool = AuditSpool(settings.data_dir / "audit-spool" / "ingest_svc")
     receiver = Receiver(
         db,

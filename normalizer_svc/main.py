@@ -28,7 +28,8 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     topology = settings.topology()
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
-    bus = await Bus.connect(settings.nats_url, topology, name="normalizer_svc")
+    bus = await Bus.connect(settings.nats_url, topology, name="normalizer_svc",
+                            replicas=settings.nats_stream_replicas)
     triton = TritonClient(settings.triton_url)
     breakers = CircuitBreakers(
         failure_threshold=settings.circuit_failure_threshold, cooldown_s=settings.circuit_cooldown_s

@@ -18,7 +18,11 @@ class CommonSettings(BaseSettings):
 
     data_dir: Path = Field(default=Path(".data"), description="Root of embedded state")
     database_url: str = Field(default="", description="PostgreSQL URL; empty = embedded")
-    nats_url: str = Field(default="", description="NATS URL; empty = embedded")
+    nats_url: str = Field(
+        default="", description="NATS URL, or a comma-separated list of cluster members; "
+        "empty = embedded")
+    nats_stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="Replicas of every JetStream stream (3 on a cluster)")
     triton_url: str = Field(default="", description="Triton gRPC host:port; empty = embedded")
     object_store_dir: Path | None = Field(default=None, description="Defaults to DATA_DIR/objects")
     fsync: bool = Field(default=True, description="fsync objects before acknowledging them")

@@ -26,7 +26,8 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     topology = settings.topology()
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
-    bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc")
+    bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc",
+                            replicas=settings.nats_stream_replicas)
     server = GrpcServer(f"{settings.workflow_host}:{settings.workflow_port}")
     server.register(
         pb_grpc.add_WorkflowServiceServicer_to_server,

@@ -27,6 +27,7 @@ from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.grpc_server import stop_event_on_signals
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
+from sidecar_core.redelivery import record_if_redelivered
 from sidecar_core.service import run_until_stopped
 from sidecar_core.store.models import Asset, Finding, Instance, Series
 from sidecar_core.subjects import ASSET_PREPROCESSED, Topology
@@ -59,6 +60,9 @@ class PreprocessWorker:
 
     async def handle(self, delivery: Delivery) -> None:
         job, study_id, ref = study_job(delivery, "preprocess")
+        if delivery.attempt > 1:
+            async with self.db.unit_of_work() as s:
+                await record_if_redelivered(s, self.topology, ACTOR, ref, delivery, job.job_id)
         async with self.db.read() as s:
             series_rows = (
                 (await s.execute(select(Series).where(Series.study_id == study_id))).scalars().all()
@@ -200,6 +204,9 @@ class OverlayWorker:
 
     async def handle(self, delivery: Delivery) -> None:
         job, study_id, ref = study_job(delivery, "overlay")
+        if delivery.attempt > 1:
+            async with self.db.unit_of_work() as s:
+                await record_if_redelivered(s, self.topology, ACTOR, ref, delivery, job.job_id)
         async with self.db.read() as s:
             series_rows = (
                 (await s.execute(select(Series).where(Series.study_id == study_id))).scalars().all()
@@ -297,7 +304,8 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     stop = stop or stop_event_on_signals()
     topology = settings.topology()
     db = Database(settings.database_url)
-    bus = await Bus.connect(settings.nats_url, topology, name="preprocess")
+    bus = await Bus.connect(settings.nats_url, topology, name="preprocess",
+                            replicas=settings.nats_stream_replicas)
     worker = PreprocessWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology)
     overlays = OverlayWorker(db, worker.objects, topology)
     ready = Path(settings.data_dir) / "run" / "preprocess.ready"
