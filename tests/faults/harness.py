@@ -62,6 +62,8 @@ class Faulty:
         info = json.loads((stack.data_dir / "runtime.json").read_text())
         self.database_url: str = info["database_url"]
         self.nats_url: str = info["nats_url"]
+        self.adopted: list[subprocess.Popen[bytes]] = []
+        self.expected_dead_letters = 0
 
     # ---- processes -------------------------------------------------------------------------
 
@@ -76,6 +78,17 @@ class Faulty:
         [pid, *_] = self.pids(name)
         os.kill(pid, signal.SIGKILL)
         return pid
+
+    def restart_server(self, name: str, pause_s: float = 1.0, sig: int = signal.SIGKILL
+                       ) -> None:
+        """SIGKILL of an infrastructure server (nats-server, tritonserver) and a start of the
+        same server on the same port and data after `pause_s`."""
+        [pid] = self.pids(name) or [a.pid for a in self.adopted
+                                    if a.poll() is None and name in str(a.args)]
+        command = Command.of(pid)
+        stop_pid(pid, sig)
+        time.sleep(pause_s)
+        self.adopted.append(command.start())
 
     def wait_restarted(self, name: str, old: int, timeout: float = 60) -> int:
         return int(self.wait(lambda: next((p for p in self.pids(name) if p != old), None),
@@ -104,10 +117,24 @@ class Faulty:
 
     # ---- driving ---------------------------------------------------------------------------
 
-    def send(self, facility: str, folder: Path, complete: bool = True) -> Sent:
+    def send_raw(self, facility: str, folder: Path, complete: bool = True
+                 ) -> subprocess.CompletedProcess[str]:
+        """`sidecar ingest FOLDER` over the Ingest RPC, as an operator runs it."""
         args = ["ingest", str(folder), "--facility", facility, "--via", "grpc",
                 "--target", self.stack.address("ingest")]
-        done = run_cli(*args, *(["--complete"] if complete else []), timeout=300)
+        return run_cli(*args, *(["--complete"] if complete else []), timeout=300)
+
+    def send(self, facility: str, folder: Path, complete: bool = True,
+             retry_s: float = 0.0) -> Sent:
+        """Sends a study; with `retry_s`, sends it again (as a PACS does) while the sidecar
+        answers "unavailable, send it again later", for up to that long."""
+        deadline = time.monotonic() + retry_s
+        while True:
+            done = self.send_raw(facility, folder, complete)
+            if done.returncode == 0 or time.monotonic() > deadline:
+                break
+            assert "send it again" in done.stdout + done.stderr, done.stdout + done.stderr
+            time.sleep(1.0)
         assert done.returncode == 0, done.stdout + done.stderr
         uid = json.loads((folder / "ground_truth.json").read_text())["study_instance_uid"]
         return Sent(uid, self.study_id(facility, uid), folder)
@@ -175,7 +202,8 @@ class Faulty:
         self.assert_bus_drained()
 
     def assert_bus_drained(self, timeout: float = 90) -> None:
-        """No job waits or is in hand on any consumer; the dead-letter stream is empty."""
+        """No job waits or is in hand on any consumer; the dead-letter stream holds only the
+        letters a test meant to cause (`expected_dead_letters`)."""
         def drained() -> bool:
             return all(p == (0, 0) for p in self.consumers().values())
 
@@ -183,7 +211,7 @@ class Faulty:
             self.wait(drained, "every consumer drained", timeout, 0.5)
         except TimeoutError:
             raise AssertionError(f"consumers not drained: {self.consumers()}") from None
-        assert self.dead_letters() == 0
+        assert self.dead_letters() == self.expected_dead_letters
 
     def consumers(self) -> dict[str, tuple[int, int]]:
         return dict(_nats(self.nats_url, _consumer_counts))
@@ -224,5 +252,46 @@ def pg_ctl(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     import pgserver
 
     binary = Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-    return subprocess.run([str(binary), "-D", str(data_dir / "pg"), *args],
-                          capture_output=True, text=True, timeout=120)
+    # as root, pgserver runs PostgreSQL as its own unprivileged user; so must pg_ctl
+    user = ["runuser", "-u", "pgserver", "--"] if os.geteuid() == 0 else []
+    # -l: the server's output to its log (on our pipe, run() would wait for the server's exit)
+    return subprocess.run([*user, str(binary), "-D", str(data_dir / "pg"), "-l",
+                           str(data_dir / "pg" / "log"), *args],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+
+
+@dataclass(frozen=True)
+class Command:
+    """How a running process was started: enough to start it again the same way."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+
+    @classmethod
+    def of(cls, pid: int) -> Command:
+        proc_dir = Path("/proc") / str(pid)
+        argv = [a.decode() for a in (proc_dir / "cmdline").read_bytes().split(b"\0") if a]
+        env = dict(kv.decode().split("=", 1) for kv in (proc_dir / "environ").read_bytes()
+                   .split(b"\0") if b"=" in kv)
+        return cls(argv, env, os.readlink(proc_dir / "cwd"))
+
+    def start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv, env=self.env, cwd=self.cwd,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_pid(pid: int, sig: int = signal.SIGKILL, timeout: float = 60) -> None:
+    """Sends `sig` and waits until the process is gone (or a zombie)."""
+    proc_dir = Path("/proc") / str(pid)
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while _alive(proc_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _alive(proc_dir: Path) -> bool:
+    try:
+        return (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
