@@ -26,6 +26,9 @@ class GatewaySettings(CommonSettings):
     token_ttl_s: int = Field(default=3600, gt=0, description="Lifetime of a bearer token")
     workflow_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of a workflow RPC")
     health_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of a health check")
+    health_ready_files: bool = Field(
+        default=True, description="Check the preprocess worker's ready file in DATA_DIR/run "
+        "(one host; off where it runs elsewhere, e.g. Kubernetes)")
     dicomweb_max_request_mb: float = Field(default=512.0, gt=0,
                                            description="Largest STOW-RS request body")
 
