@@ -104,6 +104,8 @@ class PreprocessWorker:
             await outbox.enqueue(
                 s, self.topology.subject(ASSET_PREPROCESSED), f"{job.job_id}:done", done
             )
+        log.info("preprocess job %s done: %d series ready, %d failed", job.job_id, len(ready),
+                 len(failed))
 
     def _render(self, keys: list[str]) -> SeriesAssets:
         datasets = []
@@ -306,9 +308,10 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="preprocess",
                             replicas=settings.nats_stream_replicas)
-    worker = PreprocessWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology)
+    worker = PreprocessWorker(db, settings.object_store(), topology)
     overlays = OverlayWorker(db, worker.objects, topology)
-    ready = Path(settings.data_dir) / "run" / "preprocess.ready"
+    suffix = f"-{settings.instance}" if settings.instance else ""
+    ready = Path(settings.data_dir) / "run" / f"preprocess{suffix}.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
     ready.write_text(str(os.getpid()))
     await run_until_stopped(
