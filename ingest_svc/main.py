@@ -20,7 +20,6 @@ from sidecar_core.audit_spool import AuditSpool
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
-from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.service import run_until_stopped
 
@@ -39,9 +38,9 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     spool = AuditSpool(settings.data_dir / "audit-spool" / "ingest_svc")
     receiver = Receiver(
         db,
-        ObjectStore(settings.objects_path, settings.fsync,
-                    pack_segment_bytes=int(settings.pack_segment_mb * 1024 * 1024),
-                    pack_allocate_bytes=int(settings.pack_allocate_mb * 1024 * 1024)),
+        settings.object_store(
+            pack_segment_bytes=int(settings.pack_segment_mb * 1024 * 1024),
+            pack_allocate_bytes=int(settings.pack_allocate_mb * 1024 * 1024)),
         topology,
         FacilityDirectory(db),
         int(settings.max_object_mb * 1024 * 1024),

@@ -15,7 +15,6 @@ from sidecar_core import service
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
-from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
@@ -39,7 +38,7 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     )
     worker = AiRunWorker(
         db,
-        ObjectStore(settings.objects_path, settings.fsync),
+        settings.object_store(),
         topology,
         registry,
         triton,

@@ -59,7 +59,7 @@ def create_app(settings: GatewaySettings,
         lambda: grpc.aio.insecure_channel(settings.workflow_address))
     connection = WorkflowConnection(factory, settings.workflow_timeout_s)
     key = settings.signing_key()
-    store = object_store or ObjectStore(settings.objects_path, fsync=settings.fsync)
+    store = object_store or settings.object_store()
 
     ingest_channel: list[grpc.aio.Channel] = []
 
