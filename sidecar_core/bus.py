@@ -126,6 +126,9 @@ class Bus:
         return not ack.duplicate
 
     async def dead_letter(self, spec: ConsumerSpec, delivery: Delivery, exc: BaseException) -> None:
+        if self.topology.is_dead_letter(delivery.subject):  # never a letter about a letter
+            log.error("%s: giving up on dead letter %s: %s", spec.durable, delivery.msg_id, exc)
+            return
         letter = events_pb2.DeadLetter(
             original_subject=delivery.subject,
             original_payload=delivery.data,

@@ -86,6 +86,13 @@ class Topology:
     def jobs_stream(self) -> str:
         return f"{self.stream_prefix}_JOBS"
 
+    @property
+    def dlq_stream(self) -> str:
+        return f"{self.stream_prefix}_DLQ"
+
+    def is_dead_letter(self, subject: str) -> bool:
+        return subject.startswith(f"{self.prefix}.{DLQ}.")
+
     def _spec(self, spec: ConsumerSpec) -> ConsumerSpec:
         extra = dict(self.overrides.get(spec.durable, {}))
         if "backoff_s" in extra:
@@ -110,3 +117,8 @@ class Topology:
         return self._spec(ConsumerSpec(self.jobs_stream, "overlay-worker",
                                        self.subject(JOB_OVERLAY), ack_wait_s=30,
                                        max_deliver=4, backoff_s=(2.0, 10.0, 30.0)))
+
+    def dead_letter_audit(self) -> ConsumerSpec:
+        """Reads the dead-letter stream (which keeps its letters) to audit each one."""
+        return self._spec(ConsumerSpec(self.dlq_stream, "dead-letter-audit", "",
+                                       ack_wait_s=20, max_deliver=8))

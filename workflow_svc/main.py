@@ -14,6 +14,7 @@ from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
+from workflow_svc.dead_letters import DeadLetterAuditor
 from workflow_svc.pipeline import Pipeline
 from workflow_svc.servicer import WorkflowServicer
 from workflow_svc.settings import WorkflowSettings
@@ -38,7 +39,9 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     await run_until_stopped(
         "workflow_svc", stop, server=server,
         loops=[OutboxRelay(db, bus).run(stop),
-               bus.consume(topology.workflow_events(), pipeline.handle, stop)],
+               bus.consume(topology.workflow_events(), pipeline.handle, stop),
+               bus.consume(topology.dead_letter_audit(), DeadLetterAuditor(db, topology).handle,
+                           stop)],
         closers=[bus.close, db.close])
 
 

@@ -237,7 +237,7 @@ def _nats(url: str, fn: Callable[[Any], Any]) -> Any:
 
 async def _consumer_counts(js: Any) -> dict[str, tuple[int, int]]:
     out = {}
-    for stream in ("SIDECAR_JOBS", "SIDECAR_EVENTS"):
+    for stream in ("SIDECAR_JOBS", "SIDECAR_EVENTS", "SIDECAR_DLQ"):
         for info in await js.consumers_info(stream):
             out[info.name] = (int(info.num_pending), int(info.num_ack_pending))
     return out

@@ -125,6 +125,17 @@ def test_a_poison_message_is_dead_lettered_and_others_go_on(up: Faulty, tmp_path
     assert dead["poison-1"].consumer == "ai-run-worker"
     assert dead["poison-2"].consumer == "preprocess-worker"
     up.expected_dead_letters = before + 2
+
+    def dead_letter_audits() -> list[dict]:
+        rows = up.rows("select job_id, attempt, error_class, context from audit_events "
+                       "where type = 'job.dead_lettered' and job_id in ('poison-1', 'poison-2')")
+        return rows if len(rows) == 2 else []
+
+    audited = {r["job_id"]: r for r in up.wait(dead_letter_audits, "both audited", 60)}
+    assert audited["poison-1"]["error_class"] == "PermanentError"
+    assert audited["poison-1"]["context"]["consumer"] == "ai-run-worker"
+    assert audited["poison-2"]["context"]["subject"] == "sidecar.job.v1.preprocess"
+    assert all(r["attempt"] == 1 for r in audited.values())
     up.assert_exactly_once([sent.study_id])
 
 
