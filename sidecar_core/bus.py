@@ -94,9 +94,13 @@ class Bus:
             except BadRequestError:
                 await self.js.update_stream(config=config)
         # Why a message was nak'd, per consumer and stream sequence: the next delivery's cause.
-        self.causes = await self.js.create_key_value(config=KeyValueConfig(
-            bucket=f"{self.topology.stream_prefix}_REDELIVERY", history=1, ttl=86400.0,
-            storage=StorageType.FILE, replicas=self.replicas))
+        bucket = f"{self.topology.stream_prefix}_REDELIVERY"
+        try:
+            self.causes = await self.js.create_key_value(config=KeyValueConfig(
+                bucket=bucket, history=1, ttl=86400.0, storage=StorageType.FILE,
+                replicas=self.replicas))
+        except BadRequestError:  # exists with another configuration (e.g. replicas): use it
+            self.causes = await self.js.key_value(bucket)
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
         config = ConsumerConfig(

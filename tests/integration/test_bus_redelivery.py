@@ -97,3 +97,18 @@ async def test_a_vanished_workers_job_comes_back_after_the_ack_wait(nats: NatsSe
     [again] = deliveries
     assert again.attempt == 2 and again.cause == ACK_WAIT_EXPIRED
     await bus.close()
+
+
+async def test_an_existing_cause_bucket_of_another_configuration_is_used(
+        nats: NatsServer) -> None:
+    import nats as nats_py
+    from nats.js.api import KeyValueConfig
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    nc = await nats_py.connect(nats.url)
+    await nc.jetstream().create_key_value(config=KeyValueConfig(
+        bucket=f"{prefix.upper()}_REDELIVERY", history=5))
+    await nc.close()
+    bus = await Bus.connect(nats.url, Topology(prefix, prefix.upper()))
+    assert bus.causes is not None
+    await bus.close()
