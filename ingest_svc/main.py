@@ -23,7 +23,6 @@ from sidecar_core.audit_spool import AuditSpool
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
-from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.service import run_until_stopped
 
@@ -37,13 +36,14 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     topology = settings.topology()
     db = Database(settings.database_url, pool_size=4)
-    bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc")
+    bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc",
+                            replicas=settings.nats_stream_replicas)
     spool = AuditSpool(settings.data_dir / "audit-spool" / "ingest_svc")
     receiver = Receiver(
         db,
-        ObjectStore(settings.objects_path, settings.fsync,
-                    pack_segment_bytes=int(settings.pack_segment_mb * 1024 * 1024),
-                    pack_allocate_bytes=int(settings.pack_allocate_mb * 1024 * 1024)),
+        settings.object_store(
+            pack_segment_bytes=int(settings.pack_segment_mb * 1024 * 1024),
+            pack_allocate_bytes=int(settings.pack_allocate_mb * 1024 * 1024)),
         topology,
         FacilityDirectory(db),
         int(settings.max_object_mb * 1024 * 1024),

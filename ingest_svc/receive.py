@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,12 +25,14 @@ from sidecar_core.audit import StudyRef
 from sidecar_core.audit_spool import AuditSpool, record_or_spool
 from sidecar_core.db import Database
 from sidecar_core.errors import Unavailable
-from sidecar_core.objectstore import ObjectStore
-from sidecar_core.packstore import PackWriter
+from sidecar_core.objectstore import ObjectStore, RecordWriter
 from sidecar_core.subjects import Topology
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc"
+# A thread's connection idle longer than this is checked before use (a restarted server
+# leaves every idle connection dead; without the check each would fail one object).
+IDLE_PING_S = 5.0
 # One round trip: migration 0005's function (psycopg named placeholders).
 _INDEX_RAW = (
     "SELECT * FROM sidecar_index_instance(%(study_id)s, %(facility_id)s, %(accession)s, "
@@ -113,7 +116,7 @@ class Receiver:
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="receive")
         self._local = threading.local()
         self._all: list[psycopg.Connection[Any]] = []
-        self._writers: list[PackWriter] = []
+        self._writers: list[RecordWriter] = []
         self._all_lock = threading.Lock()
 
     async def receive(
@@ -251,7 +254,7 @@ class Receiver:
         with contextlib.suppress(Rejected):
             parse_instance(_WARM_UP_OBJECT, self.max_object_bytes)
 
-    def _writer(self) -> PackWriter:
+    def _writer(self) -> RecordWriter:
         writer = getattr(self._local, "writer", None)
         if writer is None:
             writer = self._local.writer = self.objects.pack_writer()
@@ -261,6 +264,14 @@ class Receiver:
 
     def _connection(self) -> psycopg.Connection[Any]:
         conn = getattr(self._local, "conn", None)
+        now = time.monotonic()
+        if conn is not None and not conn.closed and now - self._local.used > IDLE_PING_S:
+            try:  # idle a while: the server may have restarted since (one round trip)
+                conn.execute("SELECT 1")
+            except psycopg.Error:
+                self._drop_connection()
+                conn = None
+        self._local.used = now
         if conn is None or conn.closed:
             conn = psycopg.connect(self.db.libpq_url, autocommit=True)
             # bounds a hot-path call that waits (e.g. on a study row lock) for the caller

@@ -15,7 +15,6 @@ from sidecar_core import service
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
-from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
@@ -28,7 +27,8 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     topology = settings.topology()
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
-    bus = await Bus.connect(settings.nats_url, topology, name="normalizer_svc")
+    bus = await Bus.connect(settings.nats_url, topology, name="normalizer_svc",
+                            replicas=settings.nats_stream_replicas)
     triton = TritonClient(settings.triton_url)
     breakers = CircuitBreakers(
         failure_threshold=settings.circuit_failure_threshold, cooldown_s=settings.circuit_cooldown_s
@@ -38,7 +38,7 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     )
     worker = AiRunWorker(
         db,
-        ObjectStore(settings.objects_path, settings.fsync),
+        settings.object_store(),
         topology,
         registry,
         triton,

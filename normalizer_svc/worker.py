@@ -24,6 +24,7 @@ from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.objectstore import ObjectStore
+from sidecar_core.redelivery import record_if_redelivered
 from sidecar_core.registry import ModelEntry, Registry
 from sidecar_core.store.models import AiRun, Asset, Series
 from sidecar_core.subjects import AI_RUN_FINISHED, Topology
@@ -91,7 +92,7 @@ class AiRunWorker:
         ref = StudyRef(
             job.study.facility, job.study.accession, job.study.study_instance_uid, run.study_id
         )
-        await self._started(run_id, ref, job.job_id, delivery.attempt, run.model_name)
+        await self._started(run_id, ref, job.job_id, delivery, run.model_name)
         try:
             entry = self.registry.get(run.model_name)
         except KeyError as exc:
@@ -174,9 +175,11 @@ class AiRunWorker:
         return self.objects.put(buf.getvalue())
 
     async def _started(
-        self, run_id: uuid.UUID, ref: StudyRef, job_id: str, attempt: int, model: str
+        self, run_id: uuid.UUID, ref: StudyRef, job_id: str, delivery: Delivery, model: str
     ) -> None:
+        attempt = delivery.attempt
         async with self.db.unit_of_work() as s:
+            await record_if_redelivered(s, self.topology, ACTOR, ref, delivery, job_id)
             await s.execute(
                 update(AiRun)
                 .where(AiRun.id == run_id, AiRun.status.not_in(TERMINAL))

@@ -14,7 +14,7 @@ import grpc
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -62,7 +62,7 @@ def create_app(settings: GatewaySettings,
     factory = workflow_channel_factory or (
         lambda: grpc.aio.insecure_channel(settings.workflow_address))
     connection = WorkflowConnection(factory, settings.workflow_timeout_s)
-    store = object_store or ObjectStore(settings.objects_path, fsync=settings.fsync)
+    store = object_store or settings.object_store()
 
     ingest_channel: list[grpc.aio.Channel] = []
 

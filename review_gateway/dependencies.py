@@ -49,17 +49,22 @@ def triton_check(url: str, timeout_s: float) -> HealthCheck:
 
 
 def tcp_check(name: str, url: str, timeout_s: float) -> HealthCheck:
-    """A TCP connect to e.g. nats://host:port."""
-    hostport = url.split("://", 1)[-1].split(",")[0].rsplit("@", 1)[-1]
-    host, _, port = hostport.rpartition(":")
+    """A TCP connect to e.g. nats://host:port; with a list of cluster members, any one will do."""
+    hostports = [u.split("://", 1)[-1].rsplit("@", 1)[-1] for u in url.split(",") if u.strip()]
 
     async def check() -> DependencyStatus:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
-        except (OSError, TimeoutError) as exc:
-            return DependencyStatus(name, False, f"{hostport}: {type(exc).__name__}")
-        writer.close()
-        return DependencyStatus(name, True)
+        problems = []
+        for hostport in hostports:
+            host, _, port = hostport.strip().rpartition(":")
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)),
+                                                   timeout_s)
+            except (OSError, TimeoutError) as exc:
+                problems.append(f"{hostport}: {type(exc).__name__}")
+                continue
+            writer.close()
+            return DependencyStatus(name, True)
+        return DependencyStatus(name, False, "; ".join(problems))
 
     check.__name__ = name
     return check
@@ -85,8 +90,10 @@ def mesh_checks(settings: GatewaySettings) -> list[HealthCheck]:
     checks = [
         grpc_health_check("ingest", settings.ingest_address, t),
         grpc_health_check("normalizer", settings.normalizer_address, t),
-        ready_file_check("preprocess", settings.data_dir / "run" / "preprocess.ready"),
     ]
+    if settings.health_ready_files:
+        ready = settings.data_dir / "run" / "preprocess.ready"
+        checks.append(ready_file_check("preprocess", ready))
     if settings.triton_url:
         checks.append(triton_check(settings.triton_url, t))
     if settings.nats_url:

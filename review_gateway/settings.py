@@ -42,6 +42,9 @@ class GatewaySettings(CommonSettings):
                               "from a browser; empty: none; * any")
     viewer_port: int = Field(default=8081, ge=0, le=65535, description="Port of the OHIF "
                              "viewer the review app links to (same host); 0: no link")
+    health_ready_files: bool = Field(
+        default=True, description="Check the preprocess worker's ready file in DATA_DIR/run "
+        "(one host; off where it runs elsewhere, e.g. Kubernetes)")
     dicomweb_max_request_mb: float = Field(default=512.0, gt=0,
                                            description="Largest STOW-RS request body")
 

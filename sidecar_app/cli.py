@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
             default=Path(".demo-data") if name == "demo" else DEFAULT_DATA_DIR,
         )
         _port_flags(p)
+        p.add_argument("--replicas", type=int, default=int(os.environ.get("SIDECAR_REPLICAS", 1)),
+                       help="processes of each stateless worker (workflow, preprocess, "
+                       "normalizer); default 1 or SIDECAR_REPLICAS")
 
     p = sub.add_parser("synth", help="write synthetic studies with a ground-truth JSON")
     p.add_argument("out", type=Path)
@@ -156,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = objs.add_parser("verify", help="check every indexed instance's bytes against its key")
     p.add_argument("--study", default="", help="only this StudyInstanceUID")
     p.add_argument("--objects-dir", type=Path, help="default: DATA_DIR/objects")
+    p.add_argument("--object-store-url", default=os.environ.get("SIDECAR_OBJECT_STORE_URL", ""),
+                   help="s3://BUCKET[/PREFIX]?endpoint=URL for an S3-compatible store "
+                   "(default SIDECAR_OBJECT_STORE_URL; empty: the local store)")
     _db_flags(p)
 
     sub.add_parser("ingest", help="send DICOM files (see `sidecar ingest --help`)", add_help=False)
@@ -325,9 +331,10 @@ async def _report_settings(db: object, args: argparse.Namespace) -> dict[str, ob
 
 def run_verify(args: argparse.Namespace) -> int:
     from ingest_svc.verify import verify_objects
-    from sidecar_core.objectstore import ObjectStore
+    from sidecar_core.s3store import open_object_store
 
-    store = ObjectStore(args.objects_dir or args.data_dir / "objects", fsync=False)
+    store = open_object_store(args.object_store_url,
+                              args.objects_dir or args.data_dir / "objects", fsync=False)
     url = database_url(args)
     try:
         report = verify_objects(url, store, args.study)
@@ -382,11 +389,12 @@ def _run(argv: list[str]) -> int:
         return _normalizer(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "up":
-        return run_up(UpOptions(args.data_dir, _ports(args)))
+        return run_up(UpOptions(args.data_dir, _ports(args), replicas=max(args.replicas, 1)))
     if args.command == "demo":
         from sidecar_app.runtime.demo import load_demo
 
-        return run_up(UpOptions(args.data_dir, _ports(args)), after_ready=[load_demo])
+        return run_up(UpOptions(args.data_dir, _ports(args), replicas=max(args.replicas, 1)),
+                      after_ready=[load_demo])
     if args.command == "synth":
         return run_synth(args.out, args.kind, args.seed, args.count)
     if args.command == "objects":

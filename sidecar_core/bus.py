@@ -14,8 +14,16 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import logs, metrics, tracing
@@ -34,6 +42,10 @@ class Delivery:
     attempt: int
     msg_id: str
     max_deliver: int
+    consumer: str = ""
+    # Why this delivery is not the first: "ack_wait_expired: ..." when the worker that held it
+    # stopped without an answer (killed, lost its connection), "retry: ..." after a nak.
+    cause: str = ""
 
     @property
     def is_last_attempt(self) -> bool:
@@ -41,20 +53,30 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+ACK_WAIT_EXPIRED = (
+    "ack_wait_expired: the worker holding it stopped without acknowledging (killed, crashed "
+    "or disconnected)"
+)
 
 
 class Bus:
     """A connected JetStream context with the sidecar's topology declared."""
 
-    def __init__(self, nc: Client, topology: Topology) -> None:
+    def __init__(self, nc: Client, topology: Topology, replicas: int = 1) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.topology = topology
+        self.replicas = replicas
+        self.causes: KeyValue | None = None
 
     @classmethod
-    async def connect(cls, url: str, topology: Topology, name: str = "sidecar") -> Bus:
-        nc = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
-        bus = cls(nc, topology)
+    async def connect(cls, url: str, topology: Topology, name: str = "sidecar",
+                      replicas: int = 1) -> Bus:
+        """Connects to one server or a comma-separated list of cluster members."""
+        servers = [u.strip() for u in url.split(",") if u.strip()]
+        nc = await nats.connect(servers=servers, name=name, max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.5)
+        bus = cls(nc, topology, replicas)
         await bus.declare()
         return bus
 
@@ -66,11 +88,20 @@ class Bus:
                 subjects=list(spec.subjects),
                 retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
                 duplicate_window=120.0,
+                num_replicas=self.replicas,
             )
             try:
                 await self.js.add_stream(config=config)
             except BadRequestError:
                 await self.js.update_stream(config=config)
+        # Why a message was nak'd, per consumer and stream sequence: the next delivery's cause.
+        bucket = f"{self.topology.stream_prefix}_REDELIVERY"
+        try:
+            self.causes = await self.js.create_key_value(config=KeyValueConfig(
+                bucket=bucket, history=1, ttl=86400.0, storage=StorageType.FILE,
+                replicas=self.replicas))
+        except BadRequestError:  # exists with another configuration (e.g. replicas): use it
+            self.causes = await self.js.key_value(bucket)
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
         config = ConsumerConfig(
@@ -103,6 +134,9 @@ class Bus:
         return not ack.duplicate
 
     async def dead_letter(self, spec: ConsumerSpec, delivery: Delivery, exc: BaseException) -> None:
+        if self.topology.is_dead_letter(delivery.subject):  # never a letter about a letter
+            log.error("%s: giving up on dead letter %s: %s", spec.durable, delivery.msg_id, exc)
+            return
         letter = events_pb2.DeadLetter(
             original_subject=delivery.subject,
             original_payload=delivery.data,
@@ -154,9 +188,14 @@ class Bus:
             msg.metadata.num_delivered,
             headers.get("Nats-Msg-Id", ""),
             spec.max_deliver,
+            consumer=spec.durable,
         )
+        cause_key = f"{spec.durable}.{msg.metadata.sequence.stream}"
         if delivery.attempt > 1:
             metrics.REDELIVERIES.labels(spec.durable).inc()
+            delivery.cause = await self._cause(cause_key)
+            log.info("%s: redelivery %d of %s: %s", spec.durable, delivery.attempt,
+                     delivery.msg_id or msg.subject, delivery.cause)
         heartbeat = asyncio.create_task(_keep_alive(msg, spec.ack_wait_s))
         try:
             with tracing.consuming(msg.subject, headers, delivery.msg_id), logs.bind(
@@ -182,6 +221,8 @@ class Bus:
                 await msg.term()
             else:
                 backoff = spec.backoff_s[min(delivery.attempt - 1, len(spec.backoff_s) - 1)]
+                await self._remember(cause_key, f"retry after attempt {delivery.attempt}: "
+                                                f"{type(exc).__name__}: {exc}")
                 await msg.nak(delay=backoff)
         else:
             await msg.ack()
@@ -190,14 +231,42 @@ class Bus:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
 
+    async def _remember(self, key: str, cause: str) -> None:
+        if self.causes is None:
+            return
+        try:
+            await self.causes.put(key, cause[:500].encode())
+        except Exception:  # the cause is a courtesy to the audit; the nak matters more
+            log.warning("could not record the redelivery cause of %s", key, exc_info=True)
+
+    async def _cause(self, key: str) -> str:
+        """The recorded nak reason of this message, else: its ack wait ran out."""
+        if self.causes is not None:
+            try:
+                entry = await self.causes.get(key)
+                if entry.value:
+                    return entry.value.decode(errors="replace")
+            except KeyNotFoundError:
+                pass
+            except Exception:
+                log.warning("could not read the redelivery cause of %s", key, exc_info=True)
+        return ACK_WAIT_EXPIRED
+
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.nc.drain()
 
 
+def heartbeat_interval(ack_wait_s: float) -> float:
+    """How often a running job says "in progress": several times per ack wait, so one late
+    beat on a busy machine does not let the message be redelivered to another worker."""
+    return max(min(ack_wait_s / 5, 10.0), 0.5)
+
+
 async def _keep_alive(msg: Msg, ack_wait_s: float) -> None:
-    """Tells JetStream a long handler is still working so it does not redeliver."""
+    """Tells JetStream a running handler is alive, so its job is redelivered only once the
+    worker is gone: ack waits stay short (a killed worker's job is taken up within one)."""
     while True:
-        await asyncio.sleep(max(ack_wait_s / 3, 1.0))
+        await asyncio.sleep(heartbeat_interval(ack_wait_s))
         with contextlib.suppress(Exception):
             await msg.in_progress()

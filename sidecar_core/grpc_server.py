@@ -46,7 +46,8 @@ def error_info(err: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.E
 
 
 def handle_errors(method: F) -> F:
-    """Maps DomainError to its status code; anything unexpected to INTERNAL with a request id."""
+    """Maps DomainError to its status code, a lost database connection (a restart, an outage)
+    to UNAVAILABLE, anything unexpected to INTERNAL with a request id."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -64,6 +65,12 @@ def handle_errors(method: F) -> F:
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
+            if _database_unavailable(exc):
+                message = (f"database unavailable ({_short(exc)}); send it again later")
+                log.warning("%s: %s", method.__qualname__, message)
+                code = grpc.StatusCode.UNAVAILABLE
+                await context.abort(code, message, trailing_metadata=rich_status(
+                    code, message, "DATABASE_UNAVAILABLE", {}))
             request_id = _request_id(context)
             log.exception("internal error in %s (request %s)", method.__qualname__, request_id)
             message = f"internal error (request id {request_id})"
@@ -76,6 +83,23 @@ def handle_errors(method: F) -> F:
             )
 
     return wrapper  # type: ignore[return-value]
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    """A connection-level database failure (not a bad statement): worth a retry later."""
+    import psycopg
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def _short(exc: BaseException) -> str:
+    cause = exc.orig if getattr(exc, "orig", None) is not None else exc  # type: ignore[attr-defined]
+    return f"{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}"
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from sidecar_core.packstore import (
     DEFAULT_ALLOCATE_BYTES,
@@ -21,8 +22,20 @@ from sidecar_core.packstore import (
 )
 
 
+class RecordWriter(Protocol):
+    """Writes received objects for one thread (PackWriter locally, one object each on S3)."""
+
+    def append(self, data: bytes, digest: str | None = None) -> str: ...
+
+    def keep(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ObjectStore:
-    """Stores bytes under their SHA-256; a write is durable (fsync) before it returns."""
+    """Stores bytes under their SHA-256; a write is durable (fsync) before it returns.
+
+    This class keeps them in a folder; s3store.S3ObjectStore in a bucket."""
 
     def __init__(self, root: Path, fsync: bool = True,
                  pack_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
@@ -34,7 +47,10 @@ class ObjectStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.packs = PackReader(self.root / "packs")
 
-    def pack_writer(self) -> PackWriter:
+    def describe(self) -> str:
+        return str(self.root)
+
+    def pack_writer(self) -> RecordWriter:
         """A writer of received objects for one thread."""
         return PackWriter(self.packs.root, fsync=self.fsync,
                           segment_bytes=self.pack_segment_bytes,
@@ -44,7 +60,9 @@ class ObjectStore:
     def key_for(data: bytes) -> str:
         return "sha256/" + hashlib.sha256(data).hexdigest()
 
-    def path(self, key: str) -> Path:
+    @staticmethod
+    def check_key(key: str) -> str:
+        """The digest of a content-addressed key; ValueError for anything else."""
         algo, _, digest = key.partition("/")
         if (
             algo != "sha256"
@@ -52,7 +70,11 @@ class ObjectStore:
             or not all(c in "0123456789abcdef" for c in digest)
         ):
             raise ValueError(f"not an object key: {key!r}")
-        return self.root / algo / digest[:2] / digest[2:4] / digest
+        return digest
+
+    def path(self, key: str) -> Path:
+        digest = self.check_key(key)
+        return self.root / "sha256" / digest[:2] / digest[2:4] / digest
 
     def put(self, data: bytes) -> str:
         """Writes `data` once (existing content is never rewritten) and returns its key.

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sidecar_core.objectstore import ObjectStore
 from sidecar_core.subjects import Topology
 
 
@@ -18,9 +19,16 @@ class CommonSettings(BaseSettings):
 
     data_dir: Path = Field(default=Path(".data"), description="Root of embedded state")
     database_url: str = Field(default="", description="PostgreSQL URL; empty = embedded")
-    nats_url: str = Field(default="", description="NATS URL; empty = embedded")
+    nats_url: str = Field(
+        default="", description="NATS URL, or a comma-separated list of cluster members; "
+        "empty = embedded")
+    nats_stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="Replicas of every JetStream stream (3 on a cluster)")
     triton_url: str = Field(default="", description="Triton gRPC host:port; empty = embedded")
     object_store_dir: Path | None = Field(default=None, description="Defaults to DATA_DIR/objects")
+    object_store_url: str = Field(
+        default="", description="s3://BUCKET[/PREFIX]?endpoint=URL&region=R for an S3-compatible "
+        "store; empty = the local store in object_store_dir")
     fsync: bool = Field(default=True, description="fsync objects before acknowledging them")
     log_level: str = "INFO"
     otlp_endpoint: str = Field(
@@ -29,6 +37,8 @@ class CommonSettings(BaseSettings):
         description="OTLP/HTTP collector, e.g. http://127.0.0.1:4318; empty = no traces")
     log_format: str = Field(default="json", pattern="^(json|text)$",
                             description="json: one object a line with job/study/trace ids")
+    instance: str = Field(default="", description="Replica number of this process (`sidecar up "
+                          "--replicas`); empty for the first")
     nats_stream_prefix: str = Field(default="SIDECAR", description="Prefix of JetStream streams")
     subject_prefix: str = Field(default="sidecar", description="First token of every subject")
     consumer_overrides: dict[str, dict[str, Any]] = Field(
@@ -51,3 +61,10 @@ class CommonSettings(BaseSettings):
     @property
     def objects_path(self) -> Path:
         return self.object_store_dir or (self.data_dir / "objects")
+
+    def object_store(self, **pack_options: int) -> ObjectStore:
+        """The object store these settings name (local folder or S3 bucket)."""
+        from sidecar_core.s3store import open_object_store
+
+        return open_object_store(self.object_store_url, self.objects_path, self.fsync,
+                                 **pack_options)

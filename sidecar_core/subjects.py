@@ -31,12 +31,16 @@ class StreamSpec:
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A durable pull consumer with explicit redelivery policy."""
+    """A durable pull consumer with explicit redelivery policy.
+
+    Ack waits are short: a running handler reports progress several times per ack wait
+    (`msg.in_progress()`), so only a job whose worker is gone (killed, disconnected) waits the
+    ack wait out before another worker takes it up."""
 
     stream: str
     durable: str
     filter_subject: str
-    ack_wait_s: float = 60.0
+    ack_wait_s: float = 30.0
     max_deliver: int = 5
     backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
     max_ack_pending: int = 64
@@ -91,6 +95,13 @@ class Topology:
     def jobs_stream(self) -> str:
         return f"{self.stream_prefix}_JOBS"
 
+    @property
+    def dlq_stream(self) -> str:
+        return f"{self.stream_prefix}_DLQ"
+
+    def is_dead_letter(self, subject: str) -> bool:
+        return subject.startswith(f"{self.prefix}.{DLQ}.")
+
     def _spec(self, spec: ConsumerSpec) -> ConsumerSpec:
         extra = dict(self.overrides.get(spec.durable, {}))
         if "backoff_s" in extra:
@@ -99,21 +110,21 @@ class Topology:
 
     def workflow_events(self) -> ConsumerSpec:
         return self._spec(ConsumerSpec(self.events_stream, "workflow-events", "",
-                                       ack_wait_s=30, max_deliver=8))
+                                       ack_wait_s=20, max_deliver=8))
 
     def preprocess_jobs(self) -> ConsumerSpec:
         return self._spec(ConsumerSpec(self.jobs_stream, "preprocess-worker",
-                                       self.subject(JOB_PREPROCESS), ack_wait_s=60,
+                                       self.subject(JOB_PREPROCESS), ack_wait_s=30,
                                        max_deliver=4, backoff_s=(2.0, 10.0, 30.0)))
 
     def ai_run_jobs(self) -> ConsumerSpec:
         return self._spec(ConsumerSpec(self.jobs_stream, "ai-run-worker",
-                                       self.subject(JOB_AI_RUN), ack_wait_s=300,
+                                       self.subject(JOB_AI_RUN), ack_wait_s=30,
                                        max_deliver=5, backoff_s=(1.0, 3.0, 10.0, 30.0)))
 
     def overlay_jobs(self) -> ConsumerSpec:
         return self._spec(ConsumerSpec(self.jobs_stream, "overlay-worker",
-                                       self.subject(JOB_OVERLAY), ack_wait_s=120,
+                                       self.subject(JOB_OVERLAY), ack_wait_s=30,
                                        max_deliver=4, backoff_s=(2.0, 10.0, 30.0)))
 
     def handoff_jobs(self) -> ConsumerSpec:
@@ -137,3 +148,8 @@ class Topology:
         return self._spec(ConsumerSpec(self.events_stream, "derived-results-reviews",
                                        self.subject(REVIEW_CHANGED), ack_wait_s=120,
                                        max_deliver=8, backoff_s=(1.0, 2.0, 5.0, 10.0, 30.0)))
+
+    def dead_letter_audit(self) -> ConsumerSpec:
+        """Reads the dead-letter stream (which keeps its letters) to audit each one."""
+        return self._spec(ConsumerSpec(self.dlq_stream, "dead-letter-audit", "",
+                                       ack_wait_s=20, max_deliver=8))

@@ -11,11 +11,11 @@ from sidecar_core import metrics, service
 from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
-from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
 from workflow_svc import operations_servicer, report_servicer, review_servicer
+from workflow_svc.dead_letter_audit import DeadLetterAuditor
 from workflow_svc.dead_letters import DeadLetters
 from workflow_svc.export import DerivedResults, ExportWorker
 from workflow_svc.handoff import HandoffWorker
@@ -31,7 +31,8 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     topology = settings.topology()
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
-    bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc")
+    bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc",
+                            replicas=settings.nats_stream_replicas)
     server = GrpcServer(f"{settings.workflow_host}:{settings.workflow_port}")
     server.register(
         pb_grpc.add_WorkflowServiceServicer_to_server,
@@ -50,8 +51,9 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
                bus.consume(topology.workflow_events(), pipeline.handle, stop),
                bus.consume(topology.handoff_jobs(), HandoffWorker(db, topology).handle, stop),
                bus.consume(topology.export_jobs(), ExportWorker(
-                   db, topology, DerivedResults(ObjectStore(settings.objects_path))).handle,
-                   stop)],
+                   db, topology, DerivedResults(settings.object_store())).handle, stop),
+               bus.consume(topology.dead_letter_audit(), DeadLetterAuditor(db, topology).handle,
+                           stop)],
         closers=[bus.close, db.close])
 
 

@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit, metrics, outbox
+from sidecar_core.audit import StudyRef
 from sidecar_core.bus import Delivery
 from sidecar_core.consumed import first_time
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError
+from sidecar_core.redelivery import record_if_redelivered
 from sidecar_core.registry import Registry
 from sidecar_core.store.models import AiRun, Facility, Study
 from sidecar_core.subjects import (
@@ -64,6 +66,9 @@ class Pipeline:
         except Exception as exc:
             raise PermanentError(f"undecodable {name} payload: {exc}") from exc
         async with self.db.unit_of_work() as session:
+            if delivery.attempt > 1:
+                await record_if_redelivered(session, self.topology, ACTOR,
+                                            _ref_of(message), delivery)
             if not await first_time(session, CONSUMER, delivery.msg_id):
                 return
             await handler(session, message)
@@ -340,3 +345,11 @@ def _key(ref: audit.StudyRef) -> common_pb2.StudyKey:
     return common_pb2.StudyKey(
         facility=ref.facility, accession=ref.accession, study_instance_uid=ref.study_instance_uid
     )
+
+
+def _ref_of(message: Any) -> StudyRef | None:
+    """The study an event names, for the audit of its redelivery."""
+    try:
+        return StudyRef(study_id=uuid.UUID(message.study_id))
+    except (AttributeError, ValueError):
+        return None

@@ -19,6 +19,7 @@ from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError
 from sidecar_core.objectstore import ObjectStore
+from sidecar_core.redelivery import record_if_redelivered
 from sidecar_core.store.models import Asset, Finding, Series
 from sidecar_core.subjects import Topology
 
@@ -50,6 +51,9 @@ class OverlayWorker:
 
     async def handle(self, delivery: Delivery) -> None:
         job, study_id, ref = study_job(delivery, "overlay")
+        if delivery.attempt > 1:
+            async with self.db.unit_of_work() as s:
+                await record_if_redelivered(s, self.topology, ACTOR, ref, delivery, job.job_id)
         if self.display_done is not None:  # viewports still being made come first
             await self.display_done(study_id)
         async with self.db.read() as s:

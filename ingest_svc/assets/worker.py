@@ -40,6 +40,7 @@ from sidecar_core.errors import TransientError
 from sidecar_core.grpc_server import stop_event_on_signals
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.outbox import OutboxRelay
+from sidecar_core.redelivery import record_if_redelivered
 from sidecar_core.service import run_until_stopped
 from sidecar_core.store.models import Asset, Instance, Series
 from sidecar_core.subjects import ASSET_PREPROCESSED, Topology
@@ -95,6 +96,9 @@ class PreprocessWorker:
 
     async def handle(self, delivery: Delivery) -> None:
         job, study_id, ref = study_job(delivery, "preprocess")
+        if delivery.attempt > 1:
+            async with self.db.unit_of_work() as s:
+                await record_if_redelivered(s, self.topology, ACTOR, ref, delivery, job.job_id)
         async with self.db.read() as s:
             series_rows = (
                 (await s.execute(select(Series).where(
@@ -279,11 +283,13 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     stop = stop or stop_event_on_signals()
     topology = settings.topology()
     db = Database(settings.database_url)
-    bus = await Bus.connect(settings.nats_url, topology, name="preprocess")
-    worker = PreprocessWorker(db, ObjectStore(settings.objects_path, settings.fsync), topology)
+    bus = await Bus.connect(settings.nats_url, topology, name="preprocess",
+                            replicas=settings.nats_stream_replicas)
+    worker = PreprocessWorker(db, settings.object_store(), topology)
     overlays = OverlayWorker(db, worker.objects, topology, worker.display_done)
     results = DerivedResultsWriter(db, worker.objects, topology)  # AI results as DICOM SR/SEG
-    ready = Path(settings.data_dir) / "run" / "preprocess.ready"
+    suffix = f"-{settings.instance}" if settings.instance else ""
+    ready = Path(settings.data_dir) / "run" / f"preprocess{suffix}.ready"
     ready.parent.mkdir(parents=True, exist_ok=True)
     ready.write_text(str(os.getpid()))
     await run_until_stopped(

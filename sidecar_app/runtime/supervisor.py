@@ -57,6 +57,10 @@ SERVICES: list[tuple[str, str, str | None]] = [
     ("hl7", "workflow_svc.hl7_main", None),
     ("viewer", "sidecar_app.runtime.viewer", None),  # OHIF, at the root of its own origin
 ]
+# Stateless workers: `--replicas N` runs N processes of each; they share the jobs through the
+# durable consumers. A replica serves its gRPC API (if any) on a port of its own choosing.
+REPLICATED = {"workflow": "SIDECAR_WORKFLOW_PORT", "preprocess": "",
+              "normalizer": "SIDECAR_NORMALIZER_PORT"}
 
 
 @dataclass
@@ -65,6 +69,7 @@ class UpOptions:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     model_repo: Path = REPO_ROOT / "deploy" / "triton" / "models"
     quiet: bool = False
+    replicas: int = 1
 
 
 class Mesh:
@@ -137,14 +142,23 @@ class Mesh:
                 if name + "-metrics" in p}),
         }
 
-    def spawn(self, name: str, module: str) -> subprocess.Popen:
+    def replicas(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(name, module, extra environment) of every replica beyond the first."""
+        modules = {name: module for name, module, _ in SERVICES}
+        return [(f"{name}-{i}", modules[name],
+                 {"SIDECAR_INSTANCE": str(i), **({port_env: "0"} if port_env else {})})
+                for name, port_env in REPLICATED.items()
+                for i in range(2, self.opts.replicas + 1)]
+
+    def spawn(self, name: str, module: str, extra_env: dict[str, str] | None = None
+              ) -> subprocess.Popen:
         out = (self.logs / f"{name}.log").open("ab")
         env = dict(self.env)
         if f"{name}-metrics" in self.opts.ports:
             env["SIDECAR_METRICS_PORT"] = str(self.opts.ports[f"{name}-metrics"])
         proc = subprocess.Popen(
             [sys.executable, "-m", module],
-            env=env,
+            env={**env, **(extra_env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
@@ -156,6 +170,8 @@ class Mesh:
     def start_services(self) -> None:
         for name, module, _ in SERVICES:
             self.spawn(name, module)
+        for name, module, env in self.replicas():
+            self.spawn(name, module, env)
 
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -173,6 +189,9 @@ class Mesh:
             time.sleep(0.3)
         if pending:
             raise TimeoutError(f"not healthy after {timeout}s: {', '.join(sorted(pending))}")
+        for name, _module, _env in self.replicas():
+            if self.children[name].poll() is not None:
+                raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
 
     def _healthy(self, name: str, port_key: str | None) -> bool:
         if name == "gateway":
@@ -197,14 +216,15 @@ class Mesh:
 
     def watch(self) -> None:
         """Restarts a service that died unexpectedly (with a pause), until stopping."""
+        units = [(name, module, None) for name, module, _ in SERVICES] + self.replicas()
         while not self.stopping.wait(1.0):
-            for name, module, _ in SERVICES:
+            for name, module, env in units:
                 proc = self.children.get(name)
                 if proc is not None and proc.poll() is not None and not self.stopping.is_set():
                     log.warning("%s exited with %s; restarting", name, proc.returncode)
                     time.sleep(1.0)
                     if not self.stopping.is_set():
-                        self.spawn(name, module)
+                        self.spawn(name, module, env)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -52,6 +52,7 @@ class Stack:
     log_path: Path | None = None
     admin: str = "acc_admin"
     password: str = PASSWORD
+    env: dict[str, str] = field(default_factory=dict)  # SIDECAR_* settings for `sidecar up`
 
     @property
     def base_url(self) -> str:
@@ -96,7 +97,7 @@ class Stack:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen([SIDECAR, command, "--data-dir", str(self.data_dir),
                                           *flags, *extra], stdout=log, stderr=subprocess.STDOUT,
-                                         env=clean_env())
+                                         env=clean_env(**self.env))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if READY_LINE in self.output():
