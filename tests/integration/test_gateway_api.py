@@ -36,7 +36,7 @@ STUDY_KEYS = {"id", "study_instance_uid", "accession", "facility", "modality", "
               "finding_count", "max_confidence", "assigned_to", "patient",
               "referring_physician", "body_part"}
 SERIES_KEYS = {"id", "series_instance_uid", "modality", "description", "body_part",
-               "instance_count", "slice_count", "preprocess_status", "thumbnail_url",
+               "instance_count", "slice_count", "preprocess_status", "derived", "thumbnail_url",
                "preview_url", "model_input_url", "viewport_url_template", "presets",
                "overlay_url_template"}
 FINDING_KEYS = {"id", "label", "code", "confidence", "kind", "model", "ai_run_id",
