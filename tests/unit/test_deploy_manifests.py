@@ -46,7 +46,7 @@ def test_compose_file_matches_the_compose_spec() -> None:
 
 def test_every_service_has_probes_resources_and_its_configuration() -> None:
     deployments = of_kind("Deployment")
-    assert set(deployments) == {"ingest", "workflow", "preprocess", "normalizer", "gateway",
+    assert set(deployments) == {"ingest", "workflow", "preprocess", "normalizer", "gateway", "hl7",
                                 "triton"}
     for name, d in deployments.items():
         [c] = d["spec"]["template"]["spec"]["containers"]
