@@ -23,13 +23,13 @@ from ingest_svc.assets.series_assets import (
     ObjectFailure,
     SeriesAssets,
     decode_tolerant,
+    describe,
     display_assets,
     model_input_asset,
 )
 from ingest_svc.derived.load import DERIVED
 from ingest_svc.derived.writer import DerivedResultsWriter
 from ingest_svc.pixels.series import DecodedSeries
-from ingest_svc.pixels.windowing import presets_for
 from ingest_svc.settings import IngestSettings
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit, outbox, service
@@ -59,10 +59,6 @@ class _ModelInputMade:
 def _digest(key: str, data: bytes) -> str:
     algo, _, digest = key.partition("/")
     return digest if algo == "sha256" else hashlib.sha256(data).hexdigest()
-
-
-def series_slice_count(blobs: list[AssetBlob]) -> int:
-    return len({b.slice_index for b in blobs if b.kind == "viewport"})
 
 
 def _low_priority() -> None:
@@ -157,7 +153,8 @@ class PreprocessWorker:
                 blobs = await loop.run_in_executor(
                     self.display, display_assets, decoded_series, self.pool
                 )
-                await self._store_display(series, blobs, ref, job.job_id, delivery.attempt)
+                await self._store_display(series, blobs, ref, job.job_id, delivery.attempt,
+                                          decoded_series.image.n_frames)
         finally:
             displayed.set()
             if self._displays.get(study_id) is displayed:
@@ -180,8 +177,7 @@ class PreprocessWorker:
             ObjectFailure(key, type(exc).__name__, str(exc)) for key, exc in failures
         )
         if series is not None:
-            assets.slice_count = series.image.n_frames
-            assets.presets = presets_for(series.modality, series.image.has_dicom_window)
+            describe(assets, series)
             made = model_input_asset(series)
             if isinstance(made, AssetBlob):
                 assets.blobs.append(made)
@@ -221,15 +217,21 @@ class PreprocessWorker:
             else ("partial" if made.series is not None else "failed")
         )
         async with self.db.unit_of_work() as s:
+            # viewports (on demand) and overlays follow the slice order stored here: stale ones go
             await s.execute(
-                delete(Asset).where(Asset.series_id == series.id, Asset.kind == "model_input")
+                delete(Asset).where(
+                    Asset.series_id == series.id,
+                    Asset.kind.in_(("model_input", "viewport", "overlay")),
+                )
             )
             s.add_all(stored)
             await s.execute(
                 update(Series)
                 .where(Series.id == series.id)
                 .values(
-                    preprocess_status=status, slice_count=assets.slice_count, presets=assets.presets
+                    preprocess_status=status, slice_count=assets.slice_count,
+                    presets=assets.presets, slice_refs=assets.slice_refs or None,
+                    windows=assets.windows or None,
                 )
             )
             problems = list(assets.failures)
@@ -254,13 +256,16 @@ class PreprocessWorker:
                 )
 
     async def _store_display(
-        self, series: Series, blobs: list[AssetBlob], ref: StudyRef, job_id: str, attempt: int
+        self, series: Series, blobs: list[AssetBlob], ref: StudyRef, job_id: str, attempt: int,
+        slices: int,
     ) -> None:
         loop = asyncio.get_running_loop()
         stored = await loop.run_in_executor(self.display, self._rows, series, blobs)
         async with self.db.unit_of_work() as s:
             await s.execute(
-                delete(Asset).where(Asset.series_id == series.id, Asset.kind != "model_input")
+                delete(Asset).where(
+                    Asset.series_id == series.id, Asset.kind.in_(("thumbnail", "preview"))
+                )
             )
             s.add_all(stored)
             await audit.record(
@@ -274,7 +279,7 @@ class PreprocessWorker:
                 context={
                     "series_instance_uid": series.series_instance_uid,
                     "assets": len(stored),
-                    "slices": int(series_slice_count(blobs)),
+                    "slices": slices,
                 },
             )
 
