@@ -1,7 +1,7 @@
 """series facts for viewports on demand: slice order and resolved window per preset
 
 Revision ID: 0101
-Revises: 0100
+Revises: 0010
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0101"
-down_revision = "0100"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
