@@ -128,7 +128,7 @@ class ViewportRenderer:
             object_key = await s.scalar(select(Instance.object_key).where(
                 Instance.series_id == series.id, Instance.sop_instance_uid == sop))
         if object_key is None:
-            raise NotFound("SLICE_NOT_FOUND", "the slice's instance is no longer stored",
+            raise NotFound("SLICE_NOT_STORED", "the slice's instance is no longer stored",
                            series_id=str(series.id), slice_index=slice_index)
         loop = asyncio.get_running_loop()
         png, stored = await loop.run_in_executor(

@@ -73,7 +73,11 @@ async def seed(db: Database, store: ObjectStore) -> Seeded:
     rows.append(m.Series(id=seeded.series, study_id=ids[0], series_instance_uid="1.2.3.1.1",
                          modality="CT", body_part="CHEST", description="Axial 1mm",
                          instance_count=2, slice_count=2, preprocess_status="done",
-                         presets=["lung", "mediastinum"]))
+                         presets=["lung", "mediastinum"],
+                         slice_refs=[["1.2.3.1.1.1", 1], ["1.2.3.1.1.2", 1]],
+                         windows={"lung": {"center": -600, "width": 1500, "function": "LINEAR"},
+                                  "mediastinum": {"center": 40, "width": 400,
+                                                  "function": "LINEAR"}}))
     for name, kind, preset, index, ctype in [
         ("thumb", "thumbnail", "", -1, "image/png"),
         ("vp0-lung", "viewport", "lung", 0, "image/png"),
