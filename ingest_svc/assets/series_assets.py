@@ -85,11 +85,11 @@ def decode_tolerant(
 
 
 def describe(assets: SeriesAssets, series: DecodedSeries) -> None:
-    """The per-series facts on-demand viewports and key-slice lookups need."""
+    """The per-series facts the key-slice lookup needs (cheap: on the critical path). The
+    windows on-demand viewports need come with the display assets (``auto`` reads the volume)."""
     assets.slice_count = series.image.n_frames
     assets.presets = presets_for(series.modality, series.image.has_dicom_window)
     assets.slice_refs = slice_refs(series)
-    assets.windows = series_windows(series, assets.presets)
 
 
 def model_input_asset(series: DecodedSeries, compress_level: int = 0) -> AssetBlob | ObjectFailure:
@@ -145,6 +145,7 @@ def build_series_assets(
         return out
     out.slice_count = series.image.n_frames
     describe(out, series)
+    out.windows = series_windows(series, out.presets)
     pending = pool.submit(model_input_asset, series, 1) if pool is not None else None
     out.blobs.extend(display_assets(series, pool, max_preview_frames))
     made = pending.result() if pending is not None else model_input_asset(series, 1)

@@ -107,9 +107,9 @@ class ViewportRenderer:
     async def _ensure(self, series: Series, slice_index: int, preset: str) -> Made:
         refs = series.slice_refs or []
         windows = series.windows or {}
-        if not refs:
+        if not refs or series.windows is None:
             raise NotFound("VIEWPORTS_NOT_READY",
-                           "the series has not been preprocessed yet: no viewports",
+                           "the series' display assets are not made yet: retry shortly",
                            series_id=str(series.id))
         if preset not in windows:
             raise NotFound("PRESET_NOT_FOUND",

@@ -13,6 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from sqlalchemy import delete, select, update
@@ -27,9 +28,11 @@ from ingest_svc.assets.series_assets import (
     display_assets,
     model_input_asset,
 )
+from ingest_svc.assets.viewports import series_windows
 from ingest_svc.derived.load import DERIVED
 from ingest_svc.derived.writer import DerivedResultsWriter
 from ingest_svc.pixels.series import DecodedSeries
+from ingest_svc.pixels.windowing import presets_for
 from ingest_svc.settings import IngestSettings
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit, outbox, service
@@ -59,6 +62,10 @@ class _ModelInputMade:
 def _digest(key: str, data: bytes) -> str:
     algo, _, digest = key.partition("/")
     return digest if algo == "sha256" else hashlib.sha256(data).hexdigest()
+
+
+def series_presets(series: DecodedSeries) -> list[str]:
+    return presets_for(series.modality, series.image.has_dicom_window)
 
 
 def _low_priority() -> None:
@@ -153,8 +160,11 @@ class PreprocessWorker:
                 blobs = await loop.run_in_executor(
                     self.display, display_assets, decoded_series, self.pool
                 )
-                await self._store_display(series, blobs, ref, job.job_id, delivery.attempt,
-                                          decoded_series.image.n_frames)
+                windows = await loop.run_in_executor(
+                    self.display, series_windows, decoded_series, series_presets(decoded_series)
+                )
+                await self._store_display(series, blobs, windows, ref, job.job_id,
+                                          delivery.attempt, decoded_series.image.n_frames)
         finally:
             displayed.set()
             if self._displays.get(study_id) is displayed:
@@ -231,7 +241,7 @@ class PreprocessWorker:
                 .values(
                     preprocess_status=status, slice_count=assets.slice_count,
                     presets=assets.presets, slice_refs=assets.slice_refs or None,
-                    windows=assets.windows or None,
+                    windows=None,  # set with the display assets
                 )
             )
             problems = list(assets.failures)
@@ -256,8 +266,8 @@ class PreprocessWorker:
                 )
 
     async def _store_display(
-        self, series: Series, blobs: list[AssetBlob], ref: StudyRef, job_id: str, attempt: int,
-        slices: int,
+        self, series: Series, blobs: list[AssetBlob], windows: dict[str, Any], ref: StudyRef,
+        job_id: str, attempt: int, slices: int,
     ) -> None:
         loop = asyncio.get_running_loop()
         stored = await loop.run_in_executor(self.display, self._rows, series, blobs)
@@ -268,6 +278,10 @@ class PreprocessWorker:
                 )
             )
             s.add_all(stored)
+            # what on-demand viewports window with; they can be requested from now on
+            await s.execute(
+                update(Series).where(Series.id == series.id).values(windows=windows or None)
+            )
             await audit.record(
                 s,
                 self.topology,
