@@ -287,7 +287,9 @@ async def test_truncated_slice_gives_a_partial_study(mesh: Mesh, tmp_path: Path)
                                   .where(Series.study_id == sent.study_id))).all()
     ordered = {sop for sop, _ in refs}  # what viewports (rendered on demand) can show
     assert len(ordered) == CHEST["slices"] - 1 and broken not in ordered
-    assert not any(a["kind"] == "viewport" for a in assets), "viewports are made on demand"
+    # viewports are made on demand: only the overlay job's slices (those with findings) have any
+    shown = {a["slice_index"] for a in assets if a["kind"] == "viewport"}
+    assert len(shown) < len(ordered) // 2, shown
     assert sum(a["kind"] == "model_input" for a in assets) == 1
     findings = await mesh.findings(sent.study_id)
     for lesion in truth.lesions:
