@@ -284,6 +284,14 @@ async def _key_slices(session: AsyncSession, study_id: uuid.UUID, findings: Sequ
         for index, (sop, frame) in enumerate(refs or []):
             if sop in sops:
                 out.setdefault((str(sop), int(frame or 1)), (index, str(series_id)))
+    left = sops - {sop for sop, _ in out}
+    if left:  # series preprocessed before the slice order was stored: their eager viewports
+        rows = (await session.execute(
+            select(Asset.sop_instance_uid, Asset.frame, Asset.slice_index, Asset.series_id)
+            .where(Asset.study_id == study_id, Asset.kind == "viewport",
+                   Asset.sop_instance_uid.in_(left)).distinct())).all()
+        for sop, frame, index, series_id in rows:
+            out.setdefault((sop, frame or 1), (index, str(series_id)))
     return out
 
 
