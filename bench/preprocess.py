@@ -187,11 +187,28 @@ def model_input_path(paths: Sequence[Path]) -> DecodedSeries:
 
 
 def display_path(series: DecodedSeries, workers: int) -> None:
-    """What the worker renders after announcing the model input: thumbnail, viewports, GIF."""
+    """What the worker renders after announcing the model input: thumbnail and GIF (viewports
+    are rendered on demand)."""
     from ingest_svc.assets.series_assets import display_assets
 
     with ThreadPoolExecutor(workers) as pool:
         display_assets(series, pool)
+
+
+def one_viewport(paths: Sequence[Path], series: DecodedSeries) -> None:
+    """What the first request of a viewport costs in the ingest service (the RPC's render)."""
+    from ingest_svc.assets.viewports import render_slice, series_windows
+
+    z = series.key_index
+    window = series_windows(series, ["lung"])["lung"]
+    by_sop = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in paths}
+    dicom = by_sop[series.slices[z].sop_instance_uid].read_bytes()
+    start = time.perf_counter()
+    render_slice(dicom, series.slices[z].frame_number, "lung", window)
+    _ONE_VIEWPORT.append(time.perf_counter() - start)
+
+
+_ONE_VIEWPORT: list[float] = []
 
 
 def best_of(repeat: int, fn: Callable[[], object]) -> float:
@@ -230,6 +247,8 @@ def main() -> None:
         t_model = best_of(args.repeat, lambda: model_input_path(paths))
         decoded = model_input_path(paths)
         t_display = best_of(args.repeat, lambda: display_path(decoded, args.workers))
+        best_of(max(args.repeat, 5), lambda: one_viewport(paths, decoded))
+        t_viewport = min(_ONE_VIEWPORT)  # the render alone, not the header scan finding the file
     n = len(paths)
     print(
         f"best of {args.repeat}; {os.cpu_count()} CPUs; assets = thumbnail + "
@@ -250,6 +269,8 @@ def main() -> None:
           f"{t_model / t_floor:.2f}x the pydicom decode floor ({t_floor:.2f} s)")
     print(f"  display assets after it ({args.workers} threads): {t_display:6.2f} s, "
           f"{n / t_display:.0f} slices/s = {(n / t_display) / (n / t_floor):.2f}x the decode rate")
+    print(f"  one viewport on demand (read + decode one slice + PNG): {t_viewport * 1000:6.1f} ms "
+          f"(all {len(CT_PRESET_NAMES)} x {n} eagerly, the old way: the serial viewport row)")
     print("\nmodel-ready npz by deflate level (6 = numpy's savez_compressed default):")
     for level, seconds, megabytes in levels:
         print(f"  level {level}: {seconds:6.2f} s  {megabytes:7.1f} MB")

@@ -8,16 +8,20 @@ from collections.abc import Awaitable, Callable
 
 import pydicom.config
 
+from ingest_svc.assets.viewports import ViewportRenderer
 from ingest_svc.completion import CompletionTracker
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
 from ingest_svc.receive import Receiver
 from ingest_svc.retrieve_servicer import RetrieveServicer
 from ingest_svc.servicer import IngestServicer
 from ingest_svc.settings import IngestSettings
+from ingest_svc.viewport_servicer import ViewportServicer
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from protos.sidecar.ingest.v1 import retrieve_service_pb2 as retrieve_pb
 from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
+from protos.sidecar.ingest.v1 import viewport_service_pb2 as viewport_pb
+from protos.sidecar.ingest.v1 import viewport_service_pb2_grpc as viewport_grpc
 from sidecar_core import service
 from sidecar_core.audit_spool import AuditSpool
 from sidecar_core.bus import Bus
@@ -62,6 +66,9 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     completion.on_complete = retriever.prebuild
     server.register(retrieve_grpc.add_RetrieveServiceServicer_to_server, retriever,
                     [retrieve_pb.DESCRIPTOR.services_by_name["RetrieveService"].full_name])
+    viewports = ViewportServicer(ViewportRenderer(db, receiver.objects))
+    server.register(viewport_grpc.add_ViewportServiceServicer_to_server, viewports,
+                    [viewport_pb.DESCRIPTOR.services_by_name["ViewportService"].full_name])
     relay = OutboxRelay(db, bus)
     # Ready means warm: first queries, header parsing and the workers' connections are paid
     # for before any port accepts an object (as a readiness probe would expect).

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
-from review_gateway import auth, security, views
+from review_gateway import auth, security, viewport_client, views
 from review_gateway.admin_routes import admin_router
 from review_gateway.analytics_routes import analytics_router
 from review_gateway.dicomweb import cors
@@ -38,6 +38,7 @@ from review_gateway.review_client import ReviewClient
 from review_gateway.review_routes import review_router
 from review_gateway.sessions import SessionAuth
 from review_gateway.settings import GatewaySettings
+from review_gateway.viewport_client import ViewportClient
 from review_gateway.webapp import webapp_router
 from review_gateway.workflow_client import ChannelFactory, WorkflowClient, WorkflowConnection
 from sidecar_core import metrics
@@ -177,8 +178,19 @@ def create_app(settings: GatewaySettings,
         return {"events": [views.audit_json(e) for e in reply.events],
                 "next_page_token": reply.next_page_token}
 
+    def ingest() -> grpc.aio.Channel:
+        ingest_stub()  # opens the shared ingest channel
+        return ingest_channel[0]
+
+    viewports = ViewportClient(ingest)
+
     async def serve_asset(request: pb.GetAssetRequest, if_none_match: str | None) -> Response:
-        reply = await client().get_asset(request)
+        try:
+            reply = await client().get_asset(request)
+        except ApiError as exc:  # viewports are rendered on their first request
+            if request.kind != "viewport" or exc.reason != viewport_client.MISSING:
+                raise
+            reply = await viewports.render(request)
         etag = f'"{reply.asset.sha256}"'
         headers = {"ETag": etag, "Cache-Control": ASSET_CACHE}
         if if_none_match and _etag_matches(if_none_match, etag):

@@ -271,15 +271,28 @@ async def list_findings(db: Database, study_id: str, allowed_facilities: Sequenc
 
 async def _key_slices(session: AsyncSession, study_id: uuid.UUID, findings: Sequence[Finding]
                       ) -> dict[tuple[str, int], tuple[int, str]]:
-    """(SOPInstanceUID, frame) of each finding's key slice → (slice index, series id)."""
+    """(SOPInstanceUID, frame) of each finding's key slice → (slice index, series id), from the
+    slice order the preprocess worker stores with each series before announcing its input."""
     sops = {f.sop_instance_uid for f in findings if f.sop_instance_uid}
     if not sops:
         return {}
     rows = (await session.execute(
-        select(Asset.sop_instance_uid, Asset.frame, Asset.slice_index, Asset.series_id)
-        .where(Asset.study_id == study_id, Asset.kind == "viewport",
-               Asset.sop_instance_uid.in_(sops)).distinct())).all()
-    return {(sop, frame or 1): (index, str(series)) for sop, frame, index, series in rows}
+        select(Series.id, Series.slice_refs)
+        .where(Series.study_id == study_id, Series.slice_refs.is_not(None)))).all()
+    out: dict[tuple[str, int], tuple[int, str]] = {}
+    for series_id, refs in rows:
+        for index, (sop, frame) in enumerate(refs or []):
+            if sop in sops:
+                out.setdefault((str(sop), int(frame or 1)), (index, str(series_id)))
+    left = sops - {sop for sop, _ in out}
+    if left:  # series preprocessed before the slice order was stored: their eager viewports
+        rows = (await session.execute(
+            select(Asset.sop_instance_uid, Asset.frame, Asset.slice_index, Asset.series_id)
+            .where(Asset.study_id == study_id, Asset.kind == "viewport",
+                   Asset.sop_instance_uid.in_(left)).distinct())).all()
+        for sop, frame, index, series_id in rows:
+            out.setdefault((sop, frame or 1), (index, str(series_id)))
+    return out
 
 
 async def list_audit_events(db: Database, study_id: str, allowed_facilities: Sequence[str] = (),

@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 from sqlalchemy import delete, select
 
-from ingest_svc.assets.overlays import FindingMarks, marks_by_slice, render_overlay
+from ingest_svc.assets.overlays import FindingMarks, SliceMarks, marks_by_slice, render_overlay
+from ingest_svc.assets.viewports import ViewportRenderer
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
@@ -40,12 +41,15 @@ def study_job(delivery: Delivery, what: str) -> tuple[events_pb2.PreprocessJob, 
 
 
 class OverlayWorker:
-    """Consumes `job.v1.overlay`: draws a study's visible findings on its viewport images."""
+    """Consumes `job.v1.overlay`: draws a study's visible findings on the viewport images of
+    their slices (viewports rendered on demand where they do not exist yet)."""
 
     def __init__(self, db: Database, objects: ObjectStore, topology: Topology,
-                 display_done: Callable[[uuid.UUID], Awaitable[None]] | None = None) -> None:
+                 display_done: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+                 viewports: ViewportRenderer | None = None) -> None:
         self.db = db
         self.objects = objects
+        self.viewports = viewports or ViewportRenderer(db, objects)
         self.topology = topology
         self.display_done = display_done
 
@@ -71,22 +75,12 @@ class OverlayWorker:
                 .scalars()
                 .all()
             )
-            viewports = (
-                (
-                    await s.execute(
-                        select(Asset).where(Asset.study_id == study_id, Asset.kind == "viewport")
-                    )
-                )
-                .scalars()
-                .all()
-            )
         rendered = 0
         for series in series_rows:
             mine = [f for f in findings if f.series_instance_uid == series.series_instance_uid]
-            views = [v for v in viewports if v.series_id == series.id]
-            if not mine or not views:
+            if not mine or not series.slice_refs or not series.windows:
                 continue
-            rows = await asyncio.to_thread(self._render, mine, views)
+            rows = await self._series_overlays(series, mine)
             async with self.db.unit_of_work() as s:
                 await s.execute(
                     delete(Asset).where(Asset.series_id == series.id, Asset.kind == "overlay")
@@ -105,9 +99,23 @@ class OverlayWorker:
                 context={"overlays": rendered, "findings": len(findings)},
             )
 
-    def _render(self, findings: list[Finding], views: list[Asset]) -> list[Asset]:
-        slice_index = {(v.sop_instance_uid, v.frame or 1): v.slice_index for v in views}
-        marks = marks_by_slice(
+    async def _series_overlays(self, series: Series, findings: list[Finding]) -> list[Asset]:
+        """One overlay per marked slice and preset, on that slice's viewport (made if need be)."""
+        index = {(str(sop), int(frame or 1)): z
+                 for z, (sop, frame) in enumerate(series.slice_refs or [])}
+        marks = await asyncio.to_thread(self._marks, findings, index)
+        rows = []
+        for z in sorted(marks):
+            sop, frame = series.slice_refs[z] if series.slice_refs else ("", 1)
+            for preset in sorted(series.windows or {}):
+                view = (await self.viewports.ensure_for(series, z, preset)).asset
+                rows.append(await asyncio.to_thread(
+                    self._overlay, view, marks[z], str(sop), int(frame or 1)))
+        return rows
+
+    def _marks(self, findings: list[Finding], index: dict[tuple[str, int], int]
+               ) -> dict[int, SliceMarks]:
+        return marks_by_slice(
             [
                 FindingMarks(
                     f.label,
@@ -118,29 +126,24 @@ class OverlayWorker:
                 )
                 for f in findings
             ],
-            lambda sop, frame: slice_index.get((sop, frame)),
+            lambda sop, frame: index.get((sop, frame)),
         )
-        rows = []
-        for v in views:
-            if v.slice_index not in marks:
-                continue
-            png = render_overlay(self.objects.get(v.object_key), marks[v.slice_index])
-            rows.append(
-                Asset(
-                    study_id=v.study_id,
-                    series_id=v.series_id,
-                    kind="overlay",
-                    preset=v.preset,
-                    slice_index=v.slice_index,
-                    sop_instance_uid=v.sop_instance_uid,
-                    frame=v.frame,
-                    object_key=self.objects.put(png),
-                    content_type="image/png",
-                    sha256=hashlib.sha256(png).hexdigest(),
-                    meta={"bytes": len(png)},
-                )
-            )
-        return rows
+
+    def _overlay(self, view: Asset, marks: SliceMarks, sop: str, frame: int) -> Asset:
+        png = render_overlay(self.objects.get(view.object_key), marks)
+        return Asset(
+            study_id=view.study_id,
+            series_id=view.series_id,
+            kind="overlay",
+            preset=view.preset,
+            slice_index=view.slice_index,
+            sop_instance_uid=sop,
+            frame=frame,
+            object_key=self.objects.put(png),
+            content_type="image/png",
+            sha256=hashlib.sha256(png).hexdigest(),
+            meta={"bytes": len(png)},
+        )
 
     def _mask(self, key: str) -> np.ndarray | None:
         if not key:

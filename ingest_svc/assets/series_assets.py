@@ -6,11 +6,12 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.dataset import Dataset
 
 from ingest_svc.assets.render import GIF_CONTENT_TYPE, PNG_CONTENT_TYPE, preview_gif, thumbnail_png
-from ingest_svc.assets.render import viewport_pngs as _viewport_pngs
+from ingest_svc.assets.viewports import series_windows, slice_refs
 from ingest_svc.pixels.decode import decode_image
 from ingest_svc.pixels.errors import PixelPipelineError
 from ingest_svc.pixels.series import DecodedSeries, decode_series
@@ -48,6 +49,8 @@ class SeriesAssets:
     failures: list[ObjectFailure] = field(default_factory=list)
     presets: list[str] = field(default_factory=list)
     slice_count: int = 0
+    slice_refs: list[list[Any]] = field(default_factory=list)  # [sop, frame] per slice index
+    windows: dict[str, Any] = field(default_factory=dict)  # resolved window per preset
     model_input_error: ObjectFailure | None = None
 
     @property
@@ -81,6 +84,14 @@ def decode_tolerant(
         return None, failures
 
 
+def describe(assets: SeriesAssets, series: DecodedSeries) -> None:
+    """The per-series facts the key-slice lookup needs (cheap: on the critical path). The
+    windows on-demand viewports need come with the display assets (``auto`` reads the volume)."""
+    assets.slice_count = series.image.n_frames
+    assets.presets = presets_for(series.modality, series.image.has_dicom_window)
+    assets.slice_refs = slice_refs(series)
+
+
 def model_input_asset(series: DecodedSeries, compress_level: int = 0) -> AssetBlob | ObjectFailure:
     """The model-ready input of a decoded series (the critical path: stored uncompressed by
     default, deflate would take longer than the decode itself), or why there is none."""
@@ -97,7 +108,10 @@ def model_input_asset(series: DecodedSeries, compress_level: int = 0) -> AssetBl
 def display_assets(
     series: DecodedSeries, pool: ThreadPoolExecutor | None = None, max_preview_frames: int = 64
 ) -> list[AssetBlob]:
-    """Thumbnail, viewport PNGs per preset and GIF preview of a decoded series."""
+    """What a series shows before anyone opens it: the thumbnail and the GIF preview.
+
+    Viewport PNGs are rendered on demand, one slice and preset at a time
+    (``ingest_svc.assets.viewports``); ``pool`` is accepted for the callers' sake."""
     image = series.image
     key = series.key_index
     blobs = [
@@ -110,25 +124,6 @@ def display_assets(
             frame=series.slices[key].frame_number,
         )
     ]
-
-    def viewports(preset: str) -> list[AssetBlob]:
-        return [
-            AssetBlob(
-                "viewport",
-                PNG_CONTENT_TYPE,
-                png,
-                preset,
-                z,
-                series.slices[z].sop_instance_uid,
-                series.slices[z].frame_number,
-            )
-            for z, png in enumerate(_viewport_pngs(image, preset))
-        ]
-
-    presets = presets_for(series.modality, image.has_dicom_window)
-    results = pool.map(viewports, presets) if pool is not None else map(viewports, presets)
-    for made in results:
-        blobs.extend(made)
     if image.n_frames > 1:
         blobs.append(
             AssetBlob(
@@ -149,7 +144,8 @@ def build_series_assets(
     if series is None:
         return out
     out.slice_count = series.image.n_frames
-    out.presets = presets_for(series.modality, series.image.has_dicom_window)
+    describe(out, series)
+    out.windows = series_windows(series, out.presets)
     pending = pool.submit(model_input_asset, series, 1) if pool is not None else None
     out.blobs.extend(display_assets(series, pool, max_preview_frames))
     made = pending.result() if pending is not None else model_input_asset(series, 1)

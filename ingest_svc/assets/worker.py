@@ -13,6 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from sqlalchemy import delete, select, update
@@ -23,9 +24,11 @@ from ingest_svc.assets.series_assets import (
     ObjectFailure,
     SeriesAssets,
     decode_tolerant,
+    describe,
     display_assets,
     model_input_asset,
 )
+from ingest_svc.assets.viewports import series_windows
 from ingest_svc.derived.load import DERIVED
 from ingest_svc.derived.writer import DerivedResultsWriter
 from ingest_svc.pixels.series import DecodedSeries
@@ -61,8 +64,8 @@ def _digest(key: str, data: bytes) -> str:
     return digest if algo == "sha256" else hashlib.sha256(data).hexdigest()
 
 
-def series_slice_count(blobs: list[AssetBlob]) -> int:
-    return len({b.slice_index for b in blobs if b.kind == "viewport"})
+def series_presets(series: DecodedSeries) -> list[str]:
+    return presets_for(series.modality, series.image.has_dicom_window)
 
 
 def _low_priority() -> None:
@@ -157,7 +160,11 @@ class PreprocessWorker:
                 blobs = await loop.run_in_executor(
                     self.display, display_assets, decoded_series, self.pool
                 )
-                await self._store_display(series, blobs, ref, job.job_id, delivery.attempt)
+                windows = await loop.run_in_executor(
+                    self.display, series_windows, decoded_series, series_presets(decoded_series)
+                )
+                await self._store_display(series, blobs, windows, ref, job.job_id,
+                                          delivery.attempt, decoded_series.image.n_frames)
         finally:
             displayed.set()
             if self._displays.get(study_id) is displayed:
@@ -180,8 +187,7 @@ class PreprocessWorker:
             ObjectFailure(key, type(exc).__name__, str(exc)) for key, exc in failures
         )
         if series is not None:
-            assets.slice_count = series.image.n_frames
-            assets.presets = presets_for(series.modality, series.image.has_dicom_window)
+            describe(assets, series)
             made = model_input_asset(series)
             if isinstance(made, AssetBlob):
                 assets.blobs.append(made)
@@ -221,15 +227,21 @@ class PreprocessWorker:
             else ("partial" if made.series is not None else "failed")
         )
         async with self.db.unit_of_work() as s:
+            # viewports (on demand) and overlays follow the slice order stored here: stale ones go
             await s.execute(
-                delete(Asset).where(Asset.series_id == series.id, Asset.kind == "model_input")
+                delete(Asset).where(
+                    Asset.series_id == series.id,
+                    Asset.kind.in_(("model_input", "viewport", "overlay")),
+                )
             )
             s.add_all(stored)
             await s.execute(
                 update(Series)
                 .where(Series.id == series.id)
                 .values(
-                    preprocess_status=status, slice_count=assets.slice_count, presets=assets.presets
+                    preprocess_status=status, slice_count=assets.slice_count,
+                    presets=assets.presets, slice_refs=assets.slice_refs or None,
+                    windows=None,  # set with the display assets
                 )
             )
             problems = list(assets.failures)
@@ -254,15 +266,22 @@ class PreprocessWorker:
                 )
 
     async def _store_display(
-        self, series: Series, blobs: list[AssetBlob], ref: StudyRef, job_id: str, attempt: int
+        self, series: Series, blobs: list[AssetBlob], windows: dict[str, Any], ref: StudyRef,
+        job_id: str, attempt: int, slices: int,
     ) -> None:
         loop = asyncio.get_running_loop()
         stored = await loop.run_in_executor(self.display, self._rows, series, blobs)
         async with self.db.unit_of_work() as s:
             await s.execute(
-                delete(Asset).where(Asset.series_id == series.id, Asset.kind != "model_input")
+                delete(Asset).where(
+                    Asset.series_id == series.id, Asset.kind.in_(("thumbnail", "preview"))
+                )
             )
             s.add_all(stored)
+            # what on-demand viewports window with; they can be requested from now on
+            await s.execute(
+                update(Series).where(Series.id == series.id).values(windows=windows or None)
+            )
             await audit.record(
                 s,
                 self.topology,
@@ -274,7 +293,7 @@ class PreprocessWorker:
                 context={
                     "series_instance_uid": series.series_instance_uid,
                     "assets": len(stored),
-                    "slices": int(series_slice_count(blobs)),
+                    "slices": slices,
                 },
             )
 

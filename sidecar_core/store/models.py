@@ -142,6 +142,8 @@ class Series(Base):
     preprocess_status: Mapped[str] = mapped_column(String(16), default="")
     slice_count: Mapped[int] = mapped_column(Integer, default=0)
     presets: Mapped[list[Any] | None] = mapped_column(JSONB, default=None)
+    slice_refs: Mapped[list[Any] | None] = mapped_column(JSONB, default=None)  # [[sop, frame]]
+    windows: Mapped[dict[str, Any] | None] = mapped_column(JSONB, default=None)  # per preset
     created_at: Mapped[datetime] = _created()
 
 

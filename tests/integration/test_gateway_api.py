@@ -16,6 +16,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from ingest_svc.assets.viewports import ViewportRenderer
+from ingest_svc.viewport_servicer import ViewportServicer
+from protos.sidecar.ingest.v1 import viewport_service_pb2 as viewport_pb
+from protos.sidecar.ingest.v1 import viewport_service_pb2_grpc as viewport_grpc
 from review_gateway import auth
 from review_gateway.app import create_app
 from review_gateway.errors import ApiError
@@ -68,9 +72,13 @@ async def gateway(db: Database, tmp_path: Path) -> AsyncIterator[Gateway]:
     server = GrpcServer("127.0.0.1:0")
     servicer.register(server, db)
     review_servicer.register(server, db, Topology("gwtest", "GWTEST"))
+    server.register(viewport_grpc.add_ViewportServiceServicer_to_server,
+                    ViewportServicer(ViewportRenderer(db, store)),
+                    [viewport_pb.DESCRIPTOR.services_by_name["ViewportService"].full_name])
     port = await server.start()
     settings = GatewaySettings(data_dir=tmp_path, object_store_dir=tmp_path / "objects",
                                workflow_address=f"127.0.0.1:{port}", token_secret=SECRET,
+                               ingest_address=f"127.0.0.1:{port}",
                                health_timeout_s=2.0)
     app = create_app(settings)
     try:
@@ -193,7 +201,14 @@ async def test_study_detail_has_history_and_series_urls(gateway: Gateway) -> Non
                       (series["overlay_url_template"].format(slice=1, preset="lung"), "ov1-lung")]:
         got = await gateway.http.get(url, headers=headers)
         assert got.status_code == 200 and got.content == s.asset_bytes[name], url
+    # a viewport without a row is rendered on demand by the ingest service; this seeded slice
+    # has no stored instance, an unknown preset names the series' presets
     missing = series["viewport_url_template"].format(slice=1, preset="mediastinum")
+    _error(await gateway.http.get(missing, headers=headers), 404, "SLICE_NOT_STORED")
+    unknown = series["viewport_url_template"].format(slice=1, preset="nonsense")
+    error = _error(await gateway.http.get(unknown, headers=headers), 404, "PRESET_NOT_FOUND")
+    assert "'nonsense'" in error["message"] and "lung, mediastinum" in error["message"]
+    missing = series["overlay_url_template"].format(slice=0, preset="lung")  # only on demand
     _error(await gateway.http.get(missing, headers=headers), 404, "ASSET_NOT_FOUND")
     _error(await gateway.http.get("/api/v1/studies/not-a-uuid", headers=headers), 400,
            "INVALID_STUDY_ID")

@@ -73,7 +73,11 @@ async def seed(db: Database, store: ObjectStore) -> Seeded:
     rows.append(m.Series(id=seeded.series, study_id=ids[0], series_instance_uid="1.2.3.1.1",
                          modality="CT", body_part="CHEST", description="Axial 1mm",
                          instance_count=2, slice_count=2, preprocess_status="done",
-                         presets=["lung", "mediastinum"]))
+                         presets=["lung", "mediastinum"],
+                         slice_refs=[["1.2.3.1.1.1", 1], ["1.2.3.1.1.2", 1]],
+                         windows={"lung": {"center": -600, "width": 1500, "function": "LINEAR"},
+                                  "mediastinum": {"center": 40, "width": 400,
+                                                  "function": "LINEAR"}}))
     for name, kind, preset, index, ctype in [
         ("thumb", "thumbnail", "", -1, "image/png"),
         ("vp0-lung", "viewport", "lung", 0, "image/png"),
@@ -230,6 +234,29 @@ async def test_audit_events_by_time_including_key_matched(db: Database, seeded: 
         if not (token := page.next_page_token):
             break
     assert types == seeded.audit_types
+
+
+async def test_key_slice_from_the_slice_order_or_else_old_viewport_rows(
+        db: Database, seeded: Seeded) -> None:
+    def nodule_slice(reply: pb.ListFindingsResponse) -> tuple[int, str]:
+        [state] = [st for f, st in zip(reply.findings, reply.states, strict=True)
+                   if f.label == "nodule"]
+        return state.slice_index, state.series_id
+
+    async with db.unit_of_work() as s:  # the order alone, no viewport rows
+        await s.execute(m.Asset.__table__.delete().where(m.Asset.kind == "viewport"))
+        await s.execute(m.Series.__table__.update().where(m.Series.id == seeded.series)
+                        .values(slice_refs=[["1.2.3.1.1.9", 1], ["1.2.3.1.1.2", 1]]))
+    assert nodule_slice(await queries.list_findings(db, str(seeded.study))) == (
+        1, str(seeded.series))
+    async with db.unit_of_work() as s:  # a series stored before the order was: its old rows
+        await s.execute(m.Series.__table__.update().where(m.Series.id == seeded.series)
+                        .values(slice_refs=None))
+        s.add(m.Asset(study_id=seeded.study, series_id=seeded.series, kind="viewport",
+                      preset="lung", slice_index=7, object_key="sha256/00", content_type="x",
+                      sha256="00", sop_instance_uid="1.2.3.1.1.2", frame=1))
+    assert nodule_slice(await queries.list_findings(db, str(seeded.study))) == (
+        7, str(seeded.series))
 
 
 async def test_get_asset_by_id_and_by_slice(db: Database, seeded: Seeded) -> None:
