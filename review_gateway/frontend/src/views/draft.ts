@@ -29,7 +29,7 @@ export class DraftPanel {
   private readonly sentences = el('ol', { class: 'draft-sentences', 'data-testid': 'draft-sentences' });
   private readonly versions = el('ol', { class: 'draft-versions', 'data-testid': 'draft-versions' });
   private readonly text = el('textarea', { class: 'draft-text', rows: 6, 'aria-label': 'Draft text', hidden: true });
-  private readonly message = el('p', { class: 'message', role: 'status', 'data-testid': 'draft-message' });
+  private readonly message = el('p', { class: 'draft-message', role: 'status', 'data-testid': 'draft-message' });
   private readonly generateButton = el('button', { type: 'button', class: 'small', 'data-action': 'draft-generate' });
   private readonly editButton = el('button', { type: 'button', class: 'small', 'data-action': 'draft-edit', text: 'Edit' });
   private readonly saveButton = el('button', { type: 'button', class: 'small primary', 'data-action': 'draft-save', text: 'Save', hidden: true });
