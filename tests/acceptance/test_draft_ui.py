@@ -97,6 +97,8 @@ def test_generate_edit_accept_the_draft_in_the_study_view(case: Case, page: Any 
     expect(sentences.nth(1).locator(".stext")).to_have_text(extra)
     expect(sentences.nth(1).locator(".ref.none")).to_have_text("no finding")
     expect(panel.locator(".draft-versions li")).to_have_count(2)
+    b.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(b.ARTIFACTS / "draft-panel-edited.png"))
 
     # Someone else saves version 3 meanwhile: our save is refused with the current version shown.
     with case.stack.client() as http:
@@ -119,7 +121,6 @@ def test_generate_edit_accept_the_draft_in_the_study_view(case: Case, page: Any 
     expect(panel.get_by_test_id("draft-message")).to_contain_text("Draft accepted (version 4)")
     expect(panel).to_have_attribute("data-state", "accepted")
     expect(panel.locator("[data-action=draft-accept]")).to_be_disabled()
-    b.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(b.ARTIFACTS / "draft-panel.png"))
 
     # After a reload the accepted version and the history are there; still marked assistive.
