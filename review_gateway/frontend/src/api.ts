@@ -41,6 +41,17 @@ export interface Finding {
   current?: { label?: string; bbox_px?: number[] | null; text?: string; include_in_draft?: boolean };
 }
 
+export interface DraftSentence { text: string; finding_ids: string[] }
+
+/** An assistive draft version (docs/report-loop.md, "Assistive drafts"); never a report. */
+export interface Draft {
+  id: string; study_id: string; version: number; status: 'generated' | 'edited' | 'accepted' | string;
+  generator: string; text: string; sentences: DraftSentence[]; author: string;
+  assistive: true; notice: string; trace_id: string; created_at: string | null;
+}
+
+export interface DraftState { current: Draft | null; versions: Draft[]; llm_error: string }
+
 export interface Me { username: string; role: string; facilities: string[] }
 
 export interface LoginResult extends Me { access_token: string; csrf_token: string }
@@ -79,6 +90,10 @@ export const ROUTES = [
   ['POST', '/api/v1/studies/{study_id}/findings'],
   ['POST', '/api/v1/studies/{study_id}/findings/{finding_id}/decisions'],
   ['GET', '/api/v1/events'],
+  ['GET', '/api/v1/studies/{study_id}/draft'],
+  ['POST', '/api/v1/studies/{study_id}/draft'],
+  ['PUT', '/api/v1/studies/{study_id}/draft'],
+  ['POST', '/api/v1/studies/{study_id}/draft/accept'],
 ] as const;
 
 export class ApiError extends Error {
@@ -155,6 +170,13 @@ export const api = {
     call<Finding>('POST', `/studies/${enc(id)}/findings`, body),
   decide: (id: string, findingId: string, body: DecisionBody) =>
     call<Finding>('POST', `/studies/${enc(id)}/findings/${enc(findingId)}/decisions`, body),
+  draft: (id: string) => call<DraftState>('GET', `/studies/${enc(id)}/draft`),
+  generateDraft: (id: string) =>
+    call<{ draft: Draft | null; llm_failed: boolean; llm_error: string }>('POST', `/studies/${enc(id)}/draft`),
+  editDraft: (id: string, body: { expected_version: number; text: string }) =>
+    call<Draft>('PUT', `/studies/${enc(id)}/draft`, body),
+  acceptDraft: (id: string, body: { expected_version: number }) =>
+    call<Draft>('POST', `/studies/${enc(id)}/draft/accept`, body),
   eventsUrl: '/api/v1/events',
 };
 

@@ -6,6 +6,7 @@ import { store } from '../store';
 import { currentBox, Overlay, type Box } from '../viewer/overlay';
 import { loadSeries, type LoadedSeries } from '../viewer/series';
 import { PRESETS, Viewer } from '../viewer/viewer';
+import { DraftPanel } from './draft';
 import { FindingsPanel } from './findings';
 import { header } from './header';
 import { patientName } from './worklist';
@@ -54,6 +55,9 @@ export function renderStudy(root: HTMLElement, studyId: string,
     overlaysChanged: () => refreshOverlay(),
     startDrawing: () => startDrawing(),
   });
+
+  const draft = new DraftPanel({ studyId, findings: () => panel.findings, select: (f) => void select(f) });
+  panel.root.appendChild(draft.root);
 
   function refreshOverlay(): void {
     overlay.set(panel.findings, panel.visible, panel.selected, true);
@@ -188,7 +192,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
       i: () => viewer.toggleInvert(), ' ': () => { viewer.reset(); presetName = 'Image'; },
       '+': () => viewer.zoomBy(1.25), '=': () => viewer.zoomBy(1.25), '-': () => viewer.zoomBy(0.8),
       j: () => panel.step(1), k: () => panel.step(-1), o: () => panel.toggleAll(),
-      n: () => startDrawing(),
+      n: () => startDrawing(), t: () => void draft.generate(),
     };
     for (const p of PRESETS) keys[p.key] = () => { presetName = viewer.applyPreset(p.key) ?? presetName; };
     if (f) {
@@ -270,6 +274,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
       .catch(() => undefined);
     const [findings] = await Promise.all([api.findings(studyId).catch(() => ({ findings: [] }))]);
     panel.setFindings(findings.findings);
+    void draft.load();
     const firstFinding = findings.findings[0];
     const series = study.series.find((x) => x.series_instance_uid === firstFinding?.series_instance_uid)
       ?? [...study.series].sort((a, b) => b.instance_count - a.instance_count)[0];
