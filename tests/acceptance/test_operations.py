@@ -112,7 +112,7 @@ def test_dashboard_draws_its_charts_in_chromium(stack: Stack, tmp_path_factory) 
     """The admin page in a real browser: log in, every service up, the charts drawn."""
     from playwright.sync_api import sync_playwright
 
-    from tests.acceptance.chromium import ARTIFACTS, launch
+    from tests.acceptance.browser import ARTIFACTS, launch
 
     with sync_playwright() as pw:
         browser = launch(pw)
@@ -218,7 +218,7 @@ def test_review_analytics_for_auditors_json_csv_and_page(stack: Stack) -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from tests.acceptance.chromium import ARTIFACTS, launch
+    from tests.acceptance.browser import ARTIFACTS, launch
 
     for name, role, extra in (("ana_rad", "radiologist", ["--facility", "acc_north"]),
                               ("ana_aud", "auditor", [])):
@@ -312,7 +312,7 @@ def test_facility_onboarding_api_validates_every_setting(stack: Stack) -> None:
 def test_facility_page_adds_a_facility_and_shows_a_precise_error(stack: Stack) -> None:
     from playwright.sync_api import sync_playwright
 
-    from tests.acceptance.chromium import launch
+    from tests.acceptance.browser import launch
 
     with sync_playwright() as pw:
         browser = launch(pw)
