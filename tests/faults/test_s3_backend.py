@@ -38,19 +38,26 @@ def test_a_study_through_an_s3_object_store(up_s3: Faulty, s3: S3Server, env: di
     assert up_s3.wait_final(sent.study_id) == "ready_for_review"
     up_s3.assert_exactly_once([sent.study_id])
     raw = [r["object_key"] for r in up_s3.rows(
-        "select object_key from instances where study_id = %(id)s", id=sent.study_id)]
+        "select object_key from instances where study_id = %(id)s and source <> 'derived'",
+        id=sent.study_id)]
+    # The AI results as DICOM (SR) are indexed instances too, stored in the same bucket.
+    derived = [r["object_key"] for r in up_s3.rows(
+        "select object_key from instances where study_id = %(id)s and source = 'derived'",
+        id=sent.study_id)]
     assets = [r["object_key"] for r in up_s3.rows(
         "select object_key from assets where study_id = %(id)s", id=sent.study_id)]
     in_bucket = set(s3.keys("sidecar", "site-a/"))
     assert len(raw) == 48 and len(set(raw)) == 48
-    assert {f"site-a/{k}" for k in raw + assets} <= in_bucket, "one S3 object per object"
+    assert {f"site-a/{k}" for k in raw + derived + assets} <= in_bucket, \
+        "one S3 object per object"
     local = up_s3.stack.data_dir / "objects"
     assert not list(local.rglob("*.pack")) and not list((local / "sha256").rglob("*"))
 
     data_dir = str(up_s3.stack.data_dir)
     verify = run_cli("objects", "verify", "--data-dir", data_dir, env=clean_env(**env))
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "48 objects checked" in verify.stdout and "48 intact" in verify.stdout
+    total = len(raw) + len(derived)
+    assert f"{total} objects checked" in verify.stdout and f"{total} intact" in verify.stdout
 
     s3.client().put_object(Bucket="sidecar", Key=f"site-a/{raw[3]}", Body=b"not the object")
     s3.client().delete_object(Bucket="sidecar", Key=f"site-a/{raw[5]}")
