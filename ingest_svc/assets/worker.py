@@ -165,6 +165,8 @@ class PreprocessWorker:
                 )
                 await self._store_display(series, blobs, windows, ref, job.job_id,
                                           delivery.attempt, decoded_series.image.n_frames)
+            log.info("preprocess job %s done: %d series ready, %d failed", job.job_id,
+                     len(ready), len(failed))
         finally:
             displayed.set()
             if self._displays.get(study_id) is displayed:
