@@ -83,8 +83,16 @@ def rpc_error(what: str, address: str, exc: BaseException) -> UserError:
     if not isinstance(exc, grpc.RpcError) or not isinstance(exc, grpc.Call):
         return UserError(f"{what} at {address} failed: {exc}")
     code, details = exc.code(), (exc.details() or "").strip()
+    lowered = details.lower()
+    if code == grpc.StatusCode.UNAVAILABLE and details and not any(
+            s in lowered for s in ("failed to connect", "connection refused", "connect failed",
+                                   "connection reset", "socket closed", "dns resolution")):
+        # The service answered: it could not take the request now (e.g. its object store or
+        # database refused the write) and says what to do.
+        return UserError(f"{what} at {address} rejected the request for now: "
+                         f"{details.splitlines()[0]}")
     if code == grpc.StatusCode.UNAVAILABLE:
-        why = "connection refused" if "refused" in details.lower() else (details or "unavailable")
+        why = "connection refused" if "refused" in lowered else (details or "unavailable")
         return unreachable(what, address, why.splitlines()[0])
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return UserError(f"{what} at {address} did not answer in time")
