@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 ACTOR = "workflow_svc"
 CONSUMER = "dead-letter-audit"
 EVENT = "job.dead_lettered"
-_PAYLOADS: dict[str, type[Message]] = {
+# What each original subject carries (those whose payload names its study); the operators'
+# dead-letter list (dead_letters.py) decodes with the same map.
+PAYLOADS: dict[str, type[Message]] = {
     JOB_PREPROCESS: events_pb2.PreprocessJob,
     JOB_OVERLAY: events_pb2.PreprocessJob,
     JOB_AI_RUN: events_pb2.AiRunJob,
@@ -66,15 +68,26 @@ class DeadLetterAuditor:
             raise TransientError(f"recording dead letter: {exc}") from exc
 
 
-def study_of(subject: str, payload: bytes) -> StudyRef | None:
-    """The study a dead message was about, when its payload still decodes."""
-    message_type = _PAYLOADS.get(subject)
+def decode_payload(subject: str, payload: bytes) -> Message | None:
+    """A dead message's payload (`subject` without the prefix), or None when its type is not
+    known or it no longer decodes."""
+    message_type = PAYLOADS.get(subject)
     if message_type is None:
         return None
     try:
-        message = message_type.FromString(payload)
+        return message_type.FromString(payload)
+    except DecodeError:
+        return None
+
+
+def study_of(subject: str, payload: bytes) -> StudyRef | None:
+    """The study a dead message was about, when its payload still decodes."""
+    message = decode_payload(subject, payload)
+    if message is None:
+        return None
+    try:
         study_id = uuid.UUID(getattr(message, "study_id", ""))
-    except (DecodeError, ValueError):
+    except ValueError:
         return None
     key = getattr(message, "study", None)
     if key is None:

@@ -29,27 +29,11 @@ from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument
 from sidecar_core.store.models import AiRun, Facility, Study
-from sidecar_core.subjects import (
-    AI_RUN_FINISHED,
-    ASSET_PREPROCESSED,
-    JOB_AI_RUN,
-    JOB_OVERLAY,
-    JOB_PREPROCESS,
-    STUDY_RECEIVED,
-    Topology,
-)
+from sidecar_core.subjects import JOB_AI_RUN, Topology
+from workflow_svc.dead_letter_audit import decode_payload
 from workflow_svc.states import State, study_ref, transition
 
 MAX_PAGE = 500
-# What each original subject carries (those whose payload names its study).
-PAYLOADS: dict[str, type[Message]] = {
-    JOB_PREPROCESS: events_pb2.PreprocessJob,
-    JOB_OVERLAY: events_pb2.PreprocessJob,
-    JOB_AI_RUN: events_pb2.AiRunJob,
-    STUDY_RECEIVED: events_pb2.StudyReceived,
-    ASSET_PREPROCESSED: events_pb2.PreprocessCompleted,
-    AI_RUN_FINISHED: events_pb2.AiRunFinished,
-}
 
 
 @dataclass
@@ -137,13 +121,8 @@ class DeadLetters:
             return Letter(sequence, "undecodable", raw.subject or "", letter)
         name = letter.original_subject.removeprefix(self.topology.prefix + ".")
         found = Letter(sequence, kind_of(name), name, letter)
-        payload_type = PAYLOADS.get(name)
-        if payload_type is not None:
-            payload = payload_type()
-            try:
-                payload.ParseFromString(letter.original_payload)
-            except DecodeError:
-                return found
+        payload = decode_payload(name, letter.original_payload)
+        if payload is not None:
             found.payload = payload
             found.study_id = getattr(payload, "study_id", "")
             found.job_id = getattr(payload, "job_id", "")
