@@ -41,6 +41,7 @@ class Run:
     seconds: float
     stages: dict[str, float] = field(default_factory=dict)
     findings: int = 0
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # (s after ack, event)
 
 
 def free_port() -> int:
@@ -152,7 +153,23 @@ def one_run(mode: str, datasets: list[Dataset], ingest: pb_grpc.IngestServiceStu
              ("ai", history.get("processed"), history.get("ready_for_review")),
              ("→visible", history.get("ready_for_review"), visible_wall)]
     run.stages = {name: (b - a) for name, a, b in marks if a is not None and b is not None}
+    events = http.get(f"/api/v1/studies/{study_id}/audit", params={"page_size": 500}).json()
+    run.timeline = sorted((when(e["at"]) - acknowledged_wall, e["type"])
+                          for e in events["events"] if e["at"])
+    run.timeline.append((visible_wall - acknowledged_wall, "(findings visible to the poller)"))
     return run
+
+
+def print_timeline(run: Run) -> None:
+    """The study's audit events after the acknowledgement: where the overhead goes."""
+    print(f"\naudit timeline of the last {run.mode} run (s after the last instance was "
+          "acknowledged; gap = since the previous event)")
+    previous = 0.0
+    for at, event in run.timeline:
+        if at < -0.5:
+            continue
+        print(f"  {at:7.3f}  +{at - previous:6.3f}  {event}")
+        previous = max(previous, at)
 
 
 def raw_inference_ms(datasets: list[Dataset], triton_url: str, repeat: int = 3
@@ -273,6 +290,8 @@ def main() -> None:
         else:
             shutil.rmtree(root, ignore_errors=True)
     print_table(runs, raw, f"{args.slices}×{args.size}×{args.size}")
+    if runs:
+        print_timeline(runs[-1])
     print(f"\ntotal bench time {time.perf_counter() - t0:.0f} s; load average at the end "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 

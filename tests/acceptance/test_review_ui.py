@@ -153,6 +153,19 @@ def test_worklist_live_update_and_escaped_patient_name(site: Site, page: Any) ->
     assert page.evaluate("() => window.__cspViolations") == []
 
 
+def _settled_box(locator: Any) -> dict[str, float]:
+    """The element's box once the overlay has redrawn it: two equal readings in a row (a zoom
+    re-renders the SVG, and a reading in between finds no element)."""
+    last = None
+    for _ in range(100):
+        rect = locator.bounding_box()
+        if rect is not None and rect == last:
+            return rect
+        last = rect
+        time.sleep(0.05)
+    raise AssertionError(f"the finding's box never settled on screen (last reading {last})")
+
+
 def test_study_view_viewer_overlays_and_decisions(site: Site, page: Any) -> None:
     b.login(page, site.stack.base_url, NORTH, site.stack.password)
     page.click(f"tr[data-study-id='{site.ct_id}']")
@@ -173,15 +186,18 @@ def test_study_view_viewer_overlays_and_decisions(site: Site, page: Any) -> None
     box = page.locator(f"svg.overlay rect.box[data-finding='{target['id']}']")
     expect(box).to_have_count(1)
     area = page.locator("[data-testid=viewport]").bounding_box()
-    rect = box.bounding_box()
+    rect = _settled_box(box)
     centre = rect["x"] + rect["width"] / 2
     assert abs(centre - (area["x"] + area["width"] / 2)) < 0.05 * area["width"]
 
     # The box sits on the nodule's bright pixels at two zoom levels (overlays hidden to measure).
     for zoom_keys in ("", "+++"):
+        shown = _info(page).text_content()
         for key in zoom_keys:
             page.keyboard.press(key)
-        rect = box.bounding_box()
+        if zoom_keys:
+            expect(_info(page)).not_to_have_text(shown)
+        rect = _settled_box(box)
         page.keyboard.press("o")
         expect(box).to_have_count(0)
         assert b.box_contrast(_viewport_png(page), area, rect) > 40
