@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -76,6 +77,8 @@ class TritonClient:
             shared_memory_min_bytes = SHM_MIN_BYTES if triton_shm.same_host(url) else 0
         self.shm_min_bytes = shared_memory_min_bytes
         self.shm_requests = 0  # requests whose inputs went through shared memory
+        self._pool = triton_shm.RegionPool()
+        self._swept = False
         self._client = InferenceServerClient(url, channel_args=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -88,6 +91,8 @@ class TritonClient:
         ])
 
     async def close(self) -> None:
+        for region in self._pool.drain():
+            await self._release(region)
         await self._client.close()
 
     async def __aenter__(self) -> TritonClient:
@@ -100,28 +105,49 @@ class TritonClient:
                     deadline_s: float, version: str = "") -> dict[str, np.ndarray]:
         """One inference; returns every requested output as a numpy array."""
         arrays = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
-        if self.shm_min_bytes and triton_shm.total_bytes(arrays) >= self.shm_min_bytes:
-            region = await asyncio.to_thread(triton_shm.create_region, arrays)
+        if not (self.shm_min_bytes and triton_shm.total_bytes(arrays) >= self.shm_min_bytes):
+            return await self._infer(model, arrays, outputs, deadline_s, version, None)
+        await self._sweep_orphans()
+        size = triton_shm.layout(arrays)[1]
+        for reused in (True, False):
+            region = self._pool.take(size) if reused else None
+            if reused and region is None:
+                continue
+            if region is None:
+                region = await asyncio.to_thread(triton_shm.allocate, size)
+                if not await self._register(region, model):
+                    return await self._infer(model, arrays, outputs, deadline_s, version, None)
+            kept = False
             try:
-                if await self._register(region, model):
-                    self.shm_requests += 1
-                    try:
-                        return await self._infer(model, arrays, outputs, deadline_s, version,
-                                                 region)
-                    finally:
-                        await self._unregister(region)
+                await asyncio.to_thread(triton_shm.fill, region, arrays)
+                self.shm_requests += 1
+                result = await self._infer(model, arrays, outputs, deadline_s, version, region)
+                kept = True
+                return result
+            except (TransientError, PermanentError):
+                if reused and not await self._registered(region.name):
+                    log.info("triton forgot shared memory region %s (restarted?); sending "
+                             "the request again in a new region", region.name)
+                    continue
+                raise
             finally:
-                triton_shm.destroy_region(region)
-        return await self._infer(model, arrays, outputs, deadline_s, version, None)
+                if kept:
+                    for evicted in self._pool.give_back(region):
+                        await self._release(evicted)
+                else:
+                    await self._release(region)
+        raise AssertionError("unreachable: the second pass always returns or raises")
 
     async def _register(self, region: triton_shm.Region, model: str) -> bool:
         """Registers the region with Triton; False (and no more shared memory) if Triton
-        cannot map it, e.g. because it runs on another machine."""
+        cannot map it, e.g. because it runs on another machine. The region is destroyed
+        unless it was registered."""
         try:
             await self._client.register_system_shared_memory(region.name, region.key,
                                                              region.size, client_timeout=10.0)
             return True
         except BaseException as exc:
+            triton_shm.destroy_region(region)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             error = classify(exc, model)
@@ -132,11 +158,42 @@ class TritonClient:
             self.shm_min_bytes = 0
             return False
 
-    async def _unregister(self, region: triton_shm.Region) -> None:
+    async def _registered(self, name: str) -> bool:
+        try:
+            await self._client.get_system_shared_memory_status(region_name=name,
+                                                               client_timeout=5.0)
+            return True
+        except Exception:
+            return False
+
+    async def _release(self, region: triton_shm.Region) -> None:
+        """Unregisters the region from Triton and destroys it."""
         try:
             await self._client.unregister_system_shared_memory(region.name, client_timeout=30.0)
         except Exception as exc:  # Triton forgets it on restart; the memory is ours to free
             log.warning("unregistering shared memory %s from triton failed: %s", region.name, exc)
+        triton_shm.destroy_region(region)
+
+    async def _sweep_orphans(self) -> None:
+        """Once per client: frees the regions of sidecar processes that were killed before
+        they could (in /dev/shm and in Triton), so killed workers do not leak memory."""
+        if self._swept:
+            return
+        self._swept = True
+        for key in triton_shm.orphaned_keys():
+            triton_shm.unlink_key(key)
+            log.info("removed shared memory %s left by a process that no longer runs", key)
+        try:
+            status = await self._client.get_system_shared_memory_status(client_timeout=5.0)
+            names = list(status.regions)
+        except Exception:
+            return
+        for name in names:
+            if not triton_shm.owner_alive(name):
+                with contextlib.suppress(Exception):
+                    await self._client.unregister_system_shared_memory(name, client_timeout=10.0)
+                    log.info("unregistered shared memory %s left in triton by a process that "
+                             "no longer runs", name)
 
     async def _infer(self, model: str, arrays: dict[str, np.ndarray], outputs: list[str],
                      deadline_s: float, version: str,

@@ -145,7 +145,7 @@ def load_model_input(data: bytes) -> ModelInput:
         raise ModelInputFormatError(str(exc)) from exc
     fmt = str(arrays["format"])
     model_input = ModelInput(
-        volume=np.asarray(arrays["volume"], dtype=np.float32),
+        volume=np.array(arrays["volume"], dtype=np.float32),  # writable, whatever was stored
         positions=arrays["positions"],
         orientation=arrays["orientation"],
         pixel_spacing=arrays["pixel_spacing"],

@@ -43,6 +43,8 @@ class ModelInput:
         """Builds from the archive's arrays; raises ValueError on a wrong format or shape."""
         check_arrays(arrays)
         volume = np.asarray(arrays["volume"], dtype=np.float32)
+        if not volume.flags.writeable:  # a float32 archive's view: the caller owns a copy
+            volume = volume.copy()
         if volume.ndim != 3 or 0 in volume.shape:
             raise ValueError(f"volume must be a non-empty [Z, Y, X] array, not {volume.shape}")
         z = volume.shape[0]

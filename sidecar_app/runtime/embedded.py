@@ -17,6 +17,20 @@ _PR_SET_PDEATHSIG = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# Volume-sized arrays (100–300 MB) are allocated and freed for every study. glibc hands each
+# allocation over 32 MiB to mmap and unmaps it on free, so every study pays the page faults of
+# its arrays again. With these settings freed memory stays in the process for the next study
+# (measured on a 100 × 512² CT: the normalizer's read of the model input 60–100 → 11 ms, the
+# reference chest model in Triton 375 → 275 ms); a process then holds its peak. Settings the
+# operator already exported win.
+VOLUME_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(4 * 2**30)}
+
+
+def with_volume_malloc(env: dict[str, str]) -> dict[str, str]:
+    """`env` plus VOLUME_MALLOC_ENV, for the processes that handle whole volumes."""
+    return {**VOLUME_MALLOC_ENV, **env}
+
+
 def die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM when the supervisor dies, even by SIGKILL."""
     with contextlib.suppress(OSError):
@@ -109,7 +123,7 @@ def triton_env() -> dict[str, str]:
     The stub embeds libpython and runs isolated (PYTHONPATH is ignored); it finds its prefix by
     searching PATH for python3, so this venv's bin goes first on PATH.
     """
-    env = dict(os.environ)
+    env = with_volume_malloc(dict(os.environ))
     venv_bin = Path(sys.executable).parent
     if (venv_bin.parent / "pyvenv.cfg").exists():
         env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"

@@ -25,6 +25,7 @@ from sidecar_app.runtime.embedded import (
     start_nats,
     start_triton,
     stop_process,
+    with_volume_malloc,
 )
 
 log = logging.getLogger("sidecar.up")
@@ -59,6 +60,7 @@ SERVICES: list[tuple[str, str, str | None]] = [
 ]
 # Stateless workers: `--replicas N` runs N processes of each; they share the jobs through the
 # durable consumers. A replica serves its gRPC API (if any) on a port of its own choosing.
+VOLUME_SERVICES = ("preprocess", "normalizer")  # they read, decode and send whole volumes
 REPLICATED = {"workflow": "SIDECAR_WORKFLOW_PORT", "preprocess": "",
               "normalizer": "SIDECAR_NORMALIZER_PORT"}
 
@@ -154,6 +156,8 @@ class Mesh:
               ) -> subprocess.Popen:
         out = (self.logs / f"{name}.log").open("ab")
         env = dict(self.env)
+        if name.split("-")[0] in VOLUME_SERVICES:
+            env = with_volume_malloc(env)
         if f"{name}-metrics" in self.opts.ports:
             env["SIDECAR_METRICS_PORT"] = str(self.opts.ports[f"{name}-metrics"])
         proc = subprocess.Popen(

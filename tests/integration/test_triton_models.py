@@ -178,7 +178,8 @@ async def test_large_inputs_travel_through_system_shared_memory(
     triton: TritonServer, client: grpcclient.InferenceServerClient, tmp_path: Path
 ) -> None:
     """The normalizer's client hands a volume to Triton through a system shared-memory region:
-    same outputs as over the wire, and no region left behind in Triton or in /dev/shm."""
+    same outputs as over the wire, one region kept registered for the next request while the
+    client is open, and none left behind in Triton or in /dev/shm once it closes."""
     from normalizer_svc.triton import TritonClient
 
     truth, model_input = study(tmp_path, "chest-ct", 3, **CHEST)
@@ -195,11 +196,84 @@ async def test_large_inputs_travel_through_system_shared_memory(
             "MODE": np.array([b"misshaped"], dtype=object), "VOLUME": model_input.volume},
             ["BOXES", "SCORES"], 60)
         assert shared.shm_requests == 2 and mixed["BOXES"].shape == (3, 5)
+        again = await shared.infer("chest_ct_nodules", inputs, ["BOXES", "SCORES"], 60)
+        np.testing.assert_array_equal(again["BOXES"], via_shm["BOXES"])
+        # the three requests went through one region, still registered for the next one
+        assert [name.startswith("sidecar-") for name in
+                client.get_system_shared_memory_status().regions] == [True]
+        assert len({p.name for p in Path("/dev/shm").glob("sidecar-*")} - before) == 1
     assert via_shm["SCORES"].size == len(truth.lesions) > 0
     for name in ("BOXES", "SCORES"):
         np.testing.assert_array_equal(via_shm[name], via_wire[name])
     assert len(client.get_system_shared_memory_status().regions) == 0
     assert {p.name for p in Path("/dev/shm").glob("sidecar-*")} == before
+
+
+async def test_a_kept_region_survives_a_triton_restart(
+    triton: TritonServer, client: grpcclient.InferenceServerClient, tmp_path: Path
+) -> None:
+    """Triton forgets registered regions when it restarts: the next request notices, sends
+    again through a new region, and the answer is the same."""
+    from normalizer_svc.triton import TritonClient
+
+    _, model_input = study(tmp_path, "chest-ct", 5, **CHEST)
+    inputs = {"VOLUME": model_input.volume, "SPACING": model_input.spacing_zyx}
+    async with TritonClient(triton.grpc_url, shared_memory_min_bytes=1) as shared:
+        first = await shared.infer("chest_ct_nodules", inputs, ["BOXES", "SCORES"], 60)
+        triton.stop()
+        triton.start()
+        second = await shared.infer("chest_ct_nodules", inputs, ["BOXES", "SCORES"], 120)
+        assert shared.shm_requests == 3  # the first, the one Triton refused, the new one
+        fresh = triton.client()
+        assert len(fresh.get_system_shared_memory_status().regions) == 1
+    for name in ("BOXES", "SCORES"):
+        np.testing.assert_array_equal(first[name], second[name])
+    assert len(fresh.get_system_shared_memory_status().regions) == 0
+    fresh.close()
+
+
+KILLED_HOLDER = """
+import os, sys, time
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import shared_memory as shm
+name = f"sidecar-{os.getpid()}-killedholder"
+handle = shm.create_shared_memory_region(name, "/" + name, 1 << 20)
+shm.set_shared_memory_region(handle, [np.ones(1000, np.float32)])
+grpcclient.InferenceServerClient(sys.argv[1]).register_system_shared_memory(
+    name, "/" + name, 1 << 20)
+print(name, flush=True)
+time.sleep(600)
+"""
+
+
+async def test_regions_of_a_killed_process_are_freed(
+    triton: TritonServer, client: grpcclient.InferenceServerClient, tmp_path: Path
+) -> None:
+    """A normalizer killed with a region registered leaves it in /dev/shm and in Triton; the
+    next client's first shared-memory request frees both (and nobody else's)."""
+    import signal
+    import subprocess
+    import sys
+
+    from normalizer_svc.triton import TritonClient
+
+    holder = subprocess.Popen([sys.executable, "-c", KILLED_HOLDER, triton.grpc_url],
+                              stdout=subprocess.PIPE, text=True)
+    name = holder.stdout.readline().strip() if holder.stdout else ""
+    assert name.startswith("sidecar-"), name
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (Path("/dev/shm") / name).exists()
+    assert name in client.get_system_shared_memory_status().regions
+
+    _, model_input = study(tmp_path, "chest-ct", 3, **CHEST)
+    inputs = {"VOLUME": model_input.volume, "SPACING": model_input.spacing_zyx}
+    async with TritonClient(triton.grpc_url, shared_memory_min_bytes=1) as shared:
+        await shared.infer("chest_ct_nodules", inputs, ["BOXES", "SCORES"], 60)
+        assert not (Path("/dev/shm") / name).exists()
+        regions = list(client.get_system_shared_memory_status().regions)
+        assert name not in regions and len(regions) == 1  # ours stays, kept for later
 
 
 async def test_shared_memory_only_for_a_triton_on_this_machine() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from ingest_svc.pixels import (
     load_model_input,
     save_model_input,
 )
+from sidecar_core.model_input import VIEW_MIN_BYTES, _stored_view, read_arrays
 from tests.unit.test_pixels_support import make_image, make_series, reread
 
 # Series are built in the tests with pydicom (tests/unit/test_pixels_support.py).
@@ -141,6 +143,54 @@ def test_saved_archive_is_a_plain_npz_with_the_documented_keys() -> None:
         assert archive["volume"].dtype == np.int16
         assert archive["slice_spacing"].shape == () and float(archive["slice_spacing"]) == 3.0
         assert archive["sop_instance_uids"].tolist() == list(mi.sop_instance_uids)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25])  # int16 and float32 storage
+def test_read_arrays_views_stored_archives_and_matches_numpy(fraction: float) -> None:
+    series, _ = _oblique_series_with_marker()
+    mi = build_model_input(series)
+    mi.volume[0, 0, 0] += fraction
+    for level in (0, 1):
+        data = save_model_input(mi, compress_level=level)
+        arrays = read_arrays(data)
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            assert sorted(arrays) == sorted(archive.files)
+            for name in archive.files:
+                assert arrays[name].dtype == archive[name].dtype, name
+                np.testing.assert_array_equal(arrays[name], archive[name])
+        loaded = load_model_input(data)
+        assert loaded == mi
+        loaded.volume[0, 0, 0] += 1  # the loaded volume is the caller's to change
+        assert load_model_input(data) == mi
+
+
+def test_a_stored_volume_is_a_view_of_the_archive_not_a_copy() -> None:
+    series, _ = _oblique_series_with_marker()
+    data = save_model_input(build_model_input(series), compress_level=0)
+    volume = read_arrays(data)["volume"]
+    if volume.nbytes >= VIEW_MIN_BYTES:
+        assert not volume.flags.owndata and not volume.flags.writeable
+    big = np.arange(2**20, dtype=np.int16).reshape(16, 256, 256)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        with archive.open("volume.npy", "w") as member:
+            np.lib.format.write_array(member, big)
+        with archive.open("fortran.npy", "w") as member:
+            np.lib.format.write_array(member, np.asfortranarray(big[0].astype(np.float64)))
+    stored = buffer.getvalue()
+    with zipfile.ZipFile(io.BytesIO(stored)) as archive:
+        infos = {info.filename: info for info in archive.infolist()}
+    view = _stored_view(stored, infos["volume.npy"])
+    assert view is not None and not view.flags.owndata
+    np.testing.assert_array_equal(view, big)
+    np.testing.assert_array_equal(_stored_view(stored, infos["fortran.npy"]), big[0])
+
+
+def test_a_truncated_stored_archive_is_a_format_error() -> None:
+    series, _ = _oblique_series_with_marker()
+    data = save_model_input(build_model_input(series), compress_level=0)
+    with pytest.raises(ModelInputFormatError):
+        load_model_input(data[: len(data) // 2])
 
 
 def test_modified_copy_is_not_equal() -> None:
