@@ -89,6 +89,9 @@ class PreprocessWorker:
         self.display = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="display", initializer=_low_priority
         )
+        # Reading an object verifies its digest (hashlib lets go of the GIL), so reading the
+        # next instances on these threads overlaps with parsing this one.
+        self.readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="read")
         self._displays: dict[uuid.UUID, asyncio.Event] = {}  # studies whose display is pending
 
     async def display_done(self, study_id: uuid.UUID) -> None:
@@ -176,9 +179,11 @@ class PreprocessWorker:
         """Reads and decodes the series once; builds its model input (display comes later)."""
         datasets = []
         failures = []
-        for key in keys:
+        for key, read in zip(keys, self.readers.map(self._read, keys), strict=True):
             try:
-                datasets.append(pydicom.dcmread(io.BytesIO(self.objects.get(key))))
+                if isinstance(read, BaseException):
+                    raise read
+                datasets.append(pydicom.dcmread(io.BytesIO(read)))
             except FileNotFoundError:
                 raise
             except Exception as exc:  # unreadable object: it fails, the series goes on
@@ -196,6 +201,13 @@ class PreprocessWorker:
             else:
                 assets.model_input_error = made
         return _ModelInputMade(series, assets)
+
+    def _read(self, key: str) -> bytes | Exception:
+        """The object's bytes, or the error reading them (raised by the caller, in order)."""
+        try:
+            return self.objects.get(key)
+        except Exception as exc:
+            return exc
 
     def _rows(self, series: Series, blobs: list[AssetBlob]) -> list[Asset]:
         rows = []
