@@ -63,3 +63,47 @@ def test_association_release_completes_the_study(stack: Stack, tmp_path: Path) -
         assert runs and runs[0]["context"]["operating_threshold"] == 0.5
         states = [h["state"] for h in http.get(f"/api/v1/studies/{sid}").json()["state_history"]]
         assert states[:4] == ["received", "processed", "ai_complete", "ready_for_review"]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if item)
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """pid → command line of every process below `pid`."""
+    out: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        kids = {int(c) for task in Path(f"/proc/{parent}/task").glob("*")
+                for c in (task / "children").read_text().split()}
+        for child in kids:
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            out[child] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+            todo.append(child)
+    return out
+
+
+def test_volume_processes_keep_freed_memory(stack: Stack) -> None:
+    """`sidecar up` starts the processes that handle whole volumes (preprocess worker,
+    normalizer, tritonserver) with glibc told to keep freed memory, and no others."""
+    assert stack.proc is not None
+    procs = _descendants(stack.proc.pid)
+    found = set()
+    for pid, cmd in procs.items():
+        name = next((n for n, marker in (("preprocess", "ingest_svc.assets.worker"),
+                                         ("normalizer", "normalizer_svc.main"),
+                                         ("triton", "bin/tritonserver"),
+                                         ("gateway", "review_gateway.main"),
+                                         ("ingest", "ingest_svc.main")) if marker in cmd), None)
+        if name is None:
+            continue
+        found.add(name)
+        env = _environ(pid)
+        keeps = env.get("MALLOC_MMAP_MAX_") == "0" and "MALLOC_TRIM_THRESHOLD_" in env
+        assert keeps == (name in ("preprocess", "normalizer", "triton")), (name, cmd)
+    assert found == {"preprocess", "normalizer", "triton", "gateway", "ingest"}
