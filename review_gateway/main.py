@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import uvicorn
 
@@ -15,27 +13,9 @@ from review_gateway.app import create_app
 from review_gateway.health import HealthCheck
 from review_gateway.settings import GatewaySettings
 from sidecar_core.grpc_server import stop_event_on_signals
+from sidecar_core.http_server import StoppableServer, bound_port, serve_until
 
 log = logging.getLogger(__name__)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers (the caller's stop event decides)."""
-
-    def __init__(self, config: uvicorn.Config, started: asyncio.Event | None) -> None:
-        super().__init__(config)
-        self.started_event = started
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            log.info("review gateway listening on port %d", bound_port(self))
-            if self.started_event is not None:
-                self.started_event.set()
 
 
 async def run(settings: GatewaySettings, stop: asyncio.Event,
@@ -54,23 +34,13 @@ async def run(settings: GatewaySettings, stop: asyncio.Event,
                             log_level=settings.log_level.lower(), lifespan="on",
                             proxy_headers=False, server_header=False, timeout_graceful_shutdown=10)
     access_log.install()  # after uvicorn configured its loggers
-    server = _Server(config, started)
-    serving = asyncio.create_task(server.serve())
-    waiting = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        server.should_exit = True
-        waiting.cancel()
-        await serving
 
+    def listening(server: StoppableServer) -> None:
+        log.info("review gateway listening on port %d", bound_port(server))
+        if started is not None:
+            started.set()
 
-def bound_port(server: uvicorn.Server) -> int:
-    """The port the server actually listens on (useful with gateway_port=0)."""
-    for srv in getattr(server, "servers", []):
-        for sock in srv.sockets:
-            return int(sock.getsockname()[1])
-    return 0
+    await serve_until(StoppableServer(config, listening), stop)
 
 
 async def _main() -> None:

@@ -4,13 +4,10 @@ origin, with an `app-config.js` whose `dicomweb` data source is the gateway's `/
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import mimetypes
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -21,6 +18,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from sidecar_app.runtime.ohif_fetch import DEFAULT_DIR, OhifLock, installed_version
+from sidecar_core.http_server import StoppableServer, serve_until
 from sidecar_core.settings import CommonSettings
 
 log = logging.getLogger("sidecar.viewer")
@@ -121,48 +119,27 @@ def create_app(settings: ViewerSettings) -> Starlette:
                              Route("/{path:path}", serve)])
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers (the stop event decides)."""
-
-    listening = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            self.listening.set()
-
-
 async def run(settings: ViewerSettings) -> None:
     from sidecar_core.grpc_server import stop_event_on_signals
 
     stop = stop_event_on_signals()
     if not installed_version(settings.viewer_dir):
         log.warning("%s", missing_message())
-    server = _Server(uvicorn.Config(
-        create_app(settings), host=settings.viewer_host, port=settings.viewer_port,
-        log_level="warning", lifespan="off", server_header=False, proxy_headers=False))
-    serving = asyncio.create_task(server.serve())
     ready = settings.data_dir / "run" / "viewer.ready"
-    server.listening = asyncio.Event()
-    listening = asyncio.create_task(server.listening.wait())
-    await asyncio.wait({serving, listening}, return_when=asyncio.FIRST_COMPLETED)
-    listening.cancel()
-    if server.started:
+
+    def listening(_server: StoppableServer) -> None:
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.write_text(str(os.getpid()))
         log.info("OHIF viewer on http://%s:%d/ (DICOMweb %s)", settings.viewer_host,
                  settings.viewer_port, settings.dicomweb_url)
-    waiting = asyncio.create_task(stop.wait())
+
+    server = StoppableServer(uvicorn.Config(
+        create_app(settings), host=settings.viewer_host, port=settings.viewer_port,
+        log_level="warning", lifespan="off", server_header=False, proxy_headers=False),
+        listening)
     try:
-        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        await serve_until(server, stop)
     finally:
-        server.should_exit = True
-        waiting.cancel()
-        await serving
         ready.unlink(missing_ok=True)
 
 
