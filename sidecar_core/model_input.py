@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -83,7 +84,10 @@ def _stored_view(data: bytes, info: zipfile.ZipInfo) -> np.ndarray | None:
         raise zipfile.BadZipFile(f"bad local header for {info.filename}")
     name_len, extra_len = header[-2], header[-1]
     begin = start + _LOCAL_HEADER.size + name_len + extra_len
-    stream = io.BytesIO(memoryview(data)[begin:begin + info.file_size])
+    member = memoryview(data)[begin:begin + info.file_size]
+    if len(member) != info.file_size or zlib.crc32(member) != info.CRC:
+        raise zipfile.BadZipFile(f"{info.filename} is damaged: its CRC-32 does not match")
+    stream = io.BytesIO(member)
     version = np.lib.format.read_magic(stream)
     read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                    else np.lib.format.read_array_header_2_0)

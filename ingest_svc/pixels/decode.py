@@ -15,6 +15,7 @@ from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
     JPEGLSNearLossless,
@@ -43,6 +44,7 @@ PALETTE_COLOR = "PALETTE COLOR"
 RGB = "RGB"
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 LOSSY_TRANSFER_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless})
+_NATIVE_LITTLE_ENDIAN = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 _ITEM_TAG = b"\xfe\xff\x00\xe0"
 _END_OF_IMAGE = b"\xff\xd9"  # JPEG and JPEG-LS EOI, JPEG 2000 EOC (padding 00/FF may follow)
 
@@ -125,7 +127,9 @@ def decode_image(ds: Dataset) -> DecodedImage:
         if photometric == "YBR_FULL_422":
             frame_bits = frame_bits * 2 // 3
         _check_native_length(ds, keyword, math.ceil(frame_bits * n_frames / 8))
-    array, meta = _decode(ds, transfer_syntax, decoder)
+    native = _native_monochrome(ds, keyword, transfer_syntax, samples, bits_allocated,
+                                bits_stored, photometric, rows * columns * n_frames)
+    array, meta = (native, {}) if native is not None else _decode(ds, transfer_syntax, decoder)
     decoded_frames = int(meta.get("number_of_frames", n_frames) or n_frames)
     out_samples = int(meta.get("samples_per_pixel", samples) or samples)
     shape = (decoded_frames, rows, columns) + ((out_samples,) if out_samples > 1 else ())
@@ -257,6 +261,31 @@ def _decoder(transfer_syntax: UID) -> Decoder:
         missing = "; ".join(decoder.missing_dependencies)
         raise UnsupportedTransferSyntax(f"{transfer_syntax.name}: no codec installed ({missing})")
     return decoder
+
+
+def _native_monochrome(ds: Dataset, keyword: str, transfer_syntax: UID, samples: int,
+                       bits_allocated: int, bits_stored: int, photometric: str,
+                       count: int) -> np.ndarray | None:
+    """Native little-endian 8/16-bit greyscale (most CT, MR, CR, DX) straight from the pixel
+    bytes, as pydicom's native decoder returns it (unused high bits corrected), without its
+    per-instance option handling; None for anything else, which goes through pydicom."""
+    if (keyword != "PixelData" or transfer_syntax not in _NATIVE_LITTLE_ENDIAN or samples != 1
+            or bits_allocated not in (8, 16) or not 1 <= bits_stored <= bits_allocated
+            or photometric not in (MONOCHROME1, MONOCHROME2)):
+        return None
+    representation = ds.get("PixelRepresentation", 0)
+    if representation not in (0, 1):
+        return None
+    value = ds[keyword].value
+    if not isinstance(value, bytes | bytearray):
+        return None
+    dtype = np.dtype(f"<{'i' if representation == 1 else 'u'}{bits_allocated // 8}")
+    array = np.frombuffer(value, dtype=dtype, count=count)  # the length was checked above
+    if bits_stored < bits_allocated:
+        shift = bits_allocated - bits_stored
+        array = np.left_shift(array, shift)
+        np.right_shift(array, shift, out=array)
+    return array
 
 
 def _decode(

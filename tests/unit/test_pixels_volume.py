@@ -186,6 +186,16 @@ def test_a_stored_volume_is_a_view_of_the_archive_not_a_copy() -> None:
     np.testing.assert_array_equal(_stored_view(stored, infos["fortran.npy"]), big[0])
 
 
+def test_a_damaged_stored_volume_is_a_format_error() -> None:
+    series, _ = _oblique_series_with_marker()
+    data = bytearray(save_model_input(build_model_input(series), compress_level=0))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        info = archive.getinfo("volume.npy")
+    data[info.header_offset + 200] ^= 0xFF  # one voxel byte flipped, past the npy header
+    with pytest.raises(ModelInputFormatError, match="CRC"):
+        load_model_input(bytes(data))
+
+
 def test_a_truncated_stored_archive_is_a_format_error() -> None:
     series, _ = _oblique_series_with_marker()
     data = save_model_input(build_model_input(series), compress_level=0)
