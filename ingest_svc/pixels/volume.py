@@ -169,14 +169,19 @@ def compact_volume(volume: np.ndarray) -> np.ndarray:
     """int16 when every voxel is an integer in int16 range (lossless: CT HU, most MR/MG),
     else float32; readers always load float32. Halves the bytes to deflate and store."""
     v = np.ascontiguousarray(volume, dtype=np.float32)
-    if v.size:
-        # Two passes instead of five: a value out of int16 range, fractional or not finite
-        # does not survive the round trip (NaN never compares equal).
-        with np.errstate(invalid="ignore"):
-            as_int = v.astype(np.int16)
-        if np.array_equal(as_int, v):
-            return as_int
-    return v
+    if not v.size:
+        return v
+    # Slice by slice, so that both passes run in cache: a value out of int16 range,
+    # fractional or not finite does not survive the round trip (NaN never compares equal).
+    as_int = np.empty(v.shape, dtype=np.int16)
+    shape = (v.shape[0] if v.ndim else 1, -1)
+    rows, out = v.reshape(shape), as_int.reshape(shape)
+    with np.errstate(invalid="ignore"):
+        for i in range(rows.shape[0]):
+            np.copyto(out[i], rows[i], casting="unsafe")
+            if not np.array_equal(out[i], rows[i]):
+                return v
+    return as_int
 
 
 def _to_arrays(model_input: ModelInput) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ from ingest_svc.pixels import (
     load_model_input,
     save_model_input,
 )
+from ingest_svc.pixels.volume import compact_volume
 from sidecar_core.model_input import VIEW_MIN_BYTES, _stored_view, read_arrays
 from tests.unit.test_pixels_support import make_image, make_series, reread
 
@@ -235,3 +236,17 @@ def test_int16_storage_is_lossless() -> None:
     loaded = load_model_input(save_model_input(mi))
     assert loaded.volume.dtype == np.float32
     np.testing.assert_array_equal(loaded.volume, mi.volume)
+
+
+@pytest.mark.parametrize("odd", [0.5, 40000.0, -40000.0, float("nan"), float("inf")])
+@pytest.mark.parametrize("where", [(0, 0, 0), (-1, -1, -1), (2, 3, 1)])
+def test_compaction_keeps_float32_for_any_voxel_int16_cannot_hold(
+        odd: float, where: tuple[int, int, int]) -> None:
+    volume = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5) - 30
+    assert compact_volume(volume).dtype == np.int16
+    np.testing.assert_array_equal(compact_volume(volume), volume)
+    volume[where] = odd
+    kept = compact_volume(volume)
+    assert kept.dtype == np.float32
+    np.testing.assert_array_equal(kept, volume)
+    assert compact_volume(np.float32(7)).dtype == np.int16
