@@ -43,6 +43,7 @@ class Run:
     findings: int = 0
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (s after ack, event)
     triton: dict[str, float] = field(default_factory=dict)  # ms inside Triton in this run
+    preprocess: dict[str, float] = field(default_factory=dict)  # ms per preprocess stage
 
 
 def free_port() -> int:
@@ -120,9 +121,11 @@ def when(text: str) -> float:
 
 
 def one_run(mode: str, datasets: list[Dataset], ingest: pb_grpc.IngestServiceStub,
-            http: httpx.Client, metrics_port: int = 0, timeout: float = 180.0) -> Run:
+            http: httpx.Client, metrics_port: int = 0, preprocess_port: int = 0,
+            timeout: float = 180.0) -> Run:
     facility = FACILITIES[mode]
     before = triton_server_ms(metrics_port) if metrics_port else {}
+    stages_before = preprocess_ms(preprocess_port) if preprocess_port else {}
     study_uid, accession, files = renamed(datasets)
     requests = [pb.UploadInstancesRequest(facility=facility if i == 0 else "", dicom=data,
                                           source_ref=str(i)) for i, data in enumerate(files)]
@@ -162,6 +165,10 @@ def one_run(mode: str, datasets: list[Dataset], ingest: pb_grpc.IngestServiceStu
     if metrics_port:
         after = triton_server_ms(metrics_port)
         run.triton = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    if preprocess_port:
+        time.sleep(0.5)  # the display stage ends after the findings; let it record
+        stages = preprocess_ms(preprocess_port)
+        run.preprocess = {k: v - stages_before.get(k, 0.0) for k, v in stages.items()}
     return run
 
 
@@ -213,6 +220,17 @@ def raw_inference_ms(datasets: list[Dataset], triton_url: str, repeat: int = 3
             return statistics.median(times)
 
     return {"shm": asyncio.run(timed(1)), "wire": asyncio.run(timed(0))}
+
+
+def preprocess_ms(metrics_port: int) -> dict[str, float]:
+    """The preprocess worker's cumulative time per stage (ms), from its Prometheus histogram."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("sidecar_preprocess_seconds_sum{"):
+            stage = line.split('stage="', 1)[1].split('"', 1)[0]
+            out[stage] = float(line.rsplit(" ", 1)[1]) * 1000
+    return out
 
 
 def triton_server_ms(metrics_port: int) -> dict[str, float]:
@@ -324,7 +342,8 @@ def main() -> None:
             one_run("complete", datasets, ingest, http)  # warm-up: first requests, caches
             for mode in [m for m in ("complete", "quiet") if m in args.modes.split(",")]:
                 for _ in range(args.repeat):
-                    runs.append(one_run(mode, datasets, ingest, http, metrics))
+                    runs.append(one_run(mode, datasets, ingest, http, metrics,
+                                        ports["preprocess-metrics"]))
         channel.close()
         raw = raw_inference_ms(datasets, TRITON_URL or f"127.0.0.1:{ports['triton']}")
     finally:
@@ -336,7 +355,9 @@ def main() -> None:
     print_table(runs, raw, f"{args.slices}×{args.size}×{args.size}")
     for i, r in enumerate(runs, 1):
         print(f"run {i} inside Triton (ms): "
-              + ", ".join(f"{k} {v:.0f}" for k, v in r.triton.items() if v))
+              + ", ".join(f"{k} {v:.0f}" for k, v in r.triton.items() if v)
+              + "; preprocess worker (ms): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in r.preprocess.items() if v))
     if runs:
         print_timeline(runs[-1])
     print(f"\ntotal bench time {time.perf_counter() - t0:.0f} s; load average at the end "

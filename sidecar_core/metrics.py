@@ -32,6 +32,10 @@ REDELIVERIES = Counter(
 INFERENCE_SECONDS = Histogram(
     "sidecar_inference_seconds", "Triton inference time of one AI run, by model",
     ["model"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+PREPROCESS_SECONDS = Histogram(
+    "sidecar_preprocess_seconds", "Preprocess worker time per series, by stage: model_input "
+    "(read, decode, serialise), store (object and rows), display (thumbnail, preview)",
+    ["stage"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 AI_RUNS = Counter("sidecar_ai_runs", "AI runs finished, by model and status",
                   ["model", "status"])
 ELIGIBILITY = Counter(

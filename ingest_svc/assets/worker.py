@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from ingest_svc.pixels.series import DecodedSeries
 from ingest_svc.pixels.windowing import presets_for
 from ingest_svc.settings import IngestSettings
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import audit, outbox, service
+from sidecar_core import audit, metrics, outbox, service
 from sidecar_core.audit import StudyRef
 from sidecar_core.bus import Bus, Delivery
 from sidecar_core.db import Database
@@ -126,13 +127,17 @@ class PreprocessWorker:
         displayed = self._displays.setdefault(study_id, asyncio.Event())
         try:
             for series in series_rows:
+                started = time.perf_counter()
                 try:
                     made = await asyncio.to_thread(self._model_input, keys.get(series.id, []))
                 except OSError as exc:  # the object store is unreachable: worth a retry
                     raise TransientError(
                         f"reading series {series.series_instance_uid}: {exc}"
                     ) from exc
+                built = time.perf_counter()
                 await self._store(series, made, ref, job.job_id, delivery.attempt)
+                metrics.PREPROCESS_SECONDS.labels("model_input").observe(built - started)
+                metrics.PREPROCESS_SECONDS.labels("store").observe(time.perf_counter() - built)
                 failed_objects += len(made.assets.failures)
                 if made.series is not None:
                     decoded.append((series, made.series))
@@ -160,6 +165,7 @@ class PreprocessWorker:
             # study's model input meanwhile.
             loop = asyncio.get_running_loop()
             for series, decoded_series in decoded:
+                started = time.perf_counter()
                 blobs = await loop.run_in_executor(
                     self.display, display_assets, decoded_series, self.pool
                 )
@@ -168,6 +174,8 @@ class PreprocessWorker:
                 )
                 await self._store_display(series, blobs, windows, ref, job.job_id,
                                           delivery.attempt, decoded_series.image.n_frames)
+                metrics.PREPROCESS_SECONDS.labels("display").observe(
+                    time.perf_counter() - started)
             log.info("preprocess job %s done: %d series ready, %d failed", job.job_id,
                      len(ready), len(failed))
         finally:
