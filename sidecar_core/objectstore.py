@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,10 @@ from sidecar_core.packstore import (
     PackWriter,
     is_pack_key,
 )
+
+OVERLAP_HASH_BYTES = 8 * 2**20  # objects from this size on are hashed while being written
+INCOMING = ".incoming"  # under sha256/: large objects being written, before their key is known
+_HASHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="objhash")
 
 
 class RecordWriter(Protocol):
@@ -80,23 +85,54 @@ class ObjectStore:
         """Writes `data` once (existing content is never rewritten) and returns its key.
 
         The bytes are synced under a temporary name, renamed into place and the directory
-        synced, so a key that exists always holds its complete content.
-        """
+        synced, so a key that exists always holds its complete content. A large object
+        (a model input) is hashed on another thread while it is written, since its key is
+        needed only for the rename."""
+        if len(data) >= OVERLAP_HASH_BYTES:
+            return self._put_large(data)
         key = self.key_for(data)
         target = self.path(key)
         if target.exists():
             return key
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        self._commit(self._write_temp(target.parent, data), target)
+        return key
+
+    def _put_large(self, data: bytes) -> str:
+        hashing = _HASHER.submit(self.key_for, data)
+        incoming = self.root / "sha256" / INCOMING
+        incoming.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp = self._write_temp(incoming, data)
+        finally:
+            key = hashing.result()
+        target = self.path(key)
+        if target.exists():
+            tmp.unlink(missing_ok=True)
+            return key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._commit(tmp, target)
+        return key
+
+    def _write_temp(self, directory: Path, data: bytes) -> Path:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 if self.fsync:
                     fh.flush()
                     os.fdatasync(fh.fileno())
-            os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
+            raise
+        return Path(tmp)
+
+    def _commit(self, tmp: Path, target: Path) -> None:
+        """Renames the synced temporary file into place and syncs the directory."""
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
             raise
         if self.fsync:
             dir_fd = os.open(target.parent, os.O_RDONLY)
@@ -104,7 +140,6 @@ class ObjectStore:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-        return key
 
     def get(self, key: str) -> bytes:
         if is_pack_key(key):

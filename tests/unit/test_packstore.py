@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.objectstore import OVERLAP_HASH_BYTES, ObjectStore
 from sidecar_core.packstore import HEADER, PackError, PackKey, PackReader, PackWriter
 
 
@@ -106,3 +106,32 @@ def test_a_partial_write_is_completed(tmp_path: Path, monkeypatch: pytest.Monkey
     writer.keep()
     writer.close()
     assert PackReader(tmp_path).get(key) == blob
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_large_objects_are_hashed_while_written_and_land_under_their_key(
+        tmp_path: Path, fsync: bool) -> None:
+    store = ObjectStore(tmp_path, fsync=fsync)
+    big = os.urandom(OVERLAP_HASH_BYTES + 123)
+    key = store.put(big)
+    assert key == ObjectStore.key_for(big) and store.get(key) == big
+    assert store.put(big) == key  # written once: the second put leaves nothing behind
+    leftovers = [p for p in (tmp_path / "sha256").rglob("*") if p.is_file() and p.name != key[7:]]
+    assert leftovers == []
+    small = store.put(b"small")
+    assert store.get(small) == b"small"
+
+
+def test_a_failed_large_write_leaves_no_object(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ObjectStore(tmp_path, fsync=True)
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("sidecar_core.objectstore.os.fdatasync", disk_full)
+    big = os.urandom(OVERLAP_HASH_BYTES)
+    with pytest.raises(OSError, match="No space"):
+        store.put(big)
+    assert not store.exists(ObjectStore.key_for(big))
+    assert [p for p in (tmp_path / "sha256").rglob("*") if p.is_file()] == []
