@@ -21,14 +21,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # allocation over 32 MiB to mmap and unmaps it on free, so every study pays the page faults of
 # its arrays again. With these settings freed memory stays in the process for the next study
 # (measured on a 100 × 512² CT: the normalizer's read of the model input 60–100 → 11 ms, the
-# reference chest model in Triton 375 → 275 ms); a process then holds its peak. Settings the
-# operator already exported win.
+# reference chest model in Triton 375 → 275 ms); a process then holds its peak. Our own
+# workers also keep to one malloc arena: glibc's other arenas still map large blocks afresh,
+# and the volumes are built on worker threads. Settings the operator already exported win.
 VOLUME_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(4 * 2**30)}
+WORKER_MALLOC_ENV = {**VOLUME_MALLOC_ENV, "MALLOC_ARENA_MAX": "1"}
 
 
-def with_volume_malloc(env: dict[str, str]) -> dict[str, str]:
-    """`env` plus VOLUME_MALLOC_ENV, for the processes that handle whole volumes."""
-    return {**VOLUME_MALLOC_ENV, **env}
+def with_volume_malloc(env: dict[str, str], *, worker: bool = True) -> dict[str, str]:
+    """`env` plus the allocator settings for a process that handles whole volumes: a Python
+    worker (one arena), or tritonserver (whose many threads keep their arenas)."""
+    return {**(WORKER_MALLOC_ENV if worker else VOLUME_MALLOC_ENV), **env}
 
 
 def die_with_parent() -> None:
@@ -123,7 +126,7 @@ def triton_env() -> dict[str, str]:
     The stub embeds libpython and runs isolated (PYTHONPATH is ignored); it finds its prefix by
     searching PATH for python3, so this venv's bin goes first on PATH.
     """
-    env = with_volume_malloc(dict(os.environ))
+    env = with_volume_malloc(dict(os.environ), worker=False)
     venv_bin = Path(sys.executable).parent
     if (venv_bin.parent / "pyvenv.cfg").exists():
         env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"

@@ -106,4 +106,6 @@ def test_volume_processes_keep_freed_memory(stack: Stack) -> None:
         env = _environ(pid)
         keeps = env.get("MALLOC_MMAP_MAX_") == "0" and "MALLOC_TRIM_THRESHOLD_" in env
         assert keeps == (name in ("preprocess", "normalizer", "triton")), (name, cmd)
+        one_arena = env.get("MALLOC_ARENA_MAX") == "1"  # tritonserver's threads keep theirs
+        assert one_arena == (name in ("preprocess", "normalizer")), (name, cmd)
     assert found == {"preprocess", "normalizer", "triton", "gateway", "ingest"}
