@@ -73,7 +73,7 @@ def _slice_numbers(folder: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Site:
     assert b.BUILT_APP.is_file(), "the review app is not built: run `make install`"
-    for name, facility in ((NORTH, "acc_north"), (SOUTH, "acc_south")):
+    for name, facility in ((NORTH, stack.north), (SOUTH, stack.south)):
         done = stack.cli("user", "add", name, "--role", "radiologist", "--facility", facility,
                          "--password-stdin", stdin=stack.password + "\n")
         assert done.returncode == 0, done.stderr
@@ -85,7 +85,7 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Site:
         ds = pydicom.dcmread(path)
         ds.PatientName = XSS_NAME
         ds.save_as(path)
-    _send(stack, ct_dir, "acc_north")
+    _send(stack, ct_dir, stack.north)
     with stack.client() as http:
         row = _wait_ready(http, truth.accession_number)
         findings = http.get(f"/api/v1/studies/{row['id']}/findings").json()["findings"]
@@ -134,7 +134,7 @@ def test_worklist_live_update_and_escaped_patient_name(site: Site, page: Any) ->
     expect(ct_row.locator("td.findings")).to_have_text(str(len(site.findings)))
     expect(ct_row).to_contain_text(site.ct_accession)
     # A study sent while the worklist is open appears without a reload.
-    _send(site.stack, site.mr_dir, "acc_north")
+    _send(site.stack, site.mr_dir, site.stack.north)
     named = page.locator("tr[data-study-id] .name", has_text=XSS_NAME)
     expect(named).to_have_count(1, timeout=120_000)
     assert page.locator("img[src='x']").count() == 0
