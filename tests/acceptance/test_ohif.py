@@ -18,7 +18,7 @@ from PIL import Image
 from sidecar_app.runtime.embedded import REPO_ROOT
 from sidecar_app.runtime.ohif_fetch import DEFAULT_DIR, installed_version
 from sidecar_app.runtime.supervisor import DEFAULT_PORTS
-from tests.acceptance.stack import READY_LINE, SIDECAR, Stack, clean_env
+from tests.acceptance.stack import READY_LINE, SIDECAR, Stack, clean_env, stack_root
 from tests.servers import free_port
 
 # `sidecar demo` loads and analyses three studies before the first test (minutes on 2 cores).
@@ -61,16 +61,16 @@ class DemoStack(Stack):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+def demo() -> Iterator[DemoStack]:
     if not installed_version(DEFAULT_DIR):
         pytest.fail("OHIF is not installed: run `make install` (fetches @ohif/app into .ohif/)")
-    root = tmp_path_factory.mktemp("ohif")
-    stack = DemoStack(root / "data", ports={name: free_port() for name in DEFAULT_PORTS})
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
+    with stack_root() as root:
+        stack = DemoStack(root / "data", ports={name: free_port() for name in DEFAULT_PORTS})
+        try:
+            stack.start()
+            yield stack
+        finally:
+            stack.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.acceptance.stack import Stack, new_stack, run_cli
+from tests.acceptance.stack import Stack, new_stack, run_cli, stack_root
 from tests.otlp_receiver import OtlpReceiver
 
 
@@ -20,17 +20,21 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="module")
-def stack(otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """This module's stack exports its traces to a real OTLP receiver (the standard
-    OTEL_EXPORTER_OTLP_ENDPOINT variable, as an operator would set it)."""
+def stack(otlp: OtlpReceiver) -> Iterator[Stack]:
+    """This module's own stack: it exports its traces to a real OTLP receiver (the standard
+    OTEL_EXPORTER_OTLP_ENDPOINT variable, as an operator would set it), and its tests count
+    every dead letter and every facility of the stack."""
     patch = pytest.MonkeyPatch()
     patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
-    running = new_stack(tmp_path_factory.mktemp("stack"))
     try:
-        running.start()
-        yield running
+        with stack_root() as root:
+            running = new_stack(root)
+            try:
+                running.start()
+                yield running
+            finally:
+                running.stop()
     finally:
-        running.stop()
         patch.undo()
 
 
