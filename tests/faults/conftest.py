@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.stack import Stack, new_stack
-from tests.faults.harness import Faulty
+from tests.faults.harness import Faulty, pg_ctl
 from tests.sharing import Shared
 
 
@@ -46,6 +46,10 @@ def running_stack(*flags: str, env: dict[str, str] | None = None) -> Iterator[Fa
             for server in faulty.adopted:
                 server.terminate()
                 server.wait(30)
+            if (stack.data_dir / "pg" / "postmaster.pid").exists():
+                # A PostgreSQL that a test restarted with pg_ctl is not the one the stack's
+                # pgserver handle started, and so outlives `sidecar up`: stop it here.
+                pg_ctl(stack.data_dir, "stop", "-m", "fast", "-w")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
