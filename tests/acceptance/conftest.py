@@ -1,5 +1,6 @@
 """One `sidecar up` shared by the acceptance modules that use it on its defaults, each module on
-two facilities of its own; a module that needs its own settings or stops the stack starts its own.
+two facilities of its own, and one `sidecar demo` shared by the demo and OHIF modules; a module
+that needs its own settings starts its own.
 
 Starting and stopping a stack takes 20-30 s on two cores; most modules only read and write
 their own facilities' studies, users and settings, which another module cannot see. Two things
@@ -13,7 +14,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.acceptance.stack import Stack, new_stack, site_on, stack_root
+from sidecar_app.runtime.supervisor import DEFAULT_PORTS
+from tests.acceptance.stack import DemoStack, Stack, new_stack, site_on, stack_root
+from tests.servers import free_port
 from tests.sharing import Shared
 
 
@@ -28,7 +31,21 @@ def _shared_up() -> Iterator[Stack]:
             running.stop()
 
 
+@contextmanager
+def _shared_demo() -> Iterator[DemoStack]:
+    with stack_root() as root:
+        running = DemoStack(root / "demo-data", ports={n: free_port() for n in DEFAULT_PORTS})
+        try:
+            running.start()
+            yield running
+        finally:
+            running.stop()
+
+
 SHARED = Shared("shared_stack", _shared_up)
+# test_demo_up stops the demo with Ctrl-C and starts it again on the same data dir, last in
+# its module; test_ohif's tests run on the demo as it came back.
+DEMO = Shared("shared_demo", _shared_demo)
 
 
 def _is_acceptance(item: pytest.Item) -> bool:
@@ -40,26 +57,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if _is_acceptance(item):
             item.add_marker(pytest.mark.acceptance)
             item.add_marker(pytest.mark.slow)
-    SHARED.group(items, _is_acceptance)  # the shared stack is up only while its modules run
+    # each shared stack is up only while its modules run
+    DEMO.group(items, _is_acceptance)
+    SHARED.group(items, _is_acceptance)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     SHARED.collected(session)
+    DEMO.collected(session)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     yield
     SHARED.after_test(item)  # not at the session's end: the rest of the suite needs the CPUs
+    DEMO.after_test(item)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     SHARED.stop()
+    DEMO.stop()
 
 
 @pytest.fixture(scope="session")
 def shared_stack() -> Stack:
     return SHARED.get()
+
+
+@pytest.fixture(scope="session")
+def shared_demo() -> DemoStack:
+    return DEMO.get()
 
 
 @pytest.fixture(scope="module")

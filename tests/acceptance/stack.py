@@ -134,6 +134,20 @@ class Stack:
         return self.proc.returncode
 
 
+class DemoStack(Stack):
+    """`sidecar demo` (up plus the bundled synthetic studies) as a user starts it; the admin
+    is the demo's own, its password read from the file the demo writes."""
+
+    def start(self, *extra: str, timeout: float = 540.0, command: str = "demo") -> None:
+        super().start(*extra, timeout=timeout, command=command)  # under pytest-timeout's 600 s
+        self.admin = "demo"
+        self.password = (self.data_dir / "demo-password.txt").read_text().strip()
+
+    @property
+    def viewer_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['viewer']}"
+
+
 @contextmanager
 def stack_root() -> Iterator[Path]:
     """A fresh folder for a stack's data dir, outside pytest's basetemp: as root, pgserver runs
