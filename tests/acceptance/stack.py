@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class Stack:
     admin: str = "acc_admin"
     password: str = PASSWORD
     env: dict[str, str] = field(default_factory=dict)  # SIDECAR_* settings for `sidecar up`
+    # The two facilities a test module sends to; another module on the same stack has its own.
+    north: str = "acc_north"
+    south: str = "acc_south"
 
     @property
     def base_url(self) -> str:
@@ -60,6 +63,14 @@ class Stack:
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
+
+    @property
+    def north_ae(self) -> str:
+        return ae_title(self.north)
+
+    @property
+    def south_ae(self) -> str:
+        return ae_title(self.south)
 
     def cli(self, *args: str, stdin: str | None = None,
             timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -123,6 +134,20 @@ class Stack:
         return self.proc.returncode
 
 
+class DemoStack(Stack):
+    """`sidecar demo` (up plus the bundled synthetic studies) as a user starts it; the admin
+    is the demo's own, its password read from the file the demo writes."""
+
+    def start(self, *extra: str, timeout: float = 540.0, command: str = "demo") -> None:
+        super().start(*extra, timeout=timeout, command=command)  # under pytest-timeout's 600 s
+        self.admin = "demo"
+        self.password = (self.data_dir / "demo-password.txt").read_text().strip()
+
+    @property
+    def viewer_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['viewer']}"
+
+
 @contextmanager
 def stack_root() -> Iterator[Path]:
     """A fresh folder for a stack's data dir, outside pytest's basetemp: as root, pgserver runs
@@ -135,14 +160,32 @@ def stack_root() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def ae_title(facility: str) -> str:
+    """The AE title a test facility is added with: its name upper-cased."""
+    return facility.upper()[:16]
+
+
+def add_facilities(stack: Stack, *names: str) -> None:
+    for name in names:
+        done = stack.cli("facility", "add", name, "--ae-title", ae_title(name))
+        assert done.returncode == 0, done.stderr
+
+
 def new_stack(root: Path, facilities: tuple[str, ...] = ("acc_north", "acc_south")) -> Stack:
     """A stack on a fresh data dir with facilities (AE title = facility name upper-cased) and
     an admin user, created with the README's commands before `sidecar up` starts."""
     stack = Stack(root / "data", ports={name: free_port() for name in DEFAULT_PORTS})
-    for name in facilities:
-        done = stack.cli("facility", "add", name, "--ae-title", name.upper()[:16])
-        assert done.returncode == 0, done.stderr
+    add_facilities(stack, *facilities)
     done = stack.cli("user", "add", stack.admin, "--role", "admin", "--password-stdin",
                      stdin=PASSWORD + "\n")
     assert done.returncode == 0, done.stderr
     return stack
+
+
+def site_on(stack: Stack, tag: str) -> Stack:
+    """The same running stack seen from one test module: two facilities of its own,
+    `{tag}_north` and `{tag}_south`, added now (a module's settings, studies and radiologists
+    stay in its facilities, out of every other module's sight)."""
+    site = replace(stack, north=f"{tag}_north", south=f"{tag}_south")
+    add_facilities(site, site.north, site.south)
+    return site

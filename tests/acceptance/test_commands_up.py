@@ -74,7 +74,8 @@ def test_facility_set_then_list(stack: Stack) -> None:
     row = next(line for line in listed.stdout.splitlines() if line.startswith("acc_east\t"))
     assert row.split("\t")[1:] == ["ae=EAST_PACS", "shadow=off", "quiet=2.5s",
                                    "models=brain_mr_lesions"]
-    assert any(line.startswith("acc_north\tae=ACC_NORTH") for line in listed.stdout.splitlines())
+    assert any(line.startswith(f"{stack.north}\tae={stack.north_ae}")
+               for line in listed.stdout.splitlines())
 
 
 def test_facility_set_refuses_an_unknown_model_or_facility(stack: Stack) -> None:
@@ -106,7 +107,7 @@ def test_user_add_and_a_radiologist_without_facility(stack: Stack) -> None:
 
 def test_ingest_via_grpc_with_complete(stack: Stack, studies: list[Path]) -> None:
     folder = studies[0]
-    done = run_cli("ingest", str(folder), "--facility", "acc_north", "--via", "grpc",
+    done = run_cli("ingest", str(folder), "--facility", stack.north, "--via", "grpc",
                    "--target", stack.address("ingest"), "--complete")
     assert done.returncode == 0, done.stdout + done.stderr
     files = len(list(folder.glob("**/*.dcm")))
@@ -124,7 +125,7 @@ def test_ingest_via_grpc_for_an_unknown_facility(stack: Stack, studies: list[Pat
 
 def test_ingest_via_dimse_with_complete(stack: Stack, studies: list[Path]) -> None:
     folder = studies[1]
-    done = stack.cli("ingest", str(folder), "--facility", "acc_north", "--via", "dimse",
+    done = stack.cli("ingest", str(folder), "--facility", stack.north, "--via", "dimse",
                      "--target", stack.address("dicom"), "--ingest-address",
                      stack.address("ingest"), "--complete")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -140,14 +141,14 @@ def test_ingest_via_dimse_from_a_facility_without_ae_title(stack: Stack,
     done = stack.cli("ingest", str(studies[1]), "--facility", "acc_noae", "--via", "dimse",
                      "--target", stack.address("dicom"))
     failed_in_one_line(done, "acc_noae", "no AE title", "--calling-ae")
-    done = stack.cli("ingest", str(studies[1]), "--facility", "acc_north", "--via", "dimse",
+    done = stack.cli("ingest", str(studies[1]), "--facility", stack.north, "--via", "dimse",
                      "--target", stack.address("dicom"), "--calling-ae", "STRANGER")
     failed_in_one_line(done, "refused calling AE 'STRANGER'", "not recognised")
 
 
 def test_ingest_via_stow_with_complete(stack: Stack, studies: list[Path]) -> None:
     folder = studies[2]
-    done = run_cli("ingest", str(folder), "--facility", "acc_south", "--via", "stow",
+    done = run_cli("ingest", str(folder), "--facility", stack.south, "--via", "stow",
                    "--target", stack.address("gateway"), "--username", stack.admin,
                    "--ingest-address", stack.address("ingest"), "--complete",
                    env=clean_env(SIDECAR_PASSWORD=stack.password))
@@ -159,7 +160,7 @@ def test_ingest_via_stow_with_complete(stack: Stack, studies: list[Path]) -> Non
 
 
 def test_ingest_via_stow_with_a_wrong_password(stack: Stack, studies: list[Path]) -> None:
-    done = run_cli("ingest", str(studies[2]), "--facility", "acc_south", "--via", "stow",
+    done = run_cli("ingest", str(studies[2]), "--facility", stack.south, "--via", "stow",
                    "--target", stack.address("gateway"), "--username", stack.admin,
                    env=clean_env(SIDECAR_PASSWORD="not the password"))
     failed_in_one_line(done, f"login as '{stack.admin}' failed: HTTP 401")
@@ -167,7 +168,7 @@ def test_ingest_via_stow_with_a_wrong_password(stack: Stack, studies: list[Path]
 
 def test_ingest_of_a_folder_without_dicom(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
-    done = run_cli("ingest", str(tmp_path), "--facility", "acc_north",
+    done = run_cli("ingest", str(tmp_path), "--facility", stack.north,
                    "--target", stack.address("ingest"))
     failed_in_one_line(done, str(tmp_path), "holds no DICOM Part 10 file")
 
@@ -175,7 +176,7 @@ def test_ingest_of_a_folder_without_dicom(stack: Stack, tmp_path: Path) -> None:
 def test_ingest_rejection_of_a_named_non_dicom_file_exits_1(stack: Stack, tmp_path: Path) -> None:
     note = tmp_path / "notes.txt"
     note.write_text("not an image")
-    done = run_cli("ingest", str(note), "--facility", "acc_north",
+    done = run_cli("ingest", str(note), "--facility", stack.north,
                    "--target", stack.address("ingest"))
     assert done.returncode == 1 and "0 stored, 0 duplicate, 1 rejected" in done.stdout
     assert f"rejected {note}" in done.stderr and "Traceback" not in done.stderr

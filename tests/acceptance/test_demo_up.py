@@ -6,27 +6,19 @@ from __future__ import annotations
 import re
 import signal
 import socket
-from collections.abc import Iterator
 
 import pytest
 
-from sidecar_app.runtime.supervisor import DEFAULT_PORTS
-from tests.acceptance.stack import Stack, run_cli, stack_root
-from tests.servers import free_port
+from tests.acceptance.stack import DemoStack, Stack, run_cli
 
 LOGIN = re.compile(r"Log in as '(\w+)' with password '([^']+)'")
 STUDY = re.compile(r"^\s+(\w+) study ([\d.]+): (\w+), (\d+) findings$", re.M)
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[Stack]:
-    with stack_root() as root:
-        running = Stack(root / "demo-data", ports={n: free_port() for n in DEFAULT_PORTS})
-        running.start(command="demo", timeout=540)  # under pytest-timeout's 600 s
-        try:
-            yield running
-        finally:
-            running.stop()
+def demo(shared_demo: DemoStack) -> DemoStack:
+    """The `sidecar demo` this module shares with test_ohif (conftest.py)."""
+    return shared_demo
 
 
 def login_of(demo: Stack) -> tuple[str, str]:

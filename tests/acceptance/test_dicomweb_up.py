@@ -25,7 +25,7 @@ def test_stow_then_qido_through_the_gateway(stack: Stack) -> None:
     ds.save_as(buf)
     body, content_type = _multipart([buf.getvalue()])
     with stack.client() as http:
-        stored = http.post("/dicomweb/studies?facility=acc_north", content=body,
+        stored = http.post(f"/dicomweb/studies?facility={stack.north}", content=body,
                            headers={"Content-Type": content_type,
                                     "Accept": "application/dicom+json"})
         assert stored.status_code == 200, stored.text
@@ -68,12 +68,12 @@ def test_stow_answers_202_when_some_parts_fail_and_409_when_all_do(stack: Stack)
     headers = {"Accept": "application/dicom+json"}
     with stack.client() as http:
         body, content_type = _multipart([good, b"not dicom at all"])
-        some = http.post("/dicomweb/studies?facility=acc_north", content=body,
+        some = http.post(f"/dicomweb/studies?facility={stack.north}", content=body,
                          headers={**headers, "Content-Type": content_type})
         assert some.status_code == 202, some.text
         assert _failure_reasons(some.json()) == [0xC000]
         body, content_type = _multipart([bad_uid])
-        none = http.post("/dicomweb/studies?facility=acc_north", content=body,
+        none = http.post(f"/dicomweb/studies?facility={stack.north}", content=body,
                          headers={**headers, "Content-Type": content_type})
         assert none.status_code == 409, none.text
         assert _failure_reasons(none.json()) == [0xA900]
@@ -92,7 +92,7 @@ def test_qido_series_and_instances_and_the_nested_forms(stack: Stack) -> None:
     ds, data = _ct()
     body, content_type = _multipart([data])
     with stack.client() as http:
-        stored = http.post(f"/dicomweb/studies/{ds.StudyInstanceUID}?facility=acc_south",
+        stored = http.post(f"/dicomweb/studies/{ds.StudyInstanceUID}?facility={stack.south}",
                            content=body, headers={"Content-Type": content_type})
         assert stored.status_code == 200, stored.text
         study, series = ds.StudyInstanceUID, ds.SeriesInstanceUID
@@ -113,7 +113,7 @@ def test_qido_matches_patient_id_within_the_callers_facilities(stack: Stack) -> 
     ds, data = _ct()
     body, content_type = _multipart([data])
     with stack.client() as http:
-        assert http.post("/dicomweb/studies?facility=acc_north", content=body,
+        assert http.post(f"/dicomweb/studies?facility={stack.north}", content=body,
                          headers={"Content-Type": content_type}).status_code == 200
         found = http.get("/dicomweb/studies", params={"PatientID": ds.PatientID})
         assert found.status_code == 200, found.text
@@ -126,6 +126,6 @@ def test_stow_into_another_study_than_the_target_fails_that_part(stack: Stack) -
     _, data = _ct()
     body, content_type = _multipart([data])
     with stack.client() as http:
-        reply = http.post("/dicomweb/studies/1.2.3.4.5?facility=acc_north", content=body,
+        reply = http.post(f"/dicomweb/studies/1.2.3.4.5?facility={stack.north}", content=body,
                           headers={"Content-Type": content_type})
     assert reply.status_code == 409 and _failure_reasons(reply.json()) == [0xA900]

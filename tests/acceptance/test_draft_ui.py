@@ -32,12 +32,12 @@ class Case:
 @pytest.fixture(scope="module")
 def case(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Case:
     assert b.BUILT_APP.is_file(), "the review app is not built: run `make install`"
-    done = stack.cli("user", "add", RAD, "--role", "radiologist", "--facility", "acc_north",
+    done = stack.cli("user", "add", RAD, "--role", "radiologist", "--facility", stack.north,
                      "--password-stdin", stdin=stack.password + "\n")
     assert done.returncode == 0, done.stderr
     folder = tmp_path_factory.mktemp("draft-ui") / "ct"
     truth = generate("chest-ct", folder, 11)
-    _send(stack, folder, "acc_north")
+    _send(stack, folder, stack.north)
     with stack.client() as http:
         row = _wait_ready(http, truth.accession_number)
         findings = http.get(f"/api/v1/studies/{row['id']}/findings").json()["findings"]
@@ -143,8 +143,8 @@ def test_generate_edit_accept_the_draft_in_the_study_view(case: Case, page: Any 
 
 def test_unreachable_llm_disables_the_panel_not_the_findings(case: Case, page: Any  # noqa: F811
                                                               ) -> None:
-    done = case.stack.cli("facility", "set", "acc_north", "--llm-url", "http://127.0.0.1:9/v1",
-                          "--llm-model", "m", "--llm-timeout", "2")
+    done = case.stack.cli("facility", "set", case.stack.north, "--llm-url",
+                          "http://127.0.0.1:9/v1", "--llm-model", "m", "--llm-timeout", "2")
     assert done.returncode == 0, done.stderr
     panel = _open(page, case)
     panel.locator("[data-action=draft-generate]").click()

@@ -66,13 +66,13 @@ def wait_ready(stack: Stack, truth: dict[str, Any]) -> Study:
 
 @pytest.fixture(scope="module")
 def sent(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """One brain MR into acc_north, one into acc_south after `facility set acc_south
+    """One brain MR into the module's north, one into its south after `facility set SOUTH
     --shadow-mode on`; both sent before either is awaited."""
     root = tmp_path_factory.mktemp("in")
-    done = stack.cli("facility", "set", "acc_south", "--shadow-mode", "on")
+    done = stack.cli("facility", "set", stack.south, "--shadow-mode", "on")
     assert done.returncode == 0, done.stderr
-    return {"north": send(stack, root / "north", "acc_north", 21),
-            "shadow": send(stack, root / "shadow", "acc_south", 23)}
+    return {"north": send(stack, root / "north", stack.north, 21),
+            "shadow": send(stack, root / "shadow", stack.south, 23)}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_every_api_call_needs_a_bearer_token(stack: Stack) -> None:
 
 def test_studies_list_by_accession_and_detail(stack: Stack, study: Study) -> None:
     assert study.detail["study_instance_uid"] == study.uid
-    assert study.detail["facility"] == "acc_north"
+    assert study.detail["facility"] == stack.north
     states = [t["state"] for t in study.detail["state_history"]]
     assert states[0] == "received" and states[-1] == READY
     series = [s for s in study.detail["series"] if not s["derived"]]
@@ -196,7 +196,7 @@ def test_openapi_document_lists_the_api(stack: Stack) -> None:
 
 def test_a_radiologist_sees_only_their_facility(stack: Stack, study: Study) -> None:
     added = stack.cli("user", "add", "south_rad", "--role", "radiologist", "--facility",
-                      "acc_south", "--password-stdin", stdin="south radiologist pw\n")
+                      stack.south, "--password-stdin", stdin="south radiologist pw\n")
     assert added.returncode == 0, added.stderr
     token = stack.login("south_rad", "south radiologist pw")
     with stack.client(token) as http:
@@ -213,7 +213,7 @@ def test_shadow_mode_hides_findings_from_all_but_admins_and_auditors(
                           params={"include_hidden": "true"}).json()["findings"]
     assert hidden and all(f["model"]["name"] == "brain_mr_lesions" for f in hidden)
     added = stack.cli("user", "add", "south_rad2", "--role", "radiologist", "--facility",
-                      "acc_south", "--password-stdin", stdin="south radiologist pw2\n")
+                      stack.south, "--password-stdin", stdin="south radiologist pw2\n")
     assert added.returncode == 0, added.stderr
     with stack.client(stack.login("south_rad2", "south radiologist pw2")) as http:
         mine = http.get(f"/api/v1/studies/{shadow_study.id}/findings")

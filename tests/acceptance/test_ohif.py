@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,9 +16,7 @@ from PIL import Image
 
 from sidecar_app.runtime.embedded import REPO_ROOT
 from sidecar_app.runtime.ohif_fetch import DEFAULT_DIR, installed_version
-from sidecar_app.runtime.supervisor import DEFAULT_PORTS
-from tests.acceptance.stack import READY_LINE, SIDECAR, Stack, clean_env
-from tests.servers import free_port
+from tests.acceptance.stack import DemoStack
 
 # `sidecar demo` loads and analyses three studies before the first test (minutes on 2 cores).
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1500)]
@@ -33,44 +30,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 UI_TIMEOUT_MS = 120_000
 
 
-class DemoStack(Stack):
-    """`sidecar demo` (up plus the bundled synthetic studies) as a user starts it."""
-
-    def start(self, *extra: str, timeout: float = 900.0) -> None:
-        flags = [f"--{name}-port={port}" for name, port in self.ports.items()]
-        self.log_path = self.data_dir.parent / "sidecar-demo.log"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([SIDECAR, "demo", "--data-dir", str(self.data_dir),
-                                          *flags, *extra], stdout=log,
-                                         stderr=subprocess.STDOUT, env=clean_env())
-        deadline = time.monotonic() + timeout
-        while READY_LINE not in self.output():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar demo exited with {self.proc.returncode}:\n"
-                                   f"{self.output()[-4000:]}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"sidecar demo not ready:\n{self.output()[-4000:]}")
-            time.sleep(1.0)
-        self.admin = "demo"
-        self.password = (self.data_dir / "demo-password.txt").read_text().strip()
-
-    @property
-    def viewer_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['viewer']}"
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+def demo(shared_demo: DemoStack) -> DemoStack:
+    """The `sidecar demo` this module shares with test_demo_up (conftest.py)."""
     if not installed_version(DEFAULT_DIR):
         pytest.fail("OHIF is not installed: run `make install` (fetches @ohif/app into .ohif/)")
-    root = tmp_path_factory.mktemp("ohif")
-    stack = DemoStack(root / "data", ports={name: free_port() for name in DEFAULT_PORTS})
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
+    return shared_demo
 
 
 @pytest.fixture(scope="module")

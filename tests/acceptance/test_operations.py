@@ -6,10 +6,11 @@ stopped past the retry budget, then re-driven once it is back)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.acceptance.stack import Stack, new_stack, run_cli
+from tests.acceptance.stack import Stack, new_stack, run_cli, stack_root
 from tests.otlp_receiver import OtlpReceiver
 
 
@@ -20,17 +21,21 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="module")
-def stack(otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """This module's stack exports its traces to a real OTLP receiver (the standard
-    OTEL_EXPORTER_OTLP_ENDPOINT variable, as an operator would set it)."""
+def stack(otlp: OtlpReceiver) -> Iterator[Stack]:
+    """This module's own stack: it exports its traces to a real OTLP receiver (the standard
+    OTEL_EXPORTER_OTLP_ENDPOINT variable, as an operator would set it), and its tests count
+    every dead letter and every facility of the stack."""
     patch = pytest.MonkeyPatch()
     patch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
-    running = new_stack(tmp_path_factory.mktemp("stack"))
     try:
-        running.start()
-        yield running
+        with stack_root() as root:
+            running = new_stack(root)
+            try:
+                running.start()
+                yield running
+            finally:
+                running.stop()
     finally:
-        running.stop()
         patch.undo()
 
 
@@ -210,11 +215,14 @@ def test_one_study_is_one_trace_across_the_services(stack: Stack, otlp: OtlpRece
     assert gateway_to_workflow
 
 
-def test_review_analytics_for_auditors_json_csv_and_page(stack: Stack) -> None:
-    """Decisions made through the review API on the facility check's chest CT show in the
-    auditor's analytics (JSON, CSV) and on the analytics page in Chromium."""
+def test_review_analytics_for_auditors_json_csv_and_page(stack: Stack, tmp_path: Path) -> None:
+    """Decisions made through the review API on a chest CT with two findings show in the
+    auditor's analytics (JSON, CSV) and on the analytics page in Chromium. The CT is sent here:
+    the facility check's own takes its seed from the clock, and some of those have one finding."""
     import csv
     import io
+    import json
+    import time
 
     from playwright.sync_api import sync_playwright
 
@@ -225,9 +233,20 @@ def test_review_analytics_for_auditors_json_csv_and_page(stack: Stack) -> None:
         done = stack.cli("user", "add", name, "--role", role, *extra, "--password-stdin",
                          stdin="analytics pass phrase\n")
         assert done.returncode == 0, done.stderr
+    folder = tmp_path / "ct"
+    assert run_cli("synth", str(folder), "--kind", "chest-ct", "--seed", "11").returncode == 0
+    sent = stack.cli("ingest", str(folder), "--facility", "acc_north", "--target",
+                     stack.address("ingest"), "--complete")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    accession = json.loads((folder / "ground_truth.json").read_text())["accession_number"]
     with stack.client(stack.login("ana_rad", "analytics pass phrase")) as rad:
-        studies = rad.get("/api/v1/studies", params={"facility": "acc_north"}).json()["studies"]
-        study = next(s for s in studies if s["finding_count"])
+        deadline, study = time.monotonic() + 300, None
+        while study is None and time.monotonic() < deadline:
+            rows = rad.get("/api/v1/studies", params={"accession": accession}).json()["studies"]
+            if rows and rows[0]["state"] == "ready_for_review":
+                study = rows[0]
+            time.sleep(0.5)
+        assert study is not None, f"study {accession} not ready_for_review"
         findings = rad.get(f"/api/v1/studies/{study['id']}/findings").json()["findings"]
         assert len(findings) >= 2
         decisions = f"/api/v1/studies/{study['id']}/findings/{{}}/decisions"

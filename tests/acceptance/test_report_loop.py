@@ -54,7 +54,7 @@ def _ingest(stack: Stack, tmp: Path, accession: str) -> None:
         ds = ct_slice(study_uid=study_uid, z=float(z), accession=accession)
         study_uid = ds.StudyInstanceUID
         (folder / f"{z}.dcm").write_bytes(to_bytes(ds))
-    done = run_cli("ingest", str(folder), "--facility", "acc_north", "--target",
+    done = run_cli("ingest", str(folder), "--facility", stack.north, "--target",
                    stack.address("ingest"), "--complete")
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -77,7 +77,7 @@ def test_oru_completes_the_study_and_the_webhook_records_it(stack: Stack, tmp_pa
                                                               ) -> None:
     receiver = WebhookReceiver(SECRET)
     with serve(receiver.app()) as port:
-        done = stack.cli("facility", "set", "acc_north", "--hl7-sending-facility", SENDER,
+        done = stack.cli("facility", "set", stack.north, "--hl7-sending-facility", SENDER,
                          "--handoff-url", f"http://127.0.0.1:{port}/sidecar/status",
                          "--handoff-secret-stdin", stdin=SECRET + "\n")
         assert done.returncode == 0, done.stderr
@@ -139,13 +139,13 @@ def test_review_completion_sends_sr_and_seg_to_the_pacs(stack: Stack, tmp_path: 
     the facility's PACS (a real Orthanc) receives the SR and SEG, read back with highdicom."""
     if not orthanc_available():
         pytest.skip("needs root, unshare and Orthanc")
-    truth = generate("brain-mr", tmp_path / "mr", seed=5, slices=20, rows=160, cols=160,
+    truth = generate("brain-mr", tmp_path / "mr", seed=25, slices=20, rows=160, cols=160,
                      lesions=1)
     with orthanc_in_thread(tmp_path / "pacs") as (pacs, stored):
-        done = stack.cli("facility", "set", "acc_south", "--pacs",
+        done = stack.cli("facility", "set", stack.south, "--pacs",
                          f"ORTHANC@127.0.0.1:{pacs.dicom_port}")
         assert done.returncode == 0, done.stderr
-        sent = run_cli("ingest", str(tmp_path / "mr"), "--facility", "acc_south", "--target",
+        sent = run_cli("ingest", str(tmp_path / "mr"), "--facility", stack.south, "--target",
                        stack.address("ingest"), "--complete")
         assert sent.returncode == 0, sent.stdout + sent.stderr
         study = _study(stack, truth.accession_number, "ready_for_review", timeout=240)

@@ -18,7 +18,6 @@ import pytest
 from ingest_svc.synth import generate
 from tests.acceptance.stack import SIDECAR, Stack, clean_env
 
-RADIOLOGISTS = {"acc_rad_n": "acc_north", "acc_rad_s": "acc_south"}
 PASSWORD = "review acceptance pass phrase"
 
 
@@ -75,11 +74,13 @@ def _login(stack: Stack, username: str) -> tuple[httpx.Client, str]:
 
 @pytest.fixture(scope="module")
 def radiologists(stack: Stack) -> dict[str, str]:
-    for name, facility in RADIOLOGISTS.items():
+    """A radiologist of the module's north and one of its south: name → facility."""
+    named = {"acc_rad_n": stack.north, "acc_rad_s": stack.south}
+    for name, facility in named.items():
         done = stack.cli("user", "add", name, "--role", "radiologist", "--facility", facility,
                          "--password-stdin", stdin=PASSWORD + "\n")
         assert done.returncode == 0, done.stderr
-    return RADIOLOGISTS
+    return named
 
 
 def test_review_flow_by_cookie_with_live_events_and_scoping(
@@ -90,11 +91,11 @@ def test_review_flow_by_cookie_with_live_events_and_scoping(
     streams = {n: EventStream(stack.base_url, tokens[n]) for n in radiologists}
     try:
         folder = tmp_path / "chest"
-        generate("chest-ct", folder, 11, slices=48, nodules=2)  # 1.33 mm pixels: eligible
+        generate("chest-ct", folder, 15, slices=48, nodules=2)  # 1.33 mm pixels: eligible
         first = pydicom.dcmread(next(iter(sorted(folder.rglob("*.dcm")))),
                                 stop_before_pixels=True)
         sent = subprocess.run(
-            [SIDECAR, "ingest", str(folder), "--facility", "acc_north", "--complete",
+            [SIDECAR, "ingest", str(folder), "--facility", stack.north, "--complete",
              "--target", stack.address("ingest")],
             capture_output=True, text=True, timeout=300, env=clean_env())
         assert sent.returncode == 0, sent.stderr

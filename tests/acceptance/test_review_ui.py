@@ -73,7 +73,7 @@ def _slice_numbers(folder: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Site:
     assert b.BUILT_APP.is_file(), "the review app is not built: run `make install`"
-    for name, facility in ((NORTH, "acc_north"), (SOUTH, "acc_south")):
+    for name, facility in ((NORTH, stack.north), (SOUTH, stack.south)):
         done = stack.cli("user", "add", name, "--role", "radiologist", "--facility", facility,
                          "--password-stdin", stdin=stack.password + "\n")
         assert done.returncode == 0, done.stderr
@@ -85,7 +85,7 @@ def site(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Site:
         ds = pydicom.dcmread(path)
         ds.PatientName = XSS_NAME
         ds.save_as(path)
-    _send(stack, ct_dir, "acc_north")
+    _send(stack, ct_dir, stack.north)
     with stack.client() as http:
         row = _wait_ready(http, truth.accession_number)
         findings = http.get(f"/api/v1/studies/{row['id']}/findings").json()["findings"]
@@ -134,7 +134,7 @@ def test_worklist_live_update_and_escaped_patient_name(site: Site, page: Any) ->
     expect(ct_row.locator("td.findings")).to_have_text(str(len(site.findings)))
     expect(ct_row).to_contain_text(site.ct_accession)
     # A study sent while the worklist is open appears without a reload.
-    _send(site.stack, site.mr_dir, "acc_north")
+    _send(site.stack, site.mr_dir, site.stack.north)
     named = page.locator("tr[data-study-id] .name", has_text=XSS_NAME)
     expect(named).to_have_count(1, timeout=120_000)
     assert page.locator("img[src='x']").count() == 0
@@ -243,7 +243,7 @@ def test_study_view_viewer_overlays_and_decisions(site: Site, page: Any) -> None
     expect(page.locator(".findings .message")).to_contain_text("Rejected")
     page.click(f".finding-item[data-finding-id='{g['id']}']")
     handle = page.locator(f"svg.overlay .h-e[data-finding='{g['id']}']")
-    spot = handle.bounding_box()
+    spot = _settled_box(handle)  # selecting a finding on another slice redraws the overlay
     page.mouse.move(spot["x"] + spot["width"] / 2, spot["y"] + spot["height"] / 2)
     page.mouse.down()
     page.mouse.move(spot["x"] + 40, spot["y"] + spot["height"] / 2, steps=5)

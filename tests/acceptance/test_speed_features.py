@@ -28,17 +28,17 @@ def _wait(http: httpx.Client, check: Any, what: str, timeout: float = 180.0) -> 
 
 
 def test_association_release_completes_the_study(stack: Stack, tmp_path: Path) -> None:
-    done = stack.cli("facility", "set", "acc_north", "--completion", "association",
+    done = stack.cli("facility", "set", stack.north, "--completion", "association",
                      "--settle", "0.5", "--quiet-period", "3600")
     assert done.returncode == 0, done.stderr
     assert "completion=association settle=0.5s" in done.stdout
-    bad = stack.cli("facility", "set", "acc_north", "--settle", "-3")
+    bad = stack.cli("facility", "set", stack.north, "--settle", "-3")
     assert bad.returncode != 0 and "INVALID_SETTLE_TIME" in bad.stderr
 
-    truth = generate("chest-ct", tmp_path / "study", 21, **CHEST)
+    truth = generate("chest-ct", tmp_path / "study", 26, **CHEST)
     (tmp_path / "study" / "ground_truth.json").unlink()  # storescu sends DICOM files only
     sent = subprocess.run(
-        [STORESCU, "+sd", "+r", "-aet", "ACC_NORTH", "-aec", "SIDECAR", "127.0.0.1",
+        [STORESCU, "+sd", "+r", "-aet", stack.north_ae, "-aec", "SIDECAR", "127.0.0.1",
          str(stack.ports["dicom"]), str(tmp_path / "study")],
         capture_output=True, text=True, timeout=300, env={**os.environ, "TCP_NODELAY": "1"})
     assert sent.returncode == 0, sent.stderr

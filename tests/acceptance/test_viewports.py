@@ -15,7 +15,8 @@ from tests.acceptance.test_gateway_up import Study, assert_error, send, wait_rea
 
 @pytest.fixture(scope="module")
 def study(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Study:
-    return wait_ready(stack, send(stack, tmp_path_factory.mktemp("in"), "acc_north", 21))
+    # seed 24: a brain MR with a lesion that no other module on the shared stack sends
+    return wait_ready(stack, send(stack, tmp_path_factory.mktemp("in"), stack.north, 24))
 
 
 def _rows(stack: Stack, series_id: str, preset: str, z: int) -> int:
@@ -84,7 +85,7 @@ def test_another_facility_gets_404_and_nothing_is_rendered(stack: Stack, study: 
     series, free = _unmarked(study)
     preset, z = series["presets"][0], free[2]
     added = stack.cli("user", "add", "vp_south", "--role", "radiologist", "--facility",
-                      "acc_south", "--password-stdin", stdin="south viewer pw\n")
+                      stack.south, "--password-stdin", stdin="south viewer pw\n")
     assert added.returncode == 0, added.stderr
     with stack.client(stack.login("vp_south", "south viewer pw")) as http:
         reply = http.get(series["viewport_url_template"].format(slice=z, preset=preset))

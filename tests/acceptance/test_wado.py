@@ -35,7 +35,7 @@ def _stow(stack: Stack, token: str, blobs: list[bytes]) -> None:
     payload = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
                        + blob + b"\r\n" for blob in blobs) + f"--{boundary}--\r\n".encode()
     with stack.client(token) as http:
-        stored = http.post("/dicomweb/studies?facility=acc_north", content=payload, headers={
+        stored = http.post(f"/dicomweb/studies?facility={stack.north}", content=payload, headers={
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
     assert stored.status_code == 200, stored.text
 
@@ -87,7 +87,7 @@ def test_scoping_and_token_hand_over(stack: Stack) -> None:
     token = stack.login()
     _stow(stack, token, [to_bytes(ct_slice(study, accession="ACC-W2"))])
     done = stack.cli("user", "add", "wado_south", "--role", "radiologist", "--facility",
-                     "acc_south", "--password-stdin", stdin=PASSWORD + "\n")
+                     stack.south, "--password-stdin", stdin=PASSWORD + "\n")
     assert done.returncode == 0, done.stderr
     south = stack.login("wado_south", PASSWORD)
     import httpx

@@ -83,12 +83,18 @@ class Faulty:
                        ) -> None:
         """SIGKILL of an infrastructure server (nats-server, tritonserver) and a start of the
         same server on the same port and data after `pause_s`."""
-        [pid] = self.pids(name) or [a.pid for a in self.adopted
-                                    if a.poll() is None and name in str(a.args)]
+        pid = self.server_pid(name)
         command = Command.of(pid)
         stop_pid(pid, sig)
         time.sleep(pause_s)
         self.adopted.append(command.start())
+
+    def server_pid(self, name: str) -> int:
+        """The live process of an infrastructure server (nats-server, tritonserver): the
+        stack's own, or the one an earlier test started in its place (`restart_server`)."""
+        [pid] = self.pids(name) or [a.pid for a in self.adopted
+                                    if a.poll() is None and name in str(a.args)]
+        return pid
 
     def wait_restarted(self, name: str, old: int, timeout: float = 60) -> int:
         return int(self.wait(lambda: next((p for p in self.pids(name) if p != old), None),

@@ -54,7 +54,7 @@ def test_postgresql_restarted_under_load(up: Faulty, tmp_path: Path) -> None:
 
 
 def test_triton_stopped_then_back(up: Faulty, tmp_path: Path) -> None:
-    [triton] = up.pids("tritonserver")
+    triton = up.server_pid("tritonserver")
     command = Command.of(triton)
     stop_pid(triton, signal.SIGTERM)  # stopped, as an operator or an OOM-killer would
     try:

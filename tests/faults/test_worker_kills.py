@@ -58,7 +58,7 @@ def test_preprocess_worker_killed_mid_job(up: Faulty, tmp_path: Path) -> None:
 
 def test_normalizer_killed_mid_ai_run(up: Faulty, tmp_path: Path) -> None:
     folder = up.chest(tmp_path, seed=22)
-    [triton] = up.pids("tritonserver")
+    triton = up.server_pid("tritonserver")
     os.kill(triton, signal.SIGSTOP)  # inference hangs: the job stays in the normalizer's hands
     try:
         sent = up.send("acc_north", folder)
