@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from ingest_svc.refused import RefusedStudies
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit, outbox, tracing
@@ -38,22 +39,34 @@ RETURNING s.id, s.completion_count, f.name, s.accession, s.study_instance_uid,
 class CompletionTracker:
     """Marks quiet studies complete and announces `study.received` through the outbox."""
 
-    def __init__(self, db: Database, topology: Topology, poll_s: float = 0.25) -> None:
+    def __init__(self, db: Database, topology: Topology, poll_s: float = 0.25,
+                 refused: RefusedStudies | None = None) -> None:
         self.db = db
         self.topology = topology
         self.poll_s = poll_s
+        self.refused = refused  # studies a sender is sending again after our storage failure
         # called with the ids of studies that just became complete (e.g. to prebuild indexes)
         self.on_complete: Callable[[list[uuid.UUID]], None] | None = None
         self._released: set[asyncio.Task[Any]] = set()
 
     async def complete_quiet(self) -> list[uuid.UUID]:
-        """Studies quiet for their facility's quiet period (not where completion is explicit)."""
-        return await self._complete(
-            "f.completion_mode <> 'explicit' AND "
-            "s.last_instance_at < now() - make_interval(secs => f.quiet_period_s)",
-            {},
-            reason="quiet period elapsed",
-        )
+        """Studies quiet for their facility's quiet period (not where completion is explicit),
+        counted from the last stored instance and from the last instance our own storage
+        failure refused (its sender sends it again)."""
+        condition = ("f.completion_mode <> 'explicit' AND "
+                     "s.last_instance_at < now() - make_interval(secs => f.quiet_period_s)")
+        params: dict[str, Any] = {}
+        refused = self.refused.ages() if self.refused is not None else []
+        if refused:
+            condition += (
+                " AND NOT EXISTS (SELECT 1 FROM unnest(CAST(:refused_facilities AS uuid[]), "
+                "CAST(:refused_uids AS text[]), CAST(:refused_ages AS float8[])) "
+                "AS r(facility_id, uid, age) WHERE r.facility_id = s.facility_id "
+                "AND r.uid = s.study_instance_uid AND r.age < f.quiet_period_s)")
+            params = {"refused_facilities": [f for f, _, _ in refused],
+                      "refused_uids": [u for _, u, _ in refused],
+                      "refused_ages": [a for _, _, a in refused]}
+        return await self._complete(condition, params, reason="quiet period elapsed")
 
     def on_association_released(self, facility_id: uuid.UUID, study_uids: set[str]) -> None:
         """Schedules `association_released` (on the event loop, from the DIMSE thread's

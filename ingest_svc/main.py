@@ -12,6 +12,7 @@ from ingest_svc.assets.viewports import ViewportRenderer
 from ingest_svc.completion import CompletionTracker
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
 from ingest_svc.receive import Receiver
+from ingest_svc.refused import RefusedStudies
 from ingest_svc.retrieve_servicer import RetrieveServicer
 from ingest_svc.servicer import IngestServicer
 from ingest_svc.settings import IngestSettings
@@ -43,6 +44,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc",
                             replicas=settings.nats_stream_replicas)
     spool = AuditSpool(settings.data_dir / "audit-spool" / "ingest_svc")
+    refused = RefusedStudies()  # studies whose sender retries after our storage failure
     receiver = Receiver(
         db,
         settings.object_store(
@@ -54,8 +56,9 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         threads=settings.max_associations,
         statement_timeout_s=settings.dicom_store_timeout_s,
         spool=spool,
+        refused=refused,
     )
-    completion = CompletionTracker(db, topology, settings.completion_poll_s)
+    completion = CompletionTracker(db, topology, settings.completion_poll_s, refused)
     server = GrpcServer(f"{settings.ingest_host}:{settings.ingest_port}")
     server.register(
         pb_grpc.add_IngestServiceServicer_to_server,

@@ -20,6 +20,7 @@ import psycopg
 
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
 from ingest_svc.parse import ParsedInstance, Rejected, parse_instance
+from ingest_svc.refused import RefusedStudies
 from sidecar_core import audit, metrics
 from sidecar_core.audit import StudyRef
 from sidecar_core.audit_spool import AuditSpool, record_or_spool
@@ -104,8 +105,10 @@ class Receiver:
         threads: int = 8,
         statement_timeout_s: float = 120.0,
         spool: AuditSpool | None = None,
+        refused: RefusedStudies | None = None,
     ) -> None:
         self.db = db
+        self.refused = refused  # studies an instance of which our storage failure refused
         self.objects = objects
         self.topology = topology
         self.facilities = facilities
@@ -165,6 +168,9 @@ class Receiver:
             return _rejected(rej)
         except (OSError, psycopg.Error) as exc:
             failure = storage_failure(exc)
+            study_uid = getattr(self._local, "study_uid", "")
+            if study_uid and self.refused is not None:  # the sender will send it again
+                self.refused.refused(facility.id, study_uid)
             metrics.INGEST_REJECTIONS.labels(facility.name, source, "STORAGE_FAILED").inc()
             asyncio.run_coroutine_threadsafe(
                 self._audit_rejection(facility.name, failure, source, source_ref), loop
@@ -175,7 +181,9 @@ class Receiver:
         """On the caller's thread: parse, append the object to this thread's pack segment
         (synced), then index it with one autocommitted call; a duplicate or a reopening
         instance is then committed with its audit event in one more transaction."""
+        self._local.study_uid = ""
         p = parse_instance(data, self.max_object_bytes)
+        self._local.study_uid = p.study_instance_uid
         writer = self._writer()
         params = _index_params(facility, p, "", len(data), source)
         conn = self._connection()

@@ -284,3 +284,57 @@ def test_a_database_outage_refuses_with_out_of_resources_then_recovers(
                    for _, message, source in spooled)
     finally:
         pg.cleanup()
+
+
+def test_an_outage_longer_than_the_quiet_period_does_not_complete_a_half_sent_study(
+        nats: Any, tmp_path: Path) -> None:
+    """The index goes away for longer than the facility's quiet period while a study is being
+    sent. The instances it refused are sent again once it is back; the study must not be
+    completed on the part stored before the outage in between (its quiet period counts from
+    the last refusal): one completion, with every instance, and no reopening."""
+    import pgserver
+
+    from sidecar_core.store.migrate import upgrade
+
+    quiet = 4.0
+    pg = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    url = pg.get_uri()
+    try:
+        upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        add_facility(url, "crash", ae_title=AE_TITLE, quiet_period_s=quiet)
+        proc = IngestProcess(url, nats.url, tmp_path / "data")
+        proc.env["SIDECAR_COMPLETION_POLL_S"] = "0.1"
+        study, series = generate_uid(), generate_uid()
+        items = [prepare(to_bytes(ct_slice(study, series, z=float(z), rows=64, cols=64)))
+                 for z in range(6)]
+        proc.start()
+        try:
+            with StoreSCU("127.0.0.1", proc.dicom_port, AE_TITLE, "SIDECAR",
+                          [i.context for i in items], timeout_s=30) as scu:
+                assert [status_of(scu.store(i)) for i in items[:2]] == [0x0000, 0x0000]
+                pg.cleanup()  # the database goes away
+                time.sleep(quiet + 0.5)  # the stored part is now older than the quiet period
+                assert [status_of(scu.store(i)) for i in items[2:4]] == [0xA700, 0xA700]
+                pg = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+                time.sleep(0.5)  # the completion loop sees the database again
+                with psycopg.connect(url) as conn:
+                    (status,), = conn.execute("select ingest_status from studies").fetchall()
+                assert status == "receiving", "completed on the part stored before the outage"
+                assert [status_of(scu.store(i)) for i in items[2:]] == [0x0000] * 4
+            deadline = time.monotonic() + quiet + 15
+            while time.monotonic() < deadline:
+                with psycopg.connect(url) as conn:
+                    rows = conn.execute("select ingest_status, instance_count, "
+                                        "completion_count from studies").fetchall()
+                if rows == [("complete", 6, 1)]:
+                    break
+                time.sleep(0.2)
+        finally:
+            proc.stop()
+        assert rows == [("complete", 6, 1)]
+        with psycopg.connect(url) as conn:
+            types = [r[0] for r in conn.execute("select type from audit_events")]
+        assert types.count("study.received") == 1
+        assert "study.reopened" not in types and "study.updated" not in types
+    finally:
+        pg.cleanup()
