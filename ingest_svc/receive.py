@@ -71,7 +71,9 @@ def storage_failure(exc: BaseException) -> StorageFailed:
         short = f"index unavailable: {type(exc).__name__}"
     else:
         short = type(exc).__name__
-    return StorageFailed(short, str(exc))
+    # one line: libpq's messages run over several ("server closed the connection
+    # unexpectedly\n\tThis probably means..."), and a one-line report would lose the advice
+    return StorageFailed(short, " ".join(str(exc).split()))
 
 
 class Outcome(Enum):
