@@ -247,23 +247,32 @@ time.sleep(600)
 """
 
 
+def _killed_holder(url: str) -> str:
+    """Runs KILLED_HOLDER until its region is registered, SIGKILLs it; the region's name."""
+    import signal
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", KILLED_HOLDER, url],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        return holder.stdout.readline().strip() if holder.stdout else ""
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
 async def test_regions_of_a_killed_process_are_freed(
     triton: TritonServer, client: grpcclient.InferenceServerClient, tmp_path: Path
 ) -> None:
     """A normalizer killed with a region registered leaves it in /dev/shm and in Triton; the
     next client's first shared-memory request frees both (and nobody else's)."""
-    import signal
-    import subprocess
-    import sys
+    import asyncio
 
     from normalizer_svc.triton import TritonClient
 
-    holder = subprocess.Popen([sys.executable, "-c", KILLED_HOLDER, triton.grpc_url],
-                              stdout=subprocess.PIPE, text=True)
-    name = holder.stdout.readline().strip() if holder.stdout else ""
+    name = await asyncio.to_thread(_killed_holder, triton.grpc_url)
     assert name.startswith("sidecar-"), name
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
     assert (Path("/dev/shm") / name).exists()
     assert name in client.get_system_shared_memory_status().regions
 
