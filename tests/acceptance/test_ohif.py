@@ -40,18 +40,26 @@ def demo(shared_demo: DemoStack) -> DemoStack:
 
 @pytest.fixture(scope="module")
 def studies(demo: DemoStack) -> dict[str, dict[str, Any]]:
-    """The demo studies by modality, as the gateway's QIDO-RS lists them."""
-    with demo.client() as http:
-        found = http.get("/dicomweb/studies", params={"includefield": "all"})
-        assert found.status_code == 200, found.text
-    by_modality = {}
-    for study in found.json():
-        modalities = study["00080061"]["Value"]
-        primary = next(m for m in modalities if m not in ("SR", "SEG"))
-        by_modality[primary] = {"uid": study["0020000D"]["Value"][0],
-                                "accession": study["00080050"]["Value"][0],
-                                "modalities": modalities}
-    return by_modality
+    """The demo studies by modality, as the gateway's QIDO-RS lists them once every AI result
+    is stored as DICOM (an SR per study, and the brain MR's SEG), which may come a moment
+    after the demo says it is ready."""
+    deadline = time.monotonic() + 120
+    while True:
+        with demo.client() as http:
+            found = http.get("/dicomweb/studies", params={"includefield": "all"})
+            assert found.status_code == 200, found.text
+        by_modality = {}
+        for study in found.json():
+            modalities = study["00080061"]["Value"]
+            primary = next(m for m in modalities if m not in ("SR", "SEG"))
+            by_modality[primary] = {"uid": study["0020000D"]["Value"][0],
+                                    "accession": study["00080050"]["Value"][0],
+                                    "modalities": modalities}
+        complete = (all("SR" in s["modalities"] for s in by_modality.values())
+                    and "SEG" in by_modality.get("MR", {}).get("modalities", []))
+        if complete or time.monotonic() > deadline:
+            return by_modality
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
