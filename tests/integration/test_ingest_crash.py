@@ -220,12 +220,10 @@ def test_a_full_disk_refuses_with_out_of_resources_and_loses_nothing(
     assert ("STORAGE_FAILED", "grpc") in failed
 
 
-def test_a_database_outage_refuses_with_out_of_resources_then_recovers(
-        nats: Any, tmp_path: Path) -> None:
-    """PostgreSQL stopped mid-association: C-STOREs get 0xA700 naming the index, C-ECHO still
-    answers, nothing is half-indexed; their audit events wait in the local spool. Once
-    PostgreSQL is back the same association stores the refused objects again and the spooled
-    events are stored with the time they happened."""
+def _own_database_and_ingest(nats: Any, tmp_path: Path, quiet_period_s: float,
+                             **env: str) -> tuple[Any, str, IngestProcess, list[Any]]:
+    """A PostgreSQL of the test's own (so the test can stop it), migrated, with the facility
+    `crash`; an ingest process on it (not started) and six 64² CT slices of one study."""
     import pgserver
 
     from sidecar_core.store.migrate import upgrade
@@ -234,13 +232,30 @@ def test_a_database_outage_refuses_with_out_of_resources_then_recovers(
     url = pg.get_uri()
     try:
         upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        add_facility(url, "crash", ae_title=AE_TITLE, quiet_period_s=3600)
-        proc = IngestProcess(url, nats.url, tmp_path / "data")
-        proc.env["SIDECAR_AUDIT_SPOOL_REPLAY_S"] = "0.2"
+        add_facility(url, "crash", ae_title=AE_TITLE, quiet_period_s=quiet_period_s)
+    except BaseException:
+        pg.cleanup()
+        raise
+    proc = IngestProcess(url, nats.url, tmp_path / "data")
+    proc.env.update(env)
+    study, series = generate_uid(), generate_uid()
+    items = [prepare(to_bytes(ct_slice(study, series, z=float(z), rows=64, cols=64)))
+             for z in range(6)]
+    return pg, url, proc, items
+
+
+def test_a_database_outage_refuses_with_out_of_resources_then_recovers(
+        nats: Any, tmp_path: Path) -> None:
+    """PostgreSQL stopped mid-association: C-STOREs get 0xA700 naming the index, C-ECHO still
+    answers, nothing is half-indexed; their audit events wait in the local spool. Once
+    PostgreSQL is back the same association stores the refused objects again and the spooled
+    events are stored with the time they happened."""
+    import pgserver
+
+    pg, url, proc, items = _own_database_and_ingest(
+        nats, tmp_path, 3600, SIDECAR_AUDIT_SPOOL_REPLAY_S="0.2")
+    try:
         spool = tmp_path / "data" / "audit-spool" / "ingest_svc"
-        study, series = generate_uid(), generate_uid()
-        items = [prepare(to_bytes(ct_slice(study, series, z=float(z), rows=64, cols=64)))
-                 for z in range(6)]
         proc.start()
         try:
             with StoreSCU("127.0.0.1", proc.dicom_port, AE_TITLE, "SIDECAR",
@@ -294,19 +309,10 @@ def test_an_outage_longer_than_the_quiet_period_does_not_complete_a_half_sent_st
     the last refusal): one completion, with every instance, and no reopening."""
     import pgserver
 
-    from sidecar_core.store.migrate import upgrade
-
     quiet = 4.0
-    pg = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
-    url = pg.get_uri()
+    pg, url, proc, items = _own_database_and_ingest(
+        nats, tmp_path, quiet, SIDECAR_COMPLETION_POLL_S="0.1")
     try:
-        upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        add_facility(url, "crash", ae_title=AE_TITLE, quiet_period_s=quiet)
-        proc = IngestProcess(url, nats.url, tmp_path / "data")
-        proc.env["SIDECAR_COMPLETION_POLL_S"] = "0.1"
-        study, series = generate_uid(), generate_uid()
-        items = [prepare(to_bytes(ct_slice(study, series, z=float(z), rows=64, cols=64)))
-                 for z in range(6)]
         proc.start()
         try:
             with StoreSCU("127.0.0.1", proc.dicom_port, AE_TITLE, "SIDECAR",
