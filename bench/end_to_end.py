@@ -21,6 +21,8 @@ import grpc
 import httpx
 import numpy as np
 import pydicom
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -222,29 +224,27 @@ def raw_inference_ms(datasets: list[Dataset], triton_url: str, repeat: int = 3
     return {"shm": asyncio.run(timed(1)), "wire": asyncio.run(timed(0))}
 
 
+def _samples(metrics_port: int) -> list[Sample]:
+    """Every sample a Prometheus endpoint on this machine serves (prometheus-client's parser,
+    which names a counter's samples `<name>_total`; the suffix is dropped here again)."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    return [s._replace(name=s.name.removesuffix("_total"))
+            for family in text_string_to_metric_families(text) for s in family.samples]
+
+
 def preprocess_ms(metrics_port: int) -> dict[str, float]:
     """The preprocess worker's cumulative time per stage (ms), from its Prometheus histogram."""
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("sidecar_preprocess_seconds_sum{"):
-            stage = line.split('stage="', 1)[1].split('"', 1)[0]
-            out[stage] = float(line.rsplit(" ", 1)[1]) * 1000
-    return out
+    return {s.labels["stage"]: s.value * 1000 for s in _samples(metrics_port)
+            if s.name == "sidecar_preprocess_seconds_sum"}
 
 
 def triton_server_ms(metrics_port: int) -> dict[str, float]:
     """Triton's own cumulative time (ms) for chest_ct_nodules, from its Prometheus counters;
     the difference around a run is what Triton spent of what the sidecar waited."""
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("nv_inference_") and 'model="chest_ct_nodules"' in line:
-            name = line.split("{", 1)[0].removeprefix("nv_inference_")
-            value = float(line.rsplit(" ", 1)[1])
-            if name.endswith("_duration_us"):
-                out[name.removesuffix("_duration_us")] = value / 1000
-    return out
+    return {s.name.removeprefix("nv_inference_").removesuffix("_duration_us"): s.value / 1000
+            for s in _samples(metrics_port)
+            if s.name.startswith("nv_inference_") and s.name.endswith("_duration_us")
+            and s.labels.get("model") == "chest_ct_nodules"}
 
 
 def sidecar_own(run: Run) -> float:

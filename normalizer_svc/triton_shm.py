@@ -83,17 +83,6 @@ def fill(region: Region, inputs: Mapping[str, np.ndarray]) -> None:
     region.offsets = offsets
 
 
-def create_region(inputs: Mapping[str, np.ndarray]) -> Region:
-    """A region sized for the fixed-size `inputs`, holding them."""
-    region = allocate(layout(inputs)[1])
-    try:
-        fill(region, inputs)
-    except BaseException:
-        destroy_region(region)
-        raise
-    return region
-
-
 def destroy_region(region: Region) -> None:
     with contextlib.suppress(Exception):
         shm.destroy_shared_memory_region(region.handle)
@@ -137,12 +126,7 @@ class RegionPool:
 def orphaned_keys(shm_dir: Path = Path("/dev/shm")) -> list[str]:
     """Keys (/dev/shm names) of regions left by sidecar processes that no longer run (killed
     before they could destroy them)."""
-    keys = []
-    for path in shm_dir.glob(f"{PREFIX}*"):
-        pid = path.name.removeprefix(PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            keys.append(path.name)
-    return keys
+    return [path.name for path in shm_dir.glob(f"{PREFIX}*") if not owner_alive(path.name)]
 
 
 def owner_alive(region_name: str) -> bool:
