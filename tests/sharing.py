@@ -17,6 +17,13 @@ import pytest
 T = TypeVar("T")
 
 
+def under(folder: str) -> Callable[[pytest.Item], bool]:
+    """Whether a collected test lives under `folder` (e.g. "tests/faults/")."""
+    def inside(item: pytest.Item) -> bool:
+        return folder in str(item.fspath).replace("\\", "/")
+    return inside
+
+
 class Shared(Generic[T]):
     def __init__(self, fixture: str, start: Callable[[], AbstractContextManager[T]]) -> None:
         self.fixture = fixture

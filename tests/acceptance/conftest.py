@@ -17,7 +17,7 @@ import pytest
 from sidecar_app.runtime.supervisor import DEFAULT_PORTS
 from tests.acceptance.stack import DemoStack, Stack, new_stack, site_on, stack_root
 from tests.servers import free_port
-from tests.sharing import Shared
+from tests.sharing import Shared, under
 
 
 @contextmanager
@@ -48,8 +48,7 @@ SHARED = Shared("shared_stack", _shared_up)
 DEMO = Shared("shared_demo", _shared_demo)
 
 
-def _is_acceptance(item: pytest.Item) -> bool:
-    return "tests/acceptance/" in str(item.fspath).replace("\\", "/")
+_is_acceptance = under("tests/acceptance/")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

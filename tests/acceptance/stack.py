@@ -149,11 +149,11 @@ class DemoStack(Stack):
 
 
 @contextmanager
-def stack_root() -> Iterator[Path]:
+def stack_root(prefix: str = "sidecar-acc-") -> Iterator[Path]:
     """A fresh folder for a stack's data dir, outside pytest's basetemp: as root, pgserver runs
     PostgreSQL as the user `pgserver` and opens the data dir's parents to it, but every pytest
     session that starts puts /tmp/pytest-of-root back to 0700 (eight engineers run tests)."""
-    root = Path(tempfile.mkdtemp(prefix="sidecar-acc-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         yield root
     finally:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-from tests.acceptance.stack import Stack, new_stack
+from tests.acceptance.stack import Stack, new_stack, stack_root
 from tests.faults.harness import Faulty, pg_ctl
-from tests.sharing import Shared
+from tests.sharing import Shared, under
 
-
-def _is_fault_test(item: pytest.Item) -> bool:
-    return "tests/faults/" in str(item.fspath).replace("\\", "/")
+_is_fault_test = under("tests/faults/")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,11 +25,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @contextmanager
 def running_stack(*flags: str, env: dict[str, str] | None = None) -> Iterator[Faulty]:
     """`sidecar up FLAGS` on a fresh data dir, stopped (with any server a test restarted
-    outside its supervisor) afterwards. The data dir is outside pytest's own temporary root:
-    another pytest session on the machine resets that root to 0700, which locks out the
-    embedded PostgreSQL's unprivileged user."""
-    root = Path(tempfile.mkdtemp(prefix="sidecar-faults-"))
-    try:
+    outside its supervisor) afterwards, on a data dir outside pytest's own temporary root
+    (`stack_root`)."""
+    with stack_root("sidecar-faults-") as root:
         stack: Stack = new_stack(root)
         stack.env = dict(env or {})
         stack.start(*flags)
@@ -50,8 +43,6 @@ def running_stack(*flags: str, env: dict[str, str] | None = None) -> Iterator[Fa
                 # A PostgreSQL that a test restarted with pg_ctl is not the one the stack's
                 # pgserver handle started, and so outlives `sidecar up`: stop it here.
                 pg_ctl(stack.data_dir, "stop", "-m", "fast", "-w")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 SHARED = Shared("shared_up", running_stack)
