@@ -3,8 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# libpython3.11: Triton's python backend stub links the system libpython (PLATFORM.md).
-# chromium: the browser tests (Playwright drives Debian's Chromium, PLATFORM.md); orthanc: the
+# libpython3.11: Triton's python backend stub links the system libpython (deploy/triton/README.md).
+# chromium: the browser tests (Playwright drives Debian's Chromium, docs/acceptance.md); orthanc: the
 # PACS that receives exported results in the report-loop tests.
 SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc
 RUNTIME_PACKAGES := libpython3.11

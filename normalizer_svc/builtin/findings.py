@@ -17,7 +17,7 @@ class InvalidModelOutput(ValueError):
 
 @dataclass
 class FindingDraft:
-    """Generic, model-agnostic finding (DESIGN.md "Findings") produced by a normaliser."""
+    """Generic, model-agnostic finding (docs/architecture.md, "Findings") produced by a normaliser."""
 
     label: str
     code: str  # "SCHEME:value", e.g. "SCT:27925004"; "" when no code exists

@@ -108,7 +108,7 @@ def triton_home() -> Path:
 
 
 def prepare_triton() -> Path:
-    """Copies the Python 3.11 backend stub into the backend dir once (PLATFORM.md)."""
+    """Copies the Python 3.11 backend stub into the backend dir once (deploy/triton/README.md)."""
     home = triton_home()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"

@@ -1,4 +1,4 @@
-"""Debian's Chromium driven by Playwright for Python (PLATFORM.md's flags) for the review app."""
+"""Debian's Chromium driven by Playwright for Python (headless, no sandbox, no GPU, no network side traffic) for the review app."""
 
 from __future__ import annotations
 
