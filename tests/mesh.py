@@ -21,7 +21,7 @@ from sqlalchemy import text
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from sidecar_core.db import Database
-from sidecar_core.subjects import Topology
+from sidecar_core.messaging.subjects import Topology
 from tests.model_fixtures import (
     garbage_registry_entry,
     write_garbage_model,
@@ -233,8 +233,8 @@ class Mesh(StoreReader):
         """Starts (or starts again) one service's run(settings, stop) as a task."""
         if name in self.services and not self.services[name].task.done():
             raise RuntimeError(f"{name} is already running")
+        from imaging_svc import main as preprocess_main
         from ingest_svc import main as ingest_main
-        from ingest_svc.assets import worker as preprocess_main
         from normalizer_svc import main as normalizer_main
         from workflow_svc import main as workflow_main
 
@@ -360,7 +360,7 @@ class Mesh(StoreReader):
                                         interval=0.05))
 
     def object_path(self, key: str) -> Path:
-        from sidecar_core.objectstore import ObjectStore
+        from sidecar_core.storage.objectstore import ObjectStore
 
         return ObjectStore(self.data_dir / "objects", fsync=False).path(key)
 
