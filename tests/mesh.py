@@ -208,7 +208,11 @@ class Mesh(StoreReader):
             workflow_address=f"127.0.0.1:{self.ports['workflow']}",
             ingest_address=f"127.0.0.1:{self.ports['ingest']}",
             normalizer_address=f"127.0.0.1:{self.ports['normalizer']}")
-        if name in ("ingest", "preprocess"):
+        if name == "preprocess":
+            from imaging_svc.settings import ImagingSettings
+
+            return ImagingSettings(**common)
+        if name == "ingest":
             from ingest_svc.settings import IngestSettings
 
             return IngestSettings(**common, ingest_port=self.ports["ingest"], dicom_port=0,
