@@ -15,13 +15,15 @@ COPY pyproject.toml README.md ./
 COPY protos ./protos
 COPY sidecar_core ./sidecar_core
 COPY sidecar_app ./sidecar_app
+COPY sidecar_synth ./sidecar_synth
 COPY ingest_svc ./ingest_svc
+COPY imaging_svc ./imaging_svc
 COPY normalizer_svc ./normalizer_svc
 COPY workflow_svc ./workflow_svc
 COPY review_gateway ./review_gateway
 RUN pip wheel --wheel-dir /wheels .
 
-# ---- sidecar: ingest, preprocess, workflow, normalizer and gateway (one per container) ------
+# ---- sidecar: ingest, preprocess (imaging_svc), workflow, normalizer, gateway (one each) ---
 FROM ${PYTHON_IMAGE} AS sidecar
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 \
     SIDECAR_DATA_DIR=/var/lib/sidecar \

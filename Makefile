@@ -69,7 +69,8 @@ buf-lint:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy sidecar_core sidecar_app ingest_svc normalizer_svc workflow_svc review_gateway
+	$(BIN)/mypy sidecar_core sidecar_app sidecar_synth ingest_svc imaging_svc normalizer_svc workflow_svc \
+		review_gateway
 
 test: install system-deps proto-check buf-lint lint
 	$(BIN)/python -m pytest -p no:cacheprovider

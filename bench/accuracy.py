@@ -41,9 +41,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingest_svc.synth import GroundTruth, generate  # noqa: E402
-from ingest_svc.synth.readback import read_study  # noqa: E402
 from normalizer_svc.builtin import BUILTIN_NORMALISERS, FindingDraft, ModelInput  # noqa: E402
+from sidecar_synth import GroundTruth, generate  # noqa: E402
+from sidecar_synth.readback import read_study  # noqa: E402
 from tests.triton_server import (  # noqa: E402
     TritonServer,
     build_model_repository,

@@ -31,9 +31,9 @@ from types import ModuleType
 import numpy as np
 import pydicom
 
-from ingest_svc.assets.series_assets import build_series_assets, decode_tolerant, model_input_asset
-from ingest_svc.synth import generate
+from imaging_svc.assets.series_assets import build_series_assets, decode_tolerant, model_input_asset
 from normalizer_svc.builtin.model_input import ModelInput
+from sidecar_synth import generate
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "deploy/triton/models/chest_ct_nodules/1/model.py"

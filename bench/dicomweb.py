@@ -1,7 +1,7 @@
 """Benchmark: the gateway's DICOMweb (WADO-RS) vs Orthanc's DICOMweb plugin, same CT, one run.
 
 Run: .venv/bin/python bench/dicomweb.py [--slices 300] [--size 512]
-Both servers get the same synthetic chest CT (`ingest_svc.synth`, 300 slices of 512x512) over
+Both servers get the same synthetic chest CT (`sidecar_synth`, 300 slices of 512x512) over
 DIMSE (dcmtk storescu). Orthanc 1.10 + orthanc-dicomweb runs in a private network namespace with
 only loopback; the sidecar runs its ingest service (RetrieveService) and its gateway on
 127.0.0.1. One client program (this file with --client, inside Orthanc's namespace for Orthanc)
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                        check=True)
     import pydicom
 
-    from ingest_svc.synth import generate
+    from sidecar_synth import generate
     from tests.servers import nats_server
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))

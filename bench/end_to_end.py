@@ -26,10 +26,10 @@ from prometheus_client.samples import Sample
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from ingest_svc.synth import generate
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from sidecar_app.runtime.supervisor import DEFAULT_PORTS
+from sidecar_synth import generate
 
 SIDECAR = [sys.executable, "-m", "sidecar_app.cli"]
 PASSWORD = "bench horse battery staple"
@@ -204,8 +204,8 @@ def raw_inference_ms(datasets: list[Dataset], triton_url: str, repeat: int = 3
     and in the request (gRPC bytes), each after a warm-up request."""
     import asyncio
 
-    from ingest_svc.pixels.volume import build_model_input
     from normalizer_svc.triton import TritonClient
+    from sidecar_core.pixels.volume import build_model_input
 
     model_input = build_model_input(datasets)
     inputs = {"VOLUME": np.ascontiguousarray(model_input.volume, dtype=np.float32),

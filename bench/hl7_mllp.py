@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sidecar_core.db import Database  # noqa: E402
+from sidecar_core.messaging.subjects import Topology  # noqa: E402
 from sidecar_core.store.migrate import upgrade  # noqa: E402
 from sidecar_core.store.models import Facility, Study  # noqa: E402
-from sidecar_core.subjects import Topology  # noqa: E402
 from tests.servers import fresh_database, postgres_server  # noqa: E402
 from workflow_svc.hl7_ack import Verdict, acks_for  # noqa: E402
 from workflow_svc.hl7_main import make_handler  # noqa: E402

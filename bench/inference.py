@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from ingest_svc.pixels.volume import build_model_input, save_model_input
-from ingest_svc.synth import generate
 from normalizer_svc.builtin.model_input import ModelInput
 from normalizer_svc.circuit import CircuitBreaker
 from normalizer_svc.convert import finding_to_proto
@@ -26,9 +24,11 @@ from normalizer_svc.inference import builtin_normaliser, run_model
 from normalizer_svc.triton import TritonClient
 from sidecar_app.runtime.embedded import REPO_ROOT, start_triton, stop_process
 from sidecar_core.db import Database, sqlalchemy_url
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.pixels.volume import build_model_input, save_model_input
 from sidecar_core.registry import ModelEntry, load_registry
+from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import AiRun, Facility, Study
+from sidecar_synth import generate
 from workflow_svc.findings_store import store_findings
 
 KINDS = {"chest-ct": "chest_ct_nodules", "mammo": "mammo_masses", "brain-mr": "brain_mr_lesions"}
@@ -142,7 +142,7 @@ def print_table(results: dict[str, list[Sample]], prepared: dict[str, list[Prepa
 async def bench(args: argparse.Namespace, root: Path) -> None:
     """Starts a CPU tritonserver on deploy/triton/models and an embedded PostgreSQL, writes
     synthetic studies (fixed seeds), builds each series' model input the way the preprocess
-    worker does (ingest_svc.pixels: decode, order, stack, save_model_input), then runs every
+    worker does (sidecar_core.pixels: decode, order, stack, save_model_input), then runs every
     study as the ai_run worker would: load the npz (fetch input), run_model (Triton inference
     with output validation, then the built-in normaliser) and store the findings (masks to the
     object store, rows through workflow_svc.findings_store.store_findings in one transaction).

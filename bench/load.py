@@ -34,8 +34,8 @@ import psycopg
 import pydicom
 from pydicom.uid import generate_uid
 
-from ingest_svc.synth import generate
 from sidecar_app.runtime.supervisor import DEFAULT_PORTS
+from sidecar_synth import generate
 
 SIDECAR = [sys.executable, "-m", "sidecar_app.cli"]
 STORESCU = "/usr/bin/storescu"

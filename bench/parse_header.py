@@ -18,7 +18,7 @@ from pydicom.data import get_testdata_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ingest_svc.parse import _parse_with_pydicom, parse_instance  # noqa: E402
+from sidecar_core.dicom.parse import _parse_with_pydicom, parse_instance  # noqa: E402
 from tests.helpers import ct_slice, to_bytes  # noqa: E402
 
 LIMIT = 1 << 30

@@ -20,8 +20,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from ingest_svc.assets.render import preview_gif, thumbnail_png, viewport_pngs
-from ingest_svc.pixels import (
+from sidecar_core.display.render import preview_gif, thumbnail_png, viewport_pngs
+from sidecar_core.pixels import (
     DecodedImage,
     DecodedSeries,
     decode_image,
@@ -29,7 +29,7 @@ from ingest_svc.pixels import (
     model_input_from_series,
     save_model_input,
 )
-from ingest_svc.pixels.windowing import CT_PRESETS
+from sidecar_core.pixels.windowing import CT_PRESETS
 
 CT_PRESET_NAMES = list(CT_PRESETS)
 
@@ -178,7 +178,7 @@ def assets_processes(paths: Sequence[Path], workers: int) -> None:
 
 def model_input_path(paths: Sequence[Path]) -> DecodedSeries:
     """The worker's critical path: parse + decode once + the model-ready npz (stored)."""
-    from ingest_svc.assets.series_assets import decode_tolerant, model_input_asset
+    from imaging_svc.assets.series_assets import decode_tolerant, model_input_asset
 
     series, _ = decode_tolerant([pydicom.dcmread(p) for p in paths])
     assert series is not None
@@ -189,7 +189,7 @@ def model_input_path(paths: Sequence[Path]) -> DecodedSeries:
 def display_path(series: DecodedSeries, workers: int) -> None:
     """What the worker renders after announcing the model input: thumbnail and GIF (viewports
     are rendered on demand)."""
-    from ingest_svc.assets.series_assets import display_assets
+    from imaging_svc.assets.series_assets import display_assets
 
     with ThreadPoolExecutor(workers) as pool:
         display_assets(series, pool)
@@ -197,7 +197,7 @@ def display_path(series: DecodedSeries, workers: int) -> None:
 
 def one_viewport(paths: Sequence[Path], series: DecodedSeries) -> None:
     """What the first request of a viewport costs in the ingest service (the RPC's render)."""
-    from ingest_svc.assets.viewports import render_slice, series_windows
+    from sidecar_core.display.viewports import render_slice, series_windows
 
     z = series.key_index
     window = series_windows(series, ["lung"])["lung"]

@@ -23,7 +23,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ingest_svc.synth import generate  # noqa: E402
+from sidecar_synth import generate  # noqa: E402
 from tests.acceptance import browser as b  # noqa: E402
 from tests.acceptance.stack import Stack, new_stack  # noqa: E402
 

@@ -33,10 +33,10 @@ from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc  # no
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb  # noqa: E402
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc  # noqa: E402
 from sidecar_core.db import Database  # noqa: E402
-from sidecar_core.grpc_server import GrpcServer  # noqa: E402
+from sidecar_core.messaging.subjects import Topology  # noqa: E402
+from sidecar_core.serving.grpc_server import GrpcServer  # noqa: E402
 from sidecar_core.store import models as m  # noqa: E402
 from sidecar_core.store.migrate import upgrade  # noqa: E402
-from sidecar_core.subjects import Topology  # noqa: E402
 from tests.servers import fresh_database, postgres_server  # noqa: E402
 from workflow_svc import review_servicer, servicer  # noqa: E402
 

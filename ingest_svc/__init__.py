@@ -1,1 +1,1 @@
-"""Ingest service: Ingest RPC, DICOM adapters, study completion, object store and asset workers."""
+"""Ingest service: Ingest RPC, DICOM adapters, study completion, object store and DICOMweb reads."""

@@ -8,15 +8,14 @@ from collections.abc import Awaitable, Callable
 
 import pydicom.config
 
-from ingest_svc.assets.viewports import ViewportRenderer
-from ingest_svc.completion import CompletionTracker
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
-from ingest_svc.receive import Receiver
-from ingest_svc.refused import RefusedStudies
-from ingest_svc.retrieve_servicer import RetrieveServicer
-from ingest_svc.servicer import IngestServicer
+from ingest_svc.rpc.retrieve_servicer import RetrieveServicer
+from ingest_svc.rpc.servicer import IngestServicer
+from ingest_svc.rpc.viewport_servicer import ViewportServicer
 from ingest_svc.settings import IngestSettings
-from ingest_svc.viewport_servicer import ViewportServicer
+from ingest_svc.study.completion import CompletionTracker
+from ingest_svc.study.receive import Receiver
+from ingest_svc.study.refused import RefusedStudies
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from protos.sidecar.ingest.v1 import retrieve_service_pb2 as retrieve_pb
@@ -25,11 +24,12 @@ from protos.sidecar.ingest.v1 import viewport_service_pb2 as viewport_pb
 from protos.sidecar.ingest.v1 import viewport_service_pb2_grpc as viewport_grpc
 from sidecar_core import service
 from sidecar_core.audit_spool import AuditSpool
-from sidecar_core.bus import Bus
 from sidecar_core.db import Database
-from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
-from sidecar_core.outbox import OutboxRelay
+from sidecar_core.display.viewports import ViewportRenderer
+from sidecar_core.messaging.bus import Bus
+from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.service import run_until_stopped
+from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     await receiver.facilities.by_name("")
     closers: list[Callable[[], Awaitable[None] | None]] = []
     if settings.dicom_port:
-        from ingest_svc.dimse import DimseServer
+        from ingest_svc.dimse.scp import DimseServer
 
         dimse = DimseServer(receiver, settings, asyncio.get_running_loop())
         loop = asyncio.get_running_loop()

@@ -14,8 +14,8 @@ from typing import Any
 
 import psycopg
 
-from sidecar_core.objectstore import ObjectStore
-from sidecar_core.packstore import PackError, is_pack_key
+from sidecar_core.storage.objectstore import ObjectStore
+from sidecar_core.storage.packstore import PackError, is_pack_key
 
 
 @dataclass

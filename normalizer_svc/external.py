@@ -20,7 +20,7 @@ from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2 as npb
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2_grpc as npb_grpc
 from sidecar_core.errors import PermanentError, TransientError
-from sidecar_core.grpc_server import error_info
+from sidecar_core.serving.grpc_server import error_info
 
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED}

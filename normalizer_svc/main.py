@@ -12,12 +12,12 @@ from normalizer_svc.settings import NormalizerSettings
 from normalizer_svc.triton import TritonClient
 from normalizer_svc.worker import AiRunWorker
 from sidecar_core import service
-from sidecar_core.bus import Bus
 from sidecar_core.db import Database
-from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
-from sidecar_core.outbox import OutboxRelay
+from sidecar_core.messaging.bus import Bus
+from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
+from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 
 log = logging.getLogger(__name__)
 

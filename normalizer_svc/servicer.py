@@ -12,8 +12,8 @@ from normalizer_svc.validation import InvalidResult
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2 as npb
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2_grpc as npb_grpc
 from sidecar_core.errors import InvalidArgument, NotFound, TransientError, Unavailable
-from sidecar_core.grpc_server import GrpcServer, handle_errors
 from sidecar_core.registry import OutputSpec
+from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
 
 SERVICE_NAME = npb.DESCRIPTOR.services_by_name["NormalizerService"].full_name
 

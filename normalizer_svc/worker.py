@@ -18,16 +18,18 @@ from normalizer_svc.external import ExternalNormaliser
 from normalizer_svc.inference import Inferer, Normaliser, RetryPolicy, builtin_normaliser, run_model
 from normalizer_svc.validation import InvalidResult
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import audit, metrics, outbox
+from sidecar_core import audit
 from sidecar_core.audit import StudyRef
-from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError, TransientError
-from sidecar_core.objectstore import ObjectStore
-from sidecar_core.redelivery import record_if_redelivered
+from sidecar_core.messaging import outbox
+from sidecar_core.messaging.bus import Delivery
+from sidecar_core.messaging.redelivery import record_if_redelivered
+from sidecar_core.messaging.subjects import AI_RUN_FINISHED, Topology
+from sidecar_core.observability import metrics
 from sidecar_core.registry import ModelEntry, Registry
+from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import AiRun, Asset, Series
-from sidecar_core.subjects import AI_RUN_FINISHED, Topology
 
 log = logging.getLogger(__name__)
 ACTOR = "normalizer_svc"

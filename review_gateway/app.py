@@ -41,8 +41,8 @@ from review_gateway.settings import GatewaySettings
 from review_gateway.viewport_client import ViewportClient
 from review_gateway.webapp import webapp_router
 from review_gateway.workflow_client import ChannelFactory, WorkflowClient, WorkflowConnection
-from sidecar_core import metrics
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.observability import metrics
+from sidecar_core.storage.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"

@@ -21,8 +21,8 @@ from review_gateway import review_views
 from review_gateway.auth import Principal
 from review_gateway.errors import ApiError
 from review_gateway.review_client import ReviewClient
-from sidecar_core.bus import Bus
-from sidecar_core.subjects import AUDIT, Topology
+from sidecar_core.messaging.bus import Bus
+from sidecar_core.messaging.subjects import AUDIT, Topology
 
 log = logging.getLogger(__name__)
 # Audit events that change what a worklist row shows (not e.g. study.duplicate_seen).

@@ -12,8 +12,8 @@ from review_gateway import access_log
 from review_gateway.app import create_app
 from review_gateway.health import HealthCheck
 from review_gateway.settings import GatewaySettings
-from sidecar_core.grpc_server import stop_event_on_signals
-from sidecar_core.http_server import StoppableServer, bound_port, serve_until
+from sidecar_core.serving.grpc_server import stop_event_on_signals
+from sidecar_core.serving.http_server import StoppableServer, bound_port, serve_until
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,10 @@ async def run(settings: GatewaySettings, stop: asyncio.Event,
 
 async def _main() -> None:
     settings = GatewaySettings()
-    from sidecar_core import logs
+    from sidecar_core.observability import logs
 
     logs.configure("review_gateway", settings.log_level, settings.log_format)
-    from sidecar_core import tracing
+    from sidecar_core.observability import tracing
 
     tracing.setup("review_gateway", settings.otlp_endpoint)
     from review_gateway.dependencies import mesh_checks
@@ -60,6 +60,6 @@ if __name__ == "__main__":
     try:
         asyncio.run(_main())
     finally:
-        from sidecar_core import tracing
+        from sidecar_core.observability import tracing
 
         tracing.shutdown()

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
 from review_gateway.errors import ApiError
-from sidecar_core.grpc_server import error_info
+from sidecar_core.serving.grpc_server import error_info
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name
 ChannelFactory = Callable[[], grpc.aio.Channel]

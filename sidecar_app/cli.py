@@ -277,7 +277,7 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
           f"{'on' if view.shadow_mode else 'off'} quiet={view.quiet_period_s:g}s models="
           f"{','.join(view.enabled_models) if view.enabled_models is not None else 'all'}")
     if args.completion is not None or args.settle is not None:
-        from ingest_svc.completion import set_completion
+        from ingest_svc.study.completion import set_completion
 
         mode, settle = await set_completion(db, args.name, args.completion,  # type: ignore[arg-type]
                                             args.settle)
@@ -331,7 +331,7 @@ async def _report_settings(db: object, args: argparse.Namespace) -> dict[str, ob
 
 def run_verify(args: argparse.Namespace) -> int:
     from ingest_svc.verify import verify_objects
-    from sidecar_core.s3store import open_object_store
+    from sidecar_core.storage.s3store import open_object_store
 
     store = open_object_store(args.object_store_url,
                               args.objects_dir or args.data_dir / "objects", fsync=False)
@@ -347,7 +347,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_synth(out: Path, kind: str, seed: int, count: int) -> int:
     """Writes `count` studies (seeds seed, seed+1, ...); one folder each when count > 1."""
-    from ingest_svc.synth import generate
+    from sidecar_synth import generate
 
     for i in range(count):
         folder = out if count == 1 else out / f"{kind}-{seed + i:04d}"

@@ -83,7 +83,7 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 def _echo(facility: Facility, targets: Targets, report: Report) -> bool:
-    from ingest_svc.dimse_send import AssociationRefused, StoreSCU, status_of  # noqa: F401
+    from sidecar_core.dicom.store_scu import AssociationRefused, StoreSCU, status_of  # noqa: F401
 
     if not facility.ae_title:
         report.line("SKIP", "dicom echo", "no AE title set; test studies go over the Ingest RPC")
@@ -107,8 +107,8 @@ def _send(kind: str, facility: Facility, targets: Targets, dimse: bool, folder: 
     """Writes and sends one synthetic study; returns its StudyInstanceUID."""
     import pydicom
 
-    from ingest_svc.dimse_send import StoreSCU, chunks, prepare, status_of
-    from ingest_svc.synth import generate
+    from sidecar_core.dicom.store_scu import StoreSCU, chunks, prepare, status_of
+    from sidecar_synth import generate
 
     truth = generate(kind, folder, seed, **SMALL.get(kind, {}))
     files = [folder / name for name in truth.files]
@@ -247,7 +247,7 @@ def run(facility: Facility, targets: Targets, kinds: list[str], timeout_s: float
 
 def _export(facility: Facility, report: Report) -> None:
     """The PACS the results go to answers a C-ECHO from the sidecar."""
-    from ingest_svc.dimse_send import StoreSCU
+    from sidecar_core.dicom.store_scu import StoreSCU
 
     if facility.pacs is None:
         report.line("SKIP", "export", "no PACS export destination configured")

@@ -143,7 +143,8 @@ def send_grpc(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Pr
 
 
 def send_dimse(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Progress) -> None:
-    from ingest_svc.dimse_send import (
+    from sidecar_app.errors import host_port
+    from sidecar_core.dicom.store_scu import (
         AssociationRefused,
         ContextRejected,
         StoreSCU,
@@ -151,7 +152,6 @@ def send_dimse(args: argparse.Namespace, files: list[Path], tally: Tally, bar: P
         prepare,
         status_of,
     )
-    from sidecar_app.errors import host_port
 
     host, port = host_port(args.target or "127.0.0.1:11112", 11112)
     calling = args.calling_ae or facility_ae_title(args)

@@ -1,1 +1,1 @@
-"""Plumbing every service repeats: settings, database, bus, outbox, audit, objects, gRPC."""
+"""The shared kernel: settings, database, store schema, bus, audit, storage, DICOM and pixels."""

@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import metrics, outbox
+from sidecar_core.messaging import outbox
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.observability import metrics
 from sidecar_core.store.models import AuditEvent
-from sidecar_core.subjects import Topology
 
 
 @dataclass(frozen=True)

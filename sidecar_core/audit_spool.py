@@ -29,7 +29,7 @@ from sqlalchemy import text
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
-from sidecar_core.subjects import Topology
+from sidecar_core.messaging.subjects import Topology
 
 log = logging.getLogger(__name__)
 PENDING = "pending.jsonl"

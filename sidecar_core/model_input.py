@@ -1,6 +1,6 @@
 """The model-ready input's file format (docs/model-input.md, `sidecar.model_input.v1`).
 
-The preprocess worker (ingest_svc.pixels.volume) writes it and the normalizer
+The preprocess worker (sidecar_core.pixels.volume) writes it and the normalizer
 (normalizer_svc.builtin.model_input) reads it; this module is the one place that names the
 format and its arrays and reads an archive's arrays, so writer and reader cannot drift apart.
 """

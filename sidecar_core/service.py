@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-from sidecar_core.grpc_server import GrpcServer
+from sidecar_core.serving.grpc_server import GrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,15 @@ async def run_until_stopped(
 
 def main(run: Callable[[Any], Coroutine[Any, Any, None]], settings: Any) -> None:
     """Entry point of `python -m <service>`: logging, then `run(settings)` until SIGTERM."""
-    from sidecar_core import logs
+    from sidecar_core.observability import logs
 
     name = service_name(run)
     logs.configure(name, getattr(settings, "log_level", "INFO"),
                    getattr(settings, "log_format", "json"))
-    from sidecar_core import tracing
+    from sidecar_core.observability import tracing
 
     tracing.setup(name, getattr(settings, "otlp_endpoint", ""))
-    from sidecar_core import metrics
+    from sidecar_core.observability import metrics
 
     metrics.serve(int(getattr(settings, "metrics_port", 0) or 0))
     try:
@@ -59,11 +59,11 @@ def main(run: Callable[[Any], Coroutine[Any, Any, None]], settings: Any) -> None
 
 def service_name(run: Callable[..., Any]) -> str:
     """The process's name in logs and traces: its package (`ingest_svc`), or `preprocess` for
-    the asset worker, also when started as `python -m` (where the module is `__main__`)."""
+    the imaging service's process, also when started as `python -m` (the module is `__main__`)."""
     module = run.__module__
     if module == "__main__":
         import sys
 
         spec = getattr(sys.modules["__main__"], "__spec__", None)
         module = spec.name if spec is not None else module
-    return "preprocess" if module.startswith("ingest_svc.assets") else module.split(".")[0]
+    return "preprocess" if module.startswith("imaging_svc") else module.split(".")[0]

@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sidecar_core.objectstore import ObjectStore
-from sidecar_core.subjects import Topology
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.storage.objectstore import ObjectStore
 
 
 class CommonSettings(BaseSettings):
@@ -64,7 +64,7 @@ class CommonSettings(BaseSettings):
 
     def object_store(self, **pack_options: int) -> ObjectStore:
         """The object store these settings name (local folder or S3 bucket)."""
-        from sidecar_core.s3store import open_object_store
+        from sidecar_core.storage.s3store import open_object_store
 
         return open_object_store(self.object_store_url, self.objects_path, self.fsync,
                                  **pack_options)

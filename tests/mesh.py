@@ -21,7 +21,7 @@ from sqlalchemy import text
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from sidecar_core.db import Database
-from sidecar_core.subjects import Topology
+from sidecar_core.messaging.subjects import Topology
 from tests.model_fixtures import (
     garbage_registry_entry,
     write_garbage_model,
@@ -208,7 +208,11 @@ class Mesh(StoreReader):
             workflow_address=f"127.0.0.1:{self.ports['workflow']}",
             ingest_address=f"127.0.0.1:{self.ports['ingest']}",
             normalizer_address=f"127.0.0.1:{self.ports['normalizer']}")
-        if name in ("ingest", "preprocess"):
+        if name == "preprocess":
+            from imaging_svc.settings import ImagingSettings
+
+            return ImagingSettings(**common)
+        if name == "ingest":
             from ingest_svc.settings import IngestSettings
 
             return IngestSettings(**common, ingest_port=self.ports["ingest"], dicom_port=0,
@@ -233,8 +237,8 @@ class Mesh(StoreReader):
         """Starts (or starts again) one service's run(settings, stop) as a task."""
         if name in self.services and not self.services[name].task.done():
             raise RuntimeError(f"{name} is already running")
+        from imaging_svc import main as preprocess_main
         from ingest_svc import main as ingest_main
-        from ingest_svc.assets import worker as preprocess_main
         from normalizer_svc import main as normalizer_main
         from workflow_svc import main as workflow_main
 
@@ -360,7 +364,7 @@ class Mesh(StoreReader):
                                         interval=0.05))
 
     def object_path(self, key: str) -> Path:
-        from sidecar_core.objectstore import ObjectStore
+        from sidecar_core.storage.objectstore import ObjectStore
 
         return ObjectStore(self.data_dir / "objects", fsync=False).path(key)
 

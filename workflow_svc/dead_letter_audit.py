@@ -11,11 +11,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
-from sidecar_core.bus import Delivery
-from sidecar_core.consumed import first_time
 from sidecar_core.db import Database
 from sidecar_core.errors import TransientError
-from sidecar_core.subjects import (
+from sidecar_core.messaging.bus import Delivery
+from sidecar_core.messaging.consumed import first_time
+from sidecar_core.messaging.subjects import (
     AI_RUN_FINISHED,
     ASSET_PREPROCESSED,
     JOB_AI_RUN,

@@ -23,13 +23,14 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import audit, outbox
+from sidecar_core import audit
 from sidecar_core.audit import StudyRef
-from sidecar_core.bus import Bus
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument
+from sidecar_core.messaging import outbox
+from sidecar_core.messaging.bus import Bus
+from sidecar_core.messaging.subjects import JOB_AI_RUN, Topology
 from sidecar_core.store.models import AiRun, Facility, Study
-from sidecar_core.subjects import JOB_AI_RUN, Topology
 from workflow_svc.dead_letter_audit import decode_payload
 from workflow_svc.states import State, study_ref, transition
 

@@ -14,13 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protos.sidecar.events.v1 import review_events_pb2
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
-from sidecar_core import audit, outbox
+from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from sidecar_core.messaging import outbox
+from sidecar_core.messaging.subjects import REVIEW_CHANGED, Topology
 from sidecar_core.store.models import Finding, Instance, ReviewEvent, User
 from sidecar_core.store.models import Study as StudyRow
-from sidecar_core.subjects import REVIEW_CHANGED, Topology
 from workflow_svc import queries, states
 from workflow_svc.access import SEES_ALL, Caller
 from workflow_svc.worklist import load_row

@@ -13,8 +13,8 @@ from protos.sidecar.workflow.v1 import report_service_pb2 as pb
 from sidecar_core import audit
 from sidecar_core.db import Database
 from sidecar_core.errors import FailedPrecondition, InvalidArgument
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Draft, Facility, LlmTrace, Study
-from sidecar_core.subjects import Topology
 from workflow_svc.access import Caller
 from workflow_svc.llm.breaker import Breakers
 from workflow_svc.llm.context import build_context

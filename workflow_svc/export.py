@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import pydicom
-from pynetdicom import AE
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import report_events_pb2
-from sidecar_core import audit, outbox
+from sidecar_core import audit
 from sidecar_core.audit import StudyRef
-from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
+from sidecar_core.dicom.store_scu import (
+    AssociationRefused,
+    ContextRejected,
+    StoreSCU,
+    prepare,
+    status_of,
+)
 from sidecar_core.errors import PermanentError, TransientError
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.messaging import outbox
+from sidecar_core.messaging.bus import Delivery
+from sidecar_core.messaging.subjects import JOB_EXPORT, Topology
+from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import (
     AiRun,
     DerivedObject,
@@ -33,7 +39,6 @@ from sidecar_core.store.models import (
     ReviewEvent,
     Study,
 )
-from sidecar_core.subjects import JOB_EXPORT, Topology
 from workflow_svc.states import study_ref
 
 log = logging.getLogger(__name__)
@@ -71,7 +76,7 @@ class NotReady(TransientError):
 
 
 class DerivedResults:
-    """The latest version of each AI run's SR and SEG, written by ingest_svc's results writer;
+    """The latest version of each AI run's SR and SEG, written by imaging_svc's results writer;
     its SR already leaves rejected and ignored findings out."""
 
     def __init__(self, store: ObjectStore) -> None:
@@ -121,32 +126,24 @@ def c_store(destination: Destination, objects: Sequence[ExportObject],
             timeout_s: float = 30.0) -> dict[str, int]:
     """Sends each object on one association; returns SOP Instance UID → DIMSE status.
     Raises TransientError when the PACS cannot be reached or aborts."""
-    ae = AE(ae_title=CALLING_AE)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    datasets = [pydicom.dcmread(io.BytesIO(o.data)) for o in objects]
-    for ds in datasets:
-        ts = ds.file_meta.TransferSyntaxUID
-        if (ds.SOPClassUID, ts) not in {(c.abstract_syntax, t) for c in ae.requested_contexts
-                                        for t in c.transfer_syntax}:
-            ae.add_requested_context(ds.SOPClassUID, ts)
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
-    if not assoc.is_established:
-        raise TransientError(f"no association with {destination} (rejected, aborted or "
-                             "unreachable)")
+    items = [(o, prepare(o.data)) for o in objects]
     statuses: dict[str, int] = {}
     try:
-        for ds in datasets:
-            try:
-                status = assoc.send_c_store(ds)
-            except ValueError:  # no presentation context accepted for its class and syntax
-                statuses[str(ds.SOPInstanceUID)] = 0x0122  # refused: SOP class not supported
-                continue
-            if "Status" not in status:
-                raise TransientError(f"no C-STORE response from {destination}")
-            statuses[str(ds.SOPInstanceUID)] = int(status.Status)
-    finally:
-        if assoc.is_established:
-            assoc.release()
+        with StoreSCU(destination.host, destination.port, CALLING_AE, destination.ae_title,
+                      [item.context for _, item in items], timeout_s) as scu:
+            for o, item in items:
+                try:
+                    rsp = scu.store(item)
+                except (ContextRejected, ValueError):  # no context for its class and syntax
+                    statuses[o.sop_instance_uid] = 0x0122  # refused: SOP class not supported
+                    continue
+                status = status_of(rsp)
+                if status is None:
+                    raise TransientError(f"no C-STORE response from {destination}")
+                statuses[o.sop_instance_uid] = status
+    except AssociationRefused as exc:
+        raise TransientError(f"no association with {destination} (rejected, aborted or "
+                             "unreachable)") from exc
     return statuses
 
 

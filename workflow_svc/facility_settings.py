@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sidecar_core import audit
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility
-from sidecar_core.subjects import Topology
 
 _AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control chars
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")

@@ -19,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import report_events_pb2
-from sidecar_core import audit, outbox
+from sidecar_core import audit
 from sidecar_core.audit import StudyRef
-from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError, TransientError
+from sidecar_core.messaging import outbox
+from sidecar_core.messaging.bus import Delivery
+from sidecar_core.messaging.subjects import JOB_HANDOFF, Topology
 from sidecar_core.store.models import Facility, Finding, Handoff, LegacyReport, Study
-from sidecar_core.subjects import JOB_HANDOFF, Topology
 from workflow_svc.states import State, study_ref, transition
 
 log = logging.getLogger(__name__)

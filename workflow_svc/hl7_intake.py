@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, Hl7Message
-from sidecar_core.subjects import Topology
 from workflow_svc.hl7_ack import Verdict
 from workflow_svc.hl7_message import (
     E_INTERNAL,

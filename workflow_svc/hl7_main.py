@@ -9,10 +9,10 @@ from pathlib import Path
 
 from sidecar_core import service
 from sidecar_core.db import Database
-from sidecar_core.grpc_server import stop_event_on_signals
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.service import run_until_stopped
+from sidecar_core.serving.grpc_server import stop_event_on_signals
 from sidecar_core.settings import CommonSettings
-from sidecar_core.subjects import Topology
 from workflow_svc import hl7_intake
 from workflow_svc.hl7_ack import acks_for
 from workflow_svc.hl7_message import Header, decode, header_of

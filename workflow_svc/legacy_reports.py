@@ -14,8 +14,8 @@ from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, LegacyReport, Study
-from sidecar_core.subjects import Topology
 from workflow_svc import handoff
 from workflow_svc.states import State, check, study_ref, transition
 

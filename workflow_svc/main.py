@@ -7,13 +7,14 @@ import logging
 
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
-from sidecar_core import metrics, service
-from sidecar_core.bus import Bus
+from sidecar_core import service
 from sidecar_core.db import Database
-from sidecar_core.grpc_server import GrpcServer, stop_event_on_signals
-from sidecar_core.outbox import OutboxRelay
+from sidecar_core.messaging.bus import Bus
+from sidecar_core.messaging.outbox import OutboxRelay
+from sidecar_core.observability import metrics
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
+from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 from workflow_svc import operations_servicer, report_servicer, review_servicer
 from workflow_svc.dead_letter_audit import DeadLetterAuditor
 from workflow_svc.dead_letters import DeadLetters

@@ -12,8 +12,8 @@ from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument
-from sidecar_core.grpc_server import GrpcServer, handle_errors
-from sidecar_core.subjects import Topology
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
 from workflow_svc import analytics, facility_settings
 from workflow_svc.dead_letters import DeadLetters, Filter, Letter
 

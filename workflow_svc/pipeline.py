@@ -12,16 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core import audit, metrics, outbox
+from sidecar_core import audit
 from sidecar_core.audit import StudyRef
-from sidecar_core.bus import Delivery
-from sidecar_core.consumed import first_time
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError
-from sidecar_core.redelivery import record_if_redelivered
-from sidecar_core.registry import Registry
-from sidecar_core.store.models import AiRun, Facility, Study
-from sidecar_core.subjects import (
+from sidecar_core.messaging import outbox
+from sidecar_core.messaging.bus import Delivery
+from sidecar_core.messaging.consumed import first_time
+from sidecar_core.messaging.redelivery import record_if_redelivered
+from sidecar_core.messaging.subjects import (
     AI_RUN_FINISHED,
     ASSET_PREPROCESSED,
     JOB_AI_RUN,
@@ -30,6 +29,9 @@ from sidecar_core.subjects import (
     STUDY_RECEIVED,
     Topology,
 )
+from sidecar_core.observability import metrics
+from sidecar_core.registry import Registry
+from sidecar_core.store.models import AiRun, Facility, Study
 from workflow_svc.eligibility import decide
 from workflow_svc.facts import study_facts
 from workflow_svc.findings_store import store_findings

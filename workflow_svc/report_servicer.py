@@ -9,11 +9,11 @@ import grpc
 from protos.sidecar.workflow.v1 import report_service_pb2 as pb
 from protos.sidecar.workflow.v1 import report_service_pb2_grpc as pb_grpc
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
-from sidecar_core import idempotency
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument
-from sidecar_core.grpc_server import GrpcServer, handle_errors
-from sidecar_core.subjects import Topology
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.serving import idempotency
+from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
 from workflow_svc import drafts, hl7_intake, legacy_reports
 from workflow_svc.access import Caller
 from workflow_svc.hl7_ack import acks_for

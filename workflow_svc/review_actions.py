@@ -12,9 +12,9 @@ from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from sidecar_core import audit
 from sidecar_core.db import Database
 from sidecar_core.errors import FailedPrecondition, InvalidArgument, NotFound
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Finding, ReviewEvent, User
 from sidecar_core.store.models import Study as StudyRow
-from sidecar_core.subjects import Topology
 from workflow_svc import export, queries, states
 from workflow_svc.access import Caller
 from workflow_svc.states import State

@@ -10,8 +10,8 @@ import grpc
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc
 from sidecar_core.db import Database
-from sidecar_core.grpc_server import GrpcServer, handle_errors
-from sidecar_core.subjects import Topology
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
 from workflow_svc import decisions, review_actions, sessions, worklist
 from workflow_svc.access import Caller
 from workflow_svc.sessions import LoginLimits

@@ -7,7 +7,7 @@ import grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
-from sidecar_core.grpc_server import GrpcServer, handle_errors
+from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
 from workflow_svc import queries, users
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name

@@ -12,8 +12,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sidecar_core import audit
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, ResourceExhausted, Unauthenticated
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import LoginAttempt, RevokedToken
-from sidecar_core.subjects import Topology
 from workflow_svc import users
 
 ACTOR = "auth"

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.errors import FailedPrecondition
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, StateTransition, Study
-from sidecar_core.subjects import Topology
 
 
 class State(StrEnum):

@@ -24,11 +24,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
-from ingest_svc.parse import INDEX_KEYWORDS, STUDY_KEYWORDS
-from sidecar_core import dicom_json
 from sidecar_core.db import Database
+from sidecar_core.dicom import dicom_json
+from sidecar_core.dicom.parse import INDEX_KEYWORDS, STUDY_KEYWORDS
+from sidecar_core.dicom.uids import uid_problem
 from sidecar_core.store.models import Facility, Instance, Series, Study
-from sidecar_core.uids import uid_problem
 
 LEVELS = ("study", "series", "instance")
 MAX_LIMIT = 1000

@@ -10,10 +10,10 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from ingest_svc.pixels import PixelPipelineError, Window, decode_image
-from ingest_svc.pixels.display import display_frame, window_for
-from ingest_svc.pixels.png import encode_png
 from sidecar_core.errors import FailedPrecondition, InvalidArgument, NotFound
+from sidecar_core.pixels import PixelPipelineError, Window, decode_image
+from sidecar_core.pixels.display import display_frame, window_for
+from sidecar_core.pixels.png import encode_png
 
 MEDIA_TYPES = ("image/jpeg", "image/png")
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")

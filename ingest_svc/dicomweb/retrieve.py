@@ -13,10 +13,10 @@ from sqlalchemy.dialects.postgresql import insert
 
 from ingest_svc.dicomweb import series_index
 from sidecar_core.db import Database
+from sidecar_core.dicom.uids import uid_problem
 from sidecar_core.errors import InvalidArgument, NotFound
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import DicomwebSeriesIndex, Facility, Instance, Series, Study
-from sidecar_core.uids import uid_problem
 
 log = logging.getLogger(__name__)
 

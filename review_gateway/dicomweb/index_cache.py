@@ -15,7 +15,7 @@ import grpc
 
 from protos.sidecar.ingest.v1 import retrieve_service_pb2 as pb
 from review_gateway.errors import ApiError
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.storage.objectstore import ObjectStore
 
 _HTTP = {grpc.StatusCode.NOT_FOUND: (404, "NOT_FOUND"),
          grpc.StatusCode.INVALID_ARGUMENT: (400, "INVALID_ARGUMENT"),
@@ -27,7 +27,7 @@ _HTTP = {grpc.StatusCode.NOT_FOUND: (404, "NOT_FOUND"),
 def rpc_error(exc: grpc.aio.AioRpcError) -> ApiError:
     """The HTTP error for a failed RetrieveService call; details never carry paths."""
     status, code = _HTTP.get(exc.code(), (502, "UNAVAILABLE"))
-    from sidecar_core.grpc_server import error_info
+    from sidecar_core.serving.grpc_server import error_info
 
     info = error_info(exc)
     reason = info.reason if info is not None else exc.code().name

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from review_gateway.dicomweb import stow
-from sidecar_core.uids import uid_problem
+from sidecar_core.dicom.uids import uid_problem
 
 log = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pydicom
 
-from sidecar_core.dicom_json import dataset, element
+from sidecar_core.dicom.dicom_json import dataset, element
 
 DICOM = "application/dicom"
 # FailureReason (0008,1197) values (PS3.18 I.2 / PS3.4 B.2.3)

@@ -22,8 +22,8 @@ from protos.sidecar.ingest.v1 import retrieve_service_pb2 as pb
 from review_gateway.dicomweb import multipart, transcode
 from review_gateway.dicomweb.index_cache import SeriesEntry, WadoIndex, rpc_error
 from review_gateway.errors import ApiError
-from sidecar_core.objectstore import ObjectStore
-from sidecar_core.uids import uid_problem
+from sidecar_core.dicom.uids import uid_problem
+from sidecar_core.storage.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
 DICOM_JSON = "application/dicom+json"

@@ -23,7 +23,7 @@ SAMPLES = (("chest-ct", 7), ("mammo", 3), ("brain-mr", 5))
 
 
 def _samples(root: Path) -> list[Path]:
-    from ingest_svc.synth import generate
+    from sidecar_synth import generate
 
     folders = []
     for kind, seed in SAMPLES:

@@ -52,7 +52,7 @@ DEFAULT_PORTS = {
 SERVICES: list[tuple[str, str, str | None]] = [
     ("workflow", "workflow_svc.main", "workflow"),
     ("ingest", "ingest_svc.main", "ingest"),
-    ("preprocess", "ingest_svc.assets.worker", None),
+    ("preprocess", "imaging_svc.main", None),
     ("normalizer", "normalizer_svc.main", "normalizer"),
     ("gateway", "review_gateway.main", None),
     ("hl7", "workflow_svc.hl7_main", None),

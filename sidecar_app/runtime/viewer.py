@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from sidecar_app.runtime.ohif_fetch import DEFAULT_DIR, OhifLock, installed_version
-from sidecar_core.http_server import StoppableServer, serve_until
+from sidecar_core.serving.http_server import StoppableServer, serve_until
 from sidecar_core.settings import CommonSettings
 
 log = logging.getLogger("sidecar.viewer")
@@ -120,7 +120,7 @@ def create_app(settings: ViewerSettings) -> Starlette:
 
 
 async def run(settings: ViewerSettings) -> None:
-    from sidecar_core.grpc_server import stop_event_on_signals
+    from sidecar_core.serving.grpc_server import stop_event_on_signals
 
     stop = stop_event_on_signals()
     if not installed_version(settings.viewer_dir):

@@ -71,7 +71,7 @@ class Facility(Base):
     pacs_port: Mapped[int | None] = mapped_column(Integer)
     export_rejected: Mapped[str] = mapped_column(String(16), default="omit",
                                                  server_default="omit")
-    # quiet | association | explicit (migration 0009; ingest_svc.completion)
+    # quiet | association | explicit (migration 0009; ingest_svc.study.completion)
     completion_mode: Mapped[str] = mapped_column(String(16), default="quiet",
                                                  server_default="quiet")
     association_settle_s: Mapped[float] = mapped_column(Float, default=1.0,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ingest_svc.synth import generate
+from sidecar_synth import generate
 from tests.acceptance import browser as b
 from tests.acceptance.stack import Stack
 from tests.acceptance.test_review_ui import _send, _wait_ready, chromium, page  # noqa: F401

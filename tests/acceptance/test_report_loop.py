@@ -13,7 +13,7 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from ingest_svc.synth import generate
+from sidecar_synth import generate
 from tests.acceptance.stack import Stack, run_cli
 from tests.helpers import ct_slice, to_bytes
 from tests.http_peers import WebhookReceiver, serve

@@ -15,7 +15,7 @@ import httpx
 import pydicom
 import pytest
 
-from ingest_svc.synth import generate
+from sidecar_synth import generate
 from tests.acceptance.stack import SIDECAR, Stack, clean_env
 
 PASSWORD = "review acceptance pass phrase"

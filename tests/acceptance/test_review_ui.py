@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from ingest_svc.synth import generate
+from sidecar_synth import generate
 from tests.acceptance import browser as b
 from tests.acceptance.stack import Stack
 

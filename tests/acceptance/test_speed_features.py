@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from ingest_svc.synth import generate
+from sidecar_synth import generate
 from tests.acceptance.stack import Stack
 
 STORESCU = "/usr/bin/storescu"  # dcmtk's (the venv's pynetdicom scripts shadow the name)
@@ -95,7 +95,7 @@ def test_volume_processes_keep_freed_memory(stack: Stack) -> None:
     procs = _descendants(stack.proc.pid)
     found = set()
     for pid, cmd in procs.items():
-        name = next((n for n, marker in (("preprocess", "ingest_svc.assets.worker"),
+        name = next((n for n, marker in (("preprocess", "imaging_svc.main"),
                                          ("normalizer", "normalizer_svc.main"),
                                          ("triton", "bin/tritonserver"),
                                          ("gateway", "review_gateway.main"),

@@ -16,13 +16,13 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from ingest_svc.synth import generate
+from sidecar_synth import generate
 from tests.acceptance.stack import Stack, run_cli
 
 HAPPY_PATH = ["received", "processed", "ai_complete", "ready_for_review"]
 FINAL = {"ready_for_review", "ineligible", "preprocess_failed", "ai_failed"}
 MODULES = {"workflow": "workflow_svc.main", "ingest": "ingest_svc.main",
-           "preprocess": "ingest_svc.assets.worker", "normalizer": "normalizer_svc.main",
+           "preprocess": "imaging_svc.main", "normalizer": "normalizer_svc.main",
            "gateway": "review_gateway.main"}
 # The reference chest CT model finds its nodules in a study this size; rendering and inference
 # take seconds on this machine, long enough to be caught mid-job.

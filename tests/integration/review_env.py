@@ -16,10 +16,10 @@ from sqlalchemy import select, update
 from review_gateway.app import create_app
 from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
-from sidecar_core.grpc_server import GrpcServer
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.serving.grpc_server import GrpcServer
+from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
-from sidecar_core.subjects import Topology
 from tests.integration.test_workflow_queries import PASSWORD, Seeded, seed
 from workflow_svc import review_servicer, servicer
 from workflow_svc.sessions import LoginLimits

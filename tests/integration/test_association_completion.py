@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydicom.uid import generate_uid
 
-from ingest_svc.completion import set_completion
+from ingest_svc.study.completion import set_completion
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
 from tests.helpers import add_facility, ct_slice, to_bytes

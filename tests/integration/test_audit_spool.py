@@ -13,7 +13,7 @@ from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.audit_spool import AuditSpool, record_or_spool
 from sidecar_core.db import Database
-from sidecar_core.subjects import Topology
+from sidecar_core.messaging.subjects import Topology
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from sidecar_core.bus import ACK_WAIT_EXPIRED, Bus, Delivery, heartbeat_interval
 from sidecar_core.errors import TransientError
-from sidecar_core.subjects import ConsumerSpec, Topology
+from sidecar_core.messaging.bus import ACK_WAIT_EXPIRED, Bus, Delivery, heartbeat_interval
+from sidecar_core.messaging.subjects import ConsumerSpec, Topology
 from tests.servers import NatsServer
 
 pytestmark = pytest.mark.integration

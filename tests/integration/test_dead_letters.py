@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from ingest_svc.synth import generate
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
+from sidecar_synth import generate
 from tests.mesh import Mesh, isolated_mesh
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -16,10 +16,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from ingest_svc.synth import generate
 from protos.sidecar.events.v1 import review_events_pb2
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
-from sidecar_core.subjects import REVIEW_CHANGED
+from sidecar_core.messaging.subjects import REVIEW_CHANGED
+from sidecar_synth import generate
 from tests.mesh import Mesh, isolated_mesh
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -14,11 +14,11 @@ import pydicom
 import pytest
 from sqlalchemy import select, update
 
-from ingest_svc.derived.writer import DerivedResultsWriter
-from ingest_svc.synth import generate
+from imaging_svc.derived.writer import DerivedResultsWriter
 from sidecar_core.errors import PermanentError, TransientError
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.model_input import FORMAT
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import (
     AiRun,
     Asset,
@@ -30,11 +30,11 @@ from sidecar_core.store.models import (
     Series,
     Study,
 )
-from sidecar_core.subjects import Topology
+from sidecar_synth import generate
 
 pytestmark = [pytest.mark.integration]
 
-# A small synthetic brain MR (ingest_svc.synth), indexed by hand as ingest would.
+# A small synthetic brain MR (sidecar_synth), indexed by hand as ingest would.
 BRAIN = {"slices": 6, "rows": 48, "cols": 48, "lesions": 1}
 
 

@@ -20,14 +20,14 @@ import pytest
 from pydicom.data import get_testdata_files
 from pydicom.uid import generate_uid
 
-from ingest_svc.dimse_send import (
+from sidecar_core.dicom.store_scu import (
     AssociationRefused,
     ContextRejected,
     StoreSCU,
     prepare,
     status_of,
 )
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.storage.objectstore import ObjectStore
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.servers import free_port
 
@@ -359,7 +359,7 @@ def test_hand_encodings_match_pynetdicom() -> None:
     from pynetdicom.dsutils import create_file_meta, encode_file_meta
     from pynetdicom.pdu import P_DATA_TF
 
-    from ingest_svc.dimse_codec import Command, command_pdus, encode_response, file_header
+    from ingest_svc.dimse.codec import Command, command_pdus, encode_response, file_header
 
     cls, sop, ts = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2.1"
     meta = create_file_meta(sop_class_uid=cls, sop_instance_uid=sop, transfer_syntax=ts)

@@ -13,8 +13,8 @@ from sqlalchemy import text
 
 from sidecar_core.db import Database
 from sidecar_core.errors import FailedPrecondition
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, Finding, Instance, Series, Study
-from sidecar_core.subjects import Topology
 from tests.fake_llm import FakeLlm
 from tests.http_peers import serve
 from workflow_svc import drafts

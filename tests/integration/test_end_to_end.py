@@ -105,7 +105,7 @@ def _login(base: str, user: str, password: str) -> dict[str, str]:
 
 
 def test_chest_ct_end_to_end(tmp_path: Path) -> None:
-    from ingest_svc.synth import generate
+    from sidecar_synth import generate
 
     truth = generate("chest-ct", tmp_path / "study", seed=11)
     assert truth.lesions, "the synthetic study must contain a nodule"

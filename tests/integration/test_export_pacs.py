@@ -13,17 +13,17 @@ import pydicom
 import pytest
 from sqlalchemy import text
 
-from ingest_svc.derived.content import DerivedFinding, RunInfo, tracking_uid, uid_of
-from ingest_svc.derived.seg import build_seg
-from ingest_svc.derived.sr import build_sr
-from ingest_svc.synth import generate
+from imaging_svc.derived.content import DerivedFinding, RunInfo, tracking_uid, uid_of
+from imaging_svc.derived.seg import build_seg
+from imaging_svc.derived.sr import build_sr
 from protos.sidecar.events.v1 import report_events_pb2
-from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
 from sidecar_core.errors import TransientError
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.messaging.bus import Delivery
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import AiRun, DerivedObject, Facility, Instance, Series, Study
-from sidecar_core.subjects import Topology
+from sidecar_synth import generate
 from tests.orthanc_peer import available, orthanc
 from tests.servers import free_port
 from workflow_svc.export import DerivedResults, ExportWorker

@@ -23,8 +23,8 @@ from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2 as npb
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2_grpc as npb_grpc
 from sidecar_core.errors import TransientError
-from sidecar_core.grpc_server import GrpcServer
 from sidecar_core.registry import load_registry
+from sidecar_core.serving.grpc_server import GrpcServer
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ingest_svc.assets.viewports import ViewportRenderer
-from ingest_svc.viewport_servicer import ViewportServicer
+from ingest_svc.rpc.viewport_servicer import ViewportServicer
 from protos.sidecar.ingest.v1 import viewport_service_pb2 as viewport_pb
 from protos.sidecar.ingest.v1 import viewport_service_pb2_grpc as viewport_grpc
 from review_gateway import auth
@@ -27,9 +26,10 @@ from review_gateway.health import DependencyStatus
 from review_gateway.main import run
 from review_gateway.settings import GatewaySettings, load_or_create_secret
 from sidecar_core.db import Database
-from sidecar_core.grpc_server import GrpcServer
-from sidecar_core.objectstore import ObjectStore
-from sidecar_core.subjects import Topology
+from sidecar_core.display.viewports import ViewportRenderer
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.serving.grpc_server import GrpcServer
+from sidecar_core.storage.objectstore import ObjectStore
 from tests.integration.test_workflow_queries import PASSWORD, Seeded, seed
 from tests.servers import free_port
 from workflow_svc import review_servicer, servicer

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import text
 
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core.bus import Bus
 from sidecar_core.db import Database
-from sidecar_core.outbox import OutboxRelay
+from sidecar_core.messaging.bus import Bus
+from sidecar_core.messaging.outbox import OutboxRelay
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, Study
-from sidecar_core.subjects import Topology
 from tests.http_peers import WebhookReceiver, serve
 from tests.servers import NatsServer, free_port
 from workflow_svc import handoff, legacy_reports

@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import text
 
 from protos.sidecar.events.v1 import events_pb2
-from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
+from sidecar_core.messaging.bus import Delivery
+from sidecar_core.messaging.subjects import STUDY_RECEIVED, Topology
 from sidecar_core.registry import load_registry
 from sidecar_core.store.models import Facility, Study
-from sidecar_core.subjects import STUDY_RECEIVED, Topology
 from workflow_svc.hl7_main import make_handler
 from workflow_svc.hl7_mllp import END, START, MllpServer
 from workflow_svc.pipeline import Pipeline

@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest_svc.synth import generate
-from ingest_svc.synth.readback import read_study
 from normalizer_svc.builtin.model_input import ModelInput
 from normalizer_svc.circuit import CircuitBreaker, CircuitBreakers, CircuitState
 from normalizer_svc.inference import RetryPolicy, builtin_normaliser, run_model
@@ -20,6 +18,8 @@ from normalizer_svc.triton import TritonClient, TritonPermanentError, TritonTran
 from normalizer_svc.validation import InvalidResult
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.registry import InputSpec, ModelEntry, OutputSpec, load_registry
+from sidecar_synth import generate
+from sidecar_synth.readback import read_study
 from tests.servers import free_port
 from tests.triton_server import TritonServer, build_model_repository
 

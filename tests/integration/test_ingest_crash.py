@@ -20,11 +20,11 @@ import psycopg
 import pytest
 from pydicom.uid import generate_uid
 
-from ingest_svc.dimse_send import Outgoing, StoreSCU, prepare, status_of
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
-from sidecar_core.objectstore import ObjectStore
-from sidecar_core.packstore import PackKey
+from sidecar_core.dicom.store_scu import Outgoing, StoreSCU, prepare, status_of
+from sidecar_core.storage.objectstore import ObjectStore
+from sidecar_core.storage.packstore import PackKey
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.servers import free_port, wait_port
 

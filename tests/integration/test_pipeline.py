@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
-from ingest_svc.synth import generate
 from sidecar_core.store.models import Series
+from sidecar_synth import generate
 from tests.mesh import Mesh, isolated_mesh
 from tests.model_fixtures import GARBAGE_MODEL
 from workflow_svc import queries

@@ -12,9 +12,9 @@ from sqlalchemy import text
 from protos.sidecar.workflow.v1 import report_service_pb2 as pb
 from protos.sidecar.workflow.v1 import report_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
-from sidecar_core.grpc_server import GrpcServer
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.store.models import Facility, Study
-from sidecar_core.subjects import Topology
 from tests.integration.test_hl7_mllp import oru
 from workflow_svc import report_servicer
 

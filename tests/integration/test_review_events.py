@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from review_gateway.main import run
-from sidecar_core.bus import Bus
 from sidecar_core.db import Database
-from sidecar_core.outbox import OutboxRelay
+from sidecar_core.messaging.bus import Bus
+from sidecar_core.messaging.outbox import OutboxRelay
 from tests.integration.review_env import TOPOLOGY, review_env
 from tests.servers import NatsServer, free_port
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sidecar_core.objectstore import ObjectStore
-from sidecar_core.s3store import S3ObjectStore, open_object_store
+from sidecar_core.storage.objectstore import ObjectStore
+from sidecar_core.storage.s3store import S3ObjectStore, open_object_store
 from tests.moto_s3 import CREDENTIALS, S3Server, moto_server
 
 pytestmark = pytest.mark.integration

@@ -10,9 +10,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ingest_svc.synth import generate
-from ingest_svc.synth.readback import read_study, to_npz_bytes
 from normalizer_svc.builtin import BUILTIN_NORMALISERS, ModelInput
+from sidecar_synth import generate
+from sidecar_synth.readback import read_study, to_npz_bytes
 from tests.triton_server import TritonServer, build_model_repository, infer_reference_model
 
 pytestmark = pytest.mark.integration

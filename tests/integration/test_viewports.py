@@ -11,11 +11,11 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
-from ingest_svc.synth import generate
 from protos.sidecar.ingest.v1 import viewport_service_pb2 as vpb
 from protos.sidecar.ingest.v1 import viewport_service_pb2_grpc as vgrpc
-from sidecar_core.grpc_server import error_info
+from sidecar_core.serving.grpc_server import error_info
 from sidecar_core.store.models import Asset, Series
+from sidecar_synth import generate
 from tests.mesh import Mesh, isolated_mesh
 from workflow_svc import queries
 

@@ -31,8 +31,8 @@ from review_gateway import auth
 from review_gateway.app import create_app
 from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
-from sidecar_core.grpc_server import GrpcServer
-from sidecar_core.subjects import Topology
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.serving.grpc_server import GrpcServer
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.integration.test_dimse import running_ingest
 from tests.servers import free_port, wait_port

@@ -17,8 +17,8 @@ from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
-from sidecar_core.grpc_server import GrpcServer, error_info
-from sidecar_core.objectstore import ObjectStore
+from sidecar_core.serving.grpc_server import GrpcServer, error_info
+from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
 from workflow_svc import queries, servicer, users
 

@@ -11,12 +11,12 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from ingest_svc.synth import generate
-from ingest_svc.synth.readback import read_study, to_npz_bytes
 from normalizer_svc.builtin import BUILTIN_NORMALISERS, InvalidModelOutput, ModelInput
 from normalizer_svc.builtin.labelling import bounding_boxes, label
 from normalizer_svc.builtin.mammo_masses import merge_view_outputs
 from normalizer_svc.geometry import voxel_to_patient
+from sidecar_synth import generate
+from sidecar_synth.readback import read_study, to_npz_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "deploy" / "triton" / "models"

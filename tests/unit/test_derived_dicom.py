@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from ingest_svc.derived.content import (
+from imaging_svc.derived.content import (
     DerivedFinding,
     RunInfo,
     fingerprint,
@@ -21,11 +21,11 @@ from ingest_svc.derived.content import (
     tracking_uid,
     uid_of,
 )
-from ingest_svc.derived.seg import build_seg
-from ingest_svc.derived.sr import build_sr
-from ingest_svc.synth import generate
+from imaging_svc.derived.seg import build_seg
+from imaging_svc.derived.sr import build_sr
+from sidecar_synth import generate
 
-# Synthetic studies (ingest_svc.synth): a small chest CT and a small brain MR.
+# Synthetic studies (sidecar_synth): a small chest CT and a small brain MR.
 CHEST = {"slices": 12, "rows": 64, "cols": 64}
 BRAIN = {"slices": 8, "rows": 64, "cols": 64, "lesions": 1}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.registry import REGISTRY
 
-from sidecar_core import metrics  # noqa: F401  (registers the sidecar's metrics)
+from sidecar_core.observability import metrics  # noqa: F401  (registers the sidecar's metrics)
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "sidecar-dashboard.json"
 

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from sidecar_core import logs
+from sidecar_core.observability import logs
 
 
 def _capture() -> tuple[logging.Logger, io.StringIO]:

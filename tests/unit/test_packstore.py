@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_core.objectstore import OVERLAP_HASH_BYTES, ObjectStore
-from sidecar_core.packstore import HEADER, PackError, PackKey, PackReader, PackWriter
+from sidecar_core.storage.objectstore import OVERLAP_HASH_BYTES, ObjectStore
+from sidecar_core.storage.packstore import HEADER, PackError, PackKey, PackReader, PackWriter
 
 
 def test_appended_records_read_back_by_key(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_a_partial_write_is_completed(tmp_path: Path, monkeypatch: pytest.Monkey
     def partial(fd: int, buffers: list[bytes], offset: int) -> int:
         return real_pwrite(fd, b"".join(buffers)[:HEADER.size + 10], offset)
 
-    monkeypatch.setattr("sidecar_core.packstore.os.pwritev", partial)
+    monkeypatch.setattr("sidecar_core.storage.packstore.os.pwritev", partial)
     writer = PackWriter(tmp_path)
     blob = os.urandom(100_000)
     key = writer.append(blob)
@@ -129,7 +129,7 @@ def test_a_failed_large_write_leaves_no_object(tmp_path: Path,
     def disk_full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("sidecar_core.objectstore.os.fdatasync", disk_full)
+    monkeypatch.setattr("sidecar_core.storage.objectstore.os.fdatasync", disk_full)
     big = os.urandom(OVERLAP_HASH_BYTES)
     with pytest.raises(OSError, match="No space"):
         store.put(big)

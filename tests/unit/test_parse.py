@@ -37,9 +37,9 @@ from pydicom.uid import (
     JPEG2000Lossless,
 )
 
-from ingest_svc import parse
-from ingest_svc.header import Unsupported
-from ingest_svc.parse import Rejected, _parse_with_pydicom, parse_instance
+from sidecar_core.dicom import parse
+from sidecar_core.dicom.header import Unsupported
+from sidecar_core.dicom.parse import Rejected, _parse_with_pydicom, parse_instance
 from tests.helpers import ct_slice, to_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # pydicom warns about the odd objects

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image, ImageSequence
 from pydicom.dataset import Dataset
 
-from ingest_svc.assets.overlays import SliceMarks, render_overlay
-from ingest_svc.assets.render import preview_gif, thumbnail_png, viewport_pngs
-from ingest_svc.pixels import decode_image, decode_series, model_input_from_series
-from ingest_svc.pixels.display import fit_size
-from ingest_svc.pixels.geometry import pixel_aspect
+from imaging_svc.assets.overlays import SliceMarks, render_overlay
+from sidecar_core.display.render import preview_gif, thumbnail_png, viewport_pngs
+from sidecar_core.pixels import decode_image, decode_series, model_input_from_series
+from sidecar_core.pixels.display import fit_size
+from sidecar_core.pixels.geometry import pixel_aspect
 from tests.unit.test_pixels_support import make_image, reread
 
 # Every dataset here is built in the test with pydicom (tests/unit/test_pixels_support.py).

@@ -7,13 +7,13 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEGLSLossless, RLELossless
 
-from ingest_svc.pixels import (
+from sidecar_core.pixels import (
     MissingPixelData,
     TruncatedPixelData,
     UnsupportedTransferSyntax,
     decode_image,
 )
-from ingest_svc.pixels.errors import InvalidPixelDescription
+from sidecar_core.pixels.errors import InvalidPixelDescription
 from tests.unit.test_pixels_support import make_image, reread
 
 # Every dataset here is built in the test with pydicom (tests/unit/test_pixels_support.py);

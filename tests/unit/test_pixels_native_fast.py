@@ -12,8 +12,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from ingest_svc.pixels import decode_image
-from ingest_svc.pixels.decode import _describe, _native_monochrome, transfer_syntax_of
+from sidecar_core.pixels import decode_image
+from sidecar_core.pixels.decode import _describe, _native_monochrome, transfer_syntax_of
 
 
 def _fast(ds: Dataset) -> np.ndarray | None:

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from ingest_svc.pixels import (
+from sidecar_core.pixels import (
     IncompatibleSlices,
     OrderingIssue,
     decode_series,
     order_slices,
 )
-from ingest_svc.pixels.geometry import SliceRef
-from ingest_svc.pixels.ordering import BY_INSTANCE_NUMBER, BY_SLICE_NORMAL, BY_SOP_INSTANCE_UID
+from sidecar_core.pixels.geometry import SliceRef
+from sidecar_core.pixels.ordering import BY_INSTANCE_NUMBER, BY_SLICE_NORMAL, BY_SOP_INSTANCE_UID
 from tests.unit.test_pixels_support import make_image, make_series, reread
 
 # Series are built in the tests with pydicom (tests/unit/test_pixels_support.py); slice i

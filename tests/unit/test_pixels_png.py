@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ingest_svc.pixels.png import encode_png
+from sidecar_core.pixels.png import encode_png
 
 RNG = np.random.default_rng(99)
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image, ImageSequence
 from pydicom.dataset import Dataset
 
-from ingest_svc.assets.render import preview_gif, thumbnail_png, viewport_pngs
-from ingest_svc.pixels import decode_image, decode_series
-from ingest_svc.pixels.presentation import inverts_display, presentation_lut_shape
+from sidecar_core.display.render import preview_gif, thumbnail_png, viewport_pngs
+from sidecar_core.pixels import decode_image, decode_series
+from sidecar_core.pixels.presentation import inverts_display, presentation_lut_shape
 from tests.unit.test_pixels_support import make_image, reread
 
 # Every dataset here is built in the test with pydicom (tests/unit/test_pixels_support.py).

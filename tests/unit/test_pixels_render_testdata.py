@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from ingest_svc.assets.render import preview_gif, thumbnail_png, viewport_png
-from ingest_svc.pixels import PixelDecodeError, decode_image
-from ingest_svc.pixels.display import fit_size, window_for
+from sidecar_core.display.render import preview_gif, thumbnail_png, viewport_png
+from sidecar_core.pixels import PixelDecodeError, decode_image
+from sidecar_core.pixels.display import fit_size, window_for
 from tests.unit import test_pixels_testdata as collection
 
 # Files of pydicom's test collection used by name below (the rest come from the collection).

@@ -12,7 +12,7 @@ import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
 
-from ingest_svc.pixels import (
+from sidecar_core.pixels import (
     CorruptPixelData,
     DecodedImage,
     InvalidPixelDescription,

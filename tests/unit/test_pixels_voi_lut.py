@@ -10,8 +10,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_voi
 
-from ingest_svc.assets.render import presets_for, thumbnail_png, viewport_pngs
-from ingest_svc.pixels import (
+from sidecar_core.display.render import presets_for, thumbnail_png, viewport_pngs
+from sidecar_core.pixels import (
     InvalidVoiLut,
     VoiLut,
     apply_voi_lut,
@@ -19,8 +19,8 @@ from ingest_svc.pixels import (
     decode_image,
     decode_series,
 )
-from ingest_svc.pixels.display import window_for
-from ingest_svc.pixels.voi_lut import read_voi_lut
+from sidecar_core.pixels.display import window_for
+from sidecar_core.pixels.voi_lut import read_voi_lut
 from tests.unit.test_pixels_support import make_image, reread
 
 # Every dataset here is built in the test with pydicom (tests/unit/test_pixels_support.py);

@@ -8,7 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from ingest_svc.pixels import (
+from sidecar_core.model_input import VIEW_MIN_BYTES, _stored_view, read_arrays
+from sidecar_core.pixels import (
     MODEL_INPUT_FORMAT,
     DuplicateSlicePositions,
     InconsistentOrientation,
@@ -18,8 +19,7 @@ from ingest_svc.pixels import (
     load_model_input,
     save_model_input,
 )
-from ingest_svc.pixels.volume import compact_volume
-from sidecar_core.model_input import VIEW_MIN_BYTES, _stored_view, read_arrays
+from sidecar_core.pixels.volume import compact_volume
 from tests.unit.test_pixels_support import make_image, make_series, reread
 
 # Series are built in the tests with pydicom (tests/unit/test_pixels_support.py).

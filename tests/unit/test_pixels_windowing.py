@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingest_svc.pixels import (
+from sidecar_core.pixels import (
     CT_PRESETS,
     InvalidWindow,
     UnknownPreset,
@@ -15,7 +15,7 @@ from ingest_svc.pixels import (
     presets_for,
     resolve_window,
 )
-from ingest_svc.pixels.windowing import LINEAR_EXACT, SIGMOID, auto_window, default_preset
+from sidecar_core.pixels.windowing import LINEAR_EXACT, SIGMOID, auto_window, default_preset
 
 
 def _linear_reference(x: float, c: float, w: float) -> int:

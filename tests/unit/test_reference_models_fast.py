@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingest_svc.synth import generate
-from ingest_svc.synth.readback import read_study
 from normalizer_svc.builtin import ModelInput
+from sidecar_synth import generate
+from sidecar_synth.readback import read_study
 from tests.unit.test_builtin_normalisers import load_model
 
 # The case: flat tissue at 900, detector noise sigma 25, 0.5 mm pixels, two 7-12 mm masses.

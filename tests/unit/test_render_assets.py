@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from ingest_svc.assets.render import (
+from sidecar_core.display.render import (
     overlay_png,
     presets_for,
     preview_gif,
@@ -16,8 +16,8 @@ from ingest_svc.assets.render import (
     viewport_png,
     viewport_pngs,
 )
-from ingest_svc.pixels import CT_PRESETS, WindowUnavailable, decode_image, decode_series
-from ingest_svc.pixels.overlay import MASK_COLOR, heatmap_lut
+from sidecar_core.pixels import CT_PRESETS, WindowUnavailable, decode_image, decode_series
+from sidecar_core.pixels.overlay import MASK_COLOR, heatmap_lut
 from tests.unit.test_pixels_support import make_image, make_series, reread
 
 # Images are built in the tests with pydicom (tests/unit/test_pixels_support.py).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from ingest_svc.receive import storage_failure
+from ingest_svc.study.receive import storage_failure
 
 
 def test_a_multi_line_libpq_error_becomes_one_line_that_ends_with_the_advice() -> None:

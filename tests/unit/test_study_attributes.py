@@ -6,8 +6,8 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from ingest_svc import parse
-from ingest_svc.parse import _parse_with_pydicom, parse_instance
+from sidecar_core.dicom import parse
+from sidecar_core.dicom.parse import _parse_with_pydicom, parse_instance
 from tests.helpers import ct_slice, to_bytes
 
 LIMIT = 1 << 30

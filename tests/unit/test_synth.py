@@ -14,9 +14,9 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from ingest_svc.synth import GROUND_TRUTH_FILE, GroundTruth, generate
-from ingest_svc.synth.readback import read_study
-from sidecar_core.uids import is_valid_uid
+from sidecar_core.dicom.uids import is_valid_uid
+from sidecar_synth import GROUND_TRUTH_FILE, GroundTruth, generate
+from sidecar_synth.readback import read_study
 
 SMALL_CT = {"slices": 40, "rows": 128, "cols": 128, "fov_mm": 340.0, "slice_spacing": 5.0}
 SMALL_MR = {"slices": 24, "rows": 128, "cols": 128}

@@ -7,9 +7,9 @@ import io
 import pytest
 from pydicom.dataset import Dataset
 
-from ingest_svc.assets.render import presets_for, viewport_pngs
-from ingest_svc.assets.viewports import render_slice, series_windows, slice_refs
-from ingest_svc.pixels import decode_series
+from sidecar_core.display.render import presets_for, viewport_pngs
+from sidecar_core.display.viewports import render_slice, series_windows, slice_refs
+from sidecar_core.pixels import decode_series
 from tests.unit.test_pixels_support import make_series
 
 

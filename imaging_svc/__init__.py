@@ -1,0 +1,1 @@
+"""Imaging service: display assets, overlays and DICOM SR/SEG results of the stored studies."""

@@ -1,1 +1,0 @@
-"""Derived display assets (thumbnails, viewport images, previews, overlays) rendered as bytes."""

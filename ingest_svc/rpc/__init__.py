@@ -1,0 +1,1 @@
+"""The ingest's gRPC servicers: thin protobuf mappings onto receive, DICOMweb and viewports."""

@@ -1,0 +1,1 @@
+"""Receiving a study: store and index each instance, refused studies, study completion."""

@@ -1,0 +1,1 @@
+"""Display images for ingest and imaging: PNG/GIF rendering and the on-demand viewport store."""

@@ -1,0 +1,1 @@
+"""The NATS bus: subjects, publish and consume, transactional outbox, idempotent consumers."""

@@ -1,0 +1,137 @@
+"""Transactional outbox: messages are written with the state change and relayed to JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from google.protobuf.message import Message
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from sidecar_core.db import Database
+from sidecar_core.messaging.bus import Bus
+from sidecar_core.observability import tracing
+from sidecar_core.store.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+CHANNEL = "sidecar_outbox"
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+
+
+async def enqueue(session: AsyncSession | AsyncConnection, subject: str, msg_id: str,
+                  message: Message) -> None:
+    """Adds a message to the outbox inside the caller's transaction (deduplicated by msg_id)."""
+    await enqueue_raw(session, subject, msg_id, message.SerializeToString())
+
+
+async def enqueue_raw(session: AsyncSession | AsyncConnection, subject: str, msg_id: str,
+                      payload: bytes) -> None:
+    await session.execute(
+        insert(OutboxMessage)
+        .values(subject=subject, msg_id=msg_id, payload=payload,
+                trace_context=tracing.current_traceparent())
+        .on_conflict_do_nothing(index_elements=["msg_id"])
+    )
+    # Wakes every relay when the transaction commits (PostgreSQL folds repeats into one).
+    await session.execute(_NOTIFY)
+
+
+def enqueue_sync(conn: psycopg.Connection[Any], subject: str, msg_id: str,
+                 payload: bytes) -> None:
+    """`enqueue` on a plain psycopg connection, in its current transaction."""
+    conn.execute("INSERT INTO outbox (subject, msg_id, payload, trace_context) "
+                 "VALUES (%s, %s, %s, %s) ON CONFLICT (msg_id) DO NOTHING",
+                 (subject, msg_id, payload, tracing.current_traceparent()))
+    conn.execute(f"SELECT pg_notify('{CHANNEL}', '')")
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows in order; safe to run in several processes at once."""
+
+    def __init__(self, db: Database, bus: Bus, poll_s: float = 2.0, batch: int = 200,
+                 coalesce_s: float = 0.005) -> None:
+        """Woken by LISTEN/NOTIFY on commit; `poll_s` is only the safety net when idle.
+
+        After a wake-up the relay waits `coalesce_s` so that a burst of commits (one audit
+        event per duplicate instance of a re-sent study, say) is relayed as one batch."""
+        self.db = db
+        self.bus = bus
+        self.poll_s = poll_s
+        self.batch = batch
+        self.coalesce_s = coalesce_s
+        self.wake = asyncio.Event()
+
+    async def relay_once(self) -> int:
+        async with self.db.unit_of_work() as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(OutboxMessage)
+                        .where(OutboxMessage.published_at.is_(None))
+                        .order_by(OutboxMessage.id)
+                        .limit(self.batch)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            # in order on one connection, the acknowledgements awaited together; if one
+            # fails the batch is published again and JetStream drops the repeats (Nats-Msg-Id)
+            await asyncio.gather(*(self.bus.publish(
+                row.subject, row.payload, row.msg_id,
+                {tracing.TRACEPARENT: row.trace_context} if row.trace_context else None)
+                for row in rows))
+            if rows:
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_([r.id for r in rows]))
+                    .values(published_at=datetime.now(UTC))
+                )
+            return len(rows)
+
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Sets `wake` on every outbox NOTIFY; reconnects after a lost connection."""
+        while not stop.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.db.libpq_url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.wake.set()  # catch up with anything committed before LISTEN
+                    while not stop.is_set():
+                        async for _ in conn.notifies(timeout=1.0):
+                            self.wake.set()
+            except Exception:
+                log.warning("outbox listener lost its connection; reconnecting", exc_info=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = asyncio.create_task(self.listen(stop))
+        try:
+            await self._relay(stop)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                n = await self.relay_once()
+            except Exception:
+                log.warning("outbox relay failed; retrying", exc_info=True)
+                n = 0
+                await asyncio.sleep(1.0)
+            if n == 0:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=self.poll_s)
+                if self.coalesce_s > 0:
+                    await asyncio.sleep(self.coalesce_s)

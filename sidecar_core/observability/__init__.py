@@ -1,0 +1,1 @@
+"""What every process reports: JSON logs, Prometheus metrics, OpenTelemetry traces."""

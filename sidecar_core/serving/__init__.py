@@ -1,0 +1,1 @@
+"""Serving requests: the gRPC server bootstrap, uvicorn the mesh's way, request_id idempotency."""
