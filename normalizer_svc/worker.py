@@ -19,6 +19,7 @@ from normalizer_svc.inference import Inferer, Normaliser, RetryPolicy, builtin_n
 from normalizer_svc.validation import InvalidResult
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit, metrics, outbox
+from sidecar_core.ai_run_status import TERMINAL, AiRunStatus, is_terminal
 from sidecar_core.audit import StudyRef
 from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
@@ -31,7 +32,6 @@ from sidecar_core.subjects import AI_RUN_FINISHED, Topology
 
 log = logging.getLogger(__name__)
 ACTOR = "normalizer_svc"
-TERMINAL = {"completed", "failed", "invalid"}
 
 
 class AiRunWorker:
@@ -87,8 +87,8 @@ class AiRunWorker:
                     .limit(1)
                 )
             ).scalar_one_or_none()
-        if run.status in TERMINAL:
-            return  # redelivered after the result was published
+        if is_terminal(run.status):
+            return  # redelivered after the result was published (or the run was re-driven)
         ref = StudyRef(
             job.study.facility, job.study.accession, job.study.study_instance_uid, run.study_id
         )
@@ -101,7 +101,7 @@ class AiRunWorker:
                 ref,
                 job.job_id,
                 delivery.attempt,
-                "failed",
+                AiRunStatus.FAILED,
                 error=PermanentError(f"model {run.model_name} not in registry"),
             )
             log.warning("unknown model: %s", exc)
@@ -127,11 +127,13 @@ class AiRunWorker:
         except InvalidResult as exc:
             # The run is stored as invalid; the job goes to the dead letters, where an operator
             # can re-drive it once the model is fixed.
-            await self._finish(run, ref, job.job_id, delivery.attempt, "invalid", error=exc)
+            await self._finish(run, ref, job.job_id, delivery.attempt, AiRunStatus.INVALID,
+                               error=exc)
             raise PermanentError(f"invalid result: {exc}") from exc
         except TransientError as exc:
             if delivery.is_last_attempt:
-                await self._finish(run, ref, job.job_id, delivery.attempt, "failed", error=exc)
+                await self._finish(run, ref, job.job_id, delivery.attempt, AiRunStatus.FAILED,
+                                   error=exc)
                 raise  # the bus dead-letters the last attempt
             async with self.db.unit_of_work() as s:
                 await audit.record(
@@ -147,7 +149,8 @@ class AiRunWorker:
                 )
             raise
         except (PermanentError, OSError, ValueError) as exc:
-            await self._finish(run, ref, job.job_id, delivery.attempt, "failed", error=exc)
+            await self._finish(run, ref, job.job_id, delivery.attempt, AiRunStatus.FAILED,
+                               error=exc)
             if isinstance(exc, PermanentError):
                 raise
             raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
@@ -163,7 +166,7 @@ class AiRunWorker:
             ref,
             job.job_id,
             delivery.attempt,
-            "completed",
+            AiRunStatus.COMPLETED,
             findings=findings,
             version=result.model_version,
             latency={**result.latency_ms, "total": (time.monotonic() - t0) * 1000},
@@ -183,7 +186,7 @@ class AiRunWorker:
             await s.execute(
                 update(AiRun)
                 .where(AiRun.id == run_id, AiRun.status.not_in(TERMINAL))
-                .values(status="running", attempts=attempt)
+                .values(status=AiRunStatus.RUNNING, attempts=attempt)
             )
             await audit.record(
                 s,
@@ -202,7 +205,7 @@ class AiRunWorker:
         ref: StudyRef,
         job_id: str,
         attempt: int,
-        status: str,
+        status: AiRunStatus,
         *,
         error: BaseException | None = None,
         findings: list | None = None,
@@ -212,7 +215,7 @@ class AiRunWorker:
         msg = events_pb2.AiRunFinished(
             ai_run_id=str(run.id),
             study_id=str(run.study_id),
-            status=status,
+            status=status.value,
             findings=findings or [],
             attempts=attempt,
             model_version=version,
@@ -224,7 +227,7 @@ class AiRunWorker:
             await outbox.enqueue(
                 s, self.topology.subject(AI_RUN_FINISHED), f"ai_run.finished:{run.id}", msg
             )
-        metrics.AI_RUNS.labels(run.model_name, status).inc()
+        metrics.AI_RUNS.labels(run.model_name, status.value).inc()
         if latency and "infer" in latency:
             metrics.INFERENCE_SECONDS.labels(run.model_name).observe(latency["infer"] / 1000)
-        log.info("ai run %s (%s) %s", run.id, run.model_name, status)
+        log.info("ai run %s (%s) %s", run.id, run.model_name, status.value)

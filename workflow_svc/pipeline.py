@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit, metrics, outbox
+from sidecar_core.ai_run_status import AiRunStatus, is_terminal, outcome
 from sidecar_core.audit import StudyRef
 from sidecar_core.bus import Delivery
 from sidecar_core.consumed import first_time
@@ -39,8 +40,6 @@ from workflow_svc.states import State, study_ref, transition
 log = logging.getLogger(__name__)
 ACTOR = "workflow_svc"
 CONSUMER = "workflow-events"
-# "redriven": failed, then replaced by a new run an operator re-drove (dead letters).
-TERMINAL_RUN = {"completed", "failed", "invalid", "redriven"}
 
 
 class Pipeline:
@@ -191,7 +190,7 @@ class Pipeline:
                 study_id=study.id,
                 series_id=series_id,
                 model_name=model_name,
-                status="queued",
+                status=AiRunStatus.QUEUED,
             )
             s.add(run)
             await s.flush()
@@ -220,14 +219,18 @@ class Pipeline:
                 select(AiRun).where(AiRun.id == uuid.UUID(msg.ai_run_id)).with_for_update()
             )
         ).scalar_one()
-        if run.status in TERMINAL_RUN:
+        if is_terminal(run.status):
             return
+        try:
+            status = outcome(msg.status)
+        except ValueError as exc:
+            raise PermanentError(f"AI run {run.id}: {exc}") from exc
         study = await _study(s, str(run.study_id))
         ref = await study_ref(s, study)
         facility = (
             await s.execute(select(Facility).where(Facility.id == study.facility_id))
         ).scalar_one()
-        run.status = msg.status
+        run.status = status
         run.attempts = msg.attempts
         run.model_version = msg.model_version
         run.error_class = msg.error_class[:64]
@@ -240,7 +243,7 @@ class Pipeline:
             "ai_run_id": str(run.id),
             "attempts": msg.attempts,
         }
-        if msg.status == "completed":
+        if status is AiRunStatus.COMPLETED:
             visible = not facility.shadow_mode
             threshold = self._operating_threshold(run.model_name)
             run.operating_threshold = threshold
@@ -263,7 +266,7 @@ class Pipeline:
                 },
             )
         else:
-            event = "ai_result.invalid" if msg.status == "invalid" else "ai_run.failed"
+            event = "ai_result.invalid" if status is AiRunStatus.INVALID else "ai_run.failed"
             await audit.record(
                 s,
                 self.topology,
@@ -285,13 +288,13 @@ class Pipeline:
             .scalars()
             .all()
         )
-        statuses = [st for st in statuses if st != "redriven"]
-        if not statuses or any(st not in TERMINAL_RUN for st in statuses):
+        statuses = [st for st in statuses if st != AiRunStatus.REDRIVEN]
+        if not statuses or not all(is_terminal(st) for st in statuses):
             return
         if study.state != State.PROCESSED:
             return
-        if any(st == "completed" for st in statuses):
-            partial = any(st != "completed" for st in statuses)
+        if AiRunStatus.COMPLETED in statuses:
+            partial = any(st != AiRunStatus.COMPLETED for st in statuses)
             await s.execute(
                 update(Study)
                 .where(Study.id == study.id)

@@ -32,6 +32,7 @@ from ingest_svc.derived.sr import SR_SERIES_NUMBER, build_sr
 from ingest_svc.parse import parse_instance
 from protos.sidecar.events.v1 import events_pb2, review_events_pb2
 from sidecar_core import audit
+from sidecar_core.ai_run_status import AiRunStatus, is_terminal
 from sidecar_core.audit import StudyRef
 from sidecar_core.bus import Delivery
 from sidecar_core.db import Database
@@ -42,7 +43,6 @@ from sidecar_core.subjects import AI_RUN_FINISHED, REVIEW_CHANGED, Topology
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc.derived"
-TERMINAL = {"completed", "failed", "invalid"}
 _MAX_BYTES = 1 << 31
 
 
@@ -65,7 +65,7 @@ class DerivedResultsWriter:
         try:
             if name == AI_RUN_FINISHED:
                 msg = events_pb2.AiRunFinished.FromString(delivery.data)
-                run_id = uuid.UUID(msg.ai_run_id) if msg.status == "completed" else None
+                run_id = uuid.UUID(msg.ai_run_id) if msg.status == AiRunStatus.COMPLETED else None
             elif name == REVIEW_CHANGED:
                 change = review_events_pb2.ReviewChanged.FromString(delivery.data)
                 study_id = uuid.UUID(change.study_id)
@@ -84,7 +84,7 @@ class DerivedResultsWriter:
                           ) -> list[Written]:
         async with self.db.read() as s:
             runs = (await s.execute(select(AiRun.id).where(
-                AiRun.study_id == study_id, AiRun.status == "completed"))).scalars().all()
+                AiRun.study_id == study_id, AiRun.status == AiRunStatus.COMPLETED))).scalars().all()
         wanted = {uuid.UUID(r) for r in run_ids}
         written: list[Written] = []
         for run_id in runs:
@@ -98,9 +98,9 @@ class DerivedResultsWriter:
             record = await load.load_run(s, run_id)
             if record is None:
                 raise TransientError(f"AI run {run_id} not stored yet")
-            if record.status not in TERMINAL:
+            if not is_terminal(record.status):
                 raise TransientError(f"AI run {run_id} is {record.status}: findings not stored")
-            if record.status != "completed":
+            if record.status != AiRunStatus.COMPLETED:
                 return []
             latest = await _latest(s, run_id)
         findings = included(record.findings)
