@@ -12,7 +12,6 @@ import numpy as np
 from sqlalchemy import select, update
 
 from normalizer_svc.builtin.model_input import ModelInput
-from normalizer_svc.circuit import CircuitBreakers
 from normalizer_svc.convert import finding_to_proto
 from normalizer_svc.external import ExternalNormaliser
 from normalizer_svc.inference import Inferer, Normaliser, RetryPolicy, builtin_normaliser, run_model
@@ -22,6 +21,7 @@ from sidecar_core import audit, metrics, outbox
 from sidecar_core.ai_run_status import TERMINAL, AiRunStatus, is_terminal
 from sidecar_core.audit import StudyRef
 from sidecar_core.bus import Delivery
+from sidecar_core.circuit import CircuitBreakers
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.objectstore import ObjectStore
@@ -117,7 +117,7 @@ class AiRunWorker:
                 entry,
                 model_input,
                 self.triton,
-                self.breakers.for_model(entry.name),
+                self.breakers.get(entry.name),
                 self.normaliser(entry),
                 series_uid=series_uid,
                 ai_run_id=str(run_id),
