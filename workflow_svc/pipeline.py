@@ -23,6 +23,7 @@ from sidecar_core.redelivery import record_if_redelivered
 from sidecar_core.registry import Registry
 from sidecar_core.store.models import AiRun, Facility, Study
 from sidecar_core.subjects import (
+    AI_RUN_FINDINGS_STORED,
     AI_RUN_FINISHED,
     ASSET_PREPROCESSED,
     JOB_AI_RUN,
@@ -265,6 +266,12 @@ class Pipeline:
                     "latency_ms": dict(msg.latency_ms),
                 },
             )
+            # what follows the stored findings (the DICOM SR/SEG writer) waits for this event
+            stored = events_pb2.AiRunFindingsStored(
+                ai_run_id=str(run.id), study_id=str(study.id), study=_key(ref),
+                model_name=run.model_name, model_version=msg.model_version, finding_count=n)
+            await outbox.enqueue(s, self.topology.subject(AI_RUN_FINDINGS_STORED),
+                                 f"ai_run.findings_stored:{run.id}", stored)
         else:
             event = "ai_result.invalid" if status is AiRunStatus.INVALID else "ai_run.failed"
             await audit.record(
