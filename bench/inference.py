@@ -18,11 +18,11 @@ import numpy as np
 import pydicom
 
 from normalizer_svc.builtin.model_input import ModelInput
-from normalizer_svc.circuit import CircuitBreaker
 from normalizer_svc.convert import finding_to_proto
 from normalizer_svc.inference import builtin_normaliser, run_model
 from normalizer_svc.triton import TritonClient
 from sidecar_app.runtime.embedded import REPO_ROOT, start_triton, stop_process
+from sidecar_core.circuit import CircuitBreaker
 from sidecar_core.db import Database, sqlalchemy_url
 from sidecar_core.pixels.volume import build_model_input, save_model_input
 from sidecar_core.registry import ModelEntry, load_registry

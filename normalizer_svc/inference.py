@@ -17,8 +17,8 @@ import numpy as np
 
 from normalizer_svc.builtin.findings import FindingDraft, InvalidModelOutput
 from normalizer_svc.builtin.model_input import ModelInput
-from normalizer_svc.circuit import CircuitBreaker
 from normalizer_svc.validation import InvalidResult, validate_findings, validate_outputs
+from sidecar_core.circuit import CircuitBreaker
 from sidecar_core.errors import TransientError
 from sidecar_core.registry import InputSpec, ModelEntry, OutputSpec
 

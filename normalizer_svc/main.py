@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from normalizer_svc.circuit import CircuitBreakers
 from normalizer_svc.inference import RetryPolicy, builtin_normaliser
 from normalizer_svc.servicer import NormalizerServicer, add_to_server
 from normalizer_svc.settings import NormalizerSettings
 from normalizer_svc.triton import TritonClient
 from normalizer_svc.worker import AiRunWorker
 from sidecar_core import service
+from sidecar_core.circuit import CircuitBreakers
 from sidecar_core.db import Database
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay

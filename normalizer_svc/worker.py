@@ -12,14 +12,15 @@ import numpy as np
 from sqlalchemy import select, update
 
 from normalizer_svc.builtin.model_input import ModelInput
-from normalizer_svc.circuit import CircuitBreakers
 from normalizer_svc.convert import finding_to_proto
 from normalizer_svc.external import ExternalNormaliser
 from normalizer_svc.inference import Inferer, Normaliser, RetryPolicy, builtin_normaliser, run_model
 from normalizer_svc.validation import InvalidResult
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit
+from sidecar_core.ai_run_status import TERMINAL, AiRunStatus, is_terminal
 from sidecar_core.audit import StudyRef
+from sidecar_core.circuit import CircuitBreakers
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.messaging import outbox
@@ -33,7 +34,6 @@ from sidecar_core.store.models import AiRun, Asset, Series
 
 log = logging.getLogger(__name__)
 ACTOR = "normalizer_svc"
-TERMINAL = {"completed", "failed", "invalid"}
 
 
 class AiRunWorker:
@@ -89,8 +89,8 @@ class AiRunWorker:
                     .limit(1)
                 )
             ).scalar_one_or_none()
-        if run.status in TERMINAL:
-            return  # redelivered after the result was published
+        if is_terminal(run.status):
+            return  # redelivered after the result was published (or the run was re-driven)
         ref = StudyRef(
             job.study.facility, job.study.accession, job.study.study_instance_uid, run.study_id
         )
@@ -103,7 +103,7 @@ class AiRunWorker:
                 ref,
                 job.job_id,
                 delivery.attempt,
-                "failed",
+                AiRunStatus.FAILED,
                 error=PermanentError(f"model {run.model_name} not in registry"),
             )
             log.warning("unknown model: %s", exc)
@@ -119,7 +119,7 @@ class AiRunWorker:
                 entry,
                 model_input,
                 self.triton,
-                self.breakers.for_model(entry.name),
+                self.breakers.get(entry.name),
                 self.normaliser(entry),
                 series_uid=series_uid,
                 ai_run_id=str(run_id),
@@ -129,11 +129,13 @@ class AiRunWorker:
         except InvalidResult as exc:
             # The run is stored as invalid; the job goes to the dead letters, where an operator
             # can re-drive it once the model is fixed.
-            await self._finish(run, ref, job.job_id, delivery.attempt, "invalid", error=exc)
+            await self._finish(run, ref, job.job_id, delivery.attempt, AiRunStatus.INVALID,
+                               error=exc)
             raise PermanentError(f"invalid result: {exc}") from exc
         except TransientError as exc:
             if delivery.is_last_attempt:
-                await self._finish(run, ref, job.job_id, delivery.attempt, "failed", error=exc)
+                await self._finish(run, ref, job.job_id, delivery.attempt, AiRunStatus.FAILED,
+                                   error=exc)
                 raise  # the bus dead-letters the last attempt
             async with self.db.unit_of_work() as s:
                 await audit.record(
@@ -149,7 +151,8 @@ class AiRunWorker:
                 )
             raise
         except (PermanentError, OSError, ValueError) as exc:
-            await self._finish(run, ref, job.job_id, delivery.attempt, "failed", error=exc)
+            await self._finish(run, ref, job.job_id, delivery.attempt, AiRunStatus.FAILED,
+                               error=exc)
             if isinstance(exc, PermanentError):
                 raise
             raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
@@ -165,7 +168,7 @@ class AiRunWorker:
             ref,
             job.job_id,
             delivery.attempt,
-            "completed",
+            AiRunStatus.COMPLETED,
             findings=findings,
             version=result.model_version,
             latency={**result.latency_ms, "total": (time.monotonic() - t0) * 1000},
@@ -185,7 +188,7 @@ class AiRunWorker:
             await s.execute(
                 update(AiRun)
                 .where(AiRun.id == run_id, AiRun.status.not_in(TERMINAL))
-                .values(status="running", attempts=attempt)
+                .values(status=AiRunStatus.RUNNING, attempts=attempt)
             )
             await audit.record(
                 s,
@@ -204,7 +207,7 @@ class AiRunWorker:
         ref: StudyRef,
         job_id: str,
         attempt: int,
-        status: str,
+        status: AiRunStatus,
         *,
         error: BaseException | None = None,
         findings: list | None = None,
@@ -214,7 +217,7 @@ class AiRunWorker:
         msg = events_pb2.AiRunFinished(
             ai_run_id=str(run.id),
             study_id=str(run.study_id),
-            status=status,
+            status=status.value,
             findings=findings or [],
             attempts=attempt,
             model_version=version,
@@ -226,7 +229,7 @@ class AiRunWorker:
             await outbox.enqueue(
                 s, self.topology.subject(AI_RUN_FINISHED), f"ai_run.finished:{run.id}", msg
             )
-        metrics.AI_RUNS.labels(run.model_name, status).inc()
+        metrics.AI_RUNS.labels(run.model_name, status.value).inc()
         if latency and "infer" in latency:
             metrics.INFERENCE_SECONDS.labels(run.model_name).observe(latency["infer"] / 1000)
-        log.info("ai run %s (%s) %s", run.id, run.model_name, status)
+        log.info("ai run %s (%s) %s", run.id, run.model_name, status.value)

@@ -1,5 +1,6 @@
 """A real Orthanc (Debian package) as the hospital PACS, in a loopback-only network namespace,
-reached from the test's namespace through unix-socket bridges (Orthanc listens on all addresses, so it gets a network namespace of its own)."""
+reached from the test's namespace through unix-socket bridges (Orthanc listens on all
+addresses, so it gets a network namespace of its own)."""
 
 from __future__ import annotations
 

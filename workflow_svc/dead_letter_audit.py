@@ -16,6 +16,7 @@ from sidecar_core.errors import TransientError
 from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.consumed import first_time
 from sidecar_core.messaging.subjects import (
+    AI_RUN_FINDINGS_STORED,
     AI_RUN_FINISHED,
     ASSET_PREPROCESSED,
     JOB_AI_RUN,
@@ -38,6 +39,7 @@ PAYLOADS: dict[str, type[Message]] = {
     STUDY_RECEIVED: events_pb2.StudyReceived,
     ASSET_PREPROCESSED: events_pb2.PreprocessCompleted,
     AI_RUN_FINISHED: events_pb2.AiRunFinished,
+    AI_RUN_FINDINGS_STORED: events_pb2.AiRunFindingsStored,
 }
 
 

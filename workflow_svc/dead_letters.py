@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit
+from sidecar_core.ai_run_status import AiRunStatus
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument
@@ -212,10 +213,10 @@ class DeadLetters:
             raise InvalidArgument("UNKNOWN_AI_RUN", f"AI run {job.ai_run_id} does not exist")
         study = (await s.execute(select(Study).where(Study.id == old.study_id)
                                  .with_for_update())).scalar_one()
-        if old.status != "completed":
-            old.status = "redriven"
+        if old.status != AiRunStatus.COMPLETED:
+            old.status = AiRunStatus.REDRIVEN
         run = AiRun(id=uuid.uuid4(), study_id=old.study_id, series_id=old.series_id,
-                    model_name=old.model_name, status="queued")
+                    model_name=old.model_name, status=AiRunStatus.QUEUED)
         s.add(run)
         await s.flush()
         if study.state == State.AI_FAILED:

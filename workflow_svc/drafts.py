@@ -16,7 +16,7 @@ from sidecar_core.errors import FailedPrecondition, InvalidArgument
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Draft, Facility, LlmTrace, Study
 from workflow_svc.access import Caller
-from workflow_svc.llm.breaker import Breakers
+from workflow_svc.llm.breaker import llm_breakers
 from workflow_svc.llm.context import build_context
 from workflow_svc.llm.deid import PROFILE
 from workflow_svc.llm.drafters import Drafter, OpenAiDrafter, TemplateDrafter
@@ -27,7 +27,7 @@ from workflow_svc.worklist import load_row
 ACTOR = "llm_assist"
 MAX_TEXT = 20000
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-BREAKERS = Breakers()
+BREAKERS = llm_breakers()  # per workflow process
 
 
 async def _study(s: AsyncSession, study_id: str, caller: Caller) -> Study:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import report_events_pb2
 from sidecar_core import audit
+from sidecar_core.ai_run_status import AiRunStatus
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.dicom.store_scu import (
@@ -112,7 +113,7 @@ class DerivedResults:
         """Every completed AI run has its SR, and its SEG when it has masks left in it (the
         writer handles runs and review changes in parallel; an export waits for both)."""
         runs = (await s.execute(select(AiRun.id).where(
-            AiRun.study_id == study.id, AiRun.status == "completed"))).scalars().all()
+            AiRun.study_id == study.id, AiRun.status == AiRunStatus.COMPLETED))).scalars().all()
         masked = set((await s.execute(select(Finding.ai_run_id).where(
             Finding.study_id == study.id, Finding.mask_object_key != "",
             Finding.visible.is_(True),

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit
+from sidecar_core.ai_run_status import AiRunStatus, is_terminal, outcome
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError
@@ -21,6 +22,7 @@ from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.consumed import first_time
 from sidecar_core.messaging.redelivery import record_if_redelivered
 from sidecar_core.messaging.subjects import (
+    AI_RUN_FINDINGS_STORED,
     AI_RUN_FINISHED,
     ASSET_PREPROCESSED,
     JOB_AI_RUN,
@@ -41,8 +43,6 @@ from workflow_svc.states import State, study_ref, transition
 log = logging.getLogger(__name__)
 ACTOR = "workflow_svc"
 CONSUMER = "workflow-events"
-# "redriven": failed, then replaced by a new run an operator re-drove (dead letters).
-TERMINAL_RUN = {"completed", "failed", "invalid", "redriven"}
 
 
 class Pipeline:
@@ -193,7 +193,7 @@ class Pipeline:
                 study_id=study.id,
                 series_id=series_id,
                 model_name=model_name,
-                status="queued",
+                status=AiRunStatus.QUEUED,
             )
             s.add(run)
             await s.flush()
@@ -222,14 +222,18 @@ class Pipeline:
                 select(AiRun).where(AiRun.id == uuid.UUID(msg.ai_run_id)).with_for_update()
             )
         ).scalar_one()
-        if run.status in TERMINAL_RUN:
+        if is_terminal(run.status):
             return
+        try:
+            status = outcome(msg.status)
+        except ValueError as exc:
+            raise PermanentError(f"AI run {run.id}: {exc}") from exc
         study = await _study(s, str(run.study_id))
         ref = await study_ref(s, study)
         facility = (
             await s.execute(select(Facility).where(Facility.id == study.facility_id))
         ).scalar_one()
-        run.status = msg.status
+        run.status = status
         run.attempts = msg.attempts
         run.model_version = msg.model_version
         run.error_class = msg.error_class[:64]
@@ -242,7 +246,7 @@ class Pipeline:
             "ai_run_id": str(run.id),
             "attempts": msg.attempts,
         }
-        if msg.status == "completed":
+        if status is AiRunStatus.COMPLETED:
             visible = not facility.shadow_mode
             threshold = self._operating_threshold(run.model_name)
             run.operating_threshold = threshold
@@ -264,8 +268,14 @@ class Pipeline:
                     "latency_ms": dict(msg.latency_ms),
                 },
             )
+            # what follows the stored findings (the DICOM SR/SEG writer) waits for this event
+            stored = events_pb2.AiRunFindingsStored(
+                ai_run_id=str(run.id), study_id=str(study.id), study=_key(ref),
+                model_name=run.model_name, model_version=msg.model_version, finding_count=n)
+            await outbox.enqueue(s, self.topology.subject(AI_RUN_FINDINGS_STORED),
+                                 f"ai_run.findings_stored:{run.id}", stored)
         else:
-            event = "ai_result.invalid" if msg.status == "invalid" else "ai_run.failed"
+            event = "ai_result.invalid" if status is AiRunStatus.INVALID else "ai_run.failed"
             await audit.record(
                 s,
                 self.topology,
@@ -287,13 +297,13 @@ class Pipeline:
             .scalars()
             .all()
         )
-        statuses = [st for st in statuses if st != "redriven"]
-        if not statuses or any(st not in TERMINAL_RUN for st in statuses):
+        statuses = [st for st in statuses if st != AiRunStatus.REDRIVEN]
+        if not statuses or not all(is_terminal(st) for st in statuses):
             return
         if study.state != State.PROCESSED:
             return
-        if any(st == "completed" for st in statuses):
-            partial = any(st != "completed" for st in statuses)
+        if AiRunStatus.COMPLETED in statuses:
+            partial = any(st != AiRunStatus.COMPLETED for st in statuses)
             await s.execute(
                 update(Study)
                 .where(Study.id == study.id)

@@ -1,9 +1,11 @@
-"""Writes an AI run's DICOM results (SR, SEG) when the run finishes and again, as a new version,
-when review decisions change; stores them and indexes them as derived series of the study.
+"""Writes an AI run's DICOM results (SR, SEG) once its findings are stored and again, as a new
+version, when review decisions change; stores them and indexes them as derived series of the
+study.
 
-Consumes `ai_run.v1.finished` and `review.v1.changed`. The findings are read from the store
-(the workflow commits them with the run's terminal status: until then the event is retried),
-so both events take one path; a version is written only when its content changed.
+Consumes `ai_run.v1.findings_stored` (the workflow emits it in the transaction that stores a
+completed run's findings, so they are there when it arrives) and `review.v1.changed`. Both read
+the findings from the store and take one path; a version is written only when its content
+changed. A failed or invalid run has no findings and no event: nothing is written for it.
 """
 
 from __future__ import annotations
@@ -31,18 +33,22 @@ from imaging_svc.derived.seg import SEG_SERIES_NUMBER, build_seg
 from imaging_svc.derived.sr import SR_SERIES_NUMBER, build_sr
 from protos.sidecar.events.v1 import events_pb2, review_events_pb2
 from sidecar_core import audit
+from sidecar_core.ai_run_status import AiRunStatus
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.dicom.parse import parse_instance
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.messaging.bus import Delivery
-from sidecar_core.messaging.subjects import AI_RUN_FINISHED, REVIEW_CHANGED, Topology
+from sidecar_core.messaging.subjects import (
+    AI_RUN_FINDINGS_STORED,
+    REVIEW_CHANGED,
+    Topology,
+)
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import AiRun, DerivedObject, Facility, Instance, Series, Study
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc.derived"
-TERMINAL = {"completed", "failed", "invalid"}
 _MAX_BYTES = 1 << 31
 
 
@@ -63,9 +69,9 @@ class DerivedResultsWriter:
     async def handle(self, delivery: Delivery) -> None:
         name = delivery.subject.removeprefix(self.topology.prefix + ".")
         try:
-            if name == AI_RUN_FINISHED:
-                msg = events_pb2.AiRunFinished.FromString(delivery.data)
-                run_id = uuid.UUID(msg.ai_run_id) if msg.status == "completed" else None
+            if name == AI_RUN_FINDINGS_STORED:
+                stored = events_pb2.AiRunFindingsStored.FromString(delivery.data)
+                run_id = uuid.UUID(stored.ai_run_id)
             elif name == REVIEW_CHANGED:
                 change = review_events_pb2.ReviewChanged.FromString(delivery.data)
                 study_id = uuid.UUID(change.study_id)
@@ -74,9 +80,8 @@ class DerivedResultsWriter:
                 return
         except ValueError as exc:  # an undecodable payload or a malformed id
             raise PermanentError(f"undecodable {name} payload: {exc}") from exc
-        if name == AI_RUN_FINISHED:
-            if run_id is not None:
-                await self.write_run(run_id, "ai_run.finished")
+        if name == AI_RUN_FINDINGS_STORED:
+            await self.write_run(run_id, "ai_run.findings_stored")
         else:
             await self.write_study(study_id, run_ids, f"review.{change.action or 'changed'}"[:64])
 
@@ -84,7 +89,7 @@ class DerivedResultsWriter:
                           ) -> list[Written]:
         async with self.db.read() as s:
             runs = (await s.execute(select(AiRun.id).where(
-                AiRun.study_id == study_id, AiRun.status == "completed"))).scalars().all()
+                AiRun.study_id == study_id, AiRun.status == AiRunStatus.COMPLETED))).scalars().all()
         wanted = {uuid.UUID(r) for r in run_ids}
         written: list[Written] = []
         for run_id in runs:
@@ -93,14 +98,13 @@ class DerivedResultsWriter:
         return written
 
     async def write_run(self, run_id: uuid.UUID, reason: str) -> list[Written]:
-        """Writes the SR (and SEG) of a completed run when their content is new."""
+        """Writes the SR (and SEG) of a completed run when their content is new; a run that is
+        not completed has no stored findings and gets nothing."""
         async with self.db.read() as s:
             record = await load.load_run(s, run_id)
             if record is None:
-                raise TransientError(f"AI run {run_id} not stored yet")
-            if record.status not in TERMINAL:
-                raise TransientError(f"AI run {run_id} is {record.status}: findings not stored")
-            if record.status != "completed":
+                raise PermanentError(f"unknown AI run {run_id}")
+            if record.status != AiRunStatus.COMPLETED:
                 return []
             latest = await _latest(s, run_id)
         findings = included(record.findings)
@@ -269,7 +273,3 @@ async def _ref(s: AsyncSession, study_id: uuid.UUID) -> StudyRef:
         select(Facility.name, Study.accession, Study.study_instance_uid).join(
             Facility, Facility.id == Study.facility_id).where(Study.id == study_id))).one()
     return StudyRef(facility, accession, uid, study_id)
-
-
-def subjects(topology: Topology) -> tuple[str, str]:
-    return topology.subject(AI_RUN_FINISHED), topology.subject(REVIEW_CHANGED)

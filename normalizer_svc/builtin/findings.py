@@ -17,7 +17,7 @@ class InvalidModelOutput(ValueError):
 
 @dataclass
 class FindingDraft:
-    """Generic, model-agnostic finding (docs/architecture.md, "Findings") produced by a normaliser."""
+    """A generic, model-agnostic finding from a normaliser (docs/architecture.md, "Findings")."""
 
     label: str
     code: str  # "SCHEME:value", e.g. "SCT:27925004"; "" when no code exists

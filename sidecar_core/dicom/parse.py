@@ -124,7 +124,8 @@ _FAST_READER = HeaderReader(dict.fromkeys(_IDENTITY_KEYWORDS + INDEX_KEYWORDS + 
 
 
 def parse_instance(data: bytes, max_bytes: int) -> ParsedInstance:
-    """Validates identity and UIDs of a received object (docs/architecture.md, "Identity and idempotency") and indexes it.
+    """Validates identity and UIDs of a received object and indexes it (docs/architecture.md,
+    "Identity and idempotency").
 
     The common case (explicit VR little endian Part-10 objects, under the service's pydicom
     settings) is read by `header.HeaderReader` straight from the bytes; anything it does not

@@ -118,11 +118,14 @@ class Bus:
             await self.js.add_consumer(spec.stream, config=config)
             return
         current = info.config
-        if (current.ack_wait, current.max_deliver, current.max_ack_pending) != (
-                config.ack_wait, config.max_deliver, config.max_ack_pending):
-            # A changed policy reaches an existing deployment: update the durable in place.
-            log.info("updating consumer %s: ack_wait %s max_deliver %s", spec.durable,
-                     config.ack_wait, config.max_deliver)
+        if (current.ack_wait, current.max_deliver, current.max_ack_pending,
+                current.filter_subject or None) != (
+                config.ack_wait, config.max_deliver, config.max_ack_pending,
+                config.filter_subject):
+            # A changed policy or subject reaches an existing deployment: update the durable in
+            # place (it keeps its position in the stream).
+            log.info("updating consumer %s: ack_wait %s max_deliver %s filter %s", spec.durable,
+                     config.ack_wait, config.max_deliver, config.filter_subject)
             await self.js.add_consumer(spec.stream, config=config)
 
     async def publish(self, subject: str, payload: bytes, msg_id: str,

@@ -10,6 +10,8 @@ from typing import Any
 STUDY_RECEIVED = "study.v1.received"
 ASSET_PREPROCESSED = "asset.v1.preprocessed"
 AI_RUN_FINISHED = "ai_run.v1.finished"
+# The workflow stored a completed run's findings (payload sidecar.events.v1.AiRunFindingsStored).
+AI_RUN_FINDINGS_STORED = "ai_run.v1.findings_stored"
 # A radiologist's decision on findings changed (payload sidecar.events.v1.ReviewChanged).
 REVIEW_CHANGED = "review.v1.changed"
 JOB_PREPROCESS = "job.v1.preprocess"
@@ -138,9 +140,11 @@ class Topology:
                                        max_deliver=5, backoff_s=(2.0, 10.0, 30.0, 60.0)))
 
     def derived_results_runs(self) -> ConsumerSpec:
-        """ingest_svc's DICOM results writer: an AI run finished (SR and SEG, version 1)."""
+        """ingest_svc's DICOM results writer: an AI run's findings are stored (SR and SEG,
+        version 1). It listens for the workflow's event, not for `ai_run.v1.finished`: what the
+        writer reads is in the store when the event exists."""
         return self._spec(ConsumerSpec(self.events_stream, "derived-results-runs",
-                                       self.subject(AI_RUN_FINISHED), ack_wait_s=120,
+                                       self.subject(AI_RUN_FINDINGS_STORED), ack_wait_s=120,
                                        max_deliver=8, backoff_s=(1.0, 2.0, 5.0, 10.0, 30.0)))
 
     def derived_results_reviews(self) -> ConsumerSpec:

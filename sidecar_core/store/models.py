@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from sidecar_core.ai_run_status import AiRunStatus
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -188,7 +190,8 @@ class AiRun(Base):
     series_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("series.id"))
     model_name: Mapped[str] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(32), default="")
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # an AiRunStatus value (sidecar_core.ai_run_status)
+    status: Mapped[str] = mapped_column(String(16), default=AiRunStatus.QUEUED.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error_class: Mapped[str] = mapped_column(String(64), default="")
     error_message: Mapped[str] = mapped_column(Text, default="")

@@ -1,4 +1,5 @@
-"""Debian's Chromium driven by Playwright for Python (headless, no sandbox, no GPU, no network side traffic) for the review app."""
+"""Debian's Chromium driven by Playwright for Python (headless, no sandbox, no GPU, no side
+traffic) for the review app."""
 
 from __future__ import annotations
 

@@ -112,3 +112,30 @@ async def test_an_existing_cause_bucket_of_another_configuration_is_used(
     bus = await Bus.connect(nats.url, Topology(prefix, prefix.upper()))
     assert bus.causes is not None
     await bus.close()
+
+
+async def test_an_existing_durable_takes_its_new_subject(nats: NatsServer) -> None:
+    """A release that moves a durable to another subject (the SR/SEG writer's, from
+    ai_run.v1.finished to ai_run.v1.findings_stored) updates it in place."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    topology = Topology(prefix, prefix.upper())
+    bus = await Bus.connect(nats.url, topology)
+    old = ConsumerSpec(topology.events_stream, "moved-worker",
+                       topology.subject("ai_run.v1.finished"), ack_wait_s=5, max_deliver=2)
+    await bus.ensure_consumer(old)
+    new = dataclasses.replace(old, filter_subject=topology.subject("ai_run.v1.findings_stored"))
+    await bus.ensure_consumer(new)
+    info = await bus.js.consumer_info(new.stream, new.durable)
+    assert info.config.filter_subject == new.filter_subject
+    await bus.publish(old.filter_subject, b"old", "moved-old-1")
+    await bus.publish(new.filter_subject, b"new", "moved-new-1")
+    seen: list[bytes] = []
+    done = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        seen.append(delivery.data)
+        done.set()
+
+    await _run(bus, new, handler, done)
+    assert seen == [b"new"]
+    await bus.close()

@@ -1,5 +1,6 @@
 """AI results as DICOM through the whole in-process mesh: a brain MR's run gives an SR and a
-SEG, derived series listed by QIDO and apart from the received ones; a review change writes a
+SEG, derived series listed by QIDO and apart from the received ones, written when the workflow
+says the findings are stored (at the first delivery of that event); a review change writes a
 new SR version and keeps the old; a change that alters nothing writes nothing."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from protos.sidecar.events.v1 import review_events_pb2
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
-from sidecar_core.messaging.subjects import REVIEW_CHANGED
+from sidecar_core.messaging.subjects import AI_RUN_FINDINGS_STORED, REVIEW_CHANGED
 from sidecar_synth import generate
 from tests.mesh import Mesh, isolated_mesh
 
@@ -78,6 +79,30 @@ async def _review_changed(mesh: Mesh, study_id: uuid.UUID, action: str) -> None:
         await nc.close()
 
 
+async def _each_delivered_once(mesh: Mesh) -> None:
+    """The writer's durable for new runs takes the workflow's findings-stored event alone, and
+    every message it took was handled at its first delivery (none waited for the findings)."""
+    spec = mesh.topology.derived_results_runs()
+    assert spec.filter_subject == mesh.topology.subject(AI_RUN_FINDINGS_STORED)
+    nc = await nats.connect(mesh.nats_url)
+    try:
+        js = nc.jetstream()
+
+        async def settled() -> Any:
+            info = await js.consumer_info(spec.stream, spec.durable)
+            return info if not info.num_pending and not info.num_ack_pending else None
+
+        info = await mesh.wait_for(settled, "findings-stored events handled", timeout=120)
+        assert info.config.filter_subject == spec.filter_subject
+        stream = await js.stream_info(spec.stream, subjects_filter=spec.filter_subject)
+        published = sum((stream.state.subjects or {}).values())
+        assert published >= 1
+        assert info.delivered.consumer_seq == published, "a findings-stored event was retried"
+        assert not info.num_redelivered
+    finally:
+        await nc.close()
+
+
 async def test_brain_mr_results_as_sr_and_seg_with_versions(mesh: Mesh, tmp_path: Path
                                                             ) -> None:
     generate("brain-mr", tmp_path, seed=5, **BRAIN)
@@ -90,6 +115,8 @@ async def test_brain_mr_results_as_sr_and_seg_with_versions(mesh: Mesh, tmp_path
 
     sr_rows = await _wait_versions(mesh, sent.study_id, "sr", 1)
     seg_rows = await _wait_versions(mesh, sent.study_id, "seg", 1)
+    assert {sr_rows[0]["reason"], seg_rows[0]["reason"]} == {"ai_run.findings_stored"}
+    await _each_delivered_once(mesh)
     analysed = findings[0]["series_instance_uid"]
 
     # The SR: one measurement group per finding, tracked by the finding's id.

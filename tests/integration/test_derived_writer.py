@@ -1,5 +1,6 @@
 """The DICOM results writer against a real PostgreSQL and object store (no bus): versions only
-on change, a run whose findings are not stored yet is retried, content highdicom refuses is a
+on change, it acts on the workflow's findings-stored event at its first delivery and never on
+ai_run.finished, a run that is not completed gets nothing, content highdicom refuses is a
 permanent, audited failure."""
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import pytest
 from sqlalchemy import select, update
 
 from imaging_svc.derived.writer import DerivedResultsWriter
-from sidecar_core.errors import PermanentError, TransientError
-from sidecar_core.messaging.subjects import Topology
+from protos.sidecar.events.v1 import events_pb2
+from sidecar_core.errors import PermanentError
+from sidecar_core.messaging.bus import Delivery
+from sidecar_core.messaging.subjects import AI_RUN_FINDINGS_STORED, AI_RUN_FINISHED, Topology
 from sidecar_core.model_input import FORMAT
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import (
@@ -114,11 +117,13 @@ async def test_versions_are_written_only_when_the_content_changes(db: Any,
     study = await _study(db, objects, tmp_path / "study")
     first = await _finding(db, objects, study, slice(1, 3))
     await _finding(db, objects, study, slice(3, 5))
-    with pytest.raises(TransientError, match="findings not stored"):
-        await writer.write_run(study["run"], "ai_run.finished")  # still running
+    # still running: its findings are not the run's result yet, nothing is written (and there is
+    # nothing to wait for: the writer runs when the workflow says the findings are stored)
+    assert await writer.write_run(study["run"], "ai_run.findings_stored") == []
+    assert await _versions(db, study["run"]) == []
     await _complete(db, study["run"])
 
-    written = await writer.write_run(study["run"], "ai_run.finished")
+    written = await writer.write_run(study["run"], "ai_run.findings_stored")
     assert [(w.kind, w.version) for w in written] == [("sr", 1), ("seg", 1)]
     assert await writer.write_run(study["run"], "review.viewed") == []  # nothing changed
 
@@ -145,10 +150,49 @@ async def test_a_mask_that_does_not_fit_the_series_is_a_permanent_audited_failur
     await _finding(db, objects, study, slice(1, 3), shape=(BRAIN["slices"] + 2, 48, 48))
     await _complete(db, study["run"])
     with pytest.raises(PermanentError, match="seg of AI run"):
-        await writer.write_run(study["run"], "ai_run.finished")
+        await writer.write_run(study["run"], "ai_run.findings_stored")
     assert await _versions(db, study["run"]) == [("sr", 1)]  # the SR does not depend on it
     async with db.read() as s:
         failed = (await s.execute(select(AuditEvent).where(
             AuditEvent.type == "ai_result.dicom_failed"))).scalars().all()
     assert len(failed) == 1 and failed[0].context["kind"] == "seg"
     assert "slices" in failed[0].error_message
+
+
+async def test_the_findings_stored_event_writes_at_its_first_delivery(db: Any,
+                                                                      tmp_path: Path) -> None:
+    """Order by events: the workflow emits ai_run.v1.findings_stored in the transaction that
+    stores the findings, so the writer's first (and only) delivery writes; ai_run.finished,
+    which may come before the findings are stored, is not the writer's to act on."""
+    objects = ObjectStore(tmp_path / "objects", fsync=False)
+    topology = Topology("wtest", "WTEST")
+    writer = DerivedResultsWriter(db, objects, topology)
+    study = await _study(db, objects, tmp_path / "study")
+    await _finding(db, objects, study, slice(1, 3))
+    run = str(study["run"])
+
+    finished = events_pb2.AiRunFinished(ai_run_id=run, study_id=str(study["study"]),
+                                        status="completed")
+    await writer.handle(Delivery(topology.subject(AI_RUN_FINISHED), finished.SerializeToString(),
+                                 1, f"ai_run.finished:{run}", 1))
+    assert await _versions(db, study["run"]) == []  # ignored, not retried
+
+    await _complete(db, study["run"])  # what the workflow commits with the event
+    stored = events_pb2.AiRunFindingsStored(ai_run_id=run, study_id=str(study["study"]),
+                                            model_name="brain_mr_lesions", finding_count=1)
+    # attempt 1 of 1: a retry would have nowhere to go
+    await writer.handle(Delivery(topology.subject(AI_RUN_FINDINGS_STORED),
+                                 stored.SerializeToString(), 1,
+                                 f"ai_run.findings_stored:{run}", 1))
+    assert await _versions(db, study["run"]) == [("seg", 1), ("sr", 1)]
+    async with db.read() as s:
+        reasons = (await s.execute(select(DerivedObject.reason).where(
+            DerivedObject.ai_run_id == study["run"]))).scalars().all()
+    assert set(reasons) == {"ai_run.findings_stored"}
+
+    # an event naming a run the store does not have is a permanent error, not a retry
+    unknown = events_pb2.AiRunFindingsStored(ai_run_id=str(uuid.uuid4()),
+                                             study_id=str(study["study"]))
+    with pytest.raises(PermanentError, match="unknown AI run"):
+        await writer.handle(Delivery(topology.subject(AI_RUN_FINDINGS_STORED),
+                                     unknown.SerializeToString(), 1, "x", 8))

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from normalizer_svc.builtin.model_input import ModelInput
-from normalizer_svc.circuit import CircuitBreaker, CircuitBreakers, CircuitState
 from normalizer_svc.inference import RetryPolicy, builtin_normaliser, run_model
 from normalizer_svc.triton import TritonClient, TritonPermanentError, TritonTransientError
 from normalizer_svc.validation import InvalidResult
+from sidecar_core.circuit import CircuitBreaker, CircuitBreakers, CircuitState
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.registry import InputSpec, ModelEntry, OutputSpec, load_registry
 from sidecar_synth import generate
@@ -196,7 +196,7 @@ async def test_outage_mid_job_retries_through_the_circuit_until_triton_is_back(
     """Runs last: takes the module's Triton down and brings it back on the same port."""
     model_input, _ = chest
     breakers = CircuitBreakers(failure_threshold=2, cooldown_s=0.5)
-    breaker = breakers.for_model("chest_ct_nodules")
+    breaker = breakers.get("chest_ct_nodules")
     counting = Counting(client)
     await asyncio.to_thread(triton.stop)
     assert not await client.is_ready()

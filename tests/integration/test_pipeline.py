@@ -14,6 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
+from protos.sidecar.events.v1 import events_pb2
+from sidecar_core.messaging.subjects import AI_RUN_FINDINGS_STORED
 from sidecar_core.store.models import Series
 from sidecar_synth import generate
 from tests.mesh import Mesh, isolated_mesh
@@ -81,6 +83,19 @@ async def test_chest_ct_reaches_ready_for_review(mesh: Mesh, tmp_path: Path) -> 
     completed = next(e for e in events if e["type"] == "ai_run.completed")
     assert completed["context"]["findings"] == len(findings)
     assert completed["context"]["shadow_mode"] is False
+    # what follows the stored findings (the SR/SEG writer) is told through the outbox
+    [run] = await mesh.ai_runs(sent.study_id)
+    [stored] = await _findings_stored(mesh, run["id"])
+    assert stored.study_id == str(sent.study_id) and stored.model_name == "chest_ct_nodules"
+    assert stored.finding_count == len(findings) and stored.study.accession
+
+
+async def _findings_stored(mesh: Mesh, run_id: object) -> list[events_pb2.AiRunFindingsStored]:
+    """The workflow's findings-stored events of a run (its outbox keeps published rows)."""
+    rows = await mesh._all("select subject, payload from outbox where msg_id = :id",
+                           id=f"ai_run.findings_stored:{run_id}")
+    assert all(r["subject"] == mesh.topology.subject(AI_RUN_FINDINGS_STORED) for r in rows)
+    return [events_pb2.AiRunFindingsStored.FromString(r["payload"]) for r in rows]
 
 
 def _cr_image() -> bytes:
@@ -247,6 +262,7 @@ async def test_invalid_model_output_fails_the_run_not_the_study(mesh: Mesh,
     [run] = await mesh.ai_runs(sent.study_id)
     assert run["status"] == "invalid" and run["attempts"] == 1, "an invalid result is not retried"
     assert await mesh.findings(sent.study_id) == []
+    assert await _findings_stored(mesh, run["id"]) == []  # no findings, no SR/SEG to write
     listed = await queries.list_studies(mesh.db, facility="garbage")
     assert [(s.study_id, s.state) for s in listed.studies] == [(str(sent.study_id), "ai_failed")]
 

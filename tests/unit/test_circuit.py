@@ -1,4 +1,6 @@
-"""The per-model circuit breaker: closed → open → half-open → closed, with a controllable clock."""
+"""The kernel's circuit breaker, closed → open → half-open → closed with a controllable clock, as
+its two users set it up: per model in the normalizer (only transient errors count) and per LLM
+endpoint in the workflow (every error counts)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,9 @@ import asyncio
 
 import pytest
 
-from normalizer_svc.circuit import CircuitBreaker, CircuitBreakers, CircuitOpen, CircuitState
+from sidecar_core.circuit import CircuitBreaker, CircuitBreakers, CircuitOpen, CircuitState
 from sidecar_core.errors import PermanentError, TransientError
+from workflow_svc.llm.breaker import ENDPOINT, llm_breakers
 
 
 class Clock:
@@ -132,12 +135,65 @@ async def test_cancelled_trial_leaves_half_open() -> None:
 
 async def test_one_breaker_per_model() -> None:
     breakers = CircuitBreakers(failure_threshold=1, cooldown_s=60, clock=Clock())
-    await _fail(breakers.for_model("a"), 1)
-    assert breakers.for_model("a") is breakers.for_model("a")
-    assert await breakers.for_model("b").call(Model()) == "ok"
+    await _fail(breakers.get("a"), 1)
+    assert breakers.get("a") is breakers.get("a")
+    assert await breakers.get("b").call(Model()) == "ok"
     assert breakers.states() == {"a": CircuitState.OPEN, "b": CircuitState.CLOSED}
 
 
 def test_rejects_nonsense_policy() -> None:
     with pytest.raises(ValueError):
         CircuitBreaker("m", failure_threshold=0)
+
+
+# The LLM endpoints' policy (workflow_svc.llm.breaker): 3 failures of any kind, 30 s.
+
+
+def _llm(clock: Clock) -> CircuitBreaker:
+    breakers = llm_breakers()
+    breakers.clock = clock
+    return breakers.get("http://127.0.0.1:9/v1", ENDPOINT)
+
+
+async def test_an_llm_endpoint_opens_after_three_failures_of_any_kind() -> None:
+    clock = Clock()
+    breaker = _llm(clock)
+    for error in (TimeoutError("read timeout"), ConnectionRefusedError("refused")):
+        with pytest.raises(OSError):
+            await breaker.call(Model(error))
+    assert breaker.current_state() is CircuitState.CLOSED
+    with pytest.raises(RuntimeError):
+        await breaker.call(Model(RuntimeError("HTTP 500")))
+    assert breaker.current_state() is CircuitState.OPEN
+    endpoint = Model()
+    with pytest.raises(CircuitOpen) as err:
+        await breaker.call(endpoint)
+    assert endpoint.calls == 0, "an open circuit must not call the endpoint"
+    # what the draft's error says: the class name, the endpoint not by its URL
+    assert f"{type(err.value).__name__}: {err.value}".startswith(
+        "CircuitOpen: circuit open for the LLM endpoint: 3 consecutive failures")
+    assert "127.0.0.1" not in str(err.value)
+
+
+async def test_an_llm_endpoint_tries_again_after_30_s() -> None:
+    clock = Clock()
+    breaker = _llm(clock)
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            await breaker.call(Model(RuntimeError("HTTP 500")))
+    clock.now += 29.9
+    with pytest.raises(CircuitOpen, match="next trial in 0.1 s"):
+        await breaker.call(Model())
+    clock.now += 0.1
+    with pytest.raises(RuntimeError):  # the trial fails: open again at once
+        await breaker.call(Model(RuntimeError("HTTP 500")))
+    assert breaker.current_state() is CircuitState.OPEN
+    clock.now += 30
+    assert await breaker.call(Model()) == "ok"
+    assert breaker.current_state() is CircuitState.CLOSED and breaker.failures == 0
+
+
+def test_one_breaker_per_llm_endpoint() -> None:
+    breakers = llm_breakers()
+    assert breakers.get("http://a/v1", ENDPOINT) is breakers.get("http://a/v1", ENDPOINT)
+    assert breakers.get("http://a/v1", ENDPOINT) is not breakers.get("http://b/v1", ENDPOINT)

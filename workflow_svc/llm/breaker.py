@@ -1,45 +1,14 @@
-"""A small circuit breaker per LLM endpoint: after repeated failures, fail fast for a while."""
+"""The LLM endpoints' circuit-breaker policy (the breaker is the kernel's, sidecar_core.circuit)."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from sidecar_core.circuit import CircuitBreakers
+
+# What the CircuitOpen message calls an endpoint (its URL stays out of the study's error text).
+ENDPOINT = "the LLM endpoint"
 
 
-class CircuitOpen(Exception):
-    """The endpoint failed too often lately; no call is made until the cool-down ends."""
-
-
-@dataclass
-class Breaker:
-    threshold: int = 3
-    cooldown_s: float = 30.0
-    failures: int = 0
-    opened_at: float | None = None
-
-    def check(self) -> None:
-        if self.opened_at is None:
-            return
-        if time.monotonic() - self.opened_at < self.cooldown_s:
-            raise CircuitOpen(f"LLM endpoint failing; retry after {self.cooldown_s:.0f} s")
-        self.opened_at = None  # half-open: one call may try
-
-    def success(self) -> None:
-        self.failures, self.opened_at = 0, None
-
-    def failure(self) -> None:
-        self.failures += 1
-        if self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
-
-
-@dataclass
-class Breakers:
-    threshold: int = 3
-    cooldown_s: float = 30.0
-    by_endpoint: dict[str, Breaker] = field(default_factory=dict)
-
-    def get(self, endpoint: str) -> Breaker:
-        if endpoint not in self.by_endpoint:
-            self.by_endpoint[endpoint] = Breaker(self.threshold, self.cooldown_s)
-        return self.by_endpoint[endpoint]
+def llm_breakers() -> CircuitBreakers:
+    """One breaker per endpoint: after 3 failures of any kind (timeout, HTTP error, connection
+    refused) no call is made for 30 s; then one trial call may try."""
+    return CircuitBreakers(failure_threshold=3, cooldown_s=30.0, counts=(Exception,))

@@ -8,7 +8,8 @@ from typing import Protocol
 
 import openai
 
-from workflow_svc.llm.breaker import Breakers
+from sidecar_core.circuit import CircuitBreakers
+from workflow_svc.llm.breaker import ENDPOINT
 from workflow_svc.llm.context import DraftContext
 from workflow_svc.llm.prompt import InvalidDraftReply, Sentence, messages, parse_reply
 
@@ -58,31 +59,30 @@ class OpenAiDrafter:
     breaker per endpoint; the reply must follow the prompt's JSON contract."""
 
     def __init__(self, base_url: str, model: str, api_key: str, timeout_s: float,
-                 breakers: Breakers, max_retries: int = 1) -> None:
+                 breakers: CircuitBreakers, max_retries: int = 1) -> None:
         self.endpoint = base_url
         self.model = model
         self.generator = f"llm:{model}"
-        self.breaker = breakers.get(base_url)
+        self.breaker = breakers.get(base_url, ENDPOINT)
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none",
                                          timeout=timeout_s, max_retries=max_retries)
 
     async def draft(self, ctx: DraftContext) -> Drafted:
-        self.breaker.check()
         start = time.perf_counter()
         try:
-            reply = await self.client.chat.completions.create(
-                model=self.model, messages=messages(ctx),  # type: ignore[arg-type]
-                temperature=0)
-            text = reply.choices[0].message.content or ""
-        except Exception:
-            self.breaker.failure()
-            raise
+            # any failure of the request counts; a reply that breaks the contract does not
+            text = await self.breaker.call(lambda: self._complete(ctx))
         finally:
             await self.client.close()
         latency = (time.perf_counter() - start) * 1000
-        self.breaker.success()
         try:
             return Drafted(parse_reply(text, ctx), text, latency)
         except InvalidDraftReply as exc:
             exc.response = text
             raise
+
+    async def _complete(self, ctx: DraftContext) -> str:
+        reply = await self.client.chat.completions.create(
+            model=self.model, messages=messages(ctx),  # type: ignore[arg-type]
+            temperature=0)
+        return reply.choices[0].message.content or ""

@@ -100,6 +100,22 @@ class AiRunFinished(_message.Message):
     model_version: str
     def __init__(self, ai_run_id: _Optional[str] = ..., study_id: _Optional[str] = ..., status: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[_common_pb2.Finding, _Mapping]]] = ..., error_class: _Optional[str] = ..., error_message: _Optional[str] = ..., attempts: _Optional[int] = ..., latency_ms: _Optional[_Mapping[str, float]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
+class AiRunFindingsStored(_message.Message):
+    __slots__ = ("ai_run_id", "study_id", "study", "model_name", "model_version", "finding_count")
+    AI_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FINDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ai_run_id: str
+    study_id: str
+    study: _common_pb2.StudyKey
+    model_name: str
+    model_version: str
+    finding_count: int
+    def __init__(self, ai_run_id: _Optional[str] = ..., study_id: _Optional[str] = ..., study: _Optional[_Union[_common_pb2.StudyKey, _Mapping]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., finding_count: _Optional[int] = ...) -> None: ...
+
 class AuditRecorded(_message.Message):
     __slots__ = ("event_id", "type", "at", "actor", "study", "study_id", "job_id", "attempt", "error_class", "error_message", "context")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -1,4 +1,7 @@
-"""Per-model circuit breakers: stop calling a model that keeps failing transiently; retry later."""
+"""Circuit breakers: stop calling a dependency that keeps failing; let one trial through later.
+
+One implementation for every user: the normalizer keeps one per model (only transient errors
+count), the workflow one per LLM endpoint (every error counts)."""
 
 from __future__ import annotations
 
@@ -20,23 +23,25 @@ class CircuitState(StrEnum):
 
 
 class CircuitOpen(TransientError):
-    """Raised instead of calling a model whose circuit is open."""
+    """Raised instead of calling a dependency whose circuit is open (a transient condition)."""
 
 
 @dataclass
 class CircuitBreaker:
-    """closed → open after `failure_threshold` consecutive transient failures; open → half-open
-    once `cooldown_s` has passed, letting one trial call through; its success closes the circuit,
-    its transient failure opens it again for another cooldown.
+    """closed → open after `failure_threshold` consecutive failures; open → half-open once
+    `cooldown_s` has passed, letting one trial call through; its success closes the circuit, its
+    failure opens it again for another cooldown.
 
-    Only TransientError counts as a failure: any other outcome (a result or a permanent error)
-    proves the model answered.
+    Only the errors in `counts` are failures (by default TransientError: any other outcome, a
+    result or a permanent error, proves the dependency answered). `name` is what the CircuitOpen
+    message calls the dependency.
     """
 
     name: str
     failure_threshold: int = 5
     cooldown_s: float = 30.0
     clock: Callable[[], float] = time.monotonic
+    counts: tuple[type[Exception], ...] = (TransientError,)
     state: CircuitState = CircuitState.CLOSED
     failures: int = 0
     opened_at: float = 0.0
@@ -62,8 +67,8 @@ class CircuitBreaker:
             self._trial_in_flight = True
             return
         retry_in = max(0.0, self.cooldown_s - (self.clock() - self.opened_at))
-        raise CircuitOpen(f"circuit open for {self.name}: {self.failures} consecutive transient "
-                          f"failures; next trial in {retry_in:.1f} s")
+        raise CircuitOpen(f"circuit open for {self.name}: {self.failures} consecutive failures; "
+                          f"next trial in {retry_in:.1f} s")
 
     def record_success(self) -> None:
         self.state = CircuitState.CLOSED
@@ -83,11 +88,11 @@ class CircuitBreaker:
         self.before_call()
         try:
             result = await fn()
-        except TransientError:
-            self.record_failure()
-            raise
-        except Exception:
-            self.record_success()  # the model answered, if only with an error
+        except Exception as exc:
+            if isinstance(exc, self.counts):
+                self.record_failure()
+            else:
+                self.record_success()  # the dependency answered, if only with an error
             raise
         except BaseException:
             self._trial_in_flight = False  # cancelled: no verdict, the next call may try
@@ -98,18 +103,21 @@ class CircuitBreaker:
 
 @dataclass
 class CircuitBreakers:
-    """One breaker per model name, all with the same policy."""
+    """One breaker per key (a model name, an endpoint), all with the same policy."""
 
     failure_threshold: int = 5
     cooldown_s: float = 30.0
     clock: Callable[[], float] = time.monotonic
+    counts: tuple[type[Exception], ...] = (TransientError,)
     _breakers: dict[str, CircuitBreaker] = field(default_factory=dict, repr=False)
 
-    def for_model(self, name: str) -> CircuitBreaker:
-        if name not in self._breakers:
-            self._breakers[name] = CircuitBreaker(name, self.failure_threshold, self.cooldown_s,
-                                                  self.clock)
-        return self._breakers[name]
+    def get(self, key: str, name: str | None = None) -> CircuitBreaker:
+        """The breaker of `key`, made on first use (`name`, default the key, names it in
+        messages)."""
+        if key not in self._breakers:
+            self._breakers[key] = CircuitBreaker(name or key, self.failure_threshold,
+                                                 self.cooldown_s, self.clock, self.counts)
+        return self._breakers[key]
 
     def states(self) -> dict[str, CircuitState]:
         return {name: b.current_state() for name, b in self._breakers.items()}
