@@ -22,25 +22,28 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
-from review_gateway import auth, security, viewport_client, views
-from review_gateway.admin_routes import admin_router
-from review_gateway.analytics_routes import analytics_router
+from review_gateway.admin.analytics import analytics_router
+from review_gateway.admin.routes import admin_router
+from review_gateway.auth import tokens
+from review_gateway.auth.sessions import SessionAuth
+from review_gateway.clients import viewport as viewport_client
+from review_gateway.clients.review import ReviewClient
+from review_gateway.clients.viewport import ViewportClient
+from review_gateway.clients.workflow import ChannelFactory, WorkflowClient, WorkflowConnection
 from review_gateway.dicomweb import cors
 from review_gateway.dicomweb.index_cache import WadoIndex
 from review_gateway.dicomweb.rendered import rendered_router
 from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.dicomweb.wado import wado_router
-from review_gateway.draft_routes import draft_router
 from review_gateway.errors import ApiError, error_body
-from review_gateway.events import EventHub
-from review_gateway.health import DependencyStatus, HealthCheck, run_checks
-from review_gateway.review_client import ReviewClient
-from review_gateway.review_routes import review_router
-from review_gateway.sessions import SessionAuth
+from review_gateway.health.checks import DependencyStatus, HealthCheck, run_checks
+from review_gateway.review import workflow_views as views
+from review_gateway.review.drafts import draft_router
+from review_gateway.review.events import EventHub
+from review_gateway.review.routes import review_router
 from review_gateway.settings import GatewaySettings
-from review_gateway.viewport_client import ViewportClient
-from review_gateway.webapp import webapp_router
-from review_gateway.workflow_client import ChannelFactory, WorkflowClient, WorkflowConnection
+from review_gateway.web import security
+from review_gateway.web.page import webapp_router
 from sidecar_core import metrics
 from sidecar_core.objectstore import ObjectStore
 
@@ -168,7 +171,7 @@ def create_app(settings: GatewaySettings,
 
     @app.get("/api/v1/studies/{study_id}/audit", tags=["studies"])
     async def list_audit(
-        study_id: str, me: auth.Principal = Depends(principal),
+        study_id: str, me: tokens.Principal = Depends(principal),
         page_size: int = Query(default=0, ge=0, le=500),
         page_token: str = Query(default="", max_length=2048),
     ) -> dict[str, Any]:
@@ -205,14 +208,14 @@ def create_app(settings: GatewaySettings,
                         headers=headers)
 
     @app.get("/api/v1/studies/{study_id}/assets/{asset_id}", tags=["assets"])
-    async def get_asset(study_id: str, asset_id: str, me: auth.Principal = Depends(principal),
+    async def get_asset(study_id: str, asset_id: str, me: tokens.Principal = Depends(principal),
                         if_none_match: str | None = Header(default=None)) -> Response:
         return await serve_asset(pb.GetAssetRequest(
             study_id=_uuid_arg(study_id, "study"), asset_id=_uuid_arg(asset_id, "asset"),
             allowed_facilities=me.allowed_facilities()), if_none_match)
 
     async def slice_image(study_id: str, series_id: str, kind: str, preset: str,
-                          slice_index: int, me: auth.Principal,
+                          slice_index: int, me: tokens.Principal,
                           if_none_match: str | None) -> Response:
         return await serve_asset(pb.GetAssetRequest(
             study_id=_uuid_arg(study_id, "study"), series_id=_uuid_arg(series_id, "series"),
@@ -224,7 +227,7 @@ def create_app(settings: GatewaySettings,
     @app.get(slices + "/viewport/{preset}", tags=["assets"])
     async def get_viewport(study_id: str, series_id: str, preset: str,
                            slice_index: int = PathParam(ge=0),
-                           me: auth.Principal = Depends(principal),
+                           me: tokens.Principal = Depends(principal),
                            if_none_match: str | None = Header(default=None)) -> Response:
         """The viewport image of one slice (0-based, anatomical order) in one window preset."""
         return await slice_image(study_id, series_id, "viewport", preset, slice_index, me,
@@ -233,7 +236,7 @@ def create_app(settings: GatewaySettings,
     @app.get(slices + "/overlay/{preset}", tags=["assets"])
     async def get_overlay(study_id: str, series_id: str, preset: str,
                           slice_index: int = PathParam(ge=0),
-                          me: auth.Principal = Depends(principal),
+                          me: tokens.Principal = Depends(principal),
                           if_none_match: str | None = Header(default=None)) -> Response:
         """The overlay (mask, heatmap) of one slice in one preset."""
         return await slice_image(study_id, series_id, "overlay", preset, slice_index, me,
@@ -263,7 +266,7 @@ def create_app(settings: GatewaySettings,
 
     @app.api_route("/api/v1/{path:path}", include_in_schema=False,
                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    async def unknown_api(path: str, _: auth.Principal = Depends(principal)) -> None:
+    async def unknown_api(path: str, _: tokens.Principal = Depends(principal)) -> None:
         raise ApiError(404, "NOT_FOUND", "NO_SUCH_ROUTE", f"no API route /api/v1/{path}")
 
     @app.get("/admin/analytics", include_in_schema=False)

@@ -14,9 +14,9 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
-from review_gateway import auth
+from review_gateway.auth import tokens
+from review_gateway.clients.review import ReviewClient, caller
 from review_gateway.errors import ApiError
-from review_gateway.review_client import ReviewClient, caller
 from review_gateway.settings import GatewaySettings
 
 SESSION_COOKIE = "sidecar_session"
@@ -42,7 +42,7 @@ class SessionAuth:
         self._revoked: dict[str, float] = {}  # jti → expiry (revoked here or seen revoked)
         self._checked: dict[str, float] = {}  # jti → when it was last seen not revoked
 
-    async def check_revoked(self, me: auth.Principal) -> None:
+    async def check_revoked(self, me: tokens.Principal) -> None:
         """401 TOKEN_REVOKED when the session was logged out (cached briefly when it was not)."""
         now = time.monotonic()
         if me.jti in self._revoked:
@@ -59,7 +59,7 @@ class SessionAuth:
         self._checked[me.jti] = now
 
     async def principal(self, request: Request, _: Any = Depends(bearer_scheme)
-                        ) -> auth.Principal:
+                        ) -> tokens.Principal:
         """The verified caller; 401 without a valid session, 403 CSRF_FAILED on a cookie write
         without the session's CSRF token."""
         header = request.headers.get("Authorization")
@@ -68,16 +68,16 @@ class SessionAuth:
         query_token = (request.query_params.get("token")
                        if request.url.path.startswith("/dicomweb/") else None)
         if header or query_token or not cookie:
-            me = auth.verify(self.keys, auth.bearer_token(header, query_token))
+            me = tokens.verify(self.keys, tokens.bearer_token(header, query_token))
         else:
-            me = auth.verify(self.keys, cookie)
+            me = tokens.verify(self.keys, cookie)
             if request.method not in SAFE_METHODS:
                 sent = request.headers.get(CSRF_HEADER, "")
                 if not sent or not me.csrf or not hmac.compare_digest(sent, me.csrf):
                     raise ApiError(403, "PERMISSION_DENIED", "CSRF_FAILED",
                                    f"a write with the session cookie needs the {CSRF_HEADER} "
                                    "header of this session")
-            me = auth.Principal(**{**me.__dict__, "via_cookie": True})
+            me = tokens.Principal(**{**me.__dict__, "via_cookie": True})
         await self.check_revoked(me)
         return me
 
@@ -96,9 +96,9 @@ class SessionAuth:
             user = await client.call(client.stub.Login, rpb.LoginRequest(
                 username=body.username, password=body.password, client_address=address))
             ttl = self.settings.token_ttl_s
-            token = auth.issue(self.keys, user_id=user.user_id, username=user.username,
+            token = tokens.issue(self.keys, user_id=user.user_id, username=user.username,
                                role=user.role, facilities=list(user.facilities), ttl_s=ttl)
-            me = auth.verify(self.keys, token)
+            me = tokens.verify(self.keys, token)
             response = JSONResponse({
                 "access_token": token, "token_type": "bearer", "expires_in": ttl,
                 "role": user.role, "username": user.username,
@@ -112,7 +112,7 @@ class SessionAuth:
 
         @router.post("/auth/logout", status_code=204)
         async def logout(request: Request,
-                         me: auth.Principal = Depends(self.principal)) -> Response:
+                         me: tokens.Principal = Depends(self.principal)) -> Response:
             client = self.review()
             revoke = rpb.RevokeSessionRequest(caller=caller(me), jti=me.jti)
             revoke.expires_at.FromDatetime(datetime.fromtimestamp(me.expires_at, UTC))
@@ -128,7 +128,7 @@ class SessionAuth:
             return response
 
         @router.get("/me")
-        async def whoami(me: auth.Principal = Depends(self.principal)) -> dict[str, Any]:
+        async def whoami(me: tokens.Principal = Depends(self.principal)) -> dict[str, Any]:
             return {"username": me.username, "role": me.role, "facilities": list(me.facilities)}
 
         return router

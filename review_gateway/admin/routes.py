@@ -13,10 +13,10 @@ from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
-from review_gateway import metrics_view
+from review_gateway.admin import metrics as metrics_view
+from review_gateway.clients.workflow import to_api_error
 from review_gateway.errors import ApiError
-from review_gateway.views import iso
-from review_gateway.workflow_client import to_api_error
+from review_gateway.review.workflow_views import iso
 
 READERS = ("admin", "auditor")
 

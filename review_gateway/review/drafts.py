@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import report_service_pb2 as pb
 from protos.sidecar.workflow.v1 import report_service_pb2_grpc as pb_grpc
-from review_gateway.auth import Principal
-from review_gateway.review_client import ReviewClient, caller
+from review_gateway.auth.tokens import Principal
+from review_gateway.clients.review import ReviewClient, caller
 
 ASSISTIVE_NOTICE = "Assistive draft: not a report; the official report is written in the RIS."
 GENERATE_TIMEOUT_S = 330.0  # above the longest LLM timeout a facility may set, with retries

@@ -17,10 +17,10 @@ from nats.aio.msg import Msg
 
 from protos.sidecar.events.v1 import events_pb2
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
-from review_gateway import review_views
-from review_gateway.auth import Principal
+from review_gateway.auth.tokens import Principal
+from review_gateway.clients.review import ReviewClient
 from review_gateway.errors import ApiError
-from review_gateway.review_client import ReviewClient
+from review_gateway.review import views as review_views
 from sidecar_core.bus import Bus
 from sidecar_core.subjects import AUDIT, Topology
 

@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
-from review_gateway import review_views as rv
-from review_gateway.auth import Principal
+from review_gateway.auth.tokens import Principal
+from review_gateway.clients.review import ReviewCallError, ReviewClient, caller
 from review_gateway.errors import error_body
-from review_gateway.review_client import ReviewCallError, ReviewClient, caller
+from review_gateway.review import views as rv
 
 Action = Literal["accept", "reject", "edit_geometry", "edit_text", "relabel", "ignore",
                  "include_in_draft", "exclude_from_draft"]

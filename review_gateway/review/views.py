@@ -7,7 +7,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
-from review_gateway import views
+from review_gateway.review import workflow_views as views
 
 
 def study_json(row: rpb.WorklistStudy) -> dict[str, Any]:

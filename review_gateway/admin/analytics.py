@@ -14,8 +14,8 @@ from fastapi.responses import Response
 
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
+from review_gateway.clients.workflow import to_api_error
 from review_gateway.errors import ApiError
-from review_gateway.workflow_client import to_api_error
 
 READERS = ("admin", "auditor")
 TABLES = {
