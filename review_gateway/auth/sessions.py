@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from review_gateway.auth import tokens
 from review_gateway.clients.review import ReviewClient, caller
-from review_gateway.errors import ApiError
+from review_gateway.errors import ERROR_RESPONSES, ApiError, ApiModel
 from review_gateway.settings import GatewaySettings
 
 SESSION_COOKIE = "sidecar_session"
@@ -30,6 +30,25 @@ bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/v
 class LoginRequest(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginResult(ApiModel):
+    """A new session: the bearer token (also set as the HttpOnly session cookie) and the CSRF
+    token that cookie writes send in X-CSRF-Token."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    role: str
+    username: str
+    facilities: list[str]
+    csrf_token: str
+
+
+class Me(ApiModel):
+    username: str
+    role: str
+    facilities: list[str]
 
 
 class SessionAuth:
@@ -87,10 +106,11 @@ class SessionAuth:
         return request.url.scheme == "https"
 
     def router(self) -> APIRouter:
-        router = APIRouter(prefix="/api/v1", tags=["auth"])
+        router = APIRouter(prefix="/api/v1", tags=["auth"], responses=ERROR_RESPONSES)
 
         @router.post("/auth/login")
-        async def login(body: LoginRequest, request: Request) -> JSONResponse:
+        async def login(body: LoginRequest, request: Request, response: Response
+                        ) -> LoginResult:
             client = self.review()
             address = request.client.host if request.client else ""
             user = await client.call(client.stub.Login, rpb.LoginRequest(
@@ -99,18 +119,16 @@ class SessionAuth:
             token = tokens.issue(self.keys, user_id=user.user_id, username=user.username,
                                role=user.role, facilities=list(user.facilities), ttl_s=ttl)
             me = tokens.verify(self.keys, token)
-            response = JSONResponse({
-                "access_token": token, "token_type": "bearer", "expires_in": ttl,
-                "role": user.role, "username": user.username,
-                "facilities": list(user.facilities), "csrf_token": me.csrf})
             secure = self.secure(request)
             response.set_cookie(SESSION_COOKIE, token, max_age=ttl, path="/", httponly=True,
                                 samesite="strict", secure=secure)
             response.set_cookie(CSRF_COOKIE, me.csrf, max_age=ttl, path="/", httponly=False,
                                 samesite="strict", secure=secure)
-            return response
+            return LoginResult(access_token=token, token_type="bearer", expires_in=ttl,
+                               role=user.role, username=user.username,
+                               facilities=list(user.facilities), csrf_token=me.csrf)
 
-        @router.post("/auth/logout", status_code=204)
+        @router.post("/auth/logout", status_code=204, response_class=Response)
         async def logout(request: Request,
                          me: tokens.Principal = Depends(self.principal)) -> Response:
             client = self.review()
@@ -128,7 +146,7 @@ class SessionAuth:
             return response
 
         @router.get("/me")
-        async def whoami(me: tokens.Principal = Depends(self.principal)) -> dict[str, Any]:
-            return {"username": me.username, "role": me.role, "facilities": list(me.facilities)}
+        async def whoami(me: tokens.Principal = Depends(self.principal)) -> Me:
+            return Me(username=me.username, role=me.role, facilities=list(me.facilities))
 
         return router
