@@ -66,13 +66,15 @@ proto-check: install
 
 # The front end's API types (src/api-schema.ts) are generated from the gateway's OpenAPI
 # document (python -m review_gateway.openapi_export, no server started) by openapi-typescript.
+# The file is replaced only when its text changes (an unchanged one keeps the build current).
 API_TYPES := $(FRONTEND)/src/api-schema.ts
-OPENAPI_JSON := $(FRONTEND)/node_modules/.cache/openapi.json
+API_CACHE := $(FRONTEND)/node_modules/.cache
 
 api-types: install
-	@mkdir -p $(dir $(OPENAPI_JSON))
-	$(BIN)/python -m review_gateway.openapi_export $(OPENAPI_JSON)
+	@mkdir -p $(API_CACHE)
+	$(BIN)/python -m review_gateway.openapi_export $(API_CACHE)/openapi.json
 	cd $(FRONTEND) && npm run --silent api-types
+	@cmp -s $(API_CACHE)/api-schema.ts $(API_TYPES) || cp $(API_CACHE)/api-schema.ts $(API_TYPES)
 
 # Like proto-check: fails when the committed types are not what the gateway's API declares.
 api-check: api-types
