@@ -10,7 +10,8 @@ SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc
 RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 
-.PHONY: frontend install demo up test test-fast lint proto proto-check buf-lint system-deps bench clean
+.PHONY: frontend install demo up test test-fast lint proto proto-check api-types api-check buf-lint \
+	system-deps bench clean
 
 # A fresh Debian has python3.11 but not its venv module: install it when venv creation fails.
 $(BIN)/python:
@@ -63,6 +64,23 @@ proto-check: install
 	@git diff --exit-code -- protos || { echo "generated protobuf code is stale: run 'make proto' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- protos)" || { echo "untracked generated files under protos/: run 'make proto' and commit"; git status --porcelain -- protos; exit 1; }
 
+# The front end's API types (src/api-schema.ts) are generated from the gateway's OpenAPI
+# document (python -m review_gateway.openapi_export, no server started) by openapi-typescript.
+# The file is replaced only when its text changes (an unchanged one keeps the build current).
+API_TYPES := $(FRONTEND)/src/api-schema.ts
+API_CACHE := $(FRONTEND)/node_modules/.cache
+
+api-types: install
+	@mkdir -p $(API_CACHE)
+	$(BIN)/python -m review_gateway.openapi_export $(API_CACHE)/openapi.json
+	cd $(FRONTEND) && npm run --silent api-types
+	@cmp -s $(API_CACHE)/api-schema.ts $(API_TYPES) || cp $(API_CACHE)/api-schema.ts $(API_TYPES)
+
+# Like proto-check: fails when the committed types are not what the gateway's API declares.
+api-check: api-types
+	@git diff --exit-code -- $(API_TYPES) || { echo "$(API_TYPES) is stale: run 'make api-types' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- $(API_TYPES))" || { echo "$(API_TYPES) is not committed: run 'make api-types' and commit"; exit 1; }
+
 buf-lint:
 	@bash scripts/buf-lint.sh $(BUF_VERSION)
 
@@ -72,7 +90,7 @@ lint: install
 	$(BIN)/mypy sidecar_core sidecar_app sidecar_synth ingest_svc imaging_svc normalizer_svc workflow_svc \
 		review_gateway
 
-test: install system-deps proto-check buf-lint lint
+test: install system-deps proto-check api-check buf-lint lint
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 test-fast: install

@@ -107,7 +107,7 @@ def measure(root: str, study: str, series: str, token: str = "",
 
 def _sidecar(work: Path, nats_url: str, folder: Path) -> tuple[Any, str, str, list[Any]]:
     from bench.ingest_vs_orthanc import NODELAY, Sidecar, storescu
-    from review_gateway import auth
+    from review_gateway.auth import tokens
     from tests.servers import free_port, wait_port
 
     ingest = Sidecar(work, nats_url, [sys.executable, "-m", "ingest_svc.main"])
@@ -124,7 +124,7 @@ def _sidecar(work: Path, nats_url: str, folder: Path) -> tuple[Any, str, str, li
         gateway = subprocess.Popen([sys.executable, "-m", "review_gateway.main"], cwd=ROOT,
                                    env=env, stdout=log, stderr=log)
     wait_port(port, 30)
-    token = auth.issue(secret.encode(), user_id="bench", username="bench", role="admin",
+    token = tokens.issue(secret.encode(), user_id="bench", username="bench", role="admin",
                        facilities=[], ttl_s=3600)
     return ingest, f"http://127.0.0.1:{port}/dicomweb", token, [gateway]
 

@@ -17,36 +17,54 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
-from review_gateway import auth, security, viewport_client, views
-from review_gateway.admin_routes import admin_router
-from review_gateway.analytics_routes import analytics_router
+from review_gateway.admin.analytics import analytics_router
+from review_gateway.admin.routes import admin_router
+from review_gateway.auth import tokens
+from review_gateway.auth.sessions import SessionAuth
+from review_gateway.clients import viewport as viewport_client
+from review_gateway.clients.review import ReviewClient
+from review_gateway.clients.viewport import ViewportClient
+from review_gateway.clients.workflow import ChannelFactory, WorkflowClient, WorkflowConnection
 from review_gateway.dicomweb import cors
 from review_gateway.dicomweb.index_cache import WadoIndex
 from review_gateway.dicomweb.rendered import rendered_router
 from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.dicomweb.wado import wado_router
-from review_gateway.draft_routes import draft_router
-from review_gateway.errors import ApiError, error_body
-from review_gateway.events import EventHub
-from review_gateway.health import DependencyStatus, HealthCheck, run_checks
-from review_gateway.review_client import ReviewClient
-from review_gateway.review_routes import review_router
-from review_gateway.sessions import SessionAuth
+from review_gateway.errors import ERROR_RESPONSES, ApiError, error_body
+from review_gateway.health.checks import DependencyStatus, Health, HealthCheck, health, run_checks
+from review_gateway.review import models
+from review_gateway.review import workflow_views as views
+from review_gateway.review.drafts import draft_router
+from review_gateway.review.events import EventHub
+from review_gateway.review.routes import review_router
 from review_gateway.settings import GatewaySettings
-from review_gateway.viewport_client import ViewportClient
-from review_gateway.webapp import webapp_router
-from review_gateway.workflow_client import ChannelFactory, WorkflowClient, WorkflowConnection
+from review_gateway.web import security
+from review_gateway.web.page import webapp_router
 from sidecar_core.observability import metrics
 from sidecar_core.storage.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSET_CACHE = "private, max-age=31536000, immutable"
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+# Assets are images (PNG viewports and overlays, thumbnails) or the model input (NPY).
+ASSET_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    200: {"description": "The asset's bytes, of its stored content type (ETag: its SHA-256)",
+          "content": {"image/png": _BINARY, "image/jpeg": _BINARY,
+                      "application/octet-stream": _BINARY}},
+    304: {"description": "Not modified (If-None-Match)"},
+}
+# Shapes of the API that no route answers with but the front end reads (the data of an SSE).
+EXTRA_SCHEMAS = (models.StudyEvent,)
+
+
 def _uuid_arg(value: str, what: str) -> str:
     try:
         return str(uuid.UUID(value))
@@ -153,30 +171,24 @@ def create_app(settings: GatewaySettings,
         """This process's Prometheus metrics (text exposition format)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], response_model=Health,
+             responses={503: {"model": Health, "description": "A dependency is not ready"}})
     async def healthz() -> JSONResponse:
-        results = await run_checks(checks, settings.health_timeout_s + 1.0)
-        deps = {r.name: {"status": "ok"} if r.ready else
-                {"status": "unavailable", "detail": r.detail} for r in results}
-        failed = [r.name for r in results if not r.ready]
-        if not failed:
-            return JSONResponse({"status": "ok", "dependencies": deps})
-        body = {"status": "unavailable", "dependencies": deps,
-                **error_body("UNAVAILABLE", "DEPENDENCY_UNAVAILABLE",
-                             f"not ready: {', '.join(failed)}")}
-        return JSONResponse(body, status_code=503)
+        report = health(await run_checks(checks, settings.health_timeout_s + 1.0))
+        return JSONResponse(report.model_dump(mode="json", exclude_none=True),
+                            status_code=200 if report.status == "ok" else 503)
 
-    @app.get("/api/v1/studies/{study_id}/audit", tags=["studies"])
+    @app.get("/api/v1/studies/{study_id}/audit", tags=["studies"], responses=ERROR_RESPONSES)
     async def list_audit(
-        study_id: str, me: auth.Principal = Depends(principal),
+        study_id: str, me: tokens.Principal = Depends(principal),
         page_size: int = Query(default=0, ge=0, le=500),
         page_token: str = Query(default="", max_length=2048),
-    ) -> dict[str, Any]:
+    ) -> models.AuditList:
         reply = await client().list_audit_events(pb.ListAuditEventsRequest(
             study_id=_uuid_arg(study_id, "study"), allowed_facilities=me.allowed_facilities(),
             page_size=page_size, page_token=page_token))
-        return {"events": [views.audit_json(e) for e in reply.events],
-                "next_page_token": reply.next_page_token}
+        return models.AuditList(events=[views.audit_json(e) for e in reply.events],
+                                next_page_token=reply.next_page_token)
 
     def ingest() -> grpc.aio.Channel:
         ingest_stub()  # opens the shared ingest channel
@@ -204,15 +216,16 @@ def create_app(settings: GatewaySettings,
         return Response(data, media_type=reply.asset.content_type or "application/octet-stream",
                         headers=headers)
 
-    @app.get("/api/v1/studies/{study_id}/assets/{asset_id}", tags=["assets"])
-    async def get_asset(study_id: str, asset_id: str, me: auth.Principal = Depends(principal),
+    @app.get("/api/v1/studies/{study_id}/assets/{asset_id}", tags=["assets"],
+             response_class=Response, responses=ASSET_RESPONSES)
+    async def get_asset(study_id: str, asset_id: str, me: tokens.Principal = Depends(principal),
                         if_none_match: str | None = Header(default=None)) -> Response:
         return await serve_asset(pb.GetAssetRequest(
             study_id=_uuid_arg(study_id, "study"), asset_id=_uuid_arg(asset_id, "asset"),
             allowed_facilities=me.allowed_facilities()), if_none_match)
 
     async def slice_image(study_id: str, series_id: str, kind: str, preset: str,
-                          slice_index: int, me: auth.Principal,
+                          slice_index: int, me: tokens.Principal,
                           if_none_match: str | None) -> Response:
         return await serve_asset(pb.GetAssetRequest(
             study_id=_uuid_arg(study_id, "study"), series_id=_uuid_arg(series_id, "series"),
@@ -221,19 +234,21 @@ def create_app(settings: GatewaySettings,
 
     slices = "/api/v1/studies/{study_id}/series/{series_id}/slices/{slice_index}"
 
-    @app.get(slices + "/viewport/{preset}", tags=["assets"])
+    @app.get(slices + "/viewport/{preset}", tags=["assets"], response_class=Response,
+             responses=ASSET_RESPONSES)
     async def get_viewport(study_id: str, series_id: str, preset: str,
                            slice_index: int = PathParam(ge=0),
-                           me: auth.Principal = Depends(principal),
+                           me: tokens.Principal = Depends(principal),
                            if_none_match: str | None = Header(default=None)) -> Response:
         """The viewport image of one slice (0-based, anatomical order) in one window preset."""
         return await slice_image(study_id, series_id, "viewport", preset, slice_index, me,
                                  if_none_match)
 
-    @app.get(slices + "/overlay/{preset}", tags=["assets"])
+    @app.get(slices + "/overlay/{preset}", tags=["assets"], response_class=Response,
+             responses=ASSET_RESPONSES)
     async def get_overlay(study_id: str, series_id: str, preset: str,
                           slice_index: int = PathParam(ge=0),
-                          me: auth.Principal = Depends(principal),
+                          me: tokens.Principal = Depends(principal),
                           if_none_match: str | None = Header(default=None)) -> Response:
         """The overlay (mask, heatmap) of one slice in one preset."""
         return await slice_image(study_id, series_id, "overlay", preset, slice_index, me,
@@ -263,7 +278,7 @@ def create_app(settings: GatewaySettings,
 
     @app.api_route("/api/v1/{path:path}", include_in_schema=False,
                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    async def unknown_api(path: str, _: auth.Principal = Depends(principal)) -> None:
+    async def unknown_api(path: str, _: tokens.Principal = Depends(principal)) -> None:
         raise ApiError(404, "NOT_FOUND", "NO_SUCH_ROUTE", f"no API route /api/v1/{path}")
 
     @app.get("/admin/analytics", include_in_schema=False)
@@ -281,7 +296,24 @@ def create_app(settings: GatewaySettings,
     app.include_router(webapp_router(STATIC_DIR, settings.viewer_port))
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_schemas(app, EXTRA_SCHEMAS)
     return app
+
+
+def _add_schemas(app: FastAPI, extra: Sequence[type[BaseModel]]) -> None:
+    """Puts `extra` into the OpenAPI document's components (for the generated front-end types)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = build()
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            for model in extra:
+                schemas.setdefault(model.__name__, model.model_json_schema(
+                    ref_template="#/components/schemas/{model}"))
+        return build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from review_gateway import access_log
 from review_gateway.app import create_app
-from review_gateway.health import HealthCheck
+from review_gateway.health.checks import HealthCheck
 from review_gateway.settings import GatewaySettings
+from review_gateway.web import access_log
 from sidecar_core.serving.grpc_server import stop_event_on_signals
 from sidecar_core.serving.http_server import StoppableServer, bound_port, serve_until
 
@@ -51,7 +51,7 @@ async def _main() -> None:
     from sidecar_core.observability import tracing
 
     tracing.setup("review_gateway", settings.otlp_endpoint)
-    from review_gateway.dependencies import mesh_checks
+    from review_gateway.health.mesh import mesh_checks
 
     await run(settings, stop_event_on_signals(), health_checks=mesh_checks(settings))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from review_gateway.auth import KeySet
+from review_gateway.auth.tokens import KeySet
 from sidecar_core.settings import CommonSettings
 
 SECRET_FILE = "gateway-secret"

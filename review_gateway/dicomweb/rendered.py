@@ -18,11 +18,14 @@ from fastapi.responses import Response
 from protos.sidecar.ingest.v1 import retrieve_service_pb2 as pb
 from review_gateway.dicomweb import multipart
 from review_gateway.dicomweb.index_cache import WadoIndex, rpc_error
+from review_gateway.dicomweb.schemas import binary
 from review_gateway.dicomweb.wado import CACHE, check_uids, facilities_of, frame_numbers
 from review_gateway.errors import ApiError
 
 THUMBNAIL_VIEWPORT = (128, 128)
 _IMAGE_TYPES = ("image/jpeg", "image/png")
+IMAGE = binary("The rendered image (Accept: image/jpeg, the default, or image/png)",
+               *_IMAGE_TYPES)
 
 
 def _bad(reason: str, message: str) -> ApiError:
@@ -118,7 +121,8 @@ def rendered_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable
                                     p.get("sop", ""), p.get("frame", ""))
             endpoint.__name__ = path.strip("/").replace("/", "_").replace("{", "")\
                 .replace("}", "")
-            router.add_api_route(path, endpoint, methods=["GET"])
+            router.add_api_route(path, endpoint, methods=["GET"], response_class=Response,
+                                 responses=IMAGE)
 
         add(f"/studies/{{study}}/{kind}")
         add(f"/studies/{{study}}/series/{{series}}/{kind}")

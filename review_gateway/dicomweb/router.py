@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse, Response
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from review_gateway.dicomweb import stow
+from review_gateway.dicomweb.schemas import DICOM_JSON, DicomDataset, DicomDatasets, dicom_json
 from sidecar_core.dicom.uids import uid_problem
 
 log = logging.getLogger(__name__)
-DICOM_JSON = "application/dicom+json"
 _BATCH_BYTES = 64 * 1024 * 1024
 _ACCEPTABLE = ("application/dicom+json", "application/json", "application/*", "*/*")
 _HTTP_OF_GRPC = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.PERMISSION_DENIED: 403,
@@ -131,12 +131,19 @@ def dicomweb_router(auth_dependency: Callable[..., Any], ingest_stub: Any,
         return Response(json.dumps(body), status_code=stow.http_status(results),
                         media_type=DICOM_JSON)
 
-    @router.post("/studies")
+    stored = dicom_json(
+        "Store Instances Response Module: every instance stored", DicomDataset,
+        {202: {"model": DicomDataset, "description": "Some instances were not stored"},
+         409: {"model": DicomDataset, "description": "No instance was stored"}})
+    stored["openapi_extra"] = {"requestBody": {"required": True, "content": {
+        "multipart/related": {"schema": {"type": "string", "format": "binary"}}}}}
+
+    @router.post("/studies", **stored)
     async def stow_studies(request: Request,
                            principal: Any = Depends(auth_dependency)) -> Response:
         return await store(request, principal)
 
-    @router.post("/studies/{study}")
+    @router.post("/studies/{study}", **stored)
     async def stow_study(study: str, request: Request,
                          principal: Any = Depends(auth_dependency)) -> Response:
         return await store(request, principal, study)
@@ -165,7 +172,8 @@ def dicomweb_router(auth_dependency: Callable[..., Any], ingest_stub: Any,
             return await search(request, principal, method, **request.path_params)
         endpoint.__name__ = "qido_" + path.strip("/").replace("/", "_").replace("{", "")\
             .replace("}", "")
-        router.add_api_route(path, endpoint, methods=["GET"])
+        router.add_api_route(path, endpoint, methods=["GET"],
+                             **dicom_json("The matches (QIDO-RS)", DicomDatasets))
 
     qido("/studies", "SearchStudies")
     qido("/series", "SearchSeries")

@@ -21,15 +21,29 @@ from pydicom.uid import UID
 from protos.sidecar.ingest.v1 import retrieve_service_pb2 as pb
 from review_gateway.dicomweb import multipart, transcode
 from review_gateway.dicomweb.index_cache import SeriesEntry, WadoIndex, rpc_error
+from review_gateway.dicomweb.schemas import (
+    DICOM_JSON,
+    NOT_MODIFIED,
+    DicomDatasets,
+    binary,
+    dicom_json,
+)
 from review_gateway.errors import ApiError
 from sidecar_core.dicom.uids import uid_problem
 from sidecar_core.storage.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
-DICOM_JSON = "application/dicom+json"
 _JSON_TYPES = ("application/dicom+json", "application/json", "application/*", "*/*")
 CACHE = "private, max-age=3600"
 _MAX_FRAMES = 1000
+INSTANCES = binary("The instances as multipart/related; type=application/dicom",
+                   "multipart/related")
+FRAMES = binary("The frames as multipart/related (uncompressed: application/octet-stream, "
+                "else as stored)", "multipart/related")
+BULK_DATA = binary("The element's value as multipart/related; type=application/octet-stream",
+                   "multipart/related")
+METADATA = dicom_json("The instances' metadata (bulk data as BulkDataURI)", DicomDatasets,
+                      NOT_MODIFIED)
 
 
 def _not_acceptable(what: str) -> ApiError:
@@ -135,17 +149,19 @@ def wado_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable[[],
         return StreamingResponse(stream(), media_type=media_type,
                                  headers={"Cache-Control": CACHE})
 
-    @router.get("/studies/{study}")
+    @router.get("/studies/{study}", response_class=Response, responses=INSTANCES)
     async def retrieve_study(study: str, request: Request,
                              principal: Any = Depends(auth_dependency)) -> Response:
         return await retrieve(request, principal, study)
 
-    @router.get("/studies/{study}/series/{series}")
+    @router.get("/studies/{study}/series/{series}", response_class=Response,
+                responses=INSTANCES)
     async def retrieve_series(study: str, series: str, request: Request,
                               principal: Any = Depends(auth_dependency)) -> Response:
         return await retrieve(request, principal, study, series)
 
-    @router.get("/studies/{study}/series/{series}/instances/{sop}")
+    @router.get("/studies/{study}/series/{series}/instances/{sop}", response_class=Response,
+                responses=INSTANCES)
     async def retrieve_instance(study: str, series: str, sop: str, request: Request,
                                 principal: Any = Depends(auth_dependency)) -> Response:
         return await retrieve(request, principal, study, series, sop)
@@ -167,7 +183,7 @@ def wado_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable[[],
         digest = hashlib.sha256("|".join([root, *(e.metadata_key for e in entries)]).encode())
         return f'"{digest.hexdigest()[:40]}"'
 
-    @router.get("/studies/{study}/metadata")
+    @router.get("/studies/{study}/metadata", **METADATA)
     async def study_metadata(study: str, request: Request,
                              principal: Any = Depends(auth_dependency)) -> Response:
         check_uids(study=study)
@@ -185,7 +201,7 @@ def wado_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable[[],
         body = b"[" + b",".join(a for a in arrays if a) + b"]"
         return json_response(request, body.replace(b"{WADO_ROOT}", root.encode()), etag)
 
-    @router.get("/studies/{study}/series/{series}/metadata")
+    @router.get("/studies/{study}/series/{series}/metadata", **METADATA)
     async def series_metadata(study: str, series: str, request: Request,
                               principal: Any = Depends(auth_dependency)) -> Response:
         check_uids(study=study, series=series)
@@ -198,7 +214,7 @@ def wado_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable[[],
         body = (await index.metadata(entry)).replace(b"{WADO_ROOT}", root.encode())
         return json_response(request, body, etag)
 
-    @router.get("/studies/{study}/series/{series}/instances/{sop}/metadata")
+    @router.get("/studies/{study}/series/{series}/instances/{sop}/metadata", **METADATA)
     async def instance_metadata(study: str, series: str, sop: str, request: Request,
                                 principal: Any = Depends(auth_dependency)) -> Response:
         check_uids(study=study, series=series, instance=sop)
@@ -214,7 +230,8 @@ def wado_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable[[],
 
     # --- frames and bulk data ----------------------------------------------------------------
 
-    @router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}")
+    @router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}",
+                response_class=Response, responses=FRAMES)
     async def retrieve_frames(study: str, series: str, sop: str, frames: str, request: Request,
                               principal: Any = Depends(auth_dependency)) -> Response:
         check_uids(study=study, series=series, instance=sop)
@@ -261,7 +278,8 @@ def wado_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable[[],
         return Response(body, headers={"Cache-Control": CACHE}, media_type=multipart.content_type(
             choice.part_type, boundary, choice.transfer_syntax))
 
-    @router.get("/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}")
+    @router.get("/studies/{study}/series/{series}/instances/{sop}/bulkdata/{tag}",
+                response_class=Response, responses=BULK_DATA)
     async def bulk_data(study: str, series: str, sop: str, tag: str, request: Request,
                         principal: Any = Depends(auth_dependency)) -> Response:
         check_uids(study=study, series=series, instance=sop)

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
-from review_gateway import auth
+from review_gateway.auth import tokens
 from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.dicomweb.stow import split_multipart, split_request
 from review_gateway.errors import ApiError
@@ -36,12 +36,12 @@ STUDY_A, STUDY_B, STUDY_OTHER = generate_uid(), generate_uid(), generate_uid()
 
 
 def token(role: str = "radiologist", facilities: tuple[str, ...] = ("north",)) -> str:
-    return auth.issue(KEY, user_id="u1", username="tester", role=role,
+    return tokens.issue(KEY, user_id="u1", username="tester", role=role,
                       facilities=list(facilities), ttl_s=3600)
 
 
-def principal(request: Request) -> auth.Principal:
-    return auth.verify(KEY, auth.bearer_token(request.headers.get("Authorization")))
+def principal(request: Request) -> tokens.Principal:
+    return tokens.verify(KEY, tokens.bearer_token(request.headers.get("Authorization")))
 
 
 @dataclass

@@ -19,10 +19,10 @@ from fastapi import FastAPI
 from ingest_svc.rpc.viewport_servicer import ViewportServicer
 from protos.sidecar.ingest.v1 import viewport_service_pb2 as viewport_pb
 from protos.sidecar.ingest.v1 import viewport_service_pb2_grpc as viewport_grpc
-from review_gateway import auth
 from review_gateway.app import create_app
+from review_gateway.auth import tokens
 from review_gateway.errors import ApiError
-from review_gateway.health import DependencyStatus
+from review_gateway.health.checks import DependencyStatus
 from review_gateway.main import run
 from review_gateway.settings import GatewaySettings, load_or_create_secret
 from sidecar_core.db import Database
@@ -133,9 +133,9 @@ async def test_every_api_route_needs_a_valid_token(gateway: Gateway) -> None:
     forged = json.loads(base64.urlsafe_b64decode(claims + "=="))
     forged["role"] = "admin"
     forged_b64 = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode().rstrip("=")
-    expired = auth.issue(SECRET.encode(), user_id="u", username="rad-a", role="radiologist",
+    expired = tokens.issue(SECRET.encode(), user_id="u", username="rad-a", role="radiologist",
                          facilities=["fac-a"], ttl_s=60, now=time.time() - 120)
-    foreign = auth.issue(b"another key" * 4, user_id="u", username="admin", role="admin",
+    foreign = tokens.issue(b"another key" * 4, user_id="u", username="admin", role="admin",
                          facilities=[], ttl_s=60)
     for bad, reason in [(f"{header}.{forged_b64}.{signature}", "INVALID_TOKEN"),
                         (foreign, "INVALID_TOKEN"), ("garbage", "INVALID_TOKEN"),
@@ -362,20 +362,20 @@ async def test_openapi_and_index(gateway: Gateway) -> None:
 
 def test_tokens_round_trip_and_scope() -> None:
     key = b"k" * 32
-    token = auth.issue(key, user_id="u1", username="rad", role="radiologist",
+    token = tokens.issue(key, user_id="u1", username="rad", role="radiologist",
                        facilities=["fac-a"], ttl_s=60, now=1000)
-    me = auth.verify(key, token, now=1059)
+    me = tokens.verify(key, token, now=1059)
     assert (me.user_id, me.role, me.facilities, me.expires_at) == (
         "u1", "radiologist", ("fac-a",), 1060)
     assert me.allowed_facilities() == ["fac-a"]
     with pytest.raises(ApiError, match="expired"):
-        auth.verify(key, token, now=1060)
-    admin = auth.issue(key, user_id="u2", username="a", role="admin", facilities=[], ttl_s=60)
-    assert auth.verify(key, admin).allowed_facilities() == []
-    unbound = auth.issue(key, user_id="u3", username="r", role="radiologist", facilities=[],
+        tokens.verify(key, token, now=1060)
+    admin = tokens.issue(key, user_id="u2", username="a", role="admin", facilities=[], ttl_s=60)
+    assert tokens.verify(key, admin).allowed_facilities() == []
+    unbound = tokens.issue(key, user_id="u3", username="r", role="radiologist", facilities=[],
                          ttl_s=60)
     with pytest.raises(ApiError) as exc:  # never widened to "all facilities"
-        auth.verify(key, unbound).allowed_facilities()
+        tokens.verify(key, unbound).allowed_facilities()
     assert exc.value.status == 403
 
 

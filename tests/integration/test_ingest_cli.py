@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydicom.uid import generate_uid
 
-from review_gateway import auth
+from review_gateway.auth import tokens
 from sidecar_app import cli
 from sidecar_app import ingest_cli as client_cli
 from sidecar_core.db import Database
@@ -100,7 +100,7 @@ async def test_stow_with_login(ingest: Ingest, tmp_path: Path,
     @app.post("/api/v1/auth/login")
     async def login(body: Login) -> dict[str, Any]:  # the gateway's login, minus gRPC
         user = await users.authenticate(db, body.username, body.password)
-        return {"access_token": auth.issue(KEY, user_id=str(user.user_id),
+        return {"access_token": tokens.issue(KEY, user_id=str(user.user_id),
                                            username=user.username, role=user.role,
                                            facilities=list(user.facilities), ttl_s=600)}
 

@@ -111,7 +111,7 @@ async def test_event_stream_without_a_bus_says_unavailable(db: Database, tmp_pat
 
 async def test_event_stream_ends_after_logout(db: Database, nats: NatsServer, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from review_gateway import events
+    from review_gateway.review import events
 
     monkeypatch.setattr(events, "HEARTBEAT_S", 0.2)
     async with review_env(db, tmp_path, nats_url=nats.url) as env:

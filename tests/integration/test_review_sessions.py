@@ -12,8 +12,8 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
-from review_gateway import auth
 from review_gateway.app import create_app
+from review_gateway.auth import tokens
 from sidecar_core.db import Database
 from sidecar_core.store import models as m
 from tests.integration.review_env import SECRET, review_env
@@ -97,7 +97,7 @@ async def test_key_rotation_and_forged_tokens(db: Database, tmp_path: Path) -> N
         old_key = b"old-secret-" + b"z" * 40
         user = (await env.login("rad-a"))
         claims = jwt.decode(user["access_token"], options={"verify_signature": False})
-        old = auth.issue(old_key, user_id=claims["sub"], username="rad-a", role="radiologist",
+        old = tokens.issue(old_key, user_id=claims["sub"], username="rad-a", role="radiologist",
                          facilities=["fac-a"], ttl_s=60)
         reply = await env.http.get("/api/v1/me", headers={"Authorization": f"Bearer {old}"})
         assert reply.json()["error"]["reason"] == "INVALID_TOKEN"  # unknown key id
@@ -108,7 +108,7 @@ async def test_key_rotation_and_forged_tokens(db: Database, tmp_path: Path) -> N
             assert (await http.get("/api/v1/me",
                                    headers={"Authorization": f"Bearer {old}"})).status_code == 200
         header = jwt.get_unverified_header(user["access_token"])
-        assert header["kid"] == auth.key_id(SECRET.encode()) and header["alg"] == "HS256"
+        assert header["kid"] == tokens.key_id(SECRET.encode()) and header["alg"] == "HS256"
         forged_claims = {**claims, "role": "admin", "fac": []}
         unsigned = jwt.encode(forged_claims, "", algorithm="none", headers={"kid": header["kid"]})
         resigned = jwt.encode(forged_claims, "guess" * 10, algorithm="HS256",

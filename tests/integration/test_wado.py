@@ -27,8 +27,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as ipb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ipb_grpc
-from review_gateway import auth
 from review_gateway.app import create_app
+from review_gateway.auth import tokens
 from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
@@ -104,7 +104,7 @@ class Wado:
     database_url: str = ""
 
     def token(self, facilities: tuple[str, ...] = ("north",)) -> str:
-        return auth.issue(SECRET.encode(), user_id="u1", username="rad", role="radiologist",
+        return tokens.issue(SECRET.encode(), user_id="u1", username="rad", role="radiologist",
                           facilities=list(facilities), ttl_s=3600)
 
     def client(self, facilities: tuple[str, ...] = ("north",)) -> DICOMwebClient:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from review_gateway.access_log import DropQueryString
+from review_gateway.web.access_log import DropQueryString
 
 
 def test_query_string_is_dropped() -> None:

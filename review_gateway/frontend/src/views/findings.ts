@@ -173,7 +173,7 @@ export class FindingsPanel {
           el('span', { class: 'conf', text: f.origin === 'radiologist' ? 'own' : percent(f.confidence) })),
         el('div', { class: 'line2' },
           el('span', { text: f.origin === 'radiologist' ? `by ${d?.by ?? 'radiologist'}`
-            : `${f.model.name} ${f.model.version}` }),
+            : f.model ? `${f.model.name} ${f.model.version}` : '' }),
           el('span', { text: f.kind }),
           el('span', { class: 'slice', text: slice ? `slice ${slice}` : '' })),
         el('div', { class: 'line3' },

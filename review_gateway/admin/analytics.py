@@ -14,8 +14,9 @@ from fastapi.responses import Response
 
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
-from review_gateway.errors import ApiError
-from review_gateway.workflow_client import to_api_error
+from review_gateway.admin import models
+from review_gateway.clients.workflow import to_api_error
+from review_gateway.errors import ERROR_RESPONSES, ApiError
 
 READERS = ("admin", "auditor")
 TABLES = {
@@ -34,7 +35,8 @@ def _rows(reply: pb.GetReviewAnalyticsResponse, table: str) -> list[dict[str, An
 def analytics_router(principal: Callable[..., Any],
                      channel: Callable[[], grpc.aio.Channel],
                      timeout_s: float = 60.0) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/analytics", tags=["analytics"])
+    router = APIRouter(prefix="/api/v1/analytics", tags=["analytics"],
+                       responses=ERROR_RESPONSES)
 
     async def fetch(me: Any, facility: str, since: date | None,
                     until: date | None) -> pb.GetReviewAnalyticsResponse:
@@ -58,13 +60,16 @@ def analytics_router(principal: Callable[..., Any],
         me: Any = Depends(principal), facility: str = Query(default="", max_length=64),
         since: date | None = Query(default=None, description="first study date, YYYY-MM-DD"),
         until: date | None = Query(default=None, description="last study date, YYYY-MM-DD"),
-    ) -> dict[str, Any]:
+    ) -> models.ReviewAnalytics:
         """Acceptance, edit, rejection and ignore counts by model version, modality, facility
         and label; findings radiologists added; turnaround per stage; shadow-mode figures."""
         reply = await fetch(me, facility, since, until)
-        return {table: _rows(reply, table) for table in TABLES}
+        return models.ReviewAnalytics.model_validate(
+            {table: _rows(reply, table) for table in TABLES})
 
-    @router.get("/{table}.csv")
+    @router.get("/{table}.csv", response_class=Response, responses={200: {
+        "description": "The table as CSV (a header row, then one row per group)",
+        "content": {"text/csv": {"schema": {"type": "string"}}}}})
     async def review_analytics_csv(
         table: str, me: Any = Depends(principal),
         facility: str = Query(default="", max_length=64),

@@ -9,9 +9,9 @@ import grpc
 
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc
-from review_gateway.auth import Principal
+from review_gateway.auth.tokens import Principal
+from review_gateway.clients.workflow import to_api_error
 from review_gateway.errors import ApiError
-from review_gateway.workflow_client import to_api_error
 from sidecar_core.serving.grpc_server import error_info
 
 R = TypeVar("R")

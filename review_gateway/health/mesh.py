@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from review_gateway.health import DependencyStatus, HealthCheck
+from review_gateway.health.checks import DependencyStatus, HealthCheck
 from review_gateway.settings import GatewaySettings
 
 

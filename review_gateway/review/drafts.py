@@ -1,4 +1,4 @@
-"""Draft API (docs/readme/report-loop.md): generate, read, edit, accept an assistive draft."""
+"""Draft API (docs/report-loop.md): generate, read, edit, accept an assistive draft."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import report_service_pb2 as pb
 from protos.sidecar.workflow.v1 import report_service_pb2_grpc as pb_grpc
-from review_gateway.auth import Principal
-from review_gateway.review_client import ReviewClient, caller
+from review_gateway.auth.tokens import Principal
+from review_gateway.clients.review import ReviewClient, caller
+from review_gateway.errors import ERROR_RESPONSES
+from review_gateway.review.models import Draft, DraftGenerated, DraftSentence, DraftVersions
 
 ASSISTIVE_NOTICE = "Assistive draft: not a report; the official report is written in the RIS."
 GENERATE_TIMEOUT_S = 330.0  # above the longest LLM timeout a facility may set, with retries
@@ -28,20 +30,21 @@ class AcceptBody(BaseModel):
     expected_version: int = Field(ge=1)
 
 
-def draft_json(d: pb.Draft) -> dict[str, Any]:
-    return {
-        "id": d.draft_id, "study_id": d.study_id, "version": d.version, "status": d.status,
-        "generator": d.generator, "text": d.text, "author": d.author,
-        "sentences": [{"text": x.text, "finding_ids": list(x.finding_ids)} for x in d.sentences],
-        "assistive": True, "notice": ASSISTIVE_NOTICE, "trace_id": d.trace_id,
-        "created_at": d.created_at.ToDatetime(tzinfo=UTC).isoformat()
+def draft_json(d: pb.Draft) -> Draft:
+    return Draft(
+        id=d.draft_id, study_id=d.study_id, version=d.version, status=d.status,
+        generator=d.generator, text=d.text, author=d.author,
+        sentences=[DraftSentence(text=x.text, finding_ids=list(x.finding_ids))
+                   for x in d.sentences],
+        assistive=True, notice=ASSISTIVE_NOTICE, trace_id=d.trace_id,
+        created_at=d.created_at.ToDatetime(tzinfo=UTC).isoformat()
         if d.HasField("created_at") else None,
-    }
+    )
 
 
 def draft_router(principal: Callable[..., Any], channel: Callable[[], grpc.aio.Channel],
                  timeout_s: float) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", tags=["drafts"])
+    router = APIRouter(prefix="/api/v1", tags=["drafts"], responses=ERROR_RESPONSES)
     me_dep = Depends(principal)
 
     def client(timeout: float = timeout_s) -> tuple[ReviewClient, pb_grpc.ReportServiceStub]:
@@ -49,26 +52,26 @@ def draft_router(principal: Callable[..., Any], channel: Callable[[], grpc.aio.C
         return ReviewClient(ch, timeout), pb_grpc.ReportServiceStub(ch)
 
     @router.post("/studies/{study_id}/draft")
-    async def generate(study_id: str, me: Principal = me_dep) -> dict[str, Any]:
+    async def generate(study_id: str, me: Principal = me_dep) -> DraftGenerated:
         """Generates a new draft version; `llm_failed` (with `llm_error`) when the drafter
         failed: the review goes on without a draft."""
         rpc, stub = client(GENERATE_TIMEOUT_S)
         reply = await rpc.call(stub.GenerateDraft, pb.GenerateDraftRequest(
             caller=caller(me), study_id=study_id))
-        return {"draft": draft_json(reply.draft) if reply.HasField("draft") else None,
-                "llm_failed": reply.llm_failed, "llm_error": reply.llm_error}
+        return DraftGenerated(draft=draft_json(reply.draft) if reply.HasField("draft") else None,
+                              llm_failed=reply.llm_failed, llm_error=reply.llm_error)
 
     @router.get("/studies/{study_id}/draft")
-    async def get(study_id: str, me: Principal = me_dep) -> dict[str, Any]:
+    async def get(study_id: str, me: Principal = me_dep) -> DraftVersions:
         rpc, stub = client()
         reply = await rpc.call(stub.GetDraft, pb.GetDraftRequest(caller=caller(me),
                                                                  study_id=study_id))
         versions = [draft_json(v) for v in reply.versions]
-        return {"current": versions[-1] if versions else None, "versions": versions,
-                "llm_error": reply.llm_error}
+        return DraftVersions(current=versions[-1] if versions else None, versions=versions,
+                             llm_error=reply.llm_error)
 
     @router.put("/studies/{study_id}/draft")
-    async def edit(study_id: str, body: EditBody, me: Principal = me_dep) -> dict[str, Any]:
+    async def edit(study_id: str, body: EditBody, me: Principal = me_dep) -> Draft:
         rpc, stub = client()
         reply = await rpc.call(stub.EditDraft, pb.EditDraftRequest(
             caller=caller(me), study_id=study_id, expected_version=body.expected_version,
@@ -77,7 +80,7 @@ def draft_router(principal: Callable[..., Any], channel: Callable[[], grpc.aio.C
 
     @router.post("/studies/{study_id}/draft/accept")
     async def accept(study_id: str, body: AcceptBody, me: Principal = me_dep
-                     ) -> dict[str, Any]:
+                     ) -> Draft:
         rpc, stub = client()
         reply = await rpc.call(stub.AcceptDraft, pb.AcceptDraftRequest(
             caller=caller(me), study_id=study_id, expected_version=body.expected_version))

@@ -17,10 +17,10 @@ from nats.aio.msg import Msg
 
 from protos.sidecar.events.v1 import events_pb2
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
-from review_gateway import review_views
-from review_gateway.auth import Principal
-from review_gateway.errors import ApiError
-from review_gateway.review_client import ReviewClient
+from review_gateway.auth.tokens import Principal
+from review_gateway.clients.review import ReviewClient
+from review_gateway.errors import ERROR_RESPONSES, ApiError
+from review_gateway.review import views as review_views
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.subjects import AUDIT, Topology
 
@@ -101,7 +101,7 @@ class EventHub:
             log.warning("live update of a study skipped: %s", exc.reason)
             return
         row = reply.study
-        data = review_views.event_json(row)
+        data = review_views.event_json(row).model_dump(mode="json")
         for subscriber in list(self.subscribers):
             if subscriber.sees(row.study.facility):
                 with contextlib.suppress(asyncio.QueueFull):  # a stalled client misses updates
@@ -140,9 +140,12 @@ class EventHub:
             await bus.close()
 
     def router(self, principal: Callable[..., Any]) -> APIRouter:
-        router = APIRouter(prefix="/api/v1", tags=["events"])
+        router = APIRouter(prefix="/api/v1", tags=["events"], responses=ERROR_RESPONSES)
 
-        @router.get("/events", response_class=StreamingResponse)
+        @router.get("/events", response_class=StreamingResponse, responses={200: {
+            "description": "Server-sent events: `study` events whose data is a StudyEvent "
+                           "(components.schemas.StudyEvent), `: ping` comments meanwhile",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
         async def events(request: Request, me: Principal = Depends(principal)
                          ) -> StreamingResponse:
             """`study` events for every study the caller may see that changes."""

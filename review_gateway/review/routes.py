@@ -10,10 +10,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
-from review_gateway import review_views as rv
-from review_gateway.auth import Principal
-from review_gateway.errors import error_body
-from review_gateway.review_client import ReviewCallError, ReviewClient, caller
+from review_gateway.auth.tokens import Principal
+from review_gateway.clients.review import ReviewCallError, ReviewClient, caller
+from review_gateway.errors import ERROR_RESPONSES, error_body
+from review_gateway.review import models
+from review_gateway.review import views as rv
 
 Action = Literal["accept", "reject", "edit_geometry", "edit_text", "relabel", "ignore",
                  "include_in_draft", "exclude_from_draft"]
@@ -50,7 +51,7 @@ class AccessEventBody(BaseModel):
 def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClient]
                   ) -> APIRouter:
     """The review routes under /api/v1, every one behind `principal` and facility-scoped."""
-    router = APIRouter(prefix="/api/v1", tags=["review"])
+    router = APIRouter(prefix="/api/v1", tags=["review"], responses=ERROR_RESPONSES)
     me_dep = Depends(principal)
 
     @router.get("/studies")
@@ -68,39 +69,41 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
         sort: str = Query(default="", max_length=32),
         page_size: int = Query(default=0, ge=0, le=500),
         page_token: str = Query(default="", max_length=2048),
-    ) -> dict[str, Any]:
+    ) -> models.StudyList:
         client = review()
         reply = await client.call(client.stub.ListWorklist, rpb.ListWorklistRequest(
             caller=caller(me), state=state, modality=modality, ai_status=ai_status,
             date_from=date_from, date_to=date_to, assigned_to_me=assigned == "me",
             facility=facility, accession=accession, eligible=eligible, sort=sort,
             page_size=page_size, page_token=page_token))
-        return {"studies": [rv.study_json(s) for s in reply.studies],
-                "next_page_token": reply.next_page_token}
+        return models.StudyList(studies=[rv.study_json(s) for s in reply.studies],
+                                next_page_token=reply.next_page_token)
 
     @router.get("/studies/{study_id}")
-    async def study(study_id: str, me: Principal = me_dep) -> dict[str, Any]:
+    async def study(study_id: str, me: Principal = me_dep) -> models.StudyDetail:
         client = review()
         reply = await client.call(client.stub.GetStudyDetail, rpb.GetStudyDetailRequest(
             caller=caller(me), study_id=study_id))
         return rv.detail_json(reply)
 
     def study_action(path: str, rpc: str, request_type: Any) -> None:
-        async def act(study_id: str, me: Principal = me_dep) -> dict[str, Any]:
+        async def act(study_id: str, me: Principal = me_dep) -> models.Study:
             client = review()
             reply = await client.call(getattr(client.stub, rpc),
                                       request_type(caller=caller(me), study_id=study_id))
             return rv.study_json(reply.study)
 
         act.__name__ = f"{path}_study"
-        router.post(f"/studies/{{study_id}}/{path}", name=f"{path} study")(act)
+        router.post(f"/studies/{{study_id}}/{path}", name=f"{path} study",
+                    response_model=models.Study)(act)
 
     study_action("claim", "ClaimStudy", rpb.ClaimStudyRequest)
     study_action("release", "ReleaseStudy", rpb.ReleaseStudyRequest)
     study_action("open", "OpenStudy", rpb.OpenStudyRequest)
     study_action("complete", "CompleteReview", rpb.CompleteReviewRequest)
 
-    @router.post("/studies/{study_id}/access-events", status_code=204)
+    @router.post("/studies/{study_id}/access-events", status_code=204,
+                 response_class=Response)
     async def access_event(study_id: str, body: AccessEventBody,
                            me: Principal = me_dep) -> Response:
         client = review()
@@ -120,13 +123,13 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
 
     @router.get("/studies/{study_id}/findings")
     async def findings(study_id: str, me: Principal = me_dep,
-                       include_hidden: bool = False) -> dict[str, Any]:
-        return {"findings": [rv.finding_json(f) for f in
-                             await findings_of(study_id, me, include_hidden)]}
+                       include_hidden: bool = False) -> models.FindingList:
+        return models.FindingList(findings=[rv.finding_json(f) for f in
+                                            await findings_of(study_id, me, include_hidden)])
 
     @router.post("/studies/{study_id}/findings", status_code=201)
     async def add_finding(study_id: str, body: NewFindingBody,
-                          me: Principal = me_dep) -> dict[str, Any]:
+                          me: Principal = me_dep) -> models.Finding:
         client = review()
         reply = await client.call(client.stub.AddFinding, rpb.AddFindingRequest(
             caller=caller(me), study_id=study_id, label=body.label, bbox_px=body.bbox_px,
@@ -135,9 +138,12 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
             request_id=body.request_id))
         return rv.finding_json(reply.finding)
 
-    @router.post("/studies/{study_id}/findings/{finding_id}/decisions")
+    @router.post("/studies/{study_id}/findings/{finding_id}/decisions",
+                 response_model=models.Finding,
+                 responses={409: {"model": models.VersionConflict,
+                                  "description": "VERSION_CONFLICT: the finding as it now is"}})
     async def decide(study_id: str, finding_id: str, body: DecisionBody,
-                     me: Principal = me_dep) -> Any:
+                     me: Principal = me_dep) -> models.Finding | JSONResponse:
         client = review()
         try:
             reply = await client.call(client.stub.DecideFinding, rpb.DecideFindingRequest(
@@ -150,17 +156,18 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
                 raise
             current = [f for f in await findings_of(study_id, me)
                        if f.finding.finding_id == finding_id]
-            return JSONResponse({**error_body(exc.code, exc.reason, exc.message),
-                                 "current": rv.finding_json(current[0]) if current else None},
-                                status_code=409)
+            conflict = models.VersionConflict(
+                **error_body(exc.code, exc.reason, exc.message),
+                current=rv.finding_json(current[0]) if current else None)
+            return JSONResponse(conflict.model_dump(mode="json"), status_code=409)
         return rv.finding_json(reply.finding)
 
     @router.get("/studies/{study_id}/findings/{finding_id}/history")
     async def history(study_id: str, finding_id: str, me: Principal = me_dep
-                      ) -> dict[str, Any]:
+                      ) -> models.FindingHistory:
         client = review()
         reply = await client.call(client.stub.ListFindingHistory, rpb.ListFindingHistoryRequest(
             caller=caller(me), study_id=study_id, finding_id=finding_id))
-        return {"events": [rv.history_json(e) for e in reply.events]}
+        return models.FindingHistory(events=[rv.history_json(e) for e in reply.events])
 
     return router

@@ -6,6 +6,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
+
+from review_gateway.errors import ApiModel, ErrorDetail
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +40,27 @@ async def run_checks(checks: Sequence[HealthCheck],
             return DependencyStatus(name, False, f"check failed: {type(exc).__name__}")
 
     return list(await asyncio.gather(*(guarded(c) for c in checks)))
+
+
+class DependencyHealth(ApiModel):
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None
+
+
+class Health(ApiModel):
+    """GET /healthz: ready (200) or not (503, with `error` naming what is not)."""
+
+    status: Literal["ok", "unavailable"]
+    dependencies: dict[str, DependencyHealth]
+    error: ErrorDetail | None = None
+
+
+def health(results: Sequence[DependencyStatus]) -> Health:
+    deps = {r.name: DependencyHealth(status="ok") if r.ready else
+            DependencyHealth(status="unavailable", detail=r.detail) for r in results}
+    failed = [r.name for r in results if not r.ready]
+    if not failed:
+        return Health(status="ok", dependencies=deps)
+    return Health(status="unavailable", dependencies=deps, error=ErrorDetail(
+        code="UNAVAILABLE", reason="DEPENDENCY_UNAVAILABLE",
+        message=f"not ready: {', '.join(failed)}"))

@@ -13,10 +13,11 @@ from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
-from review_gateway import metrics_view
-from review_gateway.errors import ApiError
-from review_gateway.views import iso
-from review_gateway.workflow_client import to_api_error
+from review_gateway.admin import metrics as metrics_view
+from review_gateway.admin import models
+from review_gateway.clients.workflow import to_api_error
+from review_gateway.errors import ERROR_RESPONSES, ApiError
+from review_gateway.review.workflow_views import iso
 
 READERS = ("admin", "auditor")
 
@@ -39,13 +40,17 @@ class FacilityChange(BaseModel):
     settings: dict[str, Any]
 
 
-def _letter_json(d: pb.DeadLetter) -> dict[str, Any]:
-    return {"sequence": d.sequence, "kind": d.kind, "facility": d.facility,
-            "accession": d.accession, "study_instance_uid": d.study_instance_uid,
-            "study_id": d.study_id or None, "job_id": d.job_id, "consumer": d.consumer,
-            "deliveries": d.deliveries, "error_class": d.error_class,
-            "error_message": d.error_message, "original_subject": d.original_subject,
-            "at": iso(d.at, d.HasField("at"))}
+def _letter_json(d: pb.DeadLetter) -> models.DeadLetter:
+    return models.DeadLetter(
+        sequence=d.sequence, kind=d.kind, facility=d.facility, accession=d.accession,
+        study_instance_uid=d.study_instance_uid, study_id=d.study_id or None, job_id=d.job_id,
+        consumer=d.consumer, deliveries=d.deliveries, error_class=d.error_class,
+        error_message=d.error_message, original_subject=d.original_subject,
+        at=iso(d.at, d.HasField("at")))
+
+
+def _facility_json(facility: struct_pb2.Struct) -> models.Facility:
+    return models.Facility.model_validate(json_format.MessageToDict(facility))
 
 
 def _require(me: Any, roles: tuple[str, ...]) -> None:
@@ -57,10 +62,10 @@ def _require(me: Any, roles: tuple[str, ...]) -> None:
 def admin_router(principal: Callable[..., Any],
                  channel: Callable[[], grpc.aio.Channel], timeout_s: float = 60.0,
                  metrics_targets: dict[str, str] | None = None) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+    router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
 
     @router.get("/metrics")
-    async def metrics_summary(me: Any = Depends(principal)) -> dict[str, Any]:
+    async def metrics_summary(me: Any = Depends(principal)) -> models.MetricsSummary:
         """Every service's sidecar_* metrics as JSON samples (the dashboard's data)."""
         _require(me, READERS)
         return await metrics_view.collect(metrics_targets or {})
@@ -81,14 +86,14 @@ def admin_router(principal: Callable[..., Any],
         kind: str = Query(default="", max_length=64),
         page_size: int = Query(default=100, ge=1, le=500),
         page_token: str = Query(default="", max_length=32),
-    ) -> dict[str, Any]:
+    ) -> models.DeadLetterPage:
         """Jobs that exhausted their retries, with their error context."""
         _require(me, READERS)
         reply = await call(ops().ListDeadLetters, pb.ListDeadLettersRequest(
             filter=pb.DeadLetterFilter(facility=facility, kind=kind), page_size=page_size,
             page_token=page_token))
-        return {"dead_letters": [_letter_json(d) for d in reply.dead_letters],
-                "next_page_token": reply.next_page_token}
+        return models.DeadLetterPage(dead_letters=[_letter_json(d) for d in reply.dead_letters],
+                                     next_page_token=reply.next_page_token)
 
     def selection(body: DeadLetterSelection) -> pb.DeadLetterFilter:
         return pb.DeadLetterFilter(facility=body.facility, kind=body.kind,
@@ -96,16 +101,16 @@ def admin_router(principal: Callable[..., Any],
 
     @router.post("/dead-letters/redrive")
     async def redrive(body: DeadLetterSelection,
-                      me: Any = Depends(principal)) -> dict[str, Any]:
+                      me: Any = Depends(principal)) -> models.Redriven:
         """Puts the selected failed jobs back to work (audited as job.redriven)."""
         _require(me, ("admin",))
         reply = await call(ops().RedriveDeadLetters, pb.RedriveDeadLettersRequest(
             filter=selection(body), operator=me.username))
-        return {"redriven": list(reply.redriven)}
+        return models.Redriven(redriven=list(reply.redriven))
 
     @router.post("/dead-letters/discard")
     async def discard(body: DeadLetterSelection,
-                      me: Any = Depends(principal)) -> dict[str, Any]:
+                      me: Any = Depends(principal)) -> models.Discarded:
         """Drops the selected failed jobs (audited as job.discarded with the reason)."""
         _require(me, ("admin",))
         if not body.reason.strip():
@@ -113,7 +118,7 @@ def admin_router(principal: Callable[..., Any],
                            "say why the jobs are discarded")
         reply = await call(ops().DiscardDeadLetters, pb.DiscardDeadLettersRequest(
             filter=selection(body), operator=me.username, reason=body.reason))
-        return {"discarded": list(reply.discarded)}
+        return models.Discarded(discarded=list(reply.discarded))
 
     def facilities() -> pb_grpc.FacilityServiceStub:
         return pb_grpc.FacilityServiceStub(channel())
@@ -124,28 +129,28 @@ def admin_router(principal: Callable[..., Any],
         return out
 
     @router.get("/facilities")
-    async def list_facilities(me: Any = Depends(principal)) -> dict[str, Any]:
+    async def list_facilities(me: Any = Depends(principal)) -> models.FacilityList:
         """Every facility with its onboarding settings (secrets only as set or not)."""
         _require(me, READERS)
         reply = await call(facilities().ListFacilities, pb.ListFacilitiesRequest())
-        return {"facilities": [json_format.MessageToDict(f) for f in reply.facilities]}
+        return models.FacilityList(facilities=[_facility_json(f) for f in reply.facilities])
 
     @router.post("/facilities", status_code=201)
     async def create_facility(body: FacilityCreate,
-                              me: Any = Depends(principal)) -> dict[str, Any]:
+                              me: Any = Depends(principal)) -> models.Facility:
         """Onboards a facility; every setting is checked, nothing is stored on an error."""
         _require(me, ("admin",))
         reply = await call(facilities().CreateFacility, pb.CreateFacilityRequest(
             name=body.name, settings=struct(body.settings), operator=me.username))
-        return json_format.MessageToDict(reply.facility)
+        return _facility_json(reply.facility)
 
     @router.patch("/facilities/{name}")
     async def update_facility(name: str, body: FacilityChange,
-                              me: Any = Depends(principal)) -> dict[str, Any]:
+                              me: Any = Depends(principal)) -> models.Facility:
         """Changes the given settings of a facility (audited as facility.updated)."""
         _require(me, ("admin",))
         reply = await call(facilities().UpdateFacility, pb.UpdateFacilityRequest(
             name=name, settings=struct(body.settings), operator=me.username))
-        return json_format.MessageToDict(reply.facility)
+        return _facility_json(reply.facility)
 
     return router

@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
-from review_gateway import auth
-from review_gateway.errors import ApiError
-from review_gateway.review_client import ReviewClient, caller
+from review_gateway.auth import tokens
+from review_gateway.clients.review import ReviewClient, caller
+from review_gateway.errors import ERROR_RESPONSES, ApiError, ApiModel
 from review_gateway.settings import GatewaySettings
 
 SESSION_COOKIE = "sidecar_session"
@@ -32,6 +32,25 @@ class LoginRequest(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
 
 
+class LoginResult(ApiModel):
+    """A new session: the bearer token (also set as the HttpOnly session cookie) and the CSRF
+    token that cookie writes send in X-CSRF-Token."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    role: str
+    username: str
+    facilities: list[str]
+    csrf_token: str
+
+
+class Me(ApiModel):
+    username: str
+    role: str
+    facilities: list[str]
+
+
 class SessionAuth:
     """Verifies a request's session (bearer header, else cookie + CSRF on writes) and revocation."""
 
@@ -42,7 +61,7 @@ class SessionAuth:
         self._revoked: dict[str, float] = {}  # jti → expiry (revoked here or seen revoked)
         self._checked: dict[str, float] = {}  # jti → when it was last seen not revoked
 
-    async def check_revoked(self, me: auth.Principal) -> None:
+    async def check_revoked(self, me: tokens.Principal) -> None:
         """401 TOKEN_REVOKED when the session was logged out (cached briefly when it was not)."""
         now = time.monotonic()
         if me.jti in self._revoked:
@@ -59,7 +78,7 @@ class SessionAuth:
         self._checked[me.jti] = now
 
     async def principal(self, request: Request, _: Any = Depends(bearer_scheme)
-                        ) -> auth.Principal:
+                        ) -> tokens.Principal:
         """The verified caller; 401 without a valid session, 403 CSRF_FAILED on a cookie write
         without the session's CSRF token."""
         header = request.headers.get("Authorization")
@@ -68,16 +87,16 @@ class SessionAuth:
         query_token = (request.query_params.get("token")
                        if request.url.path.startswith("/dicomweb/") else None)
         if header or query_token or not cookie:
-            me = auth.verify(self.keys, auth.bearer_token(header, query_token))
+            me = tokens.verify(self.keys, tokens.bearer_token(header, query_token))
         else:
-            me = auth.verify(self.keys, cookie)
+            me = tokens.verify(self.keys, cookie)
             if request.method not in SAFE_METHODS:
                 sent = request.headers.get(CSRF_HEADER, "")
                 if not sent or not me.csrf or not hmac.compare_digest(sent, me.csrf):
                     raise ApiError(403, "PERMISSION_DENIED", "CSRF_FAILED",
                                    f"a write with the session cookie needs the {CSRF_HEADER} "
                                    "header of this session")
-            me = auth.Principal(**{**me.__dict__, "via_cookie": True})
+            me = tokens.Principal(**{**me.__dict__, "via_cookie": True})
         await self.check_revoked(me)
         return me
 
@@ -87,32 +106,31 @@ class SessionAuth:
         return request.url.scheme == "https"
 
     def router(self) -> APIRouter:
-        router = APIRouter(prefix="/api/v1", tags=["auth"])
+        router = APIRouter(prefix="/api/v1", tags=["auth"], responses=ERROR_RESPONSES)
 
         @router.post("/auth/login")
-        async def login(body: LoginRequest, request: Request) -> JSONResponse:
+        async def login(body: LoginRequest, request: Request, response: Response
+                        ) -> LoginResult:
             client = self.review()
             address = request.client.host if request.client else ""
             user = await client.call(client.stub.Login, rpb.LoginRequest(
                 username=body.username, password=body.password, client_address=address))
             ttl = self.settings.token_ttl_s
-            token = auth.issue(self.keys, user_id=user.user_id, username=user.username,
+            token = tokens.issue(self.keys, user_id=user.user_id, username=user.username,
                                role=user.role, facilities=list(user.facilities), ttl_s=ttl)
-            me = auth.verify(self.keys, token)
-            response = JSONResponse({
-                "access_token": token, "token_type": "bearer", "expires_in": ttl,
-                "role": user.role, "username": user.username,
-                "facilities": list(user.facilities), "csrf_token": me.csrf})
+            me = tokens.verify(self.keys, token)
             secure = self.secure(request)
             response.set_cookie(SESSION_COOKIE, token, max_age=ttl, path="/", httponly=True,
                                 samesite="strict", secure=secure)
             response.set_cookie(CSRF_COOKIE, me.csrf, max_age=ttl, path="/", httponly=False,
                                 samesite="strict", secure=secure)
-            return response
+            return LoginResult(access_token=token, token_type="bearer", expires_in=ttl,
+                               role=user.role, username=user.username,
+                               facilities=list(user.facilities), csrf_token=me.csrf)
 
-        @router.post("/auth/logout", status_code=204)
+        @router.post("/auth/logout", status_code=204, response_class=Response)
         async def logout(request: Request,
-                         me: auth.Principal = Depends(self.principal)) -> Response:
+                         me: tokens.Principal = Depends(self.principal)) -> Response:
             client = self.review()
             revoke = rpb.RevokeSessionRequest(caller=caller(me), jti=me.jti)
             revoke.expires_at.FromDatetime(datetime.fromtimestamp(me.expires_at, UTC))
@@ -128,7 +146,7 @@ class SessionAuth:
             return response
 
         @router.get("/me")
-        async def whoami(me: auth.Principal = Depends(self.principal)) -> dict[str, Any]:
-            return {"username": me.username, "role": me.role, "facilities": list(me.facilities)}
+        async def whoami(me: tokens.Principal = Depends(self.principal)) -> Me:
+            return Me(username=me.username, role=me.role, facilities=list(me.facilities))
 
         return router

@@ -1,0 +1,1 @@
+"""Operator and auditor routes: dead letters, facilities, metrics, review analytics."""

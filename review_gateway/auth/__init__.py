@@ -1,0 +1,1 @@
+"""Who is calling: signed session tokens, login and logout, the principal dependency."""

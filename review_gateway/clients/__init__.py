@@ -1,0 +1,1 @@
+"""The gateway's gRPC clients of the workflow, review and viewport services."""

@@ -1,0 +1,1 @@
+"""Readiness: the /healthz checks of the gateway's dependencies."""

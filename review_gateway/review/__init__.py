@@ -1,0 +1,1 @@
+"""The review API: worklist, study view, claims, findings, decisions, drafts, live events."""

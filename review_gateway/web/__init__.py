@@ -1,0 +1,1 @@
+"""The browser-facing edge: the app's page, security headers, the access-log filter."""
