@@ -38,7 +38,8 @@ from sidecar_core.store import models as m  # noqa: E402
 from sidecar_core.store.migrate import upgrade  # noqa: E402
 from sidecar_core.subjects import Topology  # noqa: E402
 from tests.servers import fresh_database, postgres_server  # noqa: E402
-from workflow_svc import review_servicer, servicer  # noqa: E402
+from workflow_svc.review import servicer as review_servicer
+from workflow_svc.study import servicer  # noqa: E402
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -184,7 +184,7 @@ async def _admin(args: argparse.Namespace) -> int:
 async def _admin_on(url: str, args: argparse.Namespace) -> int:
     from sidecar_core.db import Database, sqlalchemy_url
     from sidecar_core.store.migrate import upgrade
-    from workflow_svc import users
+    from workflow_svc.identity import users
 
     await asyncio.to_thread(upgrade, sqlalchemy_url(url))
     if args.command == "migrate":
@@ -232,7 +232,7 @@ async def _destinations(db: object, name: str) -> tuple[tuple[str, str, int] | N
 async def _facility_check(db: object, args: argparse.Namespace) -> int:
     from sidecar_app import facility_check as fc
     from sidecar_core.registry import load_registry
-    from workflow_svc import facilities
+    from workflow_svc.operations import facilities
 
     found = [f for f in await facilities.list_facilities(db)  # type: ignore[arg-type]
              if f.name == args.name]
@@ -253,7 +253,7 @@ async def _facility_check(db: object, args: argparse.Namespace) -> int:
 
 async def _facility_admin(db: object, args: argparse.Namespace) -> int:
     from sidecar_core.registry import load_registry
-    from workflow_svc import facilities
+    from workflow_svc.operations import facilities
 
     report = await _report_settings(db, args)
     if report is not None and args.action == "set" and not _onboarding_given(args):
@@ -289,7 +289,7 @@ async def _handoff_retry(db: object, args: argparse.Namespace) -> int:
     import uuid
 
     from sidecar_core.settings import CommonSettings
-    from workflow_svc.handoff import redrive
+    from workflow_svc.report_loop.handoff import redrive
 
     jobs = await redrive(db, CommonSettings().topology(), uuid.UUID(args.study))  # type: ignore[arg-type]
     print(f"{len(jobs)} handoff job(s) queued again" + "".join(f"\n  {j}" for j in jobs))
@@ -303,7 +303,7 @@ def _onboarding_given(args: argparse.Namespace) -> bool:
 
 async def _report_settings(db: object, args: argparse.Namespace) -> dict[str, object] | None:
     """Applies the report-loop flags of `facility set`; None when none was given."""
-    from workflow_svc.report_settings import update_report_settings
+    from workflow_svc.operations.report_settings import update_report_settings
 
     if args.action != "set":
         return None

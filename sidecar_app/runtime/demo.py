@@ -35,7 +35,7 @@ def _samples(root: Path) -> list[Path]:
 
 
 async def _register(database_url: str, password_file: Path) -> str:
-    from workflow_svc import users
+    from workflow_svc.identity import users
 
     db = Database(database_url, pool_size=1)
     try:

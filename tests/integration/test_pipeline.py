@@ -18,7 +18,7 @@ from ingest_svc.synth import generate
 from sidecar_core.store.models import Series
 from tests.mesh import Mesh, isolated_mesh
 from tests.model_fixtures import GARBAGE_MODEL
-from workflow_svc import queries
+from workflow_svc.study import queries
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

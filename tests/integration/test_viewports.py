@@ -17,7 +17,7 @@ from protos.sidecar.ingest.v1 import viewport_service_pb2_grpc as vgrpc
 from sidecar_core.grpc_server import error_info
 from sidecar_core.store.models import Asset, Series
 from tests.mesh import Mesh, isolated_mesh
-from workflow_svc import queries
+from workflow_svc.study import queries
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHEST = {"slices": 48, "rows": 192, "cols": 192, "fov_mm": 280.0}

@@ -20,7 +20,8 @@ from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauth
 from sidecar_core.grpc_server import GrpcServer, error_info
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.store import models as m
-from workflow_svc import queries, servicer, users
+from workflow_svc.identity import users
+from workflow_svc.study import queries, servicer
 
 pytestmark = pytest.mark.integration
 

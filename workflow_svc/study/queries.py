@@ -166,6 +166,13 @@ async def _load_study(session: AsyncSession, study_id: str,
     return row[0], row[1]
 
 
+async def visible_study_id(session: AsyncSession, study_id: str,
+                           allowed: Sequence[str]) -> uuid.UUID:
+    """The id of a study in the caller's scope; NotFound alike when absent or out of scope."""
+    study, _ = await _load_study(session, study_id, allowed)
+    return study.id
+
+
 async def list_studies(db: Database, *, accession: str = "", facility: str = "", state: str = "",
                        allowed_facilities: Sequence[str] = (), page_size: int = 0,
                        page_token: str = "") -> pb.ListStudiesResponse:

@@ -8,9 +8,9 @@ from typing import Protocol
 
 import openai
 
-from workflow_svc.llm.breaker import Breakers
-from workflow_svc.llm.context import DraftContext
-from workflow_svc.llm.prompt import InvalidDraftReply, Sentence, messages, parse_reply
+from workflow_svc.report_loop.llm.breaker import Breakers
+from workflow_svc.report_loop.llm.context import DraftContext
+from workflow_svc.report_loop.llm.prompt import InvalidDraftReply, Sentence, messages, parse_reply
 
 TEMPLATE_GENERATOR = "template-drafter/1 (deterministic template, no language model)"
 

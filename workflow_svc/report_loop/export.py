@@ -34,7 +34,7 @@ from sidecar_core.store.models import (
     Study,
 )
 from sidecar_core.subjects import JOB_EXPORT, Topology
-from workflow_svc.states import study_ref
+from workflow_svc.study.states import study_ref
 
 log = logging.getLogger(__name__)
 ACTOR = "export"

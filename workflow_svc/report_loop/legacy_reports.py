@@ -16,8 +16,8 @@ from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
 from sidecar_core.store.models import Facility, LegacyReport, Study
 from sidecar_core.subjects import Topology
-from workflow_svc import handoff
-from workflow_svc.states import State, check, study_ref, transition
+from workflow_svc.report_loop import handoff
+from workflow_svc.study.states import State, check, study_ref, transition
 
 ACTOR = "legacy_reports"
 COMPLETING = ("F", "C")  # final and corrected reports complete a study; preliminary ones do not

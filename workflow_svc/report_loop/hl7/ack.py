@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from workflow_svc.hl7_message import Header, Hl7Error
+from workflow_svc.report_loop.hl7.message import Header, Hl7Error
 
 APP = "SIDECAR"
 

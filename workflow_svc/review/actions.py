@@ -15,10 +15,11 @@ from sidecar_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from sidecar_core.store.models import Finding, ReviewEvent, User
 from sidecar_core.store.models import Study as StudyRow
 from sidecar_core.subjects import Topology
-from workflow_svc import export, queries, states
-from workflow_svc.access import Caller
-from workflow_svc.states import State
-from workflow_svc.worklist import load_row
+from workflow_svc.identity.access import Caller
+from workflow_svc.report_loop import export
+from workflow_svc.review.worklist import load_row
+from workflow_svc.study import queries, states
+from workflow_svc.study.states import State
 
 ACCESS_TYPES = ("overlay_toggled", "finding_selected")
 _OPENS_FROM = (State.READY_FOR_REVIEW, State.ASSIGNED, State.AI_FAILED, State.PREPROCESS_FAILED)

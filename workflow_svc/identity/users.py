@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from sidecar_core.store.models import Facility, User
-from workflow_svc.passwords import hash_password, needs_rehash, verify_password
+from workflow_svc.identity.passwords import hash_password, needs_rehash, verify_password
 
 log = logging.getLogger(__name__)
 __all__ = ["ROLES", "AuthenticatedUser", "hash_password", "verify_password"]

@@ -18,9 +18,9 @@ from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
 from sidecar_core.store.models import Facility, Finding, Series, User
 from sidecar_core.store.models import Study as StudyRow
-from workflow_svc import queries
-from workflow_svc.access import Caller
-from workflow_svc.patient import patient_pb, person_name, study_date
+from workflow_svc.identity.access import Caller
+from workflow_svc.review.patient import patient_pb, person_name, study_date
+from workflow_svc.study import queries
 
 AI_STATUSES = ("pending", "findings", "no_findings", "failed")
 SORTS = ("received_at", "study_date", "max_confidence")

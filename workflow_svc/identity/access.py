@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sidecar_core.errors import PermissionDenied
-from workflow_svc.users import ADMIN, AUDITOR, RADIOLOGIST
+from workflow_svc.identity.users import ADMIN, AUDITOR, RADIOLOGIST
 
 SEES_ALL = (ADMIN, AUDITOR)
 WRITERS = (RADIOLOGIST, ADMIN)

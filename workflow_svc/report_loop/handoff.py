@@ -26,7 +26,7 @@ from sidecar_core.db import Database
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.store.models import Facility, Finding, Handoff, LegacyReport, Study
 from sidecar_core.subjects import JOB_HANDOFF, Topology
-from workflow_svc.states import State, study_ref, transition
+from workflow_svc.study.states import State, study_ref, transition
 
 log = logging.getLogger(__name__)
 ACTOR = "handoff"

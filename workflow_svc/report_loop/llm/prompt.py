@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from workflow_svc.llm.context import DraftContext
+from workflow_svc.report_loop.llm.context import DraftContext
 
 PROMPT_VERSION = "sidecar-draft-prompt/1"
 SYSTEM = (

@@ -14,9 +14,10 @@ from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument
 from sidecar_core.grpc_server import GrpcServer, handle_errors
 from sidecar_core.subjects import Topology
-from workflow_svc import drafts, hl7_intake, legacy_reports
-from workflow_svc.access import Caller
-from workflow_svc.hl7_ack import acks_for
+from workflow_svc.identity.access import Caller
+from workflow_svc.report_loop import drafts, legacy_reports
+from workflow_svc.report_loop.hl7 import intake as hl7_intake
+from workflow_svc.report_loop.hl7.ack import acks_for
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ReportService"].full_name
 _STATUS = {pb.RESULT_STATUS_PRELIMINARY: "P", pb.RESULT_STATUS_FINAL: "F",

@@ -13,10 +13,10 @@ from sidecar_core.grpc_server import stop_event_on_signals
 from sidecar_core.service import run_until_stopped
 from sidecar_core.settings import CommonSettings
 from sidecar_core.subjects import Topology
-from workflow_svc import hl7_intake
-from workflow_svc.hl7_ack import acks_for
-from workflow_svc.hl7_message import Header, decode, header_of
-from workflow_svc.hl7_mllp import MessageHandler, MllpServer
+from workflow_svc.report_loop.hl7 import intake as hl7_intake
+from workflow_svc.report_loop.hl7.ack import acks_for
+from workflow_svc.report_loop.hl7.message import Header, decode, header_of
+from workflow_svc.report_loop.hl7.mllp import MessageHandler, MllpServer
 
 log = logging.getLogger(__name__)
 

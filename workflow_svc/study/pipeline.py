@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,26 +31,30 @@ from sidecar_core.subjects import (
     STUDY_RECEIVED,
     Topology,
 )
-from workflow_svc.eligibility import decide
-from workflow_svc.facts import study_facts
-from workflow_svc.findings_store import store_findings
-from workflow_svc.legacy_reports import match_waiting_reports
-from workflow_svc.states import State, study_ref, transition
+from workflow_svc.study.eligibility import decide
+from workflow_svc.study.facts import study_facts
+from workflow_svc.study.findings_store import store_findings
+from workflow_svc.study.states import State, study_ref, transition
 
 log = logging.getLogger(__name__)
 ACTOR = "workflow_svc"
 CONSUMER = "workflow-events"
 # "redriven": failed, then replaced by a new run an operator re-drove (dead letters).
 TERMINAL_RUN = {"completed", "failed", "invalid", "redriven"}
+# Called in the registering transaction once a study is registered (e.g. the report loop
+# completing it with an official report that arrived first); the study domain names no caller.
+AfterRegistered = Callable[[AsyncSession, Topology, uuid.UUID], Awaitable[object]]
 
 
 class Pipeline:
     """Handles the events stream; each handler is one transaction and idempotent."""
 
-    def __init__(self, db: Database, topology: Topology, registry: Registry) -> None:
+    def __init__(self, db: Database, topology: Topology, registry: Registry, *,
+                 after_registered: Sequence[AfterRegistered]) -> None:
         self.db = db
         self.topology = topology
         self.registry = registry
+        self.after_registered = tuple(after_registered)
 
     async def handle(self, delivery: Delivery) -> None:
         name = delivery.subject.removeprefix(self.topology.prefix + ".")
@@ -82,8 +87,8 @@ class Pipeline:
 
     async def on_study_received(self, s: AsyncSession, msg: events_pb2.StudyReceived) -> None:
         await self._register(s, msg)
-        # an official report that arrived before its study completes it now
-        await match_waiting_reports(s, self.topology, uuid.UUID(msg.study_id))
+        for react in self.after_registered:
+            await react(s, self.topology, uuid.UUID(msg.study_id))
 
     async def _register(self, s: AsyncSession, msg: events_pb2.StudyReceived) -> None:
         study = await _study(s, msg.study_id)

@@ -14,8 +14,8 @@ from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument
 from sidecar_core.grpc_server import GrpcServer, handle_errors
 from sidecar_core.subjects import Topology
-from workflow_svc import analytics, facility_settings
-from workflow_svc.dead_letters import DeadLetters, Filter, Letter
+from workflow_svc.operations import analytics, facility_settings
+from workflow_svc.operations.dead_letters import DeadLetters, Filter, Letter
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OperationsService"].full_name
 

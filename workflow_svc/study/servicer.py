@@ -8,7 +8,8 @@ from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, handle_errors
-from workflow_svc import queries, users
+from workflow_svc.identity import users
+from workflow_svc.study import queries
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name
 

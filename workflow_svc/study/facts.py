@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sidecar_core.store.models import Instance, Series, Study
-from workflow_svc.eligibility import SeriesFacts, StudyFacts
+from workflow_svc.study.eligibility import SeriesFacts, StudyFacts
 
 
 def slice_spacing(attrs: list[dict[str, Any]]) -> float | None:

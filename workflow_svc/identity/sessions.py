@@ -14,7 +14,7 @@ from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, ResourceExhausted, Unauthenticated
 from sidecar_core.store.models import LoginAttempt, RevokedToken
 from sidecar_core.subjects import Topology
-from workflow_svc import users
+from workflow_svc.identity import users
 
 ACTOR = "auth"
 

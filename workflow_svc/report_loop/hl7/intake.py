@@ -15,8 +15,8 @@ from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.store.models import Facility, Hl7Message
 from sidecar_core.subjects import Topology
-from workflow_svc.hl7_ack import Verdict
-from workflow_svc.hl7_message import (
+from workflow_svc.report_loop.hl7.ack import Verdict
+from workflow_svc.report_loop.hl7.message import (
     E_INTERNAL,
     E_UNKNOWN_KEY,
     RESULT_STATUSES,
@@ -27,7 +27,7 @@ from workflow_svc.hl7_message import (
     header_of,
     parse_oru,
 )
-from workflow_svc.legacy_reports import ReportInput, record_report
+from workflow_svc.report_loop.legacy_reports import ReportInput, record_report
 
 log = logging.getLogger(__name__)
 ACTOR = "hl7_listener"

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sidecar_core.store.models import Finding, Instance, Study
-from workflow_svc.llm.deid import PROFILE, Deidentifier, age_band, name_parts
+from workflow_svc.report_loop.llm.deid import PROFILE, Deidentifier, age_band, name_parts
 
 CONTEXT_VERSION = "sidecar-draft-context/1"
 DRAFTED = ("accepted", "edited")  # review statuses whose findings go into a draft

@@ -12,9 +12,11 @@ from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, handle_errors
 from sidecar_core.subjects import Topology
-from workflow_svc import decisions, review_actions, sessions, worklist
-from workflow_svc.access import Caller
-from workflow_svc.sessions import LoginLimits
+from workflow_svc.identity import sessions
+from workflow_svc.identity.access import Caller
+from workflow_svc.identity.sessions import LoginLimits
+from workflow_svc.review import actions as review_actions
+from workflow_svc.review import decisions, worklist
 
 SERVICE_NAME = rpb.DESCRIPTOR.services_by_name["ReviewService"].full_name
 Ctx: TypeAlias = grpc.aio.ServicerContext

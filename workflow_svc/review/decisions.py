@@ -21,9 +21,9 @@ from sidecar_core.errors import FailedPrecondition, InvalidArgument, NotFound, P
 from sidecar_core.store.models import Finding, Instance, ReviewEvent, User
 from sidecar_core.store.models import Study as StudyRow
 from sidecar_core.subjects import REVIEW_CHANGED, Topology
-from workflow_svc import queries, states
-from workflow_svc.access import SEES_ALL, Caller
-from workflow_svc.worklist import load_row
+from workflow_svc.identity.access import SEES_ALL, Caller
+from workflow_svc.review.worklist import load_row
+from workflow_svc.study import queries, states
 
 REJECT_REASONS = ("false_positive", "wrong_location", "clinically_insignificant", "artifact",
                   "other")

@@ -15,14 +15,14 @@ from sidecar_core.db import Database
 from sidecar_core.errors import FailedPrecondition, InvalidArgument
 from sidecar_core.store.models import Draft, Facility, LlmTrace, Study
 from sidecar_core.subjects import Topology
-from workflow_svc.access import Caller
-from workflow_svc.llm.breaker import Breakers
-from workflow_svc.llm.context import build_context
-from workflow_svc.llm.deid import PROFILE
-from workflow_svc.llm.drafters import Drafter, OpenAiDrafter, TemplateDrafter
-from workflow_svc.llm.prompt import PROMPT_VERSION, InvalidDraftReply, messages
-from workflow_svc.states import State, check, study_ref, transition
-from workflow_svc.worklist import load_row
+from workflow_svc.identity.access import Caller
+from workflow_svc.report_loop.llm.breaker import Breakers
+from workflow_svc.report_loop.llm.context import build_context
+from workflow_svc.report_loop.llm.deid import PROFILE
+from workflow_svc.report_loop.llm.drafters import Drafter, OpenAiDrafter, TemplateDrafter
+from workflow_svc.report_loop.llm.prompt import PROMPT_VERSION, InvalidDraftReply, messages
+from workflow_svc.study import queries
+from workflow_svc.study.states import State, check, study_ref, transition
 
 ACTOR = "llm_assist"
 MAX_TEXT = 20000
@@ -31,9 +31,9 @@ BREAKERS = Breakers()
 
 
 async def _study(s: AsyncSession, study_id: str, caller: Caller) -> Study:
-    row = await load_row(s, study_id, caller)  # NotFound alike for studies out of scope
-    return (await s.execute(select(Study).where(Study.id == uuid.UUID(row.study.study_id))
-                            .with_for_update())).scalar_one()
+    sid = await queries.visible_study_id(s, study_id, caller.scope())  # NotFound alike
+    return (await s.execute(select(Study).where(Study.id == sid).with_for_update())
+            ).scalar_one()
 
 
 def _drafter(facility: Facility) -> Drafter:
@@ -102,8 +102,7 @@ async def generate(db: Database, topology: Topology, caller: Caller, study_id: s
 
 async def get(db: Database, caller: Caller, study_id: str) -> pb.GetDraftResponse:
     async with db.read() as s:
-        row = await load_row(s, study_id, caller)
-        sid = uuid.UUID(row.study.study_id)
+        sid = await queries.visible_study_id(s, study_id, caller.scope())
         drafts = (await s.execute(select(Draft).where(Draft.study_id == sid)
                                   .order_by(Draft.version))).scalars().all()
         last = (await s.execute(select(LlmTrace).where(LlmTrace.study_id == sid)
