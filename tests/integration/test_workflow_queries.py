@@ -20,7 +20,9 @@ from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauth
 from sidecar_core.grpc_server import GrpcServer, error_info
 from sidecar_core.objectstore import ObjectStore
 from sidecar_core.store import models as m
+from sidecar_core.subjects import Topology
 from workflow_svc.identity import users
+from workflow_svc.operations import facility_settings
 from workflow_svc.study import queries, servicer
 
 pytestmark = pytest.mark.integration
@@ -43,10 +45,16 @@ class Seeded:
     audit_types: list[str] = field(default_factory=list)
 
 
+async def add_facility(db: Database, name: str, **settings: object) -> None:
+    """Through the one facility-settings writer, as `sidecar facility add` does."""
+    await facility_settings.save(db, Topology(), facility_settings.settings_table([]), name,
+                                 settings, "test", True, via="test")
+
+
 async def seed(db: Database, store: ObjectStore) -> Seeded:
     """Facilities, users, studies with history, series, assets (bytes in `store`), findings..."""
-    await users.add_facility(db, "fac-a", ae_title="FACA")
-    await users.add_facility(db, "fac-b", shadow_mode=True)
+    await add_facility(db, "fac-a", ae_title="FACA")
+    await add_facility(db, "fac-b", shadow_mode=True)
     await users.add_user(db, "rad-a", PASSWORD, "radiologist", "fac-a")
     await users.add_user(db, "rad-b", PASSWORD, "radiologist", "fac-b")
     await users.add_user(db, "admin", PASSWORD, "admin")
@@ -289,7 +297,7 @@ async def test_users_authenticate_with_role_and_facility(db: Database, seeded: S
     with pytest.raises(AlreadyExists):
         await users.add_user(db, "rad-a", PASSWORD, "radiologist", "fac-a")
     with pytest.raises(AlreadyExists):
-        await users.add_facility(db, "fac-a")
+        await add_facility(db, "fac-a")
     with pytest.raises(NotFound):
         await users.add_user(db, "rad-x", PASSWORD, "radiologist", "fac-x")
     for role, facility in [("radiologist", None), ("admin", "fac-a"), ("root", None)]:

@@ -1,4 +1,4 @@
-"""Facilities, users and password authentication (argon2id hashes, roles and facility binding)."""
+"""Users and password authentication (argon2id hashes, roles and facility binding)."""
 
 from __future__ import annotations
 
@@ -55,26 +55,6 @@ def _check_password(password: str) -> None:
     if not password or len(password) > _MAX_PASSWORD:
         raise InvalidArgument("INVALID_PASSWORD",
                               f"password must be 1 to {_MAX_PASSWORD} characters")
-
-
-async def add_facility(db: Database, name: str, *, ae_title: str | None = None,
-                       shadow_mode: bool = False) -> uuid.UUID:
-    """Creates a facility; AlreadyExists when the name (or AE title) is taken."""
-    if not name or len(name) > 64 or any(c.isspace() for c in name):
-        raise InvalidArgument("INVALID_FACILITY",
-                              "facility name must be 1 to 64 characters without spaces",
-                              facility=name[:64])
-    if ae_title is not None and not 0 < len(ae_title) <= 16:
-        raise InvalidArgument("INVALID_AE_TITLE", "AE title must be 1 to 16 characters",
-                              ae_title=ae_title)
-    facility = Facility(id=uuid.uuid4(), name=name, ae_title=ae_title, shadow_mode=shadow_mode)
-    try:
-        async with db.unit_of_work() as session:
-            session.add(facility)
-    except IntegrityError as exc:
-        raise AlreadyExists("FACILITY_EXISTS", f"facility {name!r} already exists",
-                            facility=name) from exc
-    return facility.id
 
 
 async def add_user(db: Database, username: str, password: str, role: str,

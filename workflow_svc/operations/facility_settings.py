@@ -1,6 +1,7 @@
-"""Facility onboarding over the admin API: one table of settings, each validated with a
-precise error, applied together or not at all, and audited with the operator and what changed
-(secrets masked).
+"""Facility settings, their one writer: one table of settings, each validated with a precise
+error, applied together or not at all, and audited (`facility.created`, `facility.updated`) with
+the operator, the door it came in by and what changed (secrets masked). `sidecar facility
+add|set`, the admin API (through FacilityService) and FacilityService itself all call `save`.
 
 A setting exists here only where its column exists in the store: the table below names the
 column, its type and its rule, so a branch that adds a facility column adds a row here.
@@ -170,8 +171,13 @@ async def list_facilities(db: Database, table: dict[str, Setting]) -> list[dict[
 
 
 async def save(db: Database, topology: Topology, table: dict[str, Setting], name: str,
-               given: dict[str, Any], operator: str, create: bool) -> dict[str, Any]:
-    """Creates (`create`) or changes facility `name`; every setting is checked first."""
+               given: dict[str, Any], operator: str, create: bool, *, via: str
+               ) -> dict[str, Any]:
+    """Creates (`create`) or changes facility `name`; every setting is checked first. `operator`
+    names who asked, `via` the door (`cli`, `api`); both go into the audit event."""
+    operator = operator.strip()[:64]
+    if not operator:
+        raise InvalidArgument("OPERATOR_REQUIRED", "name the operator")
     if create and not _NAME.match(name):
         raise InvalidArgument("INVALID_FACILITY_NAME", "a facility name is 1 to 64 of a-z, "
                               "0-9, '_', '.', '-', starting with a letter or digit",
@@ -190,7 +196,8 @@ async def save(db: Database, topology: Topology, table: dict[str, Setting], name
                 raise NotFound("FACILITY_NOT_FOUND", f"no facility {name!r}", facility=name)
             await audit.record(s, topology, "facility.created" if create else "facility.updated",
                                "operator:" + operator, audit.StudyRef(facility=name),
-                               context={"operator": operator, "settings": changed})
+                               context={"operator": operator, "via": via,
+                                        "settings": changed})
             result = view(row, table)
     except IntegrityError as exc:
         text = str(exc.orig)

@@ -11,7 +11,6 @@ from google.protobuf import json_format, struct_pb2
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
-from sidecar_core.errors import InvalidArgument
 from sidecar_core.grpc_server import GrpcServer, handle_errors
 from sidecar_core.subjects import Topology
 from workflow_svc.operations import analytics, facility_settings
@@ -102,7 +101,7 @@ class FacilityServicer(pb_grpc.FacilityServiceServicer):
                              context: grpc.aio.ServicerContext) -> pb.CreateFacilityResponse:
         saved = await facility_settings.save(
             self.db, self.topology, self.table, request.name,
-            json_format.MessageToDict(request.settings), _operator(request.operator), True)
+            json_format.MessageToDict(request.settings), request.operator, True, via="api")
         return pb.CreateFacilityResponse(facility=_struct(saved))
 
     @handle_errors
@@ -110,7 +109,7 @@ class FacilityServicer(pb_grpc.FacilityServiceServicer):
                              context: grpc.aio.ServicerContext) -> pb.UpdateFacilityResponse:
         saved = await facility_settings.save(
             self.db, self.topology, self.table, request.name,
-            json_format.MessageToDict(request.settings), _operator(request.operator), False)
+            json_format.MessageToDict(request.settings), request.operator, False, via="api")
         return pb.UpdateFacilityResponse(facility=_struct(saved))
 
 
@@ -118,12 +117,6 @@ def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(values)
     return out
-
-
-def _operator(name: str) -> str:
-    if not name.strip():
-        raise InvalidArgument("OPERATOR_REQUIRED", "name the operator")
-    return name.strip()[:64]
 
 
 def register(server: GrpcServer, letters: DeadLetters, db: Database,
