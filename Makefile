@@ -10,7 +10,7 @@ SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc
 RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 
-.PHONY: frontend install demo up test test-fast lint proto proto-check buf-lint system-deps bench clean
+.PHONY: frontend install demo up test test-fast lint proto proto-check buf-lint buf-release system-deps bench clean
 
 # A fresh Debian has python3.11 but not its venv module: install it when venv creation fails.
 $(BIN)/python:
@@ -63,8 +63,13 @@ proto-check: install
 	@git diff --exit-code -- protos || { echo "generated protobuf code is stale: run 'make proto' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain --untracked-files=all -- protos)" || { echo "untracked generated files under protos/: run 'make proto' and commit"; git status --porcelain -- protos; exit 1; }
 
+# Lint, then `buf breaking` against the latest released contracts (protos/releases/N.binpb).
 buf-lint:
 	@bash scripts/buf-lint.sh $(BUF_VERSION)
+
+# After a documented breaking change (CHANGELOG.md): the next release image (docs/contracts.md).
+buf-release:
+	@bash scripts/buf-release.sh $(BUF_VERSION)
 
 lint: install
 	$(BIN)/ruff check .
