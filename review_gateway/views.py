@@ -67,19 +67,6 @@ def series_json(study_id: str, series: pb.Series) -> dict[str, Any]:
     }
 
 
-def study_detail_json(response: pb.GetStudyResponse) -> dict[str, Any]:
-    study_id = response.study.study_id
-    return {
-        **study_json(response.study),
-        "state_history": [
-            {"state": t.state, "at": iso(t.at, t.HasField("at")),
-             "from_state": t.from_state or None, "actor": t.actor, "reason": t.reason}
-            for t in response.state_history
-        ],
-        "series": [series_json(study_id, s) for s in response.series],
-    }
-
-
 def finding_json(finding: common_pb2.Finding, state: pb.FindingState | None) -> dict[str, Any]:
     kind = common_pb2.FindingKind.Name(finding.kind).removeprefix("FINDING_KIND_").lower()
     return {

@@ -1,4 +1,4 @@
-"""Read side of the workflow store: studies, history, series, findings, audit and assets, scoped."""
+"""Read side of the workflow store: a study with history and series, audit and assets, scoped."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -173,38 +174,17 @@ async def visible_study_id(session: AsyncSession, study_id: str,
     return study.id
 
 
-async def list_studies(db: Database, *, accession: str = "", facility: str = "", state: str = "",
-                       allowed_facilities: Sequence[str] = (), page_size: int = 0,
-                       page_token: str = "") -> pb.ListStudiesResponse:
-    """Studies newest first, filtered and scoped to the caller's facilities."""
-    if state and state not in STATES:
-        raise InvalidArgument("INVALID_STATE", f"unknown state {state!r}", state=state)
-    size = _page_size(page_size)
-    scope = _scope("studies", accession, facility, state, sorted(allowed_facilities))
-    after = _after(page_token, scope, uuid.UUID)
-    query = select(StudyRow, Facility.name).join(Facility, Facility.id == StudyRow.facility_id)
-    query = query.where(*_in_scope(allowed_facilities))
-    if accession:
-        query = query.where(StudyRow.accession == accession)
-    if facility:
-        query = query.where(Facility.name == facility)
-    if state:
-        query = query.where(StudyRow.state == state)
-    if after is not None:
-        query = query.where(tuple_(StudyRow.created_at, StudyRow.id)
-                            < tuple_(after[0], after[1]))
-    query = query.order_by(StudyRow.created_at.desc(), StudyRow.id.desc()).limit(size + 1)
-    async with db.read() as session:
-        rows = (await session.execute(query)).all()
-    response = pb.ListStudiesResponse(studies=[_study_pb(r[0], r[1]) for r in rows[:size]])
-    if len(rows) > size:
-        last = rows[size - 1][0]
-        response.next_page_token = _encode_token(scope, [last.created_at.isoformat(), str(last.id)])
-    return response
+@dataclass
+class StudyDetail:
+    """A study, its state history (oldest first) and its series with their assets."""
+
+    study: pb.Study
+    state_history: list[pb.StateTransition] = field(default_factory=list)
+    series: list[pb.Series] = field(default_factory=list)
 
 
 async def get_study(db: Database, study_id: str,
-                    allowed_facilities: Sequence[str] = ()) -> pb.GetStudyResponse:
+                    allowed_facilities: Sequence[str] = ()) -> StudyDetail:
     """One study with its state history (oldest first) and its series with their assets."""
     async with db.read() as session:
         study, facility = await _load_study(session, study_id, allowed_facilities)
@@ -222,57 +202,23 @@ async def get_study(db: Database, study_id: str,
         derived = set((await session.scalars(
             select(Instance.series_id).where(Instance.study_id == study.id,
                                              Instance.source == "derived").distinct())).all())
-    response = pb.GetStudyResponse(study=_study_pb(study, facility))
+    response = StudyDetail(study=_study_pb(study, facility))
     for t in transitions:
-        item = response.state_history.add(from_state=t.from_state or "", state=t.to_state,
-                                          actor=t.actor, reason=t.reason or "")
+        item = pb.StateTransition(from_state=t.from_state or "", state=t.to_state,
+                                  actor=t.actor, reason=t.reason or "")
         _ts(t.at, item.at)
+        response.state_history.append(item)
     for s in series_rows:
         own = [a for a in assets if a.series_id == s.id]
         presets = [str(p) for p in s.presets or []] or sorted(
             {a.preset for a in own if a.kind == "viewport" and a.preset})
-        response.series.add(
+        response.series.append(pb.Series(
             series_id=str(s.id), series_instance_uid=s.series_instance_uid,
             modality=s.modality or "", description=s.description or "",
             instance_count=s.instance_count, body_part=s.body_part or "",
             assets=[_asset_pb(a) for a in own], slice_count=s.slice_count, presets=presets,
             preprocess_status=s.preprocess_status or "", derived=s.id in derived,
-        )
-    return response
-
-
-async def list_findings(db: Database, study_id: str, allowed_facilities: Sequence[str] = (), *,
-                        include_hidden: bool = False, page_size: int = 0,
-                        page_token: str = "") -> pb.ListFindingsResponse:
-    """Findings of a study in creation order; shadow-mode (invisible) ones only on request."""
-    size = _page_size(page_size)
-    scope = _scope("findings", study_id, include_hidden, sorted(allowed_facilities))
-    after = _after(page_token, scope, uuid.UUID)
-    async with db.read() as session:
-        study, _ = await _load_study(session, study_id, allowed_facilities)
-        query = select(Finding).where(Finding.study_id == study.id)
-        if not include_hidden:
-            query = query.where(Finding.visible.is_(True))
-        if after is not None:
-            query = query.where(tuple_(Finding.created_at, Finding.id)
-                                > tuple_(after[0], after[1]))
-        rows = (await session.scalars(
-            query.order_by(Finding.created_at, Finding.id).limit(size + 1))).all()
-        page = rows[:size]
-        slices = await _key_slices(session, study.id, page)
-    response = pb.ListFindingsResponse(
-        findings=[_finding_pb(r) for r in page],
-        states=[pb.FindingState(finding_id=str(r.id), review_status=r.review_status or "",
-                                visible=bool(r.visible),
-                                slice_index=slices.get((r.sop_instance_uid, r.frame or 1),
-                                                       (-1, ""))[0],
-                                series_id=slices.get((r.sop_instance_uid, r.frame or 1),
-                                                     (-1, ""))[1])
-                for r in page],
-    )
-    if len(rows) > size:
-        last = page[-1]
-        response.next_page_token = _encode_token(scope, [last.created_at.isoformat(), str(last.id)])
+        ))
     return response
 
 

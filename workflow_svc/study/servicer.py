@@ -1,4 +1,4 @@
-"""WorkflowService over gRPC: validates requests and delegates to the query and user modules."""
+"""WorkflowService over gRPC: a study's audit events and assets, from the study queries."""
 
 from __future__ import annotations
 
@@ -8,39 +8,16 @@ from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
 from sidecar_core.grpc_server import GrpcServer, handle_errors
-from workflow_svc.identity import users
 from workflow_svc.study import queries
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name
 
 
 class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
-    """The read side of the workflow store and user authentication."""
+    """A study's audit trail and its assets (the rest of the read side is ReviewService's)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    @handle_errors
-    async def ListStudies(self, request: pb.ListStudiesRequest,
-                          context: grpc.aio.ServicerContext) -> pb.ListStudiesResponse:
-        return await queries.list_studies(
-            self.db, accession=request.accession, facility=request.facility,
-            state=request.state, allowed_facilities=list(request.allowed_facilities),
-            page_size=request.page_size, page_token=request.page_token)
-
-    @handle_errors
-    async def GetStudy(self, request: pb.GetStudyRequest,
-                       context: grpc.aio.ServicerContext) -> pb.GetStudyResponse:
-        return await queries.get_study(self.db, request.study_id,
-                                       list(request.allowed_facilities))
-
-    @handle_errors
-    async def ListFindings(self, request: pb.ListFindingsRequest,
-                           context: grpc.aio.ServicerContext) -> pb.ListFindingsResponse:
-        return await queries.list_findings(
-            self.db, request.study_id, list(request.allowed_facilities),
-            include_hidden=request.include_hidden, page_size=request.page_size,
-            page_token=request.page_token)
 
     @handle_errors
     async def ListAuditEvents(self, request: pb.ListAuditEventsRequest,
@@ -48,13 +25,6 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
         return await queries.list_audit_events(
             self.db, request.study_id, list(request.allowed_facilities),
             page_size=request.page_size, page_token=request.page_token)
-
-    @handle_errors
-    async def AuthenticateUser(self, request: pb.AuthenticateUserRequest,
-                               context: grpc.aio.ServicerContext) -> pb.AuthenticateUserResponse:
-        user = await users.authenticate(self.db, request.username, request.password)
-        return pb.AuthenticateUserResponse(user_id=str(user.user_id), username=user.username,
-                                           role=user.role, facilities=list(user.facilities))
 
     @handle_errors
     async def GetAsset(self, request: pb.GetAssetRequest,
