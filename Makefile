@@ -11,7 +11,7 @@ RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 
 .PHONY: frontend install demo up test test-fast lint proto proto-check api-types api-check buf-lint \
-	system-deps bench clean
+	buf-release system-deps bench clean
 
 # A fresh Debian has python3.11 but not its venv module: install it when venv creation fails.
 $(BIN)/python:
@@ -81,8 +81,13 @@ api-check: api-types
 	@git diff --exit-code -- $(API_TYPES) || { echo "$(API_TYPES) is stale: run 'make api-types' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- $(API_TYPES))" || { echo "$(API_TYPES) is not committed: run 'make api-types' and commit"; exit 1; }
 
+# Lint, then `buf breaking` against the latest released contracts (protos/releases/N.binpb).
 buf-lint:
 	@bash scripts/buf-lint.sh $(BUF_VERSION)
+
+# After a documented breaking change (CHANGELOG.md): the next release image (docs/contracts.md).
+buf-release:
+	@bash scripts/buf-release.sh $(BUF_VERSION)
 
 lint: install
 	$(BIN)/ruff check .

@@ -24,10 +24,10 @@ from sidecar_core.messaging.subjects import Topology  # noqa: E402
 from sidecar_core.store.migrate import upgrade  # noqa: E402
 from sidecar_core.store.models import Facility, Study  # noqa: E402
 from tests.servers import fresh_database, postgres_server  # noqa: E402
-from workflow_svc.hl7_ack import Verdict, acks_for  # noqa: E402
-from workflow_svc.hl7_main import make_handler  # noqa: E402
-from workflow_svc.hl7_message import parse_oru  # noqa: E402
-from workflow_svc.hl7_mllp import END, START, MllpServer  # noqa: E402
+from workflow_svc.report_loop.hl7.ack import Verdict, acks_for  # noqa: E402
+from workflow_svc.report_loop.hl7.main import make_handler  # noqa: E402
+from workflow_svc.report_loop.hl7.message import parse_oru  # noqa: E402
+from workflow_svc.report_loop.hl7.mllp import END, START, MllpServer  # noqa: E402
 
 
 def oru(n: int) -> bytes:

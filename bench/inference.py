@@ -29,7 +29,7 @@ from sidecar_core.registry import ModelEntry, load_registry
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import AiRun, Facility, Study
 from sidecar_synth import generate
-from workflow_svc.findings_store import store_findings
+from workflow_svc.study.findings_store import store_findings
 
 KINDS = {"chest-ct": "chest_ct_nodules", "mammo": "mammo_masses", "brain-mr": "brain_mr_lesions"}
 STAGES = ("fetch_input", "infer", "normalise", "store")
@@ -145,7 +145,7 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
     worker does (sidecar_core.pixels: decode, order, stack, save_model_input), then runs every
     study as the ai_run worker would: load the npz (fetch input), run_model (Triton inference
     with output validation, then the built-in normaliser) and store the findings (masks to the
-    object store, rows through workflow_svc.findings_store.store_findings in one transaction).
+    object store, rows through workflow_svc.study.findings_store.store_findings in one transaction).
 
     Run: ``.venv/bin/python -m bench.inference [--studies 5] [--repeat 1]``
     """

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Lints the protobuf contracts with Buf (STANDARD rules), installed from the npm registry.
+# Lints the protobuf contracts with Buf (STANDARD rules) and checks them against the latest
+# released contracts (protos/releases/N.binpb, Buf's FILE breaking rules), so an accidental
+# breaking change fails `make test` (docs/contracts.md).
 set -euo pipefail
-version="$1"
-tools=".tools/buf"
-if [ ! -x "$tools/node_modules/.bin/buf" ]; then
-  command -v npm >/dev/null 2>&1 || bash scripts/system-deps.sh npm
-  mkdir -p "$tools"
-  npm install --silent --prefix "$tools" "@bufbuild/buf@${version}" >/dev/null
-fi
-cd protos && "../$tools/node_modules/.bin/buf" lint && echo "buf lint: ok"
+buf="$(bash scripts/buf-install.sh "$1")"
+latest="$(ls protos/releases/*.binpb | sed 's#.*/##; s#\.binpb$##' | sort -n | tail -1)"
+cd protos
+"$buf" lint && echo "buf lint: ok"
+"$buf" breaking --against "releases/${latest}.binpb" \
+  && echo "buf breaking: ok against contracts release ${latest}"

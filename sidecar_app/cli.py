@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sidecar_app.admin_db import database_url
 from sidecar_app.errors import (
@@ -19,6 +20,9 @@ from sidecar_app.errors import (
     quiet_library_warnings,
 )
 from sidecar_app.runtime.supervisor import DEFAULT_PORTS, UpOptions, run_up
+
+if TYPE_CHECKING:
+    from workflow_svc.operations.facility_settings import Setting
 
 DEFAULT_DATA_DIR = Path(".data")
 
@@ -67,6 +71,20 @@ def _db_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database-url", default=os.environ.get("SIDECAR_DATABASE_URL", ""))
 
 
+def _operator_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--operator",
+                   help="who makes the change, for the audit (default: your login name)")
+
+
+def _login_name() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name for this uid (e.g. a bare container)
+        return f"uid-{os.getuid()}"
+
+
 def _report_flags(p: argparse.ArgumentParser) -> None:
     """Report-loop settings (docs/readme/report-loop.md); an empty value clears one."""
     p.add_argument("--hl7-sending-facility", help="MSH-4 value of this facility's RIS")
@@ -113,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--ae-title")
     p.add_argument("--shadow-mode", action="store_true")
+    _operator_flag(p)
     _db_flags(p)
 
     p = fac.add_parser("set", help="change onboarding settings of a facility")
@@ -127,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "its DIMSE association is released, or only on CompleteStudy")
     p.add_argument("--settle", type=float,
                    help="seconds without a new instance after an association release")
+    _operator_flag(p)
     _db_flags(p)
     p = fac.add_parser("list")
     _db_flags(p)
@@ -184,7 +204,7 @@ async def _admin(args: argparse.Namespace) -> int:
 async def _admin_on(url: str, args: argparse.Namespace) -> int:
     from sidecar_core.db import Database, sqlalchemy_url
     from sidecar_core.store.migrate import upgrade
-    from workflow_svc import users
+    from workflow_svc.identity import users
 
     await asyncio.to_thread(upgrade, sqlalchemy_url(url))
     if args.command == "migrate":
@@ -196,20 +216,14 @@ async def _admin_on(url: str, args: argparse.Namespace) -> int:
             return await _handoff_retry(db, args)
         if args.command == "facility" and args.action == "check":
             return await _facility_check(db, args)
-        if args.command == "facility" and args.action in ("set", "list"):
-            return await _facility_admin(db, args)
         if args.command == "facility":
-            fid = await users.add_facility(
-                db, args.name, ae_title=args.ae_title, shadow_mode=args.shadow_mode
-            )
-            print(f"facility {args.name} added (id {fid})")
-        else:
-            password = sys.stdin.readline().rstrip("\n")
-            if not password:
-                raise UserError("no password on standard input (--password-stdin reads one "
-                                "line)")
-            uid = await users.add_user(db, args.name, password, args.role, args.facility)
-            print(f"user {args.name} added (id {uid}, role {args.role})")
+            return await _facility_admin(db, args)
+        password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise UserError("no password on standard input (--password-stdin reads one "
+                            "line)")
+        uid = await users.add_user(db, args.name, password, args.role, args.facility)
+        print(f"user {args.name} added (id {uid}, role {args.role})")
         return 0
     finally:
         await db.close()
@@ -229,21 +243,30 @@ async def _destinations(db: object, name: str) -> tuple[tuple[str, str, int] | N
     return pacs, row.handoff_url or ""
 
 
+def _settings_table() -> dict[str, Setting]:
+    from sidecar_core.registry import load_registry
+    from workflow_svc.operations import facility_settings
+
+    return facility_settings.settings_table(load_registry().names())
+
+
 async def _facility_check(db: object, args: argparse.Namespace) -> int:
     from sidecar_app import facility_check as fc
     from sidecar_core.registry import load_registry
-    from workflow_svc import facilities
+    from workflow_svc.operations import facility_settings
 
-    found = [f for f in await facilities.list_facilities(db)  # type: ignore[arg-type]
-             if f.name == args.name]
+    found = [f for f in await facility_settings.list_facilities(
+        db, _settings_table())  # type: ignore[arg-type]
+             if f["name"] == args.name]
     if not found:
         from sidecar_app.errors import UserError
 
         raise UserError(f"no facility named {args.name!r}; add it with "
                         f"'sidecar facility add {args.name}'")
     f = found[0]
-    facility = fc.Facility(f.name, f.ae_title or "", f.shadow_mode,
-                           list(f.enabled_models) if f.enabled_models is not None else None)
+    models = f["enabled_models"]
+    facility = fc.Facility(f["name"], f["ae_title"] or "", f["shadow_mode"],
+                           list(models) if models != "all" else None)
     facility.pacs, facility.handoff_url = await _destinations(db, args.name)
     targets = fc.targets_of(args.data_dir, args.ingest, args.workflow, args.dicom)
     kinds = fc.kinds_for(facility, load_registry().names(), args.kind)
@@ -251,37 +274,48 @@ async def _facility_check(db: object, args: argparse.Namespace) -> int:
                                    fc.Report())
 
 
+def _models_text(value: object) -> str:
+    return ",".join(value) if isinstance(value, list) else "all"
+
+
 async def _facility_admin(db: object, args: argparse.Namespace) -> int:
-    from sidecar_core.registry import load_registry
-    from workflow_svc import facilities
+    """`facility add|set|list` through the one facility-settings writer (validated, audited
+    as facility.created / facility.updated with the operator and `via: cli`)."""
+    from sidecar_core.settings import CommonSettings
+    from workflow_svc.operations import facility_settings
 
-    report = await _report_settings(db, args)
-    if report is not None and args.action == "set" and not _onboarding_given(args):
-        print(f"facility {args.name}: " + " ".join(f"{k}={v}" for k, v in report.items()))
-        return 0
+    table = _settings_table()
     if args.action == "list":
-        for f in await facilities.list_facilities(db):  # type: ignore[arg-type]
-            names = ",".join(f.enabled_models) if f.enabled_models is not None else "all"
-            print(f"{f.name}\tae={f.ae_title or '-'}\tshadow={'on' if f.shadow_mode else 'off'}"
-                  f"\tquiet={f.quiet_period_s:g}s\tmodels={names}")
+        for f in await facility_settings.list_facilities(db, table):  # type: ignore[arg-type]
+            print(f"{f['name']}\tae={f['ae_title'] or '-'}\t"
+                  f"shadow={'on' if f['shadow_mode'] else 'off'}"
+                  f"\tquiet={f['quiet_period_s']:g}s\tmodels={_models_text(f['enabled_models'])}")
         return 0
-    models: list[str] | None = None
-    if args.models not in (None, "all"):
-        models = [m for m in args.models.split(",") if m]
-    view = await facilities.update_facility(
-        db, args.name, ae_title=args.ae_title,  # type: ignore[arg-type]
-        shadow_mode=None if args.shadow_mode is None else args.shadow_mode == "on",
-        quiet_period_s=args.quiet_period, enabled_models=models, all_models=args.models == "all",
-        known_models=load_registry().names())
-    print(f"facility {view.name}: ae={view.ae_title or '-'} shadow="
-          f"{'on' if view.shadow_mode else 'off'} quiet={view.quiet_period_s:g}s models="
-          f"{','.join(view.enabled_models) if view.enabled_models is not None else 'all'}")
-    if args.completion is not None or args.settle is not None:
-        from ingest_svc.study.completion import set_completion
-
-        mode, settle = await set_completion(db, args.name, args.completion,  # type: ignore[arg-type]
-                                            args.settle)
-        print(f"facility {view.name}: completion={mode} settle={settle:g}s")
+    create = args.action == "add"
+    given = _onboarding_settings(args) if create else {
+        **_onboarding_settings(args), **_completion_settings(args), **_report_settings(args)}
+    view = await facility_settings.save(
+        db, CommonSettings().topology(), table, args.name, given,  # type: ignore[arg-type]
+        args.operator or _login_name(), create, via="cli")
+    if create:
+        print(f"facility {view['name']} added")
+        return 0
+    if _onboarding_settings(args) or not given:
+        print(f"facility {view['name']}: ae={view['ae_title'] or '-'} shadow="
+              f"{'on' if view['shadow_mode'] else 'off'} quiet={view['quiet_period_s']:g}s "
+              f"models={_models_text(view['enabled_models'])}")
+    if _completion_settings(args):
+        print(f"facility {view['name']}: completion={view['completion_mode']} "
+              f"settle={view['association_settle_s']:g}s")
+    if _report_settings(args):
+        pacs = (f"{view['pacs_ae_title']}@{view['pacs_host']}:{view['pacs_port']}"
+                if view["pacs_host"] else None)
+        shown = {"hl7_sending_facility": view["hl7_sending_facility"],
+                 "handoff_url": view["handoff_url"], "handoff_signed": view["handoff_secret"],
+                 "llm_base_url": view["llm_base_url"], "llm_model": view["llm_model"],
+                 "llm_timeout_s": view["llm_timeout_s"], "pacs": pacs,
+                 "export_rejected": view["export_rejected"]}
+        print(f"facility {view['name']}: " + " ".join(f"{k}={v}" for k, v in shown.items()))
     return 0
 
 
@@ -289,29 +323,43 @@ async def _handoff_retry(db: object, args: argparse.Namespace) -> int:
     import uuid
 
     from sidecar_core.settings import CommonSettings
-    from workflow_svc.handoff import redrive
+    from workflow_svc.report_loop.handoff import redrive
 
     jobs = await redrive(db, CommonSettings().topology(), uuid.UUID(args.study))  # type: ignore[arg-type]
     print(f"{len(jobs)} handoff job(s) queued again" + "".join(f"\n  {j}" for j in jobs))
     return 0 if jobs else 1
 
 
-def _onboarding_given(args: argparse.Namespace) -> bool:
-    return any(getattr(args, k) is not None
-               for k in ("ae_title", "shadow_mode", "quiet_period", "models"))
+def _given(pairs: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in pairs.items() if v is not None}
 
 
-async def _report_settings(db: object, args: argparse.Namespace) -> dict[str, object] | None:
-    """Applies the report-loop flags of `facility set`; None when none was given."""
-    from workflow_svc.report_settings import update_report_settings
+def _onboarding_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The onboarding flags of `facility add|set` that were given, as settings."""
+    shadow = args.shadow_mode
+    if isinstance(shadow, str):  # set: on|off; add: a plain switch
+        shadow = shadow == "on"
+    elif not shadow:
+        shadow = None
+    models: object = None
+    if args.action == "set" and args.models is not None:
+        models = "all" if args.models == "all" else [m for m in args.models.split(",") if m]
+    return _given({"ae_title": args.ae_title, "shadow_mode": shadow,
+                   "quiet_period_s": getattr(args, "quiet_period", None),
+                   "enabled_models": models})
 
-    if args.action != "set":
-        return None
-    given: dict[str, object] = {
+
+def _completion_settings(args: argparse.Namespace) -> dict[str, object]:
+    return _given({"completion_mode": args.completion, "association_settle_s": args.settle})
+
+
+def _report_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The report-loop flags of `facility set` that were given ('' clears one), as settings."""
+    given: dict[str, object] = _given({
         "hl7_sending_facility": args.hl7_sending_facility, "handoff_url": args.handoff_url,
         "llm_base_url": args.llm_url, "llm_model": args.llm_model,
         "llm_timeout_s": args.llm_timeout, "export_rejected": args.export_rejected,
-    }
+    })
     if args.handoff_secret_stdin:
         given["handoff_secret"] = sys.stdin.readline().rstrip("\n")
     if args.pacs is not None:
@@ -322,11 +370,7 @@ async def _report_settings(db: object, args: argparse.Namespace) -> dict[str, ob
             raise SystemExit(2)
         given.update(pacs_ae_title=aet, pacs_host=host,
                      pacs_port=int(port) if port.isdigit() else None)
-        if not args.pacs:
-            given.update(pacs_ae_title="", pacs_host="")
-    if all(v is None for v in given.values()):
-        return None
-    return await update_report_settings(db, args.name, **given)  # type: ignore[arg-type]
+    return given
 
 
 def run_verify(args: argparse.Namespace) -> int:

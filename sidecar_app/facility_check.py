@@ -23,6 +23,8 @@ import grpc
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
+from protos.sidecar.workflow.v1 import review_service_pb2 as rv_pb
+from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rv_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as wf_pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 
@@ -34,6 +36,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "brain-mr": {"slices": 20, "rows": 160, "cols": 160, "lesions": 1},
     "mammo": {"masses": 1}}
 FINAL = {"ready_for_review", "ineligible", "preprocess_failed", "ai_failed"}
+# The check reads the study as the review app does (ReviewService), as an operator who sees
+# every facility and shadow-mode findings.
+CALLER = rv_pb.Caller(username="facility-check", role="admin")
 
 
 @dataclass
@@ -150,20 +155,21 @@ def _send(kind: str, facility: Facility, targets: Targets, dimse: bool, folder: 
     return uid
 
 
-def _wait_final(workflow: wf_grpc.WorkflowServiceStub, facility: str, uid: str,
+def _wait_final(review: rv_grpc.ReviewServiceStub, facility: str, uid: str,
                 timeout_s: float) -> Any:
     deadline = time.monotonic() + timeout_s
     study_id = ""
     reply = None
     while time.monotonic() < deadline:
         if not study_id:
-            listed = workflow.ListStudies(wf_pb.ListStudiesRequest(
-                facility=facility, page_size=500), timeout=30)
-            study_id = next((s.study_id for s in listed.studies
-                             if s.study_instance_uid == uid), "")
+            listed = review.ListWorklist(rv_pb.ListWorklistRequest(
+                caller=CALLER, facility=facility, page_size=500), timeout=30)
+            study_id = next((s.study.study_id for s in listed.studies
+                             if s.study.study_instance_uid == uid), "")
         if study_id:
-            reply = workflow.GetStudy(wf_pb.GetStudyRequest(study_id=study_id), timeout=30)
-            if reply.study.state in FINAL:
+            reply = review.GetStudyDetail(rv_pb.GetStudyDetailRequest(
+                caller=CALLER, study_id=study_id), timeout=30)
+            if reply.study.study.state in FINAL:
                 return reply
         time.sleep(0.5)
     return reply
@@ -180,12 +186,13 @@ def _check_study(kind: str, facility: Facility, targets: Targets, dimse: bool, f
                 f"{'C-STORE' if dimse else 'the Ingest RPC'} and completed")
     with grpc.insecure_channel(targets.workflow) as channel:
         workflow = wf_grpc.WorkflowServiceStub(channel)
-        reply = _wait_final(workflow, facility.name, uid, timeout_s)
+        review = rv_grpc.ReviewServiceStub(channel)
+        reply = _wait_final(review, facility.name, uid, timeout_s)
         if reply is None:
             report.line("FAIL", "eligibility", f"the study did not reach the workflow within "
                         f"{timeout_s:.0f} s (is the workflow service consuming?)")
             return
-        study = reply.study
+        study = reply.study.study
         if study.state not in FINAL:
             report.line("FAIL", "pipeline", f"still {study.state} after {timeout_s:.0f} s")
             return
@@ -214,12 +221,12 @@ def _check_study(kind: str, facility: Facility, targets: Targets, dimse: bool, f
                             f"{runs[-1].type}: {runs[-1].error_class}: {runs[-1].error_message}")
             else:
                 report.line("FAIL", f"model {model}", "no result recorded")
-        findings = workflow.ListFindings(wf_pb.ListFindingsRequest(
-            study_id=study.study_id, include_hidden=True, page_size=500), timeout=30)
-        visible = sum(s.visible for s in findings.states)
+        findings = review.ListReviewFindings(rv_pb.ListReviewFindingsRequest(
+            caller=CALLER, study_id=study.study_id, include_hidden=True), timeout=30).findings
+        visible = sum(f.state.visible for f in findings)
         if facility.shadow_mode:
-            report.line("PASS" if findings.findings else "FAIL", "findings",
-                        f"shadow mode: {len(findings.findings)} stored, hidden from reviewers")
+            report.line("PASS" if findings else "FAIL", "findings",
+                        f"shadow mode: {len(findings)} stored, hidden from reviewers")
         elif visible:
             report.line("PASS", "findings", f"{visible} visible in study state {study.state}")
         else:

@@ -15,14 +15,16 @@ from sidecar_core.observability import metrics
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
-from workflow_svc import operations_servicer, report_servicer, review_servicer
-from workflow_svc.dead_letter_audit import DeadLetterAuditor
-from workflow_svc.dead_letters import DeadLetters
-from workflow_svc.export import DerivedResults, ExportWorker
-from workflow_svc.handoff import HandoffWorker
-from workflow_svc.pipeline import Pipeline
-from workflow_svc.servicer import WorkflowServicer
+from workflow_svc.operations import servicer as operations_servicer
+from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
+from workflow_svc.report_loop import servicer as report_servicer
+from workflow_svc.report_loop.export import DerivedResults, ExportWorker
+from workflow_svc.report_loop.handoff import HandoffWorker
+from workflow_svc.report_loop.legacy_reports import match_waiting_reports
+from workflow_svc.review import servicer as review_servicer
 from workflow_svc.settings import WorkflowSettings
+from workflow_svc.study.pipeline import Pipeline
+from workflow_svc.study.servicer import WorkflowServicer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     operations_servicer.register(server, DeadLetters(db, bus, topology), db, topology,
                                  registry.names())
     review_servicer.register(server, db, topology, settings.login_limits())
-    pipeline = Pipeline(db, topology, registry)
+    # an official report that arrived before its study completes it once it is registered
+    pipeline = Pipeline(db, topology, registry, after_registered=[match_waiting_reports])
     streams = [spec.name for spec in topology.streams]
     await run_until_stopped(
         "workflow_svc", stop, server=server,

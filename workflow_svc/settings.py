@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from sidecar_core.settings import CommonSettings
-from workflow_svc.sessions import LoginLimits
+from workflow_svc.identity.sessions import LoginLimits
 
 
 class WorkflowSettings(CommonSettings):

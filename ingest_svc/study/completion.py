@@ -18,15 +18,11 @@ from protos.sidecar.events.v1 import events_pb2
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
-from sidecar_core.errors import InvalidArgument, NotFound
 from sidecar_core.messaging import outbox
 from sidecar_core.messaging.subjects import STUDY_RECEIVED, Topology
 from sidecar_core.observability import tracing
 
 log = logging.getLogger(__name__)
-
-COMPLETION_MODES = ("quiet", "association", "explicit")
-MAX_SETTLE_S = 60.0
 
 _COMPLETE = """
 UPDATE studies s SET ingest_status = 'complete', completed_at = now(),
@@ -163,32 +159,3 @@ class CompletionTracker:
                 log.warning("completion check failed; retrying", exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.poll_s)
-
-
-async def set_completion(
-    db: Database, facility: str, mode: str | None = None, settle_s: float | None = None
-) -> tuple[str, float]:
-    """Sets a facility's completion mode and association settle time; returns both."""
-    if mode is not None and mode not in COMPLETION_MODES:
-        raise InvalidArgument("INVALID_COMPLETION_MODE",
-                              f"completion must be one of {', '.join(COMPLETION_MODES)}",
-                              completion=mode)
-    if settle_s is not None and not 0 <= settle_s <= MAX_SETTLE_S:
-        raise InvalidArgument("INVALID_SETTLE_TIME",
-                              f"association settle time must be 0..{MAX_SETTLE_S:g} s",
-                              settle_s=settle_s)
-    async with db.unit_of_work() as s:
-        if mode is not None:
-            await s.execute(text("UPDATE facilities SET completion_mode = :m WHERE name = :n"),
-                            {"m": mode, "n": facility})
-        if settle_s is not None:
-            await s.execute(
-                text("UPDATE facilities SET association_settle_s = :v WHERE name = :n"),
-                {"v": settle_s, "n": facility})
-        row = (await s.execute(
-            text("SELECT completion_mode, association_settle_s FROM facilities WHERE name = :n"),
-            {"n": facility})).first()
-    if row is None:
-        raise NotFound("FACILITY_NOT_FOUND", f"no facility {facility!r}", facility=facility)
-    return str(row[0]), float(row[1])
-

@@ -64,24 +64,10 @@ class WorkflowClient:
         except grpc.aio.AioRpcError as err:
             raise to_api_error(err) from None
 
-    async def list_studies(self, request: pb.ListStudiesRequest) -> pb.ListStudiesResponse:
-        return await self._call(self.stub.ListStudies, request)
-
-    async def get_study(self, request: pb.GetStudyRequest) -> pb.GetStudyResponse:
-        return await self._call(self.stub.GetStudy, request)
-
-    async def list_findings(self, request: pb.ListFindingsRequest) -> pb.ListFindingsResponse:
-        return await self._call(self.stub.ListFindings, request)
-
     async def list_audit_events(
         self, request: pb.ListAuditEventsRequest
     ) -> pb.ListAuditEventsResponse:
         return await self._call(self.stub.ListAuditEvents, request)
-
-    async def authenticate(
-        self, request: pb.AuthenticateUserRequest
-    ) -> pb.AuthenticateUserResponse:
-        return await self._call(self.stub.AuthenticateUser, request)
 
     async def get_asset(self, request: pb.GetAssetRequest) -> pb.GetAssetResponse:
         return await self._call(self.stub.GetAsset, request)

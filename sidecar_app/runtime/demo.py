@@ -35,12 +35,18 @@ def _samples(root: Path) -> list[Path]:
 
 
 async def _register(database_url: str, password_file: Path) -> str:
-    from workflow_svc import users
+    from sidecar_core.registry import load_registry
+    from sidecar_core.settings import CommonSettings
+    from workflow_svc.identity import users
+    from workflow_svc.operations import facility_settings
 
     db = Database(database_url, pool_size=1)
     try:
         with contextlib.suppress(AlreadyExists):
-            await users.add_facility(db, FACILITY, ae_title=AE_TITLE)
+            await facility_settings.save(
+                db, CommonSettings().topology(),
+                facility_settings.settings_table(load_registry().names()), FACILITY,
+                {"ae_title": AE_TITLE}, "sidecar demo", True, via="cli")
         if password_file.exists():
             return password_file.read_text().strip()
         password = secrets.token_urlsafe(12)

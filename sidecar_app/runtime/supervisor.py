@@ -55,7 +55,7 @@ SERVICES: list[tuple[str, str, str | None]] = [
     ("preprocess", "imaging_svc.main", None),
     ("normalizer", "normalizer_svc.main", "normalizer"),
     ("gateway", "review_gateway.main", None),
-    ("hl7", "workflow_svc.hl7_main", None),
+    ("hl7", "workflow_svc.report_loop.hl7.main", None),
     ("viewer", "sidecar_app.runtime.viewer", None),  # OHIF, at the root of its own origin
 ]
 # Stateless workers: `--replicas N` runs N processes of each; they share the jobs through the

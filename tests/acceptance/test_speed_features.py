@@ -33,7 +33,8 @@ def test_association_release_completes_the_study(stack: Stack, tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert "completion=association settle=0.5s" in done.stdout
     bad = stack.cli("facility", "set", stack.north, "--settle", "-3")
-    assert bad.returncode != 0 and "INVALID_SETTLE_TIME" in bad.stderr
+    assert bad.returncode != 0
+    assert "INVALID_FACILITY_SETTING: association_settle_s: must be between 0 and 60" in bad.stderr
 
     truth = generate("chest-ct", tmp_path / "study", 26, **CHEST)
     (tmp_path / "study" / "ground_truth.json").unlink()  # storescu sends DICOM files only

@@ -21,8 +21,9 @@ from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
 from tests.integration.test_workflow_queries import PASSWORD, Seeded, seed
-from workflow_svc import review_servicer, servicer
-from workflow_svc.sessions import LoginLimits
+from workflow_svc.identity.sessions import LoginLimits
+from workflow_svc.review import servicer as review_servicer
+from workflow_svc.study import servicer
 
 SECRET = "review-secret-" + "y" * 40
 TOPOLOGY = Topology("revtest", "REVTEST")

@@ -18,7 +18,7 @@ from sidecar_core.store.models import (
     StateTransition,
     Study,
 )
-from workflow_svc.analytics import review_analytics
+from workflow_svc.operations.analytics import review_analytics
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)

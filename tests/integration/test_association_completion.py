@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from pydicom.uid import generate_uid
 
-from ingest_svc.study.completion import set_completion
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
+from sidecar_core.messaging.subjects import Topology
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.integration.test_dimse import (
     STORESCU,
@@ -23,6 +23,7 @@ from tests.integration.test_dimse import (
     running_ingest,
     wait_for,
 )
+from workflow_svc.operations import facility_settings
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +37,21 @@ FACILITIES = {
 SETTLE_S = 0.3
 
 
+async def set_completion(db: Database, facility: str, **settings: object) -> tuple[str, float]:
+    """The facility's completion settings through the one facility-settings writer."""
+    saved = await facility_settings.save(db, Topology(), facility_settings.settings_table([]),
+                                         facility, settings, "test", False, via="test")
+    return saved["completion_mode"], saved["association_settle_s"]
+
+
 @pytest.fixture()
 async def ingest(database_url: str, nats: Any, tmp_path: Path) -> AsyncIterator[Ingest]:
     db = Database(database_url)
     try:
         for name, (ae, mode, quiet) in FACILITIES.items():
             add_facility(database_url, name, ae_title=ae, quiet_period_s=quiet)
-            assert await set_completion(db, name, mode, SETTLE_S) == (mode, SETTLE_S)
+            assert await set_completion(db, name, completion_mode=mode,
+                                        association_settle_s=SETTLE_S) == (mode, SETTLE_S)
     finally:
         await db.close()
     async with running_ingest(database_url, nats, tmp_path) as svc:
@@ -111,13 +120,15 @@ async def test_completion_settings_are_checked(database_url: str) -> None:
     try:
         assert await set_completion(db, "checked") == ("quiet", 1.0)  # the defaults
         with pytest.raises(InvalidArgument) as bad_mode:
-            await set_completion(db, "checked", "whenever")
-        assert bad_mode.value.reason == "INVALID_COMPLETION_MODE"
+            await set_completion(db, "checked", completion_mode="whenever")
+        assert (bad_mode.value.reason, bad_mode.value.metadata["field"]) == (
+            "INVALID_FACILITY_SETTING", "completion_mode")
         with pytest.raises(InvalidArgument) as bad_settle:
-            await set_completion(db, "checked", settle_s=-1)
-        assert bad_settle.value.reason == "INVALID_SETTLE_TIME"
+            await set_completion(db, "checked", association_settle_s=-1)
+        assert (bad_settle.value.reason, bad_settle.value.metadata["field"]) == (
+            "INVALID_FACILITY_SETTING", "association_settle_s")
         with pytest.raises(NotFound):
-            await set_completion(db, "nobody", "association")
+            await set_completion(db, "nobody", completion_mode="association")
         assert await set_completion(db, "checked") == ("quiet", 1.0), "nothing changed"
     finally:
         await db.close()

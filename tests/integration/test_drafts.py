@@ -17,9 +17,9 @@ from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, Finding, Instance, Series, Study
 from tests.fake_llm import FakeLlm
 from tests.http_peers import serve
-from workflow_svc import drafts
-from workflow_svc.access import Caller
-from workflow_svc.llm.drafters import TEMPLATE_GENERATOR
+from workflow_svc.identity.access import Caller
+from workflow_svc.report_loop import drafts
+from workflow_svc.report_loop.llm.drafters import TEMPLATE_GENERATOR
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = Topology("drafttest", "DRAFTTEST")

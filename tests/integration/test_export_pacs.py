@@ -26,7 +26,7 @@ from sidecar_core.store.models import AiRun, DerivedObject, Facility, Instance, 
 from sidecar_synth import generate
 from tests.orthanc_peer import available, orthanc
 from tests.servers import free_port
-from workflow_svc.export import DerivedResults, ExportWorker
+from workflow_svc.report_loop.export import DerivedResults, ExportWorker
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not available(), reason="needs root, unshare and Orthanc")]

@@ -17,7 +17,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from sidecar_core.errors import TransientError
 from tests.servers import free_port
-from workflow_svc.export import Destination, ExportObject, c_store
+from workflow_svc.report_loop.export import Destination, ExportObject, c_store
 
 pytestmark = pytest.mark.integration
 

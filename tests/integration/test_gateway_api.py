@@ -32,7 +32,8 @@ from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.storage.objectstore import ObjectStore
 from tests.integration.test_workflow_queries import PASSWORD, Seeded, seed
 from tests.servers import free_port
-from workflow_svc import review_servicer, servicer
+from workflow_svc.review import servicer as review_servicer
+from workflow_svc.study import servicer
 
 SECRET = "test-secret-" + "x" * 40
 STUDY_KEYS = {"id", "study_instance_uid", "accession", "facility", "modality", "state",

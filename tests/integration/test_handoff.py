@@ -23,8 +23,8 @@ from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, Study
 from tests.http_peers import WebhookReceiver, serve
 from tests.servers import NatsServer, free_port
-from workflow_svc import handoff, legacy_reports
-from workflow_svc.handoff import HandoffWorker
+from workflow_svc.report_loop import handoff, legacy_reports
+from workflow_svc.report_loop.handoff import HandoffWorker
 
 pytestmark = pytest.mark.integration
 SECRET = "webhook secret of the north hospital"

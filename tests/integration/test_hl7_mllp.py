@@ -16,9 +16,10 @@ from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.subjects import STUDY_RECEIVED, Topology
 from sidecar_core.registry import load_registry
 from sidecar_core.store.models import Facility, Study
-from workflow_svc.hl7_main import make_handler
-from workflow_svc.hl7_mllp import END, START, MllpServer
-from workflow_svc.pipeline import Pipeline
+from workflow_svc.report_loop.hl7.main import make_handler
+from workflow_svc.report_loop.hl7.mllp import END, START, MllpServer
+from workflow_svc.report_loop.legacy_reports import match_waiting_reports
+from workflow_svc.study.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = Topology("hl7test", "HL7TEST")
@@ -141,7 +142,8 @@ async def test_unmatched_then_matched_when_the_study_arrives(store: Database, pe
     assert await rows(store, "select id from audit_events where type='legacy_report.unmatched'")
     # the study arrives: registered by the real workflow pipeline
     study_id = await add_study(store, "ACC-LATE", state=None)
-    pipeline = Pipeline(store, TOPOLOGY, load_registry())
+    pipeline = Pipeline(store, TOPOLOGY, load_registry(),
+                        after_registered=[match_waiting_reports])
     event = events_pb2.StudyReceived(study_id=str(study_id))
     await pipeline.handle(Delivery(f"hl7test.{STUDY_RECEIVED}", event.SerializeToString(), 1,
                                    "m-late", 5))

@@ -91,7 +91,7 @@ async def test_dimse_errors_exit_2(ingest: Ingest, tmp_path: Path,
 async def test_stow_with_login(ingest: Ingest, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str],
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from workflow_svc import users
+    from workflow_svc.identity import users
 
     db = Database(ingest.database_url)
     await users.add_user(db, "rad", "s3cret-pass", "radiologist", FACILITY)

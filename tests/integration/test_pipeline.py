@@ -15,12 +15,14 @@ from pydicom.uid import ComputedRadiographyImageStorage, ExplicitVRLittleEndian,
 from sqlalchemy import select
 
 from protos.sidecar.events.v1 import events_pb2
+from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from sidecar_core.messaging.subjects import AI_RUN_FINDINGS_STORED
 from sidecar_core.store.models import Series
 from sidecar_synth import generate
 from tests.mesh import Mesh, isolated_mesh
 from tests.model_fixtures import GARBAGE_MODEL
-from workflow_svc import queries
+from workflow_svc.identity.access import SYSTEM
+from workflow_svc.review import decisions, worklist
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -212,12 +214,12 @@ async def test_findings_below_the_operating_threshold_are_stored_hidden(
         assert stored, "every finding is stored"
         for f in stored:
             assert f["visible"] is (f["confidence"] >= threshold), f
-        shown = await queries.list_findings(mesh.db, str(sent.study_id))
-        assert {f.finding_id for f in shown.findings} == {
+        shown = await decisions.list_findings(mesh.db, str(sent.study_id), SYSTEM)
+        assert {f.finding.finding_id for f in shown} == {
             str(f["id"]) for f in stored if f["confidence"] >= threshold}
-        everything = await queries.list_findings(mesh.db, str(sent.study_id),
-                                                 include_hidden=True)
-        assert len(everything.findings) == len(stored)
+        everything = await decisions.list_findings(mesh.db, str(sent.study_id), SYSTEM,
+                                                   include_hidden=True)
+        assert len(everything) == len(stored)
         [run] = await mesh.ai_runs(sent.study_id)
         assert run["operating_threshold"] == pytest.approx(threshold)
         [completed] = await mesh.audit_events(sent.study_id, "ai_run.completed")
@@ -237,11 +239,12 @@ async def test_shadow_mode_hides_findings_from_reviewers(mesh: Mesh, tmp_path: P
 
     stored = await mesh.findings(sent.study_id)
     assert stored and not any(f["visible"] for f in stored)
-    visible = await queries.list_findings(mesh.db, str(sent.study_id))
-    assert list(visible.findings) == []
-    hidden = await queries.list_findings(mesh.db, str(sent.study_id), include_hidden=True)
-    assert {f.finding_id for f in hidden.findings} == {str(f["id"]) for f in stored}
-    assert not any(s.visible for s in hidden.states)
+    visible = await decisions.list_findings(mesh.db, str(sent.study_id), SYSTEM)
+    assert visible == []
+    hidden = await decisions.list_findings(mesh.db, str(sent.study_id), SYSTEM,
+                                           include_hidden=True)
+    assert {f.finding.finding_id for f in hidden} == {str(f["id"]) for f in stored}
+    assert not any(f.state.visible for f in hidden)
     [completed] = await mesh.audit_events(sent.study_id, "ai_run.completed")
     assert completed["context"]["shadow_mode"] is True
 
@@ -263,8 +266,10 @@ async def test_invalid_model_output_fails_the_run_not_the_study(mesh: Mesh,
     assert run["status"] == "invalid" and run["attempts"] == 1, "an invalid result is not retried"
     assert await mesh.findings(sent.study_id) == []
     assert await _findings_stored(mesh, run["id"]) == []  # no findings, no SR/SEG to write
-    listed = await queries.list_studies(mesh.db, facility="garbage")
-    assert [(s.study_id, s.state) for s in listed.studies] == [(str(sent.study_id), "ai_failed")]
+    listed = await worklist.list_worklist(mesh.db, rpb.ListWorklistRequest(facility="garbage"),
+                                          SYSTEM)
+    assert [(s.study.study_id, s.study.state) for s in listed.studies] == [
+        (str(sent.study_id), "ai_failed")]
 
 
 def _truncate_lowest_slice(folder: Path) -> str:
@@ -387,5 +392,6 @@ async def test_triton_outage_past_the_retry_budget(mesh: Mesh, tmp_path: Path) -
     assert [e["attempt"] for e in retries] == list(range(1, max_deliver))
     [run] = await mesh.ai_runs(sent.study_id)
     assert run["status"] == "failed" and run["attempts"] == max_deliver
-    listed = await queries.list_studies(mesh.db, facility="blackout")
-    assert [s.state for s in listed.studies] == ["ai_failed"]
+    listed = await worklist.list_worklist(mesh.db, rpb.ListWorklistRequest(facility="blackout"),
+                                          SYSTEM)
+    assert [s.study.state for s in listed.studies] == ["ai_failed"]

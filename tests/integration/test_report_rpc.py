@@ -16,7 +16,7 @@ from sidecar_core.messaging.subjects import Topology
 from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.store.models import Facility, Study
 from tests.integration.test_hl7_mllp import oru
-from workflow_svc import report_servicer
+from workflow_svc.report_loop import servicer as report_servicer
 
 pytestmark = pytest.mark.integration
 

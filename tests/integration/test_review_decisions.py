@@ -14,7 +14,7 @@ from sidecar_core.db import Database
 from sidecar_core.store import models as m
 from tests.integration.review_env import TOPOLOGY, ReviewEnv, review_env
 from tests.integration.test_workflow_queries import PASSWORD
-from workflow_svc import users
+from workflow_svc.identity import users
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from sidecar_core.db import Database
 from sidecar_core.store import models as m
 from tests.integration.review_env import SECRET, review_env
 from tests.integration.test_workflow_queries import PASSWORD
-from workflow_svc.passwords import scrypt_hash
-from workflow_svc.sessions import LoginLimits
+from workflow_svc.identity.passwords import scrypt_hash
+from workflow_svc.identity.sessions import LoginLimits
 
 pytestmark = pytest.mark.integration
 

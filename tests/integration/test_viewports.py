@@ -17,7 +17,8 @@ from sidecar_core.serving.grpc_server import error_info
 from sidecar_core.store.models import Asset, Series
 from sidecar_synth import generate
 from tests.mesh import Mesh, isolated_mesh
-from workflow_svc import queries
+from workflow_svc.identity.access import SYSTEM
+from workflow_svc.review import decisions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHEST = {"slices": 48, "rows": 192, "cols": 192, "fov_mm": 280.0}
@@ -49,9 +50,8 @@ async def test_viewports_on_demand(mesh: Mesh, tmp_path: Path) -> None:
     sent = await mesh.ingest_folder("vp_north", tmp_path)
     assert await mesh.wait_for_final_state(sent.study_id) == "ready_for_review"
     # the key slice of every finding is known at ready_for_review, before any viewport exists
-    findings = await queries.list_findings(mesh.db, str(sent.study_id))
-    boxed = [st for f, st in zip(findings.findings, findings.states, strict=True)
-             if f.sop_instance_uid]
+    findings = await decisions.list_findings(mesh.db, str(sent.study_id), SYSTEM)
+    boxed = [f.state for f in findings if f.finding.sop_instance_uid]
     assert boxed and all(st.slice_index >= 0 and st.series_id for st in boxed)
 
     await mesh.wait_for_audit(sent.study_id, "asset.series_rendered")

@@ -36,7 +36,7 @@ from sidecar_core.serving.grpc_server import GrpcServer
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.integration.test_dimse import running_ingest
 from tests.servers import free_port, wait_port
-from workflow_svc import review_servicer
+from workflow_svc.review import servicer as review_servicer
 
 pytestmark = pytest.mark.integration
 

@@ -13,19 +13,27 @@ import pytest
 from sqlalchemy import select
 
 from protos.sidecar.common.v1 import common_pb2
+from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.serving.grpc_server import GrpcServer, error_info
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
-from workflow_svc import queries, servicer, users
+from workflow_svc.identity import users
+from workflow_svc.identity.access import Caller
+from workflow_svc.operations import facility_settings
+from workflow_svc.review import decisions
+from workflow_svc.study import queries, servicer
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery staple"
+ADMIN = Caller("", "admin", "admin")
+RAD_B = Caller("", "rad-b", "radiologist", ("fac-b",))
 
 
 @dataclass
@@ -42,10 +50,16 @@ class Seeded:
     audit_types: list[str] = field(default_factory=list)
 
 
+async def add_facility(db: Database, name: str, **settings: object) -> None:
+    """Through the one facility-settings writer, as `sidecar facility add` does."""
+    await facility_settings.save(db, Topology(), facility_settings.settings_table([]), name,
+                                 settings, "test", True, via="test")
+
+
 async def seed(db: Database, store: ObjectStore) -> Seeded:
     """Facilities, users, studies with history, series, assets (bytes in `store`), findings..."""
-    await users.add_facility(db, "fac-a", ae_title="FACA")
-    await users.add_facility(db, "fac-b", shadow_mode=True)
+    await add_facility(db, "fac-a", ae_title="FACA")
+    await add_facility(db, "fac-b", shadow_mode=True)
     await users.add_user(db, "rad-a", PASSWORD, "radiologist", "fac-a")
     await users.add_user(db, "rad-b", PASSWORD, "radiologist", "fac-b")
     await users.add_user(db, "admin", PASSWORD, "admin")
@@ -137,47 +151,6 @@ async def seeded(db: Database, tmp_path: Path) -> Seeded:
     return await seed(db, ObjectStore(tmp_path / "objects", fsync=False))
 
 
-async def test_list_studies_filters_scopes_and_orders_newest_first(db: Database,
-                                                                   seeded: Seeded) -> None:
-    everything = await queries.list_studies(db)
-    assert [s.accession for s in everything.studies] == ["ACC-B1", "ACC-3", "ACC-2", "ACC-1"]
-    assert everything.next_page_token == ""
-    first = everything.studies[-1]
-    assert first.facility == "fac-a" and first.state == "ready_for_review"
-    assert first.eligibility.eligible and first.eligibility.decided
-    assert first.received_at.ToDatetime(tzinfo=UTC) == T0
-    by_acc = await queries.list_studies(db, accession="ACC-2")
-    assert [s.study_id for s in by_acc.studies] == [str(seeded.others_a[0])]
-    by_state = await queries.list_studies(db, state="ready_for_review")
-    assert {s.accession for s in by_state.studies} == {"ACC-1", "ACC-B1"}
-    scoped = await queries.list_studies(db, allowed_facilities=["fac-b"])
-    assert [s.accession for s in scoped.studies] == ["ACC-B1"]
-    assert not (await queries.list_studies(db, facility="fac-a",
-                                           allowed_facilities=["fac-b"])).studies
-    with pytest.raises(InvalidArgument) as exc:
-        await queries.list_studies(db, state="bogus")
-    assert exc.value.reason == "INVALID_STATE"
-
-
-async def test_list_studies_pages_walk_everything_once(db: Database, seeded: Seeded) -> None:
-    seen, token = [], ""
-    for _ in range(10):
-        page = await queries.list_studies(db, page_size=1, page_token=token)
-        seen += [s.accession for s in page.studies]
-        token = page.next_page_token
-        if not token:
-            break
-    assert seen == ["ACC-B1", "ACC-3", "ACC-2", "ACC-1"]
-    page = await queries.list_studies(db, page_size=2)
-    for bad in ("not-a-token", page.next_page_token[:-3]):
-        with pytest.raises(InvalidArgument):
-            await queries.list_studies(db, page_size=2, page_token=bad)
-    with pytest.raises(InvalidArgument, match="different query"):  # token of another filter
-        await queries.list_studies(db, state="received", page_token=page.next_page_token)
-    with pytest.raises(InvalidArgument):
-        await queries.list_studies(db, page_size=-1)
-
-
 async def test_get_study_has_history_series_and_assets(db: Database, seeded: Seeded) -> None:
     reply = await queries.get_study(db, str(seeded.study), ["fac-a"])
     assert reply.study.accession == "ACC-1"
@@ -199,23 +172,19 @@ async def test_get_study_has_history_series_and_assets(db: Database, seeded: See
 
 
 async def test_findings_hide_shadow_ones_unless_asked(db: Database, seeded: Seeded) -> None:
-    reply = await queries.list_findings(db, str(seeded.study))
-    assert [f.label for f in reply.findings] == ["nodule", "summary"]
-    nodule = reply.findings[0]
+    reply = await decisions.list_findings(db, str(seeded.study), ADMIN)
+    assert [f.finding.label for f in reply] == ["nodule", "summary"]
+    nodule = reply[0].finding
     assert nodule.kind == common_pb2.FINDING_KIND_BOX
     assert list(nodule.bbox_px) == [10, 20, 30, 40] and list(nodule.center_mm) == [1.5, -2.0, 30]
     assert [(x.name, x.value) for x in nodule.measurements] == [("diameter_mm", 6.5)]
-    assert {s.finding_id: s.review_status for s in reply.states} == {
+    assert {f.state.finding_id: f.state.review_status for f in reply} == {
         str(seeded.findings["nodule"]): "pending", str(seeded.findings["summary"]): "pending"}
-    hidden = await queries.list_findings(db, str(seeded.study), include_hidden=True)
-    assert [f.label for f in hidden.findings] == ["nodule", "summary", "shadow"]
-    assert [s.visible for s in hidden.states] == [True, True, False]
-    page1 = await queries.list_findings(db, str(seeded.study), include_hidden=True, page_size=2)
-    page2 = await queries.list_findings(db, str(seeded.study), include_hidden=True, page_size=2,
-                                        page_token=page1.next_page_token)
-    assert [f.label for f in page2.findings] == ["shadow"] and not page2.next_page_token
+    hidden = await decisions.list_findings(db, str(seeded.study), ADMIN, include_hidden=True)
+    assert [f.finding.label for f in hidden] == ["nodule", "summary", "shadow"]
+    assert [f.state.visible for f in hidden] == [True, True, False]
     with pytest.raises(NotFound):
-        await queries.list_findings(db, str(seeded.study), ["fac-b"])
+        await decisions.list_findings(db, str(seeded.study), RAD_B)
 
 
 async def test_audit_events_by_time_including_key_matched(db: Database, seeded: Seeded) -> None:
@@ -238,16 +207,15 @@ async def test_audit_events_by_time_including_key_matched(db: Database, seeded: 
 
 async def test_key_slice_from_the_slice_order_or_else_old_viewport_rows(
         db: Database, seeded: Seeded) -> None:
-    def nodule_slice(reply: pb.ListFindingsResponse) -> tuple[int, str]:
-        [state] = [st for f, st in zip(reply.findings, reply.states, strict=True)
-                   if f.label == "nodule"]
+    def nodule_slice(reply: list[rpb.ReviewFinding]) -> tuple[int, str]:
+        [state] = [f.state for f in reply if f.finding.label == "nodule"]
         return state.slice_index, state.series_id
 
     async with db.unit_of_work() as s:  # the order alone, no viewport rows
         await s.execute(m.Asset.__table__.delete().where(m.Asset.kind == "viewport"))
         await s.execute(m.Series.__table__.update().where(m.Series.id == seeded.series)
                         .values(slice_refs=[["1.2.3.1.1.9", 1], ["1.2.3.1.1.2", 1]]))
-    assert nodule_slice(await queries.list_findings(db, str(seeded.study))) == (
+    assert nodule_slice(await decisions.list_findings(db, str(seeded.study), ADMIN)) == (
         1, str(seeded.series))
     async with db.unit_of_work() as s:  # a series stored before the order was: its old rows
         await s.execute(m.Series.__table__.update().where(m.Series.id == seeded.series)
@@ -255,7 +223,7 @@ async def test_key_slice_from_the_slice_order_or_else_old_viewport_rows(
         s.add(m.Asset(study_id=seeded.study, series_id=seeded.series, kind="viewport",
                       preset="lung", slice_index=7, object_key="sha256/00", content_type="x",
                       sha256="00", sop_instance_uid="1.2.3.1.1.2", frame=1))
-    assert nodule_slice(await queries.list_findings(db, str(seeded.study))) == (
+    assert nodule_slice(await decisions.list_findings(db, str(seeded.study), ADMIN)) == (
         7, str(seeded.series))
 
 
@@ -288,7 +256,7 @@ async def test_users_authenticate_with_role_and_facility(db: Database, seeded: S
     with pytest.raises(AlreadyExists):
         await users.add_user(db, "rad-a", PASSWORD, "radiologist", "fac-a")
     with pytest.raises(AlreadyExists):
-        await users.add_facility(db, "fac-a")
+        await add_facility(db, "fac-a")
     with pytest.raises(NotFound):
         await users.add_user(db, "rad-x", PASSWORD, "radiologist", "fac-x")
     for role, facility in [("radiologist", None), ("admin", "fac-a"), ("root", None)]:
@@ -311,33 +279,46 @@ async def workflow_stub(db: Database) -> AsyncIterator[pb_grpc.WorkflowServiceSt
 
 async def test_servicer_over_grpc(seeded: Seeded,
                                   workflow_stub: pb_grpc.WorkflowServiceStub) -> None:
-    studies = await workflow_stub.ListStudies(pb.ListStudiesRequest(allowed_facilities=["fac-a"]))
-    assert {s.accession for s in studies.studies} == {"ACC-1", "ACC-2", "ACC-3"}
-    detail = await workflow_stub.GetStudy(pb.GetStudyRequest(study_id=str(seeded.study)))
-    assert len(detail.series[0].assets) == len(seeded.assets)
-    findings = await workflow_stub.ListFindings(pb.ListFindingsRequest(study_id=str(seeded.study)))
-    assert len(findings.findings) == 2
     events = await workflow_stub.ListAuditEvents(
         pb.ListAuditEventsRequest(study_id=str(seeded.study)))
     assert [e.type for e in events.events] == seeded.audit_types
-    user = await workflow_stub.AuthenticateUser(
-        pb.AuthenticateUserRequest(username="rad-b", password=PASSWORD))
-    assert (user.role, list(user.facilities)) == ("radiologist", ["fac-b"])
     asset = await workflow_stub.GetAsset(pb.GetAssetRequest(
         study_id=str(seeded.study), series_id=str(seeded.series), kind="overlay", preset="lung",
         slice_index=1))
     assert asset.asset.asset_id == str(seeded.assets["ov1-lung"])
     for call, request, code, reason in [
-        (workflow_stub.GetStudy, pb.GetStudyRequest(study_id=str(seeded.study),
-                                                    allowed_facilities=["fac-b"]),
+        (workflow_stub.ListAuditEvents, pb.ListAuditEventsRequest(
+            study_id=str(seeded.study), allowed_facilities=["fac-b"]),
          grpc.StatusCode.NOT_FOUND, "STUDY_NOT_FOUND"),
-        (workflow_stub.GetStudy, pb.GetStudyRequest(study_id="x"),
+        (workflow_stub.GetAsset, pb.GetAssetRequest(study_id="x", asset_id="y"),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_STUDY_ID"),
-        (workflow_stub.AuthenticateUser, pb.AuthenticateUserRequest(username="rad-b"),
-         grpc.StatusCode.UNAUTHENTICATED, "BAD_CREDENTIALS"),
     ]:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await call(request)
         assert exc.value.code() == code
         info = error_info(exc.value)
         assert info is not None and info.reason == reason
+
+
+async def test_removed_rpcs_are_gone_and_passwords_are_checked_only_by_login(
+        db: Database, seeded: Seeded) -> None:
+    """Contracts release 2: ListStudies, GetStudy, ListFindings and AuthenticateUser (a password
+    check without the login rate limit) are not served; ReviewService.Login is the way in."""
+    server = GrpcServer("127.0.0.1:0")
+    servicer.register(server, db)
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for method in ("ListStudies", "GetStudy", "ListFindings", "AuthenticateUser"):
+                call = channel.unary_unary(f"/sidecar.workflow.v1.WorkflowService/{method}")
+                with pytest.raises(grpc.aio.AioRpcError) as exc:
+                    await call(b"")
+                assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED, method
+            # the same kind of call of a method that is kept is answered
+            kept = channel.unary_unary("/sidecar.workflow.v1.WorkflowService/ListAuditEvents",
+                                       response_deserializer=pb.ListAuditEventsResponse.FromString)
+            reply = await kept(pb.ListAuditEventsRequest(
+                study_id=str(seeded.study)).SerializeToString())
+            assert [e.type for e in reply.events] == seeded.audit_types
+    finally:
+        await server.stop(0)

@@ -10,7 +10,7 @@ import pytest
 
 from sidecar_core.circuit import CircuitBreaker, CircuitBreakers, CircuitOpen, CircuitState
 from sidecar_core.errors import PermanentError, TransientError
-from workflow_svc.llm.breaker import ENDPOINT, llm_breakers
+from workflow_svc.report_loop.llm.breaker import ENDPOINT, llm_breakers
 
 
 class Clock:
@@ -146,7 +146,7 @@ def test_rejects_nonsense_policy() -> None:
         CircuitBreaker("m", failure_threshold=0)
 
 
-# The LLM endpoints' policy (workflow_svc.llm.breaker): 3 failures of any kind, 30 s.
+# The LLM endpoints' policy (workflow_svc.report_loop.llm.breaker): 3 failures of any kind, 30 s.
 
 
 def _llm(clock: Clock) -> CircuitBreaker:

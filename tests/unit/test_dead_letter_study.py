@@ -6,7 +6,7 @@ import uuid
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
-from workflow_svc.dead_letter_audit import study_of
+from workflow_svc.operations.dead_letters import study_of
 
 
 def test_a_job_names_its_study() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from workflow_svc.llm.deid import Deidentifier, age_band, name_parts
+from workflow_svc.report_loop.llm.deid import Deidentifier, age_band, name_parts
 
 
 def test_date_shift_is_fixed_per_study_and_differs_between_studies() -> None:

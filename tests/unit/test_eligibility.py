@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar_core.registry import Registry, load_registry
-from workflow_svc.eligibility import PlannedRun, SeriesFacts, Stage, StudyFacts, decide
+from workflow_svc.study.eligibility import PlannedRun, SeriesFacts, Stage, StudyFacts, decide
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from workflow_svc.hl7_ack import Verdict, acks_for, build_ack
-from workflow_svc.hl7_message import Hl7Error, header_of, hl7_time, parse_oru
+from workflow_svc.report_loop.hl7.ack import Verdict, acks_for, build_ack
+from workflow_svc.report_loop.hl7.message import Hl7Error, header_of, hl7_time, parse_oru
 
 MSH = "MSH|^~\\&|RIS|NORTH|SIDECAR|SC|20240305113005||ORU^R01|C1|P|{v}|||{m15}|{m16}"
 

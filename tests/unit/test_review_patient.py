@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workflow_svc.patient import patient_pb, person_name, study_date
+from workflow_svc.review.patient import patient_pb, person_name, study_date
 
 
 @pytest.mark.parametrize(("value", "groups"), [

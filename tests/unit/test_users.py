@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from workflow_svc.passwords import needs_rehash, scrypt_hash
-from workflow_svc.users import ROLES, hash_password, verify_password
+from workflow_svc.identity.passwords import needs_rehash, scrypt_hash
+from workflow_svc.identity.users import ROLES, hash_password, verify_password
 
 FAST = {"n": 2**10, "r": 8, "p": 1}
 

@@ -111,62 +111,6 @@ class Study(_message.Message):
     ai_status: str
     def __init__(self, study_id: _Optional[str] = ..., study_instance_uid: _Optional[str] = ..., accession: _Optional[str] = ..., facility: _Optional[str] = ..., modality: _Optional[str] = ..., state: _Optional[str] = ..., eligibility: _Optional[_Union[Eligibility, _Mapping]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., description: _Optional[str] = ..., partial: _Optional[bool] = ..., ai_status: _Optional[str] = ...) -> None: ...
 
-class ListStudiesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "accession", "facility", "state", "allowed_facilities")
-    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
-    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    ACCESSION_FIELD_NUMBER: _ClassVar[int]
-    FACILITY_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
-    page_size: int
-    page_token: str
-    accession: str
-    facility: str
-    state: str
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., accession: _Optional[str] = ..., facility: _Optional[str] = ..., state: _Optional[str] = ..., allowed_facilities: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class ListStudiesResponse(_message.Message):
-    __slots__ = ("studies", "next_page_token")
-    STUDIES_FIELD_NUMBER: _ClassVar[int]
-    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    studies: _containers.RepeatedCompositeFieldContainer[Study]
-    next_page_token: str
-    def __init__(self, studies: _Optional[_Iterable[_Union[Study, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
-
-class GetStudyRequest(_message.Message):
-    __slots__ = ("study_id", "allowed_facilities")
-    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
-    study_id: str
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, study_id: _Optional[str] = ..., allowed_facilities: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class GetStudyResponse(_message.Message):
-    __slots__ = ("study", "state_history", "series")
-    STUDY_FIELD_NUMBER: _ClassVar[int]
-    STATE_HISTORY_FIELD_NUMBER: _ClassVar[int]
-    SERIES_FIELD_NUMBER: _ClassVar[int]
-    study: Study
-    state_history: _containers.RepeatedCompositeFieldContainer[StateTransition]
-    series: _containers.RepeatedCompositeFieldContainer[Series]
-    def __init__(self, study: _Optional[_Union[Study, _Mapping]] = ..., state_history: _Optional[_Iterable[_Union[StateTransition, _Mapping]]] = ..., series: _Optional[_Iterable[_Union[Series, _Mapping]]] = ...) -> None: ...
-
-class ListFindingsRequest(_message.Message):
-    __slots__ = ("study_id", "page_size", "page_token", "allowed_facilities", "include_hidden")
-    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
-    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
-    INCLUDE_HIDDEN_FIELD_NUMBER: _ClassVar[int]
-    study_id: str
-    page_size: int
-    page_token: str
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
-    include_hidden: bool
-    def __init__(self, study_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., allowed_facilities: _Optional[_Iterable[str]] = ..., include_hidden: _Optional[bool] = ...) -> None: ...
-
 class FindingState(_message.Message):
     __slots__ = ("finding_id", "review_status", "visible", "slice_index", "series_id")
     FINDING_ID_FIELD_NUMBER: _ClassVar[int]
@@ -180,16 +124,6 @@ class FindingState(_message.Message):
     slice_index: int
     series_id: str
     def __init__(self, finding_id: _Optional[str] = ..., review_status: _Optional[str] = ..., visible: _Optional[bool] = ..., slice_index: _Optional[int] = ..., series_id: _Optional[str] = ...) -> None: ...
-
-class ListFindingsResponse(_message.Message):
-    __slots__ = ("findings", "next_page_token", "states")
-    FINDINGS_FIELD_NUMBER: _ClassVar[int]
-    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    STATES_FIELD_NUMBER: _ClassVar[int]
-    findings: _containers.RepeatedCompositeFieldContainer[_common_pb2.Finding]
-    next_page_token: str
-    states: _containers.RepeatedCompositeFieldContainer[FindingState]
-    def __init__(self, findings: _Optional[_Iterable[_Union[_common_pb2.Finding, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., states: _Optional[_Iterable[_Union[FindingState, _Mapping]]] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("event_id", "type", "at", "actor", "study", "job_id", "attempt", "error_class", "error_message", "context")
@@ -234,26 +168,6 @@ class ListAuditEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
-
-class AuthenticateUserRequest(_message.Message):
-    __slots__ = ("username", "password")
-    USERNAME_FIELD_NUMBER: _ClassVar[int]
-    PASSWORD_FIELD_NUMBER: _ClassVar[int]
-    username: str
-    password: str
-    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
-
-class AuthenticateUserResponse(_message.Message):
-    __slots__ = ("user_id", "username", "role", "facilities")
-    USER_ID_FIELD_NUMBER: _ClassVar[int]
-    USERNAME_FIELD_NUMBER: _ClassVar[int]
-    ROLE_FIELD_NUMBER: _ClassVar[int]
-    FACILITIES_FIELD_NUMBER: _ClassVar[int]
-    user_id: str
-    username: str
-    role: str
-    facilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetAssetRequest(_message.Message):
     __slots__ = ("study_id", "asset_id", "allowed_facilities", "series_id", "kind", "preset", "slice_index")

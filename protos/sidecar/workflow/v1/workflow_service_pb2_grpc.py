@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class WorkflowServiceStub:
-    """Queries and commands on the workflow store: studies, findings, audit, users.
+    """Reads of the workflow store that the review service does not serve: a study's audit trail
+    and its assets. The study list, a study, its findings and logins are ReviewService's
+    (ListWorklist, GetStudyDetail, ListReviewFindings, Login); ListStudies, GetStudy,
+    ListFindings and AuthenticateUser were removed in contracts release 2 (CHANGELOG.md).
     """
 
     def __init__(self, channel):
@@ -35,30 +38,10 @@ class WorkflowServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.ListStudies = channel.unary_unary(
-                '/sidecar.workflow.v1.WorkflowService/ListStudies',
-                request_serializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListStudiesRequest.SerializeToString,
-                response_deserializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListStudiesResponse.FromString,
-                _registered_method=True)
-        self.GetStudy = channel.unary_unary(
-                '/sidecar.workflow.v1.WorkflowService/GetStudy',
-                request_serializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.GetStudyRequest.SerializeToString,
-                response_deserializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.GetStudyResponse.FromString,
-                _registered_method=True)
-        self.ListFindings = channel.unary_unary(
-                '/sidecar.workflow.v1.WorkflowService/ListFindings',
-                request_serializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListFindingsRequest.SerializeToString,
-                response_deserializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListFindingsResponse.FromString,
-                _registered_method=True)
         self.ListAuditEvents = channel.unary_unary(
                 '/sidecar.workflow.v1.WorkflowService/ListAuditEvents',
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListAuditEventsResponse.FromString,
-                _registered_method=True)
-        self.AuthenticateUser = channel.unary_unary(
-                '/sidecar.workflow.v1.WorkflowService/AuthenticateUser',
-                request_serializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.AuthenticateUserRequest.SerializeToString,
-                response_deserializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.AuthenticateUserResponse.FromString,
                 _registered_method=True)
         self.GetAsset = channel.unary_unary(
                 '/sidecar.workflow.v1.WorkflowService/GetAsset',
@@ -68,34 +51,13 @@ class WorkflowServiceStub:
 
 
 class WorkflowServiceServicer:
-    """Queries and commands on the workflow store: studies, findings, audit, users.
+    """Reads of the workflow store that the review service does not serve: a study's audit trail
+    and its assets. The study list, a study, its findings and logins are ReviewService's
+    (ListWorklist, GetStudyDetail, ListReviewFindings, Login); ListStudies, GetStudy,
+    ListFindings and AuthenticateUser were removed in contracts release 2 (CHANGELOG.md).
     """
 
-    def ListStudies(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetStudy(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListFindings(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ListAuditEvents(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def AuthenticateUser(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -110,30 +72,10 @@ class WorkflowServiceServicer:
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'ListStudies': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListStudies,
-                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListStudiesRequest.FromString,
-                    response_serializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListStudiesResponse.SerializeToString,
-            ),
-            'GetStudy': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetStudy,
-                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.GetStudyRequest.FromString,
-                    response_serializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.GetStudyResponse.SerializeToString,
-            ),
-            'ListFindings': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListFindings,
-                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListFindingsRequest.FromString,
-                    response_serializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListFindingsResponse.SerializeToString,
-            ),
             'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEvents,
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListAuditEventsResponse.SerializeToString,
-            ),
-            'AuthenticateUser': grpc.unary_unary_rpc_method_handler(
-                    servicer.AuthenticateUser,
-                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.AuthenticateUserRequest.FromString,
-                    response_serializer=sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.AuthenticateUserResponse.SerializeToString,
             ),
             'GetAsset': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAsset,
@@ -149,89 +91,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WorkflowService:
-    """Queries and commands on the workflow store: studies, findings, audit, users.
+    """Reads of the workflow store that the review service does not serve: a study's audit trail
+    and its assets. The study list, a study, its findings and logins are ReviewService's
+    (ListWorklist, GetStudyDetail, ListReviewFindings, Login); ListStudies, GetStudy,
+    ListFindings and AuthenticateUser were removed in contracts release 2 (CHANGELOG.md).
     """
-
-    @staticmethod
-    def ListStudies(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/sidecar.workflow.v1.WorkflowService/ListStudies',
-            sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListStudiesRequest.SerializeToString,
-            sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListStudiesResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetStudy(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/sidecar.workflow.v1.WorkflowService/GetStudy',
-            sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.GetStudyRequest.SerializeToString,
-            sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.GetStudyResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListFindings(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/sidecar.workflow.v1.WorkflowService/ListFindings',
-            sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListFindingsRequest.SerializeToString,
-            sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListFindingsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def ListAuditEvents(request,
@@ -250,33 +114,6 @@ class WorkflowService:
             '/sidecar.workflow.v1.WorkflowService/ListAuditEvents',
             sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListAuditEventsRequest.SerializeToString,
             sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.ListAuditEventsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def AuthenticateUser(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/sidecar.workflow.v1.WorkflowService/AuthenticateUser',
-            sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.AuthenticateUserRequest.SerializeToString,
-            sidecar_dot_workflow_dot_v1_dot_workflow__service__pb2.AuthenticateUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""Who is calling: users and password hashes, rate-limited logins and sessions, roles and scope."""

@@ -1,0 +1,1 @@
+"""What operators run: dead letters, review analytics and facility settings (one writer)."""

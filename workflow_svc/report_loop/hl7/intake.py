@@ -1,0 +1,138 @@
+"""One received HL7 message: store it as received, dedupe by MSH-10, record its reports."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sidecar_core import audit
+from sidecar_core.audit import StudyRef
+from sidecar_core.db import Database
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.store.models import Facility, Hl7Message
+from workflow_svc.report_loop.hl7.ack import Verdict
+from workflow_svc.report_loop.hl7.message import (
+    E_INTERNAL,
+    E_UNKNOWN_KEY,
+    RESULT_STATUSES,
+    Header,
+    Hl7Error,
+    ParsedOru,
+    decode,
+    header_of,
+    parse_oru,
+)
+from workflow_svc.report_loop.legacy_reports import ReportInput, record_report
+
+log = logging.getLogger(__name__)
+ACTOR = "hl7_listener"
+
+
+async def receive(db: Database, topology: Topology, raw: bytes, source: str = "mllp",
+                  peer: str = "") -> tuple[Header, Verdict]:
+    """Takes one message; the verdict says which ACK it earns. Every message is kept as
+    received (`hl7_messages`), even one we refuse; a repeat of an accepted one changes nothing."""
+    try:
+        parsed = parse_oru(raw)
+    except Hl7Error as err:
+        header = header_of(decode(raw))
+        return header, await _refuse(db, topology, raw, source, peer, header, err)
+    header = parsed.header
+    for attempt in range(2):
+        try:
+            return header, await _accept(db, topology, raw, source, peer, parsed)
+        except IntegrityError:
+            # the same message on another connection won the race: now it is a repeat
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _accept(db: Database, topology: Topology, raw: bytes, source: str, peer: str,
+                  parsed: ParsedOru) -> Verdict:
+    header = parsed.header
+    async with db.unit_of_work() as s:
+        earlier = (await s.execute(select(Hl7Message).where(
+            Hl7Message.sending_facility == header.sending_facility,
+            Hl7Message.control_id == header.control_id,
+            Hl7Message.status == "accepted"))).scalar_one_or_none()
+        if earlier is not None:
+            await audit.record(s, topology, "hl7.duplicate_seen", ACTOR,
+                               StudyRef(), context={
+                                   "control_id": header.control_id, "peer": peer,
+                                   "first_message_id": str(earlier.id),
+                                   "first_received_at": earlier.received_at.isoformat()})
+            return Verdict("AA", f"duplicate of message {header.control_id}; nothing changed")
+        facility = (await s.execute(select(Facility).where(
+            Facility.hl7_sending_facility == header.sending_facility))).scalar_one_or_none()
+        if facility is None:
+            err = Hl7Error("AE", "MSH", 1, 4, E_UNKNOWN_KEY,
+                           f"MSH-4 sending facility {header.sending_facility} is not mapped "
+                           "to a facility (sidecar facility set NAME --hl7-sending-facility)")
+            await _store(s, topology, raw, source, peer, header, "rejected", err, None)
+            return Verdict("AE", err.text, err)
+        message_id = await _store(s, topology, raw, source, peer, header, "accepted", None,
+                                  facility.id)
+        matched = 0
+        for fact in parsed.reports:
+            done = await record_report(s, topology, facility, ReportInput(
+                accession=fact.accession, report_reference=fact.report_reference,
+                result_status=fact.result_status,
+                completed_at=fact.results_at or header.message_at or datetime.now(UTC),
+                source="hl7", observed_at=fact.observed_at, message_at=header.message_at,
+                hl7_message_id=message_id,
+                details={"control_id": header.control_id, "obr": fact.sequence,
+                         "accession_field": fact.accession_field,
+                         "result_status_text": RESULT_STATUSES[fact.result_status]}))
+            matched += done.matched
+        n = len(parsed.reports)
+        return Verdict("AA", f"{n} report(s) recorded, {matched} matched to a study")
+
+
+async def _refuse(db: Database, topology: Topology, raw: bytes, source: str, peer: str,
+                  header: Header, err: Hl7Error) -> Verdict:
+    try:
+        async with db.unit_of_work() as s:
+            facility_id = None
+            if header.sending_facility:
+                facility_id = (await s.execute(select(Facility.id).where(
+                    Facility.hl7_sending_facility == header.sending_facility))
+                ).scalar_one_or_none()
+            await _store(s, topology, raw, source, peer, header, "rejected", err, facility_id)
+    except Exception:
+        log.exception("could not store a refused HL7 message")
+        return Verdict(err.ack, err.text, err, committed=False)
+    return Verdict(err.ack, err.text, err)
+
+
+def internal_error(exc: BaseException) -> Verdict:
+    """The verdict when the store is unreachable: AE 207, nothing kept; the sender retries."""
+    err = Hl7Error("AE", "MSH", 1, 0, E_INTERNAL,
+                   f"message not stored ({type(exc).__name__}); send it again later")
+    return Verdict("AE", err.text, err, committed=False)
+
+
+async def _store(s: AsyncSession, topology: Topology, raw: bytes, source: str, peer: str,
+                 header: Header, status: str, err: Hl7Error | None,
+                 facility_id: uuid.UUID | None) -> uuid.UUID:
+    row = Hl7Message(
+        id=uuid.uuid4(), source=source, peer=peer[:128], raw=raw,
+        sending_facility=header.sending_facility[:227], control_id=header.control_id[:199],
+        message_type=header.message_type[:32], version=header.version[:16], status=status,
+        ack_code=err.ack if err else "AA", error_location=err.location if err else "",
+        error_message=err.text if err else "", facility_id=facility_id)
+    s.add(row)
+    await s.flush()
+    if err is not None:
+        await audit.record(s, topology, "hl7.message_rejected", ACTOR, StudyRef(),
+                           error_class=f"HL7_{err.condition[0]}", error_message=err.text,
+                           context={"hl7_message_id": str(row.id), "ack": err.ack,
+                                    "location": err.location, "control_id": header.control_id,
+                                    "sending_facility": header.sending_facility,
+                                    "peer": peer})
+    return row.id

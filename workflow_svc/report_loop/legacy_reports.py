@@ -1,0 +1,154 @@
+"""Legacy report completion: record the official report, match it to its study (now or later)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sidecar_core import audit
+from sidecar_core.audit import StudyRef
+from sidecar_core.db import Database
+from sidecar_core.errors import InvalidArgument, NotFound
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.store.models import Facility, LegacyReport, Study
+from workflow_svc.report_loop import handoff
+from workflow_svc.study.states import State, check, study_ref, transition
+
+ACTOR = "legacy_reports"
+COMPLETING = ("F", "C")  # final and corrected reports complete a study; preliminary ones do not
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    """One official report as the legacy tools told us about it (HL7 or RPC)."""
+
+    accession: str
+    report_reference: str
+    result_status: str  # P, F or C (OBR-25)
+    completed_at: datetime
+    source: str  # hl7 or rpc
+    observed_at: datetime | None = None
+    message_at: datetime | None = None
+    hl7_message_id: uuid.UUID | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recorded:
+    report_id: uuid.UUID
+    study_ids: list[uuid.UUID] = field(default_factory=list)
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.study_ids)
+
+
+async def record_report(s: AsyncSession, topology: Topology, facility: Facility,
+                        report: ReportInput) -> Recorded:
+    """Stores the report and completes every registered study of its accession, in the
+    caller's transaction. Without such a study the report waits (`legacy_report.unmatched`)."""
+    row = LegacyReport(
+        id=uuid.uuid4(), facility_id=facility.id, accession=report.accession,
+        completed_at=report.completed_at, source=report.source,
+        raw={**report.details, "accession": report.accession},
+        hl7_message_id=report.hl7_message_id, report_reference=report.report_reference,
+        result_status=report.result_status, observed_at=report.observed_at,
+        message_at=report.message_at,
+    )
+    s.add(row)
+    await s.flush()
+    studies = (await s.execute(
+        select(Study).where(Study.facility_id == facility.id,
+                            Study.accession == report.accession, Study.state.is_not(None))
+        .order_by(Study.created_at).with_for_update())).scalars().all()
+    out = Recorded(row.id)
+    context = _context(row)
+    if not studies:
+        await audit.record(s, topology, "legacy_report.unmatched", ACTOR,
+                           StudyRef(facility.name, report.accession), context=context)
+        return out
+    for study in studies:
+        await _apply(s, topology, study, row, context, late=False)
+        out.study_ids.append(study.id)
+    await s.execute(update(LegacyReport).where(LegacyReport.id == row.id).values(
+        study_id=studies[0].id, matched_at=datetime.now(UTC), matched_by="message"))
+    return out
+
+
+async def match_waiting_reports(s: AsyncSession, topology: Topology, study_id: uuid.UUID) -> bool:
+    """Called when a study is registered: a report that arrived before it completes it now."""
+    study = (await s.execute(select(Study).where(Study.id == study_id).with_for_update())
+             ).scalar_one()
+    reports = (await s.execute(
+        select(LegacyReport).where(LegacyReport.facility_id == study.facility_id,
+                                   LegacyReport.accession == study.accession)
+        .order_by(LegacyReport.created_at))).scalars().all()
+    if not reports:
+        return False
+    latest = reports[-1]
+    completing = [r for r in reports if r.result_status in COMPLETING]
+    chosen = completing[-1] if completing else latest
+    await _apply(s, topology, study, chosen, {**_context(chosen), "late_match": True}, late=True)
+    waiting = [r.id for r in reports if r.study_id is None]
+    if waiting:
+        await s.execute(update(LegacyReport).where(LegacyReport.id.in_(waiting)).values(
+            study_id=study.id, matched_at=datetime.now(UTC), matched_by="study_arrival"))
+    return True
+
+
+async def _apply(s: AsyncSession, topology: Topology, study: Study, report: LegacyReport,
+                 context: dict[str, Any], *, late: bool) -> None:
+    """One report on one study: complete it (F/C), or note a preliminary or later report."""
+    ref = await study_ref(s, study)
+    state = (await s.execute(select(Study.state).where(Study.id == study.id))).scalar_one()
+    if report.result_status not in COMPLETING:
+        await audit.record(s, topology, "legacy_report.preliminary", ACTOR, ref, context=context)
+        return
+    if state in (State.LEGACY_REPORT_COMPLETED, State.STATUS_RECORDED):
+        # a corrected (or re-issued) report of a study already completed: record and sync it
+        await audit.record(s, topology, "legacy_report.updated", ACTOR, ref, context=context)
+        await handoff.enqueue(s, topology, study.id, report.id, ref)
+        return
+    if not check(state, State.LEGACY_REPORT_COMPLETED):
+        await audit.record(s, topology, "legacy_report.deferred", ACTOR, ref,
+                           context={**context, "state": state})
+        return
+    how = "arrived before the study; matched on arrival" if late else "report message"
+    ref = await transition(s, topology, study.id, State.LEGACY_REPORT_COMPLETED, ACTOR,
+                           f"official report {report.result_status} "
+                           f"{report.report_reference} ({how})")
+    await audit.record(s, topology, "legacy_report.completed", ACTOR, ref, context=context)
+    await handoff.enqueue(s, topology, study.id, report.id, ref)
+
+
+def _context(row: LegacyReport) -> dict[str, Any]:
+    return {
+        "legacy_report_id": str(row.id), "report_reference": row.report_reference,
+        "result_status": row.result_status, "source": row.source,
+        "completed_at": row.completed_at.isoformat(),
+        "observed_at": row.observed_at.isoformat() if row.observed_at else None,
+        "hl7_message_id": str(row.hl7_message_id) if row.hl7_message_id else None,
+    }
+
+
+async def complete_report(db: Database, topology: Topology, facility_name: str,
+                          report: ReportInput) -> Recorded:
+    """The RPC path: the facility is named directly (no MSH-4 mapping)."""
+    if not report.accession or len(report.accession) > 64:
+        raise InvalidArgument("INVALID_ACCESSION", "accession must be 1 to 64 characters",
+                              accession=report.accession[:80])
+    if report.result_status not in ("P", "F", "C"):
+        raise InvalidArgument("INVALID_RESULT_STATUS", "result status must be P, F or C",
+                              result_status=report.result_status)
+    async with db.unit_of_work() as s:
+        facility = (await s.execute(select(Facility).where(Facility.name == facility_name))
+                    ).scalar_one_or_none()
+        if facility is None:
+            raise NotFound("FACILITY_NOT_FOUND", f"no facility {facility_name!r}",
+                           facility=facility_name)
+        return await record_report(s, topology, facility, report)

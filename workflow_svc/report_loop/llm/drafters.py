@@ -1,0 +1,88 @@
+"""Drafters: the deterministic template drafter (default) and any OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import openai
+
+from sidecar_core.circuit import CircuitBreakers
+from workflow_svc.report_loop.llm.breaker import ENDPOINT
+from workflow_svc.report_loop.llm.context import DraftContext
+from workflow_svc.report_loop.llm.prompt import InvalidDraftReply, Sentence, messages, parse_reply
+
+TEMPLATE_GENERATOR = "template-drafter/1 (deterministic template, no language model)"
+
+
+@dataclass
+class Drafted:
+    sentences: list[Sentence]
+    response: str
+    latency_ms: float
+
+
+class Drafter(Protocol):
+    generator: str
+    endpoint: str
+
+    async def draft(self, ctx: DraftContext) -> Drafted: ...
+
+
+class TemplateDrafter:
+    """One sentence per finding from its label, the radiologist's text and measurements."""
+
+    generator = TEMPLATE_GENERATOR
+    endpoint = ""
+
+    async def draft(self, ctx: DraftContext) -> Drafted:
+        start = time.perf_counter()
+        sentences = []
+        for f in ctx.findings:
+            sizes = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in
+                              sorted(f.measurements.items()))
+            text = f.label[:1].upper() + f.label[1:]
+            if sizes:
+                text += f" ({sizes})"
+            if f.text:
+                text += f": {f.text.rstrip('.')}"
+            sentences.append(Sentence(text + ".", (f.ref,)))
+        if not sentences:
+            sentences.append(Sentence("No AI finding was accepted on review.", ()))
+        reply = "\n".join(s.text for s in sentences)
+        return Drafted(sentences, reply, (time.perf_counter() - start) * 1000)
+
+
+class OpenAiDrafter:
+    """Chat completions through the `openai` client: timeout and retries per call, a circuit
+    breaker per endpoint; the reply must follow the prompt's JSON contract."""
+
+    def __init__(self, base_url: str, model: str, api_key: str, timeout_s: float,
+                 breakers: CircuitBreakers, max_retries: int = 1) -> None:
+        self.endpoint = base_url
+        self.model = model
+        self.generator = f"llm:{model}"
+        self.breaker = breakers.get(base_url, ENDPOINT)
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none",
+                                         timeout=timeout_s, max_retries=max_retries)
+
+    async def draft(self, ctx: DraftContext) -> Drafted:
+        start = time.perf_counter()
+        try:
+            # any failure of the request counts; a reply that breaks the contract does not
+            text = await self.breaker.call(lambda: self._complete(ctx))
+        finally:
+            await self.client.close()
+        latency = (time.perf_counter() - start) * 1000
+        try:
+            return Drafted(parse_reply(text, ctx), text, latency)
+        except InvalidDraftReply as exc:
+            exc.response = text
+            raise
+
+    async def _complete(self, ctx: DraftContext) -> str:
+        reply = await self.client.chat.completions.create(
+            model=self.model, messages=messages(ctx),  # type: ignore[arg-type]
+            temperature=0)
+        return reply.choices[0].message.content or ""

@@ -1,0 +1,1 @@
+"""The radiologist's review: the worklist, claims, per-finding decisions and ReviewService."""

@@ -1,0 +1,131 @@
+"""ReviewService over gRPC: validates the caller and delegates to the review domain modules."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import TypeAlias
+
+import grpc
+
+from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
+from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc
+from sidecar_core.db import Database
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
+from workflow_svc.identity import sessions
+from workflow_svc.identity.access import Caller
+from workflow_svc.identity.sessions import LoginLimits
+from workflow_svc.review import actions as review_actions
+from workflow_svc.review import decisions, worklist
+
+SERVICE_NAME = rpb.DESCRIPTOR.services_by_name["ReviewService"].full_name
+Ctx: TypeAlias = grpc.aio.ServicerContext
+
+
+def _caller(message: rpb.Caller) -> Caller:
+    return Caller(message.user_id, message.username, message.role, tuple(message.facilities))
+
+
+class ReviewServicer(rpb_grpc.ReviewServiceServicer):
+    """Sessions, worklist, claims and decisions of the review app."""
+
+    def __init__(self, db: Database, topology: Topology, limits: LoginLimits) -> None:
+        self.db = db
+        self.topology = topology
+        self.limits = limits
+
+    @handle_errors
+    async def Login(self, request: rpb.LoginRequest, context: Ctx) -> rpb.LoginResponse:
+        user = await sessions.login(self.db, self.topology, request.username, request.password,
+                                    request.client_address, self.limits)
+        return rpb.LoginResponse(user_id=str(user.user_id), username=user.username,
+                                 role=user.role, facilities=list(user.facilities))
+
+    @handle_errors
+    async def RevokeSession(self, request: rpb.RevokeSessionRequest,
+                            context: Ctx) -> rpb.RevokeSessionResponse:
+        caller = _caller(request.caller)
+        await sessions.revoke(self.db, self.topology, request.jti,
+                              request.expires_at.ToDatetime(tzinfo=UTC), caller.user_uuid,
+                              caller.actor)
+        return rpb.RevokeSessionResponse()
+
+    @handle_errors
+    async def CheckSession(self, request: rpb.CheckSessionRequest,
+                           context: Ctx) -> rpb.CheckSessionResponse:
+        return rpb.CheckSessionResponse(revoked=await sessions.is_revoked(self.db, request.jti))
+
+    @handle_errors
+    async def ListWorklist(self, request: rpb.ListWorklistRequest,
+                           context: Ctx) -> rpb.ListWorklistResponse:
+        return await worklist.list_worklist(self.db, request, _caller(request.caller))
+
+    @handle_errors
+    async def GetStudyDetail(self, request: rpb.GetStudyDetailRequest,
+                             context: Ctx) -> rpb.GetStudyDetailResponse:
+        return await worklist.get_detail(self.db, request.study_id, _caller(request.caller))
+
+    @handle_errors
+    async def ClaimStudy(self, request: rpb.ClaimStudyRequest,
+                         context: Ctx) -> rpb.ClaimStudyResponse:
+        return rpb.ClaimStudyResponse(study=await review_actions.claim(
+            self.db, self.topology, request.study_id, _caller(request.caller)))
+
+    @handle_errors
+    async def ReleaseStudy(self, request: rpb.ReleaseStudyRequest,
+                           context: Ctx) -> rpb.ReleaseStudyResponse:
+        return rpb.ReleaseStudyResponse(study=await review_actions.release(
+            self.db, self.topology, request.study_id, _caller(request.caller)))
+
+    @handle_errors
+    async def OpenStudy(self, request: rpb.OpenStudyRequest, context: Ctx) -> rpb.OpenStudyResponse:
+        return rpb.OpenStudyResponse(study=await review_actions.open_study(
+            self.db, self.topology, request.study_id, _caller(request.caller)))
+
+    @handle_errors
+    async def CompleteReview(self, request: rpb.CompleteReviewRequest,
+                             context: Ctx) -> rpb.CompleteReviewResponse:
+        return rpb.CompleteReviewResponse(study=await review_actions.complete(
+            self.db, self.topology, request.study_id, _caller(request.caller)))
+
+    @handle_errors
+    async def RecordAccess(self, request: rpb.RecordAccessRequest,
+                           context: Ctx) -> rpb.RecordAccessResponse:
+        await review_actions.record_access(self.db, self.topology, request,
+                                           _caller(request.caller))
+        return rpb.RecordAccessResponse()
+
+    @handle_errors
+    async def ListReviewFindings(self, request: rpb.ListReviewFindingsRequest,
+                                 context: Ctx) -> rpb.ListReviewFindingsResponse:
+        return rpb.ListReviewFindingsResponse(findings=await decisions.list_findings(
+            self.db, request.study_id, _caller(request.caller), request.include_hidden))
+
+    @handle_errors
+    async def DecideFinding(self, request: rpb.DecideFindingRequest,
+                            context: Ctx) -> rpb.DecideFindingResponse:
+        return rpb.DecideFindingResponse(finding=await decisions.decide(
+            self.db, self.topology, request, _caller(request.caller)))
+
+    @handle_errors
+    async def AddFinding(self, request: rpb.AddFindingRequest,
+                         context: Ctx) -> rpb.AddFindingResponse:
+        return rpb.AddFindingResponse(finding=await decisions.add_finding(
+            self.db, self.topology, request, _caller(request.caller)))
+
+    @handle_errors
+    async def ListFindingHistory(self, request: rpb.ListFindingHistoryRequest,
+                                 context: Ctx) -> rpb.ListFindingHistoryResponse:
+        return rpb.ListFindingHistoryResponse(events=await decisions.history(
+            self.db, request.study_id, request.finding_id, _caller(request.caller)))
+
+
+def register(server: GrpcServer, db: Database, topology: Topology,
+             limits: LoginLimits | None = None) -> ReviewServicer:
+    """Adds the ReviewService (and its health name) to a GrpcServer."""
+    servicer = ReviewServicer(db, topology, limits or LoginLimits())
+    server.register(rpb_grpc.add_ReviewServiceServicer_to_server, servicer, [SERVICE_NAME])
+    return servicer
+
+
+

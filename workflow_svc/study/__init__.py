@@ -1,0 +1,1 @@
+"""The study: its state machine, eligibility, the bus-event pipeline, stored findings and reads."""
