@@ -1,7 +1,8 @@
 """Connected-component labelling in plain numpy (no scipy), for sparse N-D masks.
 
 The reference models ship an identical copy of this file next to their model.py (Triton loads
-each model directory on its own); tests/unit/test_builtin_normalisers.py keeps them in sync.
+each model directory on its own); tests/unit/normalizer_svc/builtin/test_builtin_normalisers.py
+keeps them in sync.
 """
 
 from __future__ import annotations

@@ -1,0 +1,52 @@
+"""The review front end's API client calls only routes the gateway's OpenAPI document has."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from review_gateway.app import create_app
+from review_gateway.settings import GatewaySettings
+
+CLIENT = Path(__file__).resolve().parents[3] / "review_gateway" / "frontend" / "src" / "api.ts"
+CALL = re.compile(r"call<[^>]*>\('(GET|POST|PUT|PATCH|DELETE)', [`'](/[^`']*)[`']")
+ROUTE = re.compile(r"\['(GET|POST|PUT|PATCH|DELETE)', '(/api/v1/[^']*)'\]")
+PARAMS = ("{study_id}", "{finding_id}")
+
+
+def _calls(source: str) -> set[tuple[str, str]]:
+    """(method, OpenAPI path) of every call(): the n-th `${enc(...)}` is the n-th path param."""
+    out = set()
+    for method, path in CALL.findall(source):
+        parts = re.split(r"\$\{enc\([^)]*\)\}", path)
+        templated = parts[0] + "".join(PARAMS[i] + part for i, part in enumerate(parts[1:]))
+        out.add((method, "/api/v1" + templated))
+    return out
+
+
+def test_every_client_call_is_in_the_openapi_document(tmp_path: Path) -> None:
+    source = CLIENT.read_text()
+    paths = create_app(GatewaySettings(data_dir=tmp_path, token_secret="x" * 32)).openapi()["paths"]
+    served = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    calls = _calls(source)
+    declared = set(ROUTE.findall(source))
+    assert len(calls) >= 12, calls
+    assert calls - {("GET", "/api/v1/events")} <= declared, calls - declared
+    assert declared <= served, sorted(declared - served)
+    assert calls <= served, sorted(calls - served)
+    assert ("GET", "/api/v1/events") in served
+
+
+def test_the_page_carries_a_strict_csp_and_the_viewer_link(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    app = create_app(GatewaySettings(data_dir=tmp_path, token_secret="x" * 32, viewer_port=8099))
+    reply = TestClient(app).get("/", headers={"Host": "review.example:8080"})
+    assert reply.status_code == 200
+    csp = reply.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "style-src 'self'" in csp
+    assert '<meta name="sidecar-ohif-url" content="http://review.example:8099/">' in reply.text
+    assert "<script>" not in reply.text and " style=" not in reply.text
+    off = create_app(GatewaySettings(data_dir=tmp_path, token_secret="x" * 32, viewer_port=0))
+    assert "sidecar-ohif-url" not in TestClient(off).get("/").text
