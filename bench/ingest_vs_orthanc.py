@@ -72,12 +72,12 @@ def pixels(n: int, size: int, seed: int) -> list[np.ndarray]:
 
 
 def storescu(port: int, aec: str, folder: Path, prefix: list[str] | None = None,
-             associations: int = 1) -> float:
+             associations: int = 1, aet: str = CALLING_AE) -> float:
     """Wall time of sending `folder` (one association), or of its sub-folders `0..N-1` with one
     storescu (one association) each, all started together."""
     folders = [folder] if associations == 1 else [folder / str(i) for i in range(associations)]
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([*(prefix or []), STORESCU, "+sd", "+r", "-aet", CALLING_AE,
+    procs = [subprocess.Popen([*(prefix or []), STORESCU, "+sd", "+r", "-aet", aet,
                                "-aec", aec, "127.0.0.1", str(port), str(f)],
                               env={**os.environ, **NODELAY}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for f in folders]
