@@ -91,11 +91,11 @@ class Stack:
     def pid(self) -> int:
         return int(self.runtime()["pid"])
 
-    def cli(self, *args: str, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, stdin: str | None = None, check: bool = True,
+            timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
         """`sidecar ARGS --data-dir DATA_DIR`, an admin command against this stack."""
         done = subprocess.run([*SIDECAR, *args, "--data-dir", str(self.data_dir)], input=stdin,
-                              capture_output=True, text=True, timeout=180, env=clean_env())
+                              capture_output=True, text=True, timeout=timeout, env=clean_env())
         if check and done.returncode != 0:
             raise RuntimeError(f"sidecar {' '.join(args)} failed ({done.returncode}):\n"
                                f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
