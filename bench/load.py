@@ -184,7 +184,8 @@ def main() -> int:
         mb = sum(p.stat().st_size for s in studies for p in s.folder.iterdir()) / 1e6
         print(f"{args.studies} studies × {args.slices} slices ({mb:.0f} MB) written in "
               f"{time.time() - t0:.0f} s")
-        with sidecar_up(args.stack, f"--replicas={args.replicas}") as stack:
+        replicas = [f"--replicas={args.replicas}"] if args.replicas != 1 else []
+        with sidecar_up(args.stack, *replicas) as stack:
             facility = stack.add_facility("load", "--quiet-period", "5")
             runtime = stack.runtime()
             watcher = PeakWatcher(stack.pid)
