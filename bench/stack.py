@@ -227,7 +227,7 @@ def sidecar_up(stack_dir: Path | None = None, *extra: str, env: dict[str, str] |
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.stack DATA_DIR`: starts `sidecar up` on DATA_DIR (free ports) for
-    benches run with `--stack DATA_DIR`, until Ctrl-C."""
+    benches run with `--stack DATA_DIR`, until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("data_dir", type=Path)
     args = parser.parse_args(argv)
@@ -235,9 +235,12 @@ def main(argv: list[str] | None = None) -> int:
 
     stack = Stack(args.data_dir, ports={name: free_port() for name in DEFAULT_PORTS})
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    stack.start()
-    print(f"sidecar up running on {args.data_dir}; Ctrl-C stops it", flush=True)
+    # SIGTERM as Ctrl-C: a background job of a script ignores SIGINT
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        stack.start()
+        print(f"sidecar up running on {args.data_dir}; Ctrl-C (or SIGTERM) stops it",
+              flush=True)
         stack.proc.wait()  # type: ignore[union-attr]
     except KeyboardInterrupt:
         pass
