@@ -208,19 +208,21 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["apt-get", "install", "-y", "orthanc", "orthanc-dicomweb", "dcmtk"],
                        check=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))
-    folder, study, series = fresh_ct(work, args.slices, args.size)
-    print(f"{args.slices} x {args.size}² CT in {folder}", flush=True)
-    orthanc = _orthanc(work, folder)
     try:
-        theirs = measure(f"http://127.0.0.1:{orthanc.http}/dicom-web", study, series,
-                         prefix=orthanc.prefix, warm=args.warm)
+        folder, study, series = fresh_ct(work, args.slices, args.size)
+        print(f"{args.slices} x {args.size}² CT in {folder}", flush=True)
+        orthanc = _orthanc(work, folder)
+        try:
+            theirs = measure(f"http://127.0.0.1:{orthanc.http}/dicom-web", study, series,
+                             prefix=orthanc.prefix, warm=args.warm)
+        finally:
+            orthanc.close()
+        with sidecar_up(args.stack) as stack:
+            token = _sidecar(stack, folder, study)
+            ours = measure(f"{stack.base_url}/dicomweb", study, series, token, warm=args.warm)
     finally:
-        orthanc.close()
-    with sidecar_up(args.stack) as stack:
-        token = _sidecar(stack, folder, study)
-        ours = measure(f"{stack.base_url}/dicomweb", study, series, token, warm=args.warm)
-    if args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"{'':28}{'sidecar':>12}{'Orthanc':>12}{'ratio':>10}")
     rows = [("series metadata, cold (ms)", "metadata_cold_ms", False),
             ("series metadata, warm (ms)", "metadata_warm_ms", False),

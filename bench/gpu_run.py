@@ -14,6 +14,7 @@ everything but the GPU itself.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,8 @@ def main() -> int:
                         help="instance kind of the models (cpu: the path without a GPU)")
     parser.add_argument("--smoke", action="store_true",
                         help="--kind cpu and the end-to-end bench's smallest size")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the model repository copy and Triton's log")
     args = parser.parse_args()
     if args.smoke:
         args.kind = "cpu"
@@ -54,20 +57,23 @@ def main() -> int:
         deadline = time.monotonic() + 180
         while not all(client.is_model_ready(m) for m in MODELS):
             if time.monotonic() > deadline or triton.poll() is not None:
-                print(log.read_text(errors="replace")[-4000:])
+                print(log.read_text(errors="replace")[-4000:])  # the folder goes at the end
                 raise SystemExit(f"the KIND_{args.kind.upper()} models did not become ready "
                                  "(log above)")
             time.sleep(1)
         client.close()
         print(f"triton with KIND_{args.kind.upper()} instances ready in "
-              f"{time.monotonic() - t0:.1f} s "
-              f"(log {log})", flush=True)
+              f"{time.monotonic() - t0:.1f} s (log {log}; --keep keeps it)", flush=True)
         size = ["--smoke"] if args.smoke else ["--slices", str(args.slices), "--repeat",
                                                str(args.repeat), "--modes", args.modes]
         return subprocess.run([sys.executable, "-m", "bench.end_to_end", *size,
                                "--triton-url", f"127.0.0.1:{grpc_port}"], cwd=REPO).returncode
     finally:
         stop_process(triton)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
