@@ -80,7 +80,7 @@ test-fast: install
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
 
 # Every bench at full size, one after another (each starts its own `sidecar up` where it
-# measures one; bench/README in README.md "Benchmarks"); bench/gpu.sh needs a GPU.
+# measures one; README.md, "Benchmarks"); bench/gpu.sh needs a GPU.
 BENCHES := parse_header preprocess critical_path ingest_vs_orthanc dicomweb hl7_mllp \
 	review_worklist inference accuracy end_to_end load review
 bench: install system-deps
