@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # libpython3.11: Triton's python backend stub links the system libpython (deploy/triton/README.md).
 # chromium: the browser tests (Playwright drives Debian's Chromium, docs/acceptance.md); orthanc: the
-# PACS that receives exported results in the report-loop tests.
-SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc
+# PACS that receives exported results in the report-loop tests, and with orthanc-dicomweb the
+# baseline of the DICOMweb bench (its smoke run is part of the suite).
+SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc orthanc-dicomweb
 RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 
 .PHONY: frontend install demo up test test-fast lint proto proto-check api-types api-check buf-lint \
-	buf-release system-deps bench clean
+	buf-release system-deps bench bench-smoke clean
 
 # A fresh Debian has python3.11 but not its venv module: install it when venv creation fails.
 $(BIN)/python:
@@ -101,12 +102,16 @@ test: install system-deps proto-check api-check buf-lint lint
 test-fast: install
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow"
 
-bench: install
-	$(BIN)/python bench/ingest_vs_orthanc.py
-	$(BIN)/python bench/preprocess.py
-	$(BIN)/python bench/accuracy.py
-	$(BIN)/python bench/inference.py
-	$(BIN)/python bench/end_to_end.py
+# Every bench at full size, one after another (each starts its own `sidecar up` where it
+# measures one; README.md, "Benchmarks"); bench/gpu.sh needs a GPU.
+BENCHES := parse_header preprocess critical_path ingest_vs_orthanc dicomweb hl7_mllp \
+	review_worklist inference accuracy end_to_end load review
+bench: install system-deps
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
+
+# The benches at their smallest size (`--smoke`), as `make test` runs them.
+bench-smoke: install system-deps
+	$(BIN)/python -m pytest -p no:cacheprovider tests/bench
 
 clean:
 	rm -rf $(VENV) .data .demo-data .ohif test-artifacts review_gateway/static/app \

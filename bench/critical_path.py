@@ -11,7 +11,10 @@ machine slows both alike; CPU seconds are the steadier figure):
 - the reference chest CT model itself: ``detect_nodules`` now vs the copy at ``--old-model``
   (default: the version of issue 13's measurement, read with ``git show``).
 
-Run: ``.venv/bin/python -m bench.critical_path [--slices 300] [--repeat 2]``
+Run: ``.venv/bin/python -m bench.critical_path [--slices 300] [--repeat 2] [--smoke]``
+
+In-process: it times the preprocess worker's, the normalizer's and the model's own functions
+(no server is involved). ``--smoke``: 40 slices of 128², once.
 """
 
 from __future__ import annotations
@@ -61,7 +64,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--old-model", type=Path, help="old model.py (default: git show)")
+    parser.add_argument("--smoke", action="store_true", help="the smallest size: checks it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.slices, args.size, args.repeat = 40, 128, 1
     with tempfile.TemporaryDirectory(prefix="critical-path-") as tmp:
         root = Path(tmp)
         old_model = args.old_model

@@ -1,10 +1,12 @@
 """Benchmark: the gateway's DICOMweb (WADO-RS) vs Orthanc's DICOMweb plugin, same CT, one run.
 
-Run: .venv/bin/python bench/dicomweb.py [--slices 300] [--size 512]
+Run: .venv/bin/python bench/dicomweb.py [--slices 300] [--size 512] [--stack DATA_DIR] [--smoke]
 Both servers get the same synthetic chest CT (`sidecar_synth`, 300 slices of 512x512) over
 DIMSE (dcmtk storescu). Orthanc 1.10 + orthanc-dicomweb runs in a private network namespace with
-only loopback; the sidecar runs its ingest service (RetrieveService) and its gateway on
-127.0.0.1. One client program (this file with --client, inside Orthanc's namespace for Orthanc)
+only loopback; the sidecar is `sidecar up` as a user starts it (bench/stack.py: fresh data dir,
+free loopback ports; or the one running on `--stack DATA_DIR`), the CT sent to a facility of
+this bench and read once the study is ready for review (its AI run done, the machine quiet
+again). One client program (this file with --client, inside Orthanc's namespace for Orthanc)
 measures, the way OHIF asks:
   - series metadata: the first request (cold: the sidecar builds its series index) and the
     median of 20 more;
@@ -12,6 +14,7 @@ measures, the way OHIF asks:
     `multipart/related; type="application/octet-stream"; transfer-syntax=*`; frames/s;
   - rendered thumbnails: every instance's `/rendered?viewport=128,128` as image/jpeg, 6 at a
     time; images/s.
+`--smoke`: a 12-slice 64x64 CT, 3 warm metadata requests.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -39,7 +43,8 @@ DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 # --- the client (runs in a subprocess, in Orthanc's namespace for Orthanc) -------------------
 
-async def _client(root: str, study: str, series: str, token: str) -> dict[str, Any]:
+async def _client(root: str, study: str, series: str, token: str,
+                  warm_n: int = 20) -> dict[str, Any]:
     import httpx
 
     # identity: Orthanc's default configuration gzips responses for clients that accept it
@@ -58,7 +63,7 @@ async def _client(root: str, study: str, series: str, token: str) -> dict[str, A
         reply.raise_for_status()
         sops = [m["00080018"]["Value"][0] for m in reply.json()]
         warm = []
-        for _ in range(20):
+        for _ in range(warm_n):
             t0 = time.perf_counter()
             (await http.get(path + "/metadata")).raise_for_status()
             warm.append(time.perf_counter() - t0)
@@ -89,14 +94,16 @@ async def _client(root: str, study: str, series: str, token: str) -> dict[str, A
 
 
 def client_main(args: argparse.Namespace) -> int:
-    print(json.dumps(asyncio.run(_client(args.root, args.study, args.series, args.token))))
+    print(json.dumps(asyncio.run(_client(args.root, args.study, args.series, args.token,
+                                         args.warm))))
     return 0
 
 
 def measure(root: str, study: str, series: str, token: str = "",
-            prefix: list[str] | None = None) -> dict[str, Any]:
+            prefix: list[str] | None = None, warm: int = 20) -> dict[str, Any]:
     out = subprocess.run([*(prefix or []), sys.executable, __file__, "--client", "--root", root,
-                          "--study", study, "--series", series, "--token", token],
+                          "--study", study, "--series", series, "--token", token,
+                          "--warm", str(warm)],
                          capture_output=True, text=True, check=False, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"client failed: {out.stderr[-3000:]}")
@@ -105,28 +112,53 @@ def measure(root: str, study: str, series: str, token: str = "",
 
 # --- the servers -----------------------------------------------------------------------------
 
-def _sidecar(work: Path, nats_url: str, folder: Path) -> tuple[Any, str, str, list[Any]]:
-    from bench.ingest_vs_orthanc import NODELAY, Sidecar, storescu
-    from review_gateway.auth import tokens
-    from tests.servers import free_port, wait_port
+FINAL = {"ready_for_review", "ineligible", "preprocess_failed", "ai_failed"}
 
-    ingest = Sidecar(work, nats_url, [sys.executable, "-m", "ingest_svc.main"])
-    data = work / "sidecar-data"
-    ingest.start(data)
-    storescu(ingest.port, "SIDECAR", folder)
-    secret = "bench-dicomweb-secret-0123456789abcdef0123"
-    port = free_port()
-    env = {**os.environ, **NODELAY, "SIDECAR_DATABASE_URL": ingest.url,
-           "SIDECAR_DATA_DIR": str(data), "SIDECAR_GATEWAY_PORT": str(port),
-           "SIDECAR_INGEST_ADDRESS": f"127.0.0.1:{ingest.grpc}", "SIDECAR_TOKEN_SECRET": secret,
-           "SIDECAR_LOG_LEVEL": "WARNING"}
-    with (work / "gateway.log").open("ab") as log:
-        gateway = subprocess.Popen([sys.executable, "-m", "review_gateway.main"], cwd=ROOT,
-                                   env=env, stdout=log, stderr=log)
-    wait_port(port, 30)
-    token = tokens.issue(secret.encode(), user_id="bench", username="bench", role="admin",
-                       facilities=[], ttl_s=3600)
-    return ingest, f"http://127.0.0.1:{port}/dicomweb", token, [gateway]
+
+def fresh_ct(work: Path, slices: int, size: int) -> tuple[Path, str, str]:
+    """The synthetic chest CT with fresh Study/Series/SOP UIDs and accession (a bench sharing
+    a stack with others never sends a study twice): (folder, study UID, series UID)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from sidecar_synth import generate
+
+    folder = work / "ct"
+    folder.mkdir(parents=True)
+    generate("chest-ct", work / "synth", seed=7, slices=slices, rows=size, cols=size)
+    study, series = generate_uid(), generate_uid()
+    accession = f"DW{time.time_ns() % 10**12}"
+    for path in sorted((work / "synth").glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        sop = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.AccessionNumber = study, series, accession
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.save_as(folder / path.name, enforce_file_format=True)
+    return folder, study, series
+
+
+def _sidecar(stack: Any, folder: Path, study: str, timeout: float = 600.0) -> str:
+    """Sends the CT to a new facility of this bench on the running stack and waits until the
+    study is in a final state; returns an admin's access token."""
+    import httpx
+
+    from bench.ingest_vs_orthanc import storescu
+
+    facility = stack.add_facility("dicomweb", "--completion", "association")
+    token = str(stack.login(stack.add_user("admin", prefix="dicomweb")))
+    storescu(stack.ports["dicom"], "SIDECAR", folder, aet=facility.upper())
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=stack.base_url, timeout=30,
+                      headers={"Authorization": f"Bearer {token}"}) as http:
+        while True:
+            found = http.get("/api/v1/studies", params={"facility": facility}).json()["studies"]
+            states = [s["state"] for s in found if s.get("study_instance_uid", study) == study]
+            if states and states[0] in FINAL:
+                print(f"sidecar: study {states[0]}", flush=True)
+                return token
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"study not final in {timeout:.0f} s: {states}")
+            time.sleep(0.5)
 
 
 def _orthanc(work: Path, folder: Path) -> Any:
@@ -154,51 +186,43 @@ def _orthanc(work: Path, folder: Path) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.stack import add_arguments, sidecar_up
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", default="")
     ap.add_argument("--study", default="")
     ap.add_argument("--series", default="")
     ap.add_argument("--token", default="")
+    ap.add_argument("--warm", type=int, default=20, help=argparse.SUPPRESS)
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--work", type=Path, default=None)
+    add_arguments(ap)
     args = ap.parse_args(argv)
     if args.client:
         return client_main(args)
+    if args.smoke:
+        args.slices, args.size, args.warm = 12, 64, 3
     if not Path(DICOMWEB_PLUGIN).exists():
         subprocess.run(["apt-get", "install", "-y", "orthanc", "orthanc-dicomweb", "dcmtk"],
                        check=True)
-    import pydicom
-
-    from sidecar_synth import generate
-    from tests.servers import nats_server
-
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))
-    folder = work / "ct"
-    folder.mkdir(parents=True)
-    generate("chest-ct", work / "synth", seed=7, slices=args.slices, rows=args.size,
-             cols=args.size)
-    for path in (work / "synth").glob("*.dcm"):
-        path.rename(folder / path.name)
-    first = pydicom.dcmread(next(folder.glob("*.dcm")), stop_before_pixels=True)
-    study, series = first.StudyInstanceUID, first.SeriesInstanceUID
-    print(f"{args.slices} x {args.size}² CT in {folder}", flush=True)
-    orthanc = _orthanc(work, folder)
     try:
-        theirs = measure(f"http://127.0.0.1:{orthanc.http}/dicom-web", study, series,
-                         prefix=orthanc.prefix)
-    finally:
-        orthanc.close()
-    with nats_server() as nats:
-        ingest, root, token, procs = _sidecar(work, nats.url, folder)
+        folder, study, series = fresh_ct(work, args.slices, args.size)
+        print(f"{args.slices} x {args.size}² CT in {folder}", flush=True)
+        orthanc = _orthanc(work, folder)
         try:
-            ours = measure(root, study, series, token)
+            theirs = measure(f"http://127.0.0.1:{orthanc.http}/dicom-web", study, series,
+                             prefix=orthanc.prefix, warm=args.warm)
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(30)
-            ingest.close()
+            orthanc.close()
+        with sidecar_up(args.stack) as stack:
+            token = _sidecar(stack, folder, study)
+            ours = measure(f"{stack.base_url}/dicomweb", study, series, token, warm=args.warm)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
     print(f"{'':28}{'sidecar':>12}{'Orthanc':>12}{'ratio':>10}")
     rows = [("series metadata, cold (ms)", "metadata_cold_ms", False),
             ("series metadata, warm (ms)", "metadata_warm_ms", False),

@@ -1,15 +1,11 @@
-"""Benchmarks the whole mesh: last instance acknowledged → findings visible in the gateway API."""
+"""Benchmarks `sidecar up`: last instance acknowledged → findings visible in the gateway API."""
 
 from __future__ import annotations
 
 import argparse
 import io
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,14 +22,12 @@ from prometheus_client.samples import Sample
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
-from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
-from sidecar_app.runtime.supervisor import DEFAULT_PORTS
-from sidecar_synth import generate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.stack, run as a script
 
-SIDECAR = [sys.executable, "-m", "sidecar_app.cli"]
-PASSWORD = "bench horse battery staple"
-FACILITIES = {"complete": "bench", "quiet": "bench_quiet"}  # mode → facility
+from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb  # noqa: E402
+from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc  # noqa: E402
+from sidecar_synth import generate  # noqa: E402
+
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
@@ -46,60 +40,6 @@ class Run:
     timeline: list[tuple[float, str]] = field(default_factory=list)  # (s after ack, event)
     triton: dict[str, float] = field(default_factory=dict)  # ms inside Triton in this run
     preprocess: dict[str, float] = field(default_factory=dict)  # ms per preprocess stage
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-TRITON_URL = ""  # set by --triton-url: an already running Triton (bench/gpu.sh's)
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SIDECAR_") and "proxy" not in k.lower()}
-    if TRITON_URL:
-        env["SIDECAR_TRITON_URL"] = TRITON_URL
-    return env
-
-
-def sidecar(*args: str, data_dir: Path, stdin: bytes | None = None) -> None:
-    subprocess.run([*SIDECAR, *args, "--data-dir", str(data_dir)], input=stdin, check=True,
-                   env=clean_env(), stdout=subprocess.DEVNULL)
-
-
-class Up:
-    """`sidecar up` as a child process."""
-
-    def __init__(self, data_dir: Path, ports: dict[str, int]) -> None:
-        self.log_path = data_dir.parent / "up.log"
-        self.ports = ports
-        flags = [f"--{name}-port={port}" for name, port in ports.items()]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([*SIDECAR, "up", "--data-dir", str(data_dir), *flags],
-                                         stdout=log, stderr=subprocess.STDOUT, env=clean_env())
-
-    def wait_ready(self, timeout: float = 240.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log_path.read_text(errors="replace")
-            if "Review UI: http://127.0.0.1" in text:
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar up exited:\n{text[-3000:]}")
-            time.sleep(0.5)
-        raise TimeoutError(f"sidecar up not ready in {timeout:.0f} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def renamed(datasets: list[Dataset]) -> tuple[str, str, list[bytes]]:
@@ -122,10 +62,9 @@ def when(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def one_run(mode: str, datasets: list[Dataset], ingest: pb_grpc.IngestServiceStub,
-            http: httpx.Client, metrics_port: int = 0, preprocess_port: int = 0,
-            timeout: float = 180.0) -> Run:
-    facility = FACILITIES[mode]
+def one_run(mode: str, facility: str, datasets: list[Dataset],
+            ingest: pb_grpc.IngestServiceStub, http: httpx.Client, metrics_port: int = 0,
+            preprocess_port: int = 0, timeout: float = 180.0) -> Run:
     before = triton_server_ms(metrics_port) if metrics_port else {}
     stages_before = preprocess_ms(preprocess_port) if preprocess_port else {}
     study_uid, accession, files = renamed(datasets)
@@ -287,16 +226,21 @@ def print_table(runs: list[Run], raw: dict[str, float], volume: str) -> None:
 
 
 def main() -> None:
-    """Starts ``sidecar up`` (subprocess, fresh data dir, free ports), registers two facilities
-    (one completing studies only on CompleteStudy, one on the default 5 s quiet period) and an
-    admin, then sends a 100-slice 512×512 synthetic chest CT through the Ingest RPC, each
+    """Starts ``sidecar up`` as a user does (bench/stack.py: subprocess, fresh data dir, free
+    loopback ports; or reuses the one on ``--stack DATA_DIR``), registers two facilities of its
+    own (one completing studies only on CompleteStudy, one on the default 5 s quiet period) and
+    an admin, then sends a 100-slice 512×512 synthetic chest CT through the Ingest RPC, each
     repetition with fresh UIDs. Times from the UploadInstances acknowledgement to the first
     poll of ``/api/v1/studies/{id}/findings`` that returns findings, splits that by the stored
-    state history, and compares the median with the same study's raw Triton inference alone.
+    state history, and compares the median with the same study's raw Triton inference alone
+    (the baseline, measured in the same run).
 
-    Run: ``.venv/bin/python -m bench.end_to_end [--repeat 3] [--slices 100] [--size 512]``
+    Run: ``.venv/bin/python -m bench.end_to_end [--repeat 3] [--slices 100] [--size 512]``;
+    ``--smoke``: one 40×256² run (the smallest the chest CT model takes), CompleteStudy only.
     """
-    parser = argparse.ArgumentParser(description=__doc__)
+    from bench.stack import add_arguments, sidecar_up
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--repeat", type=int, default=3, help="runs per completion mode")
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--size", type=int, default=512, help="rows and columns")
@@ -306,52 +250,40 @@ def main() -> None:
                         help="use this running Triton (host:port) instead of the embedded one")
     parser.add_argument("--modes", default="complete,quiet",
                         help="completion modes to time: complete (CompleteStudy), quiet (5 s)")
+    add_arguments(parser)
     args = parser.parse_args()
-    global TRITON_URL
-    TRITON_URL = args.triton_url
+    if args.smoke:
+        args.repeat, args.slices, args.size, args.modes = 1, 40, 256, "complete"
 
-    root = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    data_dir = root / "data"
-    ports = {name: free_port() for name in DEFAULT_PORTS}
-    t0 = time.perf_counter()
-    truth = generate("chest-ct", root / "study", args.seed, slices=args.slices, rows=args.size,
-                     cols=args.size)
-    datasets = [pydicom.dcmread(root / "study" / name) for name in truth.files]
-    sidecar("facility", "add", FACILITIES["complete"], data_dir=data_dir)
-    sidecar("facility", "set", FACILITIES["complete"], "--completion", "explicit",
-            data_dir=data_dir)
-    sidecar("facility", "add", FACILITIES["quiet"], data_dir=data_dir)
-    sidecar("facility", "set", FACILITIES["quiet"], "--quiet-period", "5", data_dir=data_dir)
-    sidecar("user", "add", "bench_admin", "--role", "admin", "--password-stdin",
-            data_dir=data_dir, stdin=f"{PASSWORD}\n".encode())
-    up = Up(data_dir, ports)
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        t0 = time.perf_counter()
+        truth = generate("chest-ct", Path(tmp) / "study", args.seed, slices=args.slices,
+                         rows=args.size, cols=args.size)
+        datasets = [pydicom.dcmread(Path(tmp) / "study" / name) for name in truth.files]
+    env = {"SIDECAR_TRITON_URL": args.triton_url} if args.triton_url else None
     runs: list[Run] = []
-    try:
-        up.wait_ready()
-        print(f"setup (study, facilities, sidecar up ready): {time.perf_counter() - t0:.1f} s")
-        base = f"http://127.0.0.1:{ports['gateway']}"
-        token = httpx.post(f"{base}/api/v1/auth/login",
-                           json={"username": "bench_admin", "password": PASSWORD}).json()
-        channel = grpc.insecure_channel(f"127.0.0.1:{ports['ingest']}", options=[
+    with sidecar_up(args.stack, env=env, keep=args.keep) as stack:
+        facilities = {"complete": stack.add_facility("e2e", "--completion", "explicit"),
+                      "quiet": stack.add_facility("e2e_quiet", "--quiet-period", "5")}
+        token = stack.login(stack.add_user("admin", prefix="e2e"))
+        print(f"setup (study, sidecar up ready, facilities): {time.perf_counter() - t0:.1f} s")
+        triton_url = stack.runtime()["triton_url"]
+        own_triton = triton_url == stack.address("triton")
+        channel = grpc.insecure_channel(stack.address("ingest"), options=[
             ("grpc.max_send_message_length", MAX_MESSAGE),
             ("grpc.max_receive_message_length", MAX_MESSAGE)])
         ingest = pb_grpc.IngestServiceStub(channel)
-        with httpx.Client(base_url=base, timeout=30, headers={
-                "Authorization": f"Bearer {token['access_token']}"}) as http:
-            metrics = ports["triton-metrics"] if not TRITON_URL else 0
-            one_run("complete", datasets, ingest, http)  # warm-up: first requests, caches
+        with httpx.Client(base_url=stack.base_url, timeout=30,
+                          headers={"Authorization": f"Bearer {token}"}) as http:
+            metrics = stack.ports["triton-metrics"] if own_triton else 0
+            # warm-up: first requests, caches
+            one_run("complete", facilities["complete"], datasets, ingest, http)
             for mode in [m for m in ("complete", "quiet") if m in args.modes.split(",")]:
                 for _ in range(args.repeat):
-                    runs.append(one_run(mode, datasets, ingest, http, metrics,
-                                        ports["preprocess-metrics"]))
+                    runs.append(one_run(mode, facilities[mode], datasets, ingest, http, metrics,
+                                        stack.ports["preprocess-metrics"]))
         channel.close()
-        raw = raw_inference_ms(datasets, TRITON_URL or f"127.0.0.1:{ports['triton']}")
-    finally:
-        up.stop()
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        raw = raw_inference_ms(datasets, triton_url)
     print_table(runs, raw, f"{args.slices}×{args.size}×{args.size}")
     for i, r in enumerate(runs, 1):
         print(f"run {i} inside Triton (ms): "

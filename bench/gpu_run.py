@@ -3,12 +3,18 @@
 Run through ``bench/gpu.sh`` (it checks for a GPU first). Copies the model repository with
 ``deploy/triton/select_kind.py --kind gpu``, starts the embedded tritonserver on it (free
 loopback ports), waits until the three reference models are ready, runs
-``python -m bench.end_to_end --triton-url ...`` against it and stops Triton again.
+``python -m bench.end_to_end --triton-url ...`` against it (`sidecar up` with
+SIDECAR_TRITON_URL, as an operator with a GPU server runs it) and stops Triton again.
+
+``--smoke`` (also ``bench/gpu.sh --smoke``, which then needs no GPU): the same path with
+``--kind cpu`` instances and ``bench.end_to_end --smoke``, so a machine without a GPU checks
+everything but the GPU itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +30,15 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--modes", default="complete")
+    parser.add_argument("--kind", choices=["gpu", "cpu"], default="gpu",
+                        help="instance kind of the models (cpu: the path without a GPU)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="--kind cpu and the end-to-end bench's smallest size")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the model repository copy and Triton's log")
     args = parser.parse_args()
+    if args.smoke:
+        args.kind = "cpu"
 
     import tritonclient.grpc as grpcclient
 
@@ -32,7 +46,7 @@ def main() -> int:
     from tests.servers import free_port
 
     work = Path(tempfile.mkdtemp(prefix="sidecar-gpu-"))
-    subprocess.run([sys.executable, str(REPO / "deploy/triton/select_kind.py"), "--kind", "gpu",
+    subprocess.run([sys.executable, str(REPO / "deploy/triton/select_kind.py"), "--kind", args.kind,
                     "--out", str(work / "models")], check=True)
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     log = work / "tritonserver.log"
@@ -43,18 +57,23 @@ def main() -> int:
         deadline = time.monotonic() + 180
         while not all(client.is_model_ready(m) for m in MODELS):
             if time.monotonic() > deadline or triton.poll() is not None:
-                print(log.read_text(errors="replace")[-4000:])
-                raise SystemExit("the KIND_GPU models did not become ready (log above)")
+                print(log.read_text(errors="replace")[-4000:])  # the folder goes at the end
+                raise SystemExit(f"the KIND_{args.kind.upper()} models did not become ready "
+                                 "(log above)")
             time.sleep(1)
         client.close()
-        print(f"triton with KIND_GPU instances ready in {time.monotonic() - t0:.1f} s "
-              f"(log {log})", flush=True)
-        return subprocess.run([sys.executable, "-m", "bench.end_to_end", "--slices",
-                               str(args.slices), "--repeat", str(args.repeat), "--modes",
-                               args.modes, "--triton-url", f"127.0.0.1:{grpc_port}"],
-                              cwd=REPO).returncode
+        print(f"triton with KIND_{args.kind.upper()} instances ready in "
+              f"{time.monotonic() - t0:.1f} s (log {log}; --keep keeps it)", flush=True)
+        size = ["--smoke"] if args.smoke else ["--slices", str(args.slices), "--repeat",
+                                               str(args.repeat), "--modes", args.modes]
+        return subprocess.run([sys.executable, "-m", "bench.end_to_end", *size,
+                               "--triton-url", f"127.0.0.1:{grpc_port}"], cwd=REPO).returncode
     finally:
         stop_process(triton)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Benchmarks the AI-run path per study kind: fetch input, Triton inference, normalise, store."""
+"""Benchmarks the AI-run path per study kind on `sidecar up`: fetch input, infer, normalise,
+store."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import argparse
 import asyncio
 import io
 import shutil
-import socket
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -17,19 +18,21 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from normalizer_svc.builtin.model_input import ModelInput
-from normalizer_svc.convert import finding_to_proto
-from normalizer_svc.inference import builtin_normaliser, run_model
-from normalizer_svc.triton import TritonClient
-from sidecar_app.runtime.embedded import REPO_ROOT, start_triton, stop_process
-from sidecar_core.circuit import CircuitBreaker
-from sidecar_core.db import Database, sqlalchemy_url
-from sidecar_core.pixels.volume import build_model_input, save_model_input
-from sidecar_core.registry import ModelEntry, load_registry
-from sidecar_core.storage.objectstore import ObjectStore
-from sidecar_core.store.models import AiRun, Facility, Study
-from sidecar_synth import generate
-from workflow_svc.study.findings_store import store_findings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.stack, run as a script
+
+from bench.stack import add_arguments, sidecar_up  # noqa: E402
+from normalizer_svc.builtin.model_input import ModelInput  # noqa: E402
+from normalizer_svc.convert import finding_to_proto  # noqa: E402
+from normalizer_svc.inference import builtin_normaliser, run_model  # noqa: E402
+from normalizer_svc.triton import TritonClient  # noqa: E402
+from sidecar_core.circuit import CircuitBreaker  # noqa: E402
+from sidecar_core.db import Database  # noqa: E402
+from sidecar_core.pixels.volume import build_model_input, save_model_input  # noqa: E402
+from sidecar_core.registry import ModelEntry, load_registry  # noqa: E402
+from sidecar_core.storage.objectstore import ObjectStore  # noqa: E402
+from sidecar_core.store.models import AiRun, Facility, Study  # noqa: E402
+from sidecar_synth import generate  # noqa: E402
+from workflow_svc.study.findings_store import store_findings  # noqa: E402
 
 KINDS = {"chest-ct": "chest_ct_nodules", "mammo": "mammo_masses", "brain-mr": "brain_mr_lesions"}
 STAGES = ("fetch_input", "infer", "normalise", "store")
@@ -107,12 +110,6 @@ async def one_run(study: Prepared, entry: ModelEntry, client: TritonClient, db: 
     return sample
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
@@ -139,66 +136,66 @@ def print_table(results: dict[str, list[Sample]], prepared: dict[str, list[Prepa
               f"{k} {statistics.mean(s.findings for s in v):.1f}" for k, v in results.items()))
 
 
-async def bench(args: argparse.Namespace, root: Path) -> None:
-    """Starts a CPU tritonserver on deploy/triton/models and an embedded PostgreSQL, writes
-    synthetic studies (fixed seeds), builds each series' model input the way the preprocess
-    worker does (sidecar_core.pixels: decode, order, stack, save_model_input), then runs every
-    study as the ai_run worker would: load the npz (fetch input), run_model (Triton inference
-    with output validation, then the built-in normaliser) and store the findings (masks to the
-    object store, rows through workflow_svc.study.findings_store.store_findings in one transaction).
+async def bench(args: argparse.Namespace, root: Path, triton_url: str, database_url: str,
+                facility: str) -> None:
+    """On `sidecar up` as a user starts it (bench/stack.py; or the one running on ``--stack
+    DATA_DIR``): its Triton (deploy/triton/models) and its database, a facility of this bench.
+    Writes synthetic studies (fixed seeds), builds each series' model input the way the
+    preprocess worker does (sidecar_core.pixels: decode, order, stack, save_model_input), then
+    runs every study as the ai_run worker would: load the npz (fetch input), run_model (Triton
+    inference with output validation, then the built-in normaliser) and store the findings
+    (masks to an object store in a temp folder, rows through
+    workflow_svc.study.findings_store.store_findings in one transaction). The per-stage split is the
+    figure; there is no separate baseline.
 
-    Run: ``.venv/bin/python -m bench.inference [--studies 5] [--repeat 1]``
+    Run: ``.venv/bin/python -m bench.inference [--studies 5] [--repeat 1]``; ``--smoke``: one
+    study per kind, once.
     """
-    from sidecar_app.runtime.embedded import EmbeddedPostgres
-    from sidecar_core.store.migrate import upgrade
+    from sqlalchemy import select
 
     t0 = time.perf_counter()
-    ports = [free_port() for _ in range(3)]
-    triton = start_triton(REPO_ROOT / "deploy" / "triton" / "models", *ports,
-                          log_file=root / "triton.log")
-    pg = EmbeddedPostgres(root / "pg")
-    try:
-        url = pg.url
-        await asyncio.to_thread(upgrade, sqlalchemy_url(url))
-        registry = load_registry()
-        prepared = {kind: [prepare(kind, args.seed + i, root / "studies")
-                           for i in range(args.studies)] for kind in KINDS}
-        db = Database(url)
-        objects = ObjectStore(root / "objects", fsync=True)
-        facility_id = uuid.uuid4()
-        async with db.unit_of_work() as s:
-            s.add(Facility(id=facility_id, name="bench"))
-        async with TritonClient(f"127.0.0.1:{ports[0]}") as client:
-            for model in KINDS.values():
-                deadline = time.monotonic() + 120
-                while not await client.is_model_ready(model):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{model} not ready in Triton")
-                    await asyncio.sleep(0.2)
-            print(f"setup (triton, postgres, {args.studies} studies per kind, model inputs): "
-                  f"{time.perf_counter() - t0:.1f} s\n")
-            results: dict[str, list[Sample]] = {}
-            for kind, model in KINDS.items():
-                entry = registry.get(model)
-                await one_run(prepared[kind][0], entry, client, db, objects, facility_id)  # warm
-                results[kind] = [await one_run(study, entry, client, db, objects, facility_id)
-                                 for _ in range(args.repeat) for study in prepared[kind]]
-        await db.close()
-        print_table(results, prepared)
-    finally:
-        stop_process(triton)
-        pg.stop()
+    registry = load_registry()
+    prepared = {kind: [prepare(kind, args.seed + i, root / "studies")
+                       for i in range(args.studies)] for kind in KINDS}
+    db = Database(database_url)
+    objects = ObjectStore(root / "objects", fsync=True)
+    async with db.unit_of_work() as s:
+        facility_id = (await s.execute(select(Facility.id).where(Facility.name == facility))
+                       ).scalar_one()
+    async with TritonClient(triton_url) as client:
+        for model in KINDS.values():
+            deadline = time.monotonic() + 120
+            while not await client.is_model_ready(model):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{model} not ready in Triton")
+                await asyncio.sleep(0.2)
+        print(f"setup ({args.studies} studies per kind, model inputs): "
+              f"{time.perf_counter() - t0:.1f} s\n")
+        results: dict[str, list[Sample]] = {}
+        for kind, model in KINDS.items():
+            entry = registry.get(model)
+            await one_run(prepared[kind][0], entry, client, db, objects, facility_id)  # warm
+            results[kind] = [await one_run(study, entry, client, db, objects, facility_id)
+                             for _ in range(args.repeat) for study in prepared[kind]]
+    await db.close()
+    print_table(results, prepared)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=bench.__doc__)
     parser.add_argument("--studies", type=int, default=5, help="synthetic studies per kind")
     parser.add_argument("--seed", type=int, default=100, help="first seed (then +1, +2, ...)")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the studies")
+    add_arguments(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.studies, args.repeat = 1, 1
     root = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     try:
-        asyncio.run(bench(args, root))
+        with sidecar_up(args.stack) as stack:
+            runtime = stack.runtime()
+            asyncio.run(bench(args, root, runtime["triton_url"], runtime["database_url"],
+                              stack.add_facility("inference")))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

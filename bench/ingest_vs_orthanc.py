@@ -1,12 +1,19 @@
 """Benchmark: dcmtk storescu into the sidecar's C-STORE SCP vs into Orthanc, same files, same host.
 
 Run: .venv/bin/python bench/ingest_vs_orthanc.py [--runs 3] [--rss-instances 1000]
+     [--stack DATA_DIR] [--smoke]
+The sidecar is `sidecar up` as a user starts it (bench/stack.py: fresh data dir, free loopback
+ports; or the one running on `--stack DATA_DIR`), the files sent to a facility of this bench
+(completion at the end of the association); before each timed send both sides are quiet (the
+sidecar's studies of the previous send have reached a final state, Orthanc is started fresh).
 Workloads: a 300-slice 512x512 CT (0.5 MB/slice) and 100 small 64x64 instances, one association
 each; optionally (--workloads ...,ct-4x100x512) four 100-slice CTs over four associations at
 once; or (resend-300x512) the CT sent twice, timing the second send, where every instance
 is a duplicate (a PACS retrying a study). Every run uses
 fresh UIDs, so neither side short-circuits duplicates. The sidecar's C-STORE success means the
 object and its index row are durable, so storescu's wall time counts only durable instances.
+`--smoke`: one run of ten 64x64 instances, no RSS study. To A/B a change to the ingest service,
+run the script in two checkouts.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -31,8 +37,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import add_facility  # noqa: E402
-from tests.servers import free_port, nats_server, wait_port  # noqa: E402
+from bench.stack import Stack, add_arguments, sidecar_up  # noqa: E402
 
 STORESCU = "/usr/bin/storescu"
 ORTHANC = "/usr/sbin/Orthanc"
@@ -40,8 +45,8 @@ CALLING_AE = "BENCH"
 NODELAY = {"TCP_NODELAY": "1"}
 
 
-def write_series(folder: Path, pixels: list[np.ndarray], tag: str) -> None:
-    """One study, one series; pixel arrays reused, UIDs fresh."""
+def write_series(folder: Path, pixels: list[np.ndarray], tag: str) -> str:
+    """One study, one series; pixel arrays reused, UIDs fresh. Returns the study's UID."""
     folder.mkdir(parents=True)
     study, series = generate_uid(), generate_uid()
     for i, px in enumerate(pixels):
@@ -63,6 +68,7 @@ def write_series(folder: Path, pixels: list[np.ndarray], tag: str) -> None:
         ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
         ds.PixelData = px.tobytes()
         pydicom.dcmwrite(folder / f"{i:05d}.dcm", ds, enforce_file_format=True)
+    return str(study)
 
 
 def pixels(n: int, size: int, seed: int) -> list[np.ndarray]:
@@ -72,12 +78,12 @@ def pixels(n: int, size: int, seed: int) -> list[np.ndarray]:
 
 
 def storescu(port: int, aec: str, folder: Path, prefix: list[str] | None = None,
-             associations: int = 1) -> float:
+             associations: int = 1, aet: str = CALLING_AE) -> float:
     """Wall time of sending `folder` (one association), or of its sub-folders `0..N-1` with one
     storescu (one association) each, all started together."""
     folders = [folder] if associations == 1 else [folder / str(i) for i in range(associations)]
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([*(prefix or []), STORESCU, "+sd", "+r", "-aet", CALLING_AE,
+    procs = [subprocess.Popen([*(prefix or []), STORESCU, "+sd", "+r", "-aet", aet,
                                "-aec", aec, "127.0.0.1", str(port), str(f)],
                               env={**os.environ, **NODELAY}, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for f in folders]
@@ -135,52 +141,31 @@ class Orthanc:
             subprocess.run(["umount", str(self.netns)], check=False)
 
 
-class Sidecar:
-    """`python -m ingest_svc.main` with embedded PostgreSQL (pgserver) and nats-server."""
+FINAL = ("ready_for_review", "ineligible", "preprocess_failed", "ai_failed")
 
-    def __init__(self, work: Path, nats_url: str, command: list[str]) -> None:
-        import pgserver
 
-        from sidecar_core.store.migrate import upgrade
+def settle(stack: Stack, uids: list[str], timeout: float = 900.0) -> None:
+    """Waits until the sidecar's studies UIDS are in a final state: its preprocess and AI work
+    on what was sent is over, the machine quiet again for the next measurement."""
+    import psycopg
 
-        self.work, self.nats_url, self.command = work, nats_url, command
-        self.pg = pgserver.get_server(work / "pg", cleanup_mode="stop")
-        self.url = self.pg.get_uri()
-        upgrade(self.url.replace("postgresql://", "postgresql+psycopg://", 1))
-        add_facility(self.url, "bench", ae_title=CALLING_AE, quiet_period_s=2.0)
-        self.port, self.grpc = free_port(), free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(stack.runtime()["database_url"], autocommit=True) as conn:
+        while True:
+            done = conn.execute("select count(*) from studies where study_instance_uid = any(%s)"
+                                " and state = any(%s)", (uids, list(FINAL))).fetchone()
+            if done and done[0] == len(uids):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sidecar studies not final after {timeout:.0f} s")
+            time.sleep(0.5)
 
-    def start(self, data_dir: Path) -> None:
-        self.port, self.grpc = free_port(), free_port()
-        env = {**os.environ, **NODELAY, "SIDECAR_DATABASE_URL": self.url,
-               "SIDECAR_NATS_URL": self.nats_url, "SIDECAR_DATA_DIR": str(data_dir),
-               "SIDECAR_INGEST_PORT": str(self.grpc), "SIDECAR_DICOM_PORT": str(self.port),
-               "SIDECAR_SUBJECT_PREFIX": "bench", "SIDECAR_NATS_STREAM_PREFIX": "BENCH"}
-        log = self.work / "ingest.log"
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=out,
-                                         stderr=out)
-        try:
-            wait_port(self.grpc, 30)
-        except TimeoutError:
-            raise RuntimeError("ingest service did not start:\n"
-                               + log.read_text()[-3000:]) from None
 
-    def peak_rss_mb(self) -> tuple[float, float]:
-        fields = dict(line.split(":", 1) for line in
-                      Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())  # type: ignore[union-attr]
-        return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
-            self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        self.pg.cleanup()
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process, MB."""
+    fields = dict(line.split(":", 1) for line in
+                  Path(f"/proc/{pid}/status").read_text().splitlines())
+    return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,22 +177,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated subset of: ct-300x512, small-100x64, ct-4x100x512 "
                          "(four associations at once, 100 instances each), resend-300x512 "
                          "(the CT sent twice; the second, all-duplicate send is timed)")
-    ap.add_argument("--ingest-cmd", default=f"{sys.executable} -m ingest_svc.main",
-                    help="command starting the ingest service (A/B test a change)")
+    add_arguments(ap)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.runs, args.rss_instances, args.workloads = 1, 0, "smoke-10x64"
     for tool in (STORESCU, ORTHANC):
         if not Path(tool).exists():
             subprocess.run(["apt-get", "install", "-y", "orthanc", "dcmtk"], check=True,
                            stdout=subprocess.DEVNULL)
     work = Path(args.work or tempfile.mkdtemp(prefix="sidecar-bench-"))
     every = {"ct-300x512": (300, 512, 1, False), "small-100x64": (100, 64, 1, False),
-             "ct-4x100x512": (100, 512, 4, False), "resend-300x512": (300, 512, 1, True)}
+             "ct-4x100x512": (100, 512, 4, False), "resend-300x512": (300, 512, 1, True),
+             "smoke-10x64": (10, 64, 1, False)}
     workloads = {name: every[name] for name in args.workloads.split(",")}
     results: dict[str, dict[str, list[float]]] = {w: {"sidecar": [], "orthanc": []}
                                                    for w in workloads}
     orthanc = Orthanc(work)
-    with nats_server() as nats:
-        sidecar = Sidecar(work, nats.url, shlex.split(args.ingest_cmd))
+    with sidecar_up(args.stack) as stack:
+        facility = stack.add_facility("ingest", "--completion", "association")
+        ae = facility.upper()
         try:
             for name, (n, size, assocs, resend) in workloads.items():
                 px = pixels(n, size, seed=n)
@@ -216,20 +204,20 @@ def main(argv: list[str] | None = None) -> int:
                     order = ["sidecar", "orthanc"] if run % 2 == 0 else ["orthanc", "sidecar"]
                     for system in order:
                         folder = work / "data" / f"{name}-{run}-{system}"
-                        for a in range(assocs):  # one study per association
-                            write_series(folder / str(a) if assocs > 1 else folder, px,
-                                         f"{run}{system[0]}{a}")
+                        uids = [write_series(folder / str(a) if assocs > 1 else folder, px,
+                                             f"{run}{system[0]}{a}") for a in range(assocs)]
                         store = work / "store" / f"{name}-{run}-{system}"
                         # Each run starts from a quiet disk: the previous run's writeback
                         # (of either system) must not bleed into this measurement.
                         os.sync()
                         if system == "sidecar":
-                            sidecar.start(store)
                             if resend:
-                                storescu(sidecar.port, "SIDECAR", folder)
-                            elapsed = storescu(sidecar.port, "SIDECAR", folder,
-                                               associations=assocs)
-                            sidecar.stop()
+                                storescu(stack.ports["dicom"], "SIDECAR", folder, aet=ae)
+                                settle(stack, uids)
+                                os.sync()
+                            elapsed = storescu(stack.ports["dicom"], "SIDECAR", folder,
+                                               associations=assocs, aet=ae)
+                            settle(stack, uids)
                         else:
                             orthanc.start(store)
                             if resend:
@@ -249,16 +237,17 @@ def main(argv: list[str] | None = None) -> int:
                       f"ratio sidecar/orthanc {s / o:.2f} (median of {args.runs})")
             if args.rss_instances:
                 folder = work / "data" / "rss"
-                write_series(folder, pixels(args.rss_instances, 512, seed=7), "rss")
-                sidecar.start(work / "store" / "rss")
-                before = sidecar.peak_rss_mb()[0]
-                elapsed = storescu(sidecar.port, "SIDECAR", folder)
-                rss, hwm = sidecar.peak_rss_mb()
+                uid = write_series(folder, pixels(args.rss_instances, 512, seed=7), "rss")
+                ingest = stack.children()["ingest_svc.main"]
+                Path(f"/proc/{ingest}/clear_refs").write_text("5")  # VmHWM := VmRSS
+                before = rss_mb(ingest)[0]
+                elapsed = storescu(stack.ports["dicom"], "SIDECAR", folder, aet=ae)
+                rss, hwm = rss_mb(ingest)
                 print(f"\n{args.rss_instances}-instance study (512x512 CT): "
                       f"{args.rss_instances / elapsed:.1f} inst/s; ingest process RSS "
                       f"{before:.0f} MB before, peak (VmHWM) {hwm:.0f} MB, {rss:.0f} MB after")
+                settle(stack, [uid])
         finally:
-            sidecar.close()
             orthanc.close()
             if args.work is None:
                 shutil.rmtree(work, ignore_errors=True)

@@ -2,25 +2,23 @@
 
     .venv/bin/python bench/load.py [--studies 50] [--slices 100] [--senders 4] [--replicas 1]
 
-Starts `sidecar up` (fresh data dir, free loopback ports), registers a facility whose studies
-complete after a 5 s quiet period, writes one synthetic chest CT and copies of it with fresh
-UIDs, and sends them from N concurrent `/usr/bin/storescu` processes (TCP_NODELAY=1, one
-association per study). It waits for every study to reach a final state and prints studies per
-hour (first byte sent → last study ready_for_review) against the 1,000/hour goal, per-stage
+Starts `sidecar up` as a user does (bench/stack.py: fresh data dir, free loopback ports; or
+reuses the one on `--stack DATA_DIR`, where `--replicas` does not apply), registers a facility
+whose studies complete after a 5 s quiet period, writes one synthetic chest CT and copies of it
+with fresh UIDs, and sends them from N concurrent `/usr/bin/storescu` processes (TCP_NODELAY=1,
+one association per study). It waits for every study to reach a final state and prints studies
+per hour (first byte sent → last study ready_for_review) against the 1,000/hour goal, per-stage
 latency percentiles from the workflow store's state history, peak memory (VmHWM) per process,
 and the exactly-once proof: each study's state history is the happy path, one ready_for_review
-transition, one AI run, nothing on the dead-letter stream.
+transition, one AI run, nothing on the dead-letter stream. `--smoke`: 2 studies of 40 slices.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,12 +32,11 @@ import psycopg
 import pydicom
 from pydicom.uid import generate_uid
 
-from sidecar_app.runtime.supervisor import DEFAULT_PORTS
-from sidecar_synth import generate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.stack, run as a script
 
-SIDECAR = [sys.executable, "-m", "sidecar_app.cli"]
+from sidecar_synth import generate  # noqa: E402
+
 STORESCU = "/usr/bin/storescu"
-FACILITY, AE_TITLE = "load", "LOADSEND"
 HAPPY_PATH = ["received", "processed", "ai_complete", "ready_for_review"]
 FINAL = {"ready_for_review", "ineligible", "preprocess_failed", "ai_failed"}
 GOAL_PER_HOUR = 1000.0
@@ -58,23 +55,6 @@ class Study:
     send_start: float = 0.0
     send_end: float = 0.0
     send_rc: int = -1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SIDECAR_") and "proxy" not in k.lower()}
-    return {**env, **extra}
-
-
-def cli(data_dir: Path, *args: str, stdin: str | None = None) -> None:
-    subprocess.run([*SIDECAR, *args, "--data-dir", str(data_dir)], input=stdin, text=True,
-                   check=True, env=clean_env(), stdout=subprocess.DEVNULL)
 
 
 def make_studies(root: Path, count: int, slices: int) -> list[Study]:
@@ -99,11 +79,12 @@ def make_studies(root: Path, count: int, slices: int) -> list[Study]:
     return studies
 
 
-def send(study: Study, port: int) -> None:
+def send(study: Study, port: int, ae_title: str) -> None:
     study.send_start = time.time()
-    done = subprocess.run([STORESCU, "+sd", "+r", "-aet", AE_TITLE, "-aec", "SIDECAR",
+    done = subprocess.run([STORESCU, "+sd", "+r", "-aet", ae_title, "-aec", "SIDECAR",
                            "127.0.0.1", str(port), str(study.folder)],
-                          env=clean_env(TCP_NODELAY="1"), capture_output=True, text=True)
+                          env={**os.environ, "TCP_NODELAY": "1"}, capture_output=True,
+                          text=True)
     study.send_end, study.send_rc = time.time(), done.returncode
     if done.returncode != 0:
         print(f"storescu failed for {study.uid}: {done.stderr[-500:]}", file=sys.stderr)
@@ -170,12 +151,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def histories(conn: psycopg.Connection, uids: list[str]) -> dict[str, list[tuple[str, float]]]:
+def histories(conn: psycopg.Connection, facility: str,
+              uids: list[str]) -> dict[str, list[tuple[str, float]]]:
     rows = conn.execute(
         "select s.study_instance_uid, t.to_state, extract(epoch from t.at) from studies s "
         "join facilities f on f.id = s.facility_id join state_transitions t on t.study_id = s.id "
         "where f.name = %s and s.study_instance_uid = any(%s) order by t.at, t.id",
-        (FACILITY, uids)).fetchall()
+        (facility, uids)).fetchall()
     out: dict[str, list[tuple[str, float]]] = {u: [] for u in uids}
     for uid, state, at in rows:
         out[uid].append((state, float(at)))
@@ -183,68 +165,56 @@ def histories(conn: psycopg.Connection, uids: list[str]) -> dict[str, list[tuple
 
 
 def main() -> int:
+    from bench.stack import add_arguments, sidecar_up
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=50)
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=3600.0)
+    add_arguments(parser)
     args = parser.parse_args()
+    if args.smoke:  # 40 slices: the smallest chest CT the model takes
+        args.studies, args.slices, args.senders, args.timeout = 2, 40, 2, 300.0
     root = Path(tempfile.mkdtemp(prefix="sidecar-load-"))
-    data_dir = root / "data"
-    ports = {name: free_port() for name in DEFAULT_PORTS}
-    up = None
     try:
         t0 = time.time()
         studies = make_studies(root / "studies", args.studies, args.slices)
         mb = sum(p.stat().st_size for s in studies for p in s.folder.iterdir()) / 1e6
         print(f"{args.studies} studies × {args.slices} slices ({mb:.0f} MB) written in "
               f"{time.time() - t0:.0f} s")
-        cli(data_dir, "facility", "add", FACILITY, "--ae-title", AE_TITLE)
-        cli(data_dir, "facility", "set", FACILITY, "--quiet-period", "5")
-        log = (root / "up.log").open("wb")
-        up = subprocess.Popen([*SIDECAR, "up", "--data-dir", str(data_dir),
-                               f"--replicas={args.replicas}",
-                               *[f"--{n}-port={p}" for n, p in ports.items()]],
-                              stdout=log, stderr=subprocess.STDOUT, env=clean_env())
-        deadline = time.monotonic() + 300
-        while "Sidecar is up." not in (root / "up.log").read_text(errors="replace"):
-            if up.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((root / "up.log").read_text(errors="replace")[-3000:])
-            time.sleep(0.5)
-        runtime = json.loads((data_dir / "runtime.json").read_text())
-        watcher = PeakWatcher(up.pid)
-        watcher.start()
-        started = time.time()
-        with ThreadPoolExecutor(args.senders) as pool:
-            list(pool.map(lambda s: send(s, ports["dicom"]), studies))
-        sent = time.time()
-        print(f"sent in {sent - started:.0f} s by {args.senders} storescu senders "
-              f"({mb / (sent - started):.1f} MB/s); waiting for every study ...")
-        uids = [s.uid for s in studies]
-        with psycopg.connect(runtime["database_url"]) as conn:
-            deadline = time.monotonic() + args.timeout
-            while True:
-                hist = histories(conn, uids)
-                done = [u for u, h in hist.items() if h and h[-1][0] in FINAL]
-                if len(done) == len(uids) or time.monotonic() > deadline:
-                    break
-                time.sleep(1.0)
-            runs = dict(conn.execute(
-                "select s.study_instance_uid, count(r.id) from studies s "
-                "left join ai_runs r on r.study_id = s.id where s.study_instance_uid = any(%s) "
-                "group by 1", (uids,)).fetchall())
-        watcher.stop.set()
-        watcher.join()
-        report(studies, hist, runs, started, watcher.peaks, runtime, args)
+        replicas = [f"--replicas={args.replicas}"] if args.replicas != 1 else []
+        with sidecar_up(args.stack, *replicas) as stack:
+            facility = stack.add_facility("load", "--quiet-period", "5")
+            runtime = stack.runtime()
+            watcher = PeakWatcher(stack.pid)
+            watcher.start()
+            started = time.time()
+            with ThreadPoolExecutor(args.senders) as pool:
+                list(pool.map(lambda s: send(s, stack.ports["dicom"], facility.upper()),
+                              studies))
+            sent = time.time()
+            print(f"sent in {sent - started:.0f} s by {args.senders} storescu senders "
+                  f"({mb / (sent - started):.1f} MB/s); waiting for every study ...")
+            uids = [s.uid for s in studies]
+            with psycopg.connect(runtime["database_url"]) as conn:
+                deadline = time.monotonic() + args.timeout
+                while True:
+                    hist = histories(conn, facility, uids)
+                    done = [u for u, h in hist.items() if h and h[-1][0] in FINAL]
+                    if len(done) == len(uids) or time.monotonic() > deadline:
+                        break
+                    time.sleep(1.0)
+                runs = dict(conn.execute(
+                    "select s.study_instance_uid, count(r.id) from studies s "
+                    "left join ai_runs r on r.study_id = s.id "
+                    "where s.study_instance_uid = any(%s) group by 1", (uids,)).fetchall())
+            watcher.stop.set()
+            watcher.join()
+            report(studies, hist, runs, started, watcher.peaks, runtime, args)
         return 0 if all([h[0] for h in hist[u]] == HAPPY_PATH for u in uids) else 1
     finally:
-        if up is not None and up.poll() is None:
-            up.send_signal(signal.SIGTERM)
-            try:
-                up.wait(120)
-            except subprocess.TimeoutExpired:
-                up.kill()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -66,24 +66,29 @@ def test_facility_add_and_a_duplicate(stack: Stack) -> None:
 
 
 def test_facility_set_then_list(stack: Stack) -> None:
-    done = stack.cli("facility", "set", "acc_east", "--shadow-mode", "off", "--quiet-period",
-                     "2.5", "--models", "brain_mr_lesions", "--ae-title", "EAST_PACS")
+    added = stack.cli("facility", "add", "acc_west", "--ae-title", "ACC_WEST", "--shadow-mode")
+    assert added.returncode == 0, added.stderr
+    done = stack.cli("facility", "set", "acc_west", "--shadow-mode", "off", "--quiet-period",
+                     "2.5", "--models", "brain_mr_lesions", "--ae-title", "WEST_PACS")
     assert done.returncode == 0, done.stderr
     listed = stack.cli("facility", "list")
     assert listed.returncode == 0, listed.stderr
-    row = next(line for line in listed.stdout.splitlines() if line.startswith("acc_east\t"))
-    assert row.split("\t")[1:] == ["ae=EAST_PACS", "shadow=off", "quiet=2.5s",
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("acc_west\t"))
+    assert row.split("\t")[1:] == ["ae=WEST_PACS", "shadow=off", "quiet=2.5s",
                                    "models=brain_mr_lesions"]
     assert any(line.startswith(f"{stack.north}\tae={stack.north_ae}")
                for line in listed.stdout.splitlines())
 
 
 def test_facility_set_refuses_an_unknown_model_or_facility(stack: Stack) -> None:
-    failed_in_one_line(stack.cli("facility", "set", "acc_east", "--models", "no_such_model"),
+    # a facility of this test's own: each test runs alone too (`pytest FILE::TEST`)
+    added = stack.cli("facility", "add", "acc_refusing", "--ae-title", "ACC_REFUSING")
+    assert added.returncode == 0, added.stderr
+    failed_in_one_line(stack.cli("facility", "set", "acc_refusing", "--models", "no_such_model"),
                        "no_such_model")
     failed_in_one_line(stack.cli("facility", "set", "no_such_facility", "--shadow-mode", "on"),
                        "no_such_facility")
-    failed_in_one_line(stack.cli("facility", "set", "acc_east", "--quiet-period", "soon"),
+    failed_in_one_line(stack.cli("facility", "set", "acc_refusing", "--quiet-period", "soon"),
                        "--quiet-period")
 
 

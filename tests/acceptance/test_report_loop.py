@@ -112,8 +112,10 @@ def test_malformed_oru_gets_a_nak_naming_the_field(stack: Stack) -> None:
     assert "MSA|AE|LOOP-BAD" in ack and "OBR^1^25" in ack, ack
 
 
-def test_draft_generate_edit_accept_through_the_gateway(stack: Stack) -> None:
-    study = _study(stack, "ACC-LOOP-1", "status_recorded")
+def test_draft_generate_edit_accept_through_the_gateway(stack: Stack, tmp_path: Path) -> None:
+    # a study of this test's own (any state takes a draft): each test runs alone too
+    _ingest(stack, tmp_path, "ACC-LOOP-DRAFT")
+    study = _study(stack, "ACC-LOOP-DRAFT", "ineligible")  # 16x16 CT: no model covers it
     with stack.client() as http:
         made = http.post(f"/api/v1/studies/{study['id']}/draft")
         assert made.status_code == 200, made.text

@@ -17,22 +17,14 @@ import httpx
 import numpy as np
 import pytest
 
+from sidecar_app.runtime.supervisor import DEFAULT_PORTS
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SIDECAR = [sys.executable, "-m", "sidecar_app.cli"]
-PORT_NAMES = (
-    "gateway",
-    "ingest",
-    "workflow",
-    "normalizer",
-    "dicom",
-    "nats",
-    "triton",
-    "triton-http",
-    "triton-metrics",
-    "viewer",
-)
+# Every port `sidecar up` opens gets a free one (the metrics and HL7 ports too): the test
+# never binds a default port that something else on the machine may hold.
+PORT_NAMES = tuple(DEFAULT_PORTS)
 
 
 def _descendants(pid: int) -> set[int]:
