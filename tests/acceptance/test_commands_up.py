@@ -69,8 +69,16 @@ def test_facility_set_then_list(stack: Stack) -> None:
     added = stack.cli("facility", "add", "acc_west", "--ae-title", "ACC_WEST", "--shadow-mode")
     assert added.returncode == 0, added.stderr
     done = stack.cli("facility", "set", "acc_west", "--shadow-mode", "off", "--quiet-period",
-                     "2.5", "--models", "brain_mr_lesions", "--ae-title", "WEST_PACS")
+                     "2.5", "--models", "brain_mr_lesions", "--ae-title", "WEST_PACS",
+                     "--operator", "acc_operator")
     assert done.returncode == 0, done.stderr
+    # the CLI's change is audited with its operator and what changed, as the admin API's is
+    [(actor, context)] = stack.sql(
+        "SELECT actor, context FROM audit_events WHERE type = 'facility.updated' "
+        "AND facility = %s", "acc_west")
+    assert actor == "operator:acc_operator"
+    assert context["via"] == "cli" and context["operator"] == "acc_operator"
+    assert context["settings"]["ae_title"] == "WEST_PACS", context
     listed = stack.cli("facility", "list")
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if line.startswith("acc_west\t"))
