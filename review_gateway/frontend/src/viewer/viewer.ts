@@ -174,6 +174,11 @@ export class Viewer {
         this.element.dataset['rendered'] = String(this.shownIndex + 1);
         this.element.dataset['renderPath'] = renderPath;
         this.element.dataset['displayVersion'] = String(display.version);
+        // Where the image lies on the canvas (CSS px: left, top, right, bottom), for tests.
+        const slice = this.slice;
+        const tl = slice && this.imageToCanvas(0, 0);
+        const br = slice && this.imageToCanvas(slice.columns, slice.rows);
+        if (tl && br) this.element.dataset['imageRect'] = [...tl, ...br].map((v) => v.toFixed(2)).join(',');
         for (const listener of this.listeners) listener();
       });
     }
