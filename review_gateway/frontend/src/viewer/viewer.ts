@@ -139,6 +139,8 @@ export class Viewer {
   /** The slice on screen (the requested one may still be loading). */
   private shown = -1;
   private fitScale = 1;
+  /** Between a new stack's request and its first image: the old image is still on screen. */
+  private loading = false;
 
   private readonly resizer = new ResizeObserver(() => this.resize());
 
@@ -168,6 +170,7 @@ export class Viewer {
         if (entry && rebake(entry)) this.pushPixels(entry.image);
       }) as EventListener);
       this.element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+        if (this.loading) return;
         const entry = baked.get(this.vp().getCurrentImageId() ?? '');
         if (entry && entry.version !== display.version) return; // a re-render follows
         // The slice last drawn, for tests and the benchmark to wait on.
@@ -184,9 +187,16 @@ export class Viewer {
     }
     this.slices = slices;
     this.shown = -1;
-    this.setDisplay({ kind: 'own' }, false);
+    this.loading = true;
+    display.voi = { kind: 'own' };
+    display.invert = false;
+    display.version++;
     const start = Math.max(0, Math.min(index, slices.length - 1));
-    await this.vp().setStack(slices.map((s) => s.imageId), start);
+    try {
+      await this.vp().setStack(slices.map((s) => s.imageId), start);
+    } finally {
+      this.loading = false;
+    }
     this.reset();
     void this.prefetch(++this.generation, start);
   }
@@ -345,26 +355,53 @@ export class Viewer {
 
   /** Centres the view on an image point (pixel-edge coordinates). */
   centreOn(x: number, y: number): void {
-    const slice = this.slice;
-    if (!slice) return;
-    this.lookAt(utilities.imageToWorldCoords(slice.imageId, [x, y]) as Types.Point3);
+    const world = this.imageToWorld(x, y);
+    if (world) this.lookAt(world);
+  }
+
+  /** The frame on screen's geometry as the viewport itself holds it (origin, row and column
+   * directions, horizontal and vertical spacing). Cornerstone's imageToWorldCoords is not
+   * used: it takes PixelSpacing's row spacing for the horizontal axis (wrong for non-square
+   * pixels), and its half-pixel convention is the GPU path's, not the CPU path's. */
+  private geometry(): { origin: number[]; i: number[]; j: number[]; sx: number; sy: number;
+    edge: number } | null {
+    const data = this.viewport?.getImageData() as
+      { origin?: ArrayLike<number>; direction?: ArrayLike<number>; spacing?: ArrayLike<number> } | undefined;
+    if (!data?.origin || !data.direction || !data.spacing) return null;
+    const d = Array.from(data.direction);
+    return {
+      origin: Array.from(data.origin), i: d.slice(0, 3), j: d.slice(3, 6),
+      sx: Number(data.spacing[0]) || 1, sy: Number(data.spacing[1]) || 1,
+      // The GPU path's origin is the first pixel's centre; the CPU path maps the origin to
+      // the first pixel's corner.
+      edge: renderPath === 'cpu' ? 0 : 0.5,
+    };
+  }
+
+  private imageToWorld(x: number, y: number): Types.Point3 | null {
+    const g = this.geometry();
+    if (!g) return null;
+    const u = (x - g.edge) * g.sx;
+    const v = (y - g.edge) * g.sy;
+    return [0, 1, 2].map((k) => (g.origin[k] ?? 0) + u * (g.i[k] ?? 0) + v * (g.j[k] ?? 0)) as Types.Point3;
   }
 
   /** Image pixel coordinates (0,0 = top-left corner of the first pixel) → CSS px in the element. */
   imageToCanvas(x: number, y: number): [number, number] | null {
-    const slice = this.slice;
-    if (!slice || !this.viewport) return null;
-    const world = utilities.imageToWorldCoords(slice.imageId, [x, y]) as Types.Point3;
+    if (!this.slice || !this.viewport) return null;
+    const world = this.imageToWorld(x, y);
+    if (!world) return null;
     const [cx = 0, cy = 0] = this.viewport.worldToCanvas(world);
     return [cx, cy];
   }
 
   canvasToImage(cx: number, cy: number): [number, number] | null {
-    const slice = this.slice;
-    if (!slice || !this.viewport) return null;
+    const g = this.geometry();
+    if (!this.slice || !this.viewport || !g) return null;
     const world = this.viewport.canvasToWorld([cx, cy] as Types.Point2);
-    const [x = 0, y = 0] = utilities.worldToImageCoords(slice.imageId, world) ?? [];
-    return [x, y];
+    const diff = [0, 1, 2].map((k) => (world[k] ?? 0) - (g.origin[k] ?? 0));
+    const dot = (a: number[]): number => diff.reduce((sum, v, k) => sum + v * (a[k] ?? 0), 0);
+    return [dot(g.i) / g.sx + g.edge, dot(g.j) / g.sy + g.edge];
   }
 
   resize(): void {
