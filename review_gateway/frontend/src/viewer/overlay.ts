@@ -36,6 +36,7 @@ export class Overlay {
   constructor(private readonly viewer: Viewer, container: HTMLElement) {
     this.root = svg('svg', { class: 'overlay', 'data-testid': 'overlay' });
     container.appendChild(this.root);
+    viewer.follow(this.root);
     viewer.onRender(() => this.draw());
     this.root.addEventListener('pointerdown', (e) => this.pointerDown(e));
     window.addEventListener('pointermove', this.move);

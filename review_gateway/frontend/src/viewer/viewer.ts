@@ -147,7 +147,34 @@ export class Viewer {
   constructor(readonly element: HTMLDivElement) {
     // The stage's size changes with the layout (status lines, window size): the canvas
     // must follow, or drawn pixels and overlay coordinates drift apart.
-    this.resizer.observe(element);
+    this.resizer.observe(element.parentElement ?? element);
+    this.fitElement();
+  }
+
+  /** Elements drawn over the image in its coordinates (the overlay): placed as the element. */
+  private readonly followers: (HTMLElement | SVGElement)[] = [];
+
+  follow(other: HTMLElement | SVGElement): void {
+    this.followers.push(other);
+    this.fitElement();
+  }
+
+  /** The element covers its container in whole device pixels, from a whole device pixel: a
+   * fractional size would have the browser stretch the canvas (whole pixels), and a
+   * fractional offset would have it snap the canvas half a pixel away from the overlays. */
+  private fitElement(): void {
+    const parent = this.element.parentElement;
+    if (!parent) return;
+    const box = parent.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    const left = Math.ceil((box.left + window.scrollX) * dpr) / dpr - (box.left + window.scrollX);
+    const top = Math.ceil((box.top + window.scrollY) * dpr) / dpr - (box.top + window.scrollY);
+    const width = Math.max(1, Math.floor((box.width - left) * dpr) / dpr);
+    const height = Math.max(1, Math.floor((box.height - top) * dpr) / dpr);
+    for (const target of [this.element, ...this.followers]) {
+      Object.assign(target.style, { left: `${left}px`, top: `${top}px`, width: `${width}px`,
+        height: `${height}px`, right: 'auto', bottom: 'auto' });
+    }
   }
 
   onRender(listener: () => void): void { this.listeners.add(listener); }
@@ -177,6 +204,7 @@ export class Viewer {
         this.element.dataset['rendered'] = String(this.shownIndex + 1);
         this.element.dataset['renderPath'] = renderPath;
         this.element.dataset['displayVersion'] = String(display.version);
+        this.element.dataset['series'] = String(this.slice?.metadata['0020000E']?.Value?.[0] ?? '');
         // Where the image lies on the canvas (CSS px: left, top, right, bottom), for tests.
         const slice = this.slice;
         const tl = slice && this.imageToCanvas(0, 0);
@@ -191,6 +219,7 @@ export class Viewer {
     display.voi = { kind: 'own' };
     display.invert = false;
     display.version++;
+    this.element.dataset['displayWanted'] = String(display.version);
     const start = Math.max(0, Math.min(index, slices.length - 1));
     try {
       await this.vp().setStack(slices.map((s) => s.imageId), start);
@@ -236,6 +265,8 @@ export class Viewer {
     display.voi = voi;
     display.invert = invert;
     display.version++;
+    // What is asked for (data-display-version says what was drawn), for tests.
+    this.element.dataset['displayWanted'] = String(display.version);
     if (!this.viewport) return;
     const entry = baked.get(this.viewport.getCurrentImageId() ?? '');
     if (entry && rebake(entry)) this.pushPixels(entry.image);
@@ -405,6 +436,7 @@ export class Viewer {
   }
 
   resize(): void {
+    this.fitElement();
     if (!this.engine || !this.viewport) return;
     this.engine.resize(true, true);
     this.viewport.render();
