@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut
 from pydicom.pixels.processing import apply_voi, apply_windowing
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from ingest_svc.synth import generate
 from tests.acceptance import browser as b
@@ -207,7 +208,7 @@ def _dataset(study: Dataset, name: str, number: int, sop_class: str, modality: s
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.SOPClassUID = sop_class
     for keyword in _STUDY_KEYWORDS:
@@ -302,7 +303,7 @@ def _objects(study: Dataset) -> list[Obj]:
     out.append(Obj("nonsquare", [ds], region=(48, 144, 80, 176)))
 
     for i, (name, file) in enumerate(PYDICOM_FILES.items()):
-        ds = pydicom.dcmread(get_testdata_file(file))
+        ds = pydicom.dcmread(str(get_testdata_file(file)))
         for keyword in _STUDY_KEYWORDS:
             if keyword in study:
                 setattr(ds, keyword, study.data_element(keyword).value)  # type: ignore[union-attr]
@@ -337,7 +338,8 @@ def _mammogram(root: Path) -> tuple[list[Dataset], list[Dataset], dict[str, Any]
             break
     else:
         raise AssertionError("no seed puts the mass on a CC view")
-    cc, mlo = [], []
+    cc: list[Dataset] = []
+    mlo: list[Dataset] = []
     mlo_series = generate_uid()
     for name in truth.files:
         ds = pydicom.dcmread(folder / name)
@@ -526,7 +528,7 @@ def test_viewer_draws_the_standard_pipeline(fidelity: Fidelity, page: Any) -> No
         data = _open_series(page, obj)
         assert data.get("renderPath") in ("cpu", "gpu")
         if obj.key:
-            data = _settled(page, lambda key=obj.key: page.keyboard.press(key))
+            data = _settled(page, partial(page.keyboard.press, obj.key))
         ds = obj.datasets[0]
         try:
             _check_fit(ds, data, size)
@@ -603,7 +605,7 @@ def test_monochrome1_mammogram_dark_air_bright_mass(fidelity: Fidelity, page: An
     index = _slice_of(fidelity.objects[1].datasets, mlo)
     while int(data["slice"]) != index + 1:
         key = "ArrowDown" if int(data["slice"]) < index + 1 else "ArrowUp"
-        data = _settled(page, lambda key=key: page.keyboard.press(key),
+        data = _settled(page, partial(page.keyboard.press, key),
                         slice=str(int(data["slice"]) + (1 if key == "ArrowDown" else -1)))
     mad, _, _ = _compare(page, mlo, 0, None, data)
     fidelity.results.setdefault("mammogram MLO (MONOCHROME2)", {})["viewer"] = round(mad, 2)
@@ -637,7 +639,7 @@ def test_finding_box_corners_on_the_finding(fidelity: Fidelity, page: Any) -> No
             for _ in range(presses):
                 data = _settled(page, lambda: page.keyboard.press("+"))
             item = f".finding-item[data-finding-id='{fidelity.finding['id']}']"
-            data = _settled(page, lambda item=item: page.click(item))
+            data = _settled(page, partial(page.click, item))
             focus = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
         else:
             focus = (ds.Columns / 2, ds.Rows / 2)  # reset: the image's centre is centred
