@@ -29,16 +29,19 @@ function group(ds: DicomJson, frame: number, sequence: string): DicomJson | unde
   return (perFrame?.[sequence]?.Value?.[0] ?? shared?.[sequence]?.Value?.[0]) as DicomJson | undefined;
 }
 
-/** The slice normal's projection of ImagePositionPatient (InstanceNumber when absent). */
+/** The slice normal's projection of ImagePositionPatient (InstanceNumber when absent). A
+ * frame of a multi-frame instance uses its per-frame position, else its instance's plus a
+ * small step per frame (frames stay in order within their instance). */
 function position(ds: DicomJson, frame = 1): number {
   const iop = numbers(ds, '00200037').length === 6 ? numbers(ds, '00200037')
     : numbers(group(ds, frame, '00209116') ?? {}, '00200037');
-  const ipp = numbers(ds, '00200032').length === 3 && frame === 1 ? numbers(ds, '00200032')
-    : numbers(group(ds, frame, '00209113') ?? {}, '00200032');
+  const own = numbers(group(ds, frame, '00209113') ?? {}, '00200032');
+  const ipp = own.length === 3 ? own : numbers(ds, '00200032');
+  const step = own.length === 3 ? 0 : (frame - 1) * 1e-3;
   if (iop.length === 6 && ipp.length === 3) {
     const [a = 0, b = 0, c = 0, d = 0, e = 0, f = 0] = iop;
     const n = [b * f - c * e, c * d - a * f, a * e - b * d];
-    return (n[0] ?? 0) * (ipp[0] ?? 0) + (n[1] ?? 0) * (ipp[1] ?? 0) + (n[2] ?? 0) * (ipp[2] ?? 0);
+    return (n[0] ?? 0) * (ipp[0] ?? 0) + (n[1] ?? 0) * (ipp[1] ?? 0) + (n[2] ?? 0) * (ipp[2] ?? 0) + step;
   }
   return Number(first(ds, '00200013') ?? 0) + (frame - 1) * 1e-3;
 }
