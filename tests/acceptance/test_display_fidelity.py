@@ -403,20 +403,40 @@ def fidelity(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Fidelity
 
 
 @pytest.fixture(scope="module")
-def page(fidelity: Fidelity) -> Iterator[Any]:
+def chromium() -> Iterator[Any]:
     with sync_playwright() as playwright:
         browser = b.launch(playwright)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        tab = context.new_page()
         try:
-            b.login(tab, fidelity.stack.base_url, RADIOLOGIST, fidelity.stack.password)
-            tab.click(f"tr[data-study-id='{fidelity.study_id}']")
-            expect(tab.locator("[data-testid=viewer-info]")).to_have_text(re.compile(r"^Slice "),
-                                                                          timeout=60_000)
-            yield tab
+            yield browser
         finally:
-            context.close()
             browser.close()
+
+
+def _open_study(chromium: Any, fidelity: Fidelity, render_path: str) -> Iterator[Any]:
+    """A signed-in tab on the study, the viewer on Cornerstone's ``render_path``."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(f"localStorage.setItem('sidecar.renderPath', '{render_path}')")
+    tab = context.new_page()
+    try:
+        b.login(tab, fidelity.stack.base_url, RADIOLOGIST, fidelity.stack.password)
+        tab.click(f"tr[data-study-id='{fidelity.study_id}']")
+        expect(tab.locator("[data-testid=viewer-info]")).to_have_text(re.compile(r"^Slice "),
+                                                                      timeout=60_000)
+        yield tab
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def page(chromium: Any, fidelity: Fidelity) -> Iterator[Any]:
+    """The CPU path (what headless Chromium, with software GL, uses by itself)."""
+    yield from _open_study(chromium, fidelity, "cpu")
+
+
+@pytest.fixture(scope="module")
+def gpu_page(chromium: Any, fidelity: Fidelity) -> Iterator[Any]:
+    """The GPU path (vtk.js on WebGL), forced onto headless Chromium's software GL."""
+    yield from _open_study(chromium, fidelity, "gpu")
 
 
 # --- the viewer ----------------------------------------------------------------------------
@@ -479,7 +499,7 @@ def _compare(page: Any, ds: Dataset, frame: int, window: tuple[float, float] | N
              data: dict[str, str], invert: bool = False) -> tuple[float, np.ndarray, Any]:
     """MAD of the viewport against the reference; also the screenshot and a screen mapping."""
     colour = _is_colour(ds)
-    name = f"{ds.SeriesDescription}-{ds.SOPInstanceUID[-6:]}-{frame + 1}"
+    name = f"{ds.SeriesDescription}-{ds.SOPInstanceUID[-6:]}-{frame + 1}-{data.get('renderPath')}"
     name += "-inverted" if invert else ""
     picture = _pixels(_shot(page, name), colour)
     (SHOTS / f"{name}.json").write_text(json.dumps(data))
@@ -518,7 +538,17 @@ def _ref_contrast(ds: Dataset, frame: int, window: tuple[float, float] | None,
 
 
 def test_viewer_draws_the_standard_pipeline(fidelity: Fidelity, page: Any) -> None:
+    _viewer_matches(fidelity, page, "cpu")
+
+
+def test_viewer_gpu_path_draws_the_standard_pipeline(fidelity: Fidelity, gpu_page: Any) -> None:
+    _viewer_matches(fidelity, gpu_page, "gpu")
+
+
+def _viewer_matches(fidelity: Fidelity, page: Any, render_path: str) -> None:
+    """Every object but the mammogram in the viewer on ``render_path``."""
     results = fidelity.results
+    viewer = "viewer" if render_path == "cpu" else "viewer (GPU path)"
     size = _viewport(page).bounding_box()
     assert size is not None
     failures = []
@@ -526,7 +556,7 @@ def test_viewer_draws_the_standard_pipeline(fidelity: Fidelity, page: Any) -> No
         if obj.name.startswith("mammogram"):
             continue
         data = _open_series(page, obj)
-        assert data.get("renderPath") in ("cpu", "gpu")
+        assert data.get("renderPath") == render_path
         if obj.key:
             data = _settled(page, partial(page.keyboard.press, obj.key))
         ds = obj.datasets[0]
@@ -541,9 +571,9 @@ def test_viewer_draws_the_standard_pipeline(fidelity: Fidelity, page: Any) -> No
                                 slice=str(frame + 1))
             mad, picture, to_screen = _compare(page, ds, frame, obj.window, data)
             label = obj.name if frames == 1 else f"{obj.name} frame {frame + 1}"
-            results.setdefault(label, {})["viewer"] = round(mad, 2)
+            results.setdefault(label, {})[viewer] = round(mad, 2)
             if mad >= MAX_MAD:
-                failures.append(f"{label}: viewer MAD {mad:.2f}")
+                failures.append(f"{label}: {viewer} MAD {mad:.2f}")
             if obj.region and frame == 0:
                 want = _ref_contrast(ds, frame, obj.window, obj.region)
                 got = _region_contrast(picture, to_screen, obj.region)
@@ -555,9 +585,9 @@ def test_viewer_draws_the_standard_pipeline(fidelity: Fidelity, page: Any) -> No
             data = _settled(page, lambda: page.keyboard.press("i"))
             mad, _, _ = _compare(page, ds, frames - 1, obj.window, data, invert=True)
             results.setdefault(obj.name if frames == 1 else f"{obj.name} frame {frames}",
-                               {})["viewer inverted (I)"] = round(mad, 2)
+                               {})[f"{viewer} inverted (I)"] = round(mad, 2)
             if mad >= MAX_MAD:
-                failures.append(f"{obj.name}: inverted viewer MAD {mad:.2f}")
+                failures.append(f"{obj.name}: inverted {viewer} MAD {mad:.2f}")
             _settled(page, lambda: page.keyboard.press("i"))
     _write(results)
     assert not failures, failures

@@ -117,7 +117,13 @@ let ready: Promise<void> | null = null;
 function initOnce(): Promise<void> {
   ready ??= (async () => {
     coreInit();
-    if (softwareGl()) { setUseCPURendering(true); renderPath = 'cpu'; }
+    // `sidecar.renderPath` in localStorage ('cpu' or 'gpu') overrides the choice (tests run
+    // the GPU path on software GL that way).
+    const forced = window.localStorage.getItem('sidecar.renderPath');
+    if (forced === 'cpu' || (forced !== 'gpu' && softwareGl())) {
+      setUseCPURendering(true);
+      renderPath = 'cpu';
+    }
     loaderInit({ maxWebWorkers: Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1)) });
     imageLoader.registerImageLoader(SCHEME.slice(0, -1), sidecarLoader as never);
     metaData.addProvider(sidecarMetadata as never, 20000);
@@ -375,9 +381,25 @@ export class Viewer {
     vp.render();
   }
 
+  /** The parallel scale that fits the whole image, on the GPU path: Cornerstone's own fit
+   * (at reset and after a resize) may fit the image's height where its width overflows the
+   * viewport (seen with 160 × 128 in a 920 × 750 viewport). The CPU path fits right. */
+  private gpuFitScale(): number | null {
+    if (renderPath !== 'gpu') return null;
+    const data = this.viewport?.getImageData() as
+      { dimensions?: ArrayLike<number>; spacing?: ArrayLike<number> } | undefined;
+    const { clientWidth: w, clientHeight: h } = this.element;
+    if (!data?.dimensions || !data.spacing || !w || !h) return null;
+    const width = Number(data.dimensions[0]) * (Number(data.spacing[0]) || 1);
+    const height = Number(data.dimensions[1]) * (Number(data.spacing[1]) || 1);
+    return Math.max(height, (width * h) / w) / 2;
+  }
+
   reset(): void {
     const vp = this.vp();
     vp.resetCamera();
+    const fit = this.gpuFitScale();
+    if (fit) vp.setCamera({ parallelScale: fit });
     vp.resetProperties();
     this.identity();
     this.fitScale = vp.getCamera().parallelScale ?? 1;
@@ -438,7 +460,13 @@ export class Viewer {
   resize(): void {
     this.fitElement();
     if (!this.engine || !this.viewport) return;
+    const zoom = this.zoom;
     this.engine.resize(true, true);
+    const fit = this.gpuFitScale();
+    if (fit) {
+      this.fitScale = fit;
+      this.viewport.setCamera({ parallelScale: fit / zoom });
+    }
     this.viewport.render();
   }
 
