@@ -12,6 +12,9 @@ export function currentBox(f: Finding): Box | null {
   return b && b.length === 4 ? [b[0] ?? 0, b[1] ?? 0, b[2] ?? 0, b[3] ?? 0] : null;
 }
 
+/** The frame a finding is on (from 1; single-frame findings may say 0). */
+export function findingFrame(f: Finding): number { return Math.max(1, f.frame || 1); }
+
 export function currentLabel(f: Finding): string { return f.current?.label || f.label; }
 
 type Handle = 'n' | 's' | 'e' | 'w' | 'ne' | 'nw' | 'se' | 'sw';
@@ -33,6 +36,7 @@ export class Overlay {
   constructor(private readonly viewer: Viewer, container: HTMLElement) {
     this.root = svg('svg', { class: 'overlay', 'data-testid': 'overlay' });
     container.appendChild(this.root);
+    viewer.follow(this.root);
     viewer.onRender(() => this.draw());
     this.root.addEventListener('pointerdown', (e) => this.pointerDown(e));
     window.addEventListener('pointermove', this.move);
@@ -150,7 +154,8 @@ export class Overlay {
     const slice = this.viewer.slice;
     if (!slice) return;
     for (const f of this.findings) {
-      if (!this.visible.has(f.id) || f.sop_instance_uid !== slice.sopInstanceUid) continue;
+      if (!this.visible.has(f.id) || f.sop_instance_uid !== slice.sopInstanceUid
+          || findingFrame(f) !== slice.frame) continue;
       const selected = f.id === this.selected;
       const cls = `finding ${f.origin === 'radiologist' ? 'own' : 'ai'}${selected ? ' selected' : ''}`
         + (f.decision?.action === 'reject' ? ' rejected' : '');

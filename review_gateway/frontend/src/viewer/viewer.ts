@@ -1,10 +1,17 @@
 // The DICOM viewer: a Cornerstone3D stack viewport over WADO-RS frames, with window/level in
 // modality units (HU for CT), presets, invert, zoom, pan, reset and image↔screen mapping.
+//
+// Grey levels: Cornerstone draws what pipeline.ts computes. A `sidecar:` image loader wraps the
+// WADO-RS loader (stored values, no pre-scaling) and hands Cornerstone 8-bit display values
+// (modality LUT → VOI → presentation done here) with an identity window and no inversion, so
+// the CPU path (headless, software GL) and the GPU path draw the same, correct image.
 
 import {
-  Enums, RenderingEngine, imageLoader, init as coreInit, setUseCPURendering, utilities, type Types,
+  Enums, RenderingEngine, eventTarget, imageLoader, init as coreInit, metaData, setUseCPURendering, utilities,
+  type Types,
 } from '@cornerstonejs/core';
 import { init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
+import { bake, frameOf, grayscaleOf, ownWindow, type Frame, type Voi, type VoiFunction } from './pipeline';
 import type { DicomJson, SliceInfo } from './series';
 
 export interface Window { center: number; width: number }
@@ -30,12 +37,99 @@ function softwareGl(): boolean {
 
 export let renderPath = 'gpu';
 
+const SCHEME = 'sidecar:';
+
+/** What every grey frame is baked with now; `version` changes whenever it does. */
+const display: { voi: Voi; invert: boolean; version: number } = { voi: { kind: 'own' }, invert: false, version: 0 };
+
+interface Baked { frame: Frame; out: Uint8Array; version: number; image: Types.IImage }
+/** Grey frames by `sidecar:` image id (colour frames are not listed: nothing to bake). */
+const baked = new Map<string, Baked>();
+
+function rebake(entry: Baked): boolean {
+  if (entry.version === display.version) return false;
+  bake(entry.frame, display.voi, display.invert, entry.out);
+  entry.version = display.version;
+  return true;
+}
+
+/** Loads the WADO-RS frame (stored values) and turns a grey one into display values. */
+function sidecarLoader(imageId: string): { promise: Promise<Types.IImage> } {
+  const inner = imageId.slice(SCHEME.length);
+  const promise = (async () => {
+    const loaded = wadors.loadImage(inner, { preScale: { enabled: false } } as never) as
+      unknown as { promise: Promise<Types.IImage> };
+    const raw = await loaded.promise;
+    if (raw.color) return { ...raw, imageId } as Types.IImage;
+    const ds = wadors.metaDataManager.get(inner) as DicomJson | undefined;
+    const stored = raw.voxelManager?.getScalarData() ?? raw.getPixelData();
+    const frame = frameOf(stored as ArrayLike<number>, grayscaleOf(ds ?? {}));
+    const out = new Uint8Array(raw.rows * raw.columns);
+    const voxelManager = utilities.VoxelManager.createImageVoxelManager({
+      scalarData: out, width: raw.columns, height: raw.rows, numberOfComponents: 1 });
+    const image = {
+      ...raw, imageId, dataType: 'Uint8Array', color: false, rgba: false, numberOfComponents: 1,
+      preScale: undefined, isPreScaled: false, slope: 1, intercept: 0, invert: false,
+      minPixelValue: 0, maxPixelValue: 255, windowCenter: 128, windowWidth: 256,
+      voiLUTFunction: undefined, modalityLUT: undefined, voiLUT: undefined, floatPixelData: undefined,
+      sizeInBytes: out.byteLength + (stored as ArrayLike<number> & { byteLength?: number }).byteLength!,
+      voxelManager, getPixelData: () => out, cachedLut: undefined,
+    } as unknown as Types.IImage;
+    const entry: Baked = { frame, out, version: -1, image };
+    rebake(entry);
+    baked.set(imageId, entry);
+    return image;
+  })();
+  return { promise };
+}
+
+/** Metadata for `sidecar:` ids: the frame's own, except that a grey frame is now 8-bit
+ * MONOCHROME2 display values with no rescale and an identity window. */
+function sidecarMetadata(type: string, imageId: string): unknown {
+  if (typeof imageId !== 'string' || !imageId.startsWith(SCHEME)) return undefined;
+  const inner = imageId.slice(SCHEME.length);
+  const base = metaData.get(type, inner) as Record<string, unknown> | undefined;
+  const ds = wadors.metaDataManager.get(inner) as DicomJson | undefined;
+  const photometric = String(ds?.['00280004']?.Value?.[0] ?? 'MONOCHROME2').trim();
+  if (!photometric.startsWith('MONOCHROME')) return base;
+  switch (type) {
+    case 'imagePixelModule':
+      return { ...base, photometricInterpretation: 'MONOCHROME2', bitsAllocated: 8, bitsStored: 8,
+        highBit: 7, pixelRepresentation: 0, smallestPixelValue: 0, largestPixelValue: 255 };
+    case 'modalityLutModule':
+      return { rescaleSlope: 1, rescaleIntercept: 0, rescaleType: undefined, modalityLUTSequence: undefined };
+    case 'voiLutModule':
+      return { windowCenter: [128], windowWidth: [256], voiLUTFunction: 'LINEAR', voiLUTSequence: undefined };
+    case 'scalingModule':
+      return undefined;
+    default:
+      return base;
+  }
+}
+
+/** The identity window Cornerstone applies to display values on each path: the CPU path
+ * uses the DICOM LINEAR formula over (center, width), the GPU path a ramp lower → upper. */
+function identityRange(): Types.VOIRange {
+  return renderPath === 'cpu' ? { lower: 0, upper: 256 } : { lower: 0, upper: 255 };
+}
+
 let ready: Promise<void> | null = null;
 function initOnce(): Promise<void> {
   ready ??= (async () => {
     coreInit();
-    if (softwareGl()) { setUseCPURendering(true); renderPath = 'cpu'; }
+    // `sidecar.renderPath` in localStorage ('cpu' or 'gpu') overrides the choice (tests run
+    // the GPU path on software GL that way).
+    const forced = window.localStorage.getItem('sidecar.renderPath');
+    if (forced === 'cpu' || (forced !== 'gpu' && softwareGl())) {
+      setUseCPURendering(true);
+      renderPath = 'cpu';
+    }
     loaderInit({ maxWebWorkers: Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1)) });
+    imageLoader.registerImageLoader(SCHEME.slice(0, -1), sidecarLoader as never);
+    metaData.addProvider(sidecarMetadata as never, 20000);
+    eventTarget.addEventListener(Enums.Events.IMAGE_CACHE_IMAGE_REMOVED, ((event: CustomEvent<{ imageId: string }>) => {
+      baked.delete(event.detail.imageId);
+    }) as EventListener);
   })();
   return ready;
 }
@@ -47,19 +141,46 @@ export class Viewer {
   private viewport: Types.IStackViewport | null = null;
   private slices: SliceInfo[] = [];
   private readonly listeners = new Set<() => void>();
-  private invertOn = false;
-  private windowNow: Window | null = null;
   private generation = 0;
   /** The slice on screen (the requested one may still be loading). */
   private shown = -1;
   private fitScale = 1;
+  /** Between a new stack's request and its first image: the old image is still on screen. */
+  private loading = false;
 
   private readonly resizer = new ResizeObserver(() => this.resize());
 
   constructor(readonly element: HTMLDivElement) {
     // The stage's size changes with the layout (status lines, window size): the canvas
     // must follow, or drawn pixels and overlay coordinates drift apart.
-    this.resizer.observe(element);
+    this.resizer.observe(element.parentElement ?? element);
+    this.fitElement();
+  }
+
+  /** Elements drawn over the image in its coordinates (the overlay): placed as the element. */
+  private readonly followers: (HTMLElement | SVGElement)[] = [];
+
+  follow(other: HTMLElement | SVGElement): void {
+    this.followers.push(other);
+    this.fitElement();
+  }
+
+  /** The element covers its container in whole device pixels, from a whole device pixel: a
+   * fractional size would have the browser stretch the canvas (whole pixels), and a
+   * fractional offset would have it snap the canvas half a pixel away from the overlays. */
+  private fitElement(): void {
+    const parent = this.element.parentElement;
+    if (!parent) return;
+    const box = parent.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    const left = Math.ceil((box.left + window.scrollX) * dpr) / dpr - (box.left + window.scrollX);
+    const top = Math.ceil((box.top + window.scrollY) * dpr) / dpr - (box.top + window.scrollY);
+    const width = Math.max(1, Math.floor((box.width - left) * dpr) / dpr);
+    const height = Math.max(1, Math.floor((box.height - top) * dpr) / dpr);
+    for (const target of [this.element, ...this.followers]) {
+      Object.assign(target.style, { left: `${left}px`, top: `${top}px`, width: `${width}px`,
+        height: `${height}px`, right: 'auto', bottom: 'auto' });
+    }
   }
 
   onRender(listener: () => void): void { this.listeners.add(listener); }
@@ -74,23 +195,43 @@ export class Viewer {
         defaultOptions: { background: [0, 0, 0] as Types.Point3 },
       });
       this.viewport = this.engine.getViewport('main') as Types.IStackViewport;
-      this.element.addEventListener(Enums.Events.STACK_NEW_IMAGE, ((event: CustomEvent<{ imageIdIndex: number }>) => {
+      this.element.addEventListener(Enums.Events.STACK_NEW_IMAGE, ((event: CustomEvent<{ imageIdIndex: number; imageId: string }>) => {
         this.shown = event.detail.imageIdIndex;
         this.element.dataset['slice'] = String(this.shown + 1);
+        // A frame cached under an older window: bake it before its first render.
+        const entry = baked.get(event.detail.imageId);
+        if (entry && rebake(entry)) this.pushPixels(entry.image);
       }) as EventListener);
       this.element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
+        if (this.loading) return;
+        const entry = baked.get(this.vp().getCurrentImageId() ?? '');
+        if (entry && entry.version !== display.version) return; // a re-render follows
         // The slice last drawn, for tests and the benchmark to wait on.
         this.element.dataset['rendered'] = String(this.shownIndex + 1);
         this.element.dataset['renderPath'] = renderPath;
+        this.element.dataset['displayVersion'] = String(display.version);
+        this.element.dataset['series'] = String(this.slice?.metadata['0020000E']?.Value?.[0] ?? '');
+        // Where the image lies on the canvas (CSS px: left, top, right, bottom), for tests.
+        const slice = this.slice;
+        const tl = slice && this.imageToCanvas(0, 0);
+        const br = slice && this.imageToCanvas(slice.columns, slice.rows);
+        if (tl && br) this.element.dataset['imageRect'] = [...tl, ...br].map((v) => v.toFixed(2)).join(',');
         for (const listener of this.listeners) listener();
       });
     }
     this.slices = slices;
     this.shown = -1;
-    this.invertOn = false;
-    this.windowNow = null;
+    this.loading = true;
+    display.voi = { kind: 'own' };
+    display.invert = false;
+    display.version++;
+    this.element.dataset['displayWanted'] = String(display.version);
     const start = Math.max(0, Math.min(index, slices.length - 1));
-    await this.vp().setStack(slices.map((s) => s.imageId), start);
+    try {
+      await this.vp().setStack(slices.map((s) => s.imageId), start);
+    } finally {
+      this.loading = false;
+    }
     this.reset();
     void this.prefetch(++this.generation, start);
   }
@@ -114,14 +255,55 @@ export class Viewer {
     return this.viewport;
   }
 
+  /** Hands re-baked display values of the frame on screen to Cornerstone. */
+  private pushPixels(image: Types.IImage): void {
+    const vp = this.vp() as unknown as { cpuRenderingInvalidated: boolean;
+      getImageData(): { imageData?: unknown } | undefined };
+    if (renderPath === 'cpu') vp.cpuRenderingInvalidated = true;
+    else {
+      const data = vp.getImageData()?.imageData as { getPointData?: unknown } | undefined;
+      if (data?.getPointData) utilities.updateVTKImageDataWithCornerstoneImage(data as never, image);
+    }
+  }
+
+  /** Changes what frames are baked with and redraws the frame on screen. */
+  private setDisplay(voi: Voi, invert: boolean): void {
+    display.voi = voi;
+    display.invert = invert;
+    display.version++;
+    // What is asked for (data-display-version says what was drawn), for tests.
+    this.element.dataset['displayWanted'] = String(display.version);
+    if (!this.viewport) return;
+    const entry = baked.get(this.viewport.getCurrentImageId() ?? '');
+    if (entry && rebake(entry)) this.pushPixels(entry.image);
+    else if (!entry && this.isColour()) this.viewport.setProperties({ invert });
+    this.viewport.render();
+  }
+
+  private isColour(): boolean {
+    const ds = this.slice?.metadata;
+    const photometric = String(ds?.['00280004']?.Value?.[0] ?? 'MONOCHROME2');
+    return !photometric.startsWith('MONOCHROME');
+  }
+
+  /** Cornerstone's own window and inversion: identity (the display values are final). */
+  private identity(): void {
+    this.vp().setProperties({ voiRange: identityRange(), invert: false });
+  }
+
+  private current(): Baked | undefined {
+    return this.viewport ? baked.get(this.viewport.getCurrentImageId() ?? '') : undefined;
+  }
+
   get loaded(): boolean { return this.viewport !== null && this.slices.length > 0; }
   get count(): number { return this.slices.length; }
   /** The requested slice (navigation steps from it). */
   get index(): number { return this.viewport ? this.viewport.getCurrentImageIdIndex() : 0; }
   /** The slice on screen: what the info line and the overlays describe. */
-  get shownIndex(): number { return this.shown >= 0 ? this.shown : this.index; }
   get slice(): SliceInfo | undefined { return this.slices[this.shownIndex]; }
-  get inverted(): boolean { return this.invertOn; }
+  get shownIndex(): number { return this.shown >= 0 ? this.shown : this.index; }
+  /** Inverted relative to the image's correct presentation (the I key). */
+  get inverted(): boolean { return display.invert; }
 
   async setIndex(index: number): Promise<void> {
     if (!this.loaded) return;
@@ -131,36 +313,41 @@ export class Viewer {
 
   scroll(delta: number): Promise<void> { return this.setIndex(this.index + delta); }
 
-  /** The displayed window in modality units. */
+  /** The displayed window in modality units (for a VOI LUT, the range it covers). */
   get window(): Window {
-    const range = this.vp().getProperties().voiRange;
-    if (!range) return this.windowNow ?? { center: 0, width: 1 };
-    return { center: (range.upper + range.lower) / 2, width: range.upper - range.lower };
+    if (display.voi.kind === 'window') return { center: display.voi.center, width: display.voi.width };
+    return this.imageWindow() ?? { center: 0, width: 1 };
+  }
+
+  /** The VOI LUT Function a window applies: the image's own (SIGMOID stays SIGMOID), as
+   * Cornerstone/OHIF keep it when a preset or a drag changes the window. */
+  private voiFunction(): VoiFunction {
+    return this.current()?.frame.grayscale.voiFunction ?? 'LINEAR';
   }
 
   setWindow(win: Window): void {
     const width = Math.max(1, win.width);
-    this.windowNow = { center: win.center, width };
-    this.vp().setProperties({ voiRange: { lower: win.center - width / 2, upper: win.center + width / 2 } });
-    this.vp().render();
+    this.setDisplay({ kind: 'window', center: win.center, width, fn: this.voiFunction() }, display.invert);
   }
 
-  /** The image's own window (its first WindowCenter/Width), else the loader's default. */
-  imageWindow(): Window | null { return this.slice?.window ?? null; }
+  /** The image's own window (its first WindowCenter/Width, else its VOI LUT's range, else
+   * its full range). */
+  imageWindow(): Window | null {
+    const entry = this.current();
+    if (entry) return ownWindow(entry.frame.grayscale, entry.frame.range);
+    return this.slice?.window ?? null;
+  }
 
   applyPreset(key: string): string | null {
     const preset = PRESETS.find((p) => p.key === key);
     if (!preset) return null;
-    const win = preset.window ?? this.imageWindow();
-    if (win) this.setWindow(win);
-    else { this.vp().resetProperties(); this.vp().setProperties({ invert: this.invertOn }); this.vp().render(); }
+    if (preset.window) this.setWindow(preset.window);
+    else this.setDisplay({ kind: 'own' }, display.invert);
     return preset.name;
   }
 
   toggleInvert(): void {
-    this.invertOn = !this.invertOn;
-    this.vp().setProperties({ invert: this.invertOn });
-    this.vp().render();
+    this.setDisplay(display.voi, !display.invert);
   }
 
   /** Zoom relative to the image fitted in the viewport (camera parallel scale). */
@@ -194,44 +381,92 @@ export class Viewer {
     vp.render();
   }
 
+  /** The parallel scale that fits the whole image, on the GPU path: Cornerstone's own fit
+   * (at reset and after a resize) may fit the image's height where its width overflows the
+   * viewport (seen with 160 × 128 in a 920 × 750 viewport). The CPU path fits right. */
+  private gpuFitScale(): number | null {
+    if (renderPath !== 'gpu') return null;
+    const data = this.viewport?.getImageData() as
+      { dimensions?: ArrayLike<number>; spacing?: ArrayLike<number> } | undefined;
+    const { clientWidth: w, clientHeight: h } = this.element;
+    if (!data?.dimensions || !data.spacing || !w || !h) return null;
+    const width = Number(data.dimensions[0]) * (Number(data.spacing[0]) || 1);
+    const height = Number(data.dimensions[1]) * (Number(data.spacing[1]) || 1);
+    return Math.max(height, (width * h) / w) / 2;
+  }
+
   reset(): void {
     const vp = this.vp();
     vp.resetCamera();
+    const fit = this.gpuFitScale();
+    if (fit) vp.setCamera({ parallelScale: fit });
     vp.resetProperties();
+    this.identity();
     this.fitScale = vp.getCamera().parallelScale ?? 1;
-    this.invertOn = false;
-    const own = this.imageWindow();
-    if (own) this.setWindow(own);
-    vp.render();
+    this.setDisplay({ kind: 'own' }, false);
   }
 
   /** Centres the view on an image point (pixel-edge coordinates). */
   centreOn(x: number, y: number): void {
-    const slice = this.slice;
-    if (!slice) return;
-    this.lookAt(utilities.imageToWorldCoords(slice.imageId, [x, y]) as Types.Point3);
+    const world = this.imageToWorld(x, y);
+    if (world) this.lookAt(world);
+  }
+
+  /** The frame on screen's geometry as the viewport itself holds it (origin, row and column
+   * directions, horizontal and vertical spacing). Cornerstone's imageToWorldCoords is not
+   * used: it takes PixelSpacing's row spacing for the horizontal axis (wrong for non-square
+   * pixels), and its half-pixel convention is the GPU path's, not the CPU path's. */
+  private geometry(): { origin: number[]; i: number[]; j: number[]; sx: number; sy: number;
+    edge: number } | null {
+    const data = this.viewport?.getImageData() as
+      { origin?: ArrayLike<number>; direction?: ArrayLike<number>; spacing?: ArrayLike<number> } | undefined;
+    if (!data?.origin || !data.direction || !data.spacing) return null;
+    const d = Array.from(data.direction);
+    return {
+      origin: Array.from(data.origin), i: d.slice(0, 3), j: d.slice(3, 6),
+      sx: Number(data.spacing[0]) || 1, sy: Number(data.spacing[1]) || 1,
+      // The GPU path's origin is the first pixel's centre; the CPU path maps the origin to
+      // the first pixel's corner.
+      edge: renderPath === 'cpu' ? 0 : 0.5,
+    };
+  }
+
+  private imageToWorld(x: number, y: number): Types.Point3 | null {
+    const g = this.geometry();
+    if (!g) return null;
+    const u = (x - g.edge) * g.sx;
+    const v = (y - g.edge) * g.sy;
+    return [0, 1, 2].map((k) => (g.origin[k] ?? 0) + u * (g.i[k] ?? 0) + v * (g.j[k] ?? 0)) as Types.Point3;
   }
 
   /** Image pixel coordinates (0,0 = top-left corner of the first pixel) → CSS px in the element. */
   imageToCanvas(x: number, y: number): [number, number] | null {
-    const slice = this.slice;
-    if (!slice || !this.viewport) return null;
-    const world = utilities.imageToWorldCoords(slice.imageId, [x, y]) as Types.Point3;
+    if (!this.slice || !this.viewport) return null;
+    const world = this.imageToWorld(x, y);
+    if (!world) return null;
     const [cx = 0, cy = 0] = this.viewport.worldToCanvas(world);
     return [cx, cy];
   }
 
   canvasToImage(cx: number, cy: number): [number, number] | null {
-    const slice = this.slice;
-    if (!slice || !this.viewport) return null;
+    const g = this.geometry();
+    if (!this.slice || !this.viewport || !g) return null;
     const world = this.viewport.canvasToWorld([cx, cy] as Types.Point2);
-    const [x = 0, y = 0] = utilities.worldToImageCoords(slice.imageId, world) ?? [];
-    return [x, y];
+    const diff = [0, 1, 2].map((k) => (world[k] ?? 0) - (g.origin[k] ?? 0));
+    const dot = (a: number[]): number => diff.reduce((sum, v, k) => sum + v * (a[k] ?? 0), 0);
+    return [dot(g.i) / g.sx + g.edge, dot(g.j) / g.sy + g.edge];
   }
 
   resize(): void {
+    this.fitElement();
     if (!this.engine || !this.viewport) return;
+    const zoom = this.zoom;
     this.engine.resize(true, true);
+    const fit = this.gpuFitScale();
+    if (fit) {
+      this.fitScale = fit;
+      this.viewport.setCamera({ parallelScale: fit / zoom });
+    }
     this.viewport.render();
   }
 

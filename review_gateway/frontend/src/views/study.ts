@@ -3,7 +3,7 @@
 import { api, ApiError, type Finding, type Series, type StudyDetail } from '../api';
 import { clear, el, kbd, typing } from '../dom';
 import { store } from '../store';
-import { currentBox, Overlay, type Box } from '../viewer/overlay';
+import { currentBox, findingFrame, Overlay, type Box } from '../viewer/overlay';
 import { loadSeries, type LoadedSeries } from '../viewer/series';
 import { PRESETS, Viewer } from '../viewer/viewer';
 import { DraftPanel } from './draft';
@@ -46,7 +46,8 @@ export function renderStudy(root: HTMLElement, studyId: string,
     studyId,
     sliceNumber: (f) => {
       if (loaded && f.series_instance_uid === seriesNow?.series_instance_uid) {
-        const i = loaded.slices.findIndex((s) => s.sopInstanceUid === f.sop_instance_uid);
+        const i = loaded.slices.findIndex((s) => s.sopInstanceUid === f.sop_instance_uid
+          && s.frame === findingFrame(f));
         if (i >= 0) return i + 1;
       }
       return f.slice_index >= 0 ? f.slice_index + 1 : null;
@@ -101,7 +102,8 @@ export function renderStudy(root: HTMLElement, studyId: string,
       const series = study.series.find((s) => s.series_instance_uid === f.series_instance_uid);
       if (series) await showSeries(series);
     }
-    const index = loaded?.slices.findIndex((s) => s.sopInstanceUid === f.sop_instance_uid) ?? -1;
+    const index = loaded?.slices.findIndex((s) => s.sopInstanceUid === f.sop_instance_uid
+      && s.frame === findingFrame(f)) ?? -1;
     if (index >= 0) await viewer.setIndex(index);
     const box = currentBox(f);
     if (box && viewer.loaded) viewer.centreOn((box[0] + box[2]) / 2, (box[1] + box[3]) / 2);
@@ -128,7 +130,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
     panel.form('own', null, ({ label, text }) => {
       if (!label) return;
       api.addFinding(studyId, { label, bbox_px: box, series_instance_uid: series.series_instance_uid,
-        sop_instance_uid: slice.sopInstanceUid, frame: 1, ...(text ? { text } : {}) })
+        sop_instance_uid: slice.sopInstanceUid, frame: slice.frame, ...(text ? { text } : {}) })
         .then((f) => { panel.replace(f); void select(f); panel.message.textContent = `Added: ${label}`; })
         .catch((err: unknown) => {
           panel.message.textContent = err instanceof ApiError ? err.message : 'Could not add.';
