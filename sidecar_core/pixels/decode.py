@@ -28,6 +28,8 @@ from sidecar_core.pixels.errors import (
     CorruptPixelData,
     InvalidPixelDescription,
     MissingPixelData,
+    PixelDecodeError,
+    PixelPipelineError,
     TruncatedPixelData,
     UnsupportedPhotometricInterpretation,
     UnsupportedTransferSyntax,
@@ -113,8 +115,19 @@ class DecodedImage:
 def decode_image(ds: Dataset) -> DecodedImage:
     """Decode every frame of ``ds`` (native or compressed) and apply the modality transform.
 
-    Raises a subclass of :class:`PixelDecodeError` naming the failure, never a bare error.
+    Raises a subclass of :class:`PixelDecodeError` naming the failure, never a bare error: what
+    pydicom or numpy raise on an input nobody foresaw becomes a PixelDecodeError naming it, so
+    the object fails and its series goes on instead of the job retrying the same input.
     """
+    try:
+        return _decode_image(ds)
+    except (PixelPipelineError, MemoryError):
+        raise
+    except Exception as exc:
+        raise PixelDecodeError(f"cannot decode ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode_image(ds: Dataset) -> DecodedImage:
     keyword = _pixel_keyword(ds)
     transfer_syntax = transfer_syntax_of(ds, keyword)
     rows, columns, samples, bits_allocated, photometric, n_frames = _describe(ds, keyword)
@@ -140,10 +153,11 @@ def decode_image(ds: Dataset) -> DecodedImage:
     voi_lut: VoiLut | None = None
     if out_photometric in (MONOCHROME1, MONOCHROME2) and out_samples == 1:
         transform = modality_transform(ds, decoded_frames)
-        frames, windows = to_physical(stored, ds, transform), dicom_windows(ds)
+        little_endian = transfer_syntax != ExplicitVRBigEndian
+        frames = to_physical(stored, ds, transform, little_endian=little_endian)
+        windows = dicom_windows(ds)
         if not windows:
             signed = voi_input_signed(transform, pixel_representation, bits_stored)
-            little_endian = transfer_syntax != ExplicitVRBigEndian
             voi_lut = dicom_voi_lut(ds, signed_input=signed, little_endian=little_endian)
     else:
         transform = ModalityTransform("none", (1.0,) * decoded_frames, (0.0,) * decoded_frames)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut
 
 from sidecar_core.pixels.attributes import first_float, frame_value
 from sidecar_core.pixels.errors import InvalidPixelDescription
@@ -59,13 +58,11 @@ def _has_rescale(ds: Dataset, index: int) -> bool:
     return frame_value(ds, index, "PixelValueTransformationSequence", "RescaleSlope") is not None
 
 
-def to_physical(stored: np.ndarray, ds: Dataset, transform: ModalityTransform) -> np.ndarray:
+def to_physical(stored: np.ndarray, ds: Dataset, transform: ModalityTransform, *,
+                little_endian: bool = True) -> np.ndarray:
     """Apply the transform to stored frames ``[N, Y, X]``, returning float32 physical values."""
     if transform.kind == LUT:
-        try:
-            return np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
-        except (AttributeError, KeyError, IndexError, ValueError) as exc:
-            raise InvalidPixelDescription(f"unusable Modality LUT Sequence: {exc}") from exc
+        return _modality_lut(stored, ds, little_endian)
     values = stored.astype(np.float32)
     if transform.kind == NONE:
         return values
@@ -80,3 +77,25 @@ def to_physical(stored: np.ndarray, ds: Dataset, transform: ModalityTransform) -
     values *= slopes[:, None, None]
     values += intercepts[:, None, None]
     return values
+
+
+def _modality_lut(stored: np.ndarray, ds: Dataset, little_endian: bool) -> np.ndarray:
+    """The first Modality LUT Sequence table (PS3.3 C.11.1.1): stored value ``first + i`` reads
+    entry ``i``; values outside the table read its first or last entry.
+
+    The table is read as VOI LUT tables are (one reader for LUT Descriptor and LUT Data): entries
+    of any depth from 8 to 16 bits, in US values or OW words. pydicom's ``apply_modality_lut``
+    reads only 8- and 16-bit entries and raises TypeError on, say, a 12-bit table.
+    """
+    from sidecar_core.pixels.errors import InvalidVoiLut
+    from sidecar_core.pixels.voi_lut import read_voi_lut  # that module builds on this one
+
+    try:
+        table = read_voi_lut(ds.ModalityLUTSequence[0],
+                             signed_input=int(ds.get("PixelRepresentation", 0) or 0) == 1,
+                             little_endian=little_endian)
+    except (InvalidVoiLut, IndexError) as exc:
+        raise InvalidPixelDescription(f"unusable Modality LUT Sequence: {exc}") from exc
+    index = stored.astype(np.int64) - table.first_mapped
+    np.clip(index, 0, table.n_entries - 1, out=index)
+    return table.entries.astype(np.float32)[index]
