@@ -10,8 +10,8 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.sequence import Sequence
 
 from imaging_svc.assets.series_assets import decode_tolerant
-from sidecar_core.pixels import decode_image
 from sidecar_core.pixels import decode as decode_module
+from sidecar_core.pixels import decode_image
 from sidecar_core.pixels.errors import InvalidPixelDescription, PixelDecodeError
 from tests.unit.sidecar_core.pixels.test_pixels_support import make_image, reread
 
