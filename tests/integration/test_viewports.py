@@ -56,7 +56,9 @@ async def test_viewports_on_demand(mesh: Mesh, tmp_path: Path) -> None:
 
     await mesh.wait_for_audit(sent.study_id, "asset.series_rendered")
     async with mesh.db.read() as s:
-        [series] = (await s.scalars(select(Series).where(Series.study_id == sent.study_id))).all()
+        # the received CT series (its AI results' SR and SEG series may already stand beside it)
+        [series] = (await s.scalars(select(Series).where(Series.study_id == sent.study_id,
+                                                         Series.modality == "CT"))).all()
     assert series.windows and set(series.windows) == set(series.presets or [])
     marked = {st.slice_index for st in boxed}  # the overlay job makes viewports of these
     z0, z1 = [z for z in range(CHEST["slices"]) if z not in marked][:2]
