@@ -128,21 +128,23 @@ class Stack:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
-    def start(self, *extra: str, timeout: float = 300.0) -> None:
+    def start(self, *extra: str, timeout: float = 300.0, command: str = "up") -> None:
+        """`sidecar COMMAND` (up, or demo) on this data dir and ports; returns once it says it is
+        up, raises with its output when it exits or times out first."""
         flags = [f"--{name}-port={port}" for name, port in self.ports.items()]
-        self.log_path = self.data_dir.parent / "sidecar-up.log"
+        self.log_path = self.data_dir.parent / f"sidecar-{command}.log"
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([*SIDECAR, "up", "--data-dir", str(self.data_dir),
+            self.proc = subprocess.Popen([*SIDECAR, command, "--data-dir", str(self.data_dir),
                                           *flags, *extra], stdout=log, stderr=subprocess.STDOUT,
                                          env=clean_env(**self.env))
         deadline = time.monotonic() + timeout
         while READY_LINE not in self.output():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar up exited with {self.proc.returncode}:\n"
+                raise RuntimeError(f"sidecar {command} exited with {self.proc.returncode}:\n"
                                    f"{self.output()[-4000:]}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"sidecar up not ready in {timeout:.0f} s:\n"
+                raise TimeoutError(f"sidecar {command} not ready in {timeout:.0f} s:\n"
                                    f"{self.output()[-4000:]}")
             time.sleep(0.5)
 

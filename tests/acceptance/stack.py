@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.stack import Stack as ProductStack
+from bench.stack import clean_env
 from sidecar_app.runtime.supervisor import DEFAULT_PORTS
 from tests.servers import free_port
 
 # The installed console script, as a user runs it (`.venv/bin/sidecar`).
 SIDECAR = str(Path(sys.executable).parent / "sidecar")
 PASSWORD = "acceptance horse battery staple"
-READY_LINE = "Sidecar is up."
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without SIDECAR_* settings or proxies (embedded defaults)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SIDECAR_") and "proxy" not in k.lower()}
-    env.update(extra)
-    return env
 
 
 def run_cli(*args: str, stdin: str | None = None, timeout: float = 120.0,
@@ -43,26 +32,16 @@ def run_cli(*args: str, stdin: str | None = None, timeout: float = 120.0,
 
 
 @dataclass
-class Stack:
-    """A running `sidecar up`: its data dir, ports, output and an admin login."""
+class Stack(ProductStack):
+    """A running `sidecar up` (started and stopped by the benches' helper, one owner of the
+    process), with what the acceptance tests add: an admin login, a module's two facilities,
+    CLI calls that return instead of raising, an HTTP client and SQL on its database."""
 
-    data_dir: Path
-    ports: dict[str, int] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
     admin: str = "acc_admin"
     password: str = PASSWORD
-    env: dict[str, str] = field(default_factory=dict)  # SIDECAR_* settings for `sidecar up`
     # The two facilities a test module sends to; another module on the same stack has its own.
     north: str = "acc_north"
     south: str = "acc_south"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['gateway']}"
-
-    def address(self, name: str) -> str:
-        return f"127.0.0.1:{self.ports[name]}"
 
     @property
     def north_ae(self) -> str:
@@ -72,28 +51,18 @@ class Stack:
     def south_ae(self) -> str:
         return ae_title(self.south)
 
-    def cli(self, *args: str, stdin: str | None = None,
+    def cli(self, *args: str, stdin: str | None = None,  # type: ignore[override]
             timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        """An admin command against this stack's data dir."""
+        """An admin command against this stack's data dir (never raises on a non-zero exit)."""
         return run_cli(*args, "--data-dir", str(self.data_dir), stdin=stdin, timeout=timeout)
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
-
     def login(self, username: str | None = None, password: str | None = None) -> str:
-        reply = httpx.post(f"{self.base_url}/api/v1/auth/login", timeout=30, json={
-            "username": username or self.admin, "password": password or self.password})
-        reply.raise_for_status()
-        return str(reply.json()["access_token"])
+        return super().login(username or self.admin, password or self.password)
 
     def client(self, token: str | None = None) -> httpx.Client:
         """An HTTP client on the gateway, logged in as the admin unless a token is given."""
         return httpx.Client(base_url=self.base_url, timeout=60,
                             headers={"Authorization": f"Bearer {token or self.login()}"})
-
-    def runtime(self) -> dict[str, Any]:
-        """What `sidecar up` wrote to DATA_DIR/runtime.json (ports, database URL, pid)."""
-        return dict(json.loads((self.data_dir / "runtime.json").read_text()))
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         """Rows of one query on the stack's own database (to see what no API shows)."""
@@ -101,37 +70,6 @@ class Stack:
 
         with psycopg.connect(self.runtime()["database_url"]) as conn:
             return list(conn.execute(query, params).fetchall())
-
-    def start(self, *extra: str, timeout: float = 300.0, command: str = "up") -> None:
-        flags = [f"--{name}-port={port}" for name, port in self.ports.items()]
-        self.log_path = self.data_dir.parent / f"sidecar-{command}.log"
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([SIDECAR, command, "--data-dir", str(self.data_dir),
-                                          *flags, *extra], stdout=log, stderr=subprocess.STDOUT,
-                                         env=clean_env(**self.env))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if READY_LINE in self.output():
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar up exited with {self.proc.returncode}:\n"
-                                   f"{self.output()[-4000:]}")
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"sidecar up not ready in {timeout:.0f} s:\n{self.output()[-4000:]}")
-
-    def stop(self) -> int | None:
-        """SIGTERM, as Ctrl-C would; waits for every child to be gone. Returns the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 class DemoStack(Stack):
