@@ -8,7 +8,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from sidecar_core.pixels.attributes import first_float, frame_value
-from sidecar_core.pixels.errors import InvalidPixelDescription
+from sidecar_core.pixels.errors import InvalidPixelDescription, InvalidVoiLut
 
 NONE = "none"
 RESCALE = "rescale"
@@ -87,7 +87,6 @@ def _modality_lut(stored: np.ndarray, ds: Dataset, little_endian: bool) -> np.nd
     of any depth from 8 to 16 bits, in US values or OW words. pydicom's ``apply_modality_lut``
     reads only 8- and 16-bit entries and raises TypeError on, say, a 12-bit table.
     """
-    from sidecar_core.pixels.errors import InvalidVoiLut
     from sidecar_core.pixels.voi_lut import read_voi_lut  # that module builds on this one
 
     try:
