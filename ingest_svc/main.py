@@ -29,6 +29,7 @@ from sidecar_core.display.viewports import ViewportRenderer
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.service import run_until_stopped
+from sidecar_core.security.enforcement import authorization
 from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,10 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         refused=refused,
     )
     completion = CompletionTracker(db, topology, settings.completion_poll_s, refused)
-    server = GrpcServer(f"{settings.ingest_host}:{settings.ingest_port}")
+    server = GrpcServer(f"{settings.ingest_host}:{settings.ingest_port}",
+                        settings.mesh_credentials("ingest"),
+                        authorization=authorization(db, topology, "ingest_svc"),
+                        reflection=settings.grpc_reflection)
     server.register(
         pb_grpc.add_IngestServiceServicer_to_server,
         IngestServicer(receiver, completion),

@@ -79,7 +79,7 @@ def create_app(settings: GatewaySettings,
                object_store: ObjectStore | None = None) -> FastAPI:
     """The gateway app; the workflow channel is opened on first use and closed at shutdown."""
     factory = workflow_channel_factory or (
-        lambda: grpc.aio.insecure_channel(settings.workflow_address))
+        lambda: settings.mesh_credentials("gateway").aio_channel(settings.workflow_address))
     connection = WorkflowConnection(factory, settings.workflow_timeout_s)
     store = object_store or settings.object_store()
 
@@ -88,7 +88,8 @@ def create_app(settings: GatewaySettings,
     def ingest_stub() -> ingest_grpc.IngestServiceStub:
         """Opened on first use, inside the server's event loop."""
         if not ingest_channel:
-            ingest_channel.append(grpc.aio.insecure_channel(settings.ingest_address))
+            ingest_channel.append(
+                settings.mesh_credentials("gateway").aio_channel(settings.ingest_address))
         return ingest_grpc.IngestServiceStub(ingest_channel[0])
 
     @asynccontextmanager

@@ -9,6 +9,8 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security import mesh_tls
+from sidecar_core.security.mesh_tls import MeshCredentials
 from sidecar_core.storage.objectstore import ObjectStore
 
 
@@ -50,9 +52,21 @@ class CommonSettings(BaseSettings):
     workflow_address: str = "127.0.0.1:50052"
     ingest_address: str = "127.0.0.1:50051"
     normalizer_address: str = "127.0.0.1:50053"
+    tls_ca: Path | None = Field(
+        default=None, description="CA certificate of the mesh (PEM); default DATA_DIR/tls/ca.crt")
+    tls_cert: Path | None = Field(
+        default=None, description="This process's mesh certificate (PEM); default "
+        "DATA_DIR/tls/<service>.crt, which `sidecar up` creates")
+    tls_key: Path | None = Field(default=None, description="The key of tls_cert (PEM)")
+    grpc_reflection: bool = Field(
+        default=False, description="Serve gRPC server reflection (to operators only)")
     model_registry_path: Path | None = Field(
         default=None, description="Model registry YAML; default deploy/models.yaml"
     )
+
+    def mesh_credentials(self, service: str) -> MeshCredentials:
+        """The CA, certificate and key this process uses on the mesh (mTLS)."""
+        return mesh_tls.load(self, service)
 
     def topology(self) -> Topology:
         """The bus topology these settings name (prefixes and consumer overrides)."""

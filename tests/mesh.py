@@ -22,6 +22,7 @@ from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
+from tests import pki as test_pki
 from tests.model_fixtures import (
     garbage_registry_entry,
     write_garbage_model,
@@ -143,8 +144,13 @@ class Mesh(StoreReader):
 
     # ---- lifecycle -------------------------------------------------------------------------
 
+    def aio_channel(self, service: str, as_: str = "operator") -> grpc.aio.Channel:
+        """A channel to one service of the mesh, presenting `as_`'s certificate (mTLS)."""
+        return test_pki.aio_channel(f"127.0.0.1:{self.ports[service]}", as_)
+
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        test_pki.install(self.data_dir)
         repo = self.root / "triton-models"
         build_model_repository(repo, include_test_models=False, models=DEPLOY_MODELS)
         extra = []
@@ -160,13 +166,13 @@ class Mesh(StoreReader):
         triton_start = asyncio.create_task(asyncio.to_thread(self.triton.start))
         for name in SERVICES:
             self.start_service(name)
-        self._channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.ports['ingest']}")
+        self._channel = self.aio_channel("ingest")
         await self._wait_serving()
         await triton_start
 
     async def _wait_serving(self, timeout: float = 60.0) -> None:
         for name in ("ingest", "workflow", "normalizer"):
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.ports[name]}")
+            channel = self.aio_channel(name)
             try:
                 ready = asyncio.create_task(channel.channel_ready())
                 deadline = time.monotonic() + timeout

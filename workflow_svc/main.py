@@ -14,6 +14,7 @@ from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.observability import metrics
 from sidecar_core.registry import load_registry
 from sidecar_core.service import run_until_stopped
+from sidecar_core.security.enforcement import authorization
 from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
@@ -36,7 +37,10 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc",
                             replicas=settings.nats_stream_replicas)
-    server = GrpcServer(f"{settings.workflow_host}:{settings.workflow_port}")
+    server = GrpcServer(f"{settings.workflow_host}:{settings.workflow_port}",
+                        settings.mesh_credentials("workflow"),
+                        authorization=authorization(db, topology, "workflow_svc"),
+                        reflection=settings.grpc_reflection)
     server.register(
         pb_grpc.add_WorkflowServiceServicer_to_server,
         WorkflowServicer(db),

@@ -11,13 +11,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from review_gateway.health.checks import DependencyStatus, HealthCheck
 from review_gateway.settings import GatewaySettings
+from sidecar_core.security.mesh_tls import MeshCredentials
 
 
-def grpc_health_check(name: str, address: str, timeout_s: float) -> HealthCheck:
-    """SERVING from the service's grpc.health.v1 means ready."""
+def grpc_health_check(name: str, address: str, timeout_s: float,
+                      credentials: MeshCredentials) -> HealthCheck:
+    """SERVING from the service's grpc.health.v1 (asked over the mesh's mTLS) means ready."""
 
     async def check() -> DependencyStatus:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with credentials.aio_channel(address) as channel:
             try:
                 resp = await health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
@@ -87,9 +89,10 @@ def ready_file_check(name: str, path: Path) -> HealthCheck:
 def mesh_checks(settings: GatewaySettings) -> list[HealthCheck]:
     """Every dependency `sidecar up` starts, from the shared settings."""
     t = settings.health_timeout_s
+    mesh = settings.mesh_credentials("gateway")
     checks = [
-        grpc_health_check("ingest", settings.ingest_address, t),
-        grpc_health_check("normalizer", settings.normalizer_address, t),
+        grpc_health_check("ingest", settings.ingest_address, t, mesh),
+        grpc_health_check("normalizer", settings.normalizer_address, t, mesh),
     ]
     if settings.health_ready_files:
         ready = settings.data_dir / "run" / "preprocess.ready"

@@ -27,6 +27,8 @@ from sidecar_app.runtime.embedded import (
     stop_process,
     with_volume_malloc,
 )
+from sidecar_core.security.mesh_tls import TLS_DIR, MeshCredentials, from_folder
+from sidecar_core.security.pki import ensure_mesh
 
 log = logging.getLogger("sidecar.up")
 
@@ -85,11 +87,18 @@ class Mesh:
         self.infra: list[subprocess.Popen] = []
         self.children: dict[str, subprocess.Popen] = {}
         self.env: dict[str, str] = {}
+        self.operator: MeshCredentials | None = None
         self.stopping = threading.Event()
 
     def start_infra(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         p = self.opts.ports
+        # The mesh CA and every service's certificate, made on first start, renewed when near
+        # expiry (services read them from DATA_DIR/tls; docs/deployment.md has the rest).
+        renewed = ensure_mesh(self.data_dir / TLS_DIR)
+        if renewed:
+            log.info("mesh certificates written: %s", ", ".join(renewed))
+        self.operator = from_folder(self.data_dir / TLS_DIR, "operator")
         db_url = os.environ.get("SIDECAR_DATABASE_URL", "")
         if not db_url:
             self.pg = EmbeddedPostgres(self.data_dir / "pg")
@@ -208,7 +217,8 @@ class Mesh:
         if port_key is None:
             ready = self.data_dir / "run" / f"{name}.ready"
             return ready.exists() and ready.read_text().strip() == str(self.children[name].pid)
-        channel = grpc.insecure_channel(f"127.0.0.1:{self.opts.ports[port_key]}")
+        assert self.operator is not None
+        channel = self.operator.channel(f"127.0.0.1:{self.opts.ports[port_key]}")
         try:
             stub = health_pb2_grpc.HealthStub(channel)
             resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)

@@ -1,4 +1,5 @@
-"""gRPC bootstrap: aio server with health, reflection, error mapping and graceful SIGTERM drain."""
+"""gRPC bootstrap: an aio server on mutual TLS with the mesh authorization, health, optional
+reflection, error mapping and graceful SIGTERM drain."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import functools
 import logging
 import signal
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -16,6 +17,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sidecar_core.errors import DomainError
+from sidecar_core.security.authz import AuthorizationInterceptor
+from sidecar_core.security.mesh_tls import MeshCredentials
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -110,15 +113,27 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
 
 
 class GrpcServer:
-    """One aio server; `register` adds servicers, `serve` runs until SIGTERM/SIGINT or stop."""
+    """One aio server; `register` adds servicers, `serve` runs until SIGTERM/SIGINT or stop.
 
-    def __init__(self, address: str, max_message_mb: int = 256) -> None:
+    It listens on TLS only and requires a client certificate signed by the mesh CA; the
+    `authorization` interceptor (default: the policy table, refusals only logged) runs before
+    every other interceptor. Reflection is served only when `reflection` is true
+    (SIDECAR_GRPC_REFLECTION=1), and then only to operators."""
+
+    def __init__(self, address: str, credentials: MeshCredentials, *,
+                 authorization: AuthorizationInterceptor | None = None,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                 reflection: bool = False, max_message_mb: int = 256) -> None:
         opts = [
             ("grpc.max_receive_message_length", max_message_mb * 1024 * 1024),
             ("grpc.max_send_message_length", max_message_mb * 1024 * 1024),
         ]
-        self.server = grpc.aio.server(options=opts)
+        self.server = grpc.aio.server(
+            options=opts,
+            interceptors=[authorization or AuthorizationInterceptor(), *interceptors])
         self.address = address
+        self.credentials = credentials
+        self.reflection = reflection
         self.health = (
             health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         )
@@ -136,10 +151,12 @@ class GrpcServer:
         self.service_names.extend(full_names)
 
     async def start(self) -> int:
-        reflection.enable_server_reflection(
-            [*self.service_names, reflection.SERVICE_NAME], self.server
-        )
-        self.port = self.server.add_insecure_port(self.address)
+        if self.reflection:
+            reflection.enable_server_reflection(
+                [*self.service_names, reflection.SERVICE_NAME], self.server
+            )
+        self.port = self.server.add_secure_port(self.address,
+                                                self.credentials.server_credentials())
         if self.port == 0:
             raise OSError(f"cannot bind gRPC server to {self.address}")
         await self.server.start()

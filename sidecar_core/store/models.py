@@ -475,3 +475,18 @@ class DerivedObject(Base):
     finding_count: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = _created()
+
+
+class MeshCredential(Base):
+    """A client certificate the embedded CA issued to an operator or a PACS adapter (a
+    service's own certificates are not listed). Revoked ones are refused by every server."""
+
+    __tablename__ = "mesh_credentials"
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    facility: Mapped[str] = mapped_column(String(64), default="")
+    issued_by: Mapped[str] = mapped_column(String(128), default="")
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    issued_at: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
