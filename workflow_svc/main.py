@@ -13,8 +13,8 @@ from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.observability import metrics
 from sidecar_core.registry import load_registry
-from sidecar_core.service import run_until_stopped
 from sidecar_core.security.enforcement import authorization
+from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters

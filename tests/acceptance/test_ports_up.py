@@ -53,7 +53,7 @@ def test_grpc_health_and_reflection_on_every_grpc_port(stack: Stack, port: str) 
 
 
 def test_grpc_health_of_an_unknown_service_is_not_found(stack: Stack) -> None:
-    with grpc.insecure_channel(stack.address("ingest")) as channel, \
+    with stack.channel("ingest") as channel, \
             pytest.raises(grpc.RpcError) as failed:
         health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=10)
