@@ -33,7 +33,8 @@ def install(data_dir: Path) -> Path:
     would have made), so services started on `data_dir` find them; returns that folder."""
     target = data_dir / "tls"
     if not (target / "ca.crt").exists():
-        shutil.copytree(folder(), target, dirs_exist_ok=True)
+        shutil.copytree(folder(), target, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".lock", "ca.key"))
     return target
 
 

@@ -99,6 +99,7 @@ async def review_env(db: Database, tmp_path: Path, *, nats_url: str = "",
     servicer.register(server, db)
     review_servicer.register(server, db, TOPOLOGY, limits)
     port = await server.start()
+    test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, object_store_dir=tmp_path / "objects",
                                workflow_address=f"127.0.0.1:{port}", token_secret=SECRET,
                                nats_url=nats_url, subject_prefix=TOPOLOGY.prefix,

@@ -133,7 +133,7 @@ async def test_example_findings_round_trip(example_target: str) -> None:
 @pytest.mark.parametrize("model", REFERENCE_MODELS)
 async def test_builtin_normalisers_pass_the_check_over_grpc(builtin_target: str,
                                                             model: str) -> None:
-    results = await run_checks(builtin_target, model)
+    results = await run_checks(builtin_target, model, credentials=test_pki.operator())
     failed = [r.line() for r in results if not r.passed]
     assert not failed, failed
     assert len(results) >= 8

@@ -63,6 +63,7 @@ async def doors(database_url: str, db: Database, tmp_path: Path) -> AsyncIterato
     operations_servicer.register(server, None, db, TOPOLOGY,  # type: ignore[arg-type]
                                  load_registry().names())
     port = await server.start()
+    test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, object_store_dir=tmp_path / "objects",
                                workflow_address=f"127.0.0.1:{port}", token_secret=SECRET,
                                nats_url="", revocation_cache_s=0)

@@ -78,6 +78,7 @@ async def gateway(db: Database, tmp_path: Path) -> AsyncIterator[Gateway]:
                     ViewportServicer(ViewportRenderer(db, store)),
                     [viewport_pb.DESCRIPTOR.services_by_name["ViewportService"].full_name])
     port = await server.start()
+    test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, object_store_dir=tmp_path / "objects",
                                workflow_address=f"127.0.0.1:{port}", token_secret=SECRET,
                                ingest_address=f"127.0.0.1:{port}",
@@ -342,6 +343,7 @@ async def test_healthz_reports_a_plugged_in_dependency(gateway: Gateway, tmp_pat
     async def nats() -> DependencyStatus:
         return DependencyStatus("nats", False, "not connected")
 
+    test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, token_secret=SECRET,
                                workflow_address=f"127.0.0.1:{gateway.server.port}")
     app = create_app(settings, health_checks=[nats])
@@ -394,6 +396,7 @@ def test_generated_secret_is_private_and_persistent(tmp_path: Path) -> None:
 @pytest.mark.integration
 async def test_run_serves_until_stopped(gateway: Gateway, tmp_path: Path) -> None:
     port = free_port()
+    test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, token_secret=SECRET, gateway_port=port,
                                workflow_address=f"127.0.0.1:{gateway.server.port}",
                                log_level="WARNING")

@@ -23,6 +23,7 @@ async def ingest(database_url: str, nats, tmp_path: Path):  # type: ignore[no-un
     from ingest_svc.settings import IngestSettings
 
     port = free_port()
+    test_pki.install(tmp_path)
     settings = IngestSettings(database_url=database_url, nats_url=nats.url, data_dir=tmp_path,
                               ingest_port=port, dicom_port=0, completion_poll_s=0.1)
     stop = asyncio.Event()

@@ -154,6 +154,7 @@ async def wado(database_url: str, nats: Any, tmp_path: Path) -> AsyncIterator[Wa
         workflow = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
         review_servicer.register(workflow, db, Topology())
         workflow_port = await workflow.start()
+        test_pki.install(tmp_path)
         settings = GatewaySettings(data_dir=tmp_path, token_secret=SECRET,
                                    ingest_address=f"127.0.0.1:{svc.grpc_port}",
                                    workflow_address=f"127.0.0.1:{workflow_port}",
