@@ -16,8 +16,8 @@ from sidecar_core.db import Database
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
-from sidecar_core.service import run_until_stopped
 from sidecar_core.security.enforcement import authorization
+from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 
 log = logging.getLogger(__name__)

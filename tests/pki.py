@@ -7,7 +7,9 @@ import atexit
 import functools
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -57,10 +59,13 @@ def adapter(facility: str, name: str = "test-adapter") -> MeshCredentials:
     return issue("adapter", name, facility)
 
 
-def aio_channel(address: str, as_: str = "gateway") -> grpc.aio.Channel:
+def aio_channel(address: str, as_: str = "gateway",
+                options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
     """An asyncio channel to `address` presenting service `as_`'s certificate."""
-    return service(as_).aio_channel(address)
+    return service(as_).aio_channel(address, options)
 
 
-def channel(address: str, as_: str = "operator") -> grpc.Channel:
-    return service(as_).channel(address)
+def channel(address: str, as_: str = "operator",
+            options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+    """A blocking channel to `address` presenting `as_`'s certificate (the operator's)."""
+    return service(as_).channel(address, options)

@@ -20,6 +20,7 @@ from sidecar_core.messaging.subjects import Topology
 from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
+from tests import pki as test_pki
 from tests.integration.test_workflow_queries import PASSWORD, Seeded, seed
 from workflow_svc.identity.sessions import LoginLimits
 from workflow_svc.review import servicer as review_servicer
@@ -94,7 +95,7 @@ async def review_env(db: Database, tmp_path: Path, *, nats_url: str = "",
                      limits: LoginLimits | None = None) -> AsyncIterator[ReviewEnv]:
     store = ObjectStore(tmp_path / "objects", fsync=False)
     seeded, finding_b = await seed_review(db, store)
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
     servicer.register(server, db)
     review_servicer.register(server, db, TOPOLOGY, limits)
     port = await server.start()

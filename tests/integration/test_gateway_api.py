@@ -30,6 +30,7 @@ from sidecar_core.display.viewports import ViewportRenderer
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.storage.objectstore import ObjectStore
+from tests import pki as test_pki
 from tests.integration.test_workflow_queries import PASSWORD, Seeded, seed
 from tests.servers import free_port
 from workflow_svc.review import servicer as review_servicer
@@ -70,7 +71,7 @@ class Gateway:
 async def gateway(db: Database, tmp_path: Path) -> AsyncIterator[Gateway]:
     store = ObjectStore(tmp_path / "objects", fsync=False)
     seeded = await seed(db, store)
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
     servicer.register(server, db)
     review_servicer.register(server, db, Topology("gwtest", "GWTEST"))
     server.register(viewport_grpc.add_ViewportServiceServicer_to_server,

@@ -12,6 +12,7 @@ import pytest
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from tests import pki as test_pki
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.servers import free_port
 
@@ -34,7 +35,7 @@ async def ingest(database_url: str, nats, tmp_path: Path):  # type: ignore[no-un
     )
     stop = asyncio.Event()
     task = asyncio.create_task(main.run(settings, stop))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = test_pki.aio_channel(f"127.0.0.1:{port}", "operator")
     await asyncio.wait_for(channel.channel_ready(), 20)
     yield pb_grpc.IngestServiceStub(channel)
     await channel.close()

@@ -22,6 +22,7 @@ from sidecar_core.messaging.subjects import Topology
 from sidecar_core.serving.grpc_server import GrpcServer, error_info
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
+from tests import pki as test_pki
 from workflow_svc.identity import users
 from workflow_svc.identity.access import Caller
 from workflow_svc.operations import facility_settings
@@ -266,10 +267,10 @@ async def test_users_authenticate_with_role_and_facility(db: Database, seeded: S
 
 @pytest.fixture()
 async def workflow_stub(db: Database) -> AsyncIterator[pb_grpc.WorkflowServiceStub]:
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
     servicer.register(server, db)
     port = await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = test_pki.aio_channel(f"127.0.0.1:{port}", "gateway")
     try:
         yield pb_grpc.WorkflowServiceStub(channel)
     finally:
@@ -304,11 +305,11 @@ async def test_removed_rpcs_are_gone_and_passwords_are_checked_only_by_login(
         db: Database, seeded: Seeded) -> None:
     """Contracts release 2: ListStudies, GetStudy, ListFindings and AuthenticateUser (a password
     check without the login rate limit) are not served; ReviewService.Login is the way in."""
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
     servicer.register(server, db)
     port = await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with test_pki.aio_channel(f"127.0.0.1:{port}", "gateway") as channel:
             for method in ("ListStudies", "GetStudy", "ListFindings", "AuthenticateUser"):
                 call = channel.unary_unary(f"/sidecar.workflow.v1.WorkflowService/{method}")
                 with pytest.raises(grpc.aio.AioRpcError) as exc:
