@@ -369,15 +369,16 @@ def test_tokens_round_trip_and_scope() -> None:
     me = tokens.verify(key, token, now=1059)
     assert (me.user_id, me.role, me.facilities, me.expires_at) == (
         "u1", "radiologist", ("fac-a",), 1060)
-    assert me.allowed_facilities() == ["fac-a"]
+    assert me.scope() == ("fac-a",) and not me.all_facilities
     with pytest.raises(ApiError, match="expired"):
         tokens.verify(key, token, now=1060)
     admin = tokens.issue(key, user_id="u2", username="a", role="admin", facilities=[], ttl_s=60)
-    assert tokens.verify(key, admin).allowed_facilities() == []
+    assert tokens.verify(key, admin).scope() is None  # every facility: the explicit fac_all
     unbound = tokens.issue(key, user_id="u3", username="r", role="radiologist", facilities=[],
                          ttl_s=60)
-    with pytest.raises(ApiError) as exc:  # never widened to "all facilities"
-        tokens.verify(key, unbound).allowed_facilities()
+    assert tokens.verify(key, unbound).scope() == ()  # never widened to "all facilities"
+    with pytest.raises(ApiError) as exc:
+        tokens.require_scope(tokens.verify(key, unbound))
     assert exc.value.status == 403
 
 
