@@ -126,7 +126,7 @@ class UserAuthInterceptor(grpc.aio.ServerInterceptor):
             return None
         return _wrap(handler, handler_call_details.method, self._check)
 
-    async def authenticate(self, method: str, context: grpc.aio.ServicerContext
+    async def user_of(self, method: str, context: grpc.aio.ServicerContext
                            ) -> Principal | None:
         """The user of this call (None where the method is not done for one); raises
         Unauthenticated or PermissionDenied."""
@@ -150,7 +150,7 @@ class UserAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def _check(self, method: str, context: grpc.aio.ServicerContext) -> None:
         try:
-            user = await self.authenticate(method, context)
+            user = await self.user_of(method, context)
         except (Unauthenticated, PermissionDenied) as exc:
             await self._reject(method, context, exc)
             return

@@ -24,10 +24,11 @@ from review_gateway.auth import tokens
 from review_gateway.errors import ApiError
 from review_gateway.health.checks import DependencyStatus
 from review_gateway.main import run
-from review_gateway.settings import GatewaySettings, load_or_create_secret
+from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
 from sidecar_core.display.viewports import ViewportRenderer
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security.session_tokens import load_or_create_secret
 from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.storage.objectstore import ObjectStore
 from tests import pki as test_pki
