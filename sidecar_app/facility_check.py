@@ -38,7 +38,6 @@ SMALL: dict[str, dict[str, Any]] = {
 FINAL = {"ready_for_review", "ineligible", "preprocess_failed", "ai_failed"}
 # The check reads the study as the review app does (ReviewService), as an operator who sees
 # every facility and shadow-mode findings.
-CALLER = rv_pb.Caller(username="facility-check", role="admin")
 
 
 @dataclass
@@ -165,12 +164,12 @@ def _wait_final(review: rv_grpc.ReviewServiceStub, facility: str, uid: str,
     while time.monotonic() < deadline:
         if not study_id:
             listed = review.ListWorklist(rv_pb.ListWorklistRequest(
-                caller=CALLER, facility=facility, page_size=500), timeout=30)
+                facility=facility, page_size=500), timeout=30)
             study_id = next((s.study.study_id for s in listed.studies
                              if s.study.study_instance_uid == uid), "")
         if study_id:
             reply = review.GetStudyDetail(rv_pb.GetStudyDetailRequest(
-                caller=CALLER, study_id=study_id), timeout=30)
+                study_id=study_id), timeout=30)
             if reply.study.study.state in FINAL:
                 return reply
         time.sleep(0.5)
@@ -224,7 +223,7 @@ def _check_study(kind: str, facility: Facility, targets: Targets, dimse: bool, f
             else:
                 report.line("FAIL", f"model {model}", "no result recorded")
         findings = review.ListReviewFindings(rv_pb.ListReviewFindingsRequest(
-            caller=CALLER, study_id=study.study_id, include_hidden=True), timeout=30).findings
+            study_id=study.study_id, include_hidden=True), timeout=30).findings
         visible = sum(f.state.visible for f in findings)
         if facility.shadow_mode:
             report.line("PASS" if findings else "FAIL", "findings",

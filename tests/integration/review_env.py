@@ -17,6 +17,8 @@ from review_gateway.app import create_app
 from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security.session_tokens import KeySet
+from sidecar_core.security.user_auth import user_authentication
 from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
@@ -95,7 +97,8 @@ async def review_env(db: Database, tmp_path: Path, *, nats_url: str = "",
                      limits: LoginLimits | None = None) -> AsyncIterator[ReviewEnv]:
     store = ObjectStore(tmp_path / "objects", fsync=False)
     seeded, finding_b = await seed_review(db, store)
-    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"), interceptors=[
+        user_authentication(db, TOPOLOGY, "workflow_svc", KeySet(SECRET.encode()), 0)])
     servicer.register(server, db)
     review_servicer.register(server, db, TOPOLOGY, limits)
     port = await server.start()

@@ -24,10 +24,11 @@ from review_gateway.auth import tokens
 from review_gateway.errors import ApiError
 from review_gateway.health.checks import DependencyStatus
 from review_gateway.main import run
-from review_gateway.settings import GatewaySettings, load_or_create_secret
+from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
 from sidecar_core.display.viewports import ViewportRenderer
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security.session_tokens import load_or_create_secret
 from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.storage.objectstore import ObjectStore
 from tests import pki as test_pki
@@ -371,15 +372,16 @@ def test_tokens_round_trip_and_scope() -> None:
     me = tokens.verify(key, token, now=1059)
     assert (me.user_id, me.role, me.facilities, me.expires_at) == (
         "u1", "radiologist", ("fac-a",), 1060)
-    assert me.allowed_facilities() == ["fac-a"]
+    assert me.scope() == ("fac-a",) and not me.all_facilities
     with pytest.raises(ApiError, match="expired"):
         tokens.verify(key, token, now=1060)
     admin = tokens.issue(key, user_id="u2", username="a", role="admin", facilities=[], ttl_s=60)
-    assert tokens.verify(key, admin).allowed_facilities() == []
+    assert tokens.verify(key, admin).scope() is None  # every facility: the explicit fac_all
     unbound = tokens.issue(key, user_id="u3", username="r", role="radiologist", facilities=[],
                          ttl_s=60)
-    with pytest.raises(ApiError) as exc:  # never widened to "all facilities"
-        tokens.verify(key, unbound).allowed_facilities()
+    assert tokens.verify(key, unbound).scope() == ()  # never widened to "all facilities"
+    with pytest.raises(ApiError) as exc:
+        tokens.require_scope(tokens.verify(key, unbound))
     assert exc.value.status == 403
 
 
