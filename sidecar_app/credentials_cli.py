@@ -26,7 +26,9 @@ def client_credentials(args: argparse.Namespace) -> MeshCredentials:
     """--credentials DIR, else DATA_DIR/tls/operator.{crt,key} (made by `sidecar up`)."""
     try:
         if getattr(args, "credentials", None):
-            return from_folder(args.credentials)
+            folder = Path(args.credentials)
+            # a data dir's tls folder holds every service's: the operator's is the one to use
+            return from_folder(folder, "operator" if (folder / "operator.crt").exists() else None)
         data_dir = Path(getattr(args, "data_dir", None) or ".data")
         folder = data_dir / TLS_DIR
         if not (folder / "operator.crt").exists():

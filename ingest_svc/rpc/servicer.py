@@ -17,6 +17,7 @@ from sidecar_core.errors import InvalidArgument, PermissionDenied
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.security.authz import current_peer
 from sidecar_core.security.enforcement import DENIED_EVENT
+from sidecar_core.security.user_auth import current_user
 from sidecar_core.serving import idempotency
 from sidecar_core.serving.grpc_server import handle_errors
 
@@ -57,23 +58,33 @@ class IngestServicer(QueryMethods, pb_grpc.IngestServiceServicer):
         self.topology = topology or receiver.topology
 
     async def _facility(self, named: str, method: str, where: str = "the request") -> str:
-        """The facility a request acts on: a PACS adapter's comes from its certificate (naming
-        another is PERMISSION_DENIED, audited); an operator must name one."""
+        """The facility a request acts on: a PACS adapter's comes from its certificate; the
+        gateway's (STOW-RS) must be one its verified user sees. Another is PERMISSION_DENIED,
+        audited. An operator must name one."""
         peer = current_peer()
         if peer is not None and peer.kind == "adapter":
             if named and named != peer.facility:
-                async with self.receiver.db.unit_of_work() as s:
-                    await audit.record(s, self.topology, DENIED_EVENT, "ingest_svc", context={
-                        "method": method, "identity": peer.uri, "facility": named[:64],
-                        "reason": "facility outside the adapter's certificate"})
-                raise PermissionDenied(
-                    "FACILITY_NOT_ALLOWED", f"{peer} may not send for facility {named[:64]!r}",
-                    facility=named[:64])
+                await self._deny(method, peer.uri, named, "facility outside the adapter's "
+                                 "certificate", f"{peer} may not send for facility")
             return peer.facility
         if not named:
             raise InvalidArgument("MISSING_FACILITY", "facility is required" if where ==
                                   "the request" else f"{where} must name the facility")
+        user = current_user()
+        if user is not None and not user.sees(named):
+            await self._deny(method, peer.uri if peer else "", named,
+                             "facility outside the user's scope",
+                             f"user {user.username} may not store into facility")
         return named
+
+    async def _deny(self, method: str, identity: str, named: str, reason: str,
+                    message: str) -> None:
+        async with self.receiver.db.unit_of_work() as s:
+            await audit.record(s, self.topology, DENIED_EVENT, "ingest_svc", context={
+                "method": method, "identity": identity, "facility": named[:64],
+                "reason": reason})
+        raise PermissionDenied("FACILITY_NOT_ALLOWED", f"{message} {named[:64]!r}",
+                               facility=named[:64])
 
     @handle_errors
     async def UploadInstances(

@@ -86,9 +86,20 @@ def operator_user(identity: Identity) -> Principal:
                      facilities=(), expires_at=0, all_facilities=True)
 
 
-def for_a_user(full_method: str) -> bool:
+# What the gateway calls for no user: it authenticates people through these. Anything else the
+# gateway calls (STOW-RS's IngestInstances included) is done for the user it serves.
+GATEWAY_NOT_FOR_A_USER: Mapping[str, frozenset[str]] = {
+    "grpc.health.v1.Health": frozenset({"*"}),
+    _W + "ReviewService": frozenset({"Login", "CheckSession"}),
+}
+
+
+def for_a_user(full_method: str, peer: Identity | None = None) -> bool:
+    """Whether `full_method`, called by `peer`, is done for a user (and needs their token)."""
     service, method = policy.split_method(full_method)
-    exempt = NOT_FOR_A_USER.get(service, frozenset())
+    table = GATEWAY_NOT_FOR_A_USER if peer is not None and peer.principal == policy.GATEWAY \
+        else NOT_FOR_A_USER
+    exempt = table.get(service, frozenset())
     return not ("*" in exempt or method in exempt)
 
 
@@ -130,9 +141,9 @@ class UserAuthInterceptor(grpc.aio.ServerInterceptor):
                            ) -> Principal | None:
         """The user of this call (None where the method is not done for one); raises
         Unauthenticated or PermissionDenied."""
-        if not for_a_user(method):
-            return None
         peer = current_peer()
+        if not for_a_user(method, peer):
+            return None
         if peer is not None and peer.kind == "operator":
             return operator_user(peer)
         header = ""

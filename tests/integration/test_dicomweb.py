@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
-from review_gateway.auth import tokens
+from review_gateway.auth import forwarding, tokens
 from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.dicomweb.stow import split_multipart, split_request
 from review_gateway.errors import ApiError
@@ -41,8 +41,10 @@ def token(role: str = "radiologist", facilities: tuple[str, ...] = ("north",)) -
                       facilities=list(facilities), ttl_s=3600)
 
 
-def principal(request: Request) -> tokens.Principal:
-    return tokens.verify(KEY, tokens.bearer_token(request.headers.get("Authorization")))
+async def principal(request: Request) -> tokens.Principal:
+    me = tokens.verify(KEY, tokens.bearer_token(request.headers.get("Authorization")))
+    forwarding.forward(me)  # as the gateway's SessionAuth does: ingest verifies it again
+    return me
 
 
 @dataclass
@@ -77,7 +79,8 @@ def make_app(grpc_port: int) -> FastAPI:
 
     def stub() -> pb_grpc.IngestServiceStub:  # created lazily inside uvicorn's event loop
         if not channel:
-            channel.append(test_pki.aio_channel(f"127.0.0.1:{grpc_port}", "gateway"))
+            channel.append(forwarding.channel(test_pki.service("gateway"),
+                                              f"127.0.0.1:{grpc_port}"))
         return pb_grpc.IngestServiceStub(channel[0])
 
     @app.exception_handler(ApiError)
@@ -92,7 +95,8 @@ def make_app(grpc_port: int) -> FastAPI:
 async def web(database_url: str, nats: Any, tmp_path: Path) -> AsyncIterator[Web]:
     for name in ("north", "south"):
         add_facility(database_url, name)
-    async with running_ingest(database_url, nats, tmp_path, dicom_port=0) as svc:
+    async with running_ingest(database_url, nats, tmp_path, dicom_port=0,
+                              token_secret=KEY.decode()) as svc:
         with serve(make_app(svc.grpc_port)) as url:
             yield Web(url + "/dicomweb", svc)
 

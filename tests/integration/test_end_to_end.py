@@ -144,6 +144,7 @@ def test_chest_ct_end_to_end(tmp_path: Path) -> None:
                 "--target",
                 f"127.0.0.1:{ports['ingest']}",
                 "--complete",
+                *admin,  # the operator credential `sidecar up` made in that data dir
             ],
             capture_output=True,
             text=True,

@@ -28,7 +28,8 @@ from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
 from sidecar_core.display.viewports import ViewportRenderer
 from sidecar_core.messaging.subjects import Topology
-from sidecar_core.security.session_tokens import load_or_create_secret
+from sidecar_core.security.session_tokens import KeySet, load_or_create_secret
+from sidecar_core.security.user_auth import user_authentication
 from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.storage.objectstore import ObjectStore
 from tests import pki as test_pki
@@ -72,7 +73,9 @@ class Gateway:
 async def gateway(db: Database, tmp_path: Path) -> AsyncIterator[Gateway]:
     store = ObjectStore(tmp_path / "objects", fsync=False)
     seeded = await seed(db, store)
-    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"), interceptors=[
+        user_authentication(db, Topology("gwtest", "GWTEST"), "workflow_svc",
+                            KeySet(SECRET.encode()), 0)])
     servicer.register(server, db)
     review_servicer.register(server, db, Topology("gwtest", "GWTEST"))
     server.register(viewport_grpc.add_ViewportServiceServicer_to_server,
@@ -387,10 +390,10 @@ def test_tokens_round_trip_and_scope() -> None:
 
 def test_generated_secret_is_private_and_persistent(tmp_path: Path) -> None:
     settings = GatewaySettings(data_dir=tmp_path / "data", token_secret="")
-    key = settings.signing_key()
+    key = settings.key_set().current
     path = tmp_path / "data" / "gateway-secret"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(key) >= 32
-    assert GatewaySettings(data_dir=tmp_path / "data").signing_key() == key
+    assert GatewaySettings(data_dir=tmp_path / "data").key_set().current == key
     assert load_or_create_secret(path) == key
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp")]
 

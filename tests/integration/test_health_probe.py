@@ -21,6 +21,12 @@ from tests import pki as test_pki
 MODULE = "sidecar_core.serving.health_probe"
 
 
+@pytest.fixture(autouse=True)
+def mesh_certificates(tmp_path: Path) -> Path:
+    """DATA_DIR/tls in tmp_path, from the tests' CA, as `sidecar up` would have made it."""
+    return test_pki.install(tmp_path)
+
+
 @pytest.fixture()
 async def server() -> AsyncIterator[GrpcServer]:
     srv = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))

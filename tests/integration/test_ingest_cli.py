@@ -19,6 +19,7 @@ from review_gateway.auth import tokens
 from sidecar_app import cli
 from sidecar_app import ingest_cli as client_cli
 from sidecar_core.db import Database
+from tests import pki as test_pki
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.integration.test_dicomweb import KEY, make_app, serve
 from tests.integration.test_dimse import Ingest, running_ingest
@@ -35,7 +36,8 @@ class Login(BaseModel):
 @pytest.fixture()
 async def ingest(database_url: str, nats: Any, tmp_path: Path) -> AsyncIterator[Ingest]:
     add_facility(database_url, FACILITY, ae_title=AE_TITLE, quiet_period_s=3600)
-    async with running_ingest(database_url, nats, tmp_path / "svc") as svc:
+    async with running_ingest(database_url, nats, tmp_path / "svc",
+                              token_secret=KEY.decode()) as svc:
         yield svc
 
 
@@ -51,7 +53,8 @@ def study_folder(root: Path, n: int = 3) -> tuple[Path, str]:
 
 
 async def run_cli(*argv: str) -> int:
-    return await asyncio.to_thread(cli.main, ["ingest", *argv])
+    return await asyncio.to_thread(cli.main, ["ingest", *argv, "--credentials",
+                                              str(test_pki.folder())])
 
 
 async def test_dimse_then_grpc_resend(ingest: Ingest, tmp_path: Path,

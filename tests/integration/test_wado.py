@@ -138,9 +138,10 @@ async def wado(database_url: str, nats: Any, tmp_path: Path) -> AsyncIterator[Wa
     for name in ("north", "south"):
         add_facility(database_url, name, quiet_period_s=60)
     corpus = _corpus()
-    async with running_ingest(database_url, nats, tmp_path, dicom_port=0) as svc:
+    async with running_ingest(database_url, nats, tmp_path, dicom_port=0,
+                              token_secret=SECRET) as svc:
 
-        async with test_pki.aio_channel(f"127.0.0.1:{svc.grpc_port}", "gateway") as channel:
+        async with test_pki.aio_channel(f"127.0.0.1:{svc.grpc_port}", "operator") as channel:
             stub = ipb_grpc.IngestServiceStub(channel)
             for facility, datasets in (
                     ("north", [*corpus.ct, *corpus.files.values(), _second(corpus)]),
@@ -404,7 +405,7 @@ async def test_series_indexes_are_built_when_a_study_completes(wado: Wado) -> No
             return int(conn.execute(query, (c.study,)).fetchone()[0])  # type: ignore[index]
 
     assert indexed() == 0  # nothing asked for it, the study is still receiving
-    async with test_pki.aio_channel(f"127.0.0.1:{wado.grpc_port}", "gateway") as channel:
+    async with test_pki.aio_channel(f"127.0.0.1:{wado.grpc_port}", "operator") as channel:
         await ipb_grpc.IngestServiceStub(channel).CompleteStudy(ipb.CompleteStudyRequest(
             facility="north", study_instance_uid=c.study))
     for _ in range(300):

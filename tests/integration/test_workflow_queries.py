@@ -318,11 +318,12 @@ async def test_removed_rpcs_are_gone_and_passwords_are_checked_only_by_login(
         db: Database, seeded: Seeded) -> None:
     """Contracts release 2: ListStudies, GetStudy, ListFindings and AuthenticateUser (a password
     check without the login rate limit) are not served; ReviewService.Login is the way in."""
-    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"), interceptors=[
+        user_authentication(db, Topology(), "workflow_svc", TOKEN_KEYS, 0)])
     servicer.register(server, db)
     port = await server.start()
     try:
-        async with test_pki.aio_channel(f"127.0.0.1:{port}", "gateway") as channel:
+        async with test_pki.aio_channel(f"127.0.0.1:{port}", "operator") as channel:
             for method in ("ListStudies", "GetStudy", "ListFindings", "AuthenticateUser"):
                 call = channel.unary_unary(f"/sidecar.workflow.v1.WorkflowService/{method}")
                 with pytest.raises(grpc.aio.AioRpcError) as exc:
