@@ -18,6 +18,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
+from protos.sidecar.normalizer.v1 import normalizer_service_pb2 as normalizer_pb
+from protos.sidecar.normalizer.v1 import normalizer_service_pb2_grpc as normalizer_grpc
 from protos.sidecar.workflow.v1 import operations_service_pb2 as ops_pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as ops_grpc
 from sidecar_core.security import pki
@@ -103,6 +105,20 @@ def test_a_service_certificate_is_refused_on_a_method_it_may_not_call(stack: Sta
             ingest_pb.IngestInstancesRequest(facility="sec_a"), timeout=10)
     assert failed.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert _denials(stack, "/sidecar.ingest.v1.IngestService/IngestInstances")
+
+
+def test_the_normalizer_contract_is_for_operators_only(stack: Stack) -> None:
+    """The gateway's certificate gets no answer from the in-mesh NormalizerService."""
+    request = normalizer_pb.DescribeNormalizerRequest()
+    with stack.credentials("gateway").channel(stack.address("normalizer")) as channel, \
+            pytest.raises(grpc.RpcError) as failed:
+        normalizer_grpc.NormalizerServiceStub(channel).DescribeNormalizer(request, timeout=10)
+    assert failed.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert _denials(stack, "/sidecar.normalizer.v1.NormalizerService/DescribeNormalizer")
+    with stack.channel("normalizer") as channel:  # the operator's: answered
+        reply = normalizer_grpc.NormalizerServiceStub(channel).DescribeNormalizer(
+            request, timeout=10)
+    assert reply.model_names
 
 
 def test_reflection_is_off_by_default(stack: Stack) -> None:
