@@ -28,8 +28,8 @@ from sidecar_core.db import Database
 from sidecar_core.display.viewports import ViewportRenderer
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
-from sidecar_core.service import run_until_stopped
 from sidecar_core.security.enforcement import authorization
+from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     topology = settings.topology()
     db = Database(settings.database_url, pool_size=4)
     bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc",
+                            auth=settings.nats_auth("ingest"),
                             replicas=settings.nats_stream_replicas)
     spool = AuditSpool(settings.data_dir / "audit-spool" / "ingest_svc")
     refused = RefusedStudies()  # studies whose sender retries after our storage failure
@@ -76,7 +77,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     viewports = ViewportServicer(ViewportRenderer(db, receiver.objects))
     server.register(viewport_grpc.add_ViewportServiceServicer_to_server, viewports,
                     [viewport_pb.DESCRIPTOR.services_by_name["ViewportService"].full_name])
-    relay = OutboxRelay(db, bus)
+    relay = OutboxRelay.of_user(db, bus, "ingest")
     # Ready means warm: first queries, header parsing and the workers' connections are paid
     # for before any port accepts an object (as a readiness probe would expect).
     await receiver.warm_up()

@@ -16,8 +16,8 @@ from sidecar_core.db import Database
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
-from sidecar_core.service import run_until_stopped
 from sidecar_core.security.enforcement import authorization
+from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="normalizer_svc",
+                            auth=settings.nats_auth("normalizer"),
                             replicas=settings.nats_stream_replicas)
     triton = TritonClient(settings.triton_url)
     breakers = CircuitBreakers(
@@ -63,7 +64,7 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     )
     await run_until_stopped(
         "normalizer_svc", stop, server=server,
-        loops=[OutboxRelay(db, bus).run(stop),
+        loops=[OutboxRelay.of_user(db, bus, "normalizer").run(stop),
                bus.consume(topology.ai_run_jobs(), worker.handle, stop)],
         closers=[triton.close, bus.close, db.close])
 

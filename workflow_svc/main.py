@@ -13,8 +13,8 @@ from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.observability import metrics
 from sidecar_core.registry import load_registry
-from sidecar_core.service import run_until_stopped
 from sidecar_core.security.enforcement import authorization
+from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
@@ -36,6 +36,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc",
+                            auth=settings.nats_auth("workflow"),
                             replicas=settings.nats_stream_replicas)
     server = GrpcServer(f"{settings.workflow_host}:{settings.workflow_port}",
                         settings.mesh_credentials("workflow"),
@@ -55,7 +56,8 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     streams = [spec.name for spec in topology.streams]
     await run_until_stopped(
         "workflow_svc", stop, server=server,
-        loops=[OutboxRelay(db, bus).run(stop), metrics.poll_consumers(bus.js, streams, stop),
+        loops=[OutboxRelay.of_user(db, bus, "workflow").run(stop),
+               metrics.poll_consumers(bus.js, streams, stop),
                bus.consume(topology.workflow_events(), pipeline.handle, stop),
                bus.consume(topology.handoff_jobs(), HandoffWorker(db, topology).handle, stop),
                bus.consume(topology.export_jobs(), ExportWorker(
