@@ -149,3 +149,82 @@ def write_server_config(data_dir: Path, topology: Topology, *, port: int, store:
     _write_private(path, server_config(topology, users, port=port, store=store,
                                        tls_dir=tls_dir or data_dir / TLS_DIR).encode())
     return path
+
+
+# ---- external NATS (deploy/) -------------------------------------------------------------------
+
+DEPLOY_USERS_CONF = "deploy/nats/sidecar-users.conf"
+DEPLOY_USERS_CONFIGMAP = "deploy/k8s/nats-users.yaml"
+_GENERATED = ("# Generated from sidecar_core/messaging/permissions.py by `make nats-permissions`; "
+              "do not edit.")
+
+
+def nkey_variable(user: str) -> str:
+    """The environment variable of nats-server that holds `user`'s public nkey."""
+    return f"$SIDECAR_NKEY_{user.upper()}"
+
+
+def deploy_users_conf(topology: Topology | None = None) -> str:
+    """The permission table for an external nats-server (`include` it): the users' public
+    nkeys come from the server's environment (SIDECAR_NKEY_<USER>)."""
+    users = {user: nkey_variable(user) for user in permissions.USERS}
+    return (f"{_GENERATED}\n# Users' public nkeys: the server's environment "
+            "SIDECAR_NKEY_<USER> (`python -m sidecar_core.messaging.nats_auth keys DIR`).\n"
+            + permissions.authorization(topology or Topology(), users))
+
+
+def deploy_users_configmap(topology: Topology | None = None) -> str:
+    body = "".join(f"    {line}\n" if line else "\n"
+                   for line in deploy_users_conf(topology).splitlines())
+    return (f"{_GENERATED}\n"
+            "# The bus's users and permissions, included by nats.conf (nats.yaml).\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nats-users\n"
+            "  namespace: radiology-sidecar\n  labels:\n    app.kubernetes.io/name: nats\n"
+            "data:\n  sidecar-users.conf: |\n" + body)
+
+
+def deploy_files() -> dict[str, str]:
+    """deploy/ path → content of every generated file."""
+    return {DEPLOY_USERS_CONF: deploy_users_conf(),
+            DEPLOY_USERS_CONFIGMAP: deploy_users_configmap()}
+
+
+def write_keys(folder: Path) -> dict[str, str]:
+    """A seed per user in `folder` (kept if present); returns user → public key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    out = {}
+    for user in permissions.USERS:
+        path = folder / f"{user}.nk"
+        if not path.exists():
+            _write_private(path, new_seed() + b"\n")
+        out[user] = public_key(path.read_bytes())
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`deploy [ROOT]`: rewrites the generated deploy/ files; `keys DIR`: a seed per user in
+    DIR (give each process its own as SIDECAR_NATS_CREDS) and the public keys as the
+    SIDECAR_NKEY_<USER> lines of nats-server's environment."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sidecar_core.messaging.nats_auth")
+    sub = parser.add_subparsers(dest="command", required=True)
+    deploy = sub.add_parser("deploy", help="write the permission table into deploy/")
+    deploy.add_argument("root", nargs="?", type=Path, default=Path("."))
+    keys = sub.add_parser("keys", help="make each user's nkey seed in DIR")
+    keys.add_argument("dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "deploy":
+        for relative, text in deploy_files().items():
+            path = args.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(path)
+    else:
+        for user, key in write_keys(args.dir).items():
+            print(f"{nkey_variable(user)[1:]}={key}")
+
+
+if __name__ == "__main__":
+    main()

@@ -208,4 +208,5 @@ def authorization(topology: Topology, users: Mapping[str, str]) -> str:
 def _allow(subjects: tuple[str, ...]) -> str:
     if not subjects:
         return '{deny: [">"]}'
-    return "{allow: " + json.dumps(list(subjects)) + "}"
+    listed = json.dumps(list(subjects), indent=2).replace("\n", "\n      ")
+    return "{allow: " + listed + "}"
