@@ -1,11 +1,14 @@
 # syntax=docker/dockerfile:1
 # One Dockerfile, two images:
 #   docker build --target sidecar -t radiology-sidecar:0.1.0 .       every sidecar service
-#   docker build --target triton  -t radiology-sidecar-triton:0.1.0 . Triton + the model repository
+#   docker build --target triton  -t radiology-sidecar-triton:0.1.0-25.07 . Triton 25.07 + models
 # The service an image runs is its command (see deploy/compose.yaml, deploy/k8s/).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+# 25.07 or later: NVIDIA's Triton security bulletin of August 2025 (CVE-2025-23319, -23320,
+# -23334: the Python backend, which the reference models use, could be driven by a remote
+# unauthenticated request to disclose or corrupt memory and run code) is fixed from r25.07 on.
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.07-py3
 
 # ---- build: wheels of the project and its dependencies ------------------------------------
 FROM ${PYTHON_IMAGE} AS build
@@ -44,7 +47,9 @@ CMD ["python", "-m", "workflow_svc.main"]
 
 # ---- triton: NVIDIA Triton with the reference models (python backend, numpy < 2) ----------
 FROM ${TRITON_IMAGE} AS triton
-RUN pip install --no-cache-dir "numpy>=1.24,<2"
+# 25.x images are Ubuntu 24.04: should its Python be marked externally managed (PEP 668),
+# pip needs this; harmless otherwise.
+RUN PIP_BREAK_SYSTEM_PACKAGES=1 pip install --no-cache-dir "numpy>=1.24,<2"
 COPY deploy/triton/models /models
 EXPOSE 8000 8001 8002
 CMD ["tritonserver", "--model-repository=/models", "--allow-gpu-metrics=true"]

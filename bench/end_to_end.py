@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import grpc
 import httpx
 import numpy as np
 import pydicom
@@ -269,7 +268,7 @@ def main() -> None:
         print(f"setup (study, sidecar up ready, facilities): {time.perf_counter() - t0:.1f} s")
         triton_url = stack.runtime()["triton_url"]
         own_triton = triton_url == stack.address("triton")
-        channel = grpc.insecure_channel(stack.address("ingest"), options=[
+        channel = stack.channel("ingest", options=[
             ("grpc.max_send_message_length", MAX_MESSAGE),
             ("grpc.max_receive_message_length", MAX_MESSAGE)])
         ingest = pb_grpc.IngestServiceStub(channel)

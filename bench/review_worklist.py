@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
 import statistics
 import sys
@@ -37,6 +38,7 @@ from bench.stack import add_arguments, sidecar_up  # noqa: E402
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb  # noqa: E402
 from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc  # noqa: E402
 from sidecar_core.db import Database  # noqa: E402
+from sidecar_core.security import session_tokens  # noqa: E402
 from sidecar_core.store import models as m  # noqa: E402
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -93,28 +95,33 @@ async def timed(call: Any, request: Any, repeats: int) -> float:
 
 
 async def measure(database_url: str, address: str, names: list[str], studies: int,
-                  repeats: int) -> None:
+                  repeats: int, data_dir: Path) -> None:
     db = Database(database_url)
     try:
         await seed(db, studies, names)
     finally:
         await db.close()
-    admin = rpb.Caller(username="admin", role="admin")
-    rad = rpb.Caller(username="rad", role="radiologist", facilities=[names[0]])
+    # The users' session tokens, signed with the stack's token key (as its gateway would).
+    keys = session_tokens.load_key_set(data_dir)
+    admin = session_tokens.metadata(session_tokens.issue(
+        keys, user_id=str(uuid.uuid4()), username="admin", role="admin", facilities=[],
+        ttl_s=3600))
+    rad = session_tokens.metadata(session_tokens.issue(
+        keys, user_id=str(uuid.uuid4()), username="rad", role="radiologist",
+        facilities=[names[0]], ttl_s=3600))
     async with grpc.aio.insecure_channel(address) as channel:
         worklist = rpb_grpc.ReviewServiceStub(channel).ListWorklist
         results = []
-        for name, request in [
-            ("ListWorklist (received, newest)", rpb.ListWorklistRequest(
-                caller=admin, page_size=50)),
-            ("ListWorklist sort=-max_confidence", rpb.ListWorklistRequest(
-                caller=admin, page_size=50, sort="-max_confidence")),
-            ("ListWorklist ai_status=findings", rpb.ListWorklistRequest(
-                caller=admin, page_size=50, ai_status="findings")),
-            ("ListWorklist as a radiologist", rpb.ListWorklistRequest(
-                caller=rad, page_size=50)),
+        for name, user, request in [
+            ("ListWorklist (received, newest)", admin, rpb.ListWorklistRequest(page_size=50)),
+            ("ListWorklist sort=-max_confidence", admin, rpb.ListWorklistRequest(
+                page_size=50, sort="-max_confidence")),
+            ("ListWorklist ai_status=findings", admin, rpb.ListWorklistRequest(
+                page_size=50, ai_status="findings")),
+            ("ListWorklist as a radiologist", rad, rpb.ListWorklistRequest(page_size=50)),
         ]:
-            results.append((name, await timed(worklist, request, repeats)))
+            results.append((name, await timed(functools.partial(worklist, metadata=user),
+                                              request, repeats)))
     # The baseline: the worklist's plainest page (newest first, no filter), measured in this run.
     base = results[0][1]
     print(f"{studies} studies, page of 50, median of {repeats} "
@@ -134,7 +141,7 @@ def main() -> int:
     with sidecar_up(args.stack) as stack:
         names = [stack.add_facility("worklist"), stack.add_facility("worklist")]
         asyncio.run(measure(stack.runtime()["database_url"], stack.address("workflow"), names,
-                            args.studies, args.repeats))
+                            args.studies, args.repeats, stack.data_dir))
     return 0
 
 

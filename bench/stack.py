@@ -22,11 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import grpc
+
+from sidecar_core.security.mesh_tls import TLS_DIR, MeshCredentials, from_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 # The installed console script when there is one (`.venv/bin/sidecar`), as a user runs it.
@@ -82,6 +86,15 @@ class Stack:
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.ports[name]}"
+
+    def credentials(self, name: str = "operator") -> MeshCredentials:
+        """The mesh credentials `sidecar up` made in DATA_DIR/tls (the operator's by default)."""
+        return from_folder(self.data_dir / TLS_DIR, name)
+
+    def channel(self, service: str, options: Sequence[tuple[str, Any]] = (),
+                as_: str = "operator") -> grpc.Channel:
+        """A blocking mTLS channel to one gRPC service of the stack."""
+        return self.credentials(as_).channel(self.address(service), options)
 
     def runtime(self) -> dict[str, Any]:
         """What `sidecar up` wrote to DATA_DIR/runtime.json (ports, database URL, pid)."""

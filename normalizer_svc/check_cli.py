@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from normalizer_svc.conformance import CASES, run_checks
+from sidecar_core.security.mesh_tls import from_folder
 
 
 def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
@@ -18,12 +20,21 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     parser.add_argument("target", metavar="HOST:PORT")
     parser.add_argument("--model", required=True, help=f"model name ({', '.join(CASES)})")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    parser.add_argument("--credentials", type=Path, default=None, metavar="DIR",
+                        help="mutual TLS with ca.crt and one client certificate in DIR (a "
+                        "grpcs:// normaliser, or the sidecar's own: DATA_DIR/tls with the "
+                        "operator's); default: plaintext")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs the checks, prints one PASS/FAIL line each; 0 when all pass, 1 otherwise."""
-    results = asyncio.run(run_checks(args.target, args.model, args.timeout))
+    credentials = None
+    if args.credentials is not None:
+        folder = args.credentials
+        credentials = (from_folder(folder, "operator") if (folder / "operator.crt").exists()
+                       else from_folder(folder))
+    results = asyncio.run(run_checks(args.target, args.model, args.timeout, credentials))
     for result in results:
         print(result.line(), flush=True)
     failed = sum(not r.passed for r in results)

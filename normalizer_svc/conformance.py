@@ -17,6 +17,7 @@ from normalizer_svc.geometry import has_geometry, patient_to_voxel
 from normalizer_svc.validation import InvalidResult, validate_findings
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2 as npb
+from sidecar_core.security.mesh_tls import MeshCredentials
 
 SERIES_UID = "2.25.314159265358979323846264338327950288"
 STUDY = common_pb2.StudyKey(facility="conformance", accession="CHECK1",
@@ -138,14 +139,17 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
-async def run_checks(target: str, model: str, timeout_s: float = 30.0) -> list[CheckResult]:
-    """Every check against the normaliser at `target` for `model`, in order."""
+async def run_checks(target: str, model: str, timeout_s: float = 30.0,
+                     credentials: MeshCredentials | None = None) -> list[CheckResult]:
+    """Every check against the normaliser at `target` for `model`, in order (over mutual TLS
+    with `credentials` when given)."""
     if model not in CASES:
         return [CheckResult("synthetic cases", False, f"no synthetic cases for model {model!r} "
                             f"(known: {', '.join(CASES)})")]
     case = CASES[model]()
     results: list[CheckResult] = []
-    async with ExternalNormaliser(target, timeout_s=timeout_s, study=STUDY) as client:
+    async with ExternalNormaliser(target, timeout_s=timeout_s, study=STUDY,
+                                  credentials=credentials) as client:
         results.append(await _describe(client, model))
         if results[-1].detail.startswith(f"normaliser at {target}: DescribeNormalizer UNAVAILABLE"):
             return results  # nothing listens there: the other checks would only repeat it

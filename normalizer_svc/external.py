@@ -20,6 +20,7 @@ from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2 as npb
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2_grpc as npb_grpc
 from sidecar_core.errors import PermanentError, TransientError
+from sidecar_core.security.mesh_tls import MeshCredentials
 from sidecar_core.serving.grpc_server import error_info
 
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -44,16 +45,21 @@ class ExternalNormaliser:
     """Normalises through a NormalizerService at `target` (host:port)."""
 
     def __init__(self, target: str, timeout_s: float = 30.0,
-                 study: common_pb2.StudyKey | None = None) -> None:
+                 study: common_pb2.StudyKey | None = None,
+                 credentials: MeshCredentials | None = None) -> None:
+        """`credentials`: mutual TLS with the mesh CA (a `grpcs://` registry entry, or the
+        in-mesh NormalizerService); None: plaintext (a `grpc://` model team's server)."""
         self.target = target
         self.timeout_s = timeout_s
         self.study = study
-        self._channel = grpc.aio.insecure_channel(target, options=[
+        options = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.initial_reconnect_backoff_ms", 500),
             ("grpc.max_reconnect_backoff_ms", 5000),
-        ])
+        ]
+        self._channel = (credentials.aio_channel(target, options) if credentials is not None
+                         else grpc.aio.insecure_channel(target, options=options))
         self._stub = npb_grpc.NormalizerServiceStub(self._channel)
 
     async def close(self) -> None:

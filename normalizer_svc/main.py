@@ -38,6 +38,7 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     retry = RetryPolicy(
         max_attempts=settings.inference_max_attempts, budget_s=settings.inference_budget_s
     )
+    mesh = settings.mesh_credentials("normalizer")
     worker = AiRunWorker(
         db,
         settings.object_store(),
@@ -46,12 +47,13 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
         triton,
         breakers,
         retry,
+        mesh=mesh,
     )
     builtins = {
         e.name: builtin_normaliser(e.builtin_name) for e in registry.models if e.builtin_name
     }
     server = GrpcServer(f"{settings.normalizer_host}:{settings.normalizer_port}",
-                        settings.mesh_credentials("normalizer"),
+                        mesh,
                         authorization=authorization(db, topology, "normalizer_svc"),
                         reflection=settings.grpc_reflection)
     add_to_server(

@@ -29,6 +29,7 @@ from sidecar_core.messaging.redelivery import record_if_redelivered
 from sidecar_core.messaging.subjects import AI_RUN_FINISHED, Topology
 from sidecar_core.observability import metrics
 from sidecar_core.registry import ModelEntry, Registry
+from sidecar_core.security.mesh_tls import MeshCredentials
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import AiRun, Asset, Series
 
@@ -48,6 +49,7 @@ class AiRunWorker:
         triton: Inferer,
         breakers: CircuitBreakers,
         retry: RetryPolicy,
+        mesh: MeshCredentials | None = None,
     ) -> None:
         self.db = db
         self.objects = objects
@@ -56,6 +58,7 @@ class AiRunWorker:
         self.triton = triton
         self.breakers = breakers
         self.retry = retry
+        self.mesh = mesh
         self._normalisers: dict[str, Normaliser] = {}
 
     def normaliser(self, entry: ModelEntry) -> Normaliser:
@@ -63,7 +66,9 @@ class AiRunWorker:
             if entry.builtin_name is not None:
                 self._normalisers[entry.name] = builtin_normaliser(entry.builtin_name)
             else:
-                self._normalisers[entry.name] = ExternalNormaliser(str(entry.grpc_target))
+                self._normalisers[entry.name] = ExternalNormaliser(
+                    str(entry.grpc_target),
+                    credentials=self.mesh if entry.grpc_tls else None)
         return self._normalisers[entry.name]
 
     async def handle(self, delivery: Delivery) -> None:

@@ -25,7 +25,7 @@ from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway.admin.analytics import analytics_router
 from review_gateway.admin.routes import admin_router
-from review_gateway.auth import tokens
+from review_gateway.auth import forwarding, tokens
 from review_gateway.auth.sessions import SessionAuth
 from review_gateway.clients import viewport as viewport_client
 from review_gateway.clients.review import ReviewClient
@@ -79,7 +79,8 @@ def create_app(settings: GatewaySettings,
                object_store: ObjectStore | None = None) -> FastAPI:
     """The gateway app; the workflow channel is opened on first use and closed at shutdown."""
     factory = workflow_channel_factory or (
-        lambda: settings.mesh_credentials("gateway").aio_channel(settings.workflow_address))
+        lambda: forwarding.channel(settings.mesh_credentials("gateway"),
+                                   settings.workflow_address))
     connection = WorkflowConnection(factory, settings.workflow_timeout_s)
     store = object_store or settings.object_store()
 
@@ -89,7 +90,8 @@ def create_app(settings: GatewaySettings,
         """Opened on first use, inside the server's event loop."""
         if not ingest_channel:
             ingest_channel.append(
-                settings.mesh_credentials("gateway").aio_channel(settings.ingest_address))
+                forwarding.channel(settings.mesh_credentials("gateway"),
+                                   settings.ingest_address))
         return ingest_grpc.IngestServiceStub(ingest_channel[0])
 
     @asynccontextmanager
@@ -187,8 +189,7 @@ def create_app(settings: GatewaySettings,
         page_token: str = Query(default="", max_length=2048),
     ) -> models.AuditList:
         reply = await client().list_audit_events(pb.ListAuditEventsRequest(
-            study_id=_uuid_arg(study_id, "study"), allowed_facilities=me.allowed_facilities(),
-            page_size=page_size, page_token=page_token))
+            study_id=_uuid_arg(study_id, "study"), page_size=page_size, page_token=page_token))
         return models.AuditList(events=[views.audit_json(e) for e in reply.events],
                                 next_page_token=reply.next_page_token)
 
@@ -223,16 +224,15 @@ def create_app(settings: GatewaySettings,
     async def get_asset(study_id: str, asset_id: str, me: tokens.Principal = Depends(principal),
                         if_none_match: str | None = Header(default=None)) -> Response:
         return await serve_asset(pb.GetAssetRequest(
-            study_id=_uuid_arg(study_id, "study"), asset_id=_uuid_arg(asset_id, "asset"),
-            allowed_facilities=me.allowed_facilities()), if_none_match)
+            study_id=_uuid_arg(study_id, "study"), asset_id=_uuid_arg(asset_id, "asset")),
+            if_none_match)
 
     async def slice_image(study_id: str, series_id: str, kind: str, preset: str,
                           slice_index: int, me: tokens.Principal,
                           if_none_match: str | None) -> Response:
         return await serve_asset(pb.GetAssetRequest(
             study_id=_uuid_arg(study_id, "study"), series_id=_uuid_arg(series_id, "series"),
-            kind=kind, preset=preset, slice_index=slice_index,
-            allowed_facilities=me.allowed_facilities()), if_none_match)
+            kind=kind, preset=preset, slice_index=slice_index), if_none_match)
 
     slices = "/api/v1/studies/{study_id}/series/{series_id}/slices/{slice_index}"
 

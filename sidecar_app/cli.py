@@ -1,5 +1,5 @@
-"""The `sidecar` command: up, demo, synth, facility, user, ingest, objects verify,
-normalizer check, migrate."""
+"""The `sidecar` command: up, demo, synth, facility, user, adapter, tls, ingest, jobs,
+objects verify, normalizer check, migrate."""
 
 from __future__ import annotations
 
@@ -184,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default SIDECAR_OBJECT_STORE_URL; empty: the local store)")
     _db_flags(p)
 
+    from sidecar_app.credentials_cli import add_parsers as credential_parsers
+
+    credential_parsers(sub, _db_flags)
+
     sub.add_parser("ingest", help="send DICOM files (see `sidecar ingest --help`)", add_help=False)
     sub.add_parser("jobs", help="failed jobs: list, re-drive, discard (`sidecar jobs --help`)",
                    add_help=False)
@@ -218,6 +222,10 @@ async def _admin_on(url: str, args: argparse.Namespace) -> int:
             return await _facility_check(db, args)
         if args.command == "facility":
             return await _facility_admin(db, args)
+        if args.command == "adapter":
+            from sidecar_app.credentials_cli import run_adapter
+
+            return await run_adapter(db, args, getattr(args, "operator", None) or _login_name())
         password = sys.stdin.readline().rstrip("\n")
         if not password:
             raise UserError("no password on standard input (--password-stdin reads one "
@@ -268,7 +276,10 @@ async def _facility_check(db: object, args: argparse.Namespace) -> int:
     facility = fc.Facility(f["name"], f["ae_title"] or "", f["shadow_mode"],
                            list(models) if models != "all" else None)
     facility.pacs, facility.handoff_url = await _destinations(db, args.name)
-    targets = fc.targets_of(args.data_dir, args.ingest, args.workflow, args.dicom)
+    from sidecar_app.credentials_cli import client_credentials
+
+    targets = fc.targets_of(args.data_dir, args.ingest, args.workflow, args.dicom,
+                            client_credentials(args))
     kinds = fc.kinds_for(facility, load_registry().names(), args.kind)
     return await asyncio.to_thread(fc.run, facility, targets, kinds, args.timeout,
                                    fc.Report())
@@ -443,6 +454,10 @@ def _run(argv: list[str]) -> int:
         return run_synth(args.out, args.kind, args.seed, args.count)
     if args.command == "objects":
         return run_verify(args)
+    if args.command == "tls":
+        from sidecar_app.credentials_cli import run_tls_init
+
+        return run_tls_init(args)
     return asyncio.run(_admin(args))
 
 
@@ -450,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The console script: every failure ends as one line on stderr and a non-zero status."""
     quiet_library_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
-    words = args[:2] if args[:1] in (["facility"], ["user"], ["objects"], ["normalizer"]) \
+    words = args[:2] if args[:1] in (["facility"], ["user"], ["objects"], ["normalizer"],
+                                     ["adapter"], ["tls"]) \
         else args[:1]
     prog = " ".join(["sidecar", *(w for w in words if not w.startswith("-"))])
     return guarded(prog, lambda: _run(args))

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.workflow.v1 import review_service_pb2 as rv_pb
 from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rv_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as wf_pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
+from sidecar_app.credentials_cli import add_credentials_flag
+from sidecar_core.security.mesh_tls import MeshCredentials
 
 # The synthetic study that exercises each reference model, small enough to pass in seconds.
 KIND_OF_MODEL = {"chest_ct_nodules": "chest-ct", "mammo_masses": "mammo",
@@ -38,7 +38,6 @@ SMALL: dict[str, dict[str, Any]] = {
 FINAL = {"ready_for_review", "ineligible", "preprocess_failed", "ai_failed"}
 # The check reads the study as the review app does (ReviewService), as an operator who sees
 # every facility and shadow-mode findings.
-CALLER = rv_pb.Caller(username="facility-check", role="admin")
 
 
 @dataclass
@@ -46,6 +45,7 @@ class Targets:
     ingest: str
     workflow: str
     dicom: str
+    credentials: MeshCredentials
     called_ae: str = "SIDECAR"
 
 
@@ -71,7 +71,8 @@ class Report:
         self.out(f"{verdict:<4} {stage}: {detail}")
 
 
-def targets_of(data_dir: Path, ingest: str, workflow: str, dicom: str) -> Targets:
+def targets_of(data_dir: Path, ingest: str, workflow: str, dicom: str,
+               credentials: MeshCredentials) -> Targets:
     """Explicit addresses win; else the ports `sidecar up` wrote to DATA_DIR/runtime.json."""
     ports: dict[str, int] = {}
     runtime = data_dir / "runtime.json"
@@ -79,7 +80,7 @@ def targets_of(data_dir: Path, ingest: str, workflow: str, dicom: str) -> Target
         ports = json.loads(runtime.read_text()).get("ports", {})
     return Targets(ingest or f"127.0.0.1:{ports.get('ingest', 50051)}",
                    workflow or f"127.0.0.1:{ports.get('workflow', 50052)}",
-                   dicom or f"127.0.0.1:{ports.get('dicom', 11112)}")
+                   dicom or f"127.0.0.1:{ports.get('dicom', 11112)}", credentials)
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -138,7 +139,7 @@ def _send(kind: str, facility: Facility, targets: Targets, dimse: bool, folder: 
                     status = status_of(scu.store(item))
                     if status != 0:
                         raise RuntimeError(f"C-STORE answered 0x{status or 0:04X}")
-    with grpc.insecure_channel(targets.ingest, options=[
+    with targets.credentials.channel(targets.ingest, options=[
             ("grpc.max_send_message_length", 256 << 20)]) as channel:
         stub = ingest_grpc.IngestServiceStub(channel)
         if not dimse:
@@ -163,12 +164,12 @@ def _wait_final(review: rv_grpc.ReviewServiceStub, facility: str, uid: str,
     while time.monotonic() < deadline:
         if not study_id:
             listed = review.ListWorklist(rv_pb.ListWorklistRequest(
-                caller=CALLER, facility=facility, page_size=500), timeout=30)
+                facility=facility, page_size=500), timeout=30)
             study_id = next((s.study.study_id for s in listed.studies
                              if s.study.study_instance_uid == uid), "")
         if study_id:
             reply = review.GetStudyDetail(rv_pb.GetStudyDetailRequest(
-                caller=CALLER, study_id=study_id), timeout=30)
+                study_id=study_id), timeout=30)
             if reply.study.study.state in FINAL:
                 return reply
         time.sleep(0.5)
@@ -184,7 +185,7 @@ def _check_study(kind: str, facility: Facility, targets: Targets, dimse: bool, f
         return
     report.line("PASS", f"send {kind}", f"study {uid} stored over "
                 f"{'C-STORE' if dimse else 'the Ingest RPC'} and completed")
-    with grpc.insecure_channel(targets.workflow) as channel:
+    with targets.credentials.channel(targets.workflow) as channel:
         workflow = wf_grpc.WorkflowServiceStub(channel)
         review = rv_grpc.ReviewServiceStub(channel)
         reply = _wait_final(review, facility.name, uid, timeout_s)
@@ -222,7 +223,7 @@ def _check_study(kind: str, facility: Facility, targets: Targets, dimse: bool, f
             else:
                 report.line("FAIL", f"model {model}", "no result recorded")
         findings = review.ListReviewFindings(rv_pb.ListReviewFindingsRequest(
-            caller=CALLER, study_id=study.study_id, include_hidden=True), timeout=30).findings
+            study_id=study.study_id, include_hidden=True), timeout=30).findings
         visible = sum(f.state.visible for f in findings)
         if facility.shadow_mode:
             report.line("PASS" if findings else "FAIL", "findings",
@@ -304,3 +305,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workflow", default="", help="workflow HOST:PORT (default: runtime.json)")
     p.add_argument("--dicom", default="", help="DICOM HOST:PORT (default: runtime.json)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per study")
+    add_credentials_flag(p)

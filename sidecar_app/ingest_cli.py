@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from review_gateway.dicomweb import stow
+from sidecar_app.credentials_cli import add_credentials_flag, client_credentials
 from sidecar_app.errors import OneLineParser, UserError, ensure_reachable, rpc_error, unreachable
 
 BATCH_BYTES = 32 * 1024 * 1024
@@ -121,7 +122,7 @@ def send_grpc(args: argparse.Namespace, files: list[Path], tally: Tally, bar: Pr
     outcome = {pb.INSTANCE_OUTCOME_STORED: "stored", pb.INSTANCE_OUTCOME_DUPLICATE: "duplicate"}
     address = args.target or args.ingest_address
     ensure_reachable(INGEST, address, 50051)
-    with grpc.insecure_channel(address, options=[
+    with client_credentials(args).channel(address, options=[
             ("grpc.max_send_message_length", 256 * 1024 * 1024)]) as channel:
         stub = pb_grpc.IngestServiceStub(channel)
         for batch in batches(files):
@@ -271,7 +272,7 @@ def complete(args: argparse.Namespace, studies: set[str]) -> None:
 
     address = args.target if args.via == "grpc" and args.target else args.ingest_address
     ensure_reachable(INGEST, address, 50051)
-    with grpc.insecure_channel(address) as channel:
+    with client_credentials(args).channel(address) as channel:
         stub = pb_grpc.IngestServiceStub(channel)
         for uid in sorted(u for u in studies if u):
             try:
@@ -299,6 +300,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ingest-address", default=os.environ.get("SIDECAR_INGEST_ADDRESS",
                                                               "127.0.0.1:50051"))
     p.add_argument("--data-dir", type=Path, default=Path(".data"))
+    add_credentials_flag(p)
     p.add_argument("--database-url", default=os.environ.get("SIDECAR_DATABASE_URL", ""))
     return p
 

@@ -5,7 +5,8 @@
     sidecar jobs discard (SEQ... | --facility NAME | --kind KIND) --reason TEXT [--operator NAME]
 
 They talk to the workflow service of a running `sidecar up` (`--target`, default
-127.0.0.1:50052). Every re-drive and discard is audited with the operator.
+127.0.0.1:50052) with the operator credential of its data dir (`--data-dir`, default .data) or
+`--credentials DIR`. Every re-drive and discard is audited with the operator.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import argparse
 import getpass
 import os
 import sys
+from pathlib import Path
 
 import grpc
 
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
+from sidecar_app.credentials_cli import add_credentials_flag, client_credentials
 from sidecar_app.errors import OneLineParser, UserError, rpc_error
 
 DEFAULT_TARGET = os.environ.get("SIDECAR_WORKFLOW_ADDRESS", "127.0.0.1:50052")
@@ -43,6 +46,9 @@ def parser() -> argparse.ArgumentParser:
         a.add_argument("--kind", default="", help="preprocess, ai_run, overlay, ...")
         a.add_argument("--target", default=DEFAULT_TARGET,
                        help=f"workflow service HOST:PORT (default {DEFAULT_TARGET})")
+        a.add_argument("--data-dir", type=Path, default=Path(".data"),
+                       help="the data dir of `sidecar up` (its operator credential)")
+        add_credentials_flag(a)
     return p
 
 
@@ -90,7 +96,7 @@ def main(argv: list[str]) -> int:
     """Failures become one line (`sidecar jobs: error: ...`) through the CLI's guard."""
     args = parser().parse_args(argv)
     try:
-        with grpc.insecure_channel(args.target) as channel:
+        with client_credentials(args).channel(args.target) as channel:
             return run(args, pb_grpc.OperationsServiceStub(channel))
     except grpc.RpcError as exc:
         code = exc.code() if isinstance(exc, grpc.Call) else None

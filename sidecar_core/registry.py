@@ -23,7 +23,7 @@ REGISTRY_FORMAT_VERSION = 1
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
 _TENSOR = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _BUILTIN = re.compile(r"^builtin:([a-z][a-z0-9_]*)$")
-_GRPC = re.compile(r"^grpc://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):([0-9]{1,5})$")
+_GRPC = re.compile(r"^grpcs?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):([0-9]{1,5})$")
 
 Datatype = Literal["FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16",
                    "UINT32", "UINT64", "BOOL", "BYTES"]
@@ -174,7 +174,8 @@ class ModelEntry(_Strict):
         m = _GRPC.match(value)
         if m and 0 < int(m.group(2)) < 65536:
             return value
-        raise ValueError(f"{value!r} must be 'builtin:<name>' or 'grpc://host:port'")
+        raise ValueError(f"{value!r} must be 'builtin:<name>', 'grpc://host:port' or "
+                         "'grpcs://host:port' (mutual TLS with the mesh CA)")
 
     @model_validator(mode="after")
     def _tensors(self) -> ModelEntry:
@@ -204,8 +205,16 @@ class ModelEntry(_Strict):
 
     @property
     def grpc_target(self) -> str | None:
-        return self.normaliser.removeprefix("grpc://") if self.normaliser.startswith("grpc://") \
-            else None
+        for scheme in ("grpc://", "grpcs://"):
+            if self.normaliser.startswith(scheme):
+                return self.normaliser.removeprefix(scheme)
+        return None
+
+    @property
+    def grpc_tls(self) -> bool:
+        """A `grpcs://` normaliser: reached over mutual TLS with the normalizer's certificate
+        (the model team's server holds a certificate of the mesh CA)."""
+        return self.normaliser.startswith("grpcs://")
 
     @property
     def output_names(self) -> list[str]:

@@ -12,6 +12,7 @@ from sidecar_core.messaging.nats_auth import NatsAuth
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.security import mesh_tls
 from sidecar_core.security.mesh_tls import MeshCredentials
+from sidecar_core.security.session_tokens import KeySet, load_key_set
 from sidecar_core.storage.objectstore import ObjectStore
 
 
@@ -68,6 +69,19 @@ class CommonSettings(BaseSettings):
     model_registry_path: Path | None = Field(
         default=None, description="Model registry YAML; default deploy/models.yaml"
     )
+
+    token_secret: str = Field(
+        default="", description="HMAC key of user session tokens (the gateway signs, workflow "
+        "and ingest verify); empty = DATA_DIR/gateway-secret")
+    token_previous_secrets: list[str] = Field(
+        default_factory=list,
+        description="Earlier token secrets still accepted after a rotation (JSON list)")
+    revocation_cache_s: float = Field(
+        default=5.0, ge=0, description="How long a token checked as not revoked is trusted")
+
+    def token_key_set(self) -> KeySet:
+        """The current token key (signs) and the previous ones (still verify), by key id."""
+        return load_key_set(self.data_dir, self.token_secret, self.token_previous_secrets)
 
     def mesh_credentials(self, service: str) -> MeshCredentials:
         """The CA, certificate and key this process uses on the mesh (mTLS)."""

@@ -7,7 +7,9 @@ import atexit
 import functools
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -31,7 +33,8 @@ def install(data_dir: Path) -> Path:
     would have made), so services started on `data_dir` find them; returns that folder."""
     target = data_dir / "tls"
     if not (target / "ca.crt").exists():
-        shutil.copytree(folder(), target, dirs_exist_ok=True)
+        shutil.copytree(folder(), target, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".lock", "ca.key"))
     return target
 
 
@@ -57,10 +60,13 @@ def adapter(facility: str, name: str = "test-adapter") -> MeshCredentials:
     return issue("adapter", name, facility)
 
 
-def aio_channel(address: str, as_: str = "gateway") -> grpc.aio.Channel:
+def aio_channel(address: str, as_: str = "gateway",
+                options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
     """An asyncio channel to `address` presenting service `as_`'s certificate."""
-    return service(as_).aio_channel(address)
+    return service(as_).aio_channel(address, options)
 
 
-def channel(address: str, as_: str = "operator") -> grpc.Channel:
-    return service(as_).channel(address)
+def channel(address: str, as_: str = "operator",
+            options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+    """A blocking channel to `address` presenting `as_`'s certificate (the operator's)."""
+    return service(as_).channel(address, options)

@@ -14,6 +14,7 @@ from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.observability import metrics
 from sidecar_core.registry import load_registry
 from sidecar_core.security.enforcement import authorization
+from sidecar_core.security.user_auth import user_authentication
 from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
 from workflow_svc.operations import servicer as operations_servicer
@@ -41,6 +42,9 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     server = GrpcServer(f"{settings.workflow_host}:{settings.workflow_port}",
                         settings.mesh_credentials("workflow"),
                         authorization=authorization(db, topology, "workflow_svc"),
+                        interceptors=[user_authentication(
+                            db, topology, "workflow_svc", settings.token_key_set(),
+                            settings.revocation_cache_s)],
                         reflection=settings.grpc_reflection)
     server.register(
         pb_grpc.add_WorkflowServiceServicer_to_server,

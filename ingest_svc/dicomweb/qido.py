@@ -62,7 +62,8 @@ class QueryError(ValueError):
 @dataclass
 class Query:
     level: str
-    facilities: tuple[str, ...] = ()
+    # None: every facility (an explicit claim of the user's token); empty: none.
+    facilities: tuple[str, ...] | None = ()
     matches: list[tuple[str, str]] = field(default_factory=list)
     include: tuple[str, ...] = ()
     limit: int = MAX_LIMIT
@@ -71,13 +72,13 @@ class Query:
 
 
 def parse_query(level: str, params: list[tuple[str, str]], include_fields: list[str],
-                facilities: list[str] | tuple[str, ...] = (), page_size: int = 0,
+                facilities: list[str] | tuple[str, ...] | None = (), page_size: int = 0,
                 page_token: str = "", study_instance_uid: str = "",
                 series_instance_uid: str = "", fuzzy: bool = False) -> Query:
     """Validates everything a query names; raises QueryError with an UPPER_SNAKE reason."""
     if level not in LEVELS:
         raise QueryError("INVALID_LEVEL", f"level must be one of {LEVELS}")
-    query = Query(level, tuple(facilities), fuzzy=fuzzy)
+    query = Query(level, None if facilities is None else tuple(facilities), fuzzy=fuzzy)
     for key, value in [("StudyInstanceUID", study_instance_uid),
                        ("SeriesInstanceUID", series_instance_uid), *params]:
         keyword = dicom_json.keyword_of(key)
@@ -222,7 +223,7 @@ def _statement(query: Query) -> Select[Any]:
             Instance, Instance.series_id == Series.id)
         order = [Study.created_at, Series.series_number, Instance.instance_number,
                  Instance.created_at, Instance.id]
-    if query.facilities:
+    if query.facilities is not None:
         stmt = stmt.join(Facility, Facility.id == Study.facility_id).where(
             Facility.name.in_(query.facilities))
     stmt = stmt.where(*(_condition(k, v, query.fuzzy) for k, v in query.matches))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,13 +55,15 @@ def _not_found(study: str, series: str = "", sop: str = "") -> NotFound:
                     if series or sop else f"no study {study} is visible")
 
 
-def _scoped(stmt: Any, facilities: list[str]) -> Any:
+def _scoped(stmt: Any, facilities: Sequence[str] | None) -> Any:
+    """Only studies of `facilities` (None: every facility, an explicit claim of the token)."""
     stmt = stmt.join(Facility, Facility.id == Study.facility_id)
-    return stmt.where(Facility.name.in_(facilities)) if facilities else stmt
+    return stmt if facilities is None else stmt.where(Facility.name.in_(list(facilities)))
 
 
-async def list_instances(db: Database, facilities: list[str], study: str, series: str = "",
-                         sop: str = "", limit: int = 0, offset: int = 0) -> list[Stored]:
+async def list_instances(db: Database, facilities: Sequence[str] | None, study: str,
+                         series: str = "", sop: str = "", limit: int = 0,
+                         offset: int = 0) -> list[Stored]:
     """The visible instances, in series then instance order; NotFound when there are none."""
     check_uids(study_instance_uid=study, series_instance_uid=series, sop_instance_uid=sop)
     if not study:
@@ -104,7 +107,7 @@ class SeriesIndexes:
         self.objects = objects
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
 
-    async def get(self, facilities: list[str], study: str, series: str) -> SeriesIndex:
+    async def get(self, facilities: Sequence[str] | None, study: str, series: str) -> SeriesIndex:
         check_uids(study_instance_uid=study, series_instance_uid=series)
         if not study or not series:
             raise InvalidArgument("MISSING_UID", "study and series instance UIDs are required")

@@ -11,6 +11,7 @@ from ingest_svc.dicomweb import qido
 from ingest_svc.study.receive import Receiver
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from sidecar_core.errors import InvalidArgument
+from sidecar_core.security.user_auth import require_user
 from sidecar_core.serving.grpc_server import handle_errors
 
 
@@ -18,7 +19,7 @@ async def _search(receiver: Receiver, level: str, request: Any) -> tuple[list[st
     try:
         query = qido.parse_query(
             level, [(p.key, p.value) for p in request.match], list(request.include_fields),
-            list(request.allowed_facilities), request.page_size, request.page_token,
+            require_user().scope(), request.page_size, request.page_token,
             getattr(request, "study_instance_uid", ""), getattr(request, "series_instance_uid", ""),
             request.fuzzy_matching)
     except qido.QueryError as exc:

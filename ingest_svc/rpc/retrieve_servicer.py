@@ -13,6 +13,7 @@ from protos.sidecar.ingest.v1 import retrieve_service_pb2 as pb
 from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument
+from sidecar_core.security.user_auth import require_user
 from sidecar_core.serving.grpc_server import handle_errors
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.storage.packstore import is_pack_key
@@ -36,7 +37,7 @@ class RetrieveServicer(pb_grpc.RetrieveServiceServicer):
             raise InvalidArgument("INVALID_PAGE_TOKEN", "page_token must be a whole number")
         offset = int(request.page_token or 0)
         found = await retrieve.list_instances(
-            self.db, list(request.allowed_facilities), request.study_instance_uid,
+            self.db, require_user().scope(), request.study_instance_uid,
             request.series_instance_uid, request.sop_instance_uid, max(0, request.page_size),
             offset)
         more = bool(request.page_size) and len(found) == request.page_size
@@ -47,7 +48,7 @@ class RetrieveServicer(pb_grpc.RetrieveServiceServicer):
     @handle_errors
     async def GetSeriesIndex(self, request: pb.GetSeriesIndexRequest,
                              context: grpc.aio.ServicerContext) -> pb.GetSeriesIndexResponse:
-        index = await self.indexes.get(list(request.allowed_facilities),
+        index = await self.indexes.get(require_user().scope(),
                                        request.study_instance_uid, request.series_instance_uid)
         return pb.GetSeriesIndexResponse(**vars(index))
 
@@ -67,7 +68,7 @@ class RetrieveServicer(pb_grpc.RetrieveServiceServicer):
             key = request.object_key
         else:
             found = await retrieve.list_instances(
-                self.db, list(request.allowed_facilities), request.study_instance_uid,
+                self.db, require_user().scope(), request.study_instance_uid,
                 request.series_instance_uid, request.sop_instance_uid)
             if not request.sop_instance_uid:
                 first_series = found[0].series_instance_uid

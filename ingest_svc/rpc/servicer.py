@@ -11,8 +11,12 @@ from ingest_svc.study.completion import CompletionTracker
 from ingest_svc.study.receive import Outcome, Receiver, ReceiveResult
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from sidecar_core import audit
 from sidecar_core.dicom.uids import uid_problem
-from sidecar_core.errors import InvalidArgument
+from sidecar_core.errors import InvalidArgument, PermissionDenied
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security.authz import current_peer
+from sidecar_core.security.enforcement import DENIED_EVENT
 from sidecar_core.serving import idempotency
 from sidecar_core.serving.grpc_server import handle_errors
 
@@ -46,9 +50,30 @@ def _count(results: list[pb.InstanceResult]) -> dict[str, int]:
 
 
 class IngestServicer(QueryMethods, pb_grpc.IngestServiceServicer):
-    def __init__(self, receiver: Receiver, completion: CompletionTracker) -> None:
+    def __init__(self, receiver: Receiver, completion: CompletionTracker,
+                 topology: Topology | None = None) -> None:
         self.receiver = receiver
         self.completion = completion
+        self.topology = topology or receiver.topology
+
+    async def _facility(self, named: str, method: str, where: str = "the request") -> str:
+        """The facility a request acts on: a PACS adapter's comes from its certificate (naming
+        another is PERMISSION_DENIED, audited); an operator must name one."""
+        peer = current_peer()
+        if peer is not None and peer.kind == "adapter":
+            if named and named != peer.facility:
+                async with self.receiver.db.unit_of_work() as s:
+                    await audit.record(s, self.topology, DENIED_EVENT, "ingest_svc", context={
+                        "method": method, "identity": peer.uri, "facility": named[:64],
+                        "reason": "facility outside the adapter's certificate"})
+                raise PermissionDenied(
+                    "FACILITY_NOT_ALLOWED", f"{peer} may not send for facility {named[:64]!r}",
+                    facility=named[:64])
+            return peer.facility
+        if not named:
+            raise InvalidArgument("MISSING_FACILITY", "facility is required" if where ==
+                                  "the request" else f"{where} must name the facility")
+        return named
 
     @handle_errors
     async def UploadInstances(
@@ -60,41 +85,41 @@ class IngestServicer(QueryMethods, pb_grpc.IngestServiceServicer):
         facility = request_id = ""
         async for i, req in _enumerate(request_iterator):
             if i == 0:
-                facility, request_id = req.facility, req.request_id
-                if not facility:
-                    raise InvalidArgument(
-                        "MISSING_FACILITY", "the first message must name the facility"
-                    )
-                earlier = await idempotency.recall(self.receiver.db, "UploadInstances", request_id)
+                facility, request_id = await self._facility(req.facility, "UploadInstances",
+                                                            "the first message"), req.request_id
+                earlier = await idempotency.recall(self.receiver.db, "UploadInstances",
+                                                   request_id, facility)
                 if earlier is not None:
                     return pb.UploadInstancesResponse.FromString(earlier)
-            r = await self.receiver.receive(
-                req.facility or facility, req.dicom, "grpc", req.source_ref
-            )
+            elif req.facility and req.facility != facility:
+                await self._facility(req.facility, "UploadInstances", f"message {i + 1}")
+                raise InvalidArgument("FACILITY_CHANGED", f"message {i + 1} names facility "
+                                      f"{req.facility!r}; one stream carries one facility")
+            r = await self.receiver.receive(facility, req.dicom, "grpc", req.source_ref)
             results.append(_result(i, req.source_ref, r))
         response = pb.UploadInstancesResponse(results=results, **_count(results))
         await idempotency.remember(
-            self.receiver.db, "UploadInstances", request_id, response.SerializeToString()
-        )
+            self.receiver.db, "UploadInstances", request_id, response.SerializeToString(),
+            facility)
         return response
 
     @handle_errors
     async def IngestInstances(
         self, request: pb.IngestInstancesRequest, context: grpc.aio.ServicerContext
     ) -> pb.IngestInstancesResponse:
-        if not request.facility:
-            raise InvalidArgument("MISSING_FACILITY", "facility is required")
-        earlier = await idempotency.recall(self.receiver.db, "IngestInstances", request.request_id)
+        facility = await self._facility(request.facility, "IngestInstances")
+        earlier = await idempotency.recall(self.receiver.db, "IngestInstances",
+                                           request.request_id, facility)
         if earlier is not None:
             return pb.IngestInstancesResponse.FromString(earlier)
         results = []
         for i, item in enumerate(request.items):
-            r = await self.receiver.receive(request.facility, item.dicom, "grpc", item.source_ref)
+            r = await self.receiver.receive(facility, item.dicom, "grpc", item.source_ref)
             results.append(_result(i, item.source_ref, r))
         response = pb.IngestInstancesResponse(results=results, **_count(results))
         await idempotency.remember(
-            self.receiver.db, "IngestInstances", request.request_id, response.SerializeToString()
-        )
+            self.receiver.db, "IngestInstances", request.request_id, response.SerializeToString(),
+            facility)
         return response
 
     @handle_errors
@@ -108,10 +133,9 @@ class IngestServicer(QueryMethods, pb_grpc.IngestServiceServicer):
                 f"study_instance_uid {problem}",
                 study_instance_uid=request.study_instance_uid[:80],
             )
-        if not request.facility:
-            raise InvalidArgument("MISSING_FACILITY", "facility is required")
+        facility = await self._facility(request.facility, "CompleteStudy")
         done = await self.completion.complete_now(
-            request.facility, request.study_instance_uid, request.accession
+            facility, request.study_instance_uid, request.accession
         )
         return pb.CompleteStudyResponse(completed_count=len(done), study_ids=[str(d) for d in done])
 

@@ -7,6 +7,7 @@ import grpc
 from protos.sidecar.ingest.v1 import viewport_service_pb2 as pb
 from protos.sidecar.ingest.v1 import viewport_service_pb2_grpc as pb_grpc
 from sidecar_core.display.viewports import ViewportRenderer
+from sidecar_core.security.user_auth import require_user
 from sidecar_core.serving.grpc_server import handle_errors
 
 
@@ -17,7 +18,7 @@ class ViewportServicer(pb_grpc.ViewportServiceServicer):
     @handle_errors
     async def RenderViewport(self, request: pb.RenderViewportRequest,
                              context: grpc.aio.ServicerContext) -> pb.RenderViewportResponse:
-        made = await self.renderer.ensure(list(request.allowed_facilities), request.study_id,
+        made = await self.renderer.ensure(require_user().scope(), request.study_id,
                                           request.series_id, request.slice_index, request.preset)
         row = made.asset
         return pb.RenderViewportResponse(asset_id=str(row.id), object_key=row.object_key,

@@ -14,8 +14,8 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
-from review_gateway.auth import tokens
-from review_gateway.clients.review import ReviewClient, caller
+from review_gateway.auth import forwarding, tokens
+from review_gateway.clients.review import ReviewClient
 from review_gateway.errors import ERROR_RESPONSES, ApiError, ApiModel
 from review_gateway.settings import GatewaySettings
 
@@ -98,6 +98,7 @@ class SessionAuth:
                                    "header of this session")
             me = tokens.Principal(**{**me.__dict__, "via_cookie": True})
         await self.check_revoked(me)
+        forwarding.forward(me)  # the services called for this request verify it themselves
         return me
 
     def secure(self, request: Request) -> bool:
@@ -132,7 +133,7 @@ class SessionAuth:
         async def logout(request: Request,
                          me: tokens.Principal = Depends(self.principal)) -> Response:
             client = self.review()
-            revoke = rpb.RevokeSessionRequest(caller=caller(me), jti=me.jti)
+            revoke = rpb.RevokeSessionRequest(jti=me.jti)
             revoke.expires_at.FromDatetime(datetime.fromtimestamp(me.expires_at, UTC))
             await client.call(client.stub.RevokeSession, revoke)
             now = time.time()

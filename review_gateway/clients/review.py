@@ -7,9 +7,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc
-from review_gateway.auth.tokens import Principal
 from review_gateway.clients.workflow import to_api_error
 from review_gateway.errors import ApiError
 from sidecar_core.serving.grpc_server import error_info
@@ -23,11 +21,6 @@ class ReviewCallError(ApiError):
     def __init__(self, base: ApiError, metadata: dict[str, str]) -> None:
         super().__init__(base.status, base.code, base.reason, base.message, base.headers)
         self.metadata = metadata
-
-
-def caller(me: Principal) -> rpb.Caller:
-    return rpb.Caller(user_id=me.user_id, username=me.username, role=me.role,
-                      facilities=list(me.facilities))
 
 
 class ReviewClient:

@@ -28,7 +28,6 @@ class ViewportClient:
         try:
             made = await stub.RenderViewport(
                 vpb.RenderViewportRequest(
-                    allowed_facilities=list(request.allowed_facilities),
                     study_id=request.study_id, series_id=request.series_id,
                     slice_index=request.slice_index, preset=request.preset),
                 timeout=self.timeout_s)

@@ -92,7 +92,7 @@ class WadoIndex:
             return entry
         try:
             reply = await self.stub().GetSeriesIndex(pb.GetSeriesIndexRequest(
-                allowed_facilities=facilities, study_instance_uid=study,
+                study_instance_uid=study,
                 series_instance_uid=series), timeout=self.timeout_s)
         except grpc.aio.AioRpcError as exc:
             self._entries.pop(key, None)

@@ -102,7 +102,7 @@ def rendered_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable
             fields["object_key"] = str(info["key"])
         try:
             reply = await retrieve_stub().RenderFrame(pb.RenderFrameRequest(
-                allowed_facilities=facilities_of(principal), study_instance_uid=study,
+                study_instance_uid=study,
                 series_instance_uid=series, sop_instance_uid=sop, frame_number=number,
                 **fields), timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:

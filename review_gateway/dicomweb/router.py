@@ -99,9 +99,10 @@ def dicomweb_router(auth_dependency: Callable[..., Any], ingest_stub: Any,
                     timeout_s: float = 600.0) -> APIRouter:
     """STOW-RS and QIDO-RS routes relative to the mount point (e.g. /dicomweb).
 
-    `auth_dependency` resolves the caller (the gateway's Principal: `role`, `facilities`,
-    `allowed_facilities()`); `ingest_stub` is an IngestServiceStub or a zero-argument callable
-    returning one (lazy channel); `query_client` answers Search* (default: the same stub).
+    `auth_dependency` resolves the caller (the gateway's Principal: `role`, `facilities`; the
+    ingest service scopes to the token forwarded with each call); `ingest_stub` is an
+    IngestServiceStub or a zero-argument callable returning one (lazy channel); `query_client`
+    answers Search* (default: the same stub).
     """
     router = APIRouter(tags=["dicomweb"])
     limit = int(max_request_mb * 1024 * 1024)
@@ -186,9 +187,7 @@ def dicomweb_router(auth_dependency: Callable[..., Any], ingest_stub: Any,
 
 def _search_request(method: str, request: Request, principal: Any,
                     uids: dict[str, str]) -> Any:
-    allowed = principal.allowed_facilities() if hasattr(principal, "allowed_facilities") \
-        else list(getattr(principal, "facilities", ()))
-    fields: dict[str, Any] = {"allowed_facilities": allowed}
+    fields: dict[str, Any] = {}
     match, include = [], []
     for key, value in request.query_params.multi_items():
         lowered = key.lower()

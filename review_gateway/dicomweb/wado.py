@@ -58,7 +58,9 @@ def check_uids(**uids: str) -> None:
 
 
 def facilities_of(principal: Any) -> list[str]:
-    return list(principal.allowed_facilities())
+    """The caller's scope as a cache key ("*": every facility); the ingest service applies
+    the scope itself, from the token forwarded with each call."""
+    return ["*"] if principal.all_facilities else sorted(principal.facilities)
 
 
 def wado_root(request: Request) -> str:
@@ -105,7 +107,7 @@ def wado_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable[[],
                       sop: str = "") -> list[Any]:
         try:
             reply = await retrieve_stub().ListStoredInstances(pb.ListStoredInstancesRequest(
-                allowed_facilities=facilities_of(principal), study_instance_uid=study,
+                study_instance_uid=study,
                 series_instance_uid=series, sop_instance_uid=sop), timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise rpc_error(exc) from exc

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from protos.sidecar.workflow.v1 import report_service_pb2 as pb
 from protos.sidecar.workflow.v1 import report_service_pb2_grpc as pb_grpc
 from review_gateway.auth.tokens import Principal
-from review_gateway.clients.review import ReviewClient, caller
+from review_gateway.clients.review import ReviewClient
 from review_gateway.errors import ERROR_RESPONSES
 from review_gateway.review.models import Draft, DraftGenerated, DraftSentence, DraftVersions
 
@@ -57,15 +57,14 @@ def draft_router(principal: Callable[..., Any], channel: Callable[[], grpc.aio.C
         failed: the review goes on without a draft."""
         rpc, stub = client(GENERATE_TIMEOUT_S)
         reply = await rpc.call(stub.GenerateDraft, pb.GenerateDraftRequest(
-            caller=caller(me), study_id=study_id))
+            study_id=study_id))
         return DraftGenerated(draft=draft_json(reply.draft) if reply.HasField("draft") else None,
                               llm_failed=reply.llm_failed, llm_error=reply.llm_error)
 
     @router.get("/studies/{study_id}/draft")
     async def get(study_id: str, me: Principal = me_dep) -> DraftVersions:
         rpc, stub = client()
-        reply = await rpc.call(stub.GetDraft, pb.GetDraftRequest(caller=caller(me),
-                                                                 study_id=study_id))
+        reply = await rpc.call(stub.GetDraft, pb.GetDraftRequest(study_id=study_id))
         versions = [draft_json(v) for v in reply.versions]
         return DraftVersions(current=versions[-1] if versions else None, versions=versions,
                              llm_error=reply.llm_error)
@@ -74,7 +73,7 @@ def draft_router(principal: Callable[..., Any], channel: Callable[[], grpc.aio.C
     async def edit(study_id: str, body: EditBody, me: Principal = me_dep) -> Draft:
         rpc, stub = client()
         reply = await rpc.call(stub.EditDraft, pb.EditDraftRequest(
-            caller=caller(me), study_id=study_id, expected_version=body.expected_version,
+            study_id=study_id, expected_version=body.expected_version,
             text=body.text))
         return draft_json(reply.draft)
 
@@ -83,7 +82,7 @@ def draft_router(principal: Callable[..., Any], channel: Callable[[], grpc.aio.C
                      ) -> Draft:
         rpc, stub = client()
         reply = await rpc.call(stub.AcceptDraft, pb.AcceptDraftRequest(
-            caller=caller(me), study_id=study_id, expected_version=body.expected_version))
+            study_id=study_id, expected_version=body.expected_version))
         return draft_json(reply.draft)
 
     return router

@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 
 from protos.sidecar.events.v1 import events_pb2
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
+from review_gateway.auth import forwarding
 from review_gateway.auth.tokens import Principal
 from review_gateway.clients.review import ReviewClient
 from review_gateway.errors import ERROR_RESPONSES, ApiError
@@ -31,7 +32,6 @@ _PREFIXES = ("study.received", "study.state_changed", "study.eligible", "study.i
              "study.updated", "study.reopened", "ai_run.", "review.study_claimed",
              "review.study_released", "review.finding_", "review.completed")
 COALESCE_S = 0.05  # events of one study within this time give one update
-_SYSTEM = rpb.Caller(username="gateway-events", role="admin")
 HEARTBEAT_S = 15.0
 
 
@@ -44,7 +44,7 @@ class Subscriber:
         default_factory=lambda: asyncio.Queue(maxsize=256))
 
     def sees(self, facility: str) -> bool:
-        return self.me.role in ("admin", "auditor") or facility in self.me.facilities
+        return self.me.sees(facility)
 
 
 class EventHub:
@@ -62,7 +62,7 @@ class EventHub:
         self.subscribers: set[Subscriber] = set()
         self._bus: Bus | None = None
         self._start = asyncio.Lock()
-        self._pending: dict[str, None] = {}  # study ids to announce, in arrival order
+        self._pending: dict[str, str] = {}  # study id → facility, in arrival order
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
@@ -84,7 +84,7 @@ class EventHub:
             return
         if not any(s.sees(event.study.facility) for s in self.subscribers):
             return
-        self._pending[event.study_id] = None
+        self._pending[event.study_id] = event.study.facility
         self._wake.set()
 
     async def _announce_loop(self) -> None:
@@ -93,15 +93,23 @@ class EventHub:
             await self._wake.wait()
             await asyncio.sleep(COALESCE_S)
             self._wake.clear()
-            ids, self._pending = list(self._pending), {}
-            for study_id in ids:
-                await self._announce(study_id)
+            pending, self._pending = self._pending, {}
+            for study_id, facility in pending.items():
+                await self._announce(study_id, facility)
 
-    async def _announce(self, study_id: str) -> None:
+    async def _announce(self, study_id: str, facility: str) -> None:
+        # The workflow service answers only for a user: one of the viewers who may see the
+        # study (their token is forwarded; the row is the same for all of them).
+        now = time.time()
+        viewer = next((s.me for s in self.subscribers
+                       if s.sees(facility) and s.me.expires_at > now), None)
+        if viewer is None:
+            return
         try:
             client = self.review()
-            reply = await client.call(client.stub.GetStudyDetail, rpb.GetStudyDetailRequest(
-                caller=_SYSTEM, study_id=study_id))
+            with forwarding.acting_for(viewer):
+                reply = await client.call(client.stub.GetStudyDetail,
+                                          rpb.GetStudyDetailRequest(study_id=study_id))
         except ApiError as exc:
             log.warning("live update of a study skipped: %s", exc.reason)
             return

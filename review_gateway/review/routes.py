@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from review_gateway.auth.tokens import Principal
-from review_gateway.clients.review import ReviewCallError, ReviewClient, caller
+from review_gateway.clients.review import ReviewCallError, ReviewClient
 from review_gateway.errors import ERROR_RESPONSES, error_body
 from review_gateway.review import models
 from review_gateway.review import views as rv
@@ -72,7 +72,7 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
     ) -> models.StudyList:
         client = review()
         reply = await client.call(client.stub.ListWorklist, rpb.ListWorklistRequest(
-            caller=caller(me), state=state, modality=modality, ai_status=ai_status,
+            state=state, modality=modality, ai_status=ai_status,
             date_from=date_from, date_to=date_to, assigned_to_me=assigned == "me",
             facility=facility, accession=accession, eligible=eligible, sort=sort,
             page_size=page_size, page_token=page_token))
@@ -83,14 +83,14 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
     async def study(study_id: str, me: Principal = me_dep) -> models.StudyDetail:
         client = review()
         reply = await client.call(client.stub.GetStudyDetail, rpb.GetStudyDetailRequest(
-            caller=caller(me), study_id=study_id))
+            study_id=study_id))
         return rv.detail_json(reply)
 
     def study_action(path: str, rpc: str, request_type: Any) -> None:
         async def act(study_id: str, me: Principal = me_dep) -> models.Study:
             client = review()
             reply = await client.call(getattr(client.stub, rpc),
-                                      request_type(caller=caller(me), study_id=study_id))
+                                      request_type(study_id=study_id))
             return rv.study_json(reply.study)
 
         act.__name__ = f"{path}_study"
@@ -107,7 +107,7 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
     async def access_event(study_id: str, body: AccessEventBody,
                            me: Principal = me_dep) -> Response:
         client = review()
-        request = rpb.RecordAccessRequest(caller=caller(me), study_id=study_id, type=body.type,
+        request = rpb.RecordAccessRequest(study_id=study_id, type=body.type,
                                           finding_id=body.finding_id)
         if body.visible is not None:
             request.visible = body.visible
@@ -118,7 +118,7 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
                           include_hidden: bool = False) -> list[rpb.ReviewFinding]:
         client = review()
         reply = await client.call(client.stub.ListReviewFindings, rpb.ListReviewFindingsRequest(
-            caller=caller(me), study_id=study_id, include_hidden=include_hidden))
+            study_id=study_id, include_hidden=include_hidden))
         return list(reply.findings)
 
     @router.get("/studies/{study_id}/findings")
@@ -132,7 +132,7 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
                           me: Principal = me_dep) -> models.Finding:
         client = review()
         reply = await client.call(client.stub.AddFinding, rpb.AddFindingRequest(
-            caller=caller(me), study_id=study_id, label=body.label, bbox_px=body.bbox_px,
+            study_id=study_id, label=body.label, bbox_px=body.bbox_px,
             series_instance_uid=body.series_instance_uid,
             sop_instance_uid=body.sop_instance_uid, frame=body.frame, text=body.text,
             request_id=body.request_id))
@@ -147,7 +147,7 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
         client = review()
         try:
             reply = await client.call(client.stub.DecideFinding, rpb.DecideFindingRequest(
-                caller=caller(me), study_id=study_id, finding_id=finding_id,
+                study_id=study_id, finding_id=finding_id,
                 action=body.action, expected_version=body.expected_version,
                 reason=body.reason, note=body.note, bbox_px=body.bbox_px or [],
                 label=body.label, text=body.text, request_id=body.request_id))
@@ -167,7 +167,7 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
                       ) -> models.FindingHistory:
         client = review()
         reply = await client.call(client.stub.ListFindingHistory, rpb.ListFindingHistoryRequest(
-            caller=caller(me), study_id=study_id, finding_id=finding_id))
+            study_id=study_id, finding_id=finding_id))
         return models.FindingHistory(events=[rv.history_json(e) for e in reply.events])
 
     return router

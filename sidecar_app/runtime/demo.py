@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists
+from sidecar_core.security.mesh_tls import MeshCredentials
 
 FACILITY = "demo"
 AE_TITLE = "DEMO"
@@ -61,9 +60,10 @@ async def _register(database_url: str, password_file: Path) -> str:
         await db.close()
 
 
-async def _ingest(address: str, folder: Path) -> tuple[int, str]:
+async def _ingest(address: str, folder: Path, credentials: MeshCredentials
+                  ) -> tuple[int, str]:
     files = sorted(p for p in folder.rglob("*.dcm"))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with credentials.aio_channel(address) as channel:
         stub = pb_grpc.IngestServiceStub(channel)
         reqs = [
             pb.UploadInstancesRequest(facility=FACILITY, dicom=p.read_bytes(), source_ref=p.name)
@@ -107,7 +107,7 @@ def load_demo(mesh: Any) -> None:
     )
     uids = []
     for folder in _samples(mesh.data_dir / "samples"):
-        n, uid = asyncio.run(_ingest(env["SIDECAR_INGEST_ADDRESS"], folder))
+        n, uid = asyncio.run(_ingest(env["SIDECAR_INGEST_ADDRESS"], folder, mesh.operator))
         print(f"loaded {folder.name}: {n} instances (study {uid})", flush=True)
         uids.append(uid)
     states = asyncio.run(_wait_states(env["SIDECAR_DATABASE_URL"], uids, 300))

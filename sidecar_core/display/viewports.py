@@ -79,9 +79,10 @@ class ViewportRenderer:
         self.pool = pool
         self._inflight: dict[tuple[uuid.UUID, str, int], asyncio.Future[Made]] = {}
 
-    async def ensure(self, allowed: Sequence[str], study_id: str, series_id: str,
+    async def ensure(self, allowed: Sequence[str] | None, study_id: str, series_id: str,
                      slice_index: int, preset: str) -> Made:
-        """The viewport's Asset row, rendered now if there is none (scoped to ``allowed``)."""
+        """The viewport's Asset row, rendered now if there is none (scoped to ``allowed``;
+        None for every facility)."""
         series = await self._series(allowed, _uuid(study_id, "study"), _uuid(series_id, "series"))
         return await self.ensure_for(series, slice_index, preset)
 
@@ -157,12 +158,12 @@ class ViewportRenderer:
         async with self.db.read() as s:
             return await s.scalar(_row_query(series_id, preset, slice_index))
 
-    async def _series(self, allowed: Sequence[str], study_id: uuid.UUID,
+    async def _series(self, allowed: Sequence[str] | None, study_id: uuid.UUID,
                       series_id: uuid.UUID) -> Series:
         query = (select(Series).join(Study, Study.id == Series.study_id)
                  .join(Facility, Facility.id == Study.facility_id)
                  .where(Series.id == series_id, Series.study_id == study_id))
-        if allowed:
+        if allowed is not None:
             query = query.where(Facility.name.in_(list(allowed)))
         async with self.db.read() as s:
             series = await s.scalar(query)

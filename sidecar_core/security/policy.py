@@ -28,12 +28,13 @@ POLICY: Mapping[str, Mapping[str, frozenset[str]]] = {
     _INGEST + "IngestService": {
         # What a PACS adapter sends; the facility comes from its certificate.
         "UploadInstances": frozenset({ADAPTER, OPERATOR}),
-        "IngestInstances": frozenset({ADAPTER, OPERATOR}),
+        # STOW-RS behind the gateway stores for a verified user, in a facility of theirs.
+        "IngestInstances": frozenset({ADAPTER, OPERATOR, GATEWAY}),
         "CompleteStudy": frozenset({ADAPTER, OPERATOR}),
-        # QIDO-RS behind the gateway, for a verified user.
-        "SearchStudies": frozenset({GATEWAY}),
-        "SearchSeries": frozenset({GATEWAY}),
-        "SearchInstances": frozenset({GATEWAY}),
+        # QIDO-RS behind the gateway, for a verified user; operators' tooling.
+        "SearchStudies": frozenset({GATEWAY, OPERATOR}),
+        "SearchSeries": frozenset({GATEWAY, OPERATOR}),
+        "SearchInstances": frozenset({GATEWAY, OPERATOR}),
     },
     _INGEST + "RetrieveService": {"*": frozenset({GATEWAY})},
     _INGEST + "ViewportService": {"*": frozenset({GATEWAY})},
@@ -45,6 +46,7 @@ POLICY: Mapping[str, Mapping[str, frozenset[str]]] = {
         # `sidecar facility check` follows its test study to a final state.
         "ListWorklist": frozenset({GATEWAY, OPERATOR}),
         "GetStudyDetail": frozenset({GATEWAY, OPERATOR}),
+        "ListReviewFindings": frozenset({GATEWAY, OPERATOR}),
     },
     _WORKFLOW + "ReportService": {
         "*": frozenset({GATEWAY}),

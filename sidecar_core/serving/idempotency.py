@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
@@ -9,29 +11,39 @@ from sidecar_core.db import Database
 from sidecar_core.store.models import IdempotentRequest
 
 
-async def recall(db: Database, method: str, request_id: str) -> bytes | None:
-    """The stored response of an earlier call with this request_id, if any."""
+def _key(method: str, request_id: str, scope: str) -> str:
+    """`method:request_id`; with a scope (a caller's facility), a digest of both, so that one
+    caller can never be answered with another's response."""
+    if not scope:
+        return f"{method}:{request_id}"
+    digest = hashlib.sha256(f"{scope}\0{request_id}".encode()).hexdigest()[:48]
+    return f"{method}@{digest}"
+
+
+async def recall(db: Database, method: str, request_id: str, scope: str = "") -> bytes | None:
+    """The stored response of an earlier call with this request_id (in `scope`), if any."""
     if not request_id:
         return None
     async with db.read() as session:
         row = (
             await session.execute(
                 select(IdempotentRequest.response).where(
-                    IdempotentRequest.request_id == f"{method}:{request_id}"
+                    IdempotentRequest.request_id == _key(method, request_id, scope)
                 )
             )
         ).scalar_one_or_none()
     return row
 
 
-async def remember(db: Database, method: str, request_id: str, response: bytes) -> None:
+async def remember(db: Database, method: str, request_id: str, response: bytes,
+                   scope: str = "") -> None:
     if not request_id:
         return
     async with db.unit_of_work() as session:
         await session.execute(
             insert(IdempotentRequest)
             .values(
-                request_id=f"{method}:{request_id}",
+                request_id=_key(method, request_id, scope),
                 method=method,
                 response=response,
             )

@@ -11,8 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import grpc
-
 from protos.sidecar.events.v1 import events_pb2
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
@@ -77,7 +75,7 @@ def test_a_hundred_duplicate_notifications(up: Faulty, tmp_path: Path) -> None:
     sent = up.send("acc_north", up.chest(tmp_path, seed=34, slices=48), complete=False)
     request = ingest_pb.CompleteStudyRequest(facility="acc_north",
                                              study_instance_uid=sent.study_instance_uid)
-    with grpc.insecure_channel(up.stack.address("ingest")) as channel:
+    with up.stack.channel("ingest") as channel:
         stub = ingest_grpc.IngestServiceStub(channel)
         with ThreadPoolExecutor(16) as pool:
             replies = list(pool.map(lambda _: stub.CompleteStudy(request, timeout=60),

@@ -17,9 +17,12 @@ from review_gateway.app import create_app
 from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security.session_tokens import KeySet
+from sidecar_core.security.user_auth import user_authentication
 from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
+from tests import pki as test_pki
 from tests.integration.test_workflow_queries import PASSWORD, Seeded, seed
 from tests.servers import NatsServer
 from workflow_svc.identity.sessions import LoginLimits
@@ -97,10 +100,12 @@ async def review_env(db: Database, tmp_path: Path, *, nats_url: str = "",
         NatsServer.install(tmp_path)  # the gateway's NATS seed and certificate
     store = ObjectStore(tmp_path / "objects", fsync=False)
     seeded, finding_b = await seed_review(db, store)
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"), interceptors=[
+        user_authentication(db, TOPOLOGY, "workflow_svc", KeySet(SECRET.encode()), 0)])
     servicer.register(server, db)
     review_servicer.register(server, db, TOPOLOGY, limits)
     port = await server.start()
+    test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, object_store_dir=tmp_path / "objects",
                                workflow_address=f"127.0.0.1:{port}", token_secret=SECRET,
                                nats_url=nats_url, subject_prefix=TOPOLOGY.prefix,

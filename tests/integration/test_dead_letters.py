@@ -14,6 +14,7 @@ import pytest
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
 from sidecar_synth import generate
+from tests import pki as test_pki
 from tests.mesh import Mesh, isolated_mesh
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,7 +56,7 @@ async def _letters(ops: pb_grpc.OperationsServiceStub, **where: str) -> list[pb.
 async def test_redrive_after_the_cause_is_fixed_moves_the_study_on(mesh: Mesh,
                                                                   tmp_path: Path) -> None:
     sent = await _fail_ai(mesh, "dlq_north", tmp_path / "a", seed=21)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['workflow']}") as channel:
+    async with test_pki.aio_channel(f"127.0.0.1:{mesh.ports['workflow']}", "gateway") as channel:
         ops = pb_grpc.OperationsServiceStub(channel)
         [letter] = await _letters(ops, facility="dlq_north")
         assert letter.kind == "ai_run" and letter.consumer == "ai-run-worker"
@@ -96,7 +97,7 @@ async def test_redrive_after_the_cause_is_fixed_moves_the_study_on(mesh: Mesh,
 async def test_discard_is_audited_and_leaves_the_study_reviewable(mesh: Mesh,
                                                                   tmp_path: Path) -> None:
     sent = await _fail_ai(mesh, "dlq_south", tmp_path / "b", seed=22)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['workflow']}") as channel:
+    async with test_pki.aio_channel(f"127.0.0.1:{mesh.ports['workflow']}", "gateway") as channel:
         ops = pb_grpc.OperationsServiceStub(channel)
         [letter] = await _letters(ops, facility="dlq_south")
         done = await ops.DiscardDeadLetters(pb.DiscardDeadLettersRequest(

@@ -26,6 +26,7 @@ from review_gateway.auth import tokens
 from review_gateway.dicomweb.router import dicomweb_router
 from review_gateway.dicomweb.stow import split_multipart, split_request
 from review_gateway.errors import ApiError
+from tests import pki as test_pki
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.integration.test_dimse import Ingest, running_ingest
 from tests.servers import free_port, wait_port
@@ -76,7 +77,7 @@ def make_app(grpc_port: int) -> FastAPI:
 
     def stub() -> pb_grpc.IngestServiceStub:  # created lazily inside uvicorn's event loop
         if not channel:
-            channel.append(grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}"))
+            channel.append(test_pki.aio_channel(f"127.0.0.1:{grpc_port}", "gateway"))
         return pb_grpc.IngestServiceStub(channel[0])
 
     @app.exception_handler(ApiError)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import psycopg
 import pytest
 from pydicom.data import get_testdata_files
@@ -28,6 +27,7 @@ from sidecar_core.dicom.store_scu import (
     status_of,
 )
 from sidecar_core.storage.objectstore import ObjectStore
+from tests import pki as test_pki
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.servers import free_port
 
@@ -82,13 +82,14 @@ async def running_ingest(database_url: str, nats: Any, data_dir: Path,
 
     nats.install(data_dir)
     ports = {"ingest_port": free_port(), "dicom_port": free_port()}
+    test_pki.install(data_dir)
     settings = IngestSettings(database_url=database_url, nats_url=nats.url, data_dir=data_dir,
                               completion_poll_s=0.1, **{**ports, **overrides})
     stop = asyncio.Event()
     task = asyncio.create_task(main.run(settings, stop))
     # the SCP starts before gRPC; a bare TCP probe of the DICOM port would hold an association
     # slot until the ACSE timeout, so readiness is the gRPC channel
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{settings.ingest_port}")
+    channel = test_pki.aio_channel(f"127.0.0.1:{settings.ingest_port}", "operator")
     try:
         await asyncio.wait_for(channel.channel_ready(), 20)
     finally:

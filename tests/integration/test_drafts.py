@@ -23,7 +23,7 @@ from workflow_svc.report_loop.llm.drafters import TEMPLATE_GENERATOR
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = Topology("drafttest", "DRAFTTEST")
-ADMIN = Caller(str(uuid.uuid4()), "dr_admin", "admin")
+ADMIN = Caller(str(uuid.uuid4()), "dr_admin", "admin", all_facilities=True)
 PHI = ("Doe", "Jane", "MRN123456", "ACC-777", "2024-03-05", "20240305", "1.2.826.0.1.99")
 
 

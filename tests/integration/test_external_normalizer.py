@@ -25,6 +25,7 @@ from protos.sidecar.normalizer.v1 import normalizer_service_pb2_grpc as npb_grpc
 from sidecar_core.errors import TransientError
 from sidecar_core.registry import load_registry
 from sidecar_core.serving.grpc_server import GrpcServer
+from tests import pki as test_pki
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -84,7 +85,7 @@ async def builtin_target() -> AsyncIterator[str]:
     servicer = NormalizerServicer(
         {name: builtin_normaliser(name) for name in REFERENCE_MODELS}, "builtin-test",
         {m.name: m.outputs for m in registry.models})
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("normalizer"))
     add_to_server(server, servicer)
     port = await server.start()
     yield f"127.0.0.1:{port}"
@@ -132,7 +133,7 @@ async def test_example_findings_round_trip(example_target: str) -> None:
 @pytest.mark.parametrize("model", REFERENCE_MODELS)
 async def test_builtin_normalisers_pass_the_check_over_grpc(builtin_target: str,
                                                             model: str) -> None:
-    results = await run_checks(builtin_target, model)
+    results = await run_checks(builtin_target, model, credentials=test_pki.operator())
     failed = [r.line() for r in results if not r.passed]
     assert not failed, failed
     assert len(results) >= 8

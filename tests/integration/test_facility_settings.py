@@ -26,6 +26,7 @@ from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.registry import load_registry
 from sidecar_core.serving.grpc_server import GrpcServer, error_info
+from tests import pki as test_pki
 from workflow_svc.identity import users
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.review import servicer as review_servicer
@@ -57,16 +58,17 @@ class Doors:
 @pytest.fixture()
 async def doors(database_url: str, db: Database, tmp_path: Path) -> AsyncIterator[Doors]:
     await users.add_user(db, "admin", PASSWORD, "admin")
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
     review_servicer.register(server, db, TOPOLOGY)
     operations_servicer.register(server, None, db, TOPOLOGY,  # type: ignore[arg-type]
                                  load_registry().names())
     port = await server.start()
+    test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, object_store_dir=tmp_path / "objects",
                                workflow_address=f"127.0.0.1:{port}", token_secret=SECRET,
                                nats_url="", revocation_cache_s=0)
     app = create_app(settings)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = test_pki.aio_channel(f"127.0.0.1:{port}", "gateway")
     try:
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:

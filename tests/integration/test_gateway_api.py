@@ -24,12 +24,14 @@ from review_gateway.auth import tokens
 from review_gateway.errors import ApiError
 from review_gateway.health.checks import DependencyStatus
 from review_gateway.main import run
-from review_gateway.settings import GatewaySettings, load_or_create_secret
+from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
 from sidecar_core.display.viewports import ViewportRenderer
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security.session_tokens import load_or_create_secret
 from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.storage.objectstore import ObjectStore
+from tests import pki as test_pki
 from tests.integration.test_workflow_queries import PASSWORD, Seeded, seed
 from tests.servers import free_port
 from workflow_svc.review import servicer as review_servicer
@@ -70,13 +72,14 @@ class Gateway:
 async def gateway(db: Database, tmp_path: Path) -> AsyncIterator[Gateway]:
     store = ObjectStore(tmp_path / "objects", fsync=False)
     seeded = await seed(db, store)
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
     servicer.register(server, db)
     review_servicer.register(server, db, Topology("gwtest", "GWTEST"))
     server.register(viewport_grpc.add_ViewportServiceServicer_to_server,
                     ViewportServicer(ViewportRenderer(db, store)),
                     [viewport_pb.DESCRIPTOR.services_by_name["ViewportService"].full_name])
     port = await server.start()
+    test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, object_store_dir=tmp_path / "objects",
                                workflow_address=f"127.0.0.1:{port}", token_secret=SECRET,
                                ingest_address=f"127.0.0.1:{port}",
@@ -341,6 +344,7 @@ async def test_healthz_reports_a_plugged_in_dependency(gateway: Gateway, tmp_pat
     async def nats() -> DependencyStatus:
         return DependencyStatus("nats", False, "not connected")
 
+    test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, token_secret=SECRET,
                                workflow_address=f"127.0.0.1:{gateway.server.port}")
     app = create_app(settings, health_checks=[nats])
@@ -368,15 +372,16 @@ def test_tokens_round_trip_and_scope() -> None:
     me = tokens.verify(key, token, now=1059)
     assert (me.user_id, me.role, me.facilities, me.expires_at) == (
         "u1", "radiologist", ("fac-a",), 1060)
-    assert me.allowed_facilities() == ["fac-a"]
+    assert me.scope() == ("fac-a",) and not me.all_facilities
     with pytest.raises(ApiError, match="expired"):
         tokens.verify(key, token, now=1060)
     admin = tokens.issue(key, user_id="u2", username="a", role="admin", facilities=[], ttl_s=60)
-    assert tokens.verify(key, admin).allowed_facilities() == []
+    assert tokens.verify(key, admin).scope() is None  # every facility: the explicit fac_all
     unbound = tokens.issue(key, user_id="u3", username="r", role="radiologist", facilities=[],
                          ttl_s=60)
-    with pytest.raises(ApiError) as exc:  # never widened to "all facilities"
-        tokens.verify(key, unbound).allowed_facilities()
+    assert tokens.verify(key, unbound).scope() == ()  # never widened to "all facilities"
+    with pytest.raises(ApiError) as exc:
+        tokens.require_scope(tokens.verify(key, unbound))
     assert exc.value.status == 403
 
 
@@ -393,6 +398,7 @@ def test_generated_secret_is_private_and_persistent(tmp_path: Path) -> None:
 @pytest.mark.integration
 async def test_run_serves_until_stopped(gateway: Gateway, tmp_path: Path) -> None:
     port = free_port()
+    test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, token_secret=SECRET, gateway_port=port,
                                workflow_address=f"127.0.0.1:{gateway.server.port}",
                                log_level="WARNING")

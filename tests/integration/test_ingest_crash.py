@@ -25,6 +25,7 @@ from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from sidecar_core.dicom.store_scu import Outgoing, StoreSCU, prepare, status_of
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.storage.packstore import PackKey
+from tests import pki as test_pki
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.servers import NatsServer, free_port, wait_port
 
@@ -47,6 +48,7 @@ class IngestProcess:
                     "SIDECAR_DICOM_PORT": str(self.dicom_port), "SIDECAR_FSYNC": "true",
                     "SIDECAR_COMPLETION_POLL_S": "0.1", "TCP_NODELAY": "1"}
         self.log = data_dir.parent / "ingest.log"
+        test_pki.install(data_dir)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, max_file_bytes: int | None = None) -> None:
@@ -145,7 +147,7 @@ def test_sigkill_mid_association_loses_nothing_acknowledged(
 
     ingest_process.start()  # restart on the same database and data dir, re-send everything
     assert len(send_all(ingest_process, items)) == SLICES
-    with grpc.insecure_channel(f"127.0.0.1:{ingest_process.grpc_port}") as channel:
+    with test_pki.channel(f"127.0.0.1:{ingest_process.grpc_port}") as channel:
         done = pb_grpc.IngestServiceStub(channel).CompleteStudy(
             pb.CompleteStudyRequest(facility="crash", study_instance_uid=study), timeout=30)
     assert done.completed_count == 1
@@ -208,7 +210,7 @@ def test_a_full_disk_refuses_with_out_of_resources_and_loses_nothing(
     batch = pb.IngestInstancesRequest(facility="crash", items=[
         pb.IngestInstancesRequestItem(dicom=to_bytes(
             ct_slice(study, series, z=100.0 + z, rows=512, cols=512))) for z in range(40)])
-    with grpc.insecure_channel(f"127.0.0.1:{ingest_process.grpc_port}",
+    with test_pki.channel(f"127.0.0.1:{ingest_process.grpc_port}",
                                options=[("grpc.max_send_message_length", 64 << 20)]) as channel, \
             pytest.raises(grpc.RpcError) as err:
         pb_grpc.IngestServiceStub(channel).IngestInstances(batch, timeout=60)

@@ -12,6 +12,7 @@ import pytest
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from tests import pki as test_pki
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.servers import free_port
 
@@ -25,6 +26,7 @@ async def ingest(database_url: str, nats, tmp_path: Path):  # type: ignore[no-un
 
     nats.install(tmp_path)
     port = free_port()
+    test_pki.install(tmp_path)
     settings = IngestSettings(
         database_url=database_url,
         nats_url=nats.url,
@@ -35,7 +37,7 @@ async def ingest(database_url: str, nats, tmp_path: Path):  # type: ignore[no-un
     )
     stop = asyncio.Event()
     task = asyncio.create_task(main.run(settings, stop))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = test_pki.aio_channel(f"127.0.0.1:{port}", "operator")
     await asyncio.wait_for(channel.channel_ready(), 20)
     yield pb_grpc.IngestServiceStub(channel)
     await channel.close()

@@ -15,6 +15,7 @@ from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.serving.grpc_server import GrpcServer
 from sidecar_core.store.models import Facility, Study
+from tests import pki as test_pki
 from tests.integration.test_hl7_mllp import oru
 from workflow_svc.report_loop import servicer as report_servicer
 
@@ -30,10 +31,10 @@ async def stub(database_url: str) -> AsyncIterator[tuple[pb_grpc.ReportServiceSt
         await s.flush()
         s.add(Study(facility_id=fid, accession="ACC-R", study_instance_uid="1.2.3.9",
                     state="ready_for_review", ingest_status="complete"))
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
     report_servicer.register(server, db, Topology("rpctest", "RPCTEST"))
     port = await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = test_pki.aio_channel(f"127.0.0.1:{port}", "operator")
     try:
         yield pb_grpc.ReportServiceStub(channel), db
     finally:

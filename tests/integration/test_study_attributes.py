@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import grpc
 import psycopg
 import pytest
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
+from tests import pki as test_pki
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.servers import free_port
 
@@ -24,11 +24,12 @@ async def ingest(database_url: str, nats, tmp_path: Path):  # type: ignore[no-un
 
     nats.install(tmp_path)
     port = free_port()
+    test_pki.install(tmp_path)
     settings = IngestSettings(database_url=database_url, nats_url=nats.url, data_dir=tmp_path,
                               ingest_port=port, dicom_port=0, completion_poll_s=0.1)
     stop = asyncio.Event()
     task = asyncio.create_task(main.run(settings, stop))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = test_pki.aio_channel(f"127.0.0.1:{port}", "operator")
     await asyncio.wait_for(channel.channel_ready(), 20)
     yield pb_grpc.IngestServiceStub(channel)
     await channel.close()

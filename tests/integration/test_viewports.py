@@ -4,8 +4,10 @@ per (series, preset, slice) even under concurrent first requests, scoped to the 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -13,6 +15,7 @@ from sqlalchemy import func, select
 
 from protos.sidecar.ingest.v1 import viewport_service_pb2 as vpb
 from protos.sidecar.ingest.v1 import viewport_service_pb2_grpc as vgrpc
+from sidecar_core.security import session_tokens
 from sidecar_core.serving.grpc_server import error_info
 from sidecar_core.store.models import Asset, Series
 from sidecar_synth import generate
@@ -63,30 +66,37 @@ async def test_viewports_on_demand(mesh: Mesh, tmp_path: Path) -> None:
     marked = {st.slice_index for st in boxed}  # the overlay job makes viewports of these
     z0, z1 = [z for z in range(CHEST["slices"]) if z not in marked][:2]
     preset = series.presets[-1]
-    stub = vgrpc.ViewportServiceStub(mesh._channel)
+    channel = mesh.aio_channel("ingest", "gateway")
+    stub = vgrpc.ViewportServiceStub(channel)
+    keys = mesh.settings("ingest").token_key_set()
 
     def ask(z: int, facilities: tuple[str, ...] = ("vp_north",), name: str = preset,
-            study: str = str(sent.study_id)) -> vpb.RenderViewportRequest:
-        return vpb.RenderViewportRequest(allowed_facilities=list(facilities), study_id=study,
-                                         series_id=str(series.id), slice_index=z, preset=name)
+            study: str = str(sent.study_id)) -> Any:
+        """RenderViewport for a radiologist of `facilities` (their token, as the gateway
+        forwards it)."""
+        token = session_tokens.issue(keys, user_id=str(uuid.uuid4()), username="rad",
+                                     role="radiologist", facilities=list(facilities), ttl_s=600)
+        return stub.RenderViewport(vpb.RenderViewportRequest(
+            study_id=study, series_id=str(series.id), slice_index=z, preset=name),
+            metadata=session_tokens.metadata(token))
 
     # another facility's radiologist: NOT_FOUND, nothing rendered
     with pytest.raises(grpc.aio.AioRpcError) as hidden:
-        await stub.RenderViewport(ask(z0, ("vp_south",)))
+        await ask(z0, ("vp_south",))
     assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
     assert await _rows(mesh, str(series.id), preset, z0) == 0
     # an unknown preset: NOT_FOUND naming the series' presets
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
-        await stub.RenderViewport(ask(z0, name="nonsense"))
+        await ask(z0, name="nonsense")
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert _reason(unknown.value) == "PRESET_NOT_FOUND" and preset in unknown.value.details()
     with pytest.raises(grpc.aio.AioRpcError) as beyond:
-        await stub.RenderViewport(ask(CHEST["slices"]))
+        await ask(CHEST["slices"])
     assert _reason(beyond.value) == "SLICE_NOT_FOUND"
 
     # first request renders and stores; the second finds the row
-    first = await stub.RenderViewport(ask(z0))
-    again = await stub.RenderViewport(ask(z0))
+    first = await ask(z0)
+    again = await ask(z0)
     assert first.rendered and not again.rendered
     assert (again.asset_id, again.sha256) == (first.asset_id, first.sha256)
     assert first.content_type == "image/png"
@@ -94,7 +104,7 @@ async def test_viewports_on_demand(mesh: Mesh, tmp_path: Path) -> None:
     assert await _rows(mesh, str(series.id), preset, z0) == 1
 
     # concurrent first requests: one row, one render, one answer
-    replies = await asyncio.gather(*(stub.RenderViewport(ask(z1)) for _ in range(8)))
+    replies = await asyncio.gather(*(ask(z1) for _ in range(8)))
     assert len({r.asset_id for r in replies}) == 1
     assert sum(r.rendered for r in replies) == 1
     assert await _rows(mesh, str(series.id), preset, z1) == 1

@@ -33,6 +33,7 @@ from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.serving.grpc_server import GrpcServer
+from tests import pki as test_pki
 from tests.helpers import add_facility, ct_slice, to_bytes
 from tests.integration.test_dimse import running_ingest
 from tests.servers import free_port, wait_port
@@ -138,9 +139,8 @@ async def wado(database_url: str, nats: Any, tmp_path: Path) -> AsyncIterator[Wa
         add_facility(database_url, name, quiet_period_s=60)
     corpus = _corpus()
     async with running_ingest(database_url, nats, tmp_path, dicom_port=0) as svc:
-        import grpc
 
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.grpc_port}") as channel:
+        async with test_pki.aio_channel(f"127.0.0.1:{svc.grpc_port}", "gateway") as channel:
             stub = ipb_grpc.IngestServiceStub(channel)
             for facility, datasets in (
                     ("north", [*corpus.ct, *corpus.files.values(), _second(corpus)]),
@@ -151,9 +151,10 @@ async def wado(database_url: str, nats: Any, tmp_path: Path) -> AsyncIterator[Wa
                 assert [r.reason for r in reply.results] == [""] * len(datasets)
         # The gateway asks the workflow process (ReviewService) whether a session was revoked.
         db = Database(database_url)
-        workflow = GrpcServer("127.0.0.1:0")
+        workflow = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
         review_servicer.register(workflow, db, Topology())
         workflow_port = await workflow.start()
+        test_pki.install(tmp_path)
         settings = GatewaySettings(data_dir=tmp_path, token_secret=SECRET,
                                    ingest_address=f"127.0.0.1:{svc.grpc_port}",
                                    workflow_address=f"127.0.0.1:{workflow_port}",
@@ -391,7 +392,6 @@ async def test_cors_and_token_hand_over(wado: Wado) -> None:
 
 
 async def test_series_indexes_are_built_when_a_study_completes(wado: Wado) -> None:
-    import grpc
     import psycopg
 
     c = wado.corpus
@@ -404,7 +404,7 @@ async def test_series_indexes_are_built_when_a_study_completes(wado: Wado) -> No
             return int(conn.execute(query, (c.study,)).fetchone()[0])  # type: ignore[index]
 
     assert indexed() == 0  # nothing asked for it, the study is still receiving
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{wado.grpc_port}") as channel:
+    async with test_pki.aio_channel(f"127.0.0.1:{wado.grpc_port}", "gateway") as channel:
         await ipb_grpc.IngestServiceStub(channel).CompleteStudy(ipb.CompleteStudyRequest(
             facility="north", study_instance_uid=c.study))
     for _ in range(300):

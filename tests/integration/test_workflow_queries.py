@@ -19,9 +19,13 @@ from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security import session_tokens
+from sidecar_core.security.session_tokens import KeySet
+from sidecar_core.security.user_auth import user_authentication
 from sidecar_core.serving.grpc_server import GrpcServer, error_info
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
+from tests import pki as test_pki
 from workflow_svc.identity import users
 from workflow_svc.identity.access import Caller
 from workflow_svc.operations import facility_settings
@@ -32,8 +36,17 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery staple"
-ADMIN = Caller("", "admin", "admin")
+ADMIN = Caller("", "admin", "admin", all_facilities=True)
 RAD_B = Caller("", "rad-b", "radiologist", ("fac-b",))
+TOKEN_KEYS = KeySet(b"workflow-queries-" + b"t" * 40)
+
+
+def user_token(role: str, facilities: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The metadata the gateway sends for a user of `role` (session token signed with
+    TOKEN_KEYS)."""
+    return session_tokens.metadata(session_tokens.issue(
+        TOKEN_KEYS, user_id=str(uuid.uuid4()), username=role, role=role,
+        facilities=list(facilities), ttl_s=600))
 
 
 @dataclass
@@ -165,9 +178,9 @@ async def test_get_study_has_history_series_and_assets(db: Database, seeded: See
         with pytest.raises(NotFound):
             await queries.get_study(db, str(seeded.study), scope)
     with pytest.raises(NotFound):
-        await queries.get_study(db, str(uuid.uuid4()))
+        await queries.get_study(db, str(uuid.uuid4()), None)
     with pytest.raises(InvalidArgument) as exc:
-        await queries.get_study(db, "not-a-uuid")
+        await queries.get_study(db, "not-a-uuid", None)
     assert exc.value.reason == "INVALID_STUDY_ID"
 
 
@@ -188,7 +201,7 @@ async def test_findings_hide_shadow_ones_unless_asked(db: Database, seeded: Seed
 
 
 async def test_audit_events_by_time_including_key_matched(db: Database, seeded: Seeded) -> None:
-    reply = await queries.list_audit_events(db, str(seeded.study))
+    reply = await queries.list_audit_events(db, str(seeded.study), None)
     assert [e.type for e in reply.events] == seeded.audit_types
     failed = reply.events[1]
     assert failed.job_id == "job-1" and failed.attempt == 2
@@ -197,7 +210,7 @@ async def test_audit_events_by_time_including_key_matched(db: Database, seeded: 
     assert failed.study.accession == "ACC-1"
     types, token = [], ""
     while True:
-        page = await queries.list_audit_events(db, str(seeded.study), page_size=1,
+        page = await queries.list_audit_events(db, str(seeded.study), None, page_size=1,
                                                page_token=token)
         types += [e.type for e in page.events]
         if not (token := page.next_page_token):
@@ -228,20 +241,20 @@ async def test_key_slice_from_the_slice_order_or_else_old_viewport_rows(
 
 
 async def test_get_asset_by_id_and_by_slice(db: Database, seeded: Seeded) -> None:
-    reply = await queries.get_asset(db, str(seeded.study), str(seeded.assets["thumb"]))
+    reply = await queries.get_asset(db, str(seeded.study), str(seeded.assets["thumb"]), None)
     assert reply.asset.kind == "thumbnail" and reply.object_key.startswith("sha256/")
-    vp = await queries.get_asset(db, str(seeded.study), series_id=str(seeded.series),
+    vp = await queries.get_asset(db, str(seeded.study), "", None, series_id=str(seeded.series),
                                  kind="viewport", preset="lung", slice_index=1)
     assert vp.asset.asset_id == str(seeded.assets["vp1-lung"])
     with pytest.raises(NotFound):
-        await queries.get_asset(db, str(seeded.study), series_id=str(seeded.series),
+        await queries.get_asset(db, str(seeded.study), "", None, series_id=str(seeded.series),
                                 kind="viewport", preset="mediastinum", slice_index=1)
     with pytest.raises(NotFound):  # the asset exists, but not in that study
-        await queries.get_asset(db, str(seeded.study_b), str(seeded.assets["thumb"]))
+        await queries.get_asset(db, str(seeded.study_b), str(seeded.assets["thumb"]), None)
     with pytest.raises(NotFound):
         await queries.get_asset(db, str(seeded.study), str(seeded.assets["thumb"]), ["fac-b"])
     with pytest.raises(InvalidArgument):
-        await queries.get_asset(db, str(seeded.study))
+        await queries.get_asset(db, str(seeded.study), "", None)
 
 
 async def test_users_authenticate_with_role_and_facility(db: Database, seeded: Seeded) -> None:
@@ -266,10 +279,11 @@ async def test_users_authenticate_with_role_and_facility(db: Database, seeded: S
 
 @pytest.fixture()
 async def workflow_stub(db: Database) -> AsyncIterator[pb_grpc.WorkflowServiceStub]:
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"), interceptors=[
+        user_authentication(db, Topology(), "workflow_svc", TOKEN_KEYS, 0)])
     servicer.register(server, db)
     port = await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = test_pki.aio_channel(f"127.0.0.1:{port}", "gateway")
     try:
         yield pb_grpc.WorkflowServiceStub(channel)
     finally:
@@ -279,22 +293,22 @@ async def workflow_stub(db: Database) -> AsyncIterator[pb_grpc.WorkflowServiceSt
 
 async def test_servicer_over_grpc(seeded: Seeded,
                                   workflow_stub: pb_grpc.WorkflowServiceStub) -> None:
+    admin = user_token("admin", ())
     events = await workflow_stub.ListAuditEvents(
-        pb.ListAuditEventsRequest(study_id=str(seeded.study)))
+        pb.ListAuditEventsRequest(study_id=str(seeded.study)), metadata=admin)
     assert [e.type for e in events.events] == seeded.audit_types
     asset = await workflow_stub.GetAsset(pb.GetAssetRequest(
         study_id=str(seeded.study), series_id=str(seeded.series), kind="overlay", preset="lung",
-        slice_index=1))
+        slice_index=1), metadata=admin)
     assert asset.asset.asset_id == str(seeded.assets["ov1-lung"])
     for call, request, code, reason in [
         (workflow_stub.ListAuditEvents, pb.ListAuditEventsRequest(
-            study_id=str(seeded.study), allowed_facilities=["fac-b"]),
-         grpc.StatusCode.NOT_FOUND, "STUDY_NOT_FOUND"),
+            study_id=str(seeded.study)), grpc.StatusCode.NOT_FOUND, "STUDY_NOT_FOUND"),
         (workflow_stub.GetAsset, pb.GetAssetRequest(study_id="x", asset_id="y"),
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_STUDY_ID"),
     ]:
-        with pytest.raises(grpc.aio.AioRpcError) as exc:
-            await call(request)
+        with pytest.raises(grpc.aio.AioRpcError) as exc:  # a radiologist of fac-b
+            await call(request, metadata=user_token("radiologist", ("fac-b",)))
         assert exc.value.code() == code
         info = error_info(exc.value)
         assert info is not None and info.reason == reason
@@ -304,11 +318,11 @@ async def test_removed_rpcs_are_gone_and_passwords_are_checked_only_by_login(
         db: Database, seeded: Seeded) -> None:
     """Contracts release 2: ListStudies, GetStudy, ListFindings and AuthenticateUser (a password
     check without the login rate limit) are not served; ReviewService.Login is the way in."""
-    server = GrpcServer("127.0.0.1:0")
+    server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
     servicer.register(server, db)
     port = await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with test_pki.aio_channel(f"127.0.0.1:{port}", "gateway") as channel:
             for method in ("ListStudies", "GetStudy", "ListFindings", "AuthenticateUser"):
                 call = channel.unary_unary(f"/sidecar.workflow.v1.WorkflowService/{method}")
                 with pytest.raises(grpc.aio.AioRpcError) as exc:

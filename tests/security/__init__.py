@@ -1,1 +1,1 @@
-"""Security tests on real servers: the mesh's refusals (who may not do what)."""
+"""Attacks on the running product: its gRPC mesh, its bus and its users' tokens."""

@@ -1,4 +1,7 @@
-"""The caller of a review operation: facility scope and what each role may change."""
+"""The caller of a review operation: facility scope and what each role may change.
+
+The caller is the user of the session token the gateway forwarded, verified by this service
+(sidecar_core.security.user_auth), never what a request says."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sidecar_core.errors import PermissionDenied
+from sidecar_core.security.user_auth import require_user
 from workflow_svc.identity.users import ADMIN, AUDITOR, RADIOLOGIST
 
 SEES_ALL = (ADMIN, AUDITOR)
@@ -15,21 +19,19 @@ WRITERS = (RADIOLOGIST, ADMIN)
 
 @dataclass(frozen=True)
 class Caller:
-    """A verified user as the gateway names it."""
+    """A verified user: who, their role and the facilities their token names."""
 
     user_id: str
     username: str
     role: str
     facilities: tuple[str, ...] = ()
+    # Every facility: an explicit claim of the token (admin, auditor, the operator).
+    all_facilities: bool = False
 
-    def scope(self) -> Sequence[str]:
-        """Facilities the caller may see; empty means all (admin and auditor)."""
-        if self.role in SEES_ALL:
-            return ()
-        if self.role == RADIOLOGIST and self.facilities:
-            return self.facilities
-        raise PermissionDenied("NO_FACILITY_SCOPE", "this account is bound to no facility",
-                               username=self.username)
+    def scope(self) -> Sequence[str] | None:
+        """Facilities the caller may see: None for every one (only with `all_facilities`),
+        else the facilities listed; empty sees nothing."""
+        return None if self.all_facilities else self.facilities
 
     def require_writer(self) -> None:
         """Auditors read only; PermissionDenied(READ_ONLY_ROLE) for them."""
@@ -49,4 +51,10 @@ class Caller:
         return f"user:{self.username}"[:64]
 
 
-SYSTEM = Caller("", "system", ADMIN)
+SYSTEM = Caller("", "system", ADMIN, all_facilities=True)
+
+
+def current_caller() -> Caller:
+    """The verified user of the call being served; Unauthenticated without one."""
+    user = require_user()
+    return Caller(user.user_id, user.username, user.role, user.facilities, user.all_facilities)

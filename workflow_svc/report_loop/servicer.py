@@ -8,13 +8,12 @@ import grpc
 
 from protos.sidecar.workflow.v1 import report_service_pb2 as pb
 from protos.sidecar.workflow.v1 import report_service_pb2_grpc as pb_grpc
-from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.serving import idempotency
 from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
-from workflow_svc.identity.access import Caller
+from workflow_svc.identity.access import current_caller
 from workflow_svc.report_loop import drafts, legacy_reports
 from workflow_svc.report_loop.hl7 import intake as hl7_intake
 from workflow_svc.report_loop.hl7.ack import acks_for
@@ -75,31 +74,28 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
     @handle_errors
     async def GenerateDraft(self, request: pb.GenerateDraftRequest,
                             context: grpc.aio.ServicerContext) -> pb.GenerateDraftResponse:
-        return await drafts.generate(self.db, self.topology, _caller(request.caller),
+        return await drafts.generate(self.db, self.topology, current_caller(),
                                      request.study_id)
 
     @handle_errors
     async def GetDraft(self, request: pb.GetDraftRequest,
                        context: grpc.aio.ServicerContext) -> pb.GetDraftResponse:
-        return await drafts.get(self.db, _caller(request.caller), request.study_id)
+        return await drafts.get(self.db, current_caller(), request.study_id)
 
     @handle_errors
     async def EditDraft(self, request: pb.EditDraftRequest,
                         context: grpc.aio.ServicerContext) -> pb.EditDraftResponse:
         return pb.EditDraftResponse(draft=await drafts.edit(
-            self.db, self.topology, _caller(request.caller), request.study_id,
+            self.db, self.topology, current_caller(), request.study_id,
             request.expected_version, request.text))
 
     @handle_errors
     async def AcceptDraft(self, request: pb.AcceptDraftRequest,
                           context: grpc.aio.ServicerContext) -> pb.AcceptDraftResponse:
         return pb.AcceptDraftResponse(draft=await drafts.accept(
-            self.db, self.topology, _caller(request.caller), request.study_id,
+            self.db, self.topology, current_caller(), request.study_id,
             request.expected_version))
 
-
-def _caller(message: rpb.Caller) -> Caller:
-    return Caller(message.user_id, message.username, message.role, tuple(message.facilities))
 
 
 def register(server: GrpcServer, db: Database, topology: Topology) -> ReportServicer:

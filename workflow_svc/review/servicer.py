@@ -1,4 +1,5 @@
-"""ReviewService over gRPC: validates the caller and delegates to the review domain modules."""
+"""ReviewService over gRPC: the caller is the verified user of the call (its token, see
+sidecar_core.security.user_auth); delegates to the review domain modules."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import grpc
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc
 from sidecar_core.db import Database
+from sidecar_core.errors import PermissionDenied
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security.user_auth import require_user
 from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
 from workflow_svc.identity import sessions
-from workflow_svc.identity.access import Caller
+from workflow_svc.identity.access import current_caller
 from workflow_svc.identity.sessions import LoginLimits
 from workflow_svc.review import actions as review_actions
 from workflow_svc.review import decisions, worklist
@@ -21,9 +24,6 @@ from workflow_svc.review import decisions, worklist
 SERVICE_NAME = rpb.DESCRIPTOR.services_by_name["ReviewService"].full_name
 Ctx: TypeAlias = grpc.aio.ServicerContext
 
-
-def _caller(message: rpb.Caller) -> Caller:
-    return Caller(message.user_id, message.username, message.role, tuple(message.facilities))
 
 
 class ReviewServicer(rpb_grpc.ReviewServiceServicer):
@@ -44,7 +44,10 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
     @handle_errors
     async def RevokeSession(self, request: rpb.RevokeSessionRequest,
                             context: Ctx) -> rpb.RevokeSessionResponse:
-        caller = _caller(request.caller)
+        caller, user = current_caller(), require_user()
+        if user.jti and request.jti != user.jti:  # a user logs out their own session only
+            raise PermissionDenied("NOT_YOUR_SESSION",
+                                   "a session token may revoke only itself")
         await sessions.revoke(self.db, self.topology, request.jti,
                               request.expires_at.ToDatetime(tzinfo=UTC), caller.user_uuid,
                               caller.actor)
@@ -58,66 +61,66 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
     @handle_errors
     async def ListWorklist(self, request: rpb.ListWorklistRequest,
                            context: Ctx) -> rpb.ListWorklistResponse:
-        return await worklist.list_worklist(self.db, request, _caller(request.caller))
+        return await worklist.list_worklist(self.db, request, current_caller())
 
     @handle_errors
     async def GetStudyDetail(self, request: rpb.GetStudyDetailRequest,
                              context: Ctx) -> rpb.GetStudyDetailResponse:
-        return await worklist.get_detail(self.db, request.study_id, _caller(request.caller))
+        return await worklist.get_detail(self.db, request.study_id, current_caller())
 
     @handle_errors
     async def ClaimStudy(self, request: rpb.ClaimStudyRequest,
                          context: Ctx) -> rpb.ClaimStudyResponse:
         return rpb.ClaimStudyResponse(study=await review_actions.claim(
-            self.db, self.topology, request.study_id, _caller(request.caller)))
+            self.db, self.topology, request.study_id, current_caller()))
 
     @handle_errors
     async def ReleaseStudy(self, request: rpb.ReleaseStudyRequest,
                            context: Ctx) -> rpb.ReleaseStudyResponse:
         return rpb.ReleaseStudyResponse(study=await review_actions.release(
-            self.db, self.topology, request.study_id, _caller(request.caller)))
+            self.db, self.topology, request.study_id, current_caller()))
 
     @handle_errors
     async def OpenStudy(self, request: rpb.OpenStudyRequest, context: Ctx) -> rpb.OpenStudyResponse:
         return rpb.OpenStudyResponse(study=await review_actions.open_study(
-            self.db, self.topology, request.study_id, _caller(request.caller)))
+            self.db, self.topology, request.study_id, current_caller()))
 
     @handle_errors
     async def CompleteReview(self, request: rpb.CompleteReviewRequest,
                              context: Ctx) -> rpb.CompleteReviewResponse:
         return rpb.CompleteReviewResponse(study=await review_actions.complete(
-            self.db, self.topology, request.study_id, _caller(request.caller)))
+            self.db, self.topology, request.study_id, current_caller()))
 
     @handle_errors
     async def RecordAccess(self, request: rpb.RecordAccessRequest,
                            context: Ctx) -> rpb.RecordAccessResponse:
         await review_actions.record_access(self.db, self.topology, request,
-                                           _caller(request.caller))
+                                           current_caller())
         return rpb.RecordAccessResponse()
 
     @handle_errors
     async def ListReviewFindings(self, request: rpb.ListReviewFindingsRequest,
                                  context: Ctx) -> rpb.ListReviewFindingsResponse:
         return rpb.ListReviewFindingsResponse(findings=await decisions.list_findings(
-            self.db, request.study_id, _caller(request.caller), request.include_hidden))
+            self.db, request.study_id, current_caller(), request.include_hidden))
 
     @handle_errors
     async def DecideFinding(self, request: rpb.DecideFindingRequest,
                             context: Ctx) -> rpb.DecideFindingResponse:
         return rpb.DecideFindingResponse(finding=await decisions.decide(
-            self.db, self.topology, request, _caller(request.caller)))
+            self.db, self.topology, request, current_caller()))
 
     @handle_errors
     async def AddFinding(self, request: rpb.AddFindingRequest,
                          context: Ctx) -> rpb.AddFindingResponse:
         return rpb.AddFindingResponse(finding=await decisions.add_finding(
-            self.db, self.topology, request, _caller(request.caller)))
+            self.db, self.topology, request, current_caller()))
 
     @handle_errors
     async def ListFindingHistory(self, request: rpb.ListFindingHistoryRequest,
                                  context: Ctx) -> rpb.ListFindingHistoryResponse:
         return rpb.ListFindingHistoryResponse(events=await decisions.history(
-            self.db, request.study_id, request.finding_id, _caller(request.caller)))
+            self.db, request.study_id, request.finding_id, current_caller()))
 
 
 def register(server: GrpcServer, db: Database, topology: Topology,

@@ -78,7 +78,13 @@ def _person(value: Any) -> str:
 
 def _scope_clause(caller: Caller) -> list[ColumnElement[bool]]:
     allowed = caller.scope()
-    return [Facility.name.in_(list(allowed))] if allowed else []
+    return [] if allowed is None else [Facility.name.in_(list(allowed))]
+
+
+def _scope_key(caller: Caller) -> list[str] | str:
+    """The scope as the page token binds it ("*": every facility)."""
+    allowed = caller.scope()
+    return "*" if allowed is None else sorted(allowed)
 
 
 async def load_row(session: AsyncSession, study_id: str | uuid.UUID, caller: Caller
@@ -166,7 +172,7 @@ async def list_worklist(db: Database, request: rpb.ListWorklistRequest, caller: 
     scope = queries._scope("worklist", request.state, request.modality, request.ai_status,
                            request.date_from, request.date_to, request.assigned_to_me,
                            request.facility, request.accession, request.sort, request.eligible,
-                           sorted(caller.scope()), caller.user_id if request.assigned_to_me
+                           _scope_key(caller), caller.user_id if request.assigned_to_me
                            else "")
     offset = _offset(request.page_token, scope)
     async with db.read() as session:
@@ -182,6 +188,6 @@ async def get_detail(db: Database, study_id: str, caller: Caller) -> rpb.GetStud
     """The worklist row plus state history and series (with their assets)."""
     async with db.read() as session:
         row = await load_row(session, study_id, caller)
-    detail = await queries.get_study(db, study_id, list(caller.scope()))
+    detail = await queries.get_study(db, study_id, caller.scope())
     return rpb.GetStudyDetailResponse(study=row, state_history=detail.state_history,
                                       series=detail.series)

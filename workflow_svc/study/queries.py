@@ -149,13 +149,14 @@ def _audit_pb(row: AuditEvent) -> pb.AuditEvent:
     return event
 
 
-def _in_scope(allowed: Sequence[str]) -> list[ColumnElement[bool]]:
-    """The WHERE clause of facility scoping (none when every facility is allowed)."""
-    return [Facility.name.in_(list(allowed))] if allowed else []
+def _in_scope(allowed: Sequence[str] | None) -> list[ColumnElement[bool]]:
+    """The WHERE clause of facility scoping: None allows every facility (an explicit claim of
+    the caller's token), an empty list none."""
+    return [] if allowed is None else [Facility.name.in_(list(allowed))]
 
 
 async def _load_study(session: AsyncSession, study_id: str,
-                      allowed: Sequence[str]) -> tuple[StudyRow, str]:
+                      allowed: Sequence[str] | None) -> tuple[StudyRow, str]:
     """The study if it exists and the caller may see it; NotFound alike in both other cases."""
     sid = parse_id(study_id)
     query = (select(StudyRow, Facility.name)
@@ -168,7 +169,7 @@ async def _load_study(session: AsyncSession, study_id: str,
 
 
 async def visible_study_id(session: AsyncSession, study_id: str,
-                           allowed: Sequence[str]) -> uuid.UUID:
+                           allowed: Sequence[str] | None) -> uuid.UUID:
     """The id of a study in the caller's scope; NotFound alike when absent or out of scope."""
     study, _ = await _load_study(session, study_id, allowed)
     return study.id
@@ -184,7 +185,7 @@ class StudyDetail:
 
 
 async def get_study(db: Database, study_id: str,
-                    allowed_facilities: Sequence[str] = ()) -> StudyDetail:
+                    allowed_facilities: Sequence[str] | None) -> StudyDetail:
     """One study with its state history (oldest first) and its series with their assets."""
     async with db.read() as session:
         study, facility = await _load_study(session, study_id, allowed_facilities)
@@ -248,12 +249,13 @@ async def _key_slices(session: AsyncSession, study_id: uuid.UUID, findings: Sequ
     return out
 
 
-async def list_audit_events(db: Database, study_id: str, allowed_facilities: Sequence[str] = (),
-                            *, page_size: int = 0,
+async def list_audit_events(db: Database, study_id: str,
+                            allowed_facilities: Sequence[str] | None, *, page_size: int = 0,
                             page_token: str = "") -> pb.ListAuditEventsResponse:
     """Audit events of a study (by id, or by study key when recorded before it had one), by time."""
     size = _page_size(page_size)
-    scope = _scope("audit", study_id, sorted(allowed_facilities))
+    scope = _scope("audit", study_id,
+                   "*" if allowed_facilities is None else sorted(allowed_facilities))
     after = _after(page_token, scope, int)
     async with db.read() as session:
         study, facility = await _load_study(session, study_id, allowed_facilities)
@@ -274,8 +276,8 @@ async def list_audit_events(db: Database, study_id: str, allowed_facilities: Seq
     return response
 
 
-async def get_asset(db: Database, study_id: str, asset_id: str = "",
-                    allowed_facilities: Sequence[str] = (), *, series_id: str = "",
+async def get_asset(db: Database, study_id: str, asset_id: str,
+                    allowed_facilities: Sequence[str] | None, *, series_id: str = "",
                     kind: str = "", preset: str = "",
                     slice_index: int | None = None) -> pb.GetAssetResponse:
     """An asset of a study by id, or by series + kind + preset + slice; with its object key."""

@@ -8,6 +8,7 @@ from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
 from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
+from workflow_svc.identity.access import current_caller
 from workflow_svc.study import queries
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name
@@ -23,7 +24,7 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
     async def ListAuditEvents(self, request: pb.ListAuditEventsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListAuditEventsResponse:
         return await queries.list_audit_events(
-            self.db, request.study_id, list(request.allowed_facilities),
+            self.db, request.study_id, current_caller().scope(),
             page_size=request.page_size, page_token=request.page_token)
 
     @handle_errors
@@ -31,7 +32,7 @@ class WorkflowServicer(pb_grpc.WorkflowServiceServicer):
                        context: grpc.aio.ServicerContext) -> pb.GetAssetResponse:
         slice_index = request.slice_index if request.HasField("slice_index") else None
         return await queries.get_asset(
-            self.db, request.study_id, request.asset_id, list(request.allowed_facilities),
+            self.db, request.study_id, request.asset_id, current_caller().scope(),
             series_id=request.series_id, kind=request.kind, preset=request.preset,
             slice_index=slice_index)
 

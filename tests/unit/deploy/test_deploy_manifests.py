@@ -12,11 +12,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sidecar_core.security import identity
+from sidecar_core.security.identity import SERVICES, Identity
+
 REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "deploy" / "k8s"
 COMPOSE = REPO / "deploy" / "compose.yaml"
 KUBERNETES_VERSION = "1.30.0"
 BIN = Path(sys.executable).parent
+CERT_MANAGER = REPO / "deploy" / "cert-manager"
+HEALTH_PROBE = "sidecar_core.serving.health_probe"
+# The mTLS gRPC servers of the mesh and their ports.
+GRPC_PORTS = {"workflow": 50052, "ingest": 50051, "normalizer": 50053}
+SIDECAR_SERVICES = ("workflow", "ingest", "normalizer", "preprocess", "gateway", "hl7")
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+TRITON_RELEASE = (25, 7)  # NVIDIA's August 2025 bulletin: Python backend fixes from r25.07
 
 
 def manifests() -> list[dict]:
@@ -60,9 +70,10 @@ def test_every_service_has_probes_resources_and_its_configuration() -> None:
         assert {"secretRef": {"name": "sidecar-secrets"}} in c["envFrom"]
         module = c["command"][-1]
         assert importlib.util.find_spec(module) is not None, module
-    grpc = {n for n, d in deployments.items()
-            if "grpc" in d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]}
-    assert grpc == {"ingest", "workflow", "normalizer"}
+    probed = {n for n, d in deployments.items()
+              if HEALTH_PROBE in " ".join(d["spec"]["template"]["spec"]["containers"][0]
+                                          ["readinessProbe"].get("exec", {}).get("command", []))}
+    assert probed == set(GRPC_PORTS)
     gateway = deployments["gateway"]["spec"]["template"]["spec"]["containers"][0]
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/healthz"
 
@@ -110,3 +121,163 @@ def test_the_dockerfile_copies_what_exists_and_runs_real_modules() -> None:
         command = service.get("command") or []
         if command[:2] == ["python", "-m"]:
             assert importlib.util.find_spec(command[2]) is not None, (name, command)
+
+
+def _container(deployment: dict) -> dict:
+    [c] = deployment["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+@pytest.mark.parametrize("name", SIDECAR_SERVICES)
+def test_every_service_mounts_its_mesh_secret_and_names_its_files(name: str) -> None:
+    pod = of_kind("Deployment")[name]["spec"]["template"]["spec"]
+    c = _container(of_kind("Deployment")[name])
+    secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v
+               and not v["secret"]["secretName"].startswith("nats-seed-")}  # its NATS user's
+    assert [s["secretName"] for s in secrets.values()] == [f"mesh-{name}"]
+    [(volume, secret)] = secrets.items()
+    [mount] = [m for m in c["volumeMounts"] if m["name"] == volume]
+    assert mount["readOnly"] is True
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    root = mount["mountPath"]
+    # cert-manager's kubernetes.io/tls layout
+    assert env["SIDECAR_TLS_CA"] == f"{root}/ca.crt"
+    assert env["SIDECAR_TLS_CERT"] == f"{root}/tls.crt"
+    assert env["SIDECAR_TLS_KEY"] == f"{root}/tls.key"
+    assert "SIDECAR_GRPC_REFLECTION" not in env
+    assert "SIDECAR_GRPC_REFLECTION" not in of_kind("ConfigMap")["sidecar-config"]["data"]
+
+
+def test_no_plaintext_grpc_probe_and_the_exec_probes_name_the_right_port() -> None:
+    for name, d in of_kind("Deployment").items():
+        c = _container(d)
+        for probe in PROBES:
+            assert "grpc" not in c[probe], (name, probe)
+            command = c[probe].get("exec", {}).get("command", [])
+            if name in GRPC_PORTS:
+                assert command == ["python", "-m", HEALTH_PROBE, str(GRPC_PORTS[name])], name
+                assert c[probe]["timeoutSeconds"] >= 5, (name, probe)
+                assert {"containerPort": GRPC_PORTS[name], "name": "grpc"} in c["ports"]
+            else:
+                assert HEALTH_PROBE not in command, (name, probe)
+    assert importlib.util.find_spec(HEALTH_PROBE) is not None
+
+
+def _allowed_from(policy: dict, port: int) -> list[dict]:
+    """The `from` peers of every ingress rule of `policy` that opens `port` ([{}]: anyone)."""
+    peers: list[dict] = []
+    for rule in policy["spec"].get("ingress", []):
+        ports = [p.get("port") for p in rule.get("ports", [])]
+        if not ports or port in ports:
+            peers += rule.get("from") or [{}]
+    return peers
+
+
+def _selects(policy: dict, labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    match = selector.get("matchLabels", {})
+    return all(labels.get(k) == v for k, v in match.items()) and not selector.get(
+        "matchExpressions")
+
+
+def test_ingress_is_denied_by_default_and_triton_answers_the_normalizer_only() -> None:
+    policies = of_kind("NetworkPolicy")
+    deny = [p for p in policies.values()
+            if p["spec"]["podSelector"] == {} and p["spec"]["policyTypes"] == ["Ingress"]
+            and not p["spec"].get("ingress")]
+    assert deny, "no default-deny ingress policy"
+    triton = {"app.kubernetes.io/name": "triton", "app.kubernetes.io/part-of": "radiology-sidecar"}
+    assert of_kind("Deployment")["triton"]["spec"]["template"]["metadata"]["labels"] == triton
+    selecting = [p for p in policies.values() if _selects(p, triton) and p["spec"]["podSelector"]]
+    assert selecting
+    peers = [peer for p in selecting for port in (8000, 8001, 8002)
+             for peer in _allowed_from(p, port)]
+    assert peers and all(peer == {"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "normalizer"}}} for peer in peers), peers
+    rules = [rule for p in selecting for rule in p["spec"]["ingress"]]
+    assert all([p["port"] for p in rule["ports"]] == [8001] for rule in rules)
+
+
+def test_workflow_grpc_is_reachable_from_its_callers_only() -> None:
+    policies = [p for p in of_kind("NetworkPolicy").values() if p["spec"]["podSelector"]
+                and _selects(p, {"app.kubernetes.io/name": "workflow"})]
+    names = {peer["podSelector"]["matchLabels"].get("app.kubernetes.io/name")
+             for p in policies for peer in _allowed_from(p, GRPC_PORTS["workflow"])}
+    assert names == {"gateway", "hl7", None}  # None: the operator tooling label
+
+
+def _release(tag: str) -> tuple[int, int]:
+    match = re.search(r"(\d{2})\.(\d{2})(?:-py3)?$", tag)
+    assert match, f"no Triton release in {tag!r}"
+    return int(match[1]), int(match[2])
+
+
+def test_triton_is_a_release_with_the_2025_python_backend_fixes() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    [image] = re.findall(r"^ARG TRITON_IMAGE=(\S+)$", dockerfile, re.M)
+    assert image.startswith("nvcr.io/nvidia/tritonserver:")
+    assert _release(image) >= TRITON_RELEASE
+    triton_images = [_container(of_kind("Deployment")["triton"])["image"],
+                     yaml.safe_load(COMPOSE.read_text())["services"]["triton"]["image"]]
+    for found in triton_images:
+        assert _release(found) == _release(image), found
+    for path in [*(REPO / "deploy").rglob("*.y*ml"), *(REPO / "deploy").rglob("*.md"),
+                 REPO / "docs" / "deployment.md"]:
+        for tag in re.findall(r"tritonserver:(\S+)", path.read_text()):
+            assert _release(tag) >= TRITON_RELEASE, (path, tag)
+
+
+def test_no_compose_port_is_published_on_every_interface() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    published = [(name, port) for name, svc in services.items() for port in svc.get("ports", [])]
+    assert published
+    for name, port in published:
+        assert isinstance(port, str), (name, port)
+        host = port.rsplit(":", 2)[0] if port.count(":") >= 2 else ""
+        assert host in ("127.0.0.1", "${SIDECAR_PUBLISH_ADDRESS:-127.0.0.1}"), (name, port)
+    assert "SIDECAR_PUBLISH_ADDRESS" in COMPOSE.read_text().split("services:")[0]
+
+
+@pytest.mark.parametrize("name", SIDECAR_SERVICES)
+def test_every_compose_service_mounts_its_own_certificate(name: str) -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    env = compose["x-sidecar"]["environment"]
+    mounts = {v["target"]: v["source"] for v in compose["services"][name]["volumes"]}
+    assert mounts[env["SIDECAR_TLS_CA"]] == "./.mesh/tls/ca.crt"
+    assert mounts[env["SIDECAR_TLS_CERT"]] == f"./.mesh/tls/{name}.crt"
+    assert mounts[env["SIDECAR_TLS_KEY"]] == f"./.mesh/tls/{name}.key"
+    assert all(v["read_only"] for v in compose["services"][name]["volumes"])
+    assert "deploy/.mesh" in (REPO / ".gitignore").read_text()
+
+
+def _cert_manager() -> list[dict]:
+    docs = []
+    for path in sorted(CERT_MANAGER.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_cert_manager_issues_each_service_the_identity_the_mesh_expects() -> None:
+    certs = {d["spec"]["secretName"]: d["spec"] for d in _cert_manager()
+             if d["kind"] == "Certificate" and not d["spec"].get("isCA")}
+    for name in SERVICES:
+        spec = certs[f"mesh-{name}"]
+        assert spec["uris"] == [identity.service(name).uri]
+        assert "localhost" in spec["dnsNames"] and spec["ipAddresses"] == ["127.0.0.1"]
+        assert {"server auth", "client auth"} <= set(spec["usages"])
+        assert spec["privateKey"]["algorithm"] == "ECDSA" and spec["privateKey"]["size"] == 256
+        assert spec["duration"] and spec["renewBefore"]
+    for name in set(SIDECAR_SERVICES) & set(GRPC_PORTS):
+        # what the others dial: SIDECAR_<NAME>_ADDRESS in the ConfigMap
+        host = of_kind("ConfigMap")["sidecar-config"]["data"][
+            f"SIDECAR_{name.upper()}_ADDRESS"].rsplit(":", 1)[0]
+        assert host in certs[f"mesh-{name}"]["dnsNames"]
+    # Every Secret a Deployment mounts is issued here.
+    for name in SIDECAR_SERVICES:
+        assert f"mesh-{name}" in certs
+    operators = [Identity.parse(u) for spec in certs.values() for u in spec.get("uris", [])
+                 if Identity.parse(u).kind == "operator"]
+    assert operators
+    for spec in certs.values():
+        identities = [Identity.parse(u) for u in spec["uris"]]
+        assert len(identities) == 1

@@ -123,20 +123,18 @@ class QueryParameter(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class SearchStudiesRequest(_message.Message):
-    __slots__ = ("allowed_facilities", "match", "include_fields", "page_size", "page_token", "fuzzy_matching")
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("match", "include_fields", "page_size", "page_token", "fuzzy_matching")
     MATCH_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FIELDS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FUZZY_MATCHING_FIELD_NUMBER: _ClassVar[int]
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
     match: _containers.RepeatedCompositeFieldContainer[QueryParameter]
     include_fields: _containers.RepeatedScalarFieldContainer[str]
     page_size: int
     page_token: str
     fuzzy_matching: bool
-    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., match: _Optional[_Iterable[_Union[QueryParameter, _Mapping]]] = ..., include_fields: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., fuzzy_matching: _Optional[bool] = ...) -> None: ...
+    def __init__(self, match: _Optional[_Iterable[_Union[QueryParameter, _Mapping]]] = ..., include_fields: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., fuzzy_matching: _Optional[bool] = ...) -> None: ...
 
 class SearchStudiesResponse(_message.Message):
     __slots__ = ("dicom_json", "next_page_token")
@@ -147,22 +145,20 @@ class SearchStudiesResponse(_message.Message):
     def __init__(self, dicom_json: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SearchSeriesRequest(_message.Message):
-    __slots__ = ("allowed_facilities", "match", "include_fields", "page_size", "page_token", "study_instance_uid", "fuzzy_matching")
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("match", "include_fields", "page_size", "page_token", "study_instance_uid", "fuzzy_matching")
     MATCH_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FIELDS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     FUZZY_MATCHING_FIELD_NUMBER: _ClassVar[int]
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
     match: _containers.RepeatedCompositeFieldContainer[QueryParameter]
     include_fields: _containers.RepeatedScalarFieldContainer[str]
     page_size: int
     page_token: str
     study_instance_uid: str
     fuzzy_matching: bool
-    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., match: _Optional[_Iterable[_Union[QueryParameter, _Mapping]]] = ..., include_fields: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., study_instance_uid: _Optional[str] = ..., fuzzy_matching: _Optional[bool] = ...) -> None: ...
+    def __init__(self, match: _Optional[_Iterable[_Union[QueryParameter, _Mapping]]] = ..., include_fields: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., study_instance_uid: _Optional[str] = ..., fuzzy_matching: _Optional[bool] = ...) -> None: ...
 
 class SearchSeriesResponse(_message.Message):
     __slots__ = ("dicom_json", "next_page_token")
@@ -173,8 +169,7 @@ class SearchSeriesResponse(_message.Message):
     def __init__(self, dicom_json: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class SearchInstancesRequest(_message.Message):
-    __slots__ = ("allowed_facilities", "match", "include_fields", "page_size", "page_token", "study_instance_uid", "series_instance_uid", "fuzzy_matching")
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("match", "include_fields", "page_size", "page_token", "study_instance_uid", "series_instance_uid", "fuzzy_matching")
     MATCH_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_FIELDS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -182,7 +177,6 @@ class SearchInstancesRequest(_message.Message):
     STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     FUZZY_MATCHING_FIELD_NUMBER: _ClassVar[int]
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
     match: _containers.RepeatedCompositeFieldContainer[QueryParameter]
     include_fields: _containers.RepeatedScalarFieldContainer[str]
     page_size: int
@@ -190,7 +184,7 @@ class SearchInstancesRequest(_message.Message):
     study_instance_uid: str
     series_instance_uid: str
     fuzzy_matching: bool
-    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., match: _Optional[_Iterable[_Union[QueryParameter, _Mapping]]] = ..., include_fields: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., fuzzy_matching: _Optional[bool] = ...) -> None: ...
+    def __init__(self, match: _Optional[_Iterable[_Union[QueryParameter, _Mapping]]] = ..., include_fields: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., fuzzy_matching: _Optional[bool] = ...) -> None: ...
 
 class SearchInstancesResponse(_message.Message):
     __slots__ = ("dicom_json", "next_page_token")

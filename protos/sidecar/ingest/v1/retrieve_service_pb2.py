@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(sidecar/ingest/v1/retrieve_service.proto\x12\x11sidecar.ingest.v1\"\xb2\x01\n\x1aListStoredInstancesRequest\x12\x1a\n\x12\x61llowed_facilities\x18\x01 \x03(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"\xeb\x01\n\x0eStoredInstance\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x03 \x01(\t\x12\x15\n\rsop_class_uid\x18\x04 \x01(\t\x12\x1b\n\x13transfer_syntax_uid\x18\x05 \x01(\t\x12\x12\n\nobject_key\x18\x06 \x01(\t\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\x18\n\x10number_of_frames\x18\x08 \x01(\x05\x12\x10\n\x08\x66\x61\x63ility\x18\t \x01(\t\"l\n\x1bListStoredInstancesResponse\x12\x34\n\tinstances\x18\x01 \x03(\x0b\x32!.sidecar.ingest.v1.StoredInstance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x15GetSeriesIndexRequest\x12\x1a\n\x12\x61llowed_facilities\x18\x01 \x03(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\"l\n\x16GetSeriesIndexResponse\x12\x14\n\x0cmetadata_key\x18\x01 \x01(\t\x12\x12\n\nframes_key\x18\x02 \x01(\t\x12\x16\n\x0einstance_count\x18\x03 \x01(\x05\x12\x10\n\x08\x66\x61\x63ility\x18\x04 \x01(\t\"\xdd\x02\n\x12RenderFrameRequest\x12\x1a\n\x12\x61llowed_facilities\x18\x01 \x03(\t\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x04 \x01(\t\x12\x14\n\x0c\x66rame_number\x18\x05 \x01(\x05\x12\x12\n\nmedia_type\x18\x06 \x01(\t\x12\x12\n\nhas_window\x18\x07 \x01(\x08\x12\x15\n\rwindow_center\x18\x08 \x01(\x01\x12\x14\n\x0cwindow_width\x18\t \x01(\x01\x12\x17\n\x0fwindow_function\x18\n \x01(\t\x12\x16\n\x0eviewport_width\x18\x0b \x01(\x05\x12\x17\n\x0fviewport_height\x18\x0c \x01(\x05\x12\x0f\n\x07quality\x18\r \x01(\x05\x12\x12\n\nobject_key\x18\x0e \x01(\t\"8\n\x13RenderFrameResponse\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t2\xcc\x02\n\x0fRetrieveService\x12t\n\x13ListStoredInstances\x12-.sidecar.ingest.v1.ListStoredInstancesRequest\x1a..sidecar.ingest.v1.ListStoredInstancesResponse\x12\x65\n\x0eGetSeriesIndex\x12(.sidecar.ingest.v1.GetSeriesIndexRequest\x1a).sidecar.ingest.v1.GetSeriesIndexResponse\x12\\\n\x0bRenderFrame\x12%.sidecar.ingest.v1.RenderFrameRequest\x1a&.sidecar.ingest.v1.RenderFrameResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(sidecar/ingest/v1/retrieve_service.proto\x12\x11sidecar.ingest.v1\"\xb0\x01\n\x1aListStoredInstancesRequest\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\tJ\x04\x08\x01\x10\x02R\x12\x61llowed_facilities\"\xeb\x01\n\x0eStoredInstance\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x03 \x01(\t\x12\x15\n\rsop_class_uid\x18\x04 \x01(\t\x12\x1b\n\x13transfer_syntax_uid\x18\x05 \x01(\t\x12\x12\n\nobject_key\x18\x06 \x01(\t\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\x18\n\x10number_of_frames\x18\x08 \x01(\x05\x12\x10\n\x08\x66\x61\x63ility\x18\t \x01(\t\"l\n\x1bListStoredInstancesResponse\x12\x34\n\tinstances\x18\x01 \x03(\x0b\x32!.sidecar.ingest.v1.StoredInstance\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"j\n\x15GetSeriesIndexRequest\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\tJ\x04\x08\x01\x10\x02R\x12\x61llowed_facilities\"l\n\x16GetSeriesIndexResponse\x12\x14\n\x0cmetadata_key\x18\x01 \x01(\t\x12\x12\n\nframes_key\x18\x02 \x01(\t\x12\x16\n\x0einstance_count\x18\x03 \x01(\x05\x12\x10\n\x08\x66\x61\x63ility\x18\x04 \x01(\t\"\xdb\x02\n\x12RenderFrameRequest\x12\x1a\n\x12study_instance_uid\x18\x02 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x03 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x04 \x01(\t\x12\x14\n\x0c\x66rame_number\x18\x05 \x01(\x05\x12\x12\n\nmedia_type\x18\x06 \x01(\t\x12\x12\n\nhas_window\x18\x07 \x01(\x08\x12\x15\n\rwindow_center\x18\x08 \x01(\x01\x12\x14\n\x0cwindow_width\x18\t \x01(\x01\x12\x17\n\x0fwindow_function\x18\n \x01(\t\x12\x16\n\x0eviewport_width\x18\x0b \x01(\x05\x12\x17\n\x0fviewport_height\x18\x0c \x01(\x05\x12\x0f\n\x07quality\x18\r \x01(\x05\x12\x12\n\nobject_key\x18\x0e \x01(\tJ\x04\x08\x01\x10\x02R\x12\x61llowed_facilities\"8\n\x13RenderFrameResponse\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x12\n\nmedia_type\x18\x02 \x01(\t2\xcc\x02\n\x0fRetrieveService\x12t\n\x13ListStoredInstances\x12-.sidecar.ingest.v1.ListStoredInstancesRequest\x1a..sidecar.ingest.v1.ListStoredInstancesResponse\x12\x65\n\x0eGetSeriesIndex\x12(.sidecar.ingest.v1.GetSeriesIndexRequest\x1a).sidecar.ingest.v1.GetSeriesIndexResponse\x12\\\n\x0bRenderFrame\x12%.sidecar.ingest.v1.RenderFrameRequest\x1a&.sidecar.ingest.v1.RenderFrameResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,19 +32,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sidecar.ingest.v1.retrieve_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTSTOREDINSTANCESREQUEST']._serialized_start=64
-  _globals['_LISTSTOREDINSTANCESREQUEST']._serialized_end=242
-  _globals['_STOREDINSTANCE']._serialized_start=245
-  _globals['_STOREDINSTANCE']._serialized_end=480
-  _globals['_LISTSTOREDINSTANCESRESPONSE']._serialized_start=482
-  _globals['_LISTSTOREDINSTANCESRESPONSE']._serialized_end=590
-  _globals['_GETSERIESINDEXREQUEST']._serialized_start=592
-  _globals['_GETSERIESINDEXREQUEST']._serialized_end=700
-  _globals['_GETSERIESINDEXRESPONSE']._serialized_start=702
-  _globals['_GETSERIESINDEXRESPONSE']._serialized_end=810
-  _globals['_RENDERFRAMEREQUEST']._serialized_start=813
-  _globals['_RENDERFRAMEREQUEST']._serialized_end=1162
-  _globals['_RENDERFRAMERESPONSE']._serialized_start=1164
-  _globals['_RENDERFRAMERESPONSE']._serialized_end=1220
-  _globals['_RETRIEVESERVICE']._serialized_start=1223
-  _globals['_RETRIEVESERVICE']._serialized_end=1555
+  _globals['_LISTSTOREDINSTANCESREQUEST']._serialized_end=240
+  _globals['_STOREDINSTANCE']._serialized_start=243
+  _globals['_STOREDINSTANCE']._serialized_end=478
+  _globals['_LISTSTOREDINSTANCESRESPONSE']._serialized_start=480
+  _globals['_LISTSTOREDINSTANCESRESPONSE']._serialized_end=588
+  _globals['_GETSERIESINDEXREQUEST']._serialized_start=590
+  _globals['_GETSERIESINDEXREQUEST']._serialized_end=696
+  _globals['_GETSERIESINDEXRESPONSE']._serialized_start=698
+  _globals['_GETSERIESINDEXRESPONSE']._serialized_end=806
+  _globals['_RENDERFRAMEREQUEST']._serialized_start=809
+  _globals['_RENDERFRAMEREQUEST']._serialized_end=1156
+  _globals['_RENDERFRAMERESPONSE']._serialized_start=1158
+  _globals['_RENDERFRAMERESPONSE']._serialized_end=1214
+  _globals['_RETRIEVESERVICE']._serialized_start=1217
+  _globals['_RETRIEVESERVICE']._serialized_end=1549
 # @@protoc_insertion_point(module_scope)

@@ -7,20 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ListStoredInstancesRequest(_message.Message):
-    __slots__ = ("allowed_facilities", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "page_size", "page_token")
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "page_size", "page_token")
     STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SOP_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
     study_instance_uid: str
     series_instance_uid: str
     sop_instance_uid: str
     page_size: int
     page_token: str
-    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class StoredInstance(_message.Message):
     __slots__ = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "transfer_syntax_uid", "object_key", "size_bytes", "number_of_frames", "facility")
@@ -53,14 +51,12 @@ class ListStoredInstancesResponse(_message.Message):
     def __init__(self, instances: _Optional[_Iterable[_Union[StoredInstance, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetSeriesIndexRequest(_message.Message):
-    __slots__ = ("allowed_facilities", "study_instance_uid", "series_instance_uid")
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_instance_uid", "series_instance_uid")
     STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
     study_instance_uid: str
     series_instance_uid: str
-    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ...) -> None: ...
 
 class GetSeriesIndexResponse(_message.Message):
     __slots__ = ("metadata_key", "frames_key", "instance_count", "facility")
@@ -75,8 +71,7 @@ class GetSeriesIndexResponse(_message.Message):
     def __init__(self, metadata_key: _Optional[str] = ..., frames_key: _Optional[str] = ..., instance_count: _Optional[int] = ..., facility: _Optional[str] = ...) -> None: ...
 
 class RenderFrameRequest(_message.Message):
-    __slots__ = ("allowed_facilities", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame_number", "media_type", "has_window", "window_center", "window_width", "window_function", "viewport_width", "viewport_height", "quality", "object_key")
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame_number", "media_type", "has_window", "window_center", "window_width", "window_function", "viewport_width", "viewport_height", "quality", "object_key")
     STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
     SOP_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
@@ -90,7 +85,6 @@ class RenderFrameRequest(_message.Message):
     VIEWPORT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     OBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
     study_instance_uid: str
     series_instance_uid: str
     sop_instance_uid: str
@@ -104,7 +98,7 @@ class RenderFrameRequest(_message.Message):
     viewport_height: int
     quality: int
     object_key: str
-    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., frame_number: _Optional[int] = ..., media_type: _Optional[str] = ..., has_window: _Optional[bool] = ..., window_center: _Optional[float] = ..., window_width: _Optional[float] = ..., window_function: _Optional[str] = ..., viewport_width: _Optional[int] = ..., viewport_height: _Optional[int] = ..., quality: _Optional[int] = ..., object_key: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., frame_number: _Optional[int] = ..., media_type: _Optional[str] = ..., has_window: _Optional[bool] = ..., window_center: _Optional[float] = ..., window_width: _Optional[float] = ..., window_function: _Optional[str] = ..., viewport_width: _Optional[int] = ..., viewport_height: _Optional[int] = ..., quality: _Optional[int] = ..., object_key: _Optional[str] = ...) -> None: ...
 
 class RenderFrameResponse(_message.Message):
     __slots__ = ("image", "media_type")

@@ -29,7 +29,8 @@ class RetrieveServiceStub:
     """What WADO-RS needs from the stored objects: where they are, their series index (DICOM JSON
     metadata and frame offsets, derived objects kept in the object store) and rendered images.
     The caller reads object bytes itself from the object store by key. Every request is scoped to
-    `allowed_facilities` (empty: all); a study outside them is NOT_FOUND, like an unknown one.
+    the facilities of the user token forwarded in the call metadata (`authorization: Bearer`);
+    a study outside them is NOT_FOUND, like an unknown one.
     """
 
     def __init__(self, channel):
@@ -59,7 +60,8 @@ class RetrieveServiceServicer:
     """What WADO-RS needs from the stored objects: where they are, their series index (DICOM JSON
     metadata and frame offsets, derived objects kept in the object store) and rendered images.
     The caller reads object bytes itself from the object store by key. Every request is scoped to
-    `allowed_facilities` (empty: all); a study outside them is NOT_FOUND, like an unknown one.
+    the facilities of the user token forwarded in the call metadata (`authorization: Bearer`);
+    a study outside them is NOT_FOUND, like an unknown one.
     """
 
     def ListStoredInstances(self, request, context):
@@ -113,7 +115,8 @@ class RetrieveService:
     """What WADO-RS needs from the stored objects: where they are, their series index (DICOM JSON
     metadata and frame offsets, derived objects kept in the object store) and rendered images.
     The caller reads object bytes itself from the object store by key. Every request is scoped to
-    `allowed_facilities` (empty: all); a study outside them is NOT_FOUND, like an unknown one.
+    the facilities of the user token forwarded in the call metadata (`authorization: Bearer`);
+    a study outside them is NOT_FOUND, like an unknown one.
     """
 
     @staticmethod

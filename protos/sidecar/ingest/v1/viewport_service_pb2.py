@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(sidecar/ingest/v1/viewport_service.proto\x12\x11sidecar.ingest.v1\"}\n\x15RenderViewportRequest\x12\x1a\n\x12\x61llowed_facilities\x18\x01 \x03(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x11\n\tseries_id\x18\x03 \x01(\t\x12\x13\n\x0bslice_index\x18\x04 \x01(\x05\x12\x0e\n\x06preset\x18\x05 \x01(\t\"v\n\x16RenderViewportResponse\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x12\n\nobject_key\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x10\n\x08rendered\x18\x05 \x01(\x08\x32x\n\x0fViewportService\x12\x65\n\x0eRenderViewport\x12(.sidecar.ingest.v1.RenderViewportRequest\x1a).sidecar.ingest.v1.RenderViewportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(sidecar/ingest/v1/viewport_service.proto\x12\x11sidecar.ingest.v1\"{\n\x15RenderViewportRequest\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x11\n\tseries_id\x18\x03 \x01(\t\x12\x13\n\x0bslice_index\x18\x04 \x01(\x05\x12\x0e\n\x06preset\x18\x05 \x01(\tJ\x04\x08\x01\x10\x02R\x12\x61llowed_facilities\"v\n\x16RenderViewportResponse\x12\x10\n\x08\x61sset_id\x18\x01 \x01(\t\x12\x12\n\nobject_key\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x10\n\x08rendered\x18\x05 \x01(\x08\x32x\n\x0fViewportService\x12\x65\n\x0eRenderViewport\x12(.sidecar.ingest.v1.RenderViewportRequest\x1a).sidecar.ingest.v1.RenderViewportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sidecar.ingest.v1.viewport_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RENDERVIEWPORTREQUEST']._serialized_start=63
-  _globals['_RENDERVIEWPORTREQUEST']._serialized_end=188
-  _globals['_RENDERVIEWPORTRESPONSE']._serialized_start=190
-  _globals['_RENDERVIEWPORTRESPONSE']._serialized_end=308
-  _globals['_VIEWPORTSERVICE']._serialized_start=310
-  _globals['_VIEWPORTSERVICE']._serialized_end=430
+  _globals['_RENDERVIEWPORTREQUEST']._serialized_end=186
+  _globals['_RENDERVIEWPORTRESPONSE']._serialized_start=188
+  _globals['_RENDERVIEWPORTRESPONSE']._serialized_end=306
+  _globals['_VIEWPORTSERVICE']._serialized_start=308
+  _globals['_VIEWPORTSERVICE']._serialized_end=428
 # @@protoc_insertion_point(module_scope)

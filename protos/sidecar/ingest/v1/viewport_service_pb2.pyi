@@ -1,24 +1,20 @@
-from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RenderViewportRequest(_message.Message):
-    __slots__ = ("allowed_facilities", "study_id", "series_id", "slice_index", "preset")
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id", "series_id", "slice_index", "preset")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     SERIES_ID_FIELD_NUMBER: _ClassVar[int]
     SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
     study_id: str
     series_id: str
     slice_index: int
     preset: str
-    def __init__(self, allowed_facilities: _Optional[_Iterable[str]] = ..., study_id: _Optional[str] = ..., series_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., preset: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., series_id: _Optional[str] = ..., slice_index: _Optional[int] = ..., preset: _Optional[str] = ...) -> None: ...
 
 class RenderViewportResponse(_message.Message):
     __slots__ = ("asset_id", "object_key", "content_type", "sha256", "rendered")

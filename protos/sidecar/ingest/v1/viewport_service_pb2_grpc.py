@@ -28,7 +28,8 @@ if _version_not_supported:
 class ViewportServiceStub:
     """Viewport images on demand: one slice of a series in one window preset, rendered on its first
     request, stored content-addressed with its Asset row, and served from that row afterwards.
-    Scoped to `allowed_facilities` (empty: all); a study outside them is NOT_FOUND.
+    Scoped to the facilities of the user token forwarded in the call metadata; a study outside
+    them is NOT_FOUND.
     """
 
     def __init__(self, channel):
@@ -47,7 +48,8 @@ class ViewportServiceStub:
 class ViewportServiceServicer:
     """Viewport images on demand: one slice of a series in one window preset, rendered on its first
     request, stored content-addressed with its Asset row, and served from that row afterwards.
-    Scoped to `allowed_facilities` (empty: all); a study outside them is NOT_FOUND.
+    Scoped to the facilities of the user token forwarded in the call metadata; a study outside
+    them is NOT_FOUND.
     """
 
     def RenderViewport(self, request, context):
@@ -77,7 +79,8 @@ def add_ViewportServiceServicer_to_server(servicer, server):
 class ViewportService:
     """Viewport images on demand: one slice of a series in one window preset, rendered on its first
     request, stored content-addressed with its Asset row, and served from that row afterwards.
-    Scoped to `allowed_facilities` (empty: all); a study outside them is NOT_FOUND.
+    Scoped to the facilities of the user token forwarded in the call metadata; a study outside
+    them is NOT_FOUND.
     """
 
     @staticmethod

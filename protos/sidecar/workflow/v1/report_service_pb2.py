@@ -23,46 +23,45 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
-from protos.sidecar.workflow.v1 import review_service_pb2 as sidecar_dot_workflow_dot_v1_dot_review__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(sidecar/workflow/v1/report_service.proto\x12\x13sidecar.workflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a(sidecar/workflow/v1/review_service.proto\"\x87\x02\n\x15\x43ompleteReportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x61\x63ility\x18\x02 \x01(\t\x12\x11\n\taccession\x18\x03 \x01(\t\x12\x18\n\x10report_reference\x18\x04 \x01(\t\x12\x38\n\rresult_status\x18\x05 \x01(\x0e\x32!.sidecar.workflow.v1.ResultStatus\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bobserved_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x16\x43ompleteReportResponse\x12\x18\n\x10legacy_report_id\x18\x01 \x01(\t\x12\x0f\n\x07matched\x18\x02 \x01(\x08\x12\x11\n\tstudy_ids\x18\x03 \x03(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"8\n\x17SubmitHl7MessageRequest\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x0c\n\x04peer\x18\x02 \x01(\t\"e\n\x18SubmitHl7MessageResponse\x12\x0c\n\x04\x61\x63ks\x18\x01 \x03(\x0c\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x16\n\x0e\x65rror_location\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\"2\n\rDraftSentence\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0b\x66inding_ids\x18\x02 \x03(\t\"\x89\x02\n\x05\x44raft\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x11\n\tgenerator\x18\x05 \x01(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x35\n\tsentences\x18\x07 \x03(\x0b\x32\".sidecar.workflow.v1.DraftSentence\x12\x0e\n\x06\x61uthor\x18\x08 \x01(\t\x12\x11\n\tassistive\x18\t \x01(\x08\x12\x10\n\x08trace_id\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x14GenerateDraftRequest\x12+\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32\x1b.sidecar.workflow.v1.Caller\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"i\n\x15GenerateDraftResponse\x12)\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1a.sidecar.workflow.v1.Draft\x12\x12\n\nllm_failed\x18\x02 \x01(\x08\x12\x11\n\tllm_error\x18\x03 \x01(\t\"P\n\x0fGetDraftRequest\x12+\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32\x1b.sidecar.workflow.v1.Caller\x12\x10\n\x08study_id\x18\x02 \x01(\t\"S\n\x10GetDraftResponse\x12,\n\x08versions\x18\x01 \x03(\x0b\x32\x1a.sidecar.workflow.v1.Draft\x12\x11\n\tllm_error\x18\x02 \x01(\t\"y\n\x10\x45\x64itDraftRequest\x12+\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32\x1b.sidecar.workflow.v1.Caller\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x05\x12\x0c\n\x04text\x18\x04 \x01(\t\">\n\x11\x45\x64itDraftResponse\x12)\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1a.sidecar.workflow.v1.Draft\"m\n\x12\x41\x63\x63\x65ptDraftRequest\x12+\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32\x1b.sidecar.workflow.v1.Caller\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x05\"@\n\x13\x41\x63\x63\x65ptDraftResponse\x12)\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1a.sidecar.workflow.v1.Draft*\x82\x01\n\x0cResultStatus\x12\x1d\n\x19RESULT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESULT_STATUS_PRELIMINARY\x10\x01\x12\x17\n\x13RESULT_STATUS_FINAL\x10\x02\x12\x1b\n\x17RESULT_STATUS_CORRECTED\x10\x03\x32\xea\x04\n\rReportService\x12i\n\x0e\x43ompleteReport\x12*.sidecar.workflow.v1.CompleteReportRequest\x1a+.sidecar.workflow.v1.CompleteReportResponse\x12o\n\x10SubmitHl7Message\x12,.sidecar.workflow.v1.SubmitHl7MessageRequest\x1a-.sidecar.workflow.v1.SubmitHl7MessageResponse\x12\x66\n\rGenerateDraft\x12).sidecar.workflow.v1.GenerateDraftRequest\x1a*.sidecar.workflow.v1.GenerateDraftResponse\x12W\n\x08GetDraft\x12$.sidecar.workflow.v1.GetDraftRequest\x1a%.sidecar.workflow.v1.GetDraftResponse\x12Z\n\tEditDraft\x12%.sidecar.workflow.v1.EditDraftRequest\x1a&.sidecar.workflow.v1.EditDraftResponse\x12`\n\x0b\x41\x63\x63\x65ptDraft\x12\'.sidecar.workflow.v1.AcceptDraftRequest\x1a(.sidecar.workflow.v1.AcceptDraftResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(sidecar/workflow/v1/report_service.proto\x12\x13sidecar.workflow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x02\n\x15\x43ompleteReportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08\x66\x61\x63ility\x18\x02 \x01(\t\x12\x11\n\taccession\x18\x03 \x01(\t\x12\x18\n\x10report_reference\x18\x04 \x01(\t\x12\x38\n\rresult_status\x18\x05 \x01(\x0e\x32!.sidecar.workflow.v1.ResultStatus\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bobserved_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x16\x43ompleteReportResponse\x12\x18\n\x10legacy_report_id\x18\x01 \x01(\t\x12\x0f\n\x07matched\x18\x02 \x01(\x08\x12\x11\n\tstudy_ids\x18\x03 \x03(\t\x12\x11\n\tduplicate\x18\x04 \x01(\x08\"8\n\x17SubmitHl7MessageRequest\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x0c\n\x04peer\x18\x02 \x01(\t\"e\n\x18SubmitHl7MessageResponse\x12\x0c\n\x04\x61\x63ks\x18\x01 \x03(\x0c\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x16\n\x0e\x65rror_location\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\"2\n\rDraftSentence\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x0b\x66inding_ids\x18\x02 \x03(\t\"\x89\x02\n\x05\x44raft\x12\x10\n\x08\x64raft_id\x18\x01 \x01(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x11\n\tgenerator\x18\x05 \x01(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x35\n\tsentences\x18\x07 \x03(\x0b\x32\".sidecar.workflow.v1.DraftSentence\x12\x0e\n\x06\x61uthor\x18\x08 \x01(\t\x12\x11\n\tassistive\x18\t \x01(\x08\x12\x10\n\x08trace_id\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x14GenerateDraftRequest\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\tJ\x04\x08\x01\x10\x02R\x06\x63\x61ller\"i\n\x15GenerateDraftResponse\x12)\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1a.sidecar.workflow.v1.Draft\x12\x12\n\nllm_failed\x18\x02 \x01(\x08\x12\x11\n\tllm_error\x18\x03 \x01(\t\"1\n\x0fGetDraftRequest\x12\x10\n\x08study_id\x18\x02 \x01(\tJ\x04\x08\x01\x10\x02R\x06\x63\x61ller\"S\n\x10GetDraftResponse\x12,\n\x08versions\x18\x01 \x03(\x0b\x32\x1a.sidecar.workflow.v1.Draft\x12\x11\n\tllm_error\x18\x02 \x01(\t\"Z\n\x10\x45\x64itDraftRequest\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x05\x12\x0c\n\x04text\x18\x04 \x01(\tJ\x04\x08\x01\x10\x02R\x06\x63\x61ller\">\n\x11\x45\x64itDraftResponse\x12)\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1a.sidecar.workflow.v1.Draft\"N\n\x12\x41\x63\x63\x65ptDraftRequest\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x05J\x04\x08\x01\x10\x02R\x06\x63\x61ller\"@\n\x13\x41\x63\x63\x65ptDraftResponse\x12)\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x1a.sidecar.workflow.v1.Draft*\x82\x01\n\x0cResultStatus\x12\x1d\n\x19RESULT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESULT_STATUS_PRELIMINARY\x10\x01\x12\x17\n\x13RESULT_STATUS_FINAL\x10\x02\x12\x1b\n\x17RESULT_STATUS_CORRECTED\x10\x03\x32\xea\x04\n\rReportService\x12i\n\x0e\x43ompleteReport\x12*.sidecar.workflow.v1.CompleteReportRequest\x1a+.sidecar.workflow.v1.CompleteReportResponse\x12o\n\x10SubmitHl7Message\x12,.sidecar.workflow.v1.SubmitHl7MessageRequest\x1a-.sidecar.workflow.v1.SubmitHl7MessageResponse\x12\x66\n\rGenerateDraft\x12).sidecar.workflow.v1.GenerateDraftRequest\x1a*.sidecar.workflow.v1.GenerateDraftResponse\x12W\n\x08GetDraft\x12$.sidecar.workflow.v1.GetDraftRequest\x1a%.sidecar.workflow.v1.GetDraftResponse\x12Z\n\tEditDraft\x12%.sidecar.workflow.v1.EditDraftRequest\x1a&.sidecar.workflow.v1.EditDraftResponse\x12`\n\x0b\x41\x63\x63\x65ptDraft\x12\'.sidecar.workflow.v1.AcceptDraftRequest\x1a(.sidecar.workflow.v1.AcceptDraftResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sidecar.workflow.v1.report_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESULTSTATUS']._serialized_start=1740
-  _globals['_RESULTSTATUS']._serialized_end=1870
-  _globals['_COMPLETEREPORTREQUEST']._serialized_start=141
-  _globals['_COMPLETEREPORTREQUEST']._serialized_end=404
-  _globals['_COMPLETEREPORTRESPONSE']._serialized_start=406
-  _globals['_COMPLETEREPORTRESPONSE']._serialized_end=511
-  _globals['_SUBMITHL7MESSAGEREQUEST']._serialized_start=513
-  _globals['_SUBMITHL7MESSAGEREQUEST']._serialized_end=569
-  _globals['_SUBMITHL7MESSAGERESPONSE']._serialized_start=571
-  _globals['_SUBMITHL7MESSAGERESPONSE']._serialized_end=672
-  _globals['_DRAFTSENTENCE']._serialized_start=674
-  _globals['_DRAFTSENTENCE']._serialized_end=724
-  _globals['_DRAFT']._serialized_start=727
-  _globals['_DRAFT']._serialized_end=992
-  _globals['_GENERATEDRAFTREQUEST']._serialized_start=994
-  _globals['_GENERATEDRAFTREQUEST']._serialized_end=1099
-  _globals['_GENERATEDRAFTRESPONSE']._serialized_start=1101
-  _globals['_GENERATEDRAFTRESPONSE']._serialized_end=1206
-  _globals['_GETDRAFTREQUEST']._serialized_start=1208
-  _globals['_GETDRAFTREQUEST']._serialized_end=1288
-  _globals['_GETDRAFTRESPONSE']._serialized_start=1290
-  _globals['_GETDRAFTRESPONSE']._serialized_end=1373
-  _globals['_EDITDRAFTREQUEST']._serialized_start=1375
-  _globals['_EDITDRAFTREQUEST']._serialized_end=1496
-  _globals['_EDITDRAFTRESPONSE']._serialized_start=1498
-  _globals['_EDITDRAFTRESPONSE']._serialized_end=1560
-  _globals['_ACCEPTDRAFTREQUEST']._serialized_start=1562
-  _globals['_ACCEPTDRAFTREQUEST']._serialized_end=1671
-  _globals['_ACCEPTDRAFTRESPONSE']._serialized_start=1673
-  _globals['_ACCEPTDRAFTRESPONSE']._serialized_end=1737
-  _globals['_REPORTSERVICE']._serialized_start=1873
-  _globals['_REPORTSERVICE']._serialized_end=2491
+  _globals['_RESULTSTATUS']._serialized_start=1574
+  _globals['_RESULTSTATUS']._serialized_end=1704
+  _globals['_COMPLETEREPORTREQUEST']._serialized_start=99
+  _globals['_COMPLETEREPORTREQUEST']._serialized_end=362
+  _globals['_COMPLETEREPORTRESPONSE']._serialized_start=364
+  _globals['_COMPLETEREPORTRESPONSE']._serialized_end=469
+  _globals['_SUBMITHL7MESSAGEREQUEST']._serialized_start=471
+  _globals['_SUBMITHL7MESSAGEREQUEST']._serialized_end=527
+  _globals['_SUBMITHL7MESSAGERESPONSE']._serialized_start=529
+  _globals['_SUBMITHL7MESSAGERESPONSE']._serialized_end=630
+  _globals['_DRAFTSENTENCE']._serialized_start=632
+  _globals['_DRAFTSENTENCE']._serialized_end=682
+  _globals['_DRAFT']._serialized_start=685
+  _globals['_DRAFT']._serialized_end=950
+  _globals['_GENERATEDRAFTREQUEST']._serialized_start=952
+  _globals['_GENERATEDRAFTREQUEST']._serialized_end=1026
+  _globals['_GENERATEDRAFTRESPONSE']._serialized_start=1028
+  _globals['_GENERATEDRAFTRESPONSE']._serialized_end=1133
+  _globals['_GETDRAFTREQUEST']._serialized_start=1135
+  _globals['_GETDRAFTREQUEST']._serialized_end=1184
+  _globals['_GETDRAFTRESPONSE']._serialized_start=1186
+  _globals['_GETDRAFTRESPONSE']._serialized_end=1269
+  _globals['_EDITDRAFTREQUEST']._serialized_start=1271
+  _globals['_EDITDRAFTREQUEST']._serialized_end=1361
+  _globals['_EDITDRAFTRESPONSE']._serialized_start=1363
+  _globals['_EDITDRAFTRESPONSE']._serialized_end=1425
+  _globals['_ACCEPTDRAFTREQUEST']._serialized_start=1427
+  _globals['_ACCEPTDRAFTREQUEST']._serialized_end=1505
+  _globals['_ACCEPTDRAFTRESPONSE']._serialized_start=1507
+  _globals['_ACCEPTDRAFTRESPONSE']._serialized_end=1571
+  _globals['_REPORTSERVICE']._serialized_start=1707
+  _globals['_REPORTSERVICE']._serialized_end=2325
 # @@protoc_insertion_point(module_scope)

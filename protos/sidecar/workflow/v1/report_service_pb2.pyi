@@ -1,7 +1,6 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
-from protos.sidecar.workflow.v1 import review_service_pb2 as _review_service_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -107,14 +106,12 @@ class Draft(_message.Message):
     def __init__(self, draft_id: _Optional[str] = ..., study_id: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., generator: _Optional[str] = ..., text: _Optional[str] = ..., sentences: _Optional[_Iterable[_Union[DraftSentence, _Mapping]]] = ..., author: _Optional[str] = ..., assistive: _Optional[bool] = ..., trace_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GenerateDraftRequest(_message.Message):
-    __slots__ = ("caller", "study_id", "request_id")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id", "request_id")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    caller: _review_service_pb2.Caller
     study_id: str
     request_id: str
-    def __init__(self, caller: _Optional[_Union[_review_service_pb2.Caller, _Mapping]] = ..., study_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GenerateDraftResponse(_message.Message):
     __slots__ = ("draft", "llm_failed", "llm_error")
@@ -127,12 +124,10 @@ class GenerateDraftResponse(_message.Message):
     def __init__(self, draft: _Optional[_Union[Draft, _Mapping]] = ..., llm_failed: _Optional[bool] = ..., llm_error: _Optional[str] = ...) -> None: ...
 
 class GetDraftRequest(_message.Message):
-    __slots__ = ("caller", "study_id")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id",)
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    caller: _review_service_pb2.Caller
     study_id: str
-    def __init__(self, caller: _Optional[_Union[_review_service_pb2.Caller, _Mapping]] = ..., study_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class GetDraftResponse(_message.Message):
     __slots__ = ("versions", "llm_error")
@@ -143,16 +138,14 @@ class GetDraftResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[Draft, _Mapping]]] = ..., llm_error: _Optional[str] = ...) -> None: ...
 
 class EditDraftRequest(_message.Message):
-    __slots__ = ("caller", "study_id", "expected_version", "text")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id", "expected_version", "text")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
-    caller: _review_service_pb2.Caller
     study_id: str
     expected_version: int
     text: str
-    def __init__(self, caller: _Optional[_Union[_review_service_pb2.Caller, _Mapping]] = ..., study_id: _Optional[str] = ..., expected_version: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., expected_version: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
 
 class EditDraftResponse(_message.Message):
     __slots__ = ("draft",)
@@ -161,14 +154,12 @@ class EditDraftResponse(_message.Message):
     def __init__(self, draft: _Optional[_Union[Draft, _Mapping]] = ...) -> None: ...
 
 class AcceptDraftRequest(_message.Message):
-    __slots__ = ("caller", "study_id", "expected_version")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id", "expected_version")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
-    caller: _review_service_pb2.Caller
     study_id: str
     expected_version: int
-    def __init__(self, caller: _Optional[_Union[_review_service_pb2.Caller, _Mapping]] = ..., study_id: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class AcceptDraftResponse(_message.Message):
     __slots__ = ("draft",)

@@ -12,18 +12,6 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class Caller(_message.Message):
-    __slots__ = ("user_id", "username", "role", "facilities")
-    USER_ID_FIELD_NUMBER: _ClassVar[int]
-    USERNAME_FIELD_NUMBER: _ClassVar[int]
-    ROLE_FIELD_NUMBER: _ClassVar[int]
-    FACILITIES_FIELD_NUMBER: _ClassVar[int]
-    user_id: str
-    username: str
-    role: str
-    facilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_id: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ...) -> None: ...
-
 class LoginRequest(_message.Message):
     __slots__ = ("username", "password", "client_address")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
@@ -47,14 +35,12 @@ class LoginResponse(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RevokeSessionRequest(_message.Message):
-    __slots__ = ("caller", "jti", "expires_at")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("jti", "expires_at")
     JTI_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     jti: str
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., jti: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, jti: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RevokeSessionResponse(_message.Message):
     __slots__ = ()
@@ -113,8 +99,7 @@ class WorklistStudy(_message.Message):
     def __init__(self, study: _Optional[_Union[_workflow_service_pb2.Study, _Mapping]] = ..., patient: _Optional[_Union[Patient, _Mapping]] = ..., study_date: _Optional[str] = ..., referring_physician: _Optional[str] = ..., body_part: _Optional[str] = ..., finding_count: _Optional[int] = ..., max_confidence: _Optional[float] = ..., assigned_to: _Optional[str] = ..., review_ai_status: _Optional[str] = ...) -> None: ...
 
 class ListWorklistRequest(_message.Message):
-    __slots__ = ("caller", "page_size", "page_token", "state", "modality", "ai_status", "date_from", "date_to", "assigned_to_me", "facility", "accession", "sort", "eligible")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("page_size", "page_token", "state", "modality", "ai_status", "date_from", "date_to", "assigned_to_me", "facility", "accession", "sort", "eligible")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -127,7 +112,6 @@ class ListWorklistRequest(_message.Message):
     ACCESSION_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     page_size: int
     page_token: str
     state: str
@@ -140,7 +124,7 @@ class ListWorklistRequest(_message.Message):
     accession: str
     sort: str
     eligible: str
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[str] = ..., modality: _Optional[str] = ..., ai_status: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., assigned_to_me: _Optional[bool] = ..., facility: _Optional[str] = ..., accession: _Optional[str] = ..., sort: _Optional[str] = ..., eligible: _Optional[str] = ...) -> None: ...
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[str] = ..., modality: _Optional[str] = ..., ai_status: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., assigned_to_me: _Optional[bool] = ..., facility: _Optional[str] = ..., accession: _Optional[str] = ..., sort: _Optional[str] = ..., eligible: _Optional[str] = ...) -> None: ...
 
 class ListWorklistResponse(_message.Message):
     __slots__ = ("studies", "next_page_token")
@@ -151,12 +135,10 @@ class ListWorklistResponse(_message.Message):
     def __init__(self, studies: _Optional[_Iterable[_Union[WorklistStudy, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetStudyDetailRequest(_message.Message):
-    __slots__ = ("caller", "study_id")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id",)
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     study_id: str
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., study_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class GetStudyDetailResponse(_message.Message):
     __slots__ = ("study", "state_history", "series")
@@ -169,12 +151,10 @@ class GetStudyDetailResponse(_message.Message):
     def __init__(self, study: _Optional[_Union[WorklistStudy, _Mapping]] = ..., state_history: _Optional[_Iterable[_Union[_workflow_service_pb2.StateTransition, _Mapping]]] = ..., series: _Optional[_Iterable[_Union[_workflow_service_pb2.Series, _Mapping]]] = ...) -> None: ...
 
 class ClaimStudyRequest(_message.Message):
-    __slots__ = ("caller", "study_id")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id",)
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     study_id: str
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., study_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class ClaimStudyResponse(_message.Message):
     __slots__ = ("study",)
@@ -183,12 +163,10 @@ class ClaimStudyResponse(_message.Message):
     def __init__(self, study: _Optional[_Union[WorklistStudy, _Mapping]] = ...) -> None: ...
 
 class ReleaseStudyRequest(_message.Message):
-    __slots__ = ("caller", "study_id")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id",)
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     study_id: str
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., study_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class ReleaseStudyResponse(_message.Message):
     __slots__ = ("study",)
@@ -197,12 +175,10 @@ class ReleaseStudyResponse(_message.Message):
     def __init__(self, study: _Optional[_Union[WorklistStudy, _Mapping]] = ...) -> None: ...
 
 class OpenStudyRequest(_message.Message):
-    __slots__ = ("caller", "study_id")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id",)
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     study_id: str
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., study_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class OpenStudyResponse(_message.Message):
     __slots__ = ("study",)
@@ -211,12 +187,10 @@ class OpenStudyResponse(_message.Message):
     def __init__(self, study: _Optional[_Union[WorklistStudy, _Mapping]] = ...) -> None: ...
 
 class CompleteReviewRequest(_message.Message):
-    __slots__ = ("caller", "study_id")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id",)
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     study_id: str
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., study_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
 
 class CompleteReviewResponse(_message.Message):
     __slots__ = ("study",)
@@ -225,18 +199,16 @@ class CompleteReviewResponse(_message.Message):
     def __init__(self, study: _Optional[_Union[WorklistStudy, _Mapping]] = ...) -> None: ...
 
 class RecordAccessRequest(_message.Message):
-    __slots__ = ("caller", "study_id", "type", "finding_id", "visible")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id", "type", "finding_id", "visible")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     FINDING_ID_FIELD_NUMBER: _ClassVar[int]
     VISIBLE_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     study_id: str
     type: str
     finding_id: str
     visible: bool
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., study_id: _Optional[str] = ..., type: _Optional[str] = ..., finding_id: _Optional[str] = ..., visible: _Optional[bool] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., type: _Optional[str] = ..., finding_id: _Optional[str] = ..., visible: _Optional[bool] = ...) -> None: ...
 
 class RecordAccessResponse(_message.Message):
     __slots__ = ()
@@ -287,14 +259,12 @@ class ReviewFinding(_message.Message):
     def __init__(self, finding: _Optional[_Union[_common_pb2.Finding, _Mapping]] = ..., state: _Optional[_Union[_workflow_service_pb2.FindingState, _Mapping]] = ..., origin: _Optional[str] = ..., below_threshold: _Optional[bool] = ..., version: _Optional[int] = ..., decision: _Optional[_Union[Decision, _Mapping]] = ..., current: _Optional[_Union[CurrentFinding, _Mapping]] = ...) -> None: ...
 
 class ListReviewFindingsRequest(_message.Message):
-    __slots__ = ("caller", "study_id", "include_hidden")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id", "include_hidden")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_HIDDEN_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     study_id: str
     include_hidden: bool
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., study_id: _Optional[str] = ..., include_hidden: _Optional[bool] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., include_hidden: _Optional[bool] = ...) -> None: ...
 
 class ListReviewFindingsResponse(_message.Message):
     __slots__ = ("findings",)
@@ -303,8 +273,7 @@ class ListReviewFindingsResponse(_message.Message):
     def __init__(self, findings: _Optional[_Iterable[_Union[ReviewFinding, _Mapping]]] = ...) -> None: ...
 
 class DecideFindingRequest(_message.Message):
-    __slots__ = ("caller", "study_id", "finding_id", "action", "expected_version", "reason", "note", "bbox_px", "label", "text", "request_id")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id", "finding_id", "action", "expected_version", "reason", "note", "bbox_px", "label", "text", "request_id")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     FINDING_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -315,7 +284,6 @@ class DecideFindingRequest(_message.Message):
     LABEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     study_id: str
     finding_id: str
     action: str
@@ -326,7 +294,7 @@ class DecideFindingRequest(_message.Message):
     label: str
     text: str
     request_id: str
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., study_id: _Optional[str] = ..., finding_id: _Optional[str] = ..., action: _Optional[str] = ..., expected_version: _Optional[int] = ..., reason: _Optional[str] = ..., note: _Optional[str] = ..., bbox_px: _Optional[_Iterable[float]] = ..., label: _Optional[str] = ..., text: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., finding_id: _Optional[str] = ..., action: _Optional[str] = ..., expected_version: _Optional[int] = ..., reason: _Optional[str] = ..., note: _Optional[str] = ..., bbox_px: _Optional[_Iterable[float]] = ..., label: _Optional[str] = ..., text: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DecideFindingResponse(_message.Message):
     __slots__ = ("finding",)
@@ -335,8 +303,7 @@ class DecideFindingResponse(_message.Message):
     def __init__(self, finding: _Optional[_Union[ReviewFinding, _Mapping]] = ...) -> None: ...
 
 class AddFindingRequest(_message.Message):
-    __slots__ = ("caller", "study_id", "label", "bbox_px", "series_instance_uid", "sop_instance_uid", "frame", "text", "request_id")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id", "label", "bbox_px", "series_instance_uid", "sop_instance_uid", "frame", "text", "request_id")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     BBOX_PX_FIELD_NUMBER: _ClassVar[int]
@@ -345,7 +312,6 @@ class AddFindingRequest(_message.Message):
     FRAME_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     study_id: str
     label: str
     bbox_px: _containers.RepeatedScalarFieldContainer[float]
@@ -354,7 +320,7 @@ class AddFindingRequest(_message.Message):
     frame: int
     text: str
     request_id: str
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., study_id: _Optional[str] = ..., label: _Optional[str] = ..., bbox_px: _Optional[_Iterable[float]] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., frame: _Optional[int] = ..., text: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., label: _Optional[str] = ..., bbox_px: _Optional[_Iterable[float]] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., frame: _Optional[int] = ..., text: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AddFindingResponse(_message.Message):
     __slots__ = ("finding",)
@@ -363,14 +329,12 @@ class AddFindingResponse(_message.Message):
     def __init__(self, finding: _Optional[_Union[ReviewFinding, _Mapping]] = ...) -> None: ...
 
 class ListFindingHistoryRequest(_message.Message):
-    __slots__ = ("caller", "study_id", "finding_id")
-    CALLER_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("study_id", "finding_id")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     FINDING_ID_FIELD_NUMBER: _ClassVar[int]
-    caller: Caller
     study_id: str
     finding_id: str
-    def __init__(self, caller: _Optional[_Union[Caller, _Mapping]] = ..., study_id: _Optional[str] = ..., finding_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., finding_id: _Optional[str] = ...) -> None: ...
 
 class ReviewHistoryEvent(_message.Message):
     __slots__ = ("event_id", "action", "by", "at", "version", "details")

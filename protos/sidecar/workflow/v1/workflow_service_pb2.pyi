@@ -150,16 +150,14 @@ class AuditEvent(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor: _Optional[str] = ..., study: _Optional[_Union[_common_pb2.StudyKey, _Mapping]] = ..., job_id: _Optional[str] = ..., attempt: _Optional[int] = ..., error_class: _Optional[str] = ..., error_message: _Optional[str] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ListAuditEventsRequest(_message.Message):
-    __slots__ = ("study_id", "page_size", "page_token", "allowed_facilities")
+    __slots__ = ("study_id", "page_size", "page_token")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     page_size: int
     page_token: str
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, study_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., allowed_facilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListAuditEventsResponse(_message.Message):
     __slots__ = ("events", "next_page_token")
@@ -170,22 +168,20 @@ class ListAuditEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetAssetRequest(_message.Message):
-    __slots__ = ("study_id", "asset_id", "allowed_facilities", "series_id", "kind", "preset", "slice_index")
+    __slots__ = ("study_id", "asset_id", "series_id", "kind", "preset", "slice_index")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
-    ALLOWED_FACILITIES_FIELD_NUMBER: _ClassVar[int]
     SERIES_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     SLICE_INDEX_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     asset_id: str
-    allowed_facilities: _containers.RepeatedScalarFieldContainer[str]
     series_id: str
     kind: str
     preset: str
     slice_index: int
-    def __init__(self, study_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., allowed_facilities: _Optional[_Iterable[str]] = ..., series_id: _Optional[str] = ..., kind: _Optional[str] = ..., preset: _Optional[str] = ..., slice_index: _Optional[int] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., series_id: _Optional[str] = ..., kind: _Optional[str] = ..., preset: _Optional[str] = ..., slice_index: _Optional[int] = ...) -> None: ...
 
 class GetAssetResponse(_message.Message):
     __slots__ = ("asset", "object_key")

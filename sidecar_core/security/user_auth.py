@@ -1,0 +1,219 @@
+"""The user a call is made for, verified by the service called (not believed from the request).
+
+The gateway forwards the session token of the person it serves as call metadata
+(`authorization: Bearer <token>`). `UserAuthInterceptor` verifies its signature, expiry and
+revocation before the servicer runs and exposes the user as `current_user()`; a method done for a
+user without a valid token is UNAUTHENTICATED. The facility scope comes from the token alone
+(`Principal.scope()`): `fac_all` for every facility, else the facilities listed, and nothing
+for a token that names neither.
+
+Methods not done for a user are listed in `NOT_FOR_A_USER` (logins, session checks, health, what
+PACS adapters and the HL7 feed send). The operator certificate (the `sidecar` CLI) acts as an
+explicit all-facilities admin without a user token (`operator_user`).
+
+The mesh authorization (authz.AuthorizationInterceptor) runs first: `current_peer()` is the
+verified certificate here.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from sqlalchemy import select
+
+from sidecar_core import audit
+from sidecar_core.db import Database
+from sidecar_core.errors import PermissionDenied, Unauthenticated
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security import policy, session_tokens
+from sidecar_core.security.authz import _wrap, current_peer
+from sidecar_core.security.identity import Identity
+from sidecar_core.security.session_tokens import KeySet, Principal
+from sidecar_core.store.models import RevokedToken
+
+log = logging.getLogger(__name__)
+
+REJECTED_EVENT = "security.token_rejected"
+_W = "sidecar.workflow.v1."
+_I = "sidecar.ingest.v1."
+# service full name → methods done for no user ("*": all of them).
+NOT_FOR_A_USER: Mapping[str, frozenset[str]] = {
+    "grpc.health.v1.Health": frozenset({"*"}),
+    "grpc.reflection.v1alpha.ServerReflection": frozenset({"*"}),
+    "grpc.reflection.v1.ServerReflection": frozenset({"*"}),
+    "sidecar.normalizer.v1.NormalizerService": frozenset({"*"}),
+    # How the gateway authenticates people: a password, and whether a session was logged out.
+    _W + "ReviewService": frozenset({"Login", "CheckSession"}),
+    # The RIS/HL7 feed and the operator's report import.
+    _W + "ReportService": frozenset({"CompleteReport", "SubmitHl7Message"}),
+    # What PACS adapters send; the facility comes from the adapter's certificate.
+    _I + "IngestService": frozenset({"UploadInstances", "IngestInstances", "CompleteStudy"}),
+}
+# Services only an all-facilities role may use (the gateway further tells reads from writes).
+ROLES: Mapping[str, frozenset[str]] = {
+    _W + "OperationsService": frozenset({"admin", "auditor"}),
+    _W + "AnalyticsService": frozenset({"admin", "auditor"}),
+    _W + "FacilityService": frozenset({"admin", "auditor"}),
+}
+
+_USER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("mesh_user",
+                                                                        default=None)
+
+
+def current_user() -> Principal | None:
+    """The verified user of the call being served (None for methods not done for a user)."""
+    return _USER.get()
+
+
+def require_user() -> Principal:
+    """The verified user of this call; Unauthenticated when the method ran without one."""
+    user = _USER.get()
+    if user is None:
+        raise Unauthenticated("MISSING_TOKEN", "this call is made for a user and needs their "
+                              "session token (authorization: Bearer <token>)")
+    return user
+
+
+def operator_user(identity: Identity) -> Principal:
+    """What the operator certificate acts as: an admin of every facility (explicitly)."""
+    return Principal(user_id="", username=f"operator:{identity.name}", role="admin",
+                     facilities=(), expires_at=0, all_facilities=True)
+
+
+def for_a_user(full_method: str) -> bool:
+    service, method = policy.split_method(full_method)
+    exempt = NOT_FOR_A_USER.get(service, frozenset())
+    return not ("*" in exempt or method in exempt)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A refused user token: the method, why (an UPPER_SNAKE reason and a message) and the
+    certificate that sent it (never the token)."""
+
+    method: str
+    reason: str
+    message: str
+    peer: str
+    identity: str
+
+
+OnRejected = Callable[[Rejection], Awaitable[None]]
+IsRevoked = Callable[[str], Awaitable[bool]]
+
+
+class UserAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Verifies the user token of every method done for a user; see the module docstring."""
+
+    def __init__(self, keys: KeySet, is_revoked: IsRevoked,
+                 on_rejected: OnRejected | None = None) -> None:
+        self.keys = keys
+        self.is_revoked = is_revoked
+        self.on_rejected = on_rejected
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _wrap(handler, handler_call_details.method, self._check)
+
+    async def user_of(self, method: str, context: grpc.aio.ServicerContext
+                           ) -> Principal | None:
+        """The user of this call (None where the method is not done for one); raises
+        Unauthenticated or PermissionDenied."""
+        if not for_a_user(method):
+            return None
+        peer = current_peer()
+        if peer is not None and peer.kind == "operator":
+            return operator_user(peer)
+        header = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                header = value if isinstance(value, str) else value.decode()
+        user = session_tokens.verify(self.keys, session_tokens.bearer_token(header))
+        if await self.is_revoked(user.jti):
+            raise Unauthenticated("TOKEN_REVOKED", "this session was logged out")
+        roles = ROLES.get(policy.split_method(method)[0])
+        if roles is not None and user.role not in roles:
+            raise PermissionDenied("ROLE_NOT_ALLOWED",
+                                   f"{method} needs the role {' or '.join(sorted(roles))}")
+        return user
+
+    async def _check(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        try:
+            user = await self.user_of(method, context)
+        except (Unauthenticated, PermissionDenied) as exc:
+            await self._reject(method, context, exc)
+            return
+        _USER.set(user)
+
+    async def _reject(self, method: str, context: grpc.aio.ServicerContext,
+                      exc: Unauthenticated | PermissionDenied) -> None:
+        from sidecar_core.serving.grpc_server import rich_status  # it imports authz
+
+        peer = current_peer()
+        rejection = Rejection(method, exc.reason, exc.message, context.peer() or "",
+                              peer.uri if peer else "")
+        log.warning("user token refused for %s: %s (%s)", method, exc.reason, exc.message)
+        if self.on_rejected is not None:
+            try:
+                await self.on_rejected(rejection)
+            except Exception:
+                log.exception("could not record the refusal of a user token for %s", method)
+        code = getattr(grpc.StatusCode, exc.code)
+        await context.abort(code, exc.message,
+                            trailing_metadata=rich_status(code, exc.message, exc.reason, {}))
+
+
+class RevokedTokens:
+    """Whether a token id was revoked (logout): a revoked one is remembered until the process
+    ends, one seen not revoked is trusted for `ttl_s` seconds."""
+
+    def __init__(self, db: Database, ttl_s: float = 5.0) -> None:
+        self.db = db
+        self.ttl_s = ttl_s
+        self._revoked: set[str] = set()
+        self._checked: dict[str, float] = {}
+
+    async def is_revoked(self, jti: str) -> bool:
+        if jti in self._revoked:
+            return True
+        now = time.monotonic()
+        if now - self._checked.get(jti, -1e9) < self.ttl_s:
+            return False
+        async with self.db.read() as s:
+            found = await s.scalar(select(RevokedToken.jti).where(RevokedToken.jti == jti))
+        if found is not None:
+            if len(self._revoked) > 100_000:
+                self._revoked.clear()
+            self._revoked.add(jti)
+            return True
+        if len(self._checked) > 10_000:
+            self._checked.clear()
+        self._checked[jti] = now
+        return False
+
+
+def user_authentication(db: Database, topology: Topology, actor: str, keys: KeySet,
+                        revocation_cache_s: float = 5.0) -> UserAuthInterceptor:
+    """The interceptor of a service with the workflow store: revocations read from
+    `revoked_tokens`, each refusal an audit event `security.token_rejected` of `actor` (its
+    context names the method, the reason and the certificate, never the token)."""
+
+    async def on_rejected(r: Rejection) -> None:
+        async with db.unit_of_work() as s:
+            await audit.record(s, topology, REJECTED_EVENT, actor, context={
+                "method": r.method, "reason": r.reason, "message": r.message[:300],
+                "peer": r.peer[:100], "identity": r.identity})
+
+    return UserAuthInterceptor(keys, RevokedTokens(db, revocation_cache_s).is_revoked,
+                               on_rejected)
