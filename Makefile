@@ -12,7 +12,8 @@ RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 
 .PHONY: frontend install demo up test test-fast lint proto proto-check api-types api-check buf-lint \
-	buf-release system-deps bench bench-smoke clean
+	buf-release system-deps bench bench-smoke clean \
+	nats-permissions
 
 # A fresh Debian has python3.11 but not its venv module: install it when venv creation fails.
 $(BIN)/python:
@@ -89,6 +90,11 @@ buf-lint:
 # After a documented breaking change (CHANGELOG.md): the next release image (docs/contracts.md).
 buf-release:
 	@bash scripts/buf-release.sh $(BUF_VERSION)
+
+# The bus's users and permissions for an external NATS (deploy/nats, deploy/k8s/nats-users.yaml),
+# written from sidecar_core/messaging/permissions.py; a unit test checks they are current.
+nats-permissions: $(STAMP)
+	$(BIN)/python -m sidecar_core.messaging.nats_auth deploy
 
 lint: install
 	$(BIN)/ruff check .

@@ -187,7 +187,7 @@ def main() -> int:
         replicas = [f"--replicas={args.replicas}"] if args.replicas != 1 else []
         with sidecar_up(args.stack, *replicas) as stack:
             facility = stack.add_facility("load", "--quiet-period", "5")
-            runtime = stack.runtime()
+            runtime = {**stack.runtime(), "data_dir": str(stack.data_dir)}
             watcher = PeakWatcher(stack.pid)
             watcher.start()
             started = time.time()
@@ -251,16 +251,19 @@ def report(studies: list[Study], hist: dict[str, list[tuple[str, float]]],
     print(f"\nexactly once: {once}/{len(studies)} studies with one ready_for_review transition, "
           f"{happy}/{len(studies)} with the history {' → '.join(HAPPY_PATH)}, "
           f"{one_run}/{len(studies)} with one AI run; {failed_sends} failed sends; "
-          f"dead letters: {dead_letters(runtime['nats_url'])}")
+          f"dead letters: {dead_letters(runtime['nats_url'], Path(runtime['data_dir']))}")
 
 
-def dead_letters(url: str) -> int:
+def dead_letters(url: str, data_dir: Path) -> int:
     import asyncio
 
     import nats
 
-    async def count() -> int:
-        nc = await nats.connect(servers=url.split(","))
+    from sidecar_core.messaging.nats_auth import NatsAuth
+
+    async def count() -> int:  # as the operator's NATS user of the stack
+        nc = await nats.connect(servers=url.split(","),
+                                **NatsAuth.of(data_dir, "operator").connect_options())
         try:
             return int((await nc.jetstream().stream_info("SIDECAR_DLQ")).state.messages)
         finally:

@@ -24,6 +24,7 @@ async def run(settings: ImagingSettings, stop: asyncio.Event | None = None) -> N
     topology = settings.topology()
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="preprocess",
+                            auth=settings.nats_auth("preprocess"),
                             replicas=settings.nats_stream_replicas)
     worker = PreprocessWorker(db, settings.object_store(), topology)
     overlays = OverlayWorker(db, worker.objects, topology, worker.display_done)
@@ -34,7 +35,7 @@ async def run(settings: ImagingSettings, stop: asyncio.Event | None = None) -> N
     ready.write_text(str(os.getpid()))
     await run_until_stopped(
         "preprocess worker", stop,
-        loops=[OutboxRelay(db, bus).run(stop),
+        loops=[OutboxRelay.of_user(db, bus, "preprocess").run(stop),
                # two loops on one durable: a study's model input need not wait for the
                # previous study's display assets
                bus.consume(topology.preprocess_jobs(), worker.handle, stop),

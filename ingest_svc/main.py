@@ -44,6 +44,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     topology = settings.topology()
     db = Database(settings.database_url, pool_size=4)
     bus = await Bus.connect(settings.nats_url, topology, name="ingest_svc",
+                            auth=settings.nats_auth("ingest"),
                             replicas=settings.nats_stream_replicas)
     spool = AuditSpool(settings.data_dir / "audit-spool" / "ingest_svc")
     refused = RefusedStudies()  # studies whose sender retries after our storage failure
@@ -80,7 +81,7 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
     viewports = ViewportServicer(ViewportRenderer(db, receiver.objects))
     server.register(viewport_grpc.add_ViewportServiceServicer_to_server, viewports,
                     [viewport_pb.DESCRIPTOR.services_by_name["ViewportService"].full_name])
-    relay = OutboxRelay(db, bus)
+    relay = OutboxRelay.of_user(db, bus, "ingest")
     # Ready means warm: first queries, header parsing and the workers' connections are paid
     # for before any port accepts an object (as a readiness probe would expect).
     await receiver.warm_up()

@@ -29,6 +29,7 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="normalizer_svc",
+                            auth=settings.nats_auth("normalizer"),
                             replicas=settings.nats_stream_replicas)
     triton = TritonClient(settings.triton_url)
     breakers = CircuitBreakers(
@@ -65,7 +66,7 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     )
     await run_until_stopped(
         "normalizer_svc", stop, server=server,
-        loops=[OutboxRelay(db, bus).run(stop),
+        loops=[OutboxRelay.of_user(db, bus, "normalizer").run(stop),
                bus.consume(topology.ai_run_jobs(), worker.handle, stop)],
         closers=[triton.close, bus.close, db.close])
 

@@ -122,7 +122,8 @@ def create_app(settings: GatewaySettings,
 
     sessions = SessionAuth(settings, review)
     principal = sessions.principal
-    hub = EventHub(settings.nats_url, settings.topology(), review, sessions.check_revoked)
+    hub = EventHub(settings.nats_url, settings.topology(), review, sessions.check_revoked,
+                   auth=settings.nats_auth("gateway"))
     app.state.events = hub
     security.install(app)
 

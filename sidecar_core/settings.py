@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sidecar_core.messaging.nats_auth import NatsAuth
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.security import mesh_tls
 from sidecar_core.security.mesh_tls import MeshCredentials
@@ -59,6 +60,10 @@ class CommonSettings(BaseSettings):
         default=None, description="This process's mesh certificate (PEM); default "
         "DATA_DIR/tls/<service>.crt, which `sidecar up` creates")
     tls_key: Path | None = Field(default=None, description="The key of tls_cert (PEM)")
+    nats_creds: Path | None = Field(
+        default=None, description="NATS credentials of this process (SIDECAR_NATS_CREDS): an "
+        "nkey seed file or a .creds file; default DATA_DIR/nats-auth/<user>.nk, which `sidecar "
+        "up` creates for the embedded NATS")
     grpc_reflection: bool = Field(
         default=False, description="Serve gRPC server reflection (to operators only)")
     model_registry_path: Path | None = Field(
@@ -81,6 +86,12 @@ class CommonSettings(BaseSettings):
     def mesh_credentials(self, service: str) -> MeshCredentials:
         """The CA, certificate and key this process uses on the mesh (mTLS)."""
         return mesh_tls.load(self, service)
+
+    def nats_auth(self, user: str) -> NatsAuth:
+        """How this process connects to NATS as `user` (sidecar_core.messaging.permissions):
+        its credentials and the mesh's TLS files (the embedded server requires both)."""
+        return NatsAuth.of(self.data_dir, user, self.nats_creds, self.tls_ca, self.tls_cert,
+                           self.tls_key)
 
     def topology(self) -> Topology:
         """The bus topology these settings name (prefixes and consumer overrides)."""

@@ -28,7 +28,7 @@ from tests.model_fixtures import (
     write_garbage_model,
     write_registry,
 )
-from tests.servers import NatsServer, free_port, fresh_database
+from tests.servers import NatsServer, free_port, fresh_database, nats_options
 from tests.store_reader import StoreReader
 from tests.triton_server import TritonServer, build_model_repository
 
@@ -151,6 +151,7 @@ class Mesh(StoreReader):
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         test_pki.install(self.data_dir)
+        NatsServer.install(self.data_dir)  # each service's NATS seed
         repo = self.root / "triton-models"
         build_model_repository(repo, include_test_models=False, models=DEPLOY_MODELS)
         extra = []
@@ -378,7 +379,7 @@ class Mesh(StoreReader):
         """(num_pending, num_ack_pending) of a durable consumer on the jobs stream."""
         import nats
 
-        nc = await nats.connect(self.nats_url)
+        nc = await nats.connect(self.nats_url, **nats_options())
         try:
             info = await nc.jetstream().consumer_info(self.topology.jobs_stream, durable)
             return int(info.num_pending), int(info.num_ack_pending)

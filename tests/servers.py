@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import socket
 import subprocess
@@ -11,10 +12,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from sidecar_app.runtime.embedded import nats_binary
+from sidecar_core.messaging import nats_auth
+from sidecar_core.messaging.nats_auth import NatsAuth
+from sidecar_core.messaging.subjects import Topology
+from tests import pki as test_pki
 
 
 def free_port() -> int:
@@ -72,30 +78,70 @@ def nats_server_binary() -> str:
     return nats_binary()
 
 
-class NatsServer:
-    """A real nats-server with JetStream on a free loopback port; stop/start keep port and data."""
+# A test server serves many topologies (each test its own prefix): its users' permissions are
+# the product's table over a wildcard prefix and wildcard stream names.
+TEST_TOPOLOGY = Topology("*", "*")
 
-    def __init__(self) -> None:
+
+@functools.cache
+def nats_users_dir() -> Path:
+    """The tests' DATA_DIR for NATS: the tests' CA folder (tls/) and every user's nkey seed
+    (nats-auth/), shared by every test server of this process."""
+    root = test_pki.folder().parent
+    nats_auth.ensure_users(root)
+    return root
+
+
+def nats_options(user: str = "operator") -> dict[str, Any]:
+    """`nats.connect` keyword arguments of `user` on any test server of this process."""
+    return NatsAuth.of(nats_users_dir(), user).connect_options()
+
+
+class NatsServer:
+    """A real nats-server with JetStream on a free loopback port; stop/start keep port and data.
+
+    Secured as the embedded one of `sidecar up` (sidecar_core.messaging.nats_auth): TLS with a
+    required client certificate of the tests' CA and one nkey user per process with the
+    product's permissions; `secure=False` for a plain server."""
+
+    def __init__(self, secure: bool = True) -> None:
         self.port = free_port()
         self.store = Path(tempfile.mkdtemp(prefix="sidecar-nats-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.secure = secure
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    def auth(self, user: str = "operator") -> NatsAuth:
+        """The credentials of `user` (operator: every permission) on this server."""
+        return NatsAuth.of(nats_users_dir(), user) if self.secure else NatsAuth(user)
+
+    def connect_options(self, user: str = "operator") -> dict[str, Any]:
+        """`nats.connect` keyword arguments of `user`."""
+        return self.auth(user).connect_options()
+
+    @staticmethod
+    def install(data_dir: Path) -> None:
+        """The tests' certificates and NATS seeds in DATA_DIR (what `sidecar up` makes), so a
+        service started on `data_dir` connects as its own user."""
+        test_pki.install(data_dir)
+        shutil.copytree(nats_users_dir() / nats_auth.AUTH_DIR, data_dir / nats_auth.AUTH_DIR,
+                        dirs_exist_ok=True)
+
     def start(self) -> None:
+        if self.secure:
+            users = nats_auth.ensure_users(nats_users_dir())
+            config = self.store / "nats.conf"
+            config.write_text(nats_auth.server_config(
+                TEST_TOPOLOGY, users, port=self.port, store=self.store,
+                tls_dir=test_pki.folder()))
+            args = ["-c", str(config)]
+        else:
+            args = ["-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)]
         self.proc = subprocess.Popen(
-            [
-                nats_server_binary(),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-js",
-                "-sd",
-                str(self.store),
-            ],
+            [nats_server_binary(), *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

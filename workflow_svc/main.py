@@ -37,6 +37,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
     bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc",
+                            auth=settings.nats_auth("workflow"),
                             replicas=settings.nats_stream_replicas)
     server = GrpcServer(f"{settings.workflow_host}:{settings.workflow_port}",
                         settings.mesh_credentials("workflow"),
@@ -59,7 +60,8 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     streams = [spec.name for spec in topology.streams]
     await run_until_stopped(
         "workflow_svc", stop, server=server,
-        loops=[OutboxRelay(db, bus).run(stop), metrics.poll_consumers(bus.js, streams, stop),
+        loops=[OutboxRelay.of_user(db, bus, "workflow").run(stop),
+               metrics.poll_consumers(bus.js, streams, stop),
                bus.consume(topology.workflow_events(), pipeline.handle, stop),
                bus.consume(topology.handoff_jobs(), HandoffWorker(db, topology).handle, stop),
                bus.consume(topology.export_jobs(), ExportWorker(

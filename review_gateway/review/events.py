@@ -23,6 +23,7 @@ from review_gateway.clients.review import ReviewClient
 from review_gateway.errors import ERROR_RESPONSES, ApiError
 from review_gateway.review import views as review_views
 from sidecar_core.messaging.bus import Bus
+from sidecar_core.messaging.nats_auth import NatsAuth
 from sidecar_core.messaging.subjects import AUDIT, Topology
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ class EventHub:
 
     def __init__(self, nats_url: str, topology: Topology,
                  review: Callable[[], ReviewClient],
-                 still_valid: Callable[[Principal], Awaitable[None]] | None = None) -> None:
+                 still_valid: Callable[[Principal], Awaitable[None]] | None = None,
+                 auth: NatsAuth | None = None) -> None:
         self.nats_url = nats_url
+        self.auth = auth
         self.still_valid = still_valid
         self.topology = topology
         self.review = review
@@ -66,7 +69,9 @@ class EventHub:
     async def _ensure_started(self) -> None:
         async with self._start:
             if self._bus is None and self.nats_url:
-                self._bus = await Bus.connect(self.nats_url, self.topology, name="gateway-events")
+                # the gateway's NATS user may only listen (no stream management)
+                self._bus = await Bus.connect(self.nats_url, self.topology, name="gateway-events",
+                                              auth=self.auth, declare=False)
                 await self._bus.nc.subscribe(f"{self.topology.prefix}.{AUDIT}.>", cb=self._on_msg)
                 self._worker = asyncio.create_task(self._announce_loop())
 

@@ -13,6 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from sidecar_core.messaging import nats_auth
+from sidecar_core.messaging.subjects import Topology
+from sidecar_core.settings import CommonSettings
+
 _PR_SET_PDEATHSIG = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,10 +93,18 @@ def nats_binary() -> str:
     return found
 
 
-def start_nats(store: Path, port: int, log_file: Path) -> subprocess.Popen:
+def start_nats(store: Path, port: int, log_file: Path, data_dir: Path,
+               topology: Topology | None = None) -> subprocess.Popen:
+    """nats-server on 127.0.0.1:`port` with JetStream in `store`, configured by
+    DATA_DIR/nats-auth/nats.conf (0600): TLS with the mesh's DATA_DIR/tls/nats.crt and a required
+    client certificate, one nkey user per process with its permissions
+    (sidecar_core.messaging.permissions), no anonymous access. The users' seeds are made on
+    first start and kept."""
     store.mkdir(parents=True, exist_ok=True)
+    topology = topology or CommonSettings().topology()
+    config = nats_auth.write_server_config(data_dir, topology, port=port, store=store)
     proc = subprocess.Popen(
-        [nats_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
+        [nats_binary(), "-c", str(config)],
         stdout=log_file.open("ab"),
         stderr=subprocess.STDOUT,
         preexec_fn=die_with_parent,

@@ -109,7 +109,8 @@ class Mesh:
         upgrade(sqlalchemy_url(db_url))
         nats_url = os.environ.get("SIDECAR_NATS_URL", "")
         if not nats_url:
-            self.infra.append(start_nats(self.data_dir / "nats", p["nats"], self.logs / "nats.log"))
+            self.infra.append(start_nats(self.data_dir / "nats", p["nats"], self.logs / "nats.log",
+                                         self.data_dir))
             nats_url = f"nats://127.0.0.1:{p['nats']}"
         triton_url = os.environ.get("SIDECAR_TRITON_URL", "")
         if not triton_url:

@@ -27,6 +27,8 @@ from nats.js.kv import KeyValue
 
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core.errors import PermanentError, TransientError
+from sidecar_core.messaging.nats_auth import NatsAuth
+from sidecar_core.messaging.permissions import bucket
 from sidecar_core.messaging.subjects import ConsumerSpec, Topology
 from sidecar_core.observability import logs, metrics, tracing
 
@@ -71,13 +73,18 @@ class Bus:
 
     @classmethod
     async def connect(cls, url: str, topology: Topology, name: str = "sidecar",
-                      replicas: int = 1) -> Bus:
-        """Connects to one server or a comma-separated list of cluster members."""
+                      replicas: int = 1, *, auth: NatsAuth | None = None,
+                      declare: bool = True) -> Bus:
+        """Connects to one server or a comma-separated list of cluster members as the user of
+        `auth` (its nkey or creds, its mesh certificate when the server requires TLS);
+        `declare=False` for a process that only listens (it may not manage streams)."""
         servers = [u.strip() for u in url.split(",") if u.strip()]
         nc = await nats.connect(servers=servers, name=name, max_reconnect_attempts=-1,
-                                reconnect_time_wait=0.5)
+                                reconnect_time_wait=0.5,
+                                **(auth.connect_options() if auth else {}))
         bus = cls(nc, topology, replicas)
-        await bus.declare()
+        if declare:
+            await bus.declare()
         return bus
 
     async def declare(self) -> None:
@@ -95,13 +102,13 @@ class Bus:
             except BadRequestError:
                 await self.js.update_stream(config=config)
         # Why a message was nak'd, per consumer and stream sequence: the next delivery's cause.
-        bucket = f"{self.topology.stream_prefix}_REDELIVERY"
+        name = bucket(self.topology)
         try:
             self.causes = await self.js.create_key_value(config=KeyValueConfig(
-                bucket=bucket, history=1, ttl=86400.0, storage=StorageType.FILE,
+                bucket=name, history=1, ttl=86400.0, storage=StorageType.FILE,
                 replicas=self.replicas))
         except BadRequestError:  # exists with another configuration (e.g. replicas): use it
-            self.causes = await self.js.key_value(bucket)
+            self.causes = await self.js.key_value(name)
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
         config = ConsumerConfig(

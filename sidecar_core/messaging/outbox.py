@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from sidecar_core.db import Database
 from sidecar_core.messaging.bus import Bus
+from sidecar_core.messaging.permissions import subject_regex, table
 from sidecar_core.observability import tracing
 from sidecar_core.store.models import OutboxMessage
 
@@ -52,28 +54,42 @@ def enqueue_sync(conn: psycopg.Connection[Any], subject: str, msg_id: str,
 
 
 class OutboxRelay:
-    """Publishes unpublished outbox rows in order; safe to run in several processes at once."""
+    """Publishes unpublished outbox rows in order; safe to run in several processes at once.
+
+    The outbox table is shared by every process, and each process's NATS user may publish only
+    its own subjects (sidecar_core.messaging.permissions): a relay given `subjects` (NATS
+    patterns) takes only the rows whose subject matches them, and leaves the others to the
+    relay of the process that may publish them (a re-driven `ai_run.v1.finished` waits for the
+    normalizer's). `subjects=None` relays every row (tests, a bus without permissions)."""
 
     def __init__(self, db: Database, bus: Bus, poll_s: float = 2.0, batch: int = 200,
-                 coalesce_s: float = 0.005) -> None:
+                 coalesce_s: float = 0.005, subjects: Sequence[str] | None = None) -> None:
         """Woken by LISTEN/NOTIFY on commit; `poll_s` is only the safety net when idle.
 
         After a wake-up the relay waits `coalesce_s` so that a burst of commits (one audit
         event per duplicate instance of a re-sent study, say) is relayed as one batch."""
         self.db = db
         self.bus = bus
+        self.subjects = None if subjects is None else subject_regex(subjects)
         self.poll_s = poll_s
         self.batch = batch
         self.coalesce_s = coalesce_s
         self.wake = asyncio.Event()
 
+    @classmethod
+    def of_user(cls, db: Database, bus: Bus, user: str, **options: Any) -> OutboxRelay:
+        """The relay of the process whose NATS user is `user`: its permitted subjects only."""
+        return cls(db, bus, subjects=table(bus.topology)[user].outbox, **options)
+
     async def relay_once(self) -> int:
+        query = select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+        if self.subjects is not None:
+            query = query.where(OutboxMessage.subject.regexp_match(self.subjects))
         async with self.db.unit_of_work() as session:
             rows = (
                 (
                     await session.execute(
-                        select(OutboxMessage)
-                        .where(OutboxMessage.published_at.is_(None))
+                        query
                         .order_by(OutboxMessage.id)
                         .limit(self.batch)
                         .with_for_update(skip_locked=True)

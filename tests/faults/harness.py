@@ -223,19 +223,25 @@ class Faulty:
         assert self.dead_letters() == self.expected_dead_letters
 
     def consumers(self) -> dict[str, tuple[int, int]]:
-        return dict(_nats(self.nats_url, _consumer_counts))
+        return dict(_nats(self.nats_url, _consumer_counts, self.stack.data_dir))
 
     def dead_letters(self) -> int:
-        return int(_nats(self.nats_url, _dlq_count))
+        return int(_nats(self.nats_url, _dlq_count, self.stack.data_dir))
 
 
-def _nats(url: str, fn: Callable[[Any], Any]) -> Any:
+def _nats(url: str, fn: Callable[[Any], Any], data_dir: Path | None = None) -> Any:
+    """`fn` on a JetStream context; as the stack's operator user (its DATA_DIR's nkey seed and
+    certificate) when `data_dir` is given and the stack embeds NATS."""
     import asyncio
 
     import nats
 
+    from sidecar_core.messaging.nats_auth import NatsAuth
+
+    options = NatsAuth.of(data_dir, "operator").connect_options() if data_dir else {}
+
     async def go() -> Any:
-        nc = await nats.connect(servers=url.split(","))
+        nc = await nats.connect(servers=url.split(","), **options)
         try:
             return await fn(nc.jetstream())
         finally:

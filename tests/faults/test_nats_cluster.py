@@ -37,7 +37,7 @@ def test_streams_have_three_replicas(up3: Faulty) -> None:
                 for name in ("SIDECAR_EVENTS", "SIDECAR_JOBS", "SIDECAR_AUDIT", "SIDECAR_DLQ",
                              "KV_SIDECAR_REDELIVERY")}
 
-    assert set(_nats(up3.nats_url, replicas).values()) == {3}
+    assert set(_nats(up3.nats_url, replicas, up3.stack.data_dir).values()) == {3}
 
 
 def test_a_node_killed_mid_run_loses_nothing(up3: Faulty, cluster: NatsCluster,

@@ -90,7 +90,8 @@ def test_a_hundred_duplicate_notifications(up: Faulty, tmp_path: Path) -> None:
                                   headers={"Nats-Msg-Id": f"study.received:{sent.study_id}:1"}
                                   )).duplicate for _ in range(100)]
 
-    _nats(up.nats_url, replay)  # JetStream drops them, or the consumer's record of ids
+    # JetStream drops them, or the consumer's record of ids
+    _nats(up.nats_url, replay, up.stack.data_dir)
     up.assert_exactly_once([sent.study_id])
     received = up.audit(sent.study_id, "study.received")
     assert len(received) == 1 and not up.audit(sent.study_id, "study.updated")
@@ -106,7 +107,7 @@ def test_a_poison_message_is_dead_lettered_and_others_go_on(up: Faulty, tmp_path
         await js.publish("sidecar.job.v1.preprocess", b"\xff\x00 not protobuf",
                          headers={"Nats-Msg-Id": "poison-2"})
 
-    _nats(up.nats_url, publish)
+    _nats(up.nats_url, publish, up.stack.data_dir)
     sent = up.send("acc_south", up.chest(tmp_path, seed=35, slices=48))
     assert up.wait_final(sent.study_id) == "ready_for_review"
     up.wait(lambda: up.dead_letters() == before + 2, "two dead letters", 60)
@@ -118,7 +119,7 @@ def test_a_poison_message_is_dead_lettered_and_others_go_on(up: Faulty, tmp_path
             out.append(events_pb2.DeadLetter.FromString((await sub.next_msg(10)).data))
         return out[before:]
 
-    dead = {d.original_msg_id: d for d in _nats(up.nats_url, letters)}
+    dead = {d.original_msg_id: d for d in _nats(up.nats_url, letters, up.stack.data_dir)}
     assert dead["poison-1"].error_class == "PermanentError"
     assert dead["poison-1"].consumer == "ai-run-worker"
     assert dead["poison-2"].consumer == "preprocess-worker"

@@ -24,6 +24,7 @@ from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
 from tests import pki as test_pki
 from tests.integration.test_workflow_queries import PASSWORD, Seeded, seed
+from tests.servers import NatsServer
 from workflow_svc.identity.sessions import LoginLimits
 from workflow_svc.review import servicer as review_servicer
 from workflow_svc.study import servicer
@@ -95,6 +96,8 @@ async def seed_review(db: Database, store: ObjectStore) -> tuple[Seeded, uuid.UU
 @asynccontextmanager
 async def review_env(db: Database, tmp_path: Path, *, nats_url: str = "",
                      limits: LoginLimits | None = None) -> AsyncIterator[ReviewEnv]:
+    if nats_url:
+        NatsServer.install(tmp_path)  # the gateway's NATS seed and certificate
     store = ObjectStore(tmp_path / "objects", fsync=False)
     seeded, finding_b = await seed_review(db, store)
     server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"), interceptors=[

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 async def _bus(nats: NatsServer) -> tuple[Bus, ConsumerSpec]:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topology = Topology(prefix, prefix.upper())
-    bus = await Bus.connect(nats.url, topology)
+    bus = await Bus.connect(nats.url, topology, auth=nats.auth())
     spec = ConsumerSpec(topology.jobs_stream, "test-worker", topology.subject("job.v1.test"),
                         ack_wait_s=1.5, max_deliver=4, backoff_s=(0.2,))
     return bus, spec
@@ -105,11 +105,11 @@ async def test_an_existing_cause_bucket_of_another_configuration_is_used(
     from nats.js.api import KeyValueConfig
 
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    nc = await nats_py.connect(nats.url)
+    nc = await nats_py.connect(nats.url, **nats.connect_options())
     await nc.jetstream().create_key_value(config=KeyValueConfig(
         bucket=f"{prefix.upper()}_REDELIVERY", history=5))
     await nc.close()
-    bus = await Bus.connect(nats.url, Topology(prefix, prefix.upper()))
+    bus = await Bus.connect(nats.url, Topology(prefix, prefix.upper()), auth=nats.auth())
     assert bus.causes is not None
     await bus.close()
 
@@ -119,7 +119,7 @@ async def test_an_existing_durable_takes_its_new_subject(nats: NatsServer) -> No
     ai_run.v1.finished to ai_run.v1.findings_stored) updates it in place."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     topology = Topology(prefix, prefix.upper())
-    bus = await Bus.connect(nats.url, topology)
+    bus = await Bus.connect(nats.url, topology, auth=nats.auth())
     old = ConsumerSpec(topology.events_stream, "moved-worker",
                        topology.subject("ai_run.v1.finished"), ack_wait_s=5, max_deliver=2)
     await bus.ensure_consumer(old)

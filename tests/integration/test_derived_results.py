@@ -22,6 +22,7 @@ from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
 from sidecar_core.messaging.subjects import AI_RUN_FINDINGS_STORED, REVIEW_CHANGED
 from sidecar_synth import generate
 from tests.mesh import Mesh, isolated_mesh
+from tests.servers import nats_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,7 +64,7 @@ async def _review_changed(mesh: Mesh, study_id: uuid.UUID, action: str) -> None:
     event_id = str(uuid.uuid4())
     change = review_events_pb2.ReviewChanged(study_id=str(study_id), action=action,
                                              review_event_id=event_id)
-    nc = await nats.connect(mesh.nats_url)
+    nc = await nats.connect(mesh.nats_url, **nats_options())
     try:
         js = nc.jetstream()
         ack = await js.publish(mesh.topology.subject(REVIEW_CHANGED),
@@ -84,7 +85,7 @@ async def _each_delivered_once(mesh: Mesh) -> None:
     every message it took was handled at its first delivery (none waited for the findings)."""
     spec = mesh.topology.derived_results_runs()
     assert spec.filter_subject == mesh.topology.subject(AI_RUN_FINDINGS_STORED)
-    nc = await nats.connect(mesh.nats_url)
+    nc = await nats.connect(mesh.nats_url, **nats_options())
     try:
         js = nc.jetstream()
 

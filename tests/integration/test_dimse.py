@@ -80,6 +80,7 @@ async def running_ingest(database_url: str, nats: Any, data_dir: Path,
     from ingest_svc import main
     from ingest_svc.settings import IngestSettings
 
+    nats.install(data_dir)
     ports = {"ingest_port": free_port(), "dicom_port": free_port()}
     test_pki.install(data_dir)
     settings = IngestSettings(database_url=database_url, nats_url=nats.url, data_dir=data_dir,

@@ -76,7 +76,7 @@ async def _loop(database_url: str, nats: NatsServer, max_deliver: int, secret: s
         await s.flush()
         s.add(Study(id=study_id, facility_id=fid, accession="ACC-H", state="ready_for_review",
                     study_instance_uid="1.2.3.4.5", ingest_status="complete"))
-    bus = await Bus.connect(nats.url, topology)
+    bus = await Bus.connect(nats.url, topology, auth=nats.auth())
     stop = asyncio.Event()
     tasks = [asyncio.create_task(OutboxRelay(db, bus, poll_s=0.2).run(stop)),
              asyncio.create_task(bus.consume(topology.handoff_jobs(),

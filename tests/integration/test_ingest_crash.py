@@ -27,7 +27,7 @@ from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.storage.packstore import PackKey
 from tests import pki as test_pki
 from tests.helpers import add_facility, ct_slice, to_bytes
-from tests.servers import free_port, wait_port
+from tests.servers import NatsServer, free_port, wait_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,6 +41,7 @@ class IngestProcess:
 
     def __init__(self, database_url: str, nats_url: str, data_dir: Path) -> None:
         self.dicom_port, self.grpc_port = free_port(), free_port()
+        NatsServer.install(data_dir)  # its certificate and NATS seed, as `sidecar up` makes
         self.env = {**os.environ, "SIDECAR_DATABASE_URL": database_url,
                     "SIDECAR_NATS_URL": nats_url, "SIDECAR_DATA_DIR": str(data_dir),
                     "SIDECAR_INGEST_PORT": str(self.grpc_port),

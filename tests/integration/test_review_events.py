@@ -50,7 +50,7 @@ async def _until(condition: Any, changed: asyncio.Event, timeout: float = 30.0) 
 async def test_event_stream_is_driven_by_the_bus_and_scoped(db: Database, nats: NatsServer,
                                                             tmp_path: Path) -> None:
     async with review_env(db, tmp_path, nats_url=nats.url) as env:
-        bus = await Bus.connect(nats.url, TOPOLOGY)
+        bus = await Bus.connect(nats.url, TOPOLOGY, auth=nats.auth())
         stop = asyncio.Event()
         relay = asyncio.create_task(OutboxRelay(db, bus, poll_s=0.2).run(stop))
         port = free_port()

@@ -22,6 +22,7 @@ async def ingest(database_url: str, nats, tmp_path: Path):  # type: ignore[no-un
     from ingest_svc import main
     from ingest_svc.settings import IngestSettings
 
+    nats.install(tmp_path)
     port = free_port()
     test_pki.install(tmp_path)
     settings = IngestSettings(database_url=database_url, nats_url=nats.url, data_dir=tmp_path,
