@@ -9,8 +9,9 @@ for a token that names neither.
 
 Methods not done for a user are listed in `NOT_FOR_A_USER` (logins, session checks, health, what
 PACS adapters and the HL7 feed send); when the gateway calls, only `GATEWAY_NOT_FOR_A_USER`
-(logins, session checks, health): everything else it does, STOW-RS included, is for a user. The operator certificate (the `sidecar` CLI) acts as an
-explicit all-facilities admin without a user token (`operator_user`).
+(logins, session checks, health): everything else it does, STOW-RS included, is for a user.
+The operator certificate (the `sidecar` CLI) acts as an explicit all-facilities admin without a
+user token (`operator_user`).
 
 The mesh authorization (authz.AuthorizationInterceptor) runs first: `current_peer()` is the
 verified certificate here.

@@ -61,6 +61,10 @@ def test_grpc_normaliser_target(tmp_path: Path) -> None:
     raw["models"][0]["normaliser"] = "grpc://normalizer.team-a:50070"
     entry = load_registry(_write(tmp_path, raw)).get("chest_ct_nodules")
     assert entry.grpc_target == "normalizer.team-a:50070" and entry.builtin_name is None
+    assert not entry.grpc_tls
+    raw["models"][0]["normaliser"] = "grpcs://normalizer.team-a:50070"
+    entry = load_registry(_write(tmp_path, raw)).get("chest_ct_nodules")
+    assert entry.grpc_target == "normalizer.team-a:50070" and entry.grpc_tls
 
 
 def test_unknown_model_lookup_names_the_file() -> None:
@@ -75,8 +79,8 @@ def test_unknown_model_lookup_names_the_file() -> None:
          "model 'chest_ct_nodules': field coverage.min_slices: Input should be greater than "
          "or equal to 1"),
         (lambda m: m.__setitem__("normaliser", "http://x:1"),
-         "model 'chest_ct_nodules': field normaliser: 'http://x:1' must be 'builtin:<name>' "
-         "or 'grpc://host:port'"),
+         "model 'chest_ct_nodules': field normaliser: 'http://x:1' must be 'builtin:<name>', "
+         "'grpc://host:port' or 'grpcs://host:port'"),
         (lambda m: m.__setitem__("normaliser", "grpc://host:99999"),
          "field normaliser: 'grpc://host:99999' must be"),
         (lambda m: m["coverage"].__setitem__("pixel_spacing_mm", {"min": 2.0, "max": 1.0}),
