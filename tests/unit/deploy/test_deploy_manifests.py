@@ -281,3 +281,23 @@ def test_cert_manager_issues_each_service_the_identity_the_mesh_expects() -> Non
     for spec in certs.values():
         identities = [Identity.parse(u) for u in spec["uris"]]
         assert len(identities) == 1
+
+
+def test_nats_requires_a_mesh_certificate_in_compose_and_kubernetes() -> None:
+    """The bus is TLS with client certificates everywhere, as embedded (nats-server --tlsverify
+    in compose, `tls { verify: true }` in the Kubernetes config, the mesh-nats Secret mounted)."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    for name in ("nats-1", "nats-2", "nats-3"):
+        command = compose["services"][name]["command"]
+        assert "--tlsverify" in command and "--tlscacert" in command, name
+        mounted = {v["target"] for v in compose["services"][name]["volumes"]
+                   if isinstance(v, dict)}
+        assert {"/etc/nats/tls/ca.crt", "/etc/nats/tls/tls.crt",
+                "/etc/nats/tls/tls.key"} <= mounted, name
+    [config] = [d for d in manifests() if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"] == "nats-config"]
+    assert re.search(r"tls \{[^}]*verify: true", config["data"]["nats.conf"])
+    [nats] = [d for d in manifests() if d["kind"] == "StatefulSet"
+              and d["metadata"]["name"] == "nats"]
+    volumes = nats["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": "mesh-nats", "defaultMode": 0o440}} in volumes
