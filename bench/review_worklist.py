@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
 from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,7 +37,8 @@ from bench.stack import add_arguments, sidecar_up  # noqa: E402
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb  # noqa: E402
 from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc  # noqa: E402
 from sidecar_core.db import Database  # noqa: E402
-from sidecar_core.security import session_tokens  # noqa: E402
+from sidecar_core.security import session_tokens
+from sidecar_core.security.mesh_tls import TLS_DIR, from_folder  # noqa: E402  # noqa: E402
 from sidecar_core.store import models as m  # noqa: E402
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -109,7 +109,9 @@ async def measure(database_url: str, address: str, names: list[str], studies: in
     rad = session_tokens.metadata(session_tokens.issue(
         keys, user_id=str(uuid.uuid4()), username="rad", role="radiologist",
         facilities=[names[0]], ttl_s=3600))
-    async with grpc.aio.insecure_channel(address) as channel:
+    # The gateway's mesh certificate: only the gateway may call ReviewService.
+    gateway = from_folder(data_dir / TLS_DIR, "gateway")
+    async with gateway.aio_channel(address) as channel:
         worklist = rpb_grpc.ReviewServiceStub(channel).ListWorklist
         results = []
         for name, user, request in [
