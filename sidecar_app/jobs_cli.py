@@ -22,7 +22,7 @@ import grpc
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
 from sidecar_app.credentials_cli import add_credentials_flag, client_credentials
-from sidecar_app.errors import OneLineParser, UserError, rpc_error
+from sidecar_app.errors import OneLineParser, UserError, ensure_reachable, rpc_error
 
 DEFAULT_TARGET = os.environ.get("SIDECAR_WORKFLOW_ADDRESS", "127.0.0.1:50052")
 
@@ -96,6 +96,7 @@ def main(argv: list[str]) -> int:
     """Failures become one line (`sidecar jobs: error: ...`) through the CLI's guard."""
     args = parser().parse_args(argv)
     try:
+        ensure_reachable("the workflow service", args.target, 50052)
         with client_credentials(args).channel(args.target) as channel:
             return run(args, pb_grpc.OperationsServiceStub(channel))
     except grpc.RpcError as exc:

@@ -121,7 +121,8 @@ def test_user_add_and_a_radiologist_without_facility(stack: Stack) -> None:
 def test_ingest_via_grpc_with_complete(stack: Stack, studies: list[Path]) -> None:
     folder = studies[0]
     done = run_cli("ingest", str(folder), "--facility", stack.north, "--via", "grpc",
-                   "--target", stack.address("ingest"), "--complete")
+                   "--target", stack.address("ingest"), "--complete",
+                   "--data-dir", str(stack.data_dir))  # its operator credential
     assert done.returncode == 0, done.stdout + done.stderr
     files = len(list(folder.glob("**/*.dcm")))
     assert f"{files} stored, 0 duplicate, 0 rejected" in done.stdout
@@ -131,7 +132,7 @@ def test_ingest_via_grpc_with_complete(stack: Stack, studies: list[Path]) -> Non
 
 def test_ingest_via_grpc_for_an_unknown_facility(stack: Stack, studies: list[Path]) -> None:
     done = run_cli("ingest", str(studies[0]), "--facility", "no_such_facility",
-                   "--target", stack.address("ingest"))
+                   "--target", stack.address("ingest"), "--data-dir", str(stack.data_dir))
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert "no_such_facility" in done.stderr
 

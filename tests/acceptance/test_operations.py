@@ -40,7 +40,8 @@ def stack(otlp: OtlpReceiver) -> Iterator[Stack]:
 
 
 def test_jobs_failed_lists_and_redrive_needs_a_selection(stack: Stack) -> None:
-    target = ["--target", stack.address("workflow")]
+    # the operator credential `sidecar up` made in its data dir
+    target = ["--target", stack.address("workflow"), "--data-dir", str(stack.data_dir)]
     listed = run_cli("jobs", "failed", *target)
     assert listed.returncode == 0, listed.stderr
     assert "0 failed jobs" in listed.stderr

@@ -115,14 +115,15 @@ def test_healthz_is_ready_with_every_dependency(stack: Stack) -> None:
 
 def test_normalizer_check_passes_on_the_normalizer_port(stack: Stack) -> None:
     done = run_cli("normalizer", "check", stack.address("normalizer"), "--model",
-                   "chest_ct_nodules")
+                   "chest_ct_nodules", "--credentials", str(stack.data_dir / "tls"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "checks passed for chest_ct_nodules" in done.stdout
     assert "FAIL" not in done.stdout
 
 
 def test_normalizer_check_fails_for_a_model_it_does_not_serve(stack: Stack) -> None:
-    done = run_cli("normalizer", "check", stack.address("normalizer"), "--model", "no_such_model")
+    done = run_cli("normalizer", "check", stack.address("normalizer"), "--model", "no_such_model",
+                   "--credentials", str(stack.data_dir / "tls"))
     assert done.returncode == 1
     assert "FAIL" in done.stdout and "no_such_model" in done.stdout
     assert "Traceback" not in done.stderr
