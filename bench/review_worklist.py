@@ -102,7 +102,7 @@ async def measure(database_url: str, address: str, names: list[str], studies: in
     finally:
         await db.close()
     # The users' session tokens, signed with the stack's token key (as its gateway would).
-    keys = session_tokens.load_key_set(data_dir)
+    keys = session_tokens.load_signing_key_set(data_dir)
     admin = session_tokens.metadata(session_tokens.issue(
         keys, user_id=str(uuid.uuid4()), username="admin", role="admin", facilities=[],
         ttl_s=3600))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
-from sidecar_core.security.session_tokens import KeySet
+from sidecar_core.security.session_tokens import KeySet, load_key_set, load_signing_key_set
 from sidecar_core.settings import CommonSettings
 
 
@@ -32,6 +34,15 @@ class GatewaySettings(CommonSettings):
     dicomweb_max_request_mb: float = Field(default=512.0, gt=0,
                                            description="Largest STOW-RS request body")
 
+    token_signing_key: Path | None = Field(
+        default=None, description="The gateway's Ed25519 token signing key (PKCS8 PEM file, "
+        "SIDECAR_TOKEN_SIGNING_KEY); default DATA_DIR/token-signing.key, created on first use "
+        "with DATA_DIR/token-signing.pub. Only the gateway has it")
+
     def key_set(self) -> KeySet:
-        """The current token key (signs) and the previous ones (still verify), by key id."""
-        return self.token_key_set()
+        """The current token key (signs) and the keys that still verify, by key id: the EdDSA
+        signing key by default, the shared secret when token_secret is set."""
+        if self.token_secret:
+            return load_key_set(self.data_dir, self.token_secret, self.token_previous_secrets)
+        return load_signing_key_set(self.data_dir, self.token_signing_key,
+                                    self.token_public_key_files(), self.token_previous_secrets)

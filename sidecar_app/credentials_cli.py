@@ -68,11 +68,19 @@ def add_parsers(sub: argparse._SubParsersAction, db_flags: object) -> None:  # t
 
 def run_tls_init(args: argparse.Namespace) -> int:
     from sidecar_core.security.pki import ensure_mesh
+    from sidecar_core.security.session_tokens import (
+        PUBLIC_KEY_FILE,
+        SIGNING_KEY_FILE,
+        ensure_signing_key,
+    )
 
     folder = args.data_dir / TLS_DIR
     written = ensure_mesh(folder, extra_hosts=args.hosts)
     print(f"mesh certificates in {folder}: "
           f"{'written ' + ', '.join(written) if written else 'all current'}")
+    kid = ensure_signing_key(args.data_dir)
+    print(f"session token key pair in {args.data_dir}: {SIGNING_KEY_FILE} (gateway only), "
+          f"{PUBLIC_KEY_FILE} (workflow, ingest), key id {kid}")
     return 0
 
 

@@ -12,7 +12,7 @@ from sidecar_core.messaging.nats_auth import NatsAuth
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.security import mesh_tls
 from sidecar_core.security.mesh_tls import MeshCredentials
-from sidecar_core.security.session_tokens import KeySet, load_key_set
+from sidecar_core.security.session_tokens import KeySet, load_key_set, load_verifier_key_set
 from sidecar_core.storage.objectstore import ObjectStore
 
 
@@ -71,17 +71,30 @@ class CommonSettings(BaseSettings):
     )
 
     token_secret: str = Field(
-        default="", description="HMAC key of user session tokens (the gateway signs, workflow "
-        "and ingest verify); empty = DATA_DIR/gateway-secret")
+        default="", description="HMAC key of user session tokens (HS256, a shared secret: "
+        "whoever verifies could also sign); empty = EdDSA, the default (the gateway signs with "
+        "its private key, workflow and ingest verify with its public key)")
     token_previous_secrets: list[str] = Field(
         default_factory=list,
-        description="Earlier token secrets still accepted after a rotation (JSON list)")
+        description="Earlier HS256 token secrets still accepted after a rotation (JSON list)")
+    token_public_keys: str = Field(
+        default="", description="PEM files (comma-separated) of the Ed25519 public keys that "
+        "verify user session tokens: the gateway's and, after a rotation, earlier ones; empty "
+        "= DATA_DIR/token-signing.pub and DATA_DIR/token-signing.previous.pub")
     revocation_cache_s: float = Field(
         default=5.0, ge=0, description="How long a token checked as not revoked is trusted")
 
+    def token_public_key_files(self) -> list[Path]:
+        return [Path(p.strip()) for p in self.token_public_keys.split(",") if p.strip()]
+
     def token_key_set(self) -> KeySet:
-        """The current token key (signs) and the previous ones (still verify), by key id."""
-        return load_key_set(self.data_dir, self.token_secret, self.token_previous_secrets)
+        """The keys that verify user session tokens (the workflow and ingest services): the
+        gateway's public key(s), never its private key; the shared secret when token_secret is
+        set. TokenKeyError (at start) when there is none."""
+        if self.token_secret:
+            return load_key_set(self.data_dir, self.token_secret, self.token_previous_secrets)
+        return load_verifier_key_set(self.data_dir, self.token_public_key_files(),
+                                     self.token_previous_secrets)
 
     def mesh_credentials(self, service: str) -> MeshCredentials:
         """The CA, certificate and key this process uses on the mesh (mTLS)."""

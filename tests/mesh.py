@@ -22,6 +22,7 @@ from protos.sidecar.ingest.v1 import ingest_service_pb2 as ingest_pb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security import session_tokens
 from tests import pki as test_pki
 from tests.model_fixtures import (
     garbage_registry_entry,
@@ -151,6 +152,7 @@ class Mesh(StoreReader):
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         test_pki.install(self.data_dir)
+        session_tokens.ensure_signing_key(self.data_dir)  # as `sidecar up` does
         NatsServer.install(self.data_dir)  # each service's NATS seed
         repo = self.root / "triton-models"
         build_model_repository(repo, include_test_models=False, models=DEPLOY_MODELS)

@@ -29,6 +29,7 @@ from sidecar_app.runtime.embedded import (
 )
 from sidecar_core.security.mesh_tls import TLS_DIR, MeshCredentials, from_folder
 from sidecar_core.security.pki import ensure_mesh
+from sidecar_core.security.session_tokens import ensure_signing_key
 
 log = logging.getLogger("sidecar.up")
 
@@ -99,6 +100,12 @@ class Mesh:
         if renewed:
             log.info("mesh certificates written: %s", ", ".join(renewed))
         self.operator = from_folder(self.data_dir / TLS_DIR, "operator")
+        # The gateway's session-token key pair, made before any service starts: the workflow
+        # and ingest services read DATA_DIR/token-signing.pub at start, whatever order they
+        # start in (not with an explicit HS256 secret or an external signing key).
+        if not (os.environ.get("SIDECAR_TOKEN_SECRET")
+                or os.environ.get("SIDECAR_TOKEN_SIGNING_KEY")):
+            log.info("session token key %s", ensure_signing_key(self.data_dir))
         db_url = os.environ.get("SIDECAR_DATABASE_URL", "")
         if not db_url:
             self.pg = EmbeddedPostgres(self.data_dir / "pg")

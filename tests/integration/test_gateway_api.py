@@ -389,13 +389,25 @@ def test_tokens_round_trip_and_scope() -> None:
 
 
 def test_generated_secret_is_private_and_persistent(tmp_path: Path) -> None:
-    settings = GatewaySettings(data_dir=tmp_path / "data", token_secret="")
-    key = settings.key_set().current
+    # an explicit HS256 setup's generated secret (load_key_set), kept for SIDECAR_TOKEN_SECRET
     path = tmp_path / "data" / "gateway-secret"
+    key = load_or_create_secret(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(key) >= 32
-    assert GatewaySettings(data_dir=tmp_path / "data").key_set().current == key
     assert load_or_create_secret(path) == key
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_generated_signing_key_is_private_and_persistent(tmp_path: Path) -> None:
+    """The default: an Ed25519 key pair in the data dir, the private half 0600."""
+    settings = GatewaySettings(data_dir=tmp_path / "data", token_secret="")
+    keys = settings.key_set()
+    private = tmp_path / "data" / "token-signing.key"
+    public = tmp_path / "data" / "token-signing.pub"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and keys.algorithm == "EdDSA"
+    assert b"PRIVATE KEY" in private.read_bytes() and b"PUBLIC KEY" in public.read_bytes()
+    assert GatewaySettings(data_dir=tmp_path / "data").key_set().current_kid == keys.current_kid
+    assert not (tmp_path / "data" / "gateway-secret").exists()
+    assert not [p for p in private.parent.iterdir() if p.name.startswith(".tmp")]
 
 
 @pytest.mark.integration

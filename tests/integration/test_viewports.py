@@ -68,7 +68,7 @@ async def test_viewports_on_demand(mesh: Mesh, tmp_path: Path) -> None:
     preset = series.presets[-1]
     channel = mesh.aio_channel("ingest", "gateway")
     stub = vgrpc.ViewportServiceStub(channel)
-    keys = mesh.settings("ingest").token_key_set()
+    keys = session_tokens.load_signing_key_set(mesh.data_dir)  # the gateway's key
 
     def ask(z: int, facilities: tuple[str, ...] = ("vp_north",), name: str = preset,
             study: str = str(sent.study_id)) -> Any:

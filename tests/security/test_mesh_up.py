@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -22,7 +23,7 @@ from protos.sidecar.normalizer.v1 import normalizer_service_pb2 as normalizer_pb
 from protos.sidecar.normalizer.v1 import normalizer_service_pb2_grpc as normalizer_grpc
 from protos.sidecar.workflow.v1 import operations_service_pb2 as ops_pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as ops_grpc
-from sidecar_core.security import pki
+from sidecar_core.security import pki, session_tokens
 from sidecar_core.security.identity import Identity
 from sidecar_core.security.mesh_tls import MeshCredentials, from_folder
 from tests.acceptance.stack import Stack, new_stack, run_cli, stack_root
@@ -225,3 +226,19 @@ def test_a_revoked_adapter_is_refused(stack: Stack, tmp_path: Path) -> None:
                        "'security.credential_%%' AND context->>'name' = 'pacs-r'")
     assert sorted(e for (e,) in events) == ["security.credential_issued",
                                            "security.credential_revoked"]
+
+
+def test_session_tokens_are_eddsa_and_the_verifiers_hold_the_public_key(stack: Stack) -> None:
+    """`sidecar up` made the token key pair before the services started: the gateway signs
+    with DATA_DIR/token-signing.key (0600), and the workflow service, which verifies with
+    token-signing.pub only, accepts the gateway's tokens (the worklist goes through it)."""
+    private = stack.data_dir / session_tokens.SIGNING_KEY_FILE
+    public = stack.data_dir / session_tokens.PUBLIC_KEY_FILE
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600 and public.exists()
+    [key] = session_tokens.read_public_keys(public)
+    token = stack.login()
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] == "EdDSA" and header["kid"] == session_tokens.key_id(key)
+    with stack.client(token) as client:
+        assert client.get("/api/v1/studies").status_code == 200
+    assert not (stack.data_dir / session_tokens.SECRET_FILE).exists()  # no shared secret

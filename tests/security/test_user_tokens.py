@@ -6,6 +6,10 @@ naming no facility sees nothing."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -16,6 +20,7 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from ingest_svc.rpc.query_servicer import QueryMethods
@@ -23,13 +28,15 @@ from protos.sidecar.ingest.v1 import ingest_service_pb2 as ipb
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ipb_grpc
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc
+from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.security import session_tokens
 from sidecar_core.security.enforcement import authorization
-from sidecar_core.security.session_tokens import KeySet
+from sidecar_core.security.session_tokens import KeySet, TokenKeyError
 from sidecar_core.security.user_auth import REJECTED_EVENT, user_authentication
 from sidecar_core.serving.grpc_server import GrpcServer, error_info
+from sidecar_core.settings import CommonSettings
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store import models as m
 from tests import pki as test_pki
@@ -61,16 +68,23 @@ class Services:
 
 @pytest.fixture()
 async def services(db: Database, tmp_path: Path) -> AsyncIterator[Services]:
+    async with serving(db, tmp_path, KEYS) as s:
+        yield s
+
+
+@contextlib.asynccontextmanager
+async def serving(db: Database, tmp_path: Path, keys: KeySet) -> AsyncIterator[Services]:
+    """The workflow (review, study) and ingest (QIDO) services, verifying with `keys`."""
     seeded = await seed(db, ObjectStore(tmp_path / "objects", fsync=False))
     topo = Topology("usertok", "USERTOK")
     workflow = GrpcServer("127.0.0.1:0", test_pki.service("workflow"),
                           authorization=authorization(db, topo, "workflow_svc"),
-                          interceptors=[user_authentication(db, topo, "workflow_svc", KEYS, 0)])
+                          interceptors=[user_authentication(db, topo, "workflow_svc", keys, 0)])
     study_servicer.register(workflow, db)
     review_servicer.register(workflow, db, topo)
     ingest = GrpcServer("127.0.0.1:0", test_pki.service("ingest"),
                         authorization=authorization(db, topo, "ingest_svc"),
-                        interceptors=[user_authentication(db, topo, "ingest_svc", KEYS, 0)])
+                        interceptors=[user_authentication(db, topo, "ingest_svc", keys, 0)])
     ingest.register(ipb_grpc.add_IngestServiceServicer_to_server, _Query(db),
                     ["sidecar.ingest.v1.IngestService"])
     w_port, i_port = await workflow.start(), await ingest.start()
@@ -209,3 +223,51 @@ async def test_the_operator_certificate_acts_as_an_all_facilities_admin(
         review = rpb_grpc.ReviewServiceStub(channel)
         reply = await review.ListWorklist(rpb.ListWorklistRequest(page_size=100))
         assert {row.study.facility for row in reply.studies} == {"fac-a", "fac-b"}
+
+
+async def test_services_with_only_the_public_key_verify_the_gateways_tokens(
+        db: Database, tmp_path: Path) -> None:
+    """EdDSA, the default: the gateway signs with its private key (its own data dir); the
+    workflow and ingest services hold its public key only (SIDECAR_TOKEN_PUBLIC_KEYS). They
+    accept its tokens and refuse one signed by another Ed25519 key, an HS256 token keyed with
+    the public key (algorithm confusion), and cannot sign themselves."""
+    gateway = GatewaySettings(data_dir=tmp_path / "gateway")
+    signing = gateway.key_set()
+    public = tmp_path / "gateway.pub"
+    public.write_bytes((tmp_path / "gateway" / "token-signing.pub").read_bytes())
+    verifier_dir = tmp_path / "verifier"
+    with pytest.raises(TokenKeyError, match="SIDECAR_TOKEN_PUBLIC_KEYS"):
+        CommonSettings(data_dir=verifier_dir).token_key_set()  # none given: refuses to start
+    keys = CommonSettings(data_dir=verifier_dir, token_public_keys=str(public)).token_key_set()
+    assert keys.current is None and keys.algorithm == ""
+    with pytest.raises(TokenKeyError):
+        token(key=keys)
+    intruder = Ed25519PrivateKey.generate()
+    async with serving(db, tmp_path, keys) as s:
+        assert not (verifier_dir / "token-signing.key").exists()  # nothing to sign with
+        assert await studies(s, md(token(role="admin", key=signing))) == {"fac-a", "fac-b"}
+        rad = md(token(facilities=("fac-b",), key=signing))
+        assert await studies(s, rad) == {"fac-b"}
+        assert await qido_facilities(s, rad) > 0
+        forged = token(role="admin", key=intruder)
+        # HS256 keyed with the gateway's public PEM, naming the gateway's key id
+        now = int(time.time())
+        confused = pyjwt_hs256(public.read_bytes(), signing.current_kid, {
+            "sub": str(uuid.uuid4()), "role": "admin", "fac_all": True, "iat": now,
+            "exp": now + 600, "jti": uuid.uuid4().hex})
+        for call, request in [(s.review.ListWorklist, rpb.ListWorklistRequest()),
+                              (s.ingest.SearchStudies, ipb.SearchStudiesRequest())]:
+            assert await refused(call, request, md(forged)) == "INVALID_TOKEN"
+            assert await refused(call, request, md(confused)) == "INVALID_TOKEN"
+            assert await refused(call, request, md(token(role="admin", key=KEYS))) == \
+                "INVALID_TOKEN"  # an HS256 secret the services do not hold
+
+
+def pyjwt_hs256(key: bytes, kid: str, claims: dict[str, object]) -> str:
+    """An HS256 JWS made by hand (PyJWT itself refuses a PEM as an HMAC key)."""
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signed = (b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode()) + b"."
+              + b64(json.dumps(claims).encode()))
+    return (signed + b"." + b64(hmac.new(key, signed, hashlib.sha256).digest())).decode()

@@ -133,7 +133,8 @@ def test_every_service_mounts_its_mesh_secret_and_names_its_files(name: str) -> 
     pod = of_kind("Deployment")[name]["spec"]["template"]["spec"]
     c = _container(of_kind("Deployment")[name])
     secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v
-               and not v["secret"]["secretName"].startswith("nats-seed-")}  # its NATS user's
+               and not v["secret"]["secretName"].startswith("nats-seed-")  # its NATS user's
+               and v["secret"]["secretName"] != "token-signing-key"}  # the gateway's, below
     assert [s["secretName"] for s in secrets.values()] == [f"mesh-{name}"]
     [(volume, secret)] = secrets.items()
     [mount] = [m for m in c["volumeMounts"] if m["name"] == volume]
@@ -301,3 +302,37 @@ def test_nats_requires_a_mesh_certificate_in_compose_and_kubernetes() -> None:
               and d["metadata"]["name"] == "nats"]
     volumes = nats["spec"]["template"]["spec"]["volumes"]
     assert {"name": "tls", "secret": {"secretName": "mesh-nats", "defaultMode": 0o440}} in volumes
+
+
+def test_only_the_gateway_gets_the_token_signing_key() -> None:
+    """EdDSA session tokens: the gateway alone mounts the signing key (Secret
+    token-signing-key, SIDECAR_TOKEN_SIGNING_KEY); workflow and ingest verify with the public
+    key only (ConfigMap token-public-keys, SIDECAR_TOKEN_PUBLIC_KEYS); no shared secret."""
+    assert "SIDECAR_TOKEN_SECRET" not in of_kind("Secret")["sidecar-secrets"]["stringData"]
+    assert "SIDECAR_TOKEN_SECRET" not in of_kind("ConfigMap")["sidecar-config"]["data"]
+    assert "token-signing.pub" in of_kind("ConfigMap")["token-public-keys"]["data"]
+    for name, d in of_kind("Deployment").items():
+        pod = d["spec"]["template"]["spec"]
+        [c] = pod["containers"]
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        secrets = {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        maps = {v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v}
+        if name == "gateway":
+            assert "token-signing-key" in secrets
+            assert env["SIDECAR_TOKEN_SIGNING_KEY"] == "/etc/sidecar/token/token-signing.key"
+        else:
+            assert "token-signing-key" not in secrets, name
+            assert "SIDECAR_TOKEN_SIGNING_KEY" not in env, name
+        if name in ("workflow", "ingest"):
+            assert "token-public-keys" in maps, name
+            assert env["SIDECAR_TOKEN_PUBLIC_KEYS"] == "/etc/sidecar/token/token-signing.pub"
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert "SIDECAR_TOKEN_SECRET" not in compose["x-sidecar"]["environment"]
+    for name, service in compose["services"].items():
+        sources = {v["source"] for v in service.get("volumes", []) if isinstance(v, dict)}
+        env = service.get("environment") or {}
+        signs = "./.mesh/token-signing.key" in sources or "SIDECAR_TOKEN_SIGNING_KEY" in env
+        assert signs == (name == "gateway"), name
+        if name in ("workflow", "ingest"):
+            assert "./.mesh/token-signing.pub" in sources
+            assert env["SIDECAR_TOKEN_PUBLIC_KEYS"] == "/etc/sidecar/token/token-signing.pub"
