@@ -28,10 +28,9 @@ from sidecar_core.db import Database
 from sidecar_core.display.viewports import ViewportRenderer
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
-from sidecar_core.security.enforcement import authorization
-from sidecar_core.security.user_auth import user_authentication
+from sidecar_core.security.enforcement import protected_server
 from sidecar_core.service import run_until_stopped
-from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
+from sidecar_core.serving.grpc_server import stop_event_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +61,9 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         refused=refused,
     )
     completion = CompletionTracker(db, topology, settings.completion_poll_s, refused)
-    server = GrpcServer(f"{settings.ingest_host}:{settings.ingest_port}",
-                        settings.mesh_credentials("ingest"),
-                        authorization=authorization(db, topology, "ingest_svc"),
-                        interceptors=[user_authentication(
-                            db, topology, "ingest_svc", settings.token_key_set(),
-                            settings.revocation_cache_s)],
-                        reflection=settings.grpc_reflection)
+    server = protected_server(settings, "ingest",
+                              f"{settings.ingest_host}:{settings.ingest_port}",
+                              db, topology, users=True)
     server.register(
         pb_grpc.add_IngestServiceServicer_to_server,
         IngestServicer(receiver, completion),

@@ -16,9 +16,9 @@ from sidecar_core.db import Database
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.registry import load_registry
-from sidecar_core.security.enforcement import authorization
+from sidecar_core.security.enforcement import protected_server
 from sidecar_core.service import run_until_stopped
-from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
+from sidecar_core.serving.grpc_server import stop_event_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,9 @@ async def run(settings: NormalizerSettings, stop: asyncio.Event | None = None) -
     builtins = {
         e.name: builtin_normaliser(e.builtin_name) for e in registry.models if e.builtin_name
     }
-    server = GrpcServer(f"{settings.normalizer_host}:{settings.normalizer_port}",
-                        mesh,
-                        authorization=authorization(db, topology, "normalizer_svc"),
-                        reflection=settings.grpc_reflection)
+    server = protected_server(settings, "normalizer",
+                              f"{settings.normalizer_host}:{settings.normalizer_port}",
+                              db, topology, users=False)
     add_to_server(
         server,
         NormalizerServicer(

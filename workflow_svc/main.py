@@ -13,10 +13,9 @@ from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.observability import metrics
 from sidecar_core.registry import load_registry
-from sidecar_core.security.enforcement import authorization
-from sidecar_core.security.user_auth import user_authentication
+from sidecar_core.security.enforcement import protected_server
 from sidecar_core.service import run_until_stopped
-from sidecar_core.serving.grpc_server import GrpcServer, stop_event_on_signals
+from sidecar_core.serving.grpc_server import stop_event_on_signals
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
 from workflow_svc.report_loop import servicer as report_servicer
@@ -39,13 +38,9 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc",
                             auth=settings.nats_auth("workflow"),
                             replicas=settings.nats_stream_replicas)
-    server = GrpcServer(f"{settings.workflow_host}:{settings.workflow_port}",
-                        settings.mesh_credentials("workflow"),
-                        authorization=authorization(db, topology, "workflow_svc"),
-                        interceptors=[user_authentication(
-                            db, topology, "workflow_svc", settings.token_key_set(),
-                            settings.revocation_cache_s)],
-                        reflection=settings.grpc_reflection)
+    server = protected_server(settings, "workflow",
+                              f"{settings.workflow_host}:{settings.workflow_port}",
+                              db, topology, users=True)
     server.register(
         pb_grpc.add_WorkflowServiceServicer_to_server,
         WorkflowServicer(db),

@@ -55,15 +55,9 @@ def peer_identity(context: grpc.aio.ServicerContext) -> tuple[Identity, str]:
     return of_pem(bytes(pems[0]))
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
-    """Allows each method only to the principals the policy names."""
-
-    def __init__(self, table: Mapping[str, Mapping[str, frozenset[str]]] = policy.POLICY,
-                 on_denied: OnDenied | None = None, is_revoked: IsRevoked | None = None
-                 ) -> None:
-        self.table = table
-        self.on_denied = on_denied
-        self.is_revoked = is_revoked
+class CheckingInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that runs `_check(method, context)` before each handler (which
+    aborts the call to refuse it)."""
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
@@ -73,6 +67,20 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         return _wrap(handler, handler_call_details.method, self._check)
+
+    async def _check(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        raise NotImplementedError
+
+
+class AuthorizationInterceptor(CheckingInterceptor):
+    """Allows each method only to the principals the policy names."""
+
+    def __init__(self, table: Mapping[str, Mapping[str, frozenset[str]]] = policy.POLICY,
+                 on_denied: OnDenied | None = None, is_revoked: IsRevoked | None = None
+                 ) -> None:
+        self.table = table
+        self.on_denied = on_denied
+        self.is_revoked = is_revoked
 
     async def _check(self, method: str, context: grpc.aio.ServicerContext) -> None:
         identity: Identity | None = None

@@ -11,6 +11,9 @@ from sidecar_core import audit
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.security.authz import AuthorizationInterceptor, Denial
+from sidecar_core.security.user_auth import user_authentication
+from sidecar_core.serving.grpc_server import GrpcServer
+from sidecar_core.settings import CommonSettings
 from sidecar_core.store.models import MeshCredential
 
 DENIED_EVENT = "security.permission_denied"
@@ -48,3 +51,16 @@ def authorization(db: Database, topology: Topology, actor: str) -> Authorization
 
     return AuthorizationInterceptor(on_denied=on_denied,
                                     is_revoked=RevokedSerials(db).is_revoked)
+
+
+def protected_server(settings: CommonSettings, service: str, address: str, db: Database,
+                     topology: Topology, *, users: bool) -> GrpcServer:
+    """The gRPC server of a service with the workflow store: mTLS with its own certificate, the
+    method policy enforced (refusals audited as `<service>_svc`) and, where it serves users
+    (`users`), their forwarded session tokens verified (`user_auth`)."""
+    actor = f"{service}_svc"
+    interceptors = [user_authentication(db, topology, actor, settings.token_key_set(),
+                                        settings.revocation_cache_s)] if users else []
+    return GrpcServer(address, settings.mesh_credentials(service),
+                      authorization=authorization(db, topology, actor),
+                      interceptors=interceptors, reflection=settings.grpc_reflection)

@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 from sqlalchemy import select
@@ -34,7 +33,7 @@ from sidecar_core.db import Database
 from sidecar_core.errors import PermissionDenied, Unauthenticated
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.security import policy, session_tokens
-from sidecar_core.security.authz import _wrap, current_peer
+from sidecar_core.security.authz import CheckingInterceptor, current_peer
 from sidecar_core.security.identity import Identity
 from sidecar_core.security.session_tokens import KeySet, Principal
 from sidecar_core.store.models import RevokedToken
@@ -121,7 +120,7 @@ OnRejected = Callable[[Rejection], Awaitable[None]]
 IsRevoked = Callable[[str], Awaitable[bool]]
 
 
-class UserAuthInterceptor(grpc.aio.ServerInterceptor):
+class UserAuthInterceptor(CheckingInterceptor):
     """Verifies the user token of every method done for a user; see the module docstring."""
 
     def __init__(self, keys: KeySet, is_revoked: IsRevoked,
@@ -129,15 +128,6 @@ class UserAuthInterceptor(grpc.aio.ServerInterceptor):
         self.keys = keys
         self.is_revoked = is_revoked
         self.on_rejected = on_rejected
-
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return _wrap(handler, handler_call_details.method, self._check)
 
     async def user_of(self, method: str, context: grpc.aio.ServicerContext
                            ) -> Principal | None:
