@@ -162,7 +162,8 @@ def test_ingest_via_dimse_from_a_facility_without_ae_title(stack: Stack,
 
 def test_ingest_via_stow_with_complete(stack: Stack, studies: list[Path]) -> None:
     folder = studies[2]
-    done = run_cli("ingest", str(folder), "--facility", stack.south, "--via", "stow",
+    done = run_cli("ingest", "--data-dir", str(stack.data_dir),
+                   str(folder), "--facility", stack.south, "--via", "stow",
                    "--target", stack.address("gateway"), "--username", stack.admin,
                    "--ingest-address", stack.address("ingest"), "--complete",
                    env=clean_env(SIDECAR_PASSWORD=stack.password))
@@ -174,7 +175,8 @@ def test_ingest_via_stow_with_complete(stack: Stack, studies: list[Path]) -> Non
 
 
 def test_ingest_via_stow_with_a_wrong_password(stack: Stack, studies: list[Path]) -> None:
-    done = run_cli("ingest", str(studies[2]), "--facility", stack.south, "--via", "stow",
+    done = run_cli("ingest", "--data-dir", str(stack.data_dir),
+                   str(studies[2]), "--facility", stack.south, "--via", "stow",
                    "--target", stack.address("gateway"), "--username", stack.admin,
                    env=clean_env(SIDECAR_PASSWORD="not the password"))
     failed_in_one_line(done, f"login as '{stack.admin}' failed: HTTP 401")
@@ -182,7 +184,8 @@ def test_ingest_via_stow_with_a_wrong_password(stack: Stack, studies: list[Path]
 
 def test_ingest_of_a_folder_without_dicom(stack: Stack, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
-    done = run_cli("ingest", str(tmp_path), "--facility", stack.north,
+    done = run_cli("ingest", "--data-dir", str(stack.data_dir),
+                   str(tmp_path), "--facility", stack.north,
                    "--target", stack.address("ingest"))
     failed_in_one_line(done, str(tmp_path), "holds no DICOM Part 10 file")
 
@@ -190,7 +193,8 @@ def test_ingest_of_a_folder_without_dicom(stack: Stack, tmp_path: Path) -> None:
 def test_ingest_rejection_of_a_named_non_dicom_file_exits_1(stack: Stack, tmp_path: Path) -> None:
     note = tmp_path / "notes.txt"
     note.write_text("not an image")
-    done = run_cli("ingest", str(note), "--facility", stack.north,
+    done = run_cli("ingest", "--data-dir", str(stack.data_dir),
+                   str(note), "--facility", stack.north,
                    "--target", stack.address("ingest"))
     assert done.returncode == 1 and "0 stored, 0 duplicate, 1 rejected" in done.stdout
     assert f"rejected {note}" in done.stderr and "Traceback" not in done.stderr

@@ -42,7 +42,8 @@ def send(stack: Stack, folder: Path, facility: str, seed: int) -> dict[str, Any]
     """`sidecar synth` a brain MR into `folder`, `sidecar ingest --complete` it; its truth."""
     assert run_cli("synth", str(folder), "--kind", "brain-mr", "--seed", str(seed)) \
         .returncode == 0
-    sent = run_cli("ingest", str(folder), "--facility", facility, "--target",
+    sent = run_cli("ingest", "--data-dir", str(stack.data_dir),
+                   str(folder), "--facility", facility, "--target",
                    stack.address("ingest"), "--complete")
     assert sent.returncode == 0, sent.stdout + sent.stderr
     truth = dict(json.loads((folder / "ground_truth.json").read_text()))

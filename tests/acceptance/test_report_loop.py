@@ -54,7 +54,8 @@ def _ingest(stack: Stack, tmp: Path, accession: str) -> None:
         ds = ct_slice(study_uid=study_uid, z=float(z), accession=accession)
         study_uid = ds.StudyInstanceUID
         (folder / f"{z}.dcm").write_bytes(to_bytes(ds))
-    done = run_cli("ingest", str(folder), "--facility", stack.north, "--target",
+    done = run_cli("ingest", "--data-dir", str(stack.data_dir),
+                   str(folder), "--facility", stack.north, "--target",
                    stack.address("ingest"), "--complete")
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -147,7 +148,8 @@ def test_review_completion_sends_sr_and_seg_to_the_pacs(stack: Stack, tmp_path: 
         done = stack.cli("facility", "set", stack.south, "--pacs",
                          f"ORTHANC@127.0.0.1:{pacs.dicom_port}")
         assert done.returncode == 0, done.stderr
-        sent = run_cli("ingest", str(tmp_path / "mr"), "--facility", stack.south, "--target",
+        sent = run_cli("ingest", "--data-dir", str(stack.data_dir),
+                       str(tmp_path / "mr"), "--facility", stack.south, "--target",
                        stack.address("ingest"), "--complete")
         assert sent.returncode == 0, sent.stdout + sent.stderr
         study = _study(stack, truth.accession_number, "ready_for_review", timeout=240)

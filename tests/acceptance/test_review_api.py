@@ -96,7 +96,7 @@ def test_review_flow_by_cookie_with_live_events_and_scoping(
                                 stop_before_pixels=True)
         sent = subprocess.run(
             [SIDECAR, "ingest", str(folder), "--facility", stack.north, "--complete",
-             "--target", stack.address("ingest")],
+             "--target", stack.address("ingest"), "--data-dir", str(stack.data_dir)],
             capture_output=True, text=True, timeout=300, env=clean_env())
         assert sent.returncode == 0, sent.stderr
 

@@ -127,7 +127,8 @@ class Faulty:
                  ) -> subprocess.CompletedProcess[str]:
         """`sidecar ingest FOLDER` over the Ingest RPC, as an operator runs it."""
         args = ["ingest", str(folder), "--facility", facility, "--via", "grpc",
-                "--target", self.stack.address("ingest")]
+                "--target", self.stack.address("ingest"),
+                "--data-dir", str(self.stack.data_dir)]  # its operator credential
         return run_cli(*args, *(["--complete"] if complete else []), timeout=300)
 
     def send(self, facility: str, folder: Path, complete: bool = True,
