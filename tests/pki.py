@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from sidecar_core.security import pki
+from sidecar_core.security import pki, session_tokens
 from sidecar_core.security.identity import Identity
 from sidecar_core.security.mesh_tls import MeshCredentials, from_folder
 
@@ -29,8 +29,10 @@ def folder() -> Path:
 
 
 def install(data_dir: Path) -> Path:
-    """Copies the tests' CA and service certificates into DATA_DIR/tls (what `sidecar up`
-    would have made), so services started on `data_dir` find them; returns that folder."""
+    """Copies the tests' CA and service certificates into DATA_DIR/tls and makes the session
+    token key pair (what `sidecar up` would have made), so services started on `data_dir` find
+    them; returns the tls folder."""
+    session_tokens.ensure_signing_key(data_dir)
     target = data_dir / "tls"
     if not (target / "ca.crt").exists():
         shutil.copytree(folder(), target, dirs_exist_ok=True,
