@@ -6,18 +6,20 @@ from pathlib import Path
 
 from pydantic import Field
 
+from sidecar_core.security.edge_tls import EdgeSettings
 from sidecar_core.security.session_tokens import KeySet, load_key_set, load_signing_key_set
-from sidecar_core.settings import CommonSettings
 
 
-class GatewaySettings(CommonSettings):
-    """Where the gateway listens and how it signs its bearer tokens."""
+class GatewaySettings(EdgeSettings):
+    """Where the gateway listens (HTTPS and trusted proxies: EdgeSettings) and how it signs its
+    bearer tokens."""
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, le=65535)
     token_ttl_s: int = Field(default=3600, gt=0, description="Lifetime of a bearer token")
     cookie_secure: bool | None = Field(
-        default=None, description="Secure session cookies; unset = when the request is https")
+        default=None, description="Secure session cookies; unset = when HTTPS is on or the "
+        "request is https (as a trusted proxy says)")
     workflow_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of a workflow RPC")
     health_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of a health check")
     metrics_targets: dict[str, str] = Field(

@@ -99,6 +99,31 @@ def _report_flags(p: argparse.ArgumentParser) -> None:
                    help="rejected findings in the exported SR: left out, or kept as rejected")
 
 
+def _https_flags(p: argparse.ArgumentParser) -> None:
+    """HTTPS of the review gateway and the OHIF viewer (docs/deployment.md, HTTPS and proxies)."""
+    p.add_argument("--tls-cert", type=Path, default=_env_path("SIDECAR_HTTPS_CERT"),
+                   help="HTTPS certificate (PEM, chain after the leaf) of the gateway and the "
+                   "viewer; default SIDECAR_HTTPS_CERT; unset: plain HTTP")
+    p.add_argument("--tls-key", type=Path, default=_env_path("SIDECAR_HTTPS_KEY"),
+                   help="its key (PEM); default SIDECAR_HTTPS_KEY")
+    p.add_argument("--insecure-http", action="store_true",
+                   default=os.environ.get("SIDECAR_INSECURE_HTTP", "").lower()
+                   in ("1", "true", "yes", "on"),
+                   help="allow plain HTTP on a non-loopback SIDECAR_GATEWAY_HOST or "
+                   "SIDECAR_VIEWER_HOST (behind a TLS-terminating proxy)")
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "")
+    return Path(value) if value else None
+
+
+def _up_options(args: argparse.Namespace) -> UpOptions:
+    return UpOptions(args.data_dir, _ports(args), replicas=max(args.replicas, 1),
+                     https_cert=args.tls_cert, https_key=args.tls_key,
+                     insecure_http=args.insecure_http)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="sidecar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--replicas", type=int, default=int(os.environ.get("SIDECAR_REPLICAS", 1)),
                        help="processes of each stateless worker (workflow, preprocess, "
                        "normalizer); default 1 or SIDECAR_REPLICAS")
+        _https_flags(p)
 
     p = sub.add_parser("synth", help="write synthetic studies with a ground-truth JSON")
     p.add_argument("out", type=Path)
@@ -444,11 +470,11 @@ def _run(argv: list[str]) -> int:
         return _normalizer(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "up":
-        return run_up(UpOptions(args.data_dir, _ports(args), replicas=max(args.replicas, 1)))
+        return run_up(_up_options(args))
     if args.command == "demo":
         from sidecar_app.runtime.demo import load_demo
 
-        return run_up(UpOptions(args.data_dir, _ports(args), replicas=max(args.replicas, 1)),
+        return run_up(_up_options(args),
                       after_ready=[load_demo])
     if args.command == "synth":
         return run_synth(args.out, args.kind, args.seed, args.count)

@@ -104,7 +104,8 @@ class SessionAuth:
     def secure(self, request: Request) -> bool:
         if self.settings.cookie_secure is not None:
             return self.settings.cookie_secure
-        return request.url.scheme == "https"
+        # The scheme is the connection's, or X-Forwarded-Proto from a trusted proxy (uvicorn).
+        return self.settings.https or request.url.scheme == "https"
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/api/v1", tags=["auth"], responses=ERROR_RESPONSES)
@@ -113,6 +114,8 @@ class SessionAuth:
         async def login(body: LoginRequest, request: Request, response: Response
                         ) -> LoginResult:
             client = self.review()
+            # The peer, or X-Forwarded-For from a trusted proxy (SIDECAR_TRUSTED_PROXIES): what
+            # the login rate limit counts and the audit records.
             address = request.client.host if request.client else ""
             user = await client.call(client.stub.Login, rpb.LoginRequest(
                 username=body.username, password=body.password, client_address=address))

@@ -1,4 +1,5 @@
-"""Security headers: a strict Content-Security-Policy on HTML, no referrer, no framing."""
+"""Security headers: a strict Content-Security-Policy on HTML, no referrer, no framing, and
+Strict-Transport-Security on HTTPS responses."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+
+from sidecar_core.security.edge_tls import HstsMiddleware
 
 # No inline script or style anywhere; workers and WASM of the viewer come from our origin.
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; "
@@ -15,7 +18,8 @@ CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'sel
 
 
 def install(app: FastAPI) -> None:
-    """Adds the headers to every response (the CSP to HTML ones)."""
+    """Adds the headers to every response (the CSP to HTML ones, HSTS to HTTPS ones)."""
+    app.add_middleware(HstsMiddleware)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:

@@ -27,6 +27,12 @@ from sidecar_app.runtime.embedded import (
     stop_process,
     with_volume_malloc,
 )
+from sidecar_core.security.edge_tls import (
+    EdgeConfigError,
+    pinned_client_context,
+    plain_http_refusal,
+    server_context,
+)
 from sidecar_core.security.mesh_tls import TLS_DIR, MeshCredentials, from_folder
 from sidecar_core.security.pki import ensure_mesh
 from sidecar_core.security.session_tokens import ensure_signing_key
@@ -75,6 +81,42 @@ class UpOptions:
     model_repo: Path = REPO_ROOT / "deploy" / "triton" / "models"
     quiet: bool = False
     replicas: int = 1
+    # HTTPS of the gateway and the viewer (SIDECAR_HTTPS_CERT/KEY of both), and plain HTTP
+    # allowed on a non-loopback address (SIDECAR_INSECURE_HTTP).
+    https_cert: Path | None = None
+    https_key: Path | None = None
+    insecure_http: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.https_cert is not None else "http"
+
+    def edge_env(self) -> dict[str, str]:
+        """The edge settings of the gateway and viewer processes (absolute paths: they run
+        in the repository root)."""
+        env = {"SIDECAR_INSECURE_HTTP": "1" if self.insecure_http else "0"}
+        if self.https_cert is not None and self.https_key is not None:
+            env["SIDECAR_HTTPS_CERT"] = str(self.https_cert.resolve())
+            env["SIDECAR_HTTPS_KEY"] = str(self.https_key.resolve())
+        return env
+
+    def edge_problem(self) -> str | None:
+        """Why the gateway or viewer could not start with these options (one line), or None."""
+        if (self.https_cert is None) != (self.https_key is None):
+            return "--tls-cert and --tls-key go together: give both or neither"
+        if self.https_cert is not None and self.https_key is not None:
+            try:
+                server_context(self.https_cert, self.https_key)
+            except EdgeConfigError as exc:
+                return str(exc)
+        for what, host_env, port in (("review gateway", "SIDECAR_GATEWAY_HOST", "gateway"),
+                                     ("OHIF viewer", "SIDECAR_VIEWER_HOST", "viewer")):
+            host = os.environ.get(host_env) or "127.0.0.1"
+            refusal = plain_http_refusal(host, self.ports[port], self.https_cert is not None,
+                                         self.insecure_http, what)
+            if refusal:
+                return refusal
+        return None
 
 
 class Mesh:
@@ -131,8 +173,10 @@ class Mesh:
                 )
             )
             triton_url = f"127.0.0.1:{p['triton']}"
+        scheme = self.opts.scheme
         self.env = {
             **os.environ,
+            **self.opts.edge_env(),
             "SIDECAR_DATA_DIR": str(self.data_dir),
             "SIDECAR_DATABASE_URL": db_url,
             "SIDECAR_NATS_URL": nats_url,
@@ -145,11 +189,14 @@ class Mesh:
             "SIDECAR_HL7_PORT": str(p["hl7"]),
             "SIDECAR_VIEWER_PORT": str(p["viewer"]),
             # Where OHIF is, for the review app's "Open in OHIF" links (/viewer?StudyInstanceUIDs=).
-            "SIDECAR_VIEWER_URL": f"http://127.0.0.1:{p['viewer']}",
+            "SIDECAR_VIEWER_URL": f"{scheme}://127.0.0.1:{p['viewer']}",
+            # The DICOMweb root OHIF reads: the gateway, over HTTPS when it has a certificate.
+            "SIDECAR_VIEWER_DICOMWEB_URL": os.environ.get("SIDECAR_VIEWER_DICOMWEB_URL")
+            or f"{scheme}://127.0.0.1:{p['gateway']}/dicomweb",
             # The gateway answers the viewer's cross-origin DICOMweb requests (CORS).
             "SIDECAR_CORS_ORIGINS": ",".join(
                 o for o in [os.environ.get("SIDECAR_CORS_ORIGINS", ""),
-                            *viewer_origins(p["viewer"])] if o),
+                            *viewer_origins(p["viewer"], scheme)] if o),
             "SIDECAR_INGEST_ADDRESS": f"127.0.0.1:{p['ingest']}",
             "SIDECAR_WORKFLOW_ADDRESS": f"127.0.0.1:{p['workflow']}",
             "SIDECAR_NORMALIZER_ADDRESS": f"127.0.0.1:{p['normalizer']}",
@@ -216,9 +263,14 @@ class Mesh:
 
     def _healthy(self, name: str, port_key: str | None) -> bool:
         if name == "gateway":
-            url = f"http://127.0.0.1:{self.opts.ports['gateway']}/healthz"
+            url = f"{self.opts.scheme}://127.0.0.1:{self.opts.ports['gateway']}/healthz"
+            # Over HTTPS: the chain checked against the very certificate given (the name on it
+            # need not be 127.0.0.1).
+            context = (pinned_client_context(self.opts.https_cert)
+                       if self.opts.https_cert is not None else None)
             try:
-                with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 (loopback)
+                with urllib.request.urlopen(url, timeout=2,  # noqa: S310 (loopback)
+                                            context=context) as r:
                     return bool(r.status == 200)
             except Exception:
                 return False
@@ -272,19 +324,19 @@ class Mesh:
         (self.data_dir / "runtime.json").write_text(json.dumps(info, indent=2))
 
 
-def viewer_origins(port: int) -> list[str]:
-    return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+def viewer_origins(port: int, scheme: str = "http") -> list[str]:
+    return [f"{scheme}://127.0.0.1:{port}", f"{scheme}://localhost:{port}"]
 
 
-def viewer_line(ports: dict[str, int]) -> str:
+def viewer_line(ports: dict[str, int], scheme: str = "http") -> str:
     """What `sidecar up` says about the OHIF viewer: its URL, or how to add it."""
     from sidecar_app.runtime.ohif_fetch import installed_version
     from sidecar_app.runtime.viewer import ViewerSettings, missing_message
 
     if not installed_version(ViewerSettings().viewer_dir):
         return missing_message()
-    return (f"OHIF viewer: http://127.0.0.1:{ports['viewer']}/ (DICOMweb "
-            f"http://127.0.0.1:{ports['gateway']}/dicomweb; open a study at "
+    return (f"OHIF viewer: {scheme}://127.0.0.1:{ports['viewer']}/ (DICOMweb "
+            f"{scheme}://127.0.0.1:{ports['gateway']}/dicomweb; open a study at "
             f"/viewer?StudyInstanceUIDs=UID&token=BEARER_TOKEN)")
 
 
@@ -314,6 +366,10 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
+    problem = opts.edge_problem()
+    if problem:
+        print(f"sidecar up: error: {problem}", file=sys.stderr, flush=True)
+        return 2
     busy = busy_ports(opts.ports)
     if busy:
         print(f"sidecar up: error: already in use: {', '.join(busy)}; is another 'sidecar up' "
@@ -329,10 +385,11 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
         mesh.write_runtime_file()
         for hook in after_ready or []:
             hook(mesh)
-        print(viewer_line(opts.ports), flush=True)
+        print(viewer_line(opts.ports, opts.scheme), flush=True)
+        gateway = f"{opts.scheme}://127.0.0.1:{opts.ports['gateway']}"
         print(
-            f"Sidecar is up. Review UI: http://127.0.0.1:{opts.ports['gateway']}/ "
-            f"(API: http://127.0.0.1:{opts.ports['gateway']}/api/v1, logs: {mesh.logs})",
+            f"Sidecar is up. Review UI: {gateway}/ "
+            f"(API: {gateway}/api/v1, logs: {mesh.logs})",
             flush=True,
         )
         watcher = threading.Thread(target=mesh.watch, daemon=True)

@@ -13,21 +13,23 @@ from pathlib import Path
 import uvicorn
 from pydantic import Field
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from sidecar_app.runtime.ohif_fetch import DEFAULT_DIR, OhifLock, installed_version
+from sidecar_core.security.edge_tls import EdgeConfigError, EdgeSettings, HstsMiddleware
 from sidecar_core.serving.http_server import StoppableServer, serve_until
-from sidecar_core.settings import CommonSettings
 
 log = logging.getLogger("sidecar.viewer")
 mimetypes.add_type("application/wasm", ".wasm")
 mimetypes.add_type("text/javascript", ".js")
 
 
-class ViewerSettings(CommonSettings):
-    """Where the viewer listens, where OHIF's bundle is, and which DICOMweb server it shows."""
+class ViewerSettings(EdgeSettings):
+    """Where the viewer listens (HTTPS and trusted proxies: EdgeSettings), where OHIF's bundle
+    is, and which DICOMweb server it shows."""
 
     viewer_host: str = "127.0.0.1"
     viewer_port: int = Field(default=8081, ge=0, le=65535)
@@ -116,12 +118,16 @@ def create_app(settings: ViewerSettings) -> Starlette:
         return FileResponse(dist / "index.html", headers={"Cache-Control": "no-store"})
 
     return Starlette(routes=[Route("/app-config.js", config),
-                             Route("/{path:path}", serve)])
+                             Route("/{path:path}", serve)],
+                     middleware=[Middleware(HstsMiddleware)])
 
 
 async def run(settings: ViewerSettings) -> None:
     from sidecar_core.serving.grpc_server import stop_event_on_signals
 
+    refusal = settings.refusal(settings.viewer_host, settings.viewer_port, "OHIF viewer")
+    if refusal:
+        raise EdgeConfigError(refusal)
     stop = stop_event_on_signals()
     if not installed_version(settings.viewer_dir):
         log.warning("%s", missing_message())
@@ -130,12 +136,12 @@ async def run(settings: ViewerSettings) -> None:
     def listening(_server: StoppableServer) -> None:
         ready.parent.mkdir(parents=True, exist_ok=True)
         ready.write_text(str(os.getpid()))
-        log.info("OHIF viewer on http://%s:%d/ (DICOMweb %s)", settings.viewer_host,
+        log.info("OHIF viewer on %s://%s:%d/ (DICOMweb %s)", settings.scheme, settings.viewer_host,
                  settings.viewer_port, settings.dicomweb_url)
 
     server = StoppableServer(uvicorn.Config(
         create_app(settings), host=settings.viewer_host, port=settings.viewer_port,
-        log_level="warning", lifespan="off", server_header=False, proxy_headers=False),
+        log_level="warning", lifespan="off", server_header=False, **settings.uvicorn_options()),
         listening)
     try:
         await serve_until(server, stop)
@@ -146,7 +152,10 @@ async def run(settings: ViewerSettings) -> None:
 def main() -> None:
     settings = ViewerSettings()
     logging.basicConfig(level=settings.log_level)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except EdgeConfigError as exc:
+        raise SystemExit(f"OHIF viewer: error: {exc}") from None
 
 
 if __name__ == "__main__":

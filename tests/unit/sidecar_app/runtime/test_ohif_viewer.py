@@ -3,6 +3,7 @@ process's app (generated app-config.js, single-page routes, a hint when OHIF is 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import tarfile
@@ -19,7 +20,8 @@ from sidecar_app.runtime.ohif_fetch import (
     integrity_of,
 )
 from sidecar_app.runtime.supervisor import viewer_line, viewer_origins
-from sidecar_app.runtime.viewer import ViewerSettings, app_config_js, create_app
+from sidecar_app.runtime.viewer import ViewerSettings, app_config_js, create_app, run
+from sidecar_core.security.edge_tls import HSTS, EdgeConfigError
 
 
 def _tarball(path: Path, files: dict[str, bytes]) -> Path:
@@ -103,3 +105,17 @@ def test_without_ohif_the_viewer_and_sidecar_up_say_how_to_add_it(
     line = viewer_line({"viewer": 8081, "gateway": 8080})
     assert "OHIF viewer not installed" in line and "make install" in line
     assert viewer_origins(8081) == ["http://127.0.0.1:8081", "http://localhost:8081"]
+
+
+def test_viewer_sends_hsts_over_https_only(tmp_path: Path) -> None:
+    settings = ViewerSettings(viewer_dir=tmp_path / ".ohif", gateway_port=9999)
+    with TestClient(create_app(settings), base_url="https://viewer") as https:
+        assert https.get("/app-config.js").headers["strict-transport-security"] == HSTS
+    with TestClient(create_app(settings)) as http:
+        assert "strict-transport-security" not in http.get("/app-config.js").headers
+
+
+def test_viewer_refuses_plain_http_off_loopback(tmp_path: Path) -> None:
+    settings = ViewerSettings(viewer_dir=tmp_path / ".ohif", viewer_host="0.0.0.0")
+    with pytest.raises(EdgeConfigError, match="OHIF viewer over plain HTTP on 0.0.0.0:8081"):
+        asyncio.run(run(settings))

@@ -1,0 +1,119 @@
+"""`sidecar up --tls-cert --tls-key` as a user starts it: the review UI and the OHIF viewer answer
+over HTTPS only (TLS 1.2+, HSTS, Secure cookies), the URLs it prints and wires say https, and a
+non-loopback address without a certificate is refused unless `--insecure-http`."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.stack import clean_env
+from sidecar_core.security import pki
+from sidecar_core.security.edge_tls import HSTS
+from sidecar_core.security.identity import Identity
+from tests.acceptance.stack import Stack, new_stack, run_cli, stack_root
+
+pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
+
+
+@pytest.fixture(scope="module")
+def edge() -> Iterator[tuple[Path, Path, Path]]:
+    """(CA, certificate, key): a certificate for 127.0.0.1 and localhost from a CA of its own
+    (not the mesh's)."""
+    with stack_root("sidecar-https-cert-") as folder:
+        ca = pki.Authority.create("Hospital web CA")
+        issued = ca.issue(Identity("service", "gateway"), hosts=("127.0.0.1", "localhost"))
+        paths = folder / "ca.crt", folder / "web.crt", folder / "web.key"
+        for path, pem in zip(paths, (ca.cert_pem, issued.cert_pem, issued.key_pem), strict=True):
+            path.write_bytes(pem)
+        yield paths
+
+
+@pytest.fixture(scope="module")
+def stack(edge: tuple[Path, Path, Path]) -> Iterator[Stack]:
+    _ca, cert, key = edge
+    with stack_root("sidecar-https-") as root:
+        running = new_stack(root, facilities=("tls_a", "tls_b"))
+        try:
+            running.start("--tls-cert", str(cert), "--tls-key", str(key))
+            yield running
+        finally:
+            running.stop()
+
+
+def trusting(edge: tuple[Path, Path, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(edge[0]))
+
+
+def test_review_ui_answers_over_https_with_hsts_and_secure_cookies(
+        stack: Stack, edge: tuple[Path, Path, Path]) -> None:
+    gateway = f"https://127.0.0.1:{stack.ports['gateway']}"
+    assert f"Review UI: {gateway}/ (API: {gateway}/api/v1" in stack.output()
+    with httpx.Client(base_url=gateway, verify=trusting(edge), timeout=30) as http:
+        page = http.get("/")
+        assert page.status_code == 200 and page.headers["strict-transport-security"] == HSTS
+        login = http.post("/api/v1/auth/login",
+                          json={"username": stack.admin, "password": stack.password})
+        assert login.status_code == 200, login.text
+        cookies = login.headers.get_list("set-cookie")
+        assert len(cookies) == 2 and all("; secure" in c.lower() for c in cookies)
+        # The OHIF link of the review app points at the viewer over https.
+        assert f"https://127.0.0.1:{stack.ports['viewer']}/" in page.text
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{stack.ports['gateway']}/healthz", timeout=10)
+
+
+def test_ohif_viewer_answers_over_https_and_reads_dicomweb_over_https(
+        stack: Stack, edge: tuple[Path, Path, Path]) -> None:
+    viewer = f"https://127.0.0.1:{stack.ports['viewer']}"
+    with httpx.Client(base_url=viewer, verify=trusting(edge), timeout=30) as http:
+        config = http.get("/app-config.js")
+        assert config.status_code == 200
+        assert config.headers["strict-transport-security"] == HSTS
+        assert f"https://127.0.0.1:{stack.ports['gateway']}/dicomweb" in config.text
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{stack.ports['viewer']}/app-config.js", timeout=10)
+    # The gateway lets the https viewer origin call DICOMweb from the browser.
+    with httpx.Client(verify=trusting(edge), timeout=30) as http:
+        preflight = http.options(
+            f"https://127.0.0.1:{stack.ports['gateway']}/dicomweb/studies",
+            headers={"Origin": viewer, "Access-Control-Request-Method": "GET",
+                     "Access-Control-Request-Headers": "authorization"})
+        assert preflight.headers.get("access-control-allow-origin") == viewer
+
+
+def test_tls11_is_refused(stack: Stack, edge: tuple[Path, Path, Path]) -> None:
+    import socket
+    import warnings
+
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(cafile=str(edge[0]))
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    for port in ("gateway", "viewer"):
+        with socket.create_connection(("127.0.0.1", stack.ports[port]), timeout=10) as raw, \
+                pytest.raises(ssl.SSLError):
+            old.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def test_plain_http_off_loopback_is_refused_unless_insecure_http(stack: Stack,
+                                                                 tmp_path: Path) -> None:
+    ports = [f"--{name}-port={port}" for name, port in stack.ports.items()]
+    for variable in ("SIDECAR_GATEWAY_HOST", "SIDECAR_VIEWER_HOST"):
+        refused = run_cli("up", "--data-dir", str(tmp_path / "data"), *ports,
+                          env=clean_env(**{variable: "0.0.0.0"}), timeout=60)
+        assert refused.returncode == 2
+        assert refused.stderr.startswith("sidecar up: error: refusing to serve the ")
+        assert "0.0.0.0" in refused.stderr and "--insecure-http" in refused.stderr
+        assert refused.stderr.count("\n") == 1
+    # With --insecure-http it goes on, to the next check: the running stack's ports are taken.
+    allowed = run_cli("up", "--data-dir", str(tmp_path / "data"), *ports, "--insecure-http",
+                      env=clean_env(SIDECAR_GATEWAY_HOST="0.0.0.0"), timeout=60)
+    assert allowed.returncode == 2 and "already in use" in allowed.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was made
