@@ -72,3 +72,14 @@ def channel(address: str, as_: str = "operator",
             options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
     """A blocking channel to `address` presenting `as_`'s certificate (the operator's)."""
     return service(as_).channel(address, options)
+
+
+def web_certificate(folder: Path, ca_name: str = "Test web CA") -> tuple[Path, Path, Path]:
+    """(CA, certificate, key) files in `folder` of an HTTPS certificate for 127.0.0.1 and
+    localhost from a CA of its own (not the mesh's), as a hospital's web CA would issue it."""
+    ca = pki.Authority.create(ca_name)
+    issued = ca.issue(Identity("service", "gateway"), hosts=("127.0.0.1", "localhost"))
+    paths = folder / "web-ca.crt", folder / "web.crt", folder / "web.key"
+    for path, pem in zip(paths, (ca.cert_pem, issued.cert_pem, issued.key_pem), strict=True):
+        path.write_bytes(pem)
+    return paths

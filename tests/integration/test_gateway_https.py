@@ -19,26 +19,15 @@ from sqlalchemy import select
 from review_gateway.main import run
 from review_gateway.settings import GatewaySettings
 from sidecar_core.db import Database
-from sidecar_core.security import pki
 from sidecar_core.security.edge_tls import HSTS, EdgeConfigError
-from sidecar_core.security.identity import Identity
 from sidecar_core.store.models import LoginAttempt
+from tests import pki as test_pki
 from tests.integration.test_gateway_api import SECRET, Gateway, gateway  # noqa: F401 (fixture)
 from tests.integration.test_workflow_queries import PASSWORD
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 CLIENT = "203.0.113.7"  # the browser behind the proxy (TEST-NET-3)
-
-
-def edge_certificate(folder: Path) -> tuple[Path, Path, Path]:
-    """(CA, certificate, key) of a gateway reachable as 127.0.0.1 and localhost."""
-    ca = pki.Authority.create("Test edge CA")
-    issued = ca.issue(Identity("service", "gateway"), hosts=("127.0.0.1", "localhost"))
-    paths = folder / "edge-ca.crt", folder / "edge.crt", folder / "edge.key"
-    for path, pem in zip(paths, (ca.cert_pem, issued.cert_pem, issued.key_pem), strict=True):
-        path.write_bytes(pem)
-    return paths
 
 
 @asynccontextmanager
@@ -85,7 +74,7 @@ def handshake(port: int, ctx: ssl.SSLContext) -> tuple[str | None, Any]:
 
 async def test_https_tls12_plus_hsts_and_secure_cookies(
         gateway: Gateway, db: Database, tmp_path: Path) -> None:  # noqa: F811 (the fixture)
-    ca, cert, key = edge_certificate(tmp_path)
+    ca, cert, key = test_pki.web_certificate(tmp_path, "Test edge CA")
     async with serving(gateway, tmp_path, https_cert=cert, https_key=key) as port:
         trust = ssl.create_default_context(cafile=str(ca))
         async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}", verify=trust) as http:

@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from bench.stack import clean_env
-from sidecar_core.security import pki
 from sidecar_core.security.edge_tls import HSTS
-from sidecar_core.security.identity import Identity
+from tests import pki as test_pki
 from tests.acceptance.stack import Stack, new_stack, run_cli, stack_root
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
@@ -25,12 +24,7 @@ def edge() -> Iterator[tuple[Path, Path, Path]]:
     """(CA, certificate, key): a certificate for 127.0.0.1 and localhost from a CA of its own
     (not the mesh's)."""
     with stack_root("sidecar-https-cert-") as folder:
-        ca = pki.Authority.create("Hospital web CA")
-        issued = ca.issue(Identity("service", "gateway"), hosts=("127.0.0.1", "localhost"))
-        paths = folder / "ca.crt", folder / "web.crt", folder / "web.key"
-        for path, pem in zip(paths, (ca.cert_pem, issued.cert_pem, issued.key_pem), strict=True):
-            path.write_bytes(pem)
-        yield paths
+        yield test_pki.web_certificate(folder, "Hospital web CA")
 
 
 @pytest.fixture(scope="module")
