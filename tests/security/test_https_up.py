@@ -5,7 +5,6 @@ non-loopback address without a certificate is refused unless `--insecure-http`."
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,41 +12,29 @@ import pytest
 
 from bench.stack import clean_env
 from sidecar_core.security.edge_tls import HSTS
-from tests import pki as test_pki
-from tests.acceptance.stack import Stack, new_stack, run_cli, stack_root
+from tests.acceptance.stack import Stack, run_cli
+from tests.security.conftest import EdgeStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 
 
 @pytest.fixture(scope="module")
-def edge() -> Iterator[tuple[Path, Path, Path]]:
-    """(CA, certificate, key): a certificate for 127.0.0.1 and localhost from a CA of its own
-    (not the mesh's)."""
-    with stack_root("sidecar-https-cert-") as folder:
-        yield test_pki.web_certificate(folder, "Hospital web CA")
+def stack(edge_stack: EdgeStack) -> EdgeStack:
+    return edge_stack
 
 
 @pytest.fixture(scope="module")
-def stack(edge: tuple[Path, Path, Path]) -> Iterator[Stack]:
-    _ca, cert, key = edge
-    with stack_root("sidecar-https-") as root:
-        running = new_stack(root, facilities=("tls_a", "tls_b"))
-        try:
-            running.start("--tls-cert", str(cert), "--tls-key", str(key))
-            yield running
-        finally:
-            running.stop()
-
-
-def trusting(edge: tuple[Path, Path, Path]) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(edge[0]))
+def edge(edge_stack: EdgeStack) -> tuple[Path, Path, Path]:
+    """(CA, certificate, key) the shared HTTPS stack was started with: a certificate for
+    127.0.0.1 and localhost from a CA of its own (not the mesh's)."""
+    return edge_stack.web_ca, edge_stack.web_cert, edge_stack.web_key
 
 
 def test_review_ui_answers_over_https_with_hsts_and_secure_cookies(
-        stack: Stack, edge: tuple[Path, Path, Path]) -> None:
+        stack: EdgeStack) -> None:
     gateway = f"https://127.0.0.1:{stack.ports['gateway']}"
     assert f"Review UI: {gateway}/ (API: {gateway}/api/v1" in stack.output()
-    with httpx.Client(base_url=gateway, verify=trusting(edge), timeout=30) as http:
+    with httpx.Client(base_url=gateway, verify=stack.trusting(), timeout=30) as http:
         page = http.get("/")
         assert page.status_code == 200 and page.headers["strict-transport-security"] == HSTS
         login = http.post("/api/v1/auth/login",
@@ -62,9 +49,9 @@ def test_review_ui_answers_over_https_with_hsts_and_secure_cookies(
 
 
 def test_ohif_viewer_answers_over_https_and_reads_dicomweb_over_https(
-        stack: Stack, edge: tuple[Path, Path, Path]) -> None:
+        stack: EdgeStack) -> None:
     viewer = f"https://127.0.0.1:{stack.ports['viewer']}"
-    with httpx.Client(base_url=viewer, verify=trusting(edge), timeout=30) as http:
+    with httpx.Client(base_url=viewer, verify=stack.trusting(), timeout=30) as http:
         config = http.get("/app-config.js")
         assert config.status_code == 200
         assert config.headers["strict-transport-security"] == HSTS
@@ -72,7 +59,7 @@ def test_ohif_viewer_answers_over_https_and_reads_dicomweb_over_https(
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{stack.ports['viewer']}/app-config.js", timeout=10)
     # The gateway lets the https viewer origin call DICOMweb from the browser.
-    with httpx.Client(verify=trusting(edge), timeout=30) as http:
+    with httpx.Client(verify=stack.trusting(), timeout=30) as http:
         preflight = http.options(
             f"https://127.0.0.1:{stack.ports['gateway']}/dicomweb/studies",
             headers={"Origin": viewer, "Access-Control-Request-Method": "GET",
