@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -26,8 +25,9 @@ from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as ops_grpc
 from sidecar_core.security import pki, session_tokens
 from sidecar_core.security.identity import Identity
 from sidecar_core.security.mesh_tls import MeshCredentials, from_folder
-from tests.acceptance.stack import Stack, new_stack, run_cli, stack_root
+from tests.acceptance.stack import Stack, add_facilities, run_cli
 from tests.helpers import ct_slice, to_bytes
+from tests.security.conftest import EdgeStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 
@@ -36,14 +36,11 @@ HEALTH = health_pb2.HealthCheckRequest(service="")
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with stack_root("sidecar-sec-") as root:
-        running = new_stack(root, facilities=("sec_a", "sec_b"))
-        try:
-            running.start()
-            yield running
-        finally:
-            running.stop()
+def stack(shared_edge_stack: EdgeStack) -> Stack:
+    """The shared `sidecar up` of the edge modules (its mesh is what any `sidecar up` makes),
+    with two facilities of this module's."""
+    add_facilities(shared_edge_stack, "sec_a", "sec_b")
+    return shared_edge_stack
 
 
 def _health(channel: grpc.Channel) -> int:
