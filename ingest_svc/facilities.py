@@ -4,9 +4,9 @@ setting applies within that time)."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select

@@ -146,8 +146,9 @@ class Association:
         self.tls = True
         cert = tls.getpeercert()
         if cert:  # only a certificate that verified against the client CA is returned
+            subject = cast(tuple[tuple[tuple[str, str], ...], ...], cert.get("subject", ()))
             self.client_subject = ", ".join(
-                f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn)[:200] or "?"
+                f"{k}={v}" for rdn in subject for k, v in rdn)[:200] or "?"
 
     def _cut(self) -> None:
         """Shuts the connection down under a blocked reader (TLS or not) without touching the

@@ -16,14 +16,16 @@ service-user, "calling AE title not recognised"); a facility with `dicom_require
 rejects an association without a verified client certificate (rejected-permanent, service-user,
 "no reason given"); both audited as `association.rejected` with the peer address, the calling
 AE and the reason. The audit of refusals is coalesced (ingest_svc.dimse.peers.Coalescer): a
-flood from one address is a few rows, each counting the ones left out before it. Every storage SOP class pynetdicom knows is accepted with every
+flood from one address is a few rows, each counting the ones left out before it.
+
+Every storage SOP class pynetdicom knows is accepted with every
 transfer syntax pydicom knows; the object is stored exactly as received (file meta + received
 dataset bytes, never re-encoded). Sockets have TCP_NODELAY; the largest P-DATA PDU accepted is
 `dicom_max_pdu_bytes`. On stop, idle associations are aborted at once and busy ones right after
 their C-STORE response; an unanswered object is simply re-sent by the peer.
 
-Threads: an acceptor thread takes connections; each association is served by one thread of a
-pool of `max_associations` threads (a connection over the limit is answered by a short-lived
+Threads: an acceptor thread per port takes connections; each association is served by one thread
+of a pool of `max_associations` threads (a connection over the limit is answered by a short-lived
 thread of its own). The serving thread reads, stores (Receiver.receive_blocking: parse, pack
 append, index call; a duplicate's or a reopening instance's audit event in the same thread) and
 answers on its own, so a C-STORE crosses no thread boundary; the facility lookup and the audit
