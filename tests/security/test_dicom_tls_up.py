@@ -17,6 +17,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from sidecar_core.security.dicom_tls import scu_context
 from tests.acceptance.stack import run_cli
+from tests.acceptance.test_ports_up import listening
 from tests.security.conftest import EdgeStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
@@ -69,6 +70,13 @@ def test_synthetic_study_stored_over_dicom_tls(stack: EdgeStack, tmp_path: Path)
     assert stack.sql("select count(*) from instances i join studies s on s.id = i.study_id "
                      "where s.study_instance_uid = %s and i.source = 'dimse'",
                      study) == [(len(files),)]
+
+
+def test_tls_port_listens_on_loopback_only(stack: EdgeStack) -> None:
+    sockets = listening()
+    assert sockets[stack.ports["dicom-tls"]] == {"0100007F"}  # 127.0.0.1
+    assert "DICOM TLS SCP listening on 127.0.0.1:" in (
+        stack.data_dir / "logs" / "ingest.log").read_text()
 
 
 def test_plaintext_on_the_tls_port_fails_without_hanging(stack: EdgeStack) -> None:
