@@ -21,7 +21,14 @@ from sidecar_core.security import dicom_tls, pki
 from sidecar_core.security.identity import Identity
 from tests import pki as test_pki
 from tests.helpers import add_facility, ct_slice, to_bytes
-from tests.integration.test_dimse import ECHOSCU, STORESCU, Ingest, require_dcmtk, running_ingest
+from tests.integration.test_dimse import (
+    ECHOSCU,
+    STORESCU,
+    Ingest,
+    require_dcmtk,
+    running_ingest,
+    wait_for,
+)
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -192,3 +199,43 @@ async def test_allowed_hosts_on_both_ports_with_coalesced_audit(tls: Tls) -> Non
                                         "127.0.0.2"))[0] is False
     rows = [r for r in _rejections(tls.ingest) if r[1] == "peer address not allowed"]
     assert len(rows) == 1 and rows[0][0] == FENCED and rows[0][2].startswith("127.0.0.2:")
+
+
+async def test_a_flood_of_plaintext_on_the_tls_port_is_refused_and_coalesced(tls: Tls) -> None:
+    import socket
+
+    def flood(n: int) -> None:
+        for _ in range(n):
+            with socket.create_connection(("127.0.0.1", tls.port), timeout=10) as s:
+                s.sendall(b"\x01\x00\x00\x00\x00\x44" + b"\x00" * 68)  # an A-ASSOCIATE-RQ start
+                s.settimeout(10)
+                reply = s.recv(100)  # closed at once: nothing, or at most a TLS alert
+                assert reply == b"" or reply[0] == 0x15
+
+    started = time.monotonic()
+    await asyncio.to_thread(flood, 50)
+    assert time.monotonic() - started < 30
+    assert await asyncio.to_thread(tls.echo, OPEN, "+tla", "+cf", str(tls.web_ca)) == 0
+    rows = [r for r in _rejections(tls.ingest) if r[1].startswith("TLS handshake failed")]
+    assert len(rows) == 1  # one row for the minute, the rest coalesced into the next
+
+
+async def test_stop_aborts_an_idle_tls_association_promptly(database_url: str, nats: Any,
+                                                            tmp_path: Path) -> None:
+    add_facility(database_url, "open_pacs", ae_title=OPEN)
+    web_ca, cert, key = test_pki.web_certificate(tmp_path)
+    port = free_port()
+    ae = AE(ae_title=OPEN)
+    ae.add_requested_context(Verification)
+    async with running_ingest(database_url, nats, tmp_path / "data", dicom_tls_port=port,
+                              dicom_tls_cert=cert, dicom_tls_key=key):
+        assoc = await asyncio.to_thread(
+            ae.associate, "127.0.0.1", port, ae_title="SIDECAR",
+            tls_args=(dicom_tls.scu_context(web_ca), "127.0.0.1"))
+        assert assoc.is_established
+        status = await asyncio.to_thread(assoc.send_c_echo)
+        assert status.Status == 0x0000
+        started = time.monotonic()
+    assert time.monotonic() - started < 10  # the idle TLS association did not hold the stop
+    await wait_for(lambda: not assoc.is_established, 10)  # the peer saw the abort
+    ae.shutdown()
