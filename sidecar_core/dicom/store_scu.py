@@ -56,7 +56,12 @@ def tls_handshake_problem(host: str, port: int, context: ssl.SSLContext,
     except OSError:
         return None
     try:
-        with context.wrap_socket(raw, server_hostname=host):
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            # Under TLS 1.3 a peer refuses our client certificate after the handshake: its
+            # alert is the first thing to read (a DICOM peer otherwise waits for our PDU).
+            tls.settimeout(min(timeout_s, 2.0))
+            with contextlib.suppress(TimeoutError, BlockingIOError):
+                tls.recv(1)
             return None
     except ssl.SSLCertVerificationError as exc:
         return f"certificate verify failed: {exc.verify_message}", True

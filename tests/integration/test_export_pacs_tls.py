@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from sidecar_core.db import Database
-from sidecar_core.errors import PermanentError
+from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.security import dicom_tls, pki
 from sidecar_core.security.identity import Identity
 from sidecar_core.storage.objectstore import ObjectStore
@@ -98,5 +98,32 @@ async def test_untrusted_pacs_certificate_is_a_clear_export_failure(database_url
         assert "certificate verify failed" in failed[0]["error_message"]
         assert failed[0]["context"]["tls"] is True
         assert not await _rows(db, "select id from exports where status = 'sent'")
+    finally:
+        await db.close()
+
+
+async def test_a_client_certificate_the_pacs_refuses_is_named_in_the_error(
+        database_url: str, tmp_path: Path) -> None:
+    m = _material(tmp_path / "pki")
+    stranger = pki.Authority.create("Unknown client CA").issue(Identity("service", "x"),
+                                                               server=False)
+    (tmp_path / "stranger.crt").write_bytes(stranger.cert_pem)
+    (tmp_path / "stranger.key").write_bytes(stranger.key_pem)
+    db = Database(database_url)
+    store = ObjectStore(tmp_path / "objects", fsync=False)
+    try:
+        async with orthanc(tmp_path / "pacs", **_orthanc_tls(m)) as pacs:
+            study_id, _ = await _seed(db, store, tmp_path / "ct", pacs.dicom_port)
+            await _use_tls(db)
+            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), tls=lambda: (
+                dicom_tls.scu_context(m["pacs_ca"], tmp_path / "stranger.crt",
+                                      tmp_path / "stranger.key")))
+            with pytest.raises(TransientError, match="DICOM TLS handshake with ORTHANC@") as err:
+                await worker.handle(_delivery(study_id, attempt=1))
+            assert await pacs.instance_files() == []
+        retrying = await _rows(db, "select error_message from audit_events "
+                               "where type = 'export.retrying'")
+        assert len(retrying) == 1 and "DICOM TLS handshake" in retrying[0]["error_message"]
+        assert "alert" in str(err.value)
     finally:
         await db.close()
