@@ -99,6 +99,25 @@ def _report_flags(p: argparse.ArgumentParser) -> None:
                    help="rejected findings in the exported SR: left out, or kept as rejected")
 
 
+def _dicom_flags(p: argparse.ArgumentParser) -> None:
+    """DICOM TLS and the rules for the facility's DICOM senders (docs/deployment.md, DICOM TLS)."""
+    p.add_argument("--dicom-require-client-cert", choices=["on", "off"],
+                   help="refuse this facility's AE title without a client certificate verified "
+                   "on the DICOM TLS port (SIDECAR_DICOM_TLS_CLIENT_CA)")
+    p.add_argument("--dicom-allowed-hosts", metavar="CIDR,...",
+                   help="peer addresses allowed to send as this facility, on both DICOM ports "
+                   "('' = any)")
+    p.add_argument("--pacs-tls", choices=["on", "off"],
+                   help="export to the PACS over DICOM TLS (trusting SIDECAR_PACS_TLS_CA)")
+
+
+def _dicom_settings(args: argparse.Namespace) -> dict[str, object]:
+    on = {"on": True, "off": False, None: None}
+    return _given({"dicom_require_client_cert": on[args.dicom_require_client_cert],
+                   "dicom_allowed_hosts": args.dicom_allowed_hosts,
+                   "pacs_tls": on[args.pacs_tls]})
+
+
 def _https_flags(p: argparse.ArgumentParser) -> None:
     """HTTPS of the review gateway and the OHIF viewer (docs/deployment.md, HTTPS and proxies)."""
     p.add_argument("--tls-cert", type=Path, default=_env_path("SIDECAR_HTTPS_CERT"),
@@ -167,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet-period", type=_seconds, help="study completion quiet period, seconds")
     p.add_argument("--models", help="comma-separated enabled models, or 'all'")
     _report_flags(p)
+    _dicom_flags(p)
     p.add_argument("--completion", choices=["quiet", "association", "explicit"],
                    help="when a study is complete: after the quiet period (default), also when "
                         "its DIMSE association is released, or only on CompleteStudy")
@@ -330,7 +350,8 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
         return 0
     create = args.action == "add"
     given = _onboarding_settings(args) if create else {
-        **_onboarding_settings(args), **_completion_settings(args), **_report_settings(args)}
+        **_onboarding_settings(args), **_completion_settings(args), **_report_settings(args),
+        **_dicom_settings(args)}
     view = await facility_settings.save(
         db, CommonSettings().topology(), table, args.name, given,  # type: ignore[arg-type]
         args.operator or _login_name(), create, via="cli")
@@ -353,6 +374,11 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
                  "llm_timeout_s": view["llm_timeout_s"], "pacs": pacs,
                  "export_rejected": view["export_rejected"]}
         print(f"facility {view['name']}: " + " ".join(f"{k}={v}" for k, v in shown.items()))
+    if _dicom_settings(args):
+        print(f"facility {view['name']}: dicom_require_client_cert="
+              f"{'on' if view['dicom_require_client_cert'] else 'off'} dicom_allowed_hosts="
+              f"{view['dicom_allowed_hosts'] or 'any'} pacs_tls="
+              f"{'on' if view['pacs_tls'] else 'off'}")
     return 0
 
 

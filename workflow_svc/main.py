@@ -60,7 +60,8 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
                bus.consume(topology.workflow_events(), pipeline.handle, stop),
                bus.consume(topology.handoff_jobs(), HandoffWorker(db, topology).handle, stop),
                bus.consume(topology.export_jobs(), ExportWorker(
-                   db, topology, DerivedResults(settings.object_store())).handle, stop),
+                   db, topology, DerivedResults(settings.object_store()),
+                   tls=settings.scu_context).handle, stop),
                bus.consume(topology.dead_letter_audit(), DeadLetterAuditor(db, topology).handle,
                            stop)],
         closers=[bus.close, db.close])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from sidecar_core.settings import CommonSettings
+from sidecar_core.security.dicom_tls import DicomTlsSettings
 from workflow_svc.identity.sessions import LoginLimits
 
 
-class WorkflowSettings(CommonSettings):
+class WorkflowSettings(DicomTlsSettings):
+    """The workflow process; the export's DICOM TLS client settings are DicomTlsSettings'."""
+
     workflow_host: str = "127.0.0.1"
     workflow_port: int = 50052
     login_window_s: float = Field(default=300.0, gt=0,

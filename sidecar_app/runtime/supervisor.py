@@ -45,6 +45,7 @@ DEFAULT_PORTS = {
     "workflow": 50052,
     "normalizer": 50053,
     "dicom": 11112,
+    "dicom-tls": 2762,  # DICOM TLS (PS3.15 Annex B); listens only with a certificate
     "nats": 14222,
     "triton": 18001,
     "triton-http": 18000,
@@ -183,6 +184,7 @@ class Mesh:
             "SIDECAR_TRITON_URL": triton_url,
             "SIDECAR_INGEST_PORT": str(p["ingest"]),
             "SIDECAR_DICOM_PORT": str(p["dicom"]),
+            "SIDECAR_DICOM_TLS_PORT": str(p["dicom-tls"]),
             "SIDECAR_WORKFLOW_PORT": str(p["workflow"]),
             "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),

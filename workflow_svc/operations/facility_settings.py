@@ -22,6 +22,7 @@ from sidecar_core import audit
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security.dicom_tls import normalized_hosts
 from sidecar_core.store.models import Facility
 
 _AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control chars
@@ -108,6 +109,18 @@ def _port(field: str, value: Any) -> int | None:
     return int(value)
 
 
+def _networks(field: str, value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or len(value) > 2000:
+        raise _invalid(field, "a comma-separated list of addresses and CIDR networks, at most "
+                       "2000 characters ('' = any address)")
+    try:
+        return normalized_hosts(value)
+    except ValueError as exc:
+        raise _invalid(field, str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Setting:
     column: str
@@ -138,6 +151,11 @@ def settings_table(known_models: list[str]) -> dict[str, Setting]:
         "pacs_host": Setting("pacs_host", _text(255)),
         "pacs_port": Setting("pacs_port", _port),
         "export_rejected": Setting("export_rejected", _choice("omit", "include")),
+        # Added with DICOM TLS (issue 20): the rules for the facility's DICOM senders on both
+        # DICOM ports, and DICOM TLS for the export to its PACS.
+        "dicom_require_client_cert": Setting("dicom_require_client_cert", _bool),
+        "dicom_allowed_hosts": Setting("dicom_allowed_hosts", _networks),
+        "pacs_tls": Setting("pacs_tls", _bool),
     }
     columns = set(Facility.__table__.columns.keys())
     return {name: s for name, s in table.items() if s.column in columns}
