@@ -126,6 +126,9 @@ def create_app(settings: GatewaySettings,
     hub = EventHub(settings.nats_url, settings.topology(), review, sessions.check_revoked,
                    auth=settings.nats_auth("gateway"))
     app.state.events = hub
+    # A body is bounded before authentication or any route reads it (inside the middlewares
+    # that add the security headers, CORS and the request metrics, so a 413 has them too).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes, exempt=_is_stow)
     security.install(app)
 
     @app.exception_handler(ApiError)
@@ -300,8 +303,6 @@ def create_app(settings: GatewaySettings,
     app.include_router(webapp_router(STATIC_DIR, settings.viewer_port))
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    # Outermost: a body is bounded before authentication or any route reads it.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes, exempt=_is_stow)
     _add_schemas(app, EXTRA_SCHEMAS)
     return app
 

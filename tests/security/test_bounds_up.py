@@ -110,6 +110,7 @@ def test_json_body_over_the_limit_is_refused_with_413_declared_or_chunked(
             assert refused.json() == {"error": {
                 "code": "RESOURCE_EXHAUSTED", "reason": "REQUEST_TOO_LARGE",
                 "message": f"the request body exceeds {limit} bytes (SIDECAR_MAX_JSON_BYTES)"}}
+            assert "strict-transport-security" in refused.headers
         # Just under the limit the body is read and judged as usual (extra fields: 422).
         under = json.dumps({"username": "x", "password": "y", "pad": "z" * (limit - 100)})
         assert len(under) <= limit
