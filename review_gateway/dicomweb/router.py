@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, cast
 import grpc
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from review_gateway.dicomweb import stow
@@ -26,6 +27,7 @@ from sidecar_core.dicom.uids import uid_problem
 
 log = logging.getLogger(__name__)
 _BATCH_BYTES = 64 * 1024 * 1024
+_BATCH_PARTS = 1000  # parts held before they are sent, however small
 _ACCEPTABLE = ("application/dicom+json", "application/json", "application/*", "*/*")
 _HTTP_OF_GRPC = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.PERMISSION_DENIED: 403,
                  grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.UNAVAILABLE: 503,
@@ -154,6 +156,9 @@ def dicomweb_router(auth_dependency: Callable[..., Any], ingest_stub: Any,
             upload = _Upload(stub(), facility, study, limits, timeout_s)
             try:
                 results, refusal = await upload.run(request, boundary)
+            except ClientDisconnect:
+                log.info("STOW-RS client went away before the end of its request")
+                return Response(status_code=400)  # nobody reads it
             finally:
                 upload.close()
         except _Refused as refused:
@@ -274,6 +279,7 @@ class _Upload:
         self.timeout_s = timeout_s
         self.results: list[stow.PartResult] = []
         self.pending: list[stow.SpooledPart] = []
+        self.pending_bytes = 0
         self.reader: stow.MultipartReader | None = None
 
     async def run(self, request: Request, boundary: bytes
@@ -295,7 +301,7 @@ class _Upload:
                     reader.feed(chunk)
                 finally:
                     self._take(reader)
-                if sum(p.size for p in self.pending) >= _BATCH_BYTES:
+                if self.pending_bytes >= _BATCH_BYTES or len(self.pending) >= _BATCH_PARTS:
                     await self._flush()
             reader.finish()
             if not self.results and not self.pending:
@@ -326,12 +332,13 @@ class _Upload:
                     f"the object exceeds {self.limits.max_part_bytes} bytes"))
             else:
                 self.pending.append(part)
+                self.pending_bytes += part.size
         reader.completed.clear()
 
     async def _flush(self) -> None:
         if not self.pending:
             return
-        parts, self.pending = self.pending, []
+        parts, self.pending, self.pending_bytes = self.pending, [], 0
         try:
             blobs = await asyncio.to_thread(lambda: [p.read() for p in parts])
         finally:
