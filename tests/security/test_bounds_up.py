@@ -151,6 +151,8 @@ def test_stow_past_the_request_limit_is_cut_at_it_while_a_normal_study_flows(
     with PeakRss(gateway) as memory, ThreadPoolExecutor(1) as pool:
         cut = pool.submit(send_hostile)
         assert streaming.wait(60), "the hostile request did not start streaming"
+        # The part being received is in an unnamed spool file on disk, not in memory.
+        assert spool_fds(gateway, spool), "no spool file open while a large part streams"
         study, parts = small_study()
         with edge_stack.client(token) as http:
             normal = http.post(f"/dicomweb/studies?facility={edge_stack.north}",
