@@ -148,6 +148,12 @@ async def test_failed_logins_back_off_per_user_and_per_address_and_are_audited(
         assert (await attempt("nobody", "x")).status_code == 401
         slowed = await attempt("auditor", PASSWORD)
         assert slowed.status_code == 429 and slowed.headers["Retry-After"] == "2"
+        # Another address is not slowed by this one's failures.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(
+                app=env.app, client=("10.9.8.7", 40000)), base_url="http://gateway") as other:
+            elsewhere = await other.post("/api/v1/auth/login",
+                                         json={"username": "auditor", "password": PASSWORD})
+        assert elsewhere.status_code == 200, elsewhere.text
         async with db.read() as s:
             failed = (await s.scalars(select(m.AuditEvent).where(
                 m.AuditEvent.type == "auth.login_failed"))).all()
