@@ -34,7 +34,7 @@ from review_gateway.clients.workflow import ChannelFactory, WorkflowClient, Work
 from review_gateway.dicomweb import cors
 from review_gateway.dicomweb.index_cache import WadoIndex
 from review_gateway.dicomweb.rendered import rendered_router
-from review_gateway.dicomweb.router import dicomweb_router
+from review_gateway.dicomweb.router import StowLimits, dicomweb_router
 from review_gateway.dicomweb.wado import wado_router
 from review_gateway.errors import ERROR_RESPONSES, ApiError, error_body
 from review_gateway.health.checks import DependencyStatus, Health, HealthCheck, health, run_checks
@@ -45,6 +45,7 @@ from review_gateway.review.events import EventHub
 from review_gateway.review.routes import review_router
 from review_gateway.settings import GatewaySettings
 from review_gateway.web import security
+from review_gateway.web.limits import BodyLimitMiddleware
 from review_gateway.web.page import webapp_router
 from sidecar_core.observability import metrics
 from sidecar_core.storage.objectstore import ObjectStore
@@ -125,6 +126,9 @@ def create_app(settings: GatewaySettings,
     hub = EventHub(settings.nats_url, settings.topology(), review, sessions.check_revoked,
                    auth=settings.nats_auth("gateway"))
     app.state.events = hub
+    # A body is bounded before authentication or any route reads it (inside the middlewares
+    # that add the security headers, CORS and the request metrics, so a 413 has them too).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes, exempt=_is_stow)
     security.install(app)
 
     @app.exception_handler(ApiError)
@@ -261,9 +265,10 @@ def create_app(settings: GatewaySettings,
     app.include_router(draft_router(principal, lambda: connection.client().channel,
                                     settings.workflow_timeout_s))
     app.include_router(hub.router(principal))
-    app.include_router(dicomweb_router(principal, ingest_stub,
-                                       max_request_mb=settings.dicomweb_max_request_mb),
-                       prefix="/dicomweb")
+    app.include_router(dicomweb_router(principal, ingest_stub, limits=StowLimits(
+        max_request_bytes=settings.max_stow_bytes,
+        max_part_bytes=int(settings.max_object_mb * 1024 * 1024),
+        spool_dir=settings.data_dir / "tmp" / "stow")), prefix="/dicomweb")
 
     app.include_router(admin_router(principal, lambda: connection.client().channel,
                                     metrics_targets=settings.metrics_targets))
@@ -300,6 +305,13 @@ def create_app(settings: GatewaySettings,
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_schemas(app, EXTRA_SCHEMAS)
     return app
+
+
+def _is_stow(scope: dict[str, Any]) -> bool:
+    """STOW-RS requests stream their bodies to disk under their own limit."""
+    path: str = scope.get("path", "")
+    return scope.get("method") == "POST" and (path == "/dicomweb/studies"
+                                              or path.startswith("/dicomweb/studies/"))
 
 
 def _add_schemas(app: FastAPI, extra: Sequence[type[BaseModel]]) -> None:

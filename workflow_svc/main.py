@@ -16,6 +16,7 @@ from sidecar_core.registry import load_registry
 from sidecar_core.security.enforcement import protected_server
 from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import stop_event_on_signals
+from workflow_svc.identity import passwords
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
 from workflow_svc.report_loop import servicer as report_servicer
@@ -49,6 +50,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     report_servicer.register(server, db, topology)
     operations_servicer.register(server, DeadLetters(db, bus, topology), db, topology,
                                  registry.names())
+    passwords.set_concurrency(settings.password_hash_concurrency)
     review_servicer.register(server, db, topology, settings.login_limits())
     # an official report that arrived before its study completes it once it is registered
     pipeline = Pipeline(db, topology, registry, after_registered=[match_waiting_reports])
