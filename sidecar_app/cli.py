@@ -331,9 +331,18 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
     create = args.action == "add"
     given = _onboarding_settings(args) if create else {
         **_onboarding_settings(args), **_completion_settings(args), **_report_settings(args)}
+    settings = CommonSettings(data_dir=args.data_dir)
+    try:
+        egress = settings.egress_policy()
+        box = (settings.secret_box() if any(table[k].secret and v for k, v in given.items()
+                                             if k in table) else None)
+    except Exception as exc:  # a bad SIDECAR_EGRESS_ALLOW item or SIDECAR_SECRET_KEY
+        from sidecar_app.errors import UserError
+
+        raise UserError(f"error: {exc}") from None
     view = await facility_settings.save(
-        db, CommonSettings().topology(), table, args.name, given,  # type: ignore[arg-type]
-        args.operator or _login_name(), create, via="cli")
+        db, settings.topology(), table, args.name, given,  # type: ignore[arg-type]
+        args.operator or _login_name(), create, via="cli", egress=egress, box=box)
     if create:
         print(f"facility {view['name']} added")
         return 0

@@ -1,4 +1,7 @@
-"""Results to the PACS (IHE AI Results): the reviewed SR and SEG sent by C-STORE after review."""
+"""Results to the PACS (IHE AI Results): the reviewed SR and SEG sent by C-STORE after review.
+
+The PACS's address passes the egress policy's address rules before each export and the
+association goes to the address that was checked (a refusal is `security.egress_refused`)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from sidecar_core.dicom.store_scu import (
     prepare,
     status_of,
 )
+from sidecar_core.egress import REFUSED_EVENT, EgressPolicy, EgressRefused
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.messaging import outbox
 from sidecar_core.messaging.bus import Delivery
@@ -61,6 +65,7 @@ class Destination:
     ae_title: str
     host: str
     port: int
+    address: str = ""  # the checked address to connect to (default: host)
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -130,8 +135,9 @@ def c_store(destination: Destination, objects: Sequence[ExportObject],
     items = [(o, prepare(o.data)) for o in objects]
     statuses: dict[str, int] = {}
     try:
-        with StoreSCU(destination.host, destination.port, CALLING_AE, destination.ae_title,
-                      [item.context for _, item in items], timeout_s) as scu:
+        with StoreSCU(destination.address or destination.host, destination.port, CALLING_AE,
+                      destination.ae_title, [item.context for _, item in items],
+                      timeout_s) as scu:
             for o, item in items:
                 try:
                     rsp = scu.store(item)
@@ -166,10 +172,12 @@ async def enqueue(s: AsyncSession, topology: Topology, study_id: uuid.UUID, ref:
 class ExportWorker:
     """Consumes sidecar.job.v1.export: C-STORE of the results, audited per object."""
 
-    def __init__(self, db: Database, topology: Topology, source: ResultsSource) -> None:
+    def __init__(self, db: Database, topology: Topology, source: ResultsSource,
+                 egress: EgressPolicy | None = None) -> None:
         self.db = db
         self.topology = topology
         self.source = source
+        self.egress = egress or EgressPolicy()  # no allow-list unless the caller gives one
 
     async def handle(self, delivery: Delivery) -> None:
         try:
@@ -201,6 +209,14 @@ class ExportWorker:
                 raise
         if not objects:
             return
+        try:
+            # DICOM TLS is the PACS setting's own; the address rules apply here
+            checked = await self.egress.check_dicom(destination.host, destination.port,
+                                                    tls=True)
+        except EgressRefused as exc:
+            await self._refused(ref, job.job_id, delivery, destination, exc)
+        destination = Destination(destination.ae_title, destination.host, destination.port,
+                                  checked.addresses[0])
         try:
             statuses = await asyncio.to_thread(c_store, destination, objects)
         except Exception as exc:
@@ -240,6 +256,22 @@ class ExportWorker:
                             .values(last_error="refused by the PACS"))
         if refused:
             raise PermanentError(f"PACS refused: {'; '.join(refused)}")
+
+    async def _refused(self, ref: StudyRef, job_id: str, delivery: Delivery,
+                       destination: Destination, exc: EgressRefused) -> None:
+        """A PACS address the policy refuses: final (a security event), or one that does not
+        resolve now: retried."""
+        if not exc.security_event:
+            await self._failed(ref, job_id, delivery, destination, TransientError(exc.message))
+            raise TransientError(exc.message) from exc
+        async with self.db.unit_of_work() as s:
+            await audit.record(s, self.topology, REFUSED_EVENT, ACTOR, ref, job_id=job_id,
+                               attempt=delivery.attempt, error_class=exc.reason,
+                               error_message=exc.message,
+                               context={"destination": str(destination), "setting": "pacs"})
+        await self._failed(ref, job_id, delivery, destination, PermanentError(
+            f"refused by the egress policy: {exc.message}"))
+        raise PermanentError(f"refused by the egress policy: {exc.message}") from exc
 
     async def _failed(self, ref: StudyRef, job_id: str, delivery: Delivery,
                       destination: Destination, exc: BaseException) -> None:
