@@ -148,6 +148,12 @@ class Mesh:
         if not (os.environ.get("SIDECAR_TOKEN_SECRET")
                 or os.environ.get("SIDECAR_TOKEN_SIGNING_KEY")):
             log.info("session token key %s", ensure_signing_key(self.data_dir))
+        # The key that seals secret settings in the database (DATA_DIR/keys/secrets.key, 0600),
+        # unless SIDECAR_SECRET_KEY gives one (docs/deployment.md, "Outbound destinations").
+        if not os.environ.get("SIDECAR_SECRET_KEY"):
+            from sidecar_core.secret_box import load_or_create_key
+
+            load_or_create_key(self.data_dir)
         db_url = os.environ.get("SIDECAR_DATABASE_URL", "")
         if not db_url:
             self.pg = EmbeddedPostgres(self.data_dir / "pg")

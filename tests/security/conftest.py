@@ -61,8 +61,10 @@ def _edge_up() -> Iterator[EdgeStack]:
     with stack_root("sidecar-edge-") as root:
         ca, cert, key = test_pki.web_certificate(root, "Hospital web CA")
         plain = new_stack(root, facilities=())  # each module adds its own
+        # no SIDECAR_EGRESS_ALLOW: the edges run with the strict outbound rules (a module
+        # that calls a loopback peer lists it in its own stack)
         running = EdgeStack(plain.data_dir, ports=plain.ports, web_ca=ca, web_cert=cert,
-                            web_key=key)
+                            web_key=key, env={"SIDECAR_EGRESS_ALLOW": ""})
         try:
             running.start("--tls-cert", str(cert), "--tls-key", str(key))
             yield running
