@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flags(p)
 
     from sidecar_app.credentials_cli import add_parsers as credential_parsers
+    from sidecar_app.secrets_cli import add_parsers as secrets_parsers
+
+    secrets_parsers(sub, _db_flags)
 
     credential_parsers(sub, _db_flags)
 
@@ -244,6 +247,10 @@ async def _admin_on(url: str, args: argparse.Namespace) -> int:
     try:
         if args.command == "handoff":
             return await _handoff_retry(db, args)
+        if args.command == "secrets":
+            from sidecar_app.secrets_cli import run as run_secrets
+
+            return await run_secrets(db, args)
         if args.command == "facility" and args.action == "check":
             return await _facility_check(db, args)
         if args.command == "facility":
@@ -501,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_library_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
     words = args[:2] if args[:1] in (["facility"], ["user"], ["objects"], ["normalizer"],
-                                     ["adapter"], ["tls"]) \
+                                     ["adapter"], ["tls"], ["secrets"]) \
         else args[:1]
     prog = " ".join(["sidecar", *(w for w in words if not w.startswith("-"))])
     return guarded(prog, lambda: _run(args))

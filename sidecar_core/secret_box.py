@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PREFIX = "sealed:v1:"
 KEY_FILE = Path("keys") / "secrets.key"
+PREVIOUS_DIR = Path("keys") / "previous"  # keys that still open, after `sidecar secrets rotate`
 
 
 class SecretKeyError(Exception):
@@ -71,18 +72,35 @@ class SecretBox:
     """Seals and opens secret settings with one current key and, after a rotation, earlier
     keys that still open (never seal)."""
 
-    def __init__(self, key: bytes, previous: tuple[bytes, ...] = ()) -> None:
+    def __init__(self, key: bytes, previous: tuple[bytes, ...] = (),
+                 data_dir: Path | None = None) -> None:
         self.key_id = key_id(key)
         self._keys = {key_id(k): AESGCM(k) for k in (*previous, key)}
         self._current = AESGCM(key)
+        self._data_dir = data_dir  # the key file's data dir: re-read after a rotation
 
     @classmethod
     def from_settings(cls, secret_key: str, data_dir: Path,
                       previous_keys: tuple[str, ...] = ()) -> SecretBox:
-        key = (decode_key(secret_key, "SIDECAR_SECRET_KEY") if secret_key
-               else load_or_create_key(data_dir))
-        return cls(key, tuple(decode_key(k, "SIDECAR_SECRET_PREVIOUS_KEYS")
-                              for k in previous_keys))
+        """SIDECAR_SECRET_KEY (and SIDECAR_SECRET_PREVIOUS_KEYS), or the key file of the data
+        dir and the earlier keys a rotation left in DATA_DIR/keys/previous."""
+        previous = [decode_key(k, "SIDECAR_SECRET_PREVIOUS_KEYS") for k in previous_keys]
+        if secret_key:
+            return cls(decode_key(secret_key, "SIDECAR_SECRET_KEY"), tuple(previous))
+        key = load_or_create_key(data_dir)
+        folder = data_dir / PREVIOUS_DIR
+        if folder.is_dir():
+            previous += [decode_key(f.read_text(), str(f)) for f in sorted(folder.glob("*.key"))]
+        return cls(key, tuple(previous), data_dir)
+
+    def _reread(self) -> None:
+        """After `sidecar secrets rotate` in a running system: take up the key file's new key
+        (and keep every key this box had for opening)."""
+        if self._data_dir is None:
+            return
+        fresh = SecretBox.from_settings("", self._data_dir)
+        self._keys = {**self._keys, **fresh._keys}
+        self.key_id, self._current = fresh.key_id, fresh._current
 
     @staticmethod
     def is_sealed(value: str | None) -> bool:
@@ -101,6 +119,8 @@ class SecretBox:
         if not value.startswith(PREFIX):
             return value
         kid, _, body = value[len(PREFIX):].partition(":")
+        if kid not in self._keys:
+            self._reread()
         aead = self._keys.get(kid)
         if aead is None:
             raise SecretKeyError(f"{context}: sealed with key {kid}, which is not configured "
@@ -119,6 +139,32 @@ class SecretBox:
         if not value.startswith(PREFIX):
             return True
         return not value[len(PREFIX):].startswith(self.key_id + ":")
+
+
+def rotate_key_file(data_dir: Path) -> tuple[str, str]:
+    """Replaces DATA_DIR/keys/secrets.key by a new random key, keeping the old one in
+    DATA_DIR/keys/previous/<id>.key (so values sealed with it still open until re-sealed);
+    returns (old id, new id). The old key is kept before the new one is in place: a crash at
+    any point leaves every sealed value openable."""
+    old = load_or_create_key(data_dir)
+    folder = data_dir / PREVIOUS_DIR
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    kept = folder / f"{key_id(old)}.key"
+    _write_private(kept, base64.b64encode(old) + b"\n")
+    new = os.urandom(32)
+    path = data_dir / KEY_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    _write_private(tmp, base64.b64encode(new) + b"\n")
+    os.replace(tmp, path)
+    return key_id(old), key_id(new)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def facility_context(facility: str, column: str) -> str:

@@ -86,6 +86,21 @@ def test_secrets_are_sealed_at_rest_and_never_shown(edge_stack: EdgeStack) -> No
                  f"%{MARKER}%") == [(0,)]
     key_file = s.data_dir / "keys" / "secrets.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    old_id = secret.split(":")[2]
+
+    # `sidecar secrets rotate`: a new key file, every sealed value re-sealed with it, the old
+    # key kept aside (0600) so that nothing becomes unreadable
+    before = key_file.read_bytes()
+    done = s.cli("secrets", "rotate")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert key_file.read_bytes() != before
+    assert (s.data_dir / "keys" / "previous" / f"{old_id}.key").read_bytes() == before
+    [(secret2, key2)] = s.sql("select handoff_secret, llm_api_key from facilities "
+                              "where name=%s", s.south)
+    new_id = secret2.split(":")[2]
+    assert new_id != old_id and key2.split(":")[2] == new_id and secret2 != secret
+    assert not s.sql("select name from facilities where handoff_secret like %s or "
+                     "llm_api_key like %s", f"sealed:v1:{old_id}:%", f"sealed:v1:{old_id}:%")
 
 
 def _mllp(port: int, message: bytes) -> str:

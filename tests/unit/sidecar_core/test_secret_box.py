@@ -13,10 +13,12 @@ import pytest
 
 from sidecar_core.secret_box import (
     KEY_FILE,
+    PREVIOUS_DIR,
     SecretBox,
     SecretKeyError,
     facility_context,
     load_or_create_key,
+    rotate_key_file,
 )
 
 CTX = facility_context("north", "handoff_secret")
@@ -79,3 +81,18 @@ def test_key_from_the_environment_form(tmp_path: Path) -> None:
         SecretBox.from_settings(base64.b64encode(b"short").decode(), tmp_path)
     with pytest.raises(SecretKeyError, match="not base64"):
         SecretBox.from_settings("not base64!", tmp_path)
+
+
+def test_rotating_the_key_file_keeps_every_value_openable(tmp_path: Path) -> None:
+    running = SecretBox.from_settings("", tmp_path)  # a service started before the rotation
+    before = running.seal("handoff secret", CTX)
+    old_id, new_id = rotate_key_file(tmp_path)
+    assert old_id == running.key_id and new_id != old_id
+    assert stat.S_IMODE((tmp_path / PREVIOUS_DIR / f"{old_id}.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+    after_rotation = SecretBox.from_settings("", tmp_path)
+    assert after_rotation.key_id == new_id
+    assert after_rotation.open(before, CTX) == "handoff secret"  # the old key still opens
+    resealed = after_rotation.seal("handoff secret", CTX)
+    # the running service meets a value sealed with the new key: it re-reads the key file
+    assert running.open(resealed, CTX) == "handoff secret" and running.key_id == new_id
