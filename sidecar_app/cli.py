@@ -314,8 +314,11 @@ async def _facility_check(db: object, args: argparse.Namespace) -> int:
     targets = fc.targets_of(args.data_dir, args.ingest, args.workflow, args.dicom,
                             client_credentials(args))
     kinds = fc.kinds_for(facility, load_registry().names(), args.kind)
+    from sidecar_core.settings import CommonSettings
+
+    egress = CommonSettings(data_dir=args.data_dir).egress_policy()
     return await asyncio.to_thread(fc.run, facility, targets, kinds, args.timeout,
-                                   fc.Report())
+                                   fc.Report(), egress)
 
 
 def _models_text(value: object) -> str:
