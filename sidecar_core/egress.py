@@ -54,13 +54,23 @@ class EgressRefused(Exception):
         return self.reason != "EGRESS_UNRESOLVED"
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: an IPv4 address inside IPv6
+THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+
+
 def address_class(ip: IpAddress) -> str | None:
-    """Why an address is refused unless listed (a word), or None for an ordinary one."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return address_class(ip.ipv4_mapped)
+    """Why an address is refused unless listed (a word), or None for an ordinary one. An IPv4
+    address carried in IPv6 (mapped, NAT64, 6to4) is judged as itself."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return address_class(ip.ipv4_mapped)
+        if ip in NAT64:
+            return address_class(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour is not None:
+            return address_class(ip.sixtofour)
     if ip in METADATA:
         return "cloud metadata"
-    if ip.is_unspecified:
+    if ip.is_unspecified or ip in THIS_NETWORK:
         return "unspecified"
     if ip.is_loopback:
         return "loopback"

@@ -119,6 +119,26 @@ class UpOptions:
         return None
 
 
+def outbound_problem() -> str | None:
+    """A bad SIDECAR_EGRESS_ALLOW item or secret key, in one line, before anything starts."""
+    from sidecar_core.egress import EgressPolicy
+    from sidecar_core.secret_box import SecretKeyError, decode_key
+
+    try:
+        EgressPolicy.parse(os.environ.get("SIDECAR_EGRESS_ALLOW", ""))
+    except ValueError as exc:
+        return f"SIDECAR_EGRESS_ALLOW: {exc}"
+    try:
+        if os.environ.get("SIDECAR_SECRET_KEY"):
+            decode_key(os.environ["SIDECAR_SECRET_KEY"], "SIDECAR_SECRET_KEY")
+        for key in os.environ.get("SIDECAR_SECRET_PREVIOUS_KEYS", "").split(","):
+            if key.strip():
+                decode_key(key, "SIDECAR_SECRET_PREVIOUS_KEYS")
+    except SecretKeyError as exc:
+        return str(exc)
+    return None
+
+
 class Mesh:
     """Owns every child process of `sidecar up`."""
 
@@ -373,6 +393,10 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
     problem = opts.edge_problem()
+    if problem:
+        print(f"sidecar up: error: {problem}", file=sys.stderr, flush=True)
+        return 2
+    problem = outbound_problem()
     if problem:
         print(f"sidecar up: error: {problem}", file=sys.stderr, flush=True)
         return 2

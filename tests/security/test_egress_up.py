@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI, Request, Response
 
-from tests.acceptance.stack import run_cli
+from tests.acceptance.stack import clean_env, run_cli
 from tests.helpers import ct_slice, to_bytes
 from tests.http_peers import serve
 from tests.security.conftest import EdgeStack
@@ -180,3 +180,18 @@ def test_a_loopback_https_webhook_stored_anyway_is_refused_at_call_time(
     assert not received, "nothing was sent"
     assert s.sql("select count(*) from audit_events where context::text like %s or "
                  "error_message like %s", f"%{MARKER}%", f"%{MARKER}%") == [(0,)]
+
+
+@pytest.mark.parametrize("variable, value, words", [
+    ("SIDECAR_EGRESS_ALLOW", "127.0.0.1,10.0.0.0/33", "SIDECAR_EGRESS_ALLOW: '10.0.0.0/33'"),
+    ("SIDECAR_SECRET_KEY", "c2hvcnQ=", "SIDECAR_SECRET_KEY: 5 bytes, want 32"),
+])
+def test_a_bad_outbound_setting_stops_sidecar_up_in_one_line(
+        edge_stack: EdgeStack, tmp_path: Path, variable: str, value: str, words: str) -> None:
+    ports = [f"--{name}-port={port}" for name, port in edge_stack.ports.items()]
+    refused = run_cli("up", "--data-dir", str(tmp_path / "data"), *ports,
+                      env=clean_env(**{variable: value}), timeout=60)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.startswith("sidecar up: error: ") and words in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert not (tmp_path / "data").exists()  # refused before anything was made

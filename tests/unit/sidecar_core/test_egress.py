@@ -40,6 +40,11 @@ def fake_dns(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
     ("https://224.0.0.1/", "multicast"),
     ("https://[ff02::1]/", "multicast"),
     ("https://240.0.0.1/", "reserved"),
+    ("https://0.1.2.3/", "unspecified"),
+    ("https://[64:ff9b::a9fe:a9fe]/", "cloud metadata"),  # NAT64 of 169.254.169.254
+    ("https://[2002:7f00:1::]/", "loopback"),  # 6to4 of 127.0.0.1
+    ("https://2130706433/", "loopback"),  # 127.0.0.1 written as one number: resolved first
+    ("https://0x7f.1/", "loopback"),
 ])
 async def test_every_refused_address_class(url: str, why: str) -> None:
     with pytest.raises(EgressRefused) as refused:
