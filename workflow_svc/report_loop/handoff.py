@@ -124,9 +124,10 @@ class HandoffWorker:
         refused: EgressRefused | None = None
         try:
             status, error = await self._post(plan, job.job_id)
-        except EgressRefused as exc:
-            status, error = None, f"refused by the egress policy: {exc.message}"
+        except EgressRefused as exc:  # a name that does not resolve now is retried
             refused = exc if exc.security_event else None
+            status, error = None, (f"refused by the egress policy: {exc.message}"
+                                   if refused else exc.message)
         ok = status is not None and 200 <= status < 300
         permanent = refused is not None or (
             status is not None and 400 <= status < 500 and status not in (408, 429))
