@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flags(p)
 
     from sidecar_app.credentials_cli import add_parsers as credential_parsers
+    from sidecar_app.secrets_cli import add_parsers as secrets_parsers
+
+    secrets_parsers(sub, _db_flags)
 
     credential_parsers(sub, _db_flags)
 
@@ -264,6 +267,10 @@ async def _admin_on(url: str, args: argparse.Namespace) -> int:
     try:
         if args.command == "handoff":
             return await _handoff_retry(db, args)
+        if args.command == "secrets":
+            from sidecar_app.secrets_cli import run as run_secrets
+
+            return await run_secrets(db, args)
         if args.command == "facility" and args.action == "check":
             return await _facility_check(db, args)
         if args.command == "facility":
@@ -322,13 +329,17 @@ async def _facility_check(db: object, args: argparse.Namespace) -> int:
     facility = fc.Facility(f["name"], f["ae_title"] or "", f["shadow_mode"],
                            list(models) if models != "all" else None)
     facility.pacs, facility.handoff_url = await _destinations(db, args.name)
+    facility.pacs_tls = bool(f.get("pacs_tls"))
     from sidecar_app.credentials_cli import client_credentials
 
     targets = fc.targets_of(args.data_dir, args.ingest, args.workflow, args.dicom,
                             client_credentials(args))
     kinds = fc.kinds_for(facility, load_registry().names(), args.kind)
+    from sidecar_core.settings import CommonSettings
+
+    egress = CommonSettings(data_dir=args.data_dir).egress_policy()
     return await asyncio.to_thread(fc.run, facility, targets, kinds, args.timeout,
-                                   fc.Report())
+                                   fc.Report(), egress)
 
 
 def _models_text(value: object) -> str:
@@ -352,9 +363,18 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
     given = _onboarding_settings(args) if create else {
         **_onboarding_settings(args), **_completion_settings(args), **_report_settings(args),
         **_dicom_settings(args)}
+    settings = CommonSettings(data_dir=args.data_dir)
+    try:
+        egress = settings.egress_policy()
+        box = (settings.secret_box() if any(table[k].secret and v for k, v in given.items()
+                                             if k in table) else None)
+    except Exception as exc:  # a bad SIDECAR_EGRESS_ALLOW item or SIDECAR_SECRET_KEY
+        from sidecar_app.errors import UserError
+
+        raise UserError(f"error: {exc}") from None
     view = await facility_settings.save(
-        db, CommonSettings().topology(), table, args.name, given,  # type: ignore[arg-type]
-        args.operator or _login_name(), create, via="cli")
+        db, settings.topology(), table, args.name, given,  # type: ignore[arg-type]
+        args.operator or _login_name(), create, via="cli", egress=egress, box=box)
     if create:
         print(f"facility {view['name']} added")
         return 0
@@ -518,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_library_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
     words = args[:2] if args[:1] in (["facility"], ["user"], ["objects"], ["normalizer"],
-                                     ["adapter"], ["tls"]) \
+                                     ["adapter"], ["tls"], ["secrets"]) \
         else args[:1]
     prog = " ".join(["sidecar", *(w for w in words if not w.startswith("-"))])
     return guarded(prog, lambda: _run(args))

@@ -120,6 +120,26 @@ class UpOptions:
         return None
 
 
+def outbound_problem() -> str | None:
+    """A bad SIDECAR_EGRESS_ALLOW item or secret key, in one line, before anything starts."""
+    from sidecar_core.egress import EgressPolicy
+    from sidecar_core.secret_box import SecretKeyError, decode_key
+
+    try:
+        EgressPolicy.parse(os.environ.get("SIDECAR_EGRESS_ALLOW", ""))
+    except ValueError as exc:
+        return f"SIDECAR_EGRESS_ALLOW: {exc}"
+    try:
+        if os.environ.get("SIDECAR_SECRET_KEY"):
+            decode_key(os.environ["SIDECAR_SECRET_KEY"], "SIDECAR_SECRET_KEY")
+        for key in os.environ.get("SIDECAR_SECRET_PREVIOUS_KEYS", "").split(","):
+            if key.strip():
+                decode_key(key, "SIDECAR_SECRET_PREVIOUS_KEYS")
+    except SecretKeyError as exc:
+        return str(exc)
+    return None
+
+
 class Mesh:
     """Owns every child process of `sidecar up`."""
 
@@ -149,6 +169,12 @@ class Mesh:
         if not (os.environ.get("SIDECAR_TOKEN_SECRET")
                 or os.environ.get("SIDECAR_TOKEN_SIGNING_KEY")):
             log.info("session token key %s", ensure_signing_key(self.data_dir))
+        # The key that seals secret settings in the database (DATA_DIR/keys/secrets.key, 0600),
+        # unless SIDECAR_SECRET_KEY gives one (docs/deployment.md, "Outbound destinations").
+        if not os.environ.get("SIDECAR_SECRET_KEY"):
+            from sidecar_core.secret_box import load_or_create_key
+
+            load_or_create_key(self.data_dir)
         db_url = os.environ.get("SIDECAR_DATABASE_URL", "")
         if not db_url:
             self.pg = EmbeddedPostgres(self.data_dir / "pg")
@@ -369,6 +395,10 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
     problem = opts.edge_problem()
+    if problem:
+        print(f"sidecar up: error: {problem}", file=sys.stderr, flush=True)
+        return 2
+    problem = outbound_problem()
     if problem:
         print(f"sidecar up: error: {problem}", file=sys.stderr, flush=True)
         return 2

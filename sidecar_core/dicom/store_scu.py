@@ -48,7 +48,8 @@ class AssociationRefused(Exception):
 
 
 def tls_handshake_problem(host: str, port: int, context: ssl.SSLContext,
-                          timeout_s: float = 10.0) -> tuple[str, bool] | None:
+                          timeout_s: float = 10.0,
+                          server_name: str | None = None) -> tuple[str, bool] | None:
     """(why, certificate not verified) when a TLS handshake with host:port fails, None when it
     succeeds or the peer cannot be reached at all (pynetdicom keeps no reason of its own)."""
     try:
@@ -56,7 +57,7 @@ def tls_handshake_problem(host: str, port: int, context: ssl.SSLContext,
     except OSError:
         return None
     try:
-        with context.wrap_socket(raw, server_hostname=host) as tls:
+        with context.wrap_socket(raw, server_hostname=server_name or host) as tls:
             # Under TLS 1.3 a peer refuses our client certificate after the handshake: its
             # alert is the first thing to read (a DICOM peer otherwise waits for our PDU).
             tls.settimeout(min(timeout_s, 2.0))
@@ -150,7 +151,7 @@ class StoreSCU:
 
     def __init__(self, host: str, port: int, calling_ae: str, called_ae: str,
                  contexts: Iterable[tuple[str, str]], timeout_s: float = 60.0,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
         self.ae = AE(ae_title=calling_ae)
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = timeout_s
         self.ae.maximum_pdu_size = 0
@@ -158,7 +159,8 @@ class StoreSCU:
             self.ae.add_requested_context(sop_class, [syntax])
         self.ae.add_requested_context(Verification)
         self.address = (host, port, called_ae)
-        self.tls = tls  # DICOM TLS: the peer's certificate verified for `host`
+        self.tls = tls  # DICOM TLS: the peer's certificate verified for `server_name`
+        self.server_name = server_name or host  # (host is the address connected to)
         self.assoc: Association | None = None
         self._msg_id = 0
 
@@ -166,7 +168,7 @@ class StoreSCU:
         host, port, called = self.address
         assoc = self.ae.associate(host, port, ae_title=called,
                                   evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
-                                  tls_args=(self.tls, host) if self.tls else None)
+                                  tls_args=(self.tls, self.server_name) if self.tls else None)
         if not assoc.is_established:
             rj = assoc.acceptor.primitive
             if assoc.is_rejected and rj is not None:
@@ -174,7 +176,8 @@ class StoreSCU:
                     f"association rejected (result {rj.result_str}, source {rj.source_str}, "
                     f"reason {rj.reason_str})",
                     (int(rj.result or 0), int(rj.result_source or 0), int(rj.diagnostic or 0)))
-            problem = (tls_handshake_problem(host, port, self.tls, self.ae.acse_timeout or 10)
+            problem = (tls_handshake_problem(host, port, self.tls, self.ae.acse_timeout or 10,
+                                             self.server_name)
                        if self.tls and not assoc.is_rejected else None)
             if problem is not None:
                 raise AssociationRefused(f"DICOM TLS handshake with {host}:{port} failed: "

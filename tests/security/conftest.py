@@ -74,10 +74,13 @@ def _edge_up() -> Iterator[EdgeStack]:
                           (client_key, issued.key_pem)):
             path.write_bytes(pem)
         plain = new_stack(root, facilities=())  # each module adds its own
+        # no SIDECAR_EGRESS_ALLOW: the edges run with the strict outbound rules (a module
+        # that calls a loopback peer lists it in its own stack)
         running = EdgeStack(plain.data_dir, ports=plain.ports, web_ca=ca, web_cert=cert,
                             web_key=key, dicom_client_cert=client_cert,
                             dicom_client_key=client_key,
-                            env={"SIDECAR_DICOM_TLS_CLIENT_CA": str(client_ca)})
+                            env={"SIDECAR_DICOM_TLS_CLIENT_CA": str(client_ca),
+                                 "SIDECAR_EGRESS_ALLOW": ""})
         try:
             running.start("--tls-cert", str(cert), "--tls-key", str(key))
             yield running

@@ -1,6 +1,10 @@
 """Results to the PACS (IHE AI Results): the reviewed SR and SEG sent by C-STORE after review,
 over DICOM TLS where the facility says `pacs_tls` (the PACS's certificate verified against
-SIDECAR_PACS_TLS_CA or the system store, for the host configured)."""
+SIDECAR_PACS_TLS_CA or the system store, for the host configured).
+
+The PACS's address passes the egress policy (DICOM TLS, or listed in SIDECAR_EGRESS_ALLOW; an
+ordinary address) before each export and the association goes to the address that was checked
+(a refusal is `security.egress_refused`)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import logging
 import ssl
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from sqlalchemy import func, select, update
@@ -28,6 +32,7 @@ from sidecar_core.dicom.store_scu import (
     prepare,
     status_of,
 )
+from sidecar_core.egress import REFUSED_EVENT, EgressPolicy, EgressRefused
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.messaging import outbox
 from sidecar_core.messaging.bus import Delivery
@@ -66,6 +71,7 @@ class Destination:
     host: str
     port: int
     tls: bool = False
+    address: str = ""  # the checked address to connect to (default: host)
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -136,8 +142,9 @@ def c_store(destination: Destination, objects: Sequence[ExportObject],
     items = [(o, prepare(o.data)) for o in objects]
     statuses: dict[str, int] = {}
     try:
-        with StoreSCU(destination.host, destination.port, CALLING_AE, destination.ae_title,
-                      [item.context for _, item in items], timeout_s, tls=tls) as scu:
+        with StoreSCU(destination.address or destination.host, destination.port, CALLING_AE,
+                      destination.ae_title, [item.context for _, item in items], timeout_s,
+                      tls=tls, server_name=destination.host) as scu:
             for o, item in items:
                 try:
                     rsp = scu.store(item)
@@ -179,10 +186,12 @@ class ExportWorker:
     """Consumes sidecar.job.v1.export: C-STORE of the results, audited per object."""
 
     def __init__(self, db: Database, topology: Topology, source: ResultsSource,
-                 tls: Callable[[], ssl.SSLContext] | None = None) -> None:
+                 tls: Callable[[], ssl.SSLContext] | None = None,
+                 egress: EgressPolicy | None = None) -> None:
         self.db = db
         self.topology = topology
         self.source = source
+        self.egress = egress or EgressPolicy()  # no allow-list unless the caller gives one
         self.tls = tls  # the client context of DICOM TLS exports (DicomTlsSettings)
 
     def _tls_context(self, destination: Destination) -> ssl.SSLContext | None:
@@ -227,6 +236,12 @@ class ExportWorker:
         if not objects:
             return
         try:
+            checked = await self.egress.check_dicom(destination.host, destination.port,
+                                                    tls=destination.tls)
+        except EgressRefused as exc:
+            await self._refused(ref, job.job_id, delivery, destination, exc)
+        destination = replace(destination, address=checked.addresses[0])
+        try:
             tls = self._tls_context(destination)
             statuses = await asyncio.to_thread(c_store, destination, objects, 30.0, tls)
         except Exception as exc:
@@ -267,6 +282,22 @@ class ExportWorker:
                             .values(last_error="refused by the PACS"))
         if refused:
             raise PermanentError(f"PACS refused: {'; '.join(refused)}")
+
+    async def _refused(self, ref: StudyRef, job_id: str, delivery: Delivery,
+                       destination: Destination, exc: EgressRefused) -> None:
+        """A PACS address the policy refuses: final (a security event), or one that does not
+        resolve now: retried."""
+        if not exc.security_event:
+            await self._failed(ref, job_id, delivery, destination, TransientError(exc.message))
+            raise TransientError(exc.message) from exc
+        async with self.db.unit_of_work() as s:
+            await audit.record(s, self.topology, REFUSED_EVENT, ACTOR, ref, job_id=job_id,
+                               attempt=delivery.attempt, error_class=exc.reason,
+                               error_message=exc.message,
+                               context={"destination": str(destination), "setting": "pacs"})
+        await self._failed(ref, job_id, delivery, destination, PermanentError(
+            f"refused by the egress policy: {exc.message}"))
+        raise PermanentError(f"refused by the egress policy: {exc.message}") from exc
 
     async def _failed(self, ref: StudyRef, job_id: str, delivery: Delivery,
                       destination: Destination, exc: BaseException) -> None:

@@ -64,7 +64,7 @@ class Recorder:
 
     async def __call__(self, db: Any, topology: Topology, table: Any, name: str,
                        given: dict[str, Any], operator: str, create: bool, *,
-                       via: str) -> dict[str, Any]:
+                       via: str, egress: Any = None, box: Any = None) -> dict[str, Any]:
         self.calls.append({"name": name, "given": given, "operator": operator,
                            "create": create, "via": via})
         return {"name": name, "ae_title": None, "shadow_mode": False, "quiet_period_s": 5.0,
