@@ -111,7 +111,7 @@ async def test_sr_and_seg_reach_orthanc(database_url: str, tmp_path: Path) -> No
     try:
         async with orthanc(tmp_path / "pacs") as pacs:
             study_id, uids = await _seed(db, store, tmp_path / "ct", pacs.dicom_port)
-            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), LOOPBACK)
+            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), egress=LOOPBACK)
             await worker.handle(_delivery(study_id))
             await worker.handle(_delivery(study_id))  # a redelivery sends nothing again
             files = await pacs.instance_files()
@@ -137,7 +137,7 @@ async def test_pacs_down_retries_then_fails(database_url: str, tmp_path: Path) -
     store = ObjectStore(tmp_path / "objects", fsync=False)
     try:
         study_id, _ = await _seed(db, store, tmp_path / "ct", free_port())  # nothing listens
-        worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), LOOPBACK)
+        worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), egress=LOOPBACK)
         with pytest.raises(TransientError):
             await worker.handle(_delivery(study_id, attempt=1))
         with pytest.raises(TransientError):
@@ -155,7 +155,7 @@ async def test_an_unlisted_loopback_pacs_is_refused(database_url: str, tmp_path:
     store = ObjectStore(tmp_path / "objects", fsync=False)
     try:
         study_id, _ = await _seed(db, store, tmp_path / "ct", free_port())
-        worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), EgressPolicy())
+        worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), egress=EgressPolicy())
         with pytest.raises(PermanentError, match="refused by the egress policy"):
             await worker.handle(_delivery(study_id, attempt=1))
         rows = await _rows(db, "select type, error_class, context from audit_events where "

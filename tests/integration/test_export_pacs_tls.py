@@ -17,7 +17,7 @@ from sidecar_core.security import dicom_tls, pki
 from sidecar_core.security.identity import Identity
 from sidecar_core.storage.objectstore import ObjectStore
 from tests import pki as test_pki
-from tests.integration.test_export_pacs import TOPOLOGY, _delivery, _rows, _seed
+from tests.integration.test_export_pacs import LOOPBACK, TOPOLOGY, _delivery, _rows, _seed
 from tests.orthanc_peer import available, orthanc
 from workflow_svc.report_loop.export import DerivedResults, ExportWorker
 
@@ -62,10 +62,11 @@ async def test_sr_and_seg_reach_orthanc_over_dicom_tls(database_url: str, tmp_pa
             study_id, uids = await _seed(db, store, tmp_path / "ct", pacs.dicom_port)
             await _use_tls(db)
             # Without DICOM TLS the TLS-only PACS cannot be reached at all.
-            plain = ExportWorker(db, TOPOLOGY, DerivedResults(store))
+            plain = ExportWorker(db, TOPOLOGY, DerivedResults(store), egress=LOOPBACK)
             with pytest.raises(PermanentError, match="no DICOM TLS settings"):
                 await plain.handle(_delivery(study_id))
-            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), tls=lambda: (
+            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), egress=LOOPBACK,
+                                  tls=lambda: (
                 dicom_tls.scu_context(m["pacs_ca"], m["client_cert"], m["client_key"])))
             await worker.handle(_delivery(study_id))
             files = await pacs.instance_files()
@@ -87,7 +88,8 @@ async def test_untrusted_pacs_certificate_is_a_clear_export_failure(database_url
         async with orthanc(tmp_path / "pacs", **_orthanc_tls(m)) as pacs:
             study_id, _ = await _seed(db, store, tmp_path / "ct", pacs.dicom_port)
             await _use_tls(db)
-            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), tls=lambda: (
+            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), egress=LOOPBACK,
+                                  tls=lambda: (
                 dicom_tls.scu_context(other_ca, m["client_cert"], m["client_key"])))
             with pytest.raises(PermanentError, match="certificate verify failed"):
                 await worker.handle(_delivery(study_id, attempt=1))
@@ -115,7 +117,8 @@ async def test_a_client_certificate_the_pacs_refuses_is_named_in_the_error(
         async with orthanc(tmp_path / "pacs", **_orthanc_tls(m)) as pacs:
             study_id, _ = await _seed(db, store, tmp_path / "ct", pacs.dicom_port)
             await _use_tls(db)
-            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), tls=lambda: (
+            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), egress=LOOPBACK,
+                                  tls=lambda: (
                 dicom_tls.scu_context(m["pacs_ca"], tmp_path / "stranger.crt",
                                       tmp_path / "stranger.key")))
             with pytest.raises(TransientError, match="DICOM TLS handshake with ORTHANC@") as err:

@@ -185,7 +185,7 @@ async def enqueue(s: AsyncSession, topology: Topology, study_id: uuid.UUID, ref:
 class ExportWorker:
     """Consumes sidecar.job.v1.export: C-STORE of the results, audited per object."""
 
-    def __init__(self, db: Database, topology: Topology, source: ResultsSource,
+    def __init__(self, db: Database, topology: Topology, source: ResultsSource, *,
                  tls: Callable[[], ssl.SSLContext] | None = None,
                  egress: EgressPolicy | None = None) -> None:
         self.db = db
