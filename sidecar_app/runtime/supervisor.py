@@ -50,11 +50,13 @@ DEFAULT_PORTS = {
     "triton-http": 18000,
     "triton-metrics": 18002,
     "hl7": 2575,
+    "hl7-tls": 2576,  # MLLP over TLS, with a certificate (no IANA port: 2576 by custom)
     # Prometheus metrics of each service process (the gateway's are at /metrics on its port).
     "workflow-metrics": 9102,
     "ingest-metrics": 9101,
     "preprocess-metrics": 9104,
     "normalizer-metrics": 9103,
+    "hl7-metrics": 9105,
     "viewer": 8081,
 }
 # name → (module, gRPC port key or None)
@@ -187,6 +189,7 @@ class Mesh:
             "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
             "SIDECAR_HL7_PORT": str(p["hl7"]),
+            "SIDECAR_HL7_TLS_PORT": str(p["hl7-tls"]),
             "SIDECAR_VIEWER_PORT": str(p["viewer"]),
             # Where OHIF is, for the review app's "Open in OHIF" links (/viewer?StudyInstanceUIDs=).
             "SIDECAR_VIEWER_URL": f"{scheme}://127.0.0.1:{p['viewer']}",
