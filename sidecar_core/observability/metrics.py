@@ -55,7 +55,7 @@ HL7_CONNECTIONS = Gauge("sidecar_hl7_connections",
                         "MLLP connections open on the HL7 listener (both ports)")
 HL7_REFUSALS = Counter(
     "sidecar_hl7_refusals", "MLLP connections and messages the HL7 listener's bounds turned "
-    "away, by reason (over_cap, evicted, idle_timeout, tls_handshake, timeout, "
+    "away, by reason (over_cap, evicted, idle_timeout, tls_handshake, "
     "message_too_large)", ["reason"])
 QUEUE_POLL_ERRORS = Gauge("sidecar_queue_poll_failed",
                           "1 when the last poll of the consumers' state failed")

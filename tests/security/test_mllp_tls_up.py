@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import resource
 import socket
-import ssl
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -125,6 +125,12 @@ def test_2000_idle_connections_leave_the_listener_answering_in_bounded_memory(
           f"{during} KiB during the flood")
     assert during - before < 32 * 1024, (before, during)
     assert stack.children().get(HL7_MODULE) == pid  # the same process, not restarted
+    # counted: the listener's metrics port (`--hl7-metrics-port`)
+    scraped = urllib.request.urlopen(  # noqa: S310 (a local http URL built here)
+        f"http://127.0.0.1:{stack.ports['hl7-metrics']}/metrics", timeout=30).read().decode()
+    evicted = next(float(line.split()[-1]) for line in scraped.splitlines()
+                   if line.startswith('sidecar_hl7_refusals_total{reason="evicted"}'))
+    assert evicted >= FLOOD - 64, scraped
     # one audit event for the burst (after its 10 s window), not one per connection
     deadline = time.monotonic() + 30
     events: list[tuple[object, ...]] = []

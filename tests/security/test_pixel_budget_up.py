@@ -75,7 +75,8 @@ def test_huge_declared_object_fails_preprocess_and_the_study_still_flows(
         assert frames.status_code == 406, frames.text
         assert frames.json()["error"]["reason"] == "PIXEL_BUDGET_EXCEEDED", frames.text
         rendered = http.get(f"{instance}/rendered", headers={"Accept": "image/png"})
-        assert 400 <= rendered.status_code < 500, rendered.text
+        assert rendered.status_code == 400, rendered.text
+        assert rendered.json()["error"]["reason"] == "CANNOT_RENDER", rendered.text
         assert "over the pixel budget" in rendered.text
         stored = http.get(f"{instance}/frames/1", headers={
             "Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})

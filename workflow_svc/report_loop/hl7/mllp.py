@@ -223,8 +223,7 @@ class MllpServer:
         try:
             await writer.start_tls(self.tls, ssl_handshake_timeout=self.limits.idle_timeout)
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
-            reason = "timeout" if isinstance(exc, TimeoutError) else "tls_handshake"
-            metrics.HL7_REFUSALS.labels(reason).inc()
+            metrics.HL7_REFUSALS.labels("tls_handshake").inc()
             log.warning("MLLP/TLS handshake with %s failed: %s", peer,
                         " ".join(str(exc).split()) or type(exc).__name__)
             writer.transport.abort()
