@@ -327,6 +327,16 @@ class Mesh:
         (self.data_dir / "runtime.json").write_text(json.dumps(info, indent=2))
 
 
+def hl7_line(opts: UpOptions) -> str:
+    """What `sidecar up` says about the HL7 listener: its MLLP port, and MLLP/TLS with a
+    certificate (the HTTPS one, or SIDECAR_HL7_TLS_CERT)."""
+    host = os.environ.get("SIDECAR_HL7_HOST") or "127.0.0.1"
+    line = f"HL7 MLLP: {host}:{opts.ports['hl7']}"
+    if opts.https_cert is not None or os.environ.get("SIDECAR_HL7_TLS_CERT"):
+        line += f", MLLP over TLS: {host}:{opts.ports['hl7-tls']}"
+    return line
+
+
 def viewer_origins(port: int, scheme: str = "http") -> list[str]:
     return [f"{scheme}://127.0.0.1:{port}", f"{scheme}://localhost:{port}"]
 
@@ -389,6 +399,7 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
         for hook in after_ready or []:
             hook(mesh)
         print(viewer_line(opts.ports, opts.scheme), flush=True)
+        print(hl7_line(opts), flush=True)
         gateway = f"{opts.scheme}://127.0.0.1:{opts.ports['gateway']}"
         print(
             f"Sidecar is up. Review UI: {gateway}/ "

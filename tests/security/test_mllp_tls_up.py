@@ -54,6 +54,8 @@ def rss_kib(pid: int) -> int:
 
 
 def test_oru_over_tls_gets_aa_and_is_stored(stack: EdgeStack) -> None:
+    assert (f"HL7 MLLP: 127.0.0.1:{stack.ports['hl7']}, MLLP over TLS: "
+            f"127.0.0.1:{stack.ports['hl7-tls']}") in stack.output()
     context = stack.trusting()
     with socket.create_connection(("127.0.0.1", stack.ports["hl7-tls"]), timeout=30) as raw, \
             context.wrap_socket(raw, server_hostname="localhost") as tls:
