@@ -131,12 +131,18 @@ async def test_oru_over_tls_is_acked_and_stored_and_plaintext_is_refused(
         writer.write(START + oru("PLAIN-ON-TLS") + END)
         await closed_within(reader, 10)
         writer.close()
+        await asyncio.sleep(1.0)  # the burst's window (0.5 s here): one audit event
     stored = await rows(store, "select control_id, status from hl7_messages")
     assert stored == [{"control_id": "TLS-1", "status": "accepted"}]
+    [event] = await rows(store, "select error_message, context from audit_events "
+                                "where type='hl7.tls_handshake_failed'")
+    assert event["context"]["failed"] == 1 and event["context"]["peers"] == ["127.0.0.1"]
+    assert "WRONG_VERSION_NUMBER" in event["error_message"].upper(), event
 
 
 async def test_client_certificate_is_required_when_a_client_ca_is_set(
-        listener: Listener, web: tuple[Path, Path, Path], tmp_path: Path) -> None:
+        listener: Listener, store: Database, web: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     ris_ca = pki.Authority.create("RIS client CA")
     issued = ris_ca.issue(Identity("service", "ris"), server=False)
     (tmp_path / "ca.crt").write_bytes(ris_ca.cert_pem)
@@ -155,6 +161,11 @@ async def test_client_certificate_is_required_when_a_client_ca_is_set(
         writer.write(START + oru("CERT-1") + END)
         assert msa(await read_frame(reader))[1] == "AA"
         writer.close()
+        await asyncio.sleep(1.0)
+    [event] = await rows(store, "select error_message, context from audit_events "
+                                "where type='hl7.tls_handshake_failed'")
+    assert event["context"]["failed"] == 1, event
+    assert "CERTIFICATE" in event["error_message"].upper(), event
 
 
 async def test_idle_half_frame_and_unfinished_handshake_are_closed_after_the_timeout(

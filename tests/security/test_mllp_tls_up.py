@@ -95,6 +95,14 @@ def test_plaintext_on_the_tls_port_is_refused(stack: EdgeStack) -> None:
             except ConnectionResetError:
                 break
     assert stack.sql("select id from hl7_messages where control_id=%s", "EMLLP-PLAIN") == []
+    # audited, coalesced: one event per 10 s burst of failed handshakes, with the reason
+    deadline = time.monotonic() + 30
+    events: list[tuple[object, ...]] = []
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.5)
+        events = stack.sql("select error_message from audit_events "
+                           "where type='hl7.tls_handshake_failed'")
+    assert events and any("WRONG_VERSION_NUMBER" in str(e[0]).upper() for e in events), events
 
 
 def test_2000_idle_connections_leave_the_listener_answering_in_bounded_memory(

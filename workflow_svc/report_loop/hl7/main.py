@@ -134,17 +134,29 @@ def oversize_handler(db: Database, topology: Topology) -> OversizeHandler:
 
 
 def burst_reporter(db: Database, topology: Topology, cap: int) -> BurstReporter:
-    """One audit event per burst of connections turned away by the connection cap."""
+    """One audit event per burst of connections turned away by the connection cap, and one per
+    burst of failed TLS handshakes (who knocked, how often, why)."""
 
     async def report(burst: RefusalBurst) -> None:
+        peers = sorted(burst.peers)
         async with db.unit_of_work() as s:
-            await audit.record(
-                s, topology, "hl7.connections_refused", ACTOR,
-                error_class="HL7_CONNECTION_CAP",
-                error_message=f"{burst.refused} MLLP connections turned away and {burst.evicted} "
-                f"idle ones closed at the cap of {cap} (SIDECAR_HL7_MAX_CONNECTIONS)",
-                context={"refused": burst.refused, "evicted": burst.evicted,
-                         "peers": sorted(burst.peers), "max_connections": cap})
+            if burst.refused or burst.evicted:
+                await audit.record(
+                    s, topology, "hl7.connections_refused", ACTOR,
+                    error_class="HL7_CONNECTION_CAP",
+                    error_message=f"{burst.refused} MLLP connections turned away and "
+                    f"{burst.evicted} idle ones closed at the cap of {cap} "
+                    "(SIDECAR_HL7_MAX_CONNECTIONS)",
+                    context={"refused": burst.refused, "evicted": burst.evicted,
+                             "peers": peers, "max_connections": cap})
+            if burst.tls_failed:
+                await audit.record(
+                    s, topology, "hl7.tls_handshake_failed", ACTOR,
+                    error_class="HL7_TLS_HANDSHAKE",
+                    error_message=f"{burst.tls_failed} MLLP/TLS handshakes failed: "
+                    + "; ".join(burst.tls_errors),
+                    context={"failed": burst.tls_failed, "peers": peers,
+                             "reasons": burst.tls_errors})
 
     return report
 

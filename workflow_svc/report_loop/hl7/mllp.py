@@ -37,11 +37,14 @@ class MllpLimits:
 
 @dataclass
 class RefusalBurst:
-    """Connections turned away (over the cap) or evicted (the longest idle one, for a new one)
-    within one window: reported once per burst, not once per connection."""
+    """Connections turned away (over the cap), evicted (the longest idle one, for a new one) or
+    whose TLS handshake failed (plaintext, no or a wrong client certificate, too slow) within
+    one window: reported once per burst, not once per connection."""
 
     refused: int = 0
     evicted: int = 0
+    tls_failed: int = 0
+    tls_errors: list[str] = field(default_factory=list)  # the distinct reasons (5 at most)
     peers: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.time)
 
@@ -138,13 +141,13 @@ class MllpServer:
             idle = [c for c in self._connections.values() if not c.busy]
             if not idle:
                 metrics.HL7_REFUSALS.labels("over_cap").inc()
-                self._tally(peer, refused=True)
+                self._tally(peer, "refused")
                 return None
             oldest = min(idle, key=lambda c: c.last_active)
             log.debug("MLLP connection from %s closed (idle) to admit %s: %d connections open",
                      oldest.peer, peer, len(self._connections))
             metrics.HL7_REFUSALS.labels("evicted").inc()
-            self._tally(oldest.peer, refused=False)
+            self._tally(oldest.peer, "evicted")
             self._drop(oldest)
         conn = _Connection(writer, peer, asyncio.current_task())
         self._connections[writer] = conn
@@ -158,17 +161,17 @@ class MllpServer:
         if conn.task is not None and conn.task is not asyncio.current_task():
             conn.task.cancel()
 
-    def _tally(self, peer: str, refused: bool) -> None:
+    def _tally(self, peer: str, kind: str, error: str = "") -> None:
         if self._burst is None:
             self._burst = RefusalBurst()
-            log.warning("MLLP connection cap (%d) reached: turning connections away",
-                        self.limits.max_connections)
             if self.on_burst is not None:
                 self._reporter = asyncio.get_running_loop().create_task(self._report_later())
-        if refused:
-            self._burst.refused += 1
-        else:
-            self._burst.evicted += 1
+        if kind != "tls_failed" and not (self._burst.refused or self._burst.evicted):
+            log.warning("MLLP connection cap (%d) reached: closing idle connections for new "
+                        "ones, or turning new ones away", self.limits.max_connections)
+        setattr(self._burst, kind, getattr(self._burst, kind) + 1)
+        if error and error not in self._burst.tls_errors and len(self._burst.tls_errors) < 5:
+            self._burst.tls_errors.append(error)
         if len(self._burst.peers) < 20:
             self._burst.peers.add(peer.rsplit(":", 1)[0])
 
@@ -181,8 +184,9 @@ class MllpServer:
         if burst is None:
             return
         log.warning("MLLP connection cap (%d): %d connections turned away, %d idle ones closed "
-                    "for new ones, from %s", self.limits.max_connections, burst.refused,
-                    burst.evicted, ", ".join(sorted(burst.peers)))
+                    "for new ones; %d TLS handshakes failed; from %s",
+                    self.limits.max_connections, burst.refused, burst.evicted, burst.tls_failed,
+                    ", ".join(sorted(burst.peers)))
         if self.on_burst is not None:
             try:
                 await self.on_burst(burst)
@@ -224,8 +228,9 @@ class MllpServer:
             await writer.start_tls(self.tls, ssl_handshake_timeout=self.limits.idle_timeout)
         except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:
             metrics.HL7_REFUSALS.labels("tls_handshake").inc()
-            log.warning("MLLP/TLS handshake with %s failed: %s", peer,
-                        " ".join(str(exc).split()) or type(exc).__name__)
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            log.warning("MLLP/TLS handshake with %s failed: %s", peer, reason)
+            self._tally(peer, "tls_failed", reason[:200])
             writer.transport.abort()
             return False
         return True
