@@ -166,6 +166,9 @@ async def test_client_certificate_is_required_when_a_client_ca_is_set(
                                 "where type='hl7.tls_handshake_failed'")
     assert event["context"]["failed"] == 1, event
     assert "CERTIFICATE" in event["error_message"].upper(), event
+    # the sender's certificate names it in what it sent
+    assert await rows(store, "select control_id, peer like '127.0.0.1:% CN=ris' as named "
+                             "from hl7_messages") == [{"control_id": "CERT-1", "named": True}]
 
 
 async def test_idle_half_frame_and_unfinished_handshake_are_closed_after_the_timeout(

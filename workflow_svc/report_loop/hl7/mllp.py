@@ -26,6 +26,17 @@ def frame(message: bytes) -> bytes:
     return START + message + END
 
 
+def client_name(writer: asyncio.StreamWriter) -> str:
+    """`CN=name` of the client certificate verified on a TLS connection ("" without one): the
+    sender as the messages it sends record it."""
+    cert = writer.get_extra_info("peercert") or {}
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return f"CN={value}"
+    return ""
+
+
 @dataclass(frozen=True)
 class MllpLimits:
     """The bounds of one listener (both of its ports together)."""
@@ -145,7 +156,7 @@ class MllpServer:
                 return None
             oldest = min(idle, key=lambda c: c.last_active)
             log.debug("MLLP connection from %s closed (idle) to admit %s: %d connections open",
-                     oldest.peer, peer, len(self._connections))
+                      oldest.peer, peer, len(self._connections))
             metrics.HL7_REFUSALS.labels("evicted").inc()
             self._tally(oldest.peer, "evicted")
             self._drop(oldest)
@@ -206,8 +217,10 @@ class MllpServer:
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if secure and not await self._handshake(writer, peer):
-                return
+            if secure:
+                if not await self._handshake(writer, peer):
+                    return
+                conn.peer = f"{peer} {client_name(writer)}".strip()
             await self._messages(reader, writer, conn)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             log.info("MLLP connection from %s closed by the peer", peer)
