@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,12 +41,36 @@ class PixelBudget:
     def check_dataset(self, ds: Dataset) -> None:
         """`check` on the Image Pixel module of `ds` (header only: the pixel data is not read).
         Values that are missing or not numbers are left to the decoder to name."""
-        rows, columns = _number(ds, "Rows", 0), _number(ds, "Columns", 0)
-        frames = _number(ds, "NumberOfFrames", 1)
-        samples = _number(ds, "SamplesPerPixel", 1)
-        bits = _number(ds, "BitsAllocated", 16)
-        if min(rows, columns, frames, samples, bits) >= 1:
-            self.check(rows, columns, frames, samples, bits)
+        dims = _dims(ds)
+        if dims is not None:
+            self.check(*dims)
+
+
+    def check_series(self, datasets: Sequence[Dataset]) -> None:
+        """The same budget for a series stacked into one volume (the sum of its objects), from
+        the headers before any of them is decoded."""
+        pixels = size = 0
+        for ds in datasets:
+            self.check_dataset(ds)
+            dims = _dims(ds)
+            if dims is not None:
+                rows, columns, frames, samples, bits = dims
+                pixels += rows * columns * frames
+                size += math.ceil(rows * columns * frames * samples * bits / 8)
+        if pixels > self.max_pixels or size > self.max_bytes:
+            raise PixelBudgetExceeded(
+                f"the series' {len(datasets)} objects hold {pixels:,} pixels ({size:,} bytes) "
+                f"together, over the pixel budget of {self.max_pixels:,} pixels and "
+                f"{self.max_bytes:,} bytes (SIDECAR_MAX_PIXELS, SIDECAR_MAX_PIXEL_BYTES): "
+                "not stacked")
+
+
+def _dims(ds: Dataset) -> tuple[int, int, int, int, int] | None:
+    """(rows, columns, frames, samples, bits allocated) from the header; None when a value is
+    missing or not a positive number (the decoder names that)."""
+    dims = (_number(ds, "Rows", 0), _number(ds, "Columns", 0), _number(ds, "NumberOfFrames", 1),
+            _number(ds, "SamplesPerPixel", 1), _number(ds, "BitsAllocated", 16))
+    return dims if min(dims) >= 1 else None
 
 
 def _number(ds: Dataset, keyword: str, default: int) -> int:

@@ -73,3 +73,24 @@ def test_gateway_transcoder_refuses_before_decoding() -> None:
         transcode.FrameDecoder().uncompressed("huge", data)
     with pytest.raises(transcode.OverPixelBudget):
         transcode.instance(data, "1.2.840.10008.1.2.1")
+
+
+def test_a_series_is_held_to_the_budget_as_one_volume() -> None:
+    from sidecar_core.pixels.series import decode_series
+
+    series = [ct_slice(study_uid="1.2.3", series_uid="1.2.3.4", z=float(z)) for z in range(4)]
+    assert decode_series(series).image.n_frames == 4
+    try:  # each 16 × 16 slice fits, the four together do not
+        budget.configure(PixelBudget(max_pixels=3 * 256))
+        with pytest.raises(PixelBudgetExceeded, match="the series' 4 objects hold 1,024 pixels"):
+            decode_series(series)
+    finally:
+        budget.configure(PixelBudget())
+
+
+def test_a_huge_object_in_a_series_is_refused_before_any_of_it_is_decoded() -> None:
+    from sidecar_core.pixels.series import decode_series
+
+    series = [ct_slice(study_uid="1.2.3", series_uid="1.2.3.4", z=float(z)) for z in range(3)]
+    with pytest.raises(PixelBudgetExceeded, match="65535 rows"):
+        decode_series([*series, declaring_huge_pixels(series[0])])
