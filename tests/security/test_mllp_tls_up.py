@@ -97,12 +97,16 @@ def test_plaintext_on_the_tls_port_is_refused(stack: EdgeStack) -> None:
     assert stack.sql("select id from hl7_messages where control_id=%s", "EMLLP-PLAIN") == []
     # audited, coalesced: one event per 10 s burst of failed handshakes, with the reason
     deadline = time.monotonic() + 30
+
+    def plaintext_seen() -> bool:
+        return any("WRONG_VERSION_NUMBER" in str(e[0]).upper() for e in events)
+
     events: list[tuple[object, ...]] = []
-    while not events and time.monotonic() < deadline:
+    while not plaintext_seen() and time.monotonic() < deadline:
         time.sleep(0.5)
         events = stack.sql("select error_message from audit_events "
                            "where type='hl7.tls_handshake_failed'")
-    assert events and any("WRONG_VERSION_NUMBER" in str(e[0]).upper() for e in events), events
+    assert plaintext_seen(), events
 
 
 def test_2000_idle_connections_leave_the_listener_answering_in_bounded_memory(
@@ -143,12 +147,12 @@ def test_2000_idle_connections_leave_the_listener_answering_in_bounded_memory(
     assert evicted >= FLOOD - 64, scraped
     # one audit event for the burst (after its 10 s window), not one per connection
     deadline = time.monotonic() + 30
-    events: list[tuple[object, ...]] = []
-    while time.monotonic() < deadline:
-        events = stack.sql("select context from audit_events "
-                           "where type='hl7.connections_refused'")
-        if events:
-            break
+    counted = 0
+    events: list[tuple[dict[str, int]]] = []
+    while counted < FLOOD - 64 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert 1 <= len(events) <= 3, events
-    assert sum(e[0]["evicted"] + e[0]["refused"] for e in events) >= FLOOD - 64  # type: ignore[index]
+        events = stack.sql("select context from audit_events "  # type: ignore[assignment]
+                           "where type='hl7.connections_refused'")
+        counted = sum(e[0]["evicted"] + e[0]["refused"] for e in events)
+    assert counted >= FLOOD - 64, events
+    assert 1 <= len(events) <= 3, events  # a burst straddles at most a window or two
