@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -67,7 +68,8 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return test_pki.web_certificate(tmp_path_factory.mktemp("hl7-web"), "RIS link CA")
 
 
-Listener = Callable[..., "asynccontextmanager[MllpServer]"]
+# listener(limits, tls=True, client_ca=None): an async context manager of a started MllpServer
+Listener = Callable[..., Any]
 
 
 @pytest.fixture()
