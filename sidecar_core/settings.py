@@ -53,6 +53,12 @@ class CommonSettings(BaseSettings):
     )
     metrics_port: int = Field(default=0, ge=0, le=65535,
                               description="Prometheus metrics port of this process; 0 = off")
+    max_pixels: int = Field(
+        default=2**31, ge=1, description="Pixel budget of one DICOM object: Rows x "
+        "Columns x NumberOfFrames above it is refused from the header, never decoded")
+    max_pixel_bytes: int = Field(
+        default=4 * 2**30, ge=1, description="Pixel budget in bytes: the pixels x "
+        "SamplesPerPixel x BitsAllocated / 8 of one object")  # defaults: pixels/budget.py
     workflow_address: str = "127.0.0.1:50052"
     ingest_address: str = "127.0.0.1:50051"
     normalizer_address: str = "127.0.0.1:50053"

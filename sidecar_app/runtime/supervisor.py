@@ -51,11 +51,13 @@ DEFAULT_PORTS = {
     "triton-http": 18000,
     "triton-metrics": 18002,
     "hl7": 2575,
+    "hl7-tls": 2576,  # MLLP over TLS, with a certificate (no IANA port: 2576 by custom)
     # Prometheus metrics of each service process (the gateway's are at /metrics on its port).
     "workflow-metrics": 9102,
     "ingest-metrics": 9101,
     "preprocess-metrics": 9104,
     "normalizer-metrics": 9103,
+    "hl7-metrics": 9105,
     "viewer": 8081,
 }
 # name → (module, gRPC port key or None)
@@ -215,6 +217,7 @@ class Mesh:
             "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
             "SIDECAR_HL7_PORT": str(p["hl7"]),
+            "SIDECAR_HL7_TLS_PORT": str(p["hl7-tls"]),
             "SIDECAR_VIEWER_PORT": str(p["viewer"]),
             # Where OHIF is, for the review app's "Open in OHIF" links (/viewer?StudyInstanceUIDs=).
             "SIDECAR_VIEWER_URL": f"{scheme}://127.0.0.1:{p['viewer']}",
@@ -352,6 +355,16 @@ class Mesh:
         (self.data_dir / "runtime.json").write_text(json.dumps(info, indent=2))
 
 
+def hl7_line(opts: UpOptions) -> str:
+    """What `sidecar up` says about the HL7 listener: its MLLP port, and MLLP/TLS with a
+    certificate (the HTTPS one, or SIDECAR_HL7_TLS_CERT)."""
+    host = os.environ.get("SIDECAR_HL7_HOST") or "127.0.0.1"
+    line = f"HL7 MLLP: {host}:{opts.ports['hl7']}"
+    if opts.https_cert is not None or os.environ.get("SIDECAR_HL7_TLS_CERT"):
+        line += f", MLLP over TLS: {host}:{opts.ports['hl7-tls']}"
+    return line
+
+
 def viewer_origins(port: int, scheme: str = "http") -> list[str]:
     return [f"{scheme}://127.0.0.1:{port}", f"{scheme}://localhost:{port}"]
 
@@ -418,6 +431,7 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
         for hook in after_ready or []:
             hook(mesh)
         print(viewer_line(opts.ports, opts.scheme), flush=True)
+        print(hl7_line(opts), flush=True)
         gateway = f"{opts.scheme}://127.0.0.1:{opts.ports['gateway']}"
         print(
             f"Sidecar is up. Review UI: {gateway}/ "
