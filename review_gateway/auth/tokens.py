@@ -8,9 +8,18 @@ from collections.abc import Sequence
 from review_gateway.errors import ApiError
 from sidecar_core.errors import Unauthenticated
 from sidecar_core.security import session_tokens
-from sidecar_core.security.session_tokens import KeySet, Principal, issue, key_id
+from sidecar_core.security.session_tokens import (
+    USE_SESSION,
+    USE_VIEWER,
+    USE_VIEWER_CODE,
+    KeySet,
+    Principal,
+    issue,
+    key_id,
+)
 
-__all__ = ["KeySet", "Principal", "bearer_token", "issue", "key_id", "verify"]
+__all__ = ["USE_SESSION", "USE_VIEWER", "USE_VIEWER_CODE", "KeySet", "Principal", "bearer_token",
+           "issue", "key_id", "verify"]
 
 
 def _api_error(exc: Unauthenticated) -> ApiError:
