@@ -34,11 +34,10 @@ def verify(key: KeySet | bytes, token: str, now: float | None = None) -> Princip
         raise _api_error(exc) from None
 
 
-def bearer_token(authorization: str | None, query_token: str | None = None) -> str:
-    """The token of an `Authorization: Bearer ...` header, else `query_token` (a DICOMweb
-    viewer's `?token=` hand-over); 401 MISSING_TOKEN without either."""
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer ...` header; 401 MISSING_TOKEN without one."""
     try:
-        return session_tokens.bearer_token(authorization, query_token)
+        return session_tokens.bearer_token(authorization)
     except Unauthenticated as exc:
         raise _api_error(exc) from None
 

@@ -153,12 +153,26 @@ async function sidecarViewerToken() {
   }
 }
 
+// OHIF registers its services after it has the config: the viewer's token goes to the
+// userAuthenticationService as soon as that service exists.
 window.config = async function sidecarAppConfig({ servicesManager }) {
   const token = await sidecarViewerToken();
-  if (token) {
-    servicesManager.services.userAuthenticationService.setServiceImplementation({
+  if (!token) return sidecarConfig;
+  const authorize = () => {
+    const auth = servicesManager.services.userAuthenticationService;
+    if (!auth) return false;
+    auth.setServiceImplementation({
       getAuthorizationHeader: () => ({ Authorization: 'Bearer ' + token }),
     });
+    return true;
+  };
+  if (!authorize()) {
+    const register = servicesManager.registerService.bind(servicesManager);
+    let done = false;
+    servicesManager.registerService = (service, configuration) => {
+      register(service, configuration);
+      if (!done) done = authorize();
+    };
   }
   return sidecarConfig;
 };

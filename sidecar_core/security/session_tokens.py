@@ -220,11 +220,10 @@ def verify(key: KeySet | SigningKey, token: str, now: float | None = None) -> Pr
     return principal
 
 
-def bearer_token(authorization: str | None, query_token: str | None = None) -> str:
-    """The token of an `Authorization: Bearer ...` header (or gRPC metadata), else
-    `query_token` (a DICOMweb viewer's `?token=` hand-over); MISSING_TOKEN without either."""
-    if not authorization and query_token:
-        return query_token.strip()
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer ...` header (or gRPC metadata); MISSING_TOKEN
+    without one. A token is never taken from a URL (the OHIF viewer gets a token of its own
+    through the viewer hand-over)."""
     if not authorization:
         raise Unauthenticated("MISSING_TOKEN",
                               "an Authorization: Bearer <token> header is required")

@@ -97,7 +97,7 @@ def test_app_config_exchanges_the_code_and_never_puts_a_token_in_a_url() -> None
     assert "searchParams.delete('code')" in text and "history.replaceState" in text
     assert text.index("history.replaceState") < text.index("await fetch(")
     assert "method: 'POST'" in text and "credentials: 'omit'" in text
-    assert "userAuthenticationService.setServiceImplementation" in text
+    assert "userAuthenticationService" in text and "setServiceImplementation" in text
     assert "searchParams.set(" not in text and "token=" not in text
 
 
