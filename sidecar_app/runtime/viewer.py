@@ -181,15 +181,16 @@ _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
 def content_security_policy(index_html: bytes, dicomweb_url: str) -> str:
-    """The viewer's CSP: scripts from its origin (plus the hashes of index.html's inline
-    scripts, and WebAssembly for the codecs), DICOMweb and the hand-over at the gateway's
-    origin, no framing, no plugins."""
+    """The viewer's CSP: scripts from its origin only (plus the hashes of index.html's inline
+    scripts; no inline script can run), DICOMweb and the hand-over at the gateway's origin, no
+    framing, no plugins. OHIF 3.13 needs 'unsafe-eval' (loading a DICOM SEG evaluates strings,
+    an EvalError without it) and WebAssembly for its codecs."""
     hashes = " ".join(
         "'sha256-" + base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode() + "'"
         for m in _INLINE_SCRIPT.finditer(index_html))
     parts = urlsplit(dicomweb_url)
     gateway = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
-    return (f"default-src 'self'; script-src 'self' 'wasm-unsafe-eval' {hashes}; "
+    return (f"default-src 'self'; script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval' {hashes}; "
             "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
             "font-src 'self' data:; worker-src 'self' blob:; "
             f"connect-src 'self' {gateway}; manifest-src 'self'; object-src 'none'; "
