@@ -4,6 +4,7 @@ one study; no session token ever travels in a URL."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,18 @@ def handover_router(settings: GatewaySettings, keys: tokens.KeySet,
                     check_revoked: Callable[[tokens.Principal], Awaitable[None]]
                     ) -> APIRouter:
     router = APIRouter(prefix="/api/v1/viewer", tags=["viewer"], responses=ERROR_RESPONSES)
+    # Codes this replica saw refused as spent (jti → expiry), the refusal audited by the
+    # workflow service: later replays are refused here without a call, so a flood of replays
+    # costs one refusal audit per code and replica.
+    spent: dict[str, int] = {}
+
+    def remember(code: tokens.Principal) -> None:
+        now = time.time()
+        if len(spent) > 10_000:
+            for jti in [j for j, exp in spent.items() if exp <= now]:
+                del spent[jti]
+        if len(spent) <= 10_000:
+            spent[code.jti] = code.expires_at
 
     def mint(me: tokens.Principal, use: str, ttl: int, study: str, facility: str,
              session_jti: str) -> str:
@@ -85,6 +98,8 @@ def handover_router(settings: GatewaySettings, keys: tokens.KeySet,
             raise _refused("the hand-over code is invalid or expired") from None
         if code.use != tokens.USE_VIEWER_CODE or not code.study or not code.session_jti:
             raise _refused("this is not a viewer hand-over code")
+        if code.jti in spent:
+            raise _refused("the hand-over code was already used")
         try:
             await check_revoked(code)  # the code's session was not logged out
         except ApiError as exc:
@@ -100,6 +115,7 @@ def handover_router(settings: GatewaySettings, keys: tokens.KeySet,
                 await client.call(client.stub.RedeemViewerCode, spend)
             except ApiError as exc:
                 if exc.status in (401, 403, 409):
+                    remember(code)
                     raise _refused("the hand-over code was already used or its session "
                                    "ended") from None
                 raise
