@@ -27,6 +27,7 @@ from review_gateway.admin.analytics import analytics_router
 from review_gateway.admin.routes import admin_router
 from review_gateway.auth import forwarding, tokens
 from review_gateway.auth.sessions import SessionAuth
+from review_gateway.auth.viewer_handover import handover_router
 from review_gateway.clients import viewport as viewport_client
 from review_gateway.clients.review import ReviewClient
 from review_gateway.clients.viewport import ViewportClient
@@ -123,6 +124,7 @@ def create_app(settings: GatewaySettings,
 
     sessions = SessionAuth(settings, review)
     principal = sessions.principal
+    dicomweb_principal = sessions.dicomweb_principal
     hub = EventHub(settings.nats_url, settings.topology(), review, sessions.check_revoked,
                    auth=settings.nats_auth("gateway"))
     app.state.events = hub
@@ -261,11 +263,13 @@ def create_app(settings: GatewaySettings,
                                  if_none_match)
 
     app.include_router(sessions.router())
+    app.include_router(handover_router(settings, sessions.keys, principal, review,
+                                       sessions.check_revoked))
     app.include_router(review_router(principal, review))
     app.include_router(draft_router(principal, lambda: connection.client().channel,
                                     settings.workflow_timeout_s))
     app.include_router(hub.router(principal))
-    app.include_router(dicomweb_router(principal, ingest_stub, limits=StowLimits(
+    app.include_router(dicomweb_router(dicomweb_principal, ingest_stub, limits=StowLimits(
         max_request_bytes=settings.max_stow_bytes,
         max_part_bytes=int(settings.max_object_mb * 1024 * 1024),
         spool_dir=settings.data_dir / "tmp" / "stow")), prefix="/dicomweb")
@@ -278,9 +282,10 @@ def create_app(settings: GatewaySettings,
         return retrieve_grpc.RetrieveServiceStub(ingest_channel[0])
 
     wado_index = WadoIndex(retrieve_stub, store, timeout_s=60.0)
-    app.include_router(wado_router(principal, retrieve_stub, store, wado_index),
+    app.include_router(wado_router(dicomweb_principal, retrieve_stub, store, wado_index),
                        prefix="/dicomweb")
-    app.include_router(rendered_router(principal, retrieve_stub, wado_index), prefix="/dicomweb")
+    app.include_router(rendered_router(dicomweb_principal, retrieve_stub, wado_index),
+                       prefix="/dicomweb")
     cors.install(app, settings.cors_origins)
 
     @app.api_route("/api/v1/{path:path}", include_in_schema=False,

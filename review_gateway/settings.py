@@ -30,6 +30,10 @@ class GatewaySettings(EdgeSettings):
                               "from a browser; empty: none; * any")
     viewer_port: int = Field(default=8081, ge=0, le=65535, description="Port of the OHIF "
                              "viewer the review app links to (same host); 0: no link")
+    viewer_code_ttl_s: int = Field(default=60, gt=0, le=300, description="Lifetime of a "
+                                   "one-time OHIF hand-over code (exchanged once)")
+    viewer_token_ttl_s: int = Field(default=600, gt=0, le=600, description="Lifetime of the "
+                                    "OHIF viewer's read-only, one-study DICOMweb token")
     health_ready_files: bool = Field(
         default=True, description="Check the preprocess worker's ready file in DATA_DIR/run "
         "(one host; off where it runs elsewhere, e.g. Kubernetes)")

@@ -250,6 +250,13 @@ def _search_request(method: str, request: Request, principal: Any,
             continue  # the ?token= hand-over, read by the authentication
         else:
             match.append(pb.QueryParameter(key=key, value=value))
+    only = getattr(principal, "study", "")  # the OHIF viewer's token: its one study
+    if only and method == "SearchStudies":
+        match = [m for m in match if m.key.upper() not in ("STUDYINSTANCEUID", "0020000D")]
+        match.append(pb.QueryParameter(key="StudyInstanceUID", value=only))
+    elif only and "study" not in uids:
+        raise _Refused(_error(403, "VIEWER_TOKEN_OTHER_STUDY",
+                              "the viewer's token reads its one study only"))
     if "study" in uids:
         fields["study_instance_uid"] = uids["study"]
     if "series" in uids:
