@@ -160,12 +160,16 @@ def listening() -> dict[int, set[str]]:
     return found
 
 
+# The DICOM TLS and MLLP over TLS listeners start only when a certificate is configured.
+TLS_ONLY = ("dicom-tls", "hl7-tls")
+
+
 def test_every_port_binds_loopback_only(stack: Stack) -> None:
     loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
     sockets = listening()
     for name, port in stack.ports.items():
-        if name == "dicom-tls":  # only with a certificate: tests/security/test_dicom_tls_up.py
-            assert port not in sockets, "DICOM TLS listens without a certificate"
+        if name in TLS_ONLY:  # only with a certificate: tests/security/test_https_up.py
+            assert port not in sockets, f"{name} listens without a certificate"
             continue
         assert port in sockets, f"{name} port {port} does not listen"
         assert sockets[port] <= loopback, (name, port, sockets[port])

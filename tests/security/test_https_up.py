@@ -13,6 +13,7 @@ import pytest
 from bench.stack import clean_env
 from sidecar_core.security.edge_tls import HSTS
 from tests.acceptance.stack import Stack, run_cli
+from tests.acceptance.test_ports_up import TLS_ONLY, listening
 from tests.security.conftest import EdgeStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
@@ -98,3 +99,14 @@ def test_plain_http_off_loopback_is_refused_unless_insecure_http(stack: Stack,
                       env=clean_env(SIDECAR_GATEWAY_HOST="0.0.0.0"), timeout=60)
     assert allowed.returncode == 2 and "already in use" in allowed.stderr
     assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+def test_with_a_certificate_every_port_listens_on_loopback_only(stack: EdgeStack) -> None:
+    """The TLS listeners that the certificate turns on (DICOM TLS, MLLP over TLS) bind where
+    every other port does: loopback only."""
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    sockets = listening()
+    for name in (*TLS_ONLY, "gateway", "viewer", "dicom", "hl7"):
+        port = stack.ports[name]
+        assert port in sockets, f"{name} port {port} does not listen"
+        assert sockets[port] <= loopback, (name, port, sockets[port])
