@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +13,7 @@ import pydicom
 import pytest
 
 from sidecar_synth import generate
+from tests import hl7_peer
 from tests.acceptance.stack import Stack, run_cli
 from tests.helpers import ct_slice, to_bytes
 from tests.http_peers import WebhookReceiver, serve
@@ -25,25 +25,10 @@ SENDER = "NORTH_RIS"
 
 
 def _oru(control_id: str, accession: str) -> bytes:
-    """An ORU^R01 as the README shows it (accession in OBR-3, final report)."""
-    return ("\r".join([
-        f"MSH|^~\\&|RIS|{SENDER}|SIDECAR|SIDECAR|20240305113005||ORU^R01^ORU_R01|{control_id}"
-        "|P|2.5.1",
-        "PID|1||MRN-1^^^HOSP^MR||Doe^Jane",
-        f"OBR|1||{accession}^RIS|71250^CT CHEST|||20240305101500|||||||||||||"
-        f"RPT-{accession}||20240305113000|||F",
-    ]) + "\r").encode()
+    return hl7_peer.oru(control_id, accession, SENDER)
 
 
-def _mllp(port: int, message: bytes) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-        conn.sendall(b"\x0b" + message + b"\x1c\x0d")
-        data = b""
-        while not data.endswith(b"\x1c\x0d"):
-            chunk = conn.recv(4096)
-            assert chunk, "connection closed before the ACK"
-            data += chunk
-    return data[1:-2].decode()
+_mllp = hl7_peer.mllp
 
 
 def _ingest(stack: Stack, tmp: Path, accession: str) -> None:

@@ -22,6 +22,7 @@ from sidecar_core.security import pki
 from sidecar_core.security.edge_tls import server_context
 from sidecar_core.security.identity import Identity
 from sidecar_core.store.models import Facility
+from tests import hl7_peer
 from tests import pki as test_pki
 from workflow_svc.report_loop.hl7.main import burst_reporter, make_handler, oversize_handler
 from workflow_svc.report_loop.hl7.mllp import END, START, MllpLimits, MllpServer
@@ -32,14 +33,7 @@ SENDER = "RIS_BOUNDS"
 
 
 def oru(control_id: str, accession: str = "ACC-B1", note: str = "No acute findings.") -> bytes:
-    return ("\r".join([
-        f"MSH|^~\\&|RIS|{SENDER}|SIDECAR|SIDECAR|20240305113005||ORU^R01^ORU_R01|{control_id}"
-        "|P|2.5.1",
-        "PID|1||MRN-1^^^HOSP^MR||Doe^Jane",
-        f"OBR|1||{accession}^RIS|71250^CT CHEST|||20240305101500|||||||||||||"
-        f"RPT-{accession}||20240305113000|||F",
-        f"OBX|1|TX|IMP^Impression||{note}||||||F",
-    ]) + "\r").encode()
+    return hl7_peer.oru(control_id, accession, SENDER, note)
 
 
 def msa(ack: bytes) -> list[str]:

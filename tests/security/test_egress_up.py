@@ -5,7 +5,6 @@ door shows them; a webhook's reply never reaches the audit."""
 
 from __future__ import annotations
 
-import socket
 import stat
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from tests import hl7_peer
 from tests.acceptance.stack import clean_env, run_cli
 from tests.helpers import ct_slice, to_bytes
 from tests.http_peers import serve
@@ -23,6 +23,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 
 MARKER = "EGRESS-MARKER-5d0c"
 SENDER = "EGRESS_RIS"
+
+
+def _oru(control_id: str, accession: str) -> bytes:
+    return hl7_peer.oru(control_id, accession, SENDER)
+
+
+_mllp = hl7_peer.mllp
 
 
 def _refused(done: object, *words: str) -> None:
@@ -101,27 +108,6 @@ def test_secrets_are_sealed_at_rest_and_never_shown(edge_stack: EdgeStack) -> No
     assert new_id != old_id and key2.split(":")[2] == new_id and secret2 != secret
     assert not s.sql("select name from facilities where handoff_secret like %s or "
                      "llm_api_key like %s", f"sealed:v1:{old_id}:%", f"sealed:v1:{old_id}:%")
-
-
-def _mllp(port: int, message: bytes) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-        conn.sendall(b"\x0b" + message + b"\x1c\x0d")
-        data = b""
-        while not data.endswith(b"\x1c\x0d"):
-            chunk = conn.recv(4096)
-            assert chunk, "connection closed before the ACK"
-            data += chunk
-    return data[1:-2].decode()
-
-
-def _oru(control_id: str, accession: str) -> bytes:
-    return ("\r".join([
-        f"MSH|^~\\&|RIS|{SENDER}|SIDECAR|SIDECAR|20240305113005||ORU^R01^ORU_R01|{control_id}"
-        "|P|2.5.1",
-        "PID|1||MRN-1^^^HOSP^MR||Doe^Jane",
-        f"OBR|1||{accession}^RIS|71250^CT CHEST|||20240305101500|||||||||||||"
-        f"RPT-{accession}||20240305113000|||F",
-    ]) + "\r").encode()
 
 
 def _ingest(s: EdgeStack, folder: Path, accession: str) -> None:

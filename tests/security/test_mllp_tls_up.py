@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import hl7_peer
 from tests.security.conftest import EdgeStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
@@ -21,21 +22,15 @@ HL7_MODULE = "workflow_svc.report_loop.hl7.main"
 FLOOD = 2000
 
 
+def oru(control_id: str, accession: str) -> bytes:
+    return hl7_peer.oru(control_id, accession, SENDER)
+
+
 @pytest.fixture(scope="module")
 def stack(edge_stack: EdgeStack) -> EdgeStack:
     done = edge_stack.cli("facility", "set", edge_stack.north, "--hl7-sending-facility", SENDER)
     assert done.returncode == 0, done.stderr
     return edge_stack
-
-
-def oru(control_id: str, accession: str) -> bytes:
-    return ("\r".join([
-        f"MSH|^~\\&|RIS|{SENDER}|SIDECAR|SIDECAR|20240305113005||ORU^R01^ORU_R01|{control_id}"
-        "|P|2.5.1",
-        "PID|1||MRN-1^^^HOSP^MR||Doe^Jane",
-        f"OBR|1||{accession}^RIS|71250^CT CHEST|||20240305101500|||||||||||||"
-        f"RPT-{accession}||20240305113000|||F",
-    ]) + "\r").encode()
 
 
 def exchange(conn: socket.socket, message: bytes) -> str:
