@@ -1,16 +1,12 @@
 """The gateway's input bounds as units: the streaming multipart reader of STOW-RS (same parts
 however the body is cut into chunks, a part over the limit kept only as its head, malformed
-bodies refused), the spool files, the JSON body limit middleware, the password hash gate and
-the login back-off."""
+bodies refused), the spool files and the JSON body limit middleware."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import random
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +16,6 @@ from review_gateway.dicomweb import stow
 from review_gateway.dicomweb.router import StowLimits
 from review_gateway.web.limits import BodyLimitMiddleware
 from tests.helpers import ct_slice, to_bytes
-from workflow_svc.identity import passwords
-from workflow_svc.identity.sessions import LoginLimits
 
 
 def body(parts: list[bytes], boundary: bytes = b"bnd", preamble: bytes = b"") -> bytes:
@@ -132,32 +126,3 @@ async def test_the_body_limit_reads_no_further_than_it_and_hands_smaller_bodies_
     seen.clear()
     assert (await _call(limited, [chunk, chunk, chunk, last], path="/stow"))[0] == 200
     assert seen == [b"x" * 40] * 3 + [b"y" * 10]
-
-
-async def test_password_hashes_run_at_most_n_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    running, peak = [0], [0]
-    lock = threading.Lock()
-
-    def slow_verify(password: str, stored: str) -> bool:
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
-        return False
-
-    monkeypatch.setattr(passwords, "verify_password", slow_verify)
-    passwords.set_concurrency(2)
-    try:
-        assert not any(await asyncio.gather(*(passwords.verify_password_async("p", "h")
-                                              for _ in range(12))))
-        assert peak[0] == 2
-    finally:
-        passwords.set_concurrency(2)
-
-
-def test_login_back_off_doubles_after_the_free_failures_up_to_its_cap() -> None:
-    limits = LoginLimits(per_user=5, backoff_s=1.0, backoff_max_s=60.0)
-    assert [limits.delay(n, 5) for n in (0, 4, 5, 6, 7, 10, 11, 1000)] == [
-        0, 0, 1, 2, 4, 32, 60, 60]
