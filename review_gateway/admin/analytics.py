@@ -28,6 +28,18 @@ TABLES = {
 }
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet shows as text: one starting with a formula character gets a
+    leading apostrophe (OWASP's advice); numbers and other text are kept as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _rows(reply: pb.GetReviewAnalyticsResponse, table: str) -> list[dict[str, Any]]:
     return [{k: getattr(item, k) for k in TABLES[table]} for item in getattr(reply, table)]
 
@@ -83,7 +95,8 @@ def analytics_router(principal: Callable[..., Any],
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=TABLES[table], lineterminator="\n")
         writer.writeheader()
-        writer.writerows(_rows(reply, table))
+        writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()}
+                         for row in _rows(reply, table))
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="review-{table}.csv"'})
 
