@@ -9,7 +9,12 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from sidecar_core.db import Database
 
 GENESIS = "0" * 64
 VERSION = "sidecar.audit.v1"
@@ -146,3 +151,25 @@ def verify(conn: Any) -> Verdict:
             cur.itersize = 2000
             cur.execute(SELECT_EVENTS)
             return walk(cur, heads)
+
+
+async def poll_heads(db: Database, stop: asyncio.Event, interval_s: float = 10.0) -> None:
+    """Keeps the `sidecar_audit_chain_head` metric current from the chains' head rows."""
+    import asyncio
+    import contextlib
+    import logging
+
+    from sqlalchemy import text
+
+    from sidecar_core.observability import metrics
+
+    while not stop.is_set():
+        try:
+            async with db.read() as session:
+                rows = (await session.execute(text(
+                    "SELECT chain, pos, hash FROM audit_chain_heads ORDER BY chain"))).all()
+            metrics.AUDIT_CHAIN_HEADS.rows = [(int(c), int(p), str(h)) for c, p, h in rows]
+        except Exception:
+            logging.getLogger(__name__).debug("audit chain heads not read", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
