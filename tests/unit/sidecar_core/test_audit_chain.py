@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -56,7 +56,7 @@ def test_every_field_changes_the_hash() -> None:
 
 def test_field_texts() -> None:
     assert field_text(None) == ""
-    assert field_text(datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)) == \
+    assert field_text(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == \
         "2026-01-02T03:04:05.000000Z"
     with pytest.raises(TypeError):
         field_text(True)
