@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 # The login role the services connect as (the embedded default creates it; elsewhere the DBA
 # does, docs/deployment.md). The migrations run as the schema's owner.
@@ -43,6 +43,25 @@ def apply_grants(conn: Any, role: str = APP_ROLE) -> bool:
                           {"r": role}).first()
     if exists is None or not exists[0]:
         return False
+    if _in_place(conn, role):
+        return True  # nothing to change: no catalogue writes on every start
     for statement in grant_statements(role):
         conn.execute(text(statement))
     return True
+
+
+def _in_place(conn: Any, role: str) -> bool:
+    """Whether the role already has its grants: it reads every table, writes no audit row."""
+    row = conn.execute(text("""
+        SELECT count(*) FILTER (WHERE NOT has_table_privilege(:r, c.oid, 'SELECT')),
+               count(*) FILTER (WHERE c.relname IN :audit AND (
+                   has_table_privilege(:r, c.oid, 'UPDATE')
+                   OR has_table_privilege(:r, c.oid, 'DELETE')
+                   OR has_table_privilege(:r, c.oid, 'TRUNCATE'))),
+               count(*) FILTER (WHERE c.relname = 'audit_events'
+                                AND has_table_privilege(:r, c.oid, 'INSERT'))
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+    """).bindparams(bindparam("audit", expanding=True)),
+        {"r": role, "audit": list(INSERT_ONLY)}).one()
+    return bool(row[0] == 0 and row[1] == 0 and row[2] == 1)
