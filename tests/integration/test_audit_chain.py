@@ -181,12 +181,20 @@ async def test_the_services_role_may_only_insert_and_read_audit_rows(database_ur
         "INSERT INTO audit_chain_heads (chain) VALUES (99)",
         "ALTER TABLE audit_events DISABLE TRIGGER audit_chain_link",
         "UPDATE alembic_version SET version_num = 'x'",
+        "SET session_replication_role = replica",  # would skip the chain's trigger
     ]
     for sql in refused:
         with psycopg.connect(app_url) as conn, pytest.raises(psycopg.Error) as err:
             conn.execute(sql)
         assert isinstance(err.value, psycopg.errors.InsufficientPrivilege) or \
             "must be owner" in str(err.value), (sql, err.value)
+    # a chain the role names itself changes nothing: the trigger picks a real one
+    with psycopg.connect(app_url) as conn:
+        for chain in ("99", "x; DROP TABLE audit_events"):
+            conn.execute("SELECT set_config('sidecar.audit_chain', %s, false)", (chain,))
+            conn.execute(audit._INSERT_SYNC, {
+                **audit.prepare(Topology(), "probe", "app").row, "context": "{}"})
+            conn.commit()
     # the rest of the schema is the services' to write
     with psycopg.connect(app_url) as conn:
         conn.execute("INSERT INTO idempotent_requests (request_id, method, response, "

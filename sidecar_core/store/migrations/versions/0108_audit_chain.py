@@ -54,12 +54,15 @@ LINK = """
 CREATE OR REPLACE FUNCTION audit_chain_link() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-  taken int := nullif(current_setting('sidecar.audit_chain', true), '')::int;
+  taken text := current_setting('sidecar.audit_chain', true);
   n int;
   head audit_chain_heads%ROWTYPE;
   r audit_events%ROWTYPE;
 BEGIN
-  IF taken IS NULL THEN
+  IF taken ~ '^[0-9]{1,4}$' THEN  -- this transaction's chain, from its first event
+    SELECT * INTO head FROM audit_chain_heads WHERE chain = taken::int FOR UPDATE;
+  END IF;
+  IF head.chain IS NULL THEN  -- its first event (or a setting that names no chain)
     SELECT count(*) INTO n FROM audit_chain_heads;
     SELECT * INTO head FROM audit_chain_heads
       ORDER BY (chain - pg_backend_pid() % n + n) % n
@@ -68,8 +71,6 @@ BEGIN
       SELECT * INTO head FROM audit_chain_heads WHERE chain = pg_backend_pid() % n FOR UPDATE;
     END IF;
     PERFORM set_config('sidecar.audit_chain', head.chain::text, true);
-  ELSE
-    SELECT * INTO head FROM audit_chain_heads WHERE chain = taken FOR UPDATE;
   END IF;
   r := NEW;
   r.chain := head.chain;
