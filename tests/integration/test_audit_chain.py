@@ -224,3 +224,25 @@ async def test_what_the_chain_costs_under_concurrent_writers(database_url: str) 
                       "chained_ms_per_tx": round(chained / n * 1000, 2),
                       "plain_ms_per_tx": round(plain / n * 1000, 2)}))
     assert chained < plain * 10 + 5  # a deadlock or a lock convoy would show here
+
+
+def test_events_stored_before_the_chain_become_the_start_of_chain_0(pg_admin_url: str) -> None:
+    from tests.servers import fresh_database
+
+    with fresh_database(pg_admin_url) as url:
+        sqlalchemy_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+        upgrade(sqlalchemy_url, "0102")  # a data dir from before the chain
+        with psycopg.connect(url) as conn:
+            for i in range(4):
+                event = audit.prepare(Topology(), "study.received", "ingest",
+                                      StudyRef("north", f"A{i}", f"1.2.{i}"), context={"i": i})
+                conn.execute(audit._INSERT_SYNC, {**event.row,
+                                                  "context": json.dumps(event.row["context"])})
+            conn.commit()
+        upgrade(sqlalchemy_url)
+        with psycopg.connect(url) as conn:
+            linked = conn.execute("SELECT seq, chain, chain_pos FROM audit_events "
+                                  "ORDER BY seq").fetchall()
+        assert [(chain, pos) for _, chain, pos in linked] == [(0, 1), (0, 2), (0, 3), (0, 4)]
+        verdict = _verify(url)
+        assert verdict.ok and verdict.checked == 4, verdict.line()
