@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -32,10 +33,16 @@ TABLES = {
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+# Kept as they are: a plain signed number ("-2", "+0.5") and the lone "-" of an empty cell,
+# which a spreadsheet reads as a number or as text, never as a formula.
+_INERT = re.compile(r"-|[-+]?[0-9]+(\.[0-9]+)?")
+
+
 def spreadsheet_safe(value: Any) -> Any:
     """A text cell a spreadsheet shows as text: one starting with a formula character gets a
     leading apostrophe (OWASP's advice); numbers and other text are kept as they are."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) \
+            and not _INERT.fullmatch(value):
         return "'" + value
     return value
 
