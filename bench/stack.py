@@ -47,10 +47,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The peers that benches and tests run (webhook receivers, a fake LLM, Orthanc as the PACS)
+# listen on loopback over plain http or DICOM: listed, as an operator lists a local peer
+# (docs/deployment.md, "Outbound destinations"). A stack that tests the rules themselves
+# overrides it (SIDECAR_EGRESS_ALLOW="").
+LOOPBACK_PEERS = "127.0.0.1"
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The caller's environment without SIDECAR_* settings or proxies (embedded defaults)."""
+    """The caller's environment without SIDECAR_* settings or proxies (embedded defaults), with
+    the loopback peers of the benches and tests allowed as outbound destinations."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SIDECAR_") and "proxy" not in k.lower()}
+    env["SIDECAR_EGRESS_ALLOW"] = LOOPBACK_PEERS
     env.update(extra)
     return env
 
@@ -108,7 +117,8 @@ class Stack:
             timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
         """`sidecar ARGS --data-dir DATA_DIR`, an admin command against this stack."""
         done = subprocess.run([*SIDECAR, *args, "--data-dir", str(self.data_dir)], input=stdin,
-                              capture_output=True, text=True, timeout=timeout, env=clean_env())
+                              capture_output=True, text=True, timeout=timeout,
+                              env=clean_env(**self.env))
         if check and done.returncode != 0:
             raise RuntimeError(f"sidecar {' '.join(args)} failed ({done.returncode}):\n"
                                f"{done.stdout[-2000:]}{done.stderr[-2000:]}")

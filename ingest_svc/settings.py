@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from sidecar_core.settings import CommonSettings
+from sidecar_core.security.dicom_tls import DicomTlsSettings
 
 
-class IngestSettings(CommonSettings):
+class IngestSettings(DicomTlsSettings):
+    """The ingest process; its DICOM TLS port and certificates are DicomTlsSettings'."""
+
     ingest_host: str = "127.0.0.1"
     ingest_port: int = 50051
     dicom_host: str = "127.0.0.1"

@@ -27,6 +27,7 @@ from review_gateway.admin.analytics import analytics_router
 from review_gateway.admin.routes import admin_router
 from review_gateway.auth import forwarding, tokens
 from review_gateway.auth.sessions import SessionAuth
+from review_gateway.auth.viewer_handover import handover_router
 from review_gateway.clients import viewport as viewport_client
 from review_gateway.clients.review import ReviewClient
 from review_gateway.clients.viewport import ViewportClient
@@ -34,7 +35,7 @@ from review_gateway.clients.workflow import ChannelFactory, WorkflowClient, Work
 from review_gateway.dicomweb import cors
 from review_gateway.dicomweb.index_cache import WadoIndex
 from review_gateway.dicomweb.rendered import rendered_router
-from review_gateway.dicomweb.router import dicomweb_router
+from review_gateway.dicomweb.router import StowLimits, dicomweb_router
 from review_gateway.dicomweb.wado import wado_router
 from review_gateway.errors import ERROR_RESPONSES, ApiError, error_body
 from review_gateway.health.checks import DependencyStatus, Health, HealthCheck, health, run_checks
@@ -45,6 +46,7 @@ from review_gateway.review.events import EventHub
 from review_gateway.review.routes import review_router
 from review_gateway.settings import GatewaySettings
 from review_gateway.web import security
+from review_gateway.web.limits import BodyLimitMiddleware
 from review_gateway.web.page import webapp_router
 from sidecar_core.observability import metrics
 from sidecar_core.storage.objectstore import ObjectStore
@@ -122,9 +124,13 @@ def create_app(settings: GatewaySettings,
 
     sessions = SessionAuth(settings, review)
     principal = sessions.principal
+    dicomweb_principal = sessions.dicomweb_principal
     hub = EventHub(settings.nats_url, settings.topology(), review, sessions.check_revoked,
                    auth=settings.nats_auth("gateway"))
     app.state.events = hub
+    # A body is bounded before authentication or any route reads it (inside the middlewares
+    # that add the security headers, CORS and the request metrics, so a 413 has them too).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes, exempt=_is_stow)
     security.install(app)
 
     @app.exception_handler(ApiError)
@@ -257,13 +263,16 @@ def create_app(settings: GatewaySettings,
                                  if_none_match)
 
     app.include_router(sessions.router())
+    app.include_router(handover_router(settings, sessions.keys, principal, review,
+                                       sessions.check_revoked))
     app.include_router(review_router(principal, review))
     app.include_router(draft_router(principal, lambda: connection.client().channel,
                                     settings.workflow_timeout_s))
     app.include_router(hub.router(principal))
-    app.include_router(dicomweb_router(principal, ingest_stub,
-                                       max_request_mb=settings.dicomweb_max_request_mb),
-                       prefix="/dicomweb")
+    app.include_router(dicomweb_router(dicomweb_principal, ingest_stub, limits=StowLimits(
+        max_request_bytes=settings.max_stow_bytes,
+        max_part_bytes=int(settings.max_object_mb * 1024 * 1024),
+        spool_dir=settings.data_dir / "tmp" / "stow")), prefix="/dicomweb")
 
     app.include_router(admin_router(principal, lambda: connection.client().channel,
                                     metrics_targets=settings.metrics_targets))
@@ -273,9 +282,10 @@ def create_app(settings: GatewaySettings,
         return retrieve_grpc.RetrieveServiceStub(ingest_channel[0])
 
     wado_index = WadoIndex(retrieve_stub, store, timeout_s=60.0)
-    app.include_router(wado_router(principal, retrieve_stub, store, wado_index),
+    app.include_router(wado_router(dicomweb_principal, retrieve_stub, store, wado_index),
                        prefix="/dicomweb")
-    app.include_router(rendered_router(principal, retrieve_stub, wado_index), prefix="/dicomweb")
+    app.include_router(rendered_router(dicomweb_principal, retrieve_stub, wado_index),
+                       prefix="/dicomweb")
     cors.install(app, settings.cors_origins)
 
     @app.api_route("/api/v1/{path:path}", include_in_schema=False,
@@ -300,6 +310,13 @@ def create_app(settings: GatewaySettings,
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_schemas(app, EXTRA_SCHEMAS)
     return app
+
+
+def _is_stow(scope: dict[str, Any]) -> bool:
+    """STOW-RS requests stream their bodies to disk under their own limit."""
+    path: str = scope.get("path", "")
+    return scope.get("method") == "POST" and (path == "/dicomweb/studies"
+                                              or path.startswith("/dicomweb/studies/"))
 
 
 def _add_schemas(app: FastAPI, extra: Sequence[type[BaseModel]]) -> None:

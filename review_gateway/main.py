@@ -57,6 +57,9 @@ async def _main() -> None:
     from sidecar_core.observability import tracing
 
     tracing.setup("review_gateway", settings.otlp_endpoint)
+    from sidecar_core.service import configure_pixel_budget
+
+    configure_pixel_budget(settings)
     from review_gateway.health.mesh import mesh_checks
 
     try:

@@ -30,11 +30,22 @@ class GatewaySettings(EdgeSettings):
                               "from a browser; empty: none; * any")
     viewer_port: int = Field(default=8081, ge=0, le=65535, description="Port of the OHIF "
                              "viewer the review app links to (same host); 0: no link")
+    viewer_code_ttl_s: int = Field(default=60, gt=0, le=300, description="Lifetime of a "
+                                   "one-time OHIF hand-over code (exchanged once)")
+    viewer_token_ttl_s: int = Field(default=600, gt=0, le=600, description="Lifetime of the "
+                                    "OHIF viewer's read-only, one-study DICOMweb token")
     health_ready_files: bool = Field(
         default=True, description="Check the preprocess worker's ready file in DATA_DIR/run "
         "(one host; off where it runs elsewhere, e.g. Kubernetes)")
-    dicomweb_max_request_mb: float = Field(default=512.0, gt=0,
-                                           description="Largest STOW-RS request body")
+    max_json_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest request body of the JSON API "
+        "(SIDECAR_MAX_JSON_BYTES; 413 beyond, refused while reading)")
+    max_stow_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="Largest STOW-RS request (SIDECAR_MAX_STOW_BYTES; "
+        "streamed to disk part by part, 413 beyond, instances stored before the cut reported)")
+    max_object_mb: float = Field(
+        default=512.0, gt=0, description="Largest DICOM object in a STOW-RS part (the ingest "
+        "service's SIDECAR_MAX_OBJECT_MB; a larger part fails with 0xA700)")
 
     token_signing_key: Path | None = Field(
         default=None, description="The gateway's Ed25519 token signing key (PKCS8 PEM file, "

@@ -99,6 +99,25 @@ def _report_flags(p: argparse.ArgumentParser) -> None:
                    help="rejected findings in the exported SR: left out, or kept as rejected")
 
 
+def _dicom_flags(p: argparse.ArgumentParser) -> None:
+    """DICOM TLS and the rules for the facility's DICOM senders (docs/deployment.md, DICOM TLS)."""
+    p.add_argument("--dicom-require-client-cert", choices=["on", "off"],
+                   help="refuse this facility's AE title without a client certificate verified "
+                   "on the DICOM TLS port (SIDECAR_DICOM_TLS_CLIENT_CA)")
+    p.add_argument("--dicom-allowed-hosts", metavar="CIDR,...",
+                   help="peer addresses allowed to send as this facility, on both DICOM ports "
+                   "('' = any)")
+    p.add_argument("--pacs-tls", choices=["on", "off"],
+                   help="export to the PACS over DICOM TLS (trusting SIDECAR_PACS_TLS_CA)")
+
+
+def _dicom_settings(args: argparse.Namespace) -> dict[str, object]:
+    on = {"on": True, "off": False, None: None}
+    return _given({"dicom_require_client_cert": on[args.dicom_require_client_cert],
+                   "dicom_allowed_hosts": args.dicom_allowed_hosts,
+                   "pacs_tls": on[args.pacs_tls]})
+
+
 def _https_flags(p: argparse.ArgumentParser) -> None:
     """HTTPS of the review gateway and the OHIF viewer (docs/deployment.md, HTTPS and proxies)."""
     p.add_argument("--tls-cert", type=Path, default=_env_path("SIDECAR_HTTPS_CERT"),
@@ -167,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet-period", type=_seconds, help="study completion quiet period, seconds")
     p.add_argument("--models", help="comma-separated enabled models, or 'all'")
     _report_flags(p)
+    _dicom_flags(p)
     p.add_argument("--completion", choices=["quiet", "association", "explicit"],
                    help="when a study is complete: after the quiet period (default), also when "
                         "its DIMSE association is released, or only on CompleteStudy")
@@ -213,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flags(p)
 
     from sidecar_app.credentials_cli import add_parsers as credential_parsers
+    from sidecar_app.secrets_cli import add_parsers as secrets_parsers
+
+    secrets_parsers(sub, _db_flags)
 
     credential_parsers(sub, _db_flags)
 
@@ -250,6 +273,10 @@ async def _admin_on(url: str, args: argparse.Namespace) -> int:
     try:
         if args.command == "handoff":
             return await _handoff_retry(db, args)
+        if args.command == "secrets":
+            from sidecar_app.secrets_cli import run as run_secrets
+
+            return await run_secrets(db, args)
         if args.command == "facility" and args.action == "check":
             return await _facility_check(db, args)
         if args.command == "facility":
@@ -308,13 +335,17 @@ async def _facility_check(db: object, args: argparse.Namespace) -> int:
     facility = fc.Facility(f["name"], f["ae_title"] or "", f["shadow_mode"],
                            list(models) if models != "all" else None)
     facility.pacs, facility.handoff_url = await _destinations(db, args.name)
+    facility.pacs_tls = bool(f.get("pacs_tls"))
     from sidecar_app.credentials_cli import client_credentials
 
     targets = fc.targets_of(args.data_dir, args.ingest, args.workflow, args.dicom,
                             client_credentials(args))
     kinds = fc.kinds_for(facility, load_registry().names(), args.kind)
+    from sidecar_core.settings import CommonSettings
+
+    egress = CommonSettings(data_dir=args.data_dir).egress_policy()
     return await asyncio.to_thread(fc.run, facility, targets, kinds, args.timeout,
-                                   fc.Report())
+                                   fc.Report(), egress)
 
 
 def _models_text(value: object) -> str:
@@ -336,10 +367,20 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
         return 0
     create = args.action == "add"
     given = _onboarding_settings(args) if create else {
-        **_onboarding_settings(args), **_completion_settings(args), **_report_settings(args)}
+        **_onboarding_settings(args), **_completion_settings(args), **_report_settings(args),
+        **_dicom_settings(args)}
+    settings = CommonSettings(data_dir=args.data_dir)
+    try:
+        egress = settings.egress_policy()
+        box = (settings.secret_box() if any(table[k].secret and v for k, v in given.items()
+                                             if k in table) else None)
+    except Exception as exc:  # a bad SIDECAR_EGRESS_ALLOW item or SIDECAR_SECRET_KEY
+        from sidecar_app.errors import UserError
+
+        raise UserError(f"error: {exc}") from None
     view = await facility_settings.save(
-        db, CommonSettings().topology(), table, args.name, given,  # type: ignore[arg-type]
-        args.operator or _login_name(), create, via="cli")
+        db, settings.topology(), table, args.name, given,  # type: ignore[arg-type]
+        args.operator or _login_name(), create, via="cli", egress=egress, box=box)
     if create:
         print(f"facility {view['name']} added")
         return 0
@@ -359,6 +400,11 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
                  "llm_timeout_s": view["llm_timeout_s"], "pacs": pacs,
                  "export_rejected": view["export_rejected"]}
         print(f"facility {view['name']}: " + " ".join(f"{k}={v}" for k, v in shown.items()))
+    if _dicom_settings(args):
+        print(f"facility {view['name']}: dicom_require_client_cert="
+              f"{'on' if view['dicom_require_client_cert'] else 'off'} dicom_allowed_hosts="
+              f"{view['dicom_allowed_hosts'] or 'any'} pacs_tls="
+              f"{'on' if view['pacs_tls'] else 'off'}")
     return 0
 
 
@@ -502,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_library_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
     words = args[:2] if args[:1] in (["facility"], ["user"], ["objects"], ["normalizer"],
-                                     ["adapter"], ["tls"], ["audit"]) \
+                                     ["adapter"], ["tls"], ["audit"], ["secrets"]) \
         else args[:1]
     prog = " ".join(["sidecar", *(w for w in words if not w.startswith("-"))])
     return guarded(prog, lambda: _run(args))

@@ -11,6 +11,7 @@ visible (stored and hidden in shadow mode). The test studies are labelled as suc
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import tempfile
 import time
@@ -26,6 +27,7 @@ from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rv_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as wf_pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as wf_grpc
 from sidecar_app.credentials_cli import add_credentials_flag
+from sidecar_core.egress import EgressPolicy, EgressRefused
 from sidecar_core.security.mesh_tls import MeshCredentials
 
 # The synthetic study that exercises each reference model, small enough to pass in seconds.
@@ -57,6 +59,7 @@ class Facility:
     enabled_models: list[str] | None
     pacs: tuple[str, str, int] | None = None  # export destination: AE title, host, port
     handoff_url: str = ""
+    pacs_tls: bool = False  # the export speaks DICOM TLS
 
 
 class Report:
@@ -235,7 +238,10 @@ def _check_study(kind: str, facility: Facility, targets: Targets, dimse: bool, f
 
 
 def run(facility: Facility, targets: Targets, kinds: list[str], timeout_s: float,
-        report: Report) -> int:
+        report: Report, egress: EgressPolicy | None = None) -> int:
+    """Every stage, a line each; the export and handoff destinations are checked against the
+    egress policy (`egress`; none listed when None) before they are connected to, as the jobs
+    do."""
     models = facility.enabled_models
     report.line("PASS", "facility", f"{facility.name}: AE title {facility.ae_title or '-'}, "
                 f"shadow mode {'on' if facility.shadow_mode else 'off'}, models "
@@ -248,12 +254,12 @@ def run(facility: Facility, targets: Targets, kinds: list[str], timeout_s: float
         for i, kind in enumerate(kinds):
             _check_study(kind, facility, targets, dimse, Path(tmp) / f"{i}-{kind}", report,
                          timeout_s)
-    _export(facility, report)
-    _handoff(facility, report)
+    _export(facility, report, egress or EgressPolicy())
+    _handoff(facility, report, egress or EgressPolicy())
     return 1 if report.failed else 0
 
 
-def _export(facility: Facility, report: Report) -> None:
+def _export(facility: Facility, report: Report, egress: EgressPolicy) -> None:
     """The PACS the results go to answers a C-ECHO from the sidecar."""
     from sidecar_core.dicom.store_scu import StoreSCU
 
@@ -261,17 +267,29 @@ def _export(facility: Facility, report: Report) -> None:
         report.line("SKIP", "export", "no PACS export destination configured")
         return
     aet, host, port = facility.pacs
+    try:  # the address rules, as the export job applies them
+        address = asyncio.run(egress.check_dicom(host, port, tls=facility.pacs_tls)).addresses[0]
+    except EgressRefused as exc:
+        report.line("FAIL", "export", f"refused by the egress policy: {exc.message}")
+        return
     try:
-        with StoreSCU(host, port, "SIDECAR", aet, [], timeout_s=10) as scu:
+        tls = None
+        if facility.pacs_tls:  # the client context the export uses (SIDECAR_PACS_TLS_CA, ...)
+            from sidecar_core.security.dicom_tls import DicomTlsSettings
+
+            tls = DicomTlsSettings().scu_context()
+        with StoreSCU(address, port, "SIDECAR", aet, [], timeout_s=10, tls=tls,
+                      server_name=host) as scu:
             status = scu.echo()
     except Exception as exc:
         report.line("FAIL", "export", f"{aet}@{host}:{port} does not answer: {exc}")
         return
     report.line("PASS" if status == 0 else "FAIL", "export",
-                f"{aet}@{host}:{port} answers C-ECHO (status 0x{max(status, 0):04X})")
+                f"{aet}@{host}:{port} answers C-ECHO{' over DICOM TLS' if tls else ''} "
+                f"(status 0x{max(status, 0):04X})")
 
 
-def _handoff(facility: Facility, report: Report) -> None:
+def _handoff(facility: Facility, report: Report, egress: EgressPolicy) -> None:
     """The handoff endpoint accepts a TCP connection (no status message is sent)."""
     import socket
     from urllib.parse import urlsplit
@@ -281,8 +299,13 @@ def _handoff(facility: Facility, report: Report) -> None:
         return
     url = urlsplit(facility.handoff_url)
     port = url.port or (443 if url.scheme == "https" else 80)
+    try:  # as the handoff job does: checked, then connected to the checked address
+        address = asyncio.run(egress.check_url(facility.handoff_url)).addresses[0]
+    except EgressRefused as exc:
+        report.line("FAIL", "handoff", f"refused by the egress policy: {exc.message}")
+        return
     try:
-        with socket.create_connection((url.hostname or "", port), timeout=5):
+        with socket.create_connection((address, port), timeout=5):
             pass
     except OSError as exc:
         report.line("FAIL", "handoff", f"{url.hostname}:{port} unreachable: {exc}")

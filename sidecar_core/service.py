@@ -51,10 +51,19 @@ def main(run: Callable[[Any], Coroutine[Any, Any, None]], settings: Any) -> None
     from sidecar_core.observability import metrics
 
     metrics.serve(int(getattr(settings, "metrics_port", 0) or 0))
+    configure_pixel_budget(settings)
     try:
         asyncio.run(run(settings))
     finally:
         tracing.shutdown()
+
+
+def configure_pixel_budget(settings: Any) -> None:
+    """The process's pixel budget from its settings (SIDECAR_MAX_PIXELS, _MAX_PIXEL_BYTES)."""
+    if hasattr(settings, "max_pixels"):
+        from sidecar_core.pixels import budget
+
+        budget.configure(budget.PixelBudget(settings.max_pixels, settings.max_pixel_bytes))
 
 
 def service_name(run: Callable[..., Any]) -> str:

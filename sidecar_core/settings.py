@@ -8,8 +8,10 @@ from typing import Any
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sidecar_core.egress import EgressPolicy
 from sidecar_core.messaging.nats_auth import NatsAuth
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.secret_box import SecretBox
 from sidecar_core.security import mesh_tls
 from sidecar_core.security.mesh_tls import MeshCredentials
 from sidecar_core.security.session_tokens import KeySet, load_key_set, load_verifier_key_set
@@ -51,6 +53,12 @@ class CommonSettings(BaseSettings):
     )
     metrics_port: int = Field(default=0, ge=0, le=65535,
                               description="Prometheus metrics port of this process; 0 = off")
+    max_pixels: int = Field(
+        default=2**31, ge=1, description="Pixel budget of one DICOM object: Rows x "
+        "Columns x NumberOfFrames above it is refused from the header, never decoded")
+    max_pixel_bytes: int = Field(
+        default=4 * 2**30, ge=1, description="Pixel budget in bytes: the pixels x "
+        "SamplesPerPixel x BitsAllocated / 8 of one object")  # defaults: pixels/budget.py
     workflow_address: str = "127.0.0.1:50052"
     ingest_address: str = "127.0.0.1:50051"
     normalizer_address: str = "127.0.0.1:50053"
@@ -83,6 +91,26 @@ class CommonSettings(BaseSettings):
         "= DATA_DIR/token-signing.pub and DATA_DIR/token-signing.previous.pub")
     revocation_cache_s: float = Field(
         default=5.0, ge=0, description="How long a token checked as not revoked is trusted")
+
+    # Outbound rules and secrets at rest (docs/deployment.md, "Outbound destinations").
+    egress_allow: str = Field(
+        default="", description="Outbound destinations allowed without https (DICOM: TLS) and "
+        "on loopback/link-local addresses: comma-separated host[:port], IP or CIDR")
+    secret_key: str = Field(
+        default="", description="Key that seals secret settings in the database (base64 of 32 "
+        "bytes); empty = DATA_DIR/keys/secrets.key, made on first use")
+    secret_previous_keys: str = Field(
+        default="", description="Earlier secret keys (comma-separated base64) that still open "
+        "values sealed before a rotation")
+
+    def egress_policy(self) -> EgressPolicy:
+        """The outbound rules (ValueError naming a bad SIDECAR_EGRESS_ALLOW item)."""
+        return EgressPolicy.parse(self.egress_allow)
+
+    def secret_box(self) -> SecretBox:
+        """What seals and opens secret settings (SecretKeyError for a bad key)."""
+        return SecretBox.from_settings(self.secret_key, self.data_dir, tuple(
+            k.strip() for k in self.secret_previous_keys.split(",") if k.strip()))
 
     def token_public_key_files(self) -> list[Path]:
         return [Path(p.strip()) for p in self.token_public_keys.split(",") if p.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from io import BytesIO
 
@@ -73,3 +74,22 @@ def to_bytes(ds: Dataset) -> bytes:
     buf = BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
+
+
+def declaring_huge_pixels(ds: Dataset, rows: int = 65535, columns: int = 65535,
+                          frames: int = 1000) -> Dataset:
+    """`ds` (a copy, a new SOP Instance UID) whose header declares rows × columns × frames in
+    JPEG 2000 while its pixel data is one 32-byte fragment: what a hostile or broken sender can
+    claim in a few hundred bytes."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    huge = copy.deepcopy(ds)
+    sop = generate_uid()
+    huge.SOPInstanceUID = huge.file_meta.MediaStorageSOPInstanceUID = sop
+    huge.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    huge.Rows, huge.Columns, huge.NumberOfFrames = rows, columns, frames
+    huge.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 26 + b"\xff\xd9"])
+    huge["PixelData"].VR = "OB"
+    huge["PixelData"].is_undefined_length = True
+    return huge

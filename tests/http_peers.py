@@ -18,11 +18,12 @@ from tests.servers import free_port, wait_port
 
 
 @contextmanager
-def serve(app: Any, port: int | None = None) -> Iterator[int]:
-    """Serves `app` on 127.0.0.1 until the block ends; yields the port."""
+def serve(app: Any, port: int | None = None, **options: Any) -> Iterator[int]:
+    """Serves `app` on 127.0.0.1 until the block ends; yields the port. `options` go to
+    uvicorn.Config (e.g. ssl_certfile, ssl_keyfile for https)."""
     port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
+                                           lifespan="off", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_port(port)

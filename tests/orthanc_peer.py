@@ -37,6 +37,7 @@ class OrthancPeer:
     aet: str = "ORTHANC"
     dicom_port: int = 0
     http_port: int = 0
+    config: dict[str, object] = field(default_factory=dict)  # more Orthanc settings (DICOM TLS)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     servers: list[asyncio.Server] = field(default_factory=list)
 
@@ -58,7 +59,7 @@ class OrthancPeer:
         cfg = {"Name": "pacs", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
                "DicomAet": self.aet, "DicomPort": 4242, "HttpPort": 8042,
                "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-               "DicomCheckCalledAet": True, "Plugins": []}
+               "DicomCheckCalledAet": True, "Plugins": [], **self.config}
         (self.work / "orthanc.json").write_text(json.dumps(cfg))
         self.procs.append(subprocess.Popen(
             self._ns(ORTHANC, str(self.work / "orthanc.json")), env={**os.environ, **NODELAY},
@@ -133,8 +134,9 @@ async def _to_unix(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 @contextlib.asynccontextmanager
-async def orthanc(work: Path) -> AsyncIterator[OrthancPeer]:
-    peer = OrthancPeer(work)
+async def orthanc(work: Path, **config: object) -> AsyncIterator[OrthancPeer]:
+    """A running Orthanc; `config` adds to its configuration (e.g. DicomTlsEnabled)."""
+    peer = OrthancPeer(work, config=dict(config))
     try:
         await peer.start()
         yield peer

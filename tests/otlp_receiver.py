@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -20,6 +20,7 @@ class Span:
     trace_id: str
     span_id: str
     parent_id: str
+    attributes: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 class OtlpReceiver:
@@ -60,8 +61,11 @@ class OtlpReceiver:
                                 if a.key == "service.name"), "")
                 for scope in resource.scope_spans:
                     for s in scope.spans:
+                        attributes = {a.key: str(a.value.string_value or a.value.int_value)
+                                      for a in s.attributes}
                         self.spans.append(Span(service, s.name, s.trace_id.hex(),
-                                               s.span_id.hex(), s.parent_span_id.hex()))
+                                               s.span_id.hex(), s.parent_span_id.hex(),
+                                               attributes))
 
     def traces(self) -> dict[str, list[Span]]:
         with self.lock:

@@ -16,6 +16,8 @@ from sidecar_core.registry import load_registry
 from sidecar_core.security.enforcement import protected_server
 from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import stop_event_on_signals
+from workflow_svc.identity import passwords
+from workflow_svc.operations import facility_settings
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
 from workflow_svc.report_loop import servicer as report_servicer
@@ -35,6 +37,13 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     topology = settings.topology()
     registry = load_registry(settings.model_registry_path)
     db = Database(settings.database_url)
+    # outbound rules and the key of secret settings (docs/deployment.md); plaintext secrets
+    # of an older database are sealed now
+    egress, box = settings.egress_policy(), settings.secret_box()
+    sealed = await facility_settings.seal_plaintext(db, box)
+    if sealed:
+        log.info("sealed %d secret setting(s) stored in plaintext", sealed)
+    log.info("egress allow-list: %s; secret key %s", egress.describe(), box.key_id)
     bus = await Bus.connect(settings.nats_url, topology, name="workflow_svc",
                             auth=settings.nats_auth("workflow"),
                             replicas=settings.nats_stream_replicas)
@@ -46,9 +55,10 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
         WorkflowServicer(db),
         [pb.DESCRIPTOR.services_by_name["WorkflowService"].full_name],
     )
-    report_servicer.register(server, db, topology)
+    report_servicer.register(server, db, topology, egress, box)
     operations_servicer.register(server, DeadLetters(db, bus, topology), db, topology,
-                                 registry.names())
+                                 registry.names(), egress, box)
+    passwords.set_concurrency(settings.password_hash_concurrency)
     review_servicer.register(server, db, topology, settings.login_limits())
     # an official report that arrived before its study completes it once it is registered
     pipeline = Pipeline(db, topology, registry, after_registered=[match_waiting_reports])
@@ -59,9 +69,11 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
                metrics.poll_consumers(bus.js, streams, stop),
                audit_chain.poll_heads(db, stop),
                bus.consume(topology.workflow_events(), pipeline.handle, stop),
-               bus.consume(topology.handoff_jobs(), HandoffWorker(db, topology).handle, stop),
+               bus.consume(topology.handoff_jobs(),
+                           HandoffWorker(db, topology, egress=egress, box=box).handle, stop),
                bus.consume(topology.export_jobs(), ExportWorker(
-                   db, topology, DerivedResults(settings.object_store())).handle, stop),
+                   db, topology, DerivedResults(settings.object_store()),
+                   tls=settings.scu_context, egress=egress).handle, stop),
                bus.consume(topology.dead_letter_audit(), DeadLetterAuditor(db, topology).handle,
                            stop)],
         closers=[bus.close, db.close])

@@ -4,20 +4,32 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from sidecar_core.settings import CommonSettings
+from sidecar_core.security.dicom_tls import DicomTlsSettings
 from workflow_svc.identity.sessions import LoginLimits
 
 
-class WorkflowSettings(CommonSettings):
+class WorkflowSettings(DicomTlsSettings):
+    """The workflow process; the export's DICOM TLS client settings are DicomTlsSettings'."""
+
     workflow_host: str = "127.0.0.1"
     workflow_port: int = 50052
     login_window_s: float = Field(default=300.0, gt=0,
                                   description="Window over which failed logins are counted")
     login_max_failures_per_user: int = Field(
-        default=5, gt=0, description="Failed logins of one username in the window before 429")
+        default=5, gt=0, description="Failed logins of one username in the window before its "
+        "attempts are slowed down (exponential back-off)")
     login_max_failures_per_address: int = Field(
-        default=20, gt=0, description="Failed logins from one address in the window before 429")
+        default=20, gt=0, description="Failed logins from one address in the window before its "
+        "attempts are slowed down (exponential back-off)")
+    login_backoff_s: float = Field(default=1.0, gt=0, description="The first back-off: the wait "
+                                   "after the last failure, doubled by each further failure")
+    login_backoff_max_s: float = Field(default=60.0, gt=0,
+                                       description="The longest back-off after a failed login")
+    password_hash_concurrency: int = Field(
+        default=2, ge=1, description="Password hashes (argon2id, 64 MiB each) computed at once "
+        "by this process; more logins wait their turn")
 
     def login_limits(self) -> LoginLimits:
         return LoginLimits(self.login_window_s, self.login_max_failures_per_user,
-                           self.login_max_failures_per_address)
+                           self.login_max_failures_per_address, self.login_backoff_s,
+                           self.login_backoff_max_s)

@@ -5,13 +5,18 @@ Each association is served by one thread (DimseServer's pool) that reads PDUs wi
 calls, stores each object on that same thread and writes the response: a C-STORE is handled with
 no hand-off between threads. pynetdicom's own AE runs two threads per association that poll
 every millisecond; here a message is handled as soon as its last fragment arrives.
+
+On the DICOM TLS port (PS3.15 Annex B) the connection is wrapped in TLS before the first PDU
+(`Association.start_tls`); everything above the socket is the same.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,14 +112,49 @@ class Association:
         self.request: A_ASSOCIATE | None = None
         self.contexts: dict[int, PresentationContext] = {}
         self.peer_max_pdu = 0
+        self.tls = False
+        # The subject of the client certificate verified during the TLS handshake, if any.
+        self.client_subject: str | None = None
         self._closed = False
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             host, port, *_ = sock.getpeername()
+            self.peer_host = str(host)
             self.peer = f"{host}:{port}"
         except OSError:
-            self.peer = "?:0"
+            self.peer_host, self.peer = "?", "?:0"
+
+    def start_tls(self, context: ssl.SSLContext, timeout_s: float) -> None:
+        """The server side of the TLS handshake, all of it within `timeout_s` (a peer dripping
+        bytes is cut off then). Aborted when it fails: a plaintext peer, a client certificate
+        that does not verify, no common protocol or cipher, a timeout."""
+        raw = self.sock
+        raw.settimeout(timeout_s)
+        tls = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        self.sock = tls
+        timer = threading.Timer(timeout_s, self._cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            tls.do_handshake()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            self.close()
+            raise Aborted(f"TLS handshake failed: {_tls_reason(exc)}") from exc
+        finally:
+            timer.cancel()
+        self.tls = True
+        cert = tls.getpeercert()
+        if cert:  # only a certificate that verified against the client CA is returned
+            subject = cast(tuple[tuple[tuple[str, str], ...], ...], cert.get("subject", ()))
+            self.client_subject = ", ".join(
+                f"{k}={v}" for rdn in subject for k, v in rdn)[:200] or "?"
+
+    def _cut(self) -> None:
+        """Shuts the connection down under a blocked reader (TLS or not) without touching the
+        TLS state another thread is using."""
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
     def _read(self, n: int, deadline: float) -> bytes:
         """Exactly `n` bytes, all of them by `deadline` (a peer dripping bytes cannot hold the
@@ -141,7 +181,7 @@ class Association:
             if length > limit:
                 raise ProtocolError(f"PDU of {length} bytes exceeds {limit}", 0x06)
             return kind, header + self._read(length, time.monotonic() + timeout_s)
-        except (ConnectionError, TimeoutError, OSError) as exc:
+        except (ConnectionError, TimeoutError, OSError, ValueError) as exc:
             raise Aborted(f"connection lost ({type(exc).__name__})") from exc
 
     def read_request(self) -> A_ASSOCIATE:
@@ -256,13 +296,16 @@ class Association:
         try:
             self.sock.settimeout(self.timeout_s)
             self.sock.sendall(data)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise Aborted(f"connection lost ({type(exc).__name__})") from exc
 
-    def abort(self, source: int = 0x02, reason: int = 0x00) -> None:
-        """Sends A-ABORT (best effort) and closes; safe from another thread and repeatedly."""
-        if not self._closed:
-            with contextlib.suppress(OSError):
+    def abort(self, source: int = 0x02, reason: int = 0x00, *,
+              from_other_thread: bool = False) -> None:
+        """Sends A-ABORT (best effort) and closes; safe repeatedly, and from another thread
+        (`from_other_thread`: over TLS the A-ABORT is then left out, since a TLS connection
+        must not be written while its own thread reads it)."""
+        if not self._closed and not (from_other_thread and self.tls):
+            with contextlib.suppress(OSError, ValueError):
                 self.sock.settimeout(1.0)
                 self.sock.sendall(abort_pdu(source, reason))
         self.close()
@@ -271,7 +314,16 @@ class Association:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+        self._cut()
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """One line on why a handshake failed (OpenSSL's reason where there is one)."""
+    reason = getattr(exc, "reason", None) or getattr(exc, "verify_message", None)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = f"client certificate not verified ({exc.verify_message})"
+    elif isinstance(exc, TimeoutError):
+        reason = "timed out"
+    return str(reason or type(exc).__name__).replace("_", " ").lower()[:200]

@@ -4,14 +4,28 @@ Associations: the calling AE title must be a registered facility's `ae_title`; o
 request is rejected with A-ASSOCIATE-RJ (rejected-permanent, service-user, "calling AE title not
 recognised") and an `association.rejected` audit event. Beyond `max_associations` concurrent
 associations the request is rejected (rejected-transient, service-provider presentation, "local
-limit exceeded"), also audited. Every storage SOP class pynetdicom knows is accepted with every
+limit exceeded"), also audited.
+
+DICOM TLS (PS3.15 Annex B): with a certificate (DicomTlsSettings), the same SCP also listens on
+`dicom_tls_port`; a connection there is a TLS 1.2+ handshake (BCP 195 ciphers) before the first
+PDU, with a client certificate asked for when SIDECAR_DICOM_TLS_CLIENT_CA is set. A failed
+handshake (plaintext, a client certificate that does not verify, a timeout) closes the
+connection and is audited as `association.rejected` ("TLS handshake failed: ..."). Per facility,
+on both ports: a peer outside `dicom_allowed_hosts` is rejected (rejected-permanent,
+service-user, "calling AE title not recognised"); a facility with `dicom_require_client_cert`
+rejects an association without a verified client certificate (rejected-permanent, service-user,
+"no reason given"); both audited as `association.rejected` with the peer address, the calling
+AE and the reason. The audit of refusals is coalesced (ingest_svc.dimse.peers.Coalescer): a
+flood from one address is a few rows, each counting the ones left out before it.
+
+Every storage SOP class pynetdicom knows is accepted with every
 transfer syntax pydicom knows; the object is stored exactly as received (file meta + received
 dataset bytes, never re-encoded). Sockets have TCP_NODELAY; the largest P-DATA PDU accepted is
 `dicom_max_pdu_bytes`. On stop, idle associations are aborted at once and busy ones right after
 their C-STORE response; an unanswered object is simply re-sent by the peer.
 
-Threads: an acceptor thread takes connections; each association is served by one thread of a
-pool of `max_associations` threads (a connection over the limit is answered by a short-lived
+Threads: an acceptor thread per port takes connections; each association is served by one thread
+of a pool of `max_associations` threads (a connection over the limit is answered by a short-lived
 thread of its own). The serving thread reads, stores (Receiver.receive_blocking: parse, pack
 append, index call; a duplicate's or a reopening instance's audit event in the same thread) and
 answers on its own, so a C-STORE crosses no thread boundary; the facility lookup and the audit
@@ -38,6 +52,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +65,15 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from ingest_svc.dimse import status as dimse_status
 from ingest_svc.dimse.codec import file_header
-from ingest_svc.dimse.dul import Aborted, Association, Message, ProtocolError, supported_contexts
+from ingest_svc.dimse.dul import (
+    ACSE_TIMEOUT_S,
+    Aborted,
+    Association,
+    Message,
+    ProtocolError,
+    supported_contexts,
+)
+from ingest_svc.dimse.peers import Coalescer, check_peer
 from ingest_svc.facilities import FacilityRef
 from ingest_svc.settings import IngestSettings
 from ingest_svc.study.receive import Outcome, Receiver
@@ -65,7 +88,8 @@ T = TypeVar("T")
 
 
 class DimseServer:
-    """Listens on `dicom_host:dicom_port`; `loop` runs the service's coroutines (audit, DB)."""
+    """Listens on `dicom_host:dicom_port`, and on `dicom_host:dicom_tls_port` with TLS where a
+    certificate is configured; `loop` runs the service's coroutines (audit, DB)."""
 
     def __init__(self, receiver: Receiver, settings: IngestSettings,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -77,7 +101,10 @@ class DimseServer:
             [cx.abstract_syntax for cx in AllStoragePresentationContexts] + [Verification],
             list(AllTransferSyntaxes))
         self._sock: socket.socket | None = None
-        self._acceptor: threading.Thread | None = None
+        self._tls_sock: socket.socket | None = None
+        self._tls = settings.scp_context() if settings.dicom_tls_port else None
+        self._acceptors: list[threading.Thread] = []
+        self._coalescer = Coalescer()
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.max_associations),
                                         thread_name_prefix="dimse")
         self._lock = threading.Lock()
@@ -89,22 +116,48 @@ class DimseServer:
 
     def start(self) -> None:
         """Binds now (errors surface here) and starts accepting."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((self.settings.dicom_host, self.settings.dicom_port))
-        sock.listen(128)
-        self._sock = sock
-        self._acceptor = threading.Thread(target=self._accept_loop, name="dimse-accept",
-                                          daemon=True)
-        self._acceptor.start()
+        self._sock = self._listen(self.settings.dicom_port)
+        if self._tls is not None:
+            self._tls_sock = self._listen(self.settings.dicom_tls_port)
+        for sock, tls in ((self._sock, None), (self._tls_sock, self._tls)):
+            if sock is None:
+                continue
+            acceptor = threading.Thread(target=self._accept_loop, args=(sock, tls),
+                                        name="dimse-accept-tls" if tls else "dimse-accept",
+                                        daemon=True)
+            acceptor.start()
+            self._acceptors.append(acceptor)
         self._pool.submit(self.receiver.warm_current_thread)  # the first association's thread
         log.info("DICOM SCP %s listening on %s:%d", self.settings.dicom_ae_title,
                  self.settings.dicom_host, self.port)
+        if self._tls is not None:
+            log.info("DICOM TLS SCP listening on %s:%d (client certificates %s)",
+                     self.settings.dicom_host, self.tls_port,
+                     "asked for" if self.settings.dicom_tls_client_ca else "not asked for")
+        elif self.settings.dicom_tls_port:
+            log.info("DICOM TLS port %d off: no certificate (SIDECAR_DICOM_TLS_CERT/_KEY or "
+                     "SIDECAR_HTTPS_CERT/_KEY)", self.settings.dicom_tls_port)
+
+    def _listen(self, port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.bind((self.settings.dicom_host, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(128)
+        return sock
 
     @property
     def port(self) -> int:
         return int(self._sock.getsockname()[1]) if self._sock else 0
+
+    @property
+    def tls_port(self) -> int:
+        """The DICOM TLS port, 0 when it does not listen."""
+        return int(self._tls_sock.getsockname()[1]) if self._tls_sock else 0
 
     async def stop(self, wait_s: float = 30.0) -> None:
         """Stops accepting; idle associations are aborted now, busy ones after their reply.
@@ -112,28 +165,28 @@ class DimseServer:
         Waits (off the loop: serving threads may need it for their audit events) until every
         association has ended."""
         self._stopping = True
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the acceptor
-            self._sock.close()
+        for sock in (self._sock, self._tls_sock):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the acceptor
+                sock.close()
         with self._lock:
             idle = [a for a, busy in self._active.items() if not busy]
         for assoc in idle:
-            assoc.abort(0x00, 0x00)
-        acceptor = self._acceptor
+            assoc.abort(0x00, 0x00, from_other_thread=True)
+        acceptors = list(self._acceptors)
 
         def join() -> None:
-            if acceptor is not None:
+            for acceptor in acceptors:
                 acceptor.join(5)
             self._pool.shutdown(wait=True, cancel_futures=True)
 
         await asyncio.wait_for(asyncio.to_thread(join), wait_s)
 
-    def _accept_loop(self) -> None:
-        assert self._sock is not None
+    def _accept_loop(self, listener: socket.socket, tls: ssl.SSLContext | None) -> None:
         while not self._stopping:
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = listener.accept()
             except OSError:
                 if self._stopping:
                     return
@@ -148,18 +201,30 @@ class DimseServer:
             if over and not self._refusers.acquire(blocking=False):
                 assoc.close()  # a flood of connections: no thread to spare for a reply
             elif over:  # answered by a thread of its own: the pool is full
-                threading.Thread(target=self._refuse, args=(assoc,), name="dimse-refuse",
+                threading.Thread(target=self._refuse, args=(assoc, tls), name="dimse-refuse",
                                  daemon=True).start()
             else:
                 try:
-                    self._pool.submit(self._on_connection, assoc)
+                    self._pool.submit(self._on_connection, assoc, tls)
                 except RuntimeError:  # stopping: the pool takes no more work
                     with self._lock:
                         self._active.pop(assoc, None)
                     assoc.abort(0x00, 0x00)
 
-    def _refuse(self, assoc: Association) -> None:
+    def _secure(self, assoc: Association, tls: ssl.SSLContext | None) -> None:
+        """The TLS handshake of a connection to the TLS port (Aborted, audited, on failure)."""
+        if tls is None:
+            return
         try:
+            assoc.start_tls(tls, min(self.settings.dicom_network_timeout_s, ACSE_TIMEOUT_S))
+        except Aborted as exc:
+            log.info("DICOM TLS connection from %s closed: %s", assoc.peer, exc)
+            self._audit_rejection(assoc, str(exc))
+            raise
+
+    def _refuse(self, assoc: Association, tls: ssl.SSLContext | None) -> None:
+        try:
+            self._secure(assoc, tls)
             assoc.read_request()
             self._audit_rejection(assoc, "local limit exceeded")
             assoc.reject(0x02, 0x03, 0x02)  # transient, presentation, local limit
@@ -171,8 +236,9 @@ class DimseServer:
         finally:
             self._refusers.release()
 
-    def _on_connection(self, assoc: Association) -> None:
+    def _on_connection(self, assoc: Association, tls: ssl.SSLContext | None) -> None:
         try:
+            self._secure(assoc, tls)
             facility = self._negotiate(assoc)
             if facility is not None:
                 self._serve(assoc, facility)
@@ -206,6 +272,13 @@ class DimseServer:
                         calling)
             self._audit_rejection(assoc, UNKNOWN_CALLING_AE)  # durable before the reply
             assoc.reject(0x01, 0x01, 0x03)  # permanent, service-user, calling AE
+            return None
+        refusal = check_peer(facility, assoc.peer_host, assoc.tls, assoc.client_subject)
+        if refusal is not None:
+            log.warning("rejecting association from %s as %r (facility %s): %s", assoc.peer,
+                        calling, facility.name, refusal.reason)
+            self._audit_rejection(assoc, refusal.reason, facility)
+            assoc.reject(refusal.result, refusal.source, refusal.diagnostic)
             return None
         assoc.accept(self._supported)
         return facility
@@ -272,15 +345,24 @@ class DimseServer:
         return dimse_status.status_dataset(dimse_status.OUT_OF_RESOURCES,
                                            f"OBJECT_TOO_LARGE: {text}")
 
-    def _audit_rejection(self, assoc: Association, reason: str) -> None:
+    def _audit_rejection(self, assoc: Association, reason: str,
+                         facility: FacilityRef | None = None) -> None:
+        """`association.rejected`, coalesced per reason, peer address and calling AE."""
         rq = assoc.request
+        calling = rq.calling_ae_title.strip()[:16] if rq else ""
+        left_out = self._coalescer.admit(reason.split(":")[0], assoc.peer_host, calling)
+        if left_out is None:
+            return
         context: dict[str, Any] = {
-            "calling_ae": rq.calling_ae_title.strip()[:16] if rq else "",
+            "calling_ae": calling,
             "called_ae": rq.called_ae_title.strip()[:16] if rq else "",
-            "peer": assoc.peer, "reason": reason}
-
-        self._audit("association.rejected", None, error_class="ASSOCIATION_REJECTED",
-                    error_message=reason, context=context)
+            "peer": assoc.peer, "reason": reason, "tls": assoc.tls or reason.startswith("TLS")}
+        if assoc.client_subject:
+            context["client_certificate"] = assoc.client_subject
+        if left_out:
+            context["coalesced"] = left_out  # the same refusals left out before this one
+        self._audit("association.rejected", StudyRef(facility.name) if facility else None,
+                    error_class="ASSOCIATION_REJECTED", error_message=reason, context=context)
 
     def _audit(self, event_type: str, study: StudyRef | None, **fields: Any) -> None:
         """Durable before it returns: stored, or spooled while the database is down."""

@@ -64,30 +64,26 @@ class SessionAuth:
     async def check_revoked(self, me: tokens.Principal) -> None:
         """401 TOKEN_REVOKED when the session was logged out (cached briefly when it was not)."""
         now = time.monotonic()
-        if me.jti in self._revoked:
+        jti = me.session_jti or me.jti
+        if jti in self._revoked:
             raise ApiError(401, "UNAUTHENTICATED", "TOKEN_REVOKED", "this session was logged out")
-        if now - self._checked.get(me.jti, -1e9) < self.settings.revocation_cache_s:
+        if now - self._checked.get(jti, -1e9) < self.settings.revocation_cache_s:
             return
         client = self.review()
-        reply = await client.call(client.stub.CheckSession, rpb.CheckSessionRequest(jti=me.jti))
+        reply = await client.call(client.stub.CheckSession, rpb.CheckSessionRequest(jti=jti))
         if reply.revoked:
-            self._revoked[me.jti] = me.expires_at
+            self._revoked[jti] = me.expires_at
             raise ApiError(401, "UNAUTHENTICATED", "TOKEN_REVOKED", "this session was logged out")
         if len(self._checked) > 10000:
             self._checked.clear()
-        self._checked[me.jti] = now
+        self._checked[jti] = now
 
-    async def principal(self, request: Request, _: Any = Depends(bearer_scheme)
-                        ) -> tokens.Principal:
-        """The verified caller; 401 without a valid session, 403 CSRF_FAILED on a cookie write
-        without the session's CSRF token."""
+    async def _verified(self, request: Request) -> tokens.Principal:
         header = request.headers.get("Authorization")
         cookie = request.cookies.get(SESSION_COOKIE)
-        # A DICOMweb viewer's ?token= hand-over (OHIF); only under /dicomweb.
-        query_token = (request.query_params.get("token")
-                       if request.url.path.startswith("/dicomweb/") else None)
-        if header or query_token or not cookie:
-            me = tokens.verify(self.keys, tokens.bearer_token(header, query_token))
+        if header or not cookie:
+            # No ?token= in URLs: the OHIF viewer gets its own token through the hand-over.
+            me = tokens.verify(self.keys, tokens.bearer_token(header))
         else:
             me = tokens.verify(self.keys, cookie)
             if request.method not in SAFE_METHODS:
@@ -97,9 +93,48 @@ class SessionAuth:
                                    f"a write with the session cookie needs the {CSRF_HEADER} "
                                    "header of this session")
             me = tokens.Principal(**{**me.__dict__, "via_cookie": True})
+        return me
+
+    async def _accept(self, me: tokens.Principal) -> tokens.Principal:
+        # A viewer token lives as long as its session: logging out ends it too.
         await self.check_revoked(me)
         forwarding.forward(me)  # the services called for this request verify it themselves
         return me
+
+    async def principal(self, request: Request, _: Any = Depends(bearer_scheme)
+                        ) -> tokens.Principal:
+        """The verified caller; 401 without a valid session, 403 CSRF_FAILED on a cookie write
+        without the session's CSRF token, 403 TOKEN_USE_NOT_ALLOWED for a token that is not a
+        session's (a viewer hand-over code or the viewer's DICOMweb token)."""
+        me = await self._verified(request)
+        if me.use != tokens.USE_SESSION:
+            raise ApiError(403, "PERMISSION_DENIED", "TOKEN_USE_NOT_ALLOWED",
+                           "this token is not a session token")
+        return await self._accept(me)
+
+    async def dicomweb_principal(self, request: Request, _: Any = Depends(bearer_scheme)
+                                 ) -> tokens.Principal:
+        """`principal`, or the OHIF viewer's DICOMweb token: reads only (403
+        VIEWER_TOKEN_READ_ONLY otherwise), of its one study (403 VIEWER_TOKEN_OTHER_STUDY for
+        a path naming another; study-level QIDO is narrowed to it by the router, series and
+        instance QIDO without a study are refused)."""
+        me = await self._verified(request)
+        if me.use == tokens.USE_SESSION:
+            return await self._accept(me)
+        if me.use != tokens.USE_VIEWER:
+            raise ApiError(403, "PERMISSION_DENIED", "TOKEN_USE_NOT_ALLOWED",
+                           "this token is not for DICOMweb")
+        if request.method not in SAFE_METHODS:
+            raise ApiError(403, "PERMISSION_DENIED", "VIEWER_TOKEN_READ_ONLY",
+                           "the viewer's token reads; it cannot store or change anything")
+        parts = request.url.path.split("/")  # '', 'dicomweb', 'studies', UID, ...
+        if len(parts) < 3 or parts[1] != "dicomweb" or parts[2] != "studies":
+            raise ApiError(403, "PERMISSION_DENIED", "VIEWER_TOKEN_OTHER_STUDY",
+                           "the viewer's token reads its one study only")
+        if len(parts) > 3 and parts[3] and parts[3] != me.study:
+            raise ApiError(403, "PERMISSION_DENIED", "VIEWER_TOKEN_OTHER_STUDY",
+                           "the viewer's token reads its one study only")
+        return await self._accept(me)
 
     def secure(self, request: Request) -> bool:
         if self.settings.cookie_secure is not None:

@@ -8,9 +8,18 @@ from collections.abc import Sequence
 from review_gateway.errors import ApiError
 from sidecar_core.errors import Unauthenticated
 from sidecar_core.security import session_tokens
-from sidecar_core.security.session_tokens import KeySet, Principal, issue, key_id
+from sidecar_core.security.session_tokens import (
+    USE_SESSION,
+    USE_VIEWER,
+    USE_VIEWER_CODE,
+    KeySet,
+    Principal,
+    issue,
+    key_id,
+)
 
-__all__ = ["KeySet", "Principal", "bearer_token", "issue", "key_id", "verify"]
+__all__ = ["USE_SESSION", "USE_VIEWER", "USE_VIEWER_CODE", "KeySet", "Principal", "bearer_token",
+           "issue", "key_id", "verify"]
 
 
 def _api_error(exc: Unauthenticated) -> ApiError:
@@ -25,11 +34,10 @@ def verify(key: KeySet | bytes, token: str, now: float | None = None) -> Princip
         raise _api_error(exc) from None
 
 
-def bearer_token(authorization: str | None, query_token: str | None = None) -> str:
-    """The token of an `Authorization: Bearer ...` header, else `query_token` (a DICOMweb
-    viewer's `?token=` hand-over); 401 MISSING_TOKEN without either."""
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer ...` header; 401 MISSING_TOKEN without one."""
     try:
-        return session_tokens.bearer_token(authorization, query_token)
+        return session_tokens.bearer_token(authorization)
     except Unauthenticated as exc:
         raise _api_error(exc) from None
 

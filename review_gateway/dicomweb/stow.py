@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from io import BytesIO
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydicom
 
@@ -63,8 +64,8 @@ def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
     return media.strip().lower(), params
 
 
-def split_request(content_type: str, body: bytes) -> list[bytes]:
-    """The application/dicom parts of a STOW-RS request body, in order."""
+def request_boundary(content_type: str) -> bytes:
+    """The boundary of a STOW-RS request's multipart/related body; StowError 415 or 400."""
     media, params = parse_media_type(content_type or "")
     if media != "multipart/related":
         raise StowError(415, f"expected multipart/related; type=\"{DICOM}\", got {media or '-'}")
@@ -74,61 +75,197 @@ def split_request(content_type: str, body: bytes) -> list[bytes]:
     boundary = params.get("boundary", "")
     if not boundary or len(boundary) > 200:
         raise StowError(400, "the multipart/related content type has no boundary")
-    parts = split_multipart(body, boundary.encode("latin-1"))
-    if not parts:
+    return boundary.encode("latin-1")
+
+
+def split_request(content_type: str, body: bytes) -> list[bytes]:
+    """The application/dicom parts of a whole STOW-RS request body, in order."""
+    reader = MultipartReader(request_boundary(content_type), io.BytesIO, len(body) + 1,
+                             dicom_only=True)
+    reader.feed(body)
+    reader.finish()
+    if not reader.completed:
         raise StowError(400, "the request holds no parts")
-    out = []
-    for headers, content in parts:
-        part_type, _ = parse_media_type(headers.get("content-type", DICOM))
-        if part_type != DICOM:
-            raise StowError(415, f"part of type {part_type}; only {DICOM} is accepted")
-        out.append(content)
-    return out
+    return [part.read() for part in reader.completed]
 
 
 def split_multipart(body: bytes, boundary: bytes) -> list[tuple[dict[str, str], bytes]]:
     """RFC 2046 body parts as (lower-cased headers, content); StowError(400) when malformed."""
-    delimiter = b"--" + boundary
-    if body.startswith(delimiter):
-        pos = len(delimiter)
-    else:  # a preamble (possibly empty) precedes the first delimiter
-        first = body.find(b"\r\n" + delimiter)
-        if first < 0:
+    reader = MultipartReader(boundary, io.BytesIO, len(body) + 1)
+    reader.feed(body)
+    reader.finish()
+    return [(part.headers, part.read()) for part in reader.completed]
+
+
+@dataclass
+class SpooledPart:
+    """One body part as received: its headers and its content in `file` (a spool: memory up to a
+    small size, then an unnamed file on disk); `too_large` when it passed the part limit (then
+    only its first bytes, enough to identify it, are kept)."""
+
+    index: int
+    headers: dict[str, str]
+    file: BinaryIO
+    size: int = 0
+    too_large: bool = False
+
+    def read(self) -> bytes:
+        self.file.seek(0)
+        return self.file.read()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class MultipartReader:
+    """An incremental RFC 2046 parser: `feed` it the body as it arrives; each part's content goes
+    to a file of its own (`new_file()`) as it is read, never to one buffer of the whole body.
+    Completed parts collect in `completed` (the caller takes them away); StowError 400 when the
+    body is malformed, 415 for a part that is not application/dicom (`dicom_only`)."""
+
+    _HEADER_LIMIT = 16 * 1024
+    _PREAMBLE_LIMIT = 64 * 1024
+    IDENTIFY_BYTES = 64 * 1024  # what is kept of a part over the limit
+
+    def __init__(self, boundary: bytes, new_file: Callable[[], BinaryIO], max_part_bytes: int,
+                 *, dicom_only: bool = False) -> None:
+        self.separator = b"\r\n--" + boundary
+        self.new_file = new_file
+        self.max_part_bytes = max_part_bytes
+        self.dicom_only = dicom_only
+        self.buf = bytearray(b"\r\n")  # so that a body opening with the delimiter is found
+        self.state = "preamble"
+        self.skipped = 0
+        self.current: SpooledPart | None = None
+        self.completed: list[SpooledPart] = []
+        self.parts = 0
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        while self._step():
+            pass
+
+    def finish(self) -> None:
+        """The body ended: StowError(400) unless its closing delimiter was read."""
+        if self.state == "preamble":
             raise StowError(400, "the multipart boundary does not occur in the body")
-        pos = first + 2 + len(delimiter)
-    parts: list[tuple[dict[str, str], bytes]] = []
-    while True:
-        if body[pos:pos + 2] == b"--":
-            return parts
-        line_end = body.find(b"\r\n", pos)
-        if line_end < 0 or body[pos:line_end].strip(b" \t"):
-            raise StowError(400, "malformed multipart delimiter line")
-        nxt = body.find(b"\r\n" + delimiter, line_end + 2)
-        if nxt < 0:
+        if self.state != "epilogue":
             raise StowError(400, "the multipart body has no closing boundary")
-        parts.append(_part(body[line_end + 2:nxt]))
-        pos = nxt + 2 + len(delimiter)
+
+    def close(self) -> None:
+        """Drops every spool still held (the part being read and those not taken away)."""
+        for part in [*self.completed, *([self.current] if self.current else [])]:
+            part.close()
+        self.completed.clear()
+        self.current = None
+
+    def _step(self) -> bool:
+        """Consumes what it can of the buffer; False when it needs more data."""
+        buf, sep = self.buf, self.separator
+        if self.state == "preamble":
+            at = buf.find(sep)
+            if at < 0:
+                keep = len(sep) - 1
+                if len(buf) > keep:
+                    self.skipped += len(buf) - keep
+                    del buf[:len(buf) - keep]
+                if self.skipped > self._PREAMBLE_LIMIT:
+                    raise StowError(400, "the multipart boundary does not occur in the body")
+                return False
+            del buf[:at + len(sep)]
+            self.state = "delimiter"
+            return True
+        if self.state == "delimiter":
+            if len(buf) < 2:
+                return False
+            if buf[:2] == b"--":
+                self.state = "epilogue"
+                return True
+            end = buf.find(b"\r\n")
+            if end < 0:
+                if len(buf) > 1024:
+                    raise StowError(400, "malformed multipart delimiter line")
+                return False
+            if bytes(buf[:end]).strip(b" \t"):
+                raise StowError(400, "malformed multipart delimiter line")
+            del buf[:end + 2]
+            self.state = "headers"
+            return True
+        if self.state == "headers":
+            return self._headers()
+        if self.state == "body":
+            return self._body()
+        buf.clear()  # the epilogue is ignored
+        return False
+
+    def _headers(self) -> bool:
+        buf = self.buf
+        if len(buf) < 2:
+            return False
+        if buf[:2] == b"\r\n":
+            headers: dict[str, str] = {}
+            del buf[:2]
+        else:
+            end = buf.find(b"\r\n\r\n")
+            next_part = buf.find(self.separator)
+            if end < 0 or 0 <= next_part < end:
+                if next_part >= 0 or len(buf) > self._HEADER_LIMIT:
+                    raise StowError(400, "a multipart part has no header/body separator")
+                return False
+            headers = {}
+            for line in bytes(buf[:end]).split(b"\r\n"):
+                name, colon, value = line.partition(b":")
+                if not colon:
+                    raise StowError(400, "malformed header line in a multipart part")
+                headers[name.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
+            del buf[:end + 4]
+        if self.dicom_only:
+            part_type, _ = parse_media_type(headers.get("content-type", DICOM))
+            if part_type != DICOM:
+                raise StowError(415, f"part of type {part_type}; only {DICOM} is accepted")
+        self.current = SpooledPart(self.parts, headers, self.new_file())
+        self.parts += 1
+        self.state = "body"
+        return True
+
+    def _body(self) -> bool:
+        buf, sep = self.buf, self.separator
+        at = buf.find(sep)
+        if at < 0:
+            keep = len(sep) - 1
+            if len(buf) > keep:
+                self._write(buf[:len(buf) - keep])
+                del buf[:len(buf) - keep]
+            return False
+        self._write(buf[:at])
+        del buf[:at + len(sep)]
+        assert self.current is not None
+        self.completed.append(self.current)
+        self.current = None
+        self.state = "delimiter"
+        return True
+
+    def _write(self, data: bytearray) -> None:
+        part = self.current
+        assert part is not None
+        if not part.too_large and part.size + len(data) > self.max_part_bytes:
+            part.too_large = True
+            room = max(0, self.IDENTIFY_BYTES - part.size)
+            if room:
+                part.file.write(data[:room])
+            part.file.truncate(min(part.size + room, self.IDENTIFY_BYTES))
+        elif not part.too_large:
+            part.file.write(data)
+        part.size += len(data)
 
 
-def _part(raw: bytes) -> tuple[dict[str, str], bytes]:
-    if raw.startswith(b"\r\n"):
-        return {}, raw[2:]
-    head, sep, content = raw.partition(b"\r\n\r\n")
-    if not sep:
-        raise StowError(400, "a multipart part has no header/body separator")
-    headers: dict[str, str] = {}
-    for line in head.split(b"\r\n"):
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise StowError(400, "malformed header line in a multipart part")
-        headers[name.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
-    return headers, content
-
-
-def identify(part: bytes) -> PartIdentity:
+def identify(part: bytes | BinaryIO) -> PartIdentity:
     """Reads only the identifying attributes; never raises."""
     try:
-        ds = pydicom.dcmread(BytesIO(part), stop_before_pixels=True, force=True,
+        if isinstance(part, bytes | bytearray):
+            part = io.BytesIO(part)
+        part.seek(0)
+        ds = pydicom.dcmread(part, stop_before_pixels=True, force=True,
                              specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
                                             "SeriesInstanceUID"])
         return PartIdentity(*(str(ds.get(k, "") or "").strip("\x00 ")[:64] for k in (

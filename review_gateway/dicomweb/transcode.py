@@ -13,9 +13,16 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import pack_bits
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from sidecar_core.pixels import budget
+from sidecar_core.pixels.errors import PixelBudgetExceeded
+
 
 class TranscodeError(Exception):
     """The object cannot be turned into what was asked (a message without paths)."""
+
+
+class OverPixelBudget(TranscodeError):
+    """The object's header declares more pixels than this process decodes (never decoded)."""
 
 
 def read(data: bytes) -> Dataset:
@@ -26,6 +33,10 @@ def read(data: bytes) -> Dataset:
 
 
 def _decoded(ds: Dataset) -> np.ndarray:
+    try:
+        budget.current().check_dataset(ds)
+    except PixelBudgetExceeded as exc:
+        raise OverPixelBudget(str(exc)) from exc
     try:
         array = ds.pixel_array
     except Exception as exc:

@@ -50,6 +50,12 @@ def _not_acceptable(what: str) -> ApiError:
     return ApiError(406, "INVALID_ARGUMENT", "NOT_ACCEPTABLE", what)
 
 
+def _over_budget(what: str) -> ApiError:
+    """406: the decoded form asked for is over the pixel budget (the stored one can be sent)."""
+    return ApiError(406, "FAILED_PRECONDITION", "PIXEL_BUDGET_EXCEEDED",
+                    f"{what}; ask for the stored transfer syntax instead")
+
+
 def check_uids(**uids: str) -> None:
     for name, uid in uids.items():
         problem = uid_problem(uid)
@@ -268,6 +274,8 @@ def wado_router(auth_dependency: Callable[..., Any], retrieve_stub: Callable[[],
                     every = await asyncio.to_thread(transcode.encapsulated, data, count)
                 else:
                     every = await asyncio.to_thread(decoder.uncompressed, str(info["key"]), data)
+            except transcode.OverPixelBudget as exc:
+                raise _over_budget(str(exc)) from exc
             except transcode.TranscodeError as exc:
                 raise _not_acceptable(f"cannot produce these frames: {exc}") from exc
             if len(every) < max(numbers):
@@ -314,6 +322,8 @@ async def _instance_bytes(store: ObjectStore, item: Any, syntax: str) -> bytes:
         return data
     try:
         return await asyncio.to_thread(transcode.instance, data, syntax)
+    except transcode.OverPixelBudget as exc:
+        raise _over_budget(f"instance {item.sop_instance_uid}: {exc}") from exc
     except transcode.TranscodeError as exc:
         raise _not_acceptable(f"instance {item.sop_instance_uid} cannot be sent in {syntax}: "
                               f"{exc}") from exc

@@ -45,16 +45,19 @@ DEFAULT_PORTS = {
     "workflow": 50052,
     "normalizer": 50053,
     "dicom": 11112,
+    "dicom-tls": 2762,  # DICOM TLS (PS3.15 Annex B); listens only with a certificate
     "nats": 14222,
     "triton": 18001,
     "triton-http": 18000,
     "triton-metrics": 18002,
     "hl7": 2575,
+    "hl7-tls": 2576,  # MLLP over TLS, with a certificate (no IANA port: 2576 by custom)
     # Prometheus metrics of each service process (the gateway's are at /metrics on its port).
     "workflow-metrics": 9102,
     "ingest-metrics": 9101,
     "preprocess-metrics": 9104,
     "normalizer-metrics": 9103,
+    "hl7-metrics": 9105,
     "viewer": 8081,
 }
 # name → (module, gRPC port key or None)
@@ -119,6 +122,26 @@ class UpOptions:
         return None
 
 
+def outbound_problem() -> str | None:
+    """A bad SIDECAR_EGRESS_ALLOW item or secret key, in one line, before anything starts."""
+    from sidecar_core.egress import EgressPolicy
+    from sidecar_core.secret_box import SecretKeyError, decode_key
+
+    try:
+        EgressPolicy.parse(os.environ.get("SIDECAR_EGRESS_ALLOW", ""))
+    except ValueError as exc:
+        return f"SIDECAR_EGRESS_ALLOW: {exc}"
+    try:
+        if os.environ.get("SIDECAR_SECRET_KEY"):
+            decode_key(os.environ["SIDECAR_SECRET_KEY"], "SIDECAR_SECRET_KEY")
+        for key in os.environ.get("SIDECAR_SECRET_PREVIOUS_KEYS", "").split(","):
+            if key.strip():
+                decode_key(key, "SIDECAR_SECRET_PREVIOUS_KEYS")
+    except SecretKeyError as exc:
+        return str(exc)
+    return None
+
+
 class Mesh:
     """Owns every child process of `sidecar up`."""
 
@@ -148,6 +171,12 @@ class Mesh:
         if not (os.environ.get("SIDECAR_TOKEN_SECRET")
                 or os.environ.get("SIDECAR_TOKEN_SIGNING_KEY")):
             log.info("session token key %s", ensure_signing_key(self.data_dir))
+        # The key that seals secret settings in the database (DATA_DIR/keys/secrets.key, 0600),
+        # unless SIDECAR_SECRET_KEY gives one (docs/deployment.md, "Outbound destinations").
+        if not os.environ.get("SIDECAR_SECRET_KEY"):
+            from sidecar_core.secret_box import load_or_create_key
+
+            load_or_create_key(self.data_dir)
         # Services connect as a role that may only insert and read audit rows; the migrations
         # run as the owner (docs/audit.md).
         db_url = os.environ.get("SIDECAR_DATABASE_URL", "")
@@ -186,10 +215,12 @@ class Mesh:
             "SIDECAR_TRITON_URL": triton_url,
             "SIDECAR_INGEST_PORT": str(p["ingest"]),
             "SIDECAR_DICOM_PORT": str(p["dicom"]),
+            "SIDECAR_DICOM_TLS_PORT": str(p["dicom-tls"]),
             "SIDECAR_WORKFLOW_PORT": str(p["workflow"]),
             "SIDECAR_NORMALIZER_PORT": str(p["normalizer"]),
             "SIDECAR_GATEWAY_PORT": str(p["gateway"]),
             "SIDECAR_HL7_PORT": str(p["hl7"]),
+            "SIDECAR_HL7_TLS_PORT": str(p["hl7-tls"]),
             "SIDECAR_VIEWER_PORT": str(p["viewer"]),
             # Where OHIF is, for the review app's "Open in OHIF" links (/viewer?StudyInstanceUIDs=).
             "SIDECAR_VIEWER_URL": f"{scheme}://127.0.0.1:{p['viewer']}",
@@ -327,6 +358,16 @@ class Mesh:
         (self.data_dir / "runtime.json").write_text(json.dumps(info, indent=2))
 
 
+def hl7_line(opts: UpOptions) -> str:
+    """What `sidecar up` says about the HL7 listener: its MLLP port, and MLLP/TLS with a
+    certificate (the HTTPS one, or SIDECAR_HL7_TLS_CERT)."""
+    host = os.environ.get("SIDECAR_HL7_HOST") or "127.0.0.1"
+    line = f"HL7 MLLP: {host}:{opts.ports['hl7']}"
+    if opts.https_cert is not None or os.environ.get("SIDECAR_HL7_TLS_CERT"):
+        line += f", MLLP over TLS: {host}:{opts.ports['hl7-tls']}"
+    return line
+
+
 def viewer_origins(port: int, scheme: str = "http") -> list[str]:
     return [f"{scheme}://127.0.0.1:{port}", f"{scheme}://localhost:{port}"]
 
@@ -373,6 +414,10 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
     if problem:
         print(f"sidecar up: error: {problem}", file=sys.stderr, flush=True)
         return 2
+    problem = outbound_problem()
+    if problem:
+        print(f"sidecar up: error: {problem}", file=sys.stderr, flush=True)
+        return 2
     busy = busy_ports(opts.ports)
     if busy:
         print(f"sidecar up: error: already in use: {', '.join(busy)}; is another 'sidecar up' "
@@ -389,6 +434,7 @@ def run_up(opts: UpOptions, after_ready: list | None = None) -> int:
         for hook in after_ready or []:
             hook(mesh)
         print(viewer_line(opts.ports, opts.scheme), flush=True)
+        print(hl7_line(opts), flush=True)
         gateway = f"{opts.scheme}://127.0.0.1:{opts.ports['gateway']}"
         print(
             f"Sidecar is up. Review UI: {gateway}/ "

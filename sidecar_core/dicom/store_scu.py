@@ -1,9 +1,11 @@
-"""C-STORE SCU that sends a file's dataset bytes exactly as stored (CLI, PACS export, tests)."""
+"""C-STORE SCU that sends a file's dataset bytes exactly as stored (CLI, PACS export, tests),
+over plain TCP or DICOM TLS (PS3.15 Annex B)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -34,11 +36,40 @@ MAX_CONTEXTS = 127  # 128 presentation contexts at most, one is Verification
 
 
 class AssociationRefused(Exception):
-    """The peer rejected or aborted the association; `rejected` holds (result, source, reason)."""
+    """The peer rejected or aborted the association; `rejected` holds (result, source, reason),
+    `tls_error` why the TLS handshake failed when that is why."""
 
-    def __init__(self, message: str, rejected: tuple[int, int, int] | None = None) -> None:
+    def __init__(self, message: str, rejected: tuple[int, int, int] | None = None,
+                 tls_error: str | None = None, tls_verify_failed: bool = False) -> None:
         super().__init__(message)
         self.rejected = rejected
+        self.tls_error = tls_error
+        self.tls_verify_failed = tls_verify_failed
+
+
+def tls_handshake_problem(host: str, port: int, context: ssl.SSLContext,
+                          timeout_s: float = 10.0,
+                          server_name: str | None = None) -> tuple[str, bool] | None:
+    """(why, certificate not verified) when a TLS handshake with host:port fails, None when it
+    succeeds or the peer cannot be reached at all (pynetdicom keeps no reason of its own)."""
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout_s)
+    except OSError:
+        return None
+    try:
+        with context.wrap_socket(raw, server_hostname=server_name or host) as tls:
+            # Under TLS 1.3 a peer refuses our client certificate after the handshake: its
+            # alert is the first thing to read (a DICOM peer otherwise waits for our PDU).
+            tls.settimeout(min(timeout_s, 2.0))
+            with contextlib.suppress(TimeoutError, BlockingIOError):
+                tls.recv(1)
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"certificate verify failed: {exc.verify_message}", True
+    except (ssl.SSLError, OSError) as exc:
+        return str(getattr(exc, "reason", None) or exc).replace("_", " ").lower(), False
+    finally:
+        raw.close()
 
 
 class ContextRejected(Exception):
@@ -119,7 +150,8 @@ class StoreSCU:
     """One association proposing `contexts` (SOP class, transfer syntax); `store` sends one."""
 
     def __init__(self, host: str, port: int, calling_ae: str, called_ae: str,
-                 contexts: Iterable[tuple[str, str]], timeout_s: float = 60.0) -> None:
+                 contexts: Iterable[tuple[str, str]], timeout_s: float = 60.0,
+                 tls: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
         self.ae = AE(ae_title=calling_ae)
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = timeout_s
         self.ae.maximum_pdu_size = 0
@@ -127,13 +159,16 @@ class StoreSCU:
             self.ae.add_requested_context(sop_class, [syntax])
         self.ae.add_requested_context(Verification)
         self.address = (host, port, called_ae)
+        self.tls = tls  # DICOM TLS: the peer's certificate verified for `server_name`
+        self.server_name = server_name or host  # (host is the address connected to)
         self.assoc: Association | None = None
         self._msg_id = 0
 
     def __enter__(self) -> StoreSCU:
         host, port, called = self.address
         assoc = self.ae.associate(host, port, ae_title=called,
-                                  evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+                                  evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+                                  tls_args=(self.tls, self.server_name) if self.tls else None)
         if not assoc.is_established:
             rj = assoc.acceptor.primitive
             if assoc.is_rejected and rj is not None:
@@ -141,6 +176,13 @@ class StoreSCU:
                     f"association rejected (result {rj.result_str}, source {rj.source_str}, "
                     f"reason {rj.reason_str})",
                     (int(rj.result or 0), int(rj.result_source or 0), int(rj.diagnostic or 0)))
+            problem = (tls_handshake_problem(host, port, self.tls, self.ae.acse_timeout or 10,
+                                             self.server_name)
+                       if self.tls and not assoc.is_rejected else None)
+            if problem is not None:
+                raise AssociationRefused(f"DICOM TLS handshake with {host}:{port} failed: "
+                                         f"{problem[0]}", tls_error=problem[0],
+                                         tls_verify_failed=problem[1])
             raise AssociationRefused(f"no association with {host}:{port} (aborted or refused)")
         self.assoc = assoc
         return self

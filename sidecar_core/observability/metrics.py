@@ -51,6 +51,12 @@ RECEIVED_TO_AI_READY = Histogram(
 HTTP_REQUESTS = Counter(
     "sidecar_gateway_requests", "Gateway HTTP requests, by route template, method and status",
     ["route", "method", "status"])
+HL7_CONNECTIONS = Gauge("sidecar_hl7_connections",
+                        "MLLP connections open on the HL7 listener (both ports)")
+HL7_REFUSALS = Counter(
+    "sidecar_hl7_refusals", "MLLP connections and messages the HL7 listener's bounds turned "
+    "away, by reason (over_cap, evicted, idle_timeout, tls_handshake, "
+    "message_too_large)", ["reason"])
 QUEUE_POLL_ERRORS = Gauge("sidecar_queue_poll_failed",
                           "1 when the last poll of the consumers' state failed")
 

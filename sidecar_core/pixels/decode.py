@@ -22,6 +22,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from sidecar_core.pixels import budget as pixel_budget
 from sidecar_core.pixels.attributes import dicom_windows
 from sidecar_core.pixels.color import palette_to_rgb, rgb_to_uint8
 from sidecar_core.pixels.errors import (
@@ -131,6 +132,8 @@ def _decode_image(ds: Dataset) -> DecodedImage:
     keyword = _pixel_keyword(ds)
     transfer_syntax = transfer_syntax_of(ds, keyword)
     rows, columns, samples, bits_allocated, photometric, n_frames = _describe(ds, keyword)
+    # before anything reads the pixel data: its header alone can claim terabytes
+    pixel_budget.current().check(rows, columns, n_frames, samples, bits_allocated)
     bits_stored = _int(ds, "BitsStored", bits_allocated)
     decoder = _decoder(transfer_syntax)
     if transfer_syntax.is_encapsulated:

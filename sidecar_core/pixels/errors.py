@@ -39,6 +39,13 @@ class TruncatedPixelData(PixelDecodeError):
     reason: ClassVar[str] = "TRUNCATED_PIXEL_DATA"
 
 
+class PixelBudgetExceeded(PixelDecodeError):
+    """Rows × Columns × NumberOfFrames (× samples × bytes) is over the pixel budget
+    (sidecar_core.pixels.budget): refused from the header, never decoded."""
+
+    reason: ClassVar[str] = "PIXEL_BUDGET_EXCEEDED"
+
+
 class CorruptPixelData(PixelDecodeError):
     """The codec rejected the compressed stream."""
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from pydicom.dataset import Dataset
 
+from sidecar_core.pixels import budget as pixel_budget
 from sidecar_core.pixels.decode import DecodedImage, decode_image
 from sidecar_core.pixels.errors import EmptySeries, IncompatibleSlices, InvalidPixelDescription
 from sidecar_core.pixels.geometry import SliceRef, pixel_spacing, slice_refs
@@ -45,6 +46,7 @@ def decode_series(datasets: Sequence[Dataset]) -> DecodedSeries:
     series_uids = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
     if len(series_uids) > 1:
         raise IncompatibleSlices(f"instances of {len(series_uids)} series given as one")
+    pixel_budget.current().check_series(datasets)  # before any decode: from the headers
     modality = str(datasets[0].get("Modality", "") or "")
     projection = modality.upper() in PROJECTION_MODALITIES
     counts = [_frame_count(ds) for ds in datasets]

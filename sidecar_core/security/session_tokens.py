@@ -45,6 +45,11 @@ EDDSA = "EdDSA"
 ALGORITHM = EDDSA  # the product's default
 ROLES_SEEING_ALL = ("admin", "auditor")
 ROLES = ("radiologist", "admin", "auditor")
+# What a token is for (its `use` claim): a session (no claim), a one-time viewer hand-over code
+# (60 s, exchanged once), or the viewer's DICOMweb token (read-only, one study, <= 10 min).
+USE_SESSION = ""
+USE_VIEWER_CODE = "viewer_code"
+USE_VIEWER = "viewer"
 _REQUIRED = ["exp", "iat", "sub", "jti"]
 SECRET_FILE = "gateway-secret"
 SIGNING_KEY_FILE = "token-signing.key"
@@ -74,6 +79,9 @@ class Principal:
     all_facilities: bool = False
     via_cookie: bool = False
     token: str = ""
+    use: str = USE_SESSION
+    study: str = ""
+    session_jti: str = ""
 
     def scope(self) -> tuple[str, ...] | None:
         """None for every facility (an explicit `fac_all` claim), else the facilities listed;
@@ -203,7 +211,8 @@ def verify(key: KeySet | SigningKey, token: str, now: float | None = None) -> Pr
             role=str(claims["role"]), facilities=tuple(str(f) for f in facilities),
             expires_at=int(claims["exp"]), jti=str(claims["jti"]),
             csrf=str(claims.get("csrf", "")), all_facilities=claims.get("fac_all") is True,
-            token=token)
+            token=token, use=str(claims.get("use", USE_SESSION)),
+            study=str(claims.get("study", "")), session_jti=str(claims.get("sid", "")))
     except (ValueError, KeyError, TypeError):
         raise invalid("bearer token is malformed") from None
     if principal.expires_at <= (time.time() if now is None else now):
@@ -211,11 +220,10 @@ def verify(key: KeySet | SigningKey, token: str, now: float | None = None) -> Pr
     return principal
 
 
-def bearer_token(authorization: str | None, query_token: str | None = None) -> str:
-    """The token of an `Authorization: Bearer ...` header (or gRPC metadata), else
-    `query_token` (a DICOMweb viewer's `?token=` hand-over); MISSING_TOKEN without either."""
-    if not authorization and query_token:
-        return query_token.strip()
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer ...` header (or gRPC metadata); MISSING_TOKEN
+    without one. A token is never taken from a URL (the OHIF viewer gets a token of its own
+    through the viewer hand-over)."""
     if not authorization:
         raise Unauthenticated("MISSING_TOKEN",
                               "an Authorization: Bearer <token> header is required")

@@ -56,6 +56,15 @@ NOT_FOR_A_USER: Mapping[str, frozenset[str]] = {
     # What PACS adapters send; the facility comes from the adapter's certificate.
     _I + "IngestService": frozenset({"UploadInstances", "IngestInstances", "CompleteStudy"}),
 }
+# What a token that is not a session may be used for (its `use` claim): a viewer hand-over code
+# only for its own redemption, the viewer's DICOMweb token only for DICOMweb reads.
+USES: Mapping[str, frozenset[str]] = {
+    session_tokens.USE_VIEWER_CODE: frozenset({f"/{_W}ReviewService/RedeemViewerCode"}),
+    session_tokens.USE_VIEWER: frozenset(
+        {f"/{_I}IngestService/{m}" for m in ("SearchStudies", "SearchSeries", "SearchInstances")}
+        | {f"/{_I}RetrieveService/{m}"
+           for m in ("ListStoredInstances", "GetSeriesIndex", "RenderFrame")}),
+}
 # Services only an all-facilities role may use (the gateway further tells reads from writes).
 ROLES: Mapping[str, frozenset[str]] = {
     _W + "OperationsService": frozenset({"admin", "auditor"}),
@@ -143,8 +152,12 @@ class UserAuthInterceptor(CheckingInterceptor):
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode()
         user = session_tokens.verify(self.keys, session_tokens.bearer_token(header))
-        if await self.is_revoked(user.jti):
+        if await self.is_revoked(user.jti) or (
+                user.session_jti and await self.is_revoked(user.session_jti)):
             raise Unauthenticated("TOKEN_REVOKED", "this session was logged out")
+        if user.use and method not in USES.get(user.use, frozenset()):
+            raise PermissionDenied("TOKEN_USE_NOT_ALLOWED",
+                                   f"a {user.use} token may not call {method}")
         roles = ROLES.get(policy.split_method(method)[0])
         if roles is not None and user.role not in roles:
             raise PermissionDenied("ROLE_NOT_ALLOWED",

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -79,6 +80,13 @@ class Facility(Base):
                                                  server_default="quiet")
     association_settle_s: Mapped[float] = mapped_column(Float, default=1.0,
                                                         server_default="1.0")
+    # DICOM TLS (0103): a verified client certificate required of this facility's senders, the
+    # peer addresses (CIDR list, comma-separated; NULL = any) allowed on both DICOM ports, and
+    # DICOM TLS for the export to its PACS
+    dicom_require_client_cert: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                            server_default=false())
+    dicom_allowed_hosts: Mapped[str | None] = mapped_column(String(2000))
+    pacs_tls: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     __table_args__ = (CheckConstraint("completion_mode IN ('quiet', 'association', 'explicit')",
                                       name="completion_mode"),)
 

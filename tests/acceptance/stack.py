@@ -54,7 +54,8 @@ class Stack(ProductStack):
     def cli(self, *args: str, stdin: str | None = None,  # type: ignore[override]
             timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         """An admin command against this stack's data dir (never raises on a non-zero exit)."""
-        return run_cli(*args, "--data-dir", str(self.data_dir), stdin=stdin, timeout=timeout)
+        return run_cli(*args, "--data-dir", str(self.data_dir), stdin=stdin, timeout=timeout,
+                       env=clean_env(**self.env))
 
     def login(self, username: str | None = None, password: str | None = None) -> str:
         return super().login(username or self.admin, password or self.password)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 import grpc
 import httpx
+import pydicom
 import pytest
 import requests
 import uvicorn
@@ -23,7 +25,7 @@ from pydicom.uid import generate_uid
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc
 from review_gateway.auth import forwarding, tokens
-from review_gateway.dicomweb.router import dicomweb_router
+from review_gateway.dicomweb.router import StowLimits, dicomweb_router
 from review_gateway.dicomweb.stow import split_multipart, split_request
 from review_gateway.errors import ApiError
 from tests import pki as test_pki
@@ -72,7 +74,7 @@ def serve(app: FastAPI) -> Iterator[str]:
         thread.join(10)
 
 
-def make_app(grpc_port: int) -> FastAPI:
+def make_app(grpc_port: int, limits: StowLimits | None = None) -> FastAPI:
     """A minimal app with the gateway's bearer auth; the real gateway mounts the same router."""
     app = FastAPI()
     channel: list[grpc.aio.Channel] = []
@@ -87,7 +89,8 @@ def make_app(grpc_port: int) -> FastAPI:
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
-    app.include_router(dicomweb_router(principal, stub, max_request_mb=8), prefix="/dicomweb")
+    app.include_router(dicomweb_router(principal, stub, limits=limits or StowLimits(
+        max_request_bytes=8 * 1024 * 1024)), prefix="/dicomweb")
     return app
 
 
@@ -177,6 +180,45 @@ async def test_stow_all_some_and_none_stored(web: Web) -> None:
         assert too_big.status_code == 413
     rows = web.ingest.rows("select count(*), min(source) from instances")
     assert rows == [(4, "grpc")]
+
+
+@pytest.mark.integration
+async def test_stow_streams_parts_to_spools_fails_an_oversized_one_and_cuts_at_the_limit(
+        web: Web, tmp_path: Path) -> None:
+    series = generate_uid()
+    small = [to_bytes(instance(STUDY_A, series, z)) for z in (10.0, 11.0, 12.0)]
+    big = instance(STUDY_A, series, 13.0)
+    big.Rows = big.Columns = 256  # 128 KiB of pixels: over the part limit below
+    big.PixelData = b"\x00\x04" * 256 * 256
+    limits = StowLimits(max_request_bytes=400_000, max_part_bytes=100_000,
+                        spool_dir=tmp_path / "spool", in_memory_bytes=1024)
+    h = {"Authorization": f"Bearer {token()}"}
+    with serve(make_app(web.ingest.grpc_port, limits)) as url:
+        async with httpx.AsyncClient(timeout=60) as http:
+            headers, body = multipart([small[0], to_bytes(big), small[1]])
+            some = await http.post(f"{url}/dicomweb/studies", headers={**h, **headers},
+                                   content=trickle_of(body, 4099))  # chunked, odd pieces
+            assert some.status_code == 202, some.text
+            failed = some.json()["00081198"]["Value"]
+            assert [f["00081197"]["Value"] for f in failed] == [[0xA700]]
+            assert failed[0]["00081155"]["Value"] == [big.SOPInstanceUID]  # from its head
+            assert len(some.json()["00081199"]["Value"]) == 2
+            # Past the request limit: what came before the cut is stored and reported.
+            headers, body = multipart([small[2], b"\xa5" * 600_000])
+            cut = await http.post(f"{url}/dicomweb/studies", headers={**h, **headers},
+                                  content=trickle_of(body))
+            assert cut.status_code == 413, cut.text
+            assert "SIDECAR_MAX_STOW_BYTES" in cut.headers["warning"]
+            assert cut.json()["00081199"]["Value"][0]["00081155"]["Value"] == [
+                pydicom.dcmread(io.BytesIO(small[2])).SOPInstanceUID]
+    assert list((tmp_path / "spool").iterdir()) == []
+    rows = web.ingest.rows("select count(*) from instances")
+    assert rows == [(3,)]
+
+
+async def trickle_of(body: bytes, size: int = 65536) -> AsyncIterator[bytes]:
+    for i in range(0, len(body), size):
+        yield body[i:i + size]
 
 
 @pytest.mark.integration

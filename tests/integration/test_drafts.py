@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import text
 
+from protos.sidecar.workflow.v1 import report_service_pb2
 from sidecar_core.db import Database
+from sidecar_core.egress import EgressPolicy
 from sidecar_core.errors import FailedPrecondition
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, Finding, Instance, Series, Study
@@ -24,6 +26,8 @@ from workflow_svc.report_loop.llm.drafters import TEMPLATE_GENERATOR
 pytestmark = pytest.mark.integration
 TOPOLOGY = Topology("drafttest", "DRAFTTEST")
 ADMIN = Caller(str(uuid.uuid4()), "dr_admin", "admin", all_facilities=True)
+# The fake LLM listens on loopback over http: listed, as an operator lists a local LLM.
+LOOPBACK = EgressPolicy.parse("127.0.0.1")
 PHI = ("Doe", "Jane", "MRN123456", "ACC-777", "2024-03-05", "20240305", "1.2.826.0.1.99")
 
 
@@ -78,6 +82,11 @@ async def seeded(database_url: str) -> AsyncIterator[Seeded]:
         await db.close()
 
 
+async def _generate(seeded: Seeded, egress: EgressPolicy = LOOPBACK
+                    ) -> report_service_pb2.GenerateDraftResponse:
+    return await drafts.generate(seeded.db, TOPOLOGY, ADMIN, str(seeded.study_id), egress)
+
+
 async def _use_llm(seeded: Seeded, port: int, timeout_s: float = 5.0) -> None:
     async with seeded.db.unit_of_work() as s:
         await s.execute(text("update facilities set llm_base_url=:u, llm_model='test-model', "
@@ -86,7 +95,7 @@ async def _use_llm(seeded: Seeded, port: int, timeout_s: float = 5.0) -> None:
 
 
 async def test_template_drafter_by_default(seeded: Seeded) -> None:
-    reply = await drafts.generate(seeded.db, TOPOLOGY, ADMIN, str(seeded.study_id))
+    reply = await _generate(seeded)
     assert not reply.llm_failed
     draft = reply.draft
     assert draft.generator == TEMPLATE_GENERATOR and draft.assistive and draft.version == 1
@@ -112,7 +121,7 @@ async def test_llm_server_success_links_sentences(seeded: Seeded) -> None:
     llm = FakeLlm()
     with serve(llm.app()) as port:
         await _use_llm(seeded, port)
-        reply = await drafts.generate(seeded.db, TOPOLOGY, ADMIN, str(seeded.study_id))
+        reply = await _generate(seeded)
     assert not reply.llm_failed, reply.llm_error
     assert reply.draft.generator == "llm:test-model"
     assert sorted(tuple(x.finding_ids) for x in reply.draft.sentences) == sorted(
@@ -132,11 +141,14 @@ async def test_llm_faults_fail_without_blocking(seeded: Seeded, mode: str, error
     llm = FakeLlm(mode=mode, delay_s=3.0)
     with serve(llm.app()) as port:
         await _use_llm(seeded, port, timeout_s=1.0)
-        reply = await drafts.generate(seeded.db, TOPOLOGY, ADMIN, str(seeded.study_id))
+        reply = await _generate(seeded)
     assert reply.llm_failed and not reply.HasField("draft")
     assert error in reply.llm_error
     if mode == "unknown_ref":
         assert "F99" in reply.llm_error
+    if mode == "http500":  # the server's error body is not kept: status and size only
+        assert reply.llm_error.startswith("InternalServerError: HTTP 500 (")
+        assert "model crashed" not in reply.llm_error
     assert await seeded.state() == "in_review"  # the review goes on
     [failed] = await seeded.rows("select * from audit_events where type='llm_assist.failed'")
     assert failed["error_message"] == reply.llm_error
@@ -154,16 +166,16 @@ async def test_circuit_opens_after_repeated_failures(seeded: Seeded) -> None:
     with serve(llm.app()) as port:
         await _use_llm(seeded, port)
         for _ in range(3):
-            assert (await drafts.generate(seeded.db, TOPOLOGY, ADMIN, str(seeded.study_id))
+            assert (await _generate(seeded)
                     ).llm_failed
         calls = len(llm.requests)
-        reply = await drafts.generate(seeded.db, TOPOLOGY, ADMIN, str(seeded.study_id))
+        reply = await _generate(seeded)
     assert reply.llm_failed and "CircuitOpen" in reply.llm_error
     assert len(llm.requests) == calls  # failed fast: no request made
 
 
 async def test_edit_and_accept_keep_versions(seeded: Seeded) -> None:
-    first = (await drafts.generate(seeded.db, TOPOLOGY, ADMIN, str(seeded.study_id))).draft
+    first = (await _generate(seeded)).draft
     kept, links = first.sentences[0].text, list(first.sentences[0].finding_ids)
     edited = await drafts.edit(seeded.db, TOPOLOGY, ADMIN, str(seeded.study_id), 1,
                                f"{kept} Otherwise unremarkable.")
@@ -178,3 +190,17 @@ async def test_edit_and_accept_keep_versions(seeded: Seeded) -> None:
     versions = (await drafts.get(seeded.db, ADMIN, str(seeded.study_id))).versions
     assert [(v.version, v.status) for v in versions] == [
         (1, "generated"), (2, "edited"), (3, "accepted")]
+
+
+async def test_an_unlisted_loopback_llm_is_refused_at_call_time(seeded: Seeded) -> None:
+    llm = FakeLlm()
+    with serve(llm.app()) as port:
+        await _use_llm(seeded, port)
+        reply = await _generate(seeded, EgressPolicy())
+    assert reply.llm_failed and reply.llm_error.startswith("EgressRefused: ")
+    assert "loopback" in reply.llm_error and not llm.requests  # nothing was sent
+    [refused] = await seeded.rows("select * from audit_events where "
+                                  "type='security.egress_refused'")
+    assert refused["error_class"] == "EGRESS_ADDRESS_REFUSED"
+    assert refused["context"]["setting"] == "llm_base_url"
+    assert await seeded.state() == "in_review"

@@ -18,7 +18,8 @@ from imaging_svc.derived.seg import build_seg
 from imaging_svc.derived.sr import build_sr
 from protos.sidecar.events.v1 import report_events_pb2
 from sidecar_core.db import Database
-from sidecar_core.errors import TransientError
+from sidecar_core.egress import EgressPolicy
+from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.storage.objectstore import ObjectStore
@@ -31,6 +32,8 @@ from workflow_svc.report_loop.export import DerivedResults, ExportWorker
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not available(), reason="needs root, unshare and Orthanc")]
 TOPOLOGY = Topology("exporttest", "EXPORTTEST")
+# Orthanc listens on loopback: listed, as an operator lists a PACS on a private address.
+LOOPBACK = EgressPolicy.parse("127.0.0.1")
 CHEST = {"slices": 6, "rows": 64, "cols": 64}
 
 
@@ -108,7 +111,7 @@ async def test_sr_and_seg_reach_orthanc(database_url: str, tmp_path: Path) -> No
     try:
         async with orthanc(tmp_path / "pacs") as pacs:
             study_id, uids = await _seed(db, store, tmp_path / "ct", pacs.dicom_port)
-            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store))
+            worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), egress=LOOPBACK)
             await worker.handle(_delivery(study_id))
             await worker.handle(_delivery(study_id))  # a redelivery sends nothing again
             files = await pacs.instance_files()
@@ -134,7 +137,7 @@ async def test_pacs_down_retries_then_fails(database_url: str, tmp_path: Path) -
     store = ObjectStore(tmp_path / "objects", fsync=False)
     try:
         study_id, _ = await _seed(db, store, tmp_path / "ct", free_port())  # nothing listens
-        worker = ExportWorker(db, TOPOLOGY, DerivedResults(store))
+        worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), egress=LOOPBACK)
         with pytest.raises(TransientError):
             await worker.handle(_delivery(study_id, attempt=1))
         with pytest.raises(TransientError):
@@ -143,5 +146,23 @@ async def test_pacs_down_retries_then_fails(database_url: str, tmp_path: Path) -
             db, "select type from audit_events where type like 'export.%' order by seq")]
         assert types == ["export.retrying", "export.failed"]
         assert not await _rows(db, "select id from exports where status='sent'")
+    finally:
+        await db.close()
+
+
+async def test_an_unlisted_loopback_pacs_is_refused(database_url: str, tmp_path: Path) -> None:
+    db = Database(database_url)
+    store = ObjectStore(tmp_path / "objects", fsync=False)
+    try:
+        study_id, _ = await _seed(db, store, tmp_path / "ct", free_port())
+        worker = ExportWorker(db, TOPOLOGY, DerivedResults(store), egress=EgressPolicy())
+        with pytest.raises(PermanentError, match="refused by the egress policy"):
+            await worker.handle(_delivery(study_id, attempt=1))
+        rows = await _rows(db, "select type, error_class, context from audit_events where "
+                           "type in ('security.egress_refused', 'export.failed') order by seq")
+        assert [r["type"] for r in rows] == ["security.egress_refused", "export.failed"]
+        assert rows[0]["error_class"] == "EGRESS_ADDRESS_REFUSED"
+        assert rows[1]["context"]["final"] is True
+        assert not await _rows(db, "select id from exports")
     finally:
         await db.close()

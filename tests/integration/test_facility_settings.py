@@ -4,6 +4,7 @@ the same reason and message, and a change made with the CLI is audited with its 
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -34,6 +35,9 @@ from workflow_svc.review import servicer as review_servicer
 pytestmark = pytest.mark.integration
 
 SECRET = "facility-secret-" + "z" * 40
+# The key that seals secret settings, given to the CLI as an operator would (no key file in
+# the working folder); no SIDECAR_EGRESS_ALLOW: every door applies the strict outbound rules.
+SECRET_KEY = base64.b64encode(os.urandom(32)).decode()
 PASSWORD = "correct horse battery staple"
 # The CLI's audit events go to its default topology; the gateway and servicers use this one.
 TOPOLOGY = Topology()
@@ -52,7 +56,8 @@ class Doors:
             [sys.executable, "-m", "sidecar_app.cli", "facility", *argv,
              "--database-url", self.database_url],
             input=stdin, capture_output=True, text=True, timeout=120,
-            env={k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")})
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")},
+                 "SIDECAR_SECRET_KEY": SECRET_KEY})
 
 
 @pytest.fixture()
@@ -111,7 +116,7 @@ def _via_cli(doors: Doors, *flags: str) -> tuple[str, str]:
 
 
 # (CLI flags, the same change as API settings): the rules that differed between the old writers
-CASES = [
+CASES: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--llm-timeout", "0"), {"llm_timeout_s": 0}),
     (("--llm-timeout", "0.5"), {"llm_timeout_s": 0.5}),
     (("--llm-timeout", "601"), {"llm_timeout_s": 601}),
@@ -121,6 +126,13 @@ CASES = [
     (("--pacs", "PACS@host:0"), {"pacs_ae_title": "PACS", "pacs_host": "host", "pacs_port": 0}),
     (("--handoff-url", "ftp://ris"), {"handoff_url": "ftp://ris"}),
     (("--models", "no_such_model"), {"enabled_models": ["no_such_model"]}),
+    # the outbound rules (sidecar_core.egress), the same at every door
+    (("--handoff-url", "http://169.254.169.254/latest/meta-data"),
+     {"handoff_url": "http://169.254.169.254/latest/meta-data"}),
+    (("--llm-url", "https://127.0.0.1:9/v1"), {"llm_base_url": "https://127.0.0.1:9/v1"}),
+    (("--handoff-url", "http://10.9.8.7/hook"), {"handoff_url": "http://10.9.8.7/hook"}),
+    (("--pacs", "PACS@127.0.0.1:104"),
+     {"pacs_ae_title": "PACS", "pacs_host": "127.0.0.1", "pacs_port": 104}),
 ]
 
 
@@ -145,6 +157,12 @@ async def test_every_door_refuses_the_same_value_with_the_same_reason(doors: Doo
             "select ae_title, llm_timeout_s, quiet_period_s from facilities "
             "where name = 'north'"))).one()
     assert stored.ae_title == "NORTH_CT" and stored.quiet_period_s != 3601, "nothing stored"
+    assert await _via_api(doors, "north", {"handoff_url": "http://169.254.169.254/x"}) == (
+        "INVALID_FACILITY_SETTING", "handoff_url: http://169.254.169.254:80: a cloud metadata "
+        "address is refused unless listed in SIDECAR_EGRESS_ALLOW")
+    assert (await _via_api(doors, "north", {"handoff_url": "http://10.9.8.7/hook"}))[1] == (
+        "handoff_url: http://10.9.8.7:80: https is required unless the destination is listed "
+        "in SIDECAR_EGRESS_ALLOW")
 
 
 async def test_a_cli_change_is_audited_with_its_operator(doors: Doors) -> None:
@@ -162,6 +180,17 @@ async def test_a_cli_change_is_audited_with_its_operator(doors: Doors) -> None:
     assert events[1].context == {
         "operator": "alice", "via": "cli",
         "settings": {"quiet_period_s": 7.0, "llm_timeout_s": 45.0, "handoff_secret": "(set)"}}
+    # stored sealed (not the plaintext), and no door shows it
+    async with doors.db.read() as s:
+        stored = (await s.execute(text(
+            "select handoff_secret from facilities where name = 'north'"))).scalar_one()
+    assert stored.startswith("sealed:v1:") and "s3cret" not in stored
+    listed = await doors.http.get("/api/v1/admin/facilities",
+                                  headers={"Authorization": f"Bearer {doors.token}"})
+    assert listed.status_code == 200 and "s3cret" not in listed.text
+    assert "sealed:v1" not in listed.text
+    north = [f for f in listed.json()["facilities"] if f["name"] == "north"][0]
+    assert north["handoff_secret"] is True
     api = await doors.http.patch("/api/v1/admin/facilities/north",
                                  json={"settings": {"shadow_mode": True}},
                                  headers={"Authorization": f"Bearer {doors.token}"})

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -13,13 +15,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Response
 from sqlalchemy import text
 
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core.db import Database
+from sidecar_core.egress import EgressPolicy
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.secret_box import SecretBox, facility_context
 from sidecar_core.store.models import Facility, Study
 from tests.http_peers import WebhookReceiver, serve
 from tests.servers import NatsServer, free_port
@@ -28,6 +33,8 @@ from workflow_svc.report_loop.handoff import HandoffWorker
 
 pytestmark = pytest.mark.integration
 SECRET = "webhook secret of the north hospital"
+# The test receivers listen on loopback over http: listed, as an operator lists a local peer.
+LOOPBACK = EgressPolicy.parse("127.0.0.1")
 
 
 @dataclass
@@ -61,7 +68,8 @@ class Loop:
         raise AssertionError(f"timed out waiting for {what}")
 
 
-async def _loop(database_url: str, nats: NatsServer, max_deliver: int, secret: str = SECRET
+async def _loop(database_url: str, nats: NatsServer, max_deliver: int, secret: str = SECRET,
+                egress: EgressPolicy = LOOPBACK, box: SecretBox | None = None
                 ) -> AsyncIterator[Loop]:
     prefix = f"h{uuid.uuid4().hex[:8]}"
     topology = Topology(prefix, prefix.upper(), overrides={
@@ -72,15 +80,17 @@ async def _loop(database_url: str, nats: NatsServer, max_deliver: int, secret: s
     async with db.unit_of_work() as s:
         fid = uuid.uuid4()
         s.add(Facility(id=fid, name="north", handoff_url=f"http://127.0.0.1:{port}/sidecar/status",
-                       handoff_secret=secret))
+                       handoff_secret=box.seal(secret, facility_context(
+                           "north", "handoff_secret")) if box else secret))
         await s.flush()
         s.add(Study(id=study_id, facility_id=fid, accession="ACC-H", state="ready_for_review",
                     study_instance_uid="1.2.3.4.5", ingest_status="complete"))
     bus = await Bus.connect(nats.url, topology, auth=nats.auth())
     stop = asyncio.Event()
     tasks = [asyncio.create_task(OutboxRelay(db, bus, poll_s=0.2).run(stop)),
-             asyncio.create_task(bus.consume(topology.handoff_jobs(),
-                                             HandoffWorker(db, topology, 2.0).handle, stop))]
+             asyncio.create_task(bus.consume(
+                 topology.handoff_jobs(), HandoffWorker(db, topology, 2.0, egress, box).handle,
+                 stop))]
     try:
         yield Loop(db, bus, topology, stop, port, study_id)
     finally:
@@ -160,6 +170,65 @@ async def test_refused_signature_fails_at_once(database_url: str, nats: NatsServ
         assert receiver.refused == 1 and not receiver.received
 
 
+async def test_a_sealed_secret_signs_like_the_plaintext_one(database_url: str,
+                                                              nats: NatsServer) -> None:
+    box = SecretBox(os.urandom(32))
+    async for loop in _loop(database_url, nats, max_deliver=30, box=box):
+        [stored] = await loop.rows("select handoff_secret from facilities")
+        assert stored["handoff_secret"].startswith("sealed:v1:")
+        receiver = WebhookReceiver(SECRET)
+        with serve(receiver.app(), loop.port):
+            await _complete(loop)
+            await loop.wait(functools.partial(_is_recorded, loop), "recorded")
+        assert len(receiver.received) == 1 and receiver.refused == 0
+
+
+MARKER = "REPLY-MARKER-7c1e9a"
+
+
+async def test_the_reply_body_never_reaches_the_audit(database_url: str,
+                                                      nats: NatsServer) -> None:
+    app = FastAPI()
+
+    @app.post("/sidecar/status")
+    async def refuse() -> Response:
+        return Response(f"<html>{MARKER} patient Doe^Jane</html>", status_code=422)
+
+    async for loop in _loop(database_url, nats, max_deliver=30):
+        with serve(app, loop.port):
+            await _complete(loop)
+            [failed] = await loop.wait(functools.partial(loop.audit, "handoff.sync_failed"),
+                                       "sync_failed")
+        assert failed["context"]["http_status"] == 422
+        size = len(f"<html>{MARKER} patient Doe^Jane</html>")
+        assert failed["error_message"] == f"HTTP 422 ({size} bytes)"
+        found = await loop.rows("select count(*) as n from audit_events where "
+                                "context::text like :m or error_message like :m",
+                                m=f"%{MARKER}%")
+        assert found == [{"n": 0}]
+        [row] = await loop.rows("select last_error from handoffs")
+        assert MARKER not in row["last_error"]
+
+
+async def test_an_unlisted_loopback_destination_is_refused_at_call_time(
+        database_url: str, nats: NatsServer) -> None:
+    # A row stored before the policy (or a name whose DNS changed since it was saved): the
+    # worker checks again, sends nothing, fails the job at once and audits the refusal.
+    async for loop in _loop(database_url, nats, max_deliver=30, egress=EgressPolicy()):
+        receiver = WebhookReceiver(SECRET)
+        with serve(receiver.app(), loop.port):
+            await _complete(loop)
+            [failed] = await loop.wait(functools.partial(loop.audit, "handoff.sync_failed"),
+                                       "sync_failed")
+        assert not receiver.received and receiver.refused == 0
+        assert failed["context"]["attempts"] == 1
+        assert "refused by the egress policy" in failed["error_message"]
+        assert "loopback" in failed["error_message"]
+        [refused] = await loop.audit("security.egress_refused")
+        assert refused["error_class"] == "EGRESS_ADDRESS_REFUSED"
+        assert refused["context"]["setting"] == "handoff_url"
+
+
 async def _dead_letter(loop: Loop) -> events_pb2.DeadLetter:
     sub = await loop.bus.js.subscribe(f"{loop.topology.prefix}.dlq.>", ordered_consumer=True)
     try:
@@ -173,6 +242,10 @@ async def _dead_letter(loop: Loop) -> events_pb2.DeadLetter:
 async def _at_least(rows: Awaitable[list[Any]], n: int) -> list[Any] | None:
     got = await rows
     return got if len(got) >= n else None
+
+
+async def _is_recorded(loop: Loop) -> bool:
+    return await loop.state() == "status_recorded"
 
 
 async def _is(value: Awaitable[Any], expected: Any) -> bool:

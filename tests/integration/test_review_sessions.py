@@ -121,9 +121,10 @@ async def test_key_rotation_and_forged_tokens(db: Database, tmp_path: Path) -> N
             assert reply.status_code == 401, token
 
 
-async def test_login_rate_limited_per_user_and_per_address_and_audited(
+async def test_failed_logins_back_off_per_user_and_per_address_and_are_audited(
         db: Database, tmp_path: Path) -> None:
-    limits = LoginLimits(window_s=300, per_user=3, per_address=5)
+    limits = LoginLimits(window_s=300, per_user=3, per_address=5, backoff_s=1.0,
+                         backoff_max_s=4.0)
     async with review_env(db, tmp_path, limits=limits) as env:
         async def attempt(username: str, password: str) -> httpx.Response:
             return await env.http.post("/api/v1/auth/login",
@@ -131,22 +132,40 @@ async def test_login_rate_limited_per_user_and_per_address_and_audited(
 
         for _ in range(3):
             assert (await attempt("rad-a", "wrong password")).status_code == 401
-        limited = await attempt("rad-a", PASSWORD)  # even the right password now
-        assert limited.status_code == 429 and limited.headers["Retry-After"] == "300"
-        assert limited.json()["error"]["reason"] == "LOGIN_RATE_LIMITED"
+        early = await attempt("rad-a", PASSWORD)  # too early, even with the right password
+        assert early.status_code == 429 and early.headers["Retry-After"] == "1"
+        assert early.json()["error"]["reason"] == "LOGIN_RATE_LIMITED"
         assert (await attempt("rad-b", PASSWORD)).status_code == 200  # another user is fine
+        await asyncio.sleep(1.1)
+        # Not a lock-out: once the back-off has passed, the right password logs in.
+        assert (await attempt("rad-a", PASSWORD)).status_code == 200
         for _ in range(2):
             assert (await attempt("nobody", "x")).status_code == 401
-        # Five failures from this address (3 + 2): every user is now refused from it.
+        # Five failures from this address (3 + 2): every user waits a second from it, then
+        # its next failure doubles the wait.
         assert (await attempt("auditor", PASSWORD)).status_code == 429
+        await asyncio.sleep(1.1)
+        assert (await attempt("nobody", "x")).status_code == 401
+        slowed = await attempt("auditor", PASSWORD)
+        assert slowed.status_code == 429 and slowed.headers["Retry-After"] == "2"
+        # Another address is not slowed by this one's failures.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(
+                app=env.app, client=("10.9.8.7", 40000)), base_url="http://gateway") as other:
+            elsewhere = await other.post("/api/v1/auth/login",
+                                         json={"username": "auditor", "password": PASSWORD})
+        assert elsewhere.status_code == 200, elsewhere.text
         async with db.read() as s:
             failed = (await s.scalars(select(m.AuditEvent).where(
                 m.AuditEvent.type == "auth.login_failed"))).all()
-        assert len(failed) == 5
+            limited = (await s.scalars(select(m.AuditEvent).where(
+                m.AuditEvent.type == "auth.login_rate_limited"))).all()
+        assert len(failed) == 6
         for event in failed:
             assert set(event.context) == {"username", "address", "reason"}
             assert "wrong password" not in json.dumps(event.context)
         assert {e.context["username"] for e in failed} == {"rad-a", "nobody"}
+        assert {(e.context["username"], e.context["limit"]) for e in limited} == {
+            ("rad-a", "user"), ("auditor", "address")}
 
 
 async def test_scrypt_hash_is_rehashed_with_argon2id_at_login(db: Database,

@@ -373,7 +373,7 @@ async def test_bad_input(wado: Wado, tmp_path: Path) -> None:
     assert no_token.status_code == 401
 
 
-async def test_cors_and_token_hand_over(wado: Wado) -> None:
+async def test_cors_and_no_token_in_the_url(wado: Wado) -> None:
     c = wado.corpus
     path = f"{wado.url}/studies/{c.study}/series/{c.ct_series}/metadata"
     preflight = await _in_thread(requests.options, path, timeout=30, headers={
@@ -385,8 +385,12 @@ async def test_cors_and_token_hand_over(wado: Wado) -> None:
     other = await _in_thread(requests.options, path, timeout=30, headers={
         "Origin": "http://evil.test", "Access-Control-Request-Method": "GET"})
     assert "Access-Control-Allow-Origin" not in other.headers
-    reply = await _in_thread(requests.get, f"{path}?token={wado.token()}", timeout=30,
-                             headers={"Origin": "http://viewer.test"})
+    # A token in the URL is no credential (the viewer gets its own through the hand-over).
+    in_url = await _in_thread(requests.get, f"{path}?token={wado.token()}", timeout=30,
+                              headers={"Origin": "http://viewer.test"})
+    assert in_url.status_code == 401
+    reply = await _in_thread(requests.get, path, timeout=30, headers={
+        "Origin": "http://viewer.test", "Authorization": f"Bearer {wado.token()}"})
     assert reply.status_code == 200
     assert reply.headers["Access-Control-Allow-Origin"] == "http://viewer.test"
     assert "ETag" in reply.headers["Access-Control-Expose-Headers"]

@@ -4,7 +4,9 @@ facilities of its own; a module that needs other start-up settings starts its ow
 
 The certificate is a hospital's web certificate for 127.0.0.1 and localhost from a CA of its own
 (not the mesh's), given to `sidecar up` as a user would; the stack serves the gateway and the
-viewer over HTTPS and every TLS listener that the certificate turns on."""
+viewer over HTTPS and every TLS listener that the certificate turns on. Its DICOM TLS port asks
+for client certificates of a DICOM client CA of its own (SIDECAR_DICOM_TLS_CLIENT_CA), which
+issued `dicom_client_cert`/`_key`."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sidecar_core.security import pki
+from sidecar_core.security.identity import Identity
 from tests import pki as test_pki
 from tests.acceptance.stack import Stack, new_stack, site_on, stack_root
 from tests.sharing import Shared, under
@@ -30,6 +34,8 @@ class EdgeStack(Stack):
     web_ca: Path = field(default_factory=Path)
     web_cert: Path = field(default_factory=Path)
     web_key: Path = field(default_factory=Path)
+    dicom_client_cert: Path = field(default_factory=Path)
+    dicom_client_key: Path = field(default_factory=Path)
 
     @property
     def base_url(self) -> str:
@@ -60,9 +66,21 @@ class EdgeStack(Stack):
 def _edge_up() -> Iterator[EdgeStack]:
     with stack_root("sidecar-edge-") as root:
         ca, cert, key = test_pki.web_certificate(root, "Hospital web CA")
+        clients = pki.Authority.create("Hospital DICOM client CA")
+        issued = clients.issue(Identity("adapter", "modality", "edge"), server=False)
+        client_ca, client_cert, client_key = (root / "dicom-client-ca.crt",
+                                              root / "dicom-client.crt", root / "dicom-client.key")
+        for path, pem in ((client_ca, clients.cert_pem), (client_cert, issued.cert_pem),
+                          (client_key, issued.key_pem)):
+            path.write_bytes(pem)
         plain = new_stack(root, facilities=())  # each module adds its own
+        # no SIDECAR_EGRESS_ALLOW: the edges run with the strict outbound rules (a module
+        # that calls a loopback peer lists it in its own stack)
         running = EdgeStack(plain.data_dir, ports=plain.ports, web_ca=ca, web_cert=cert,
-                            web_key=key)
+                            web_key=key, dicom_client_cert=client_cert,
+                            dicom_client_key=client_key,
+                            env={"SIDECAR_DICOM_TLS_CLIENT_CA": str(client_ca),
+                                 "SIDECAR_EGRESS_ALLOW": ""})
         try:
             running.start("--tls-cert", str(cert), "--tls-key", str(key))
             yield running

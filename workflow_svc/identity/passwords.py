@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import secrets
+import weakref
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -19,6 +21,41 @@ _MAXMEM = 64 * 1024 * 1024
 
 # RFC 9106's second recommended option (argon2id, 64 MiB, t=3, p=4): argon2-cffi's default.
 _HASHER = PasswordHasher(type=Type.ID)
+
+
+# At most this many hashes are computed at once (each takes 64 MiB and a core for a while);
+# more callers wait their turn (SIDECAR_PASSWORD_HASH_CONCURRENCY).
+_CONCURRENCY = [2]
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
+    weakref.WeakKeyDictionary()
+
+
+def set_concurrency(limit: int) -> None:
+    """How many password hashes may be computed at once in this process (from the settings)."""
+    if limit < 1:
+        raise ValueError("the password hash concurrency must be at least 1")
+    _CONCURRENCY[0] = limit
+    _GATES.clear()
+
+
+def _gate() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _GATES.get(loop)
+    if gate is None:
+        gate = _GATES[loop] = asyncio.Semaphore(_CONCURRENCY[0])
+    return gate
+
+
+async def hash_password_async(password: str) -> str:
+    """hash_password in a worker thread, behind the concurrency gate."""
+    async with _gate():
+        return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_password_async(password: str, stored: str) -> bool:
+    """verify_password in a worker thread, behind the concurrency gate."""
+    async with _gate():
+        return await asyncio.to_thread(verify_password, password, stored)
 
 
 def hash_password(password: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import uuid
@@ -14,7 +13,13 @@ from sqlalchemy.exc import IntegrityError
 from sidecar_core.db import Database
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from sidecar_core.store.models import Facility, User
-from workflow_svc.identity.passwords import hash_password, needs_rehash, verify_password
+from workflow_svc.identity.passwords import (
+    hash_password,
+    hash_password_async,
+    needs_rehash,
+    verify_password,
+    verify_password_async,
+)
 
 log = logging.getLogger(__name__)
 __all__ = ["ROLES", "AuthenticatedUser", "hash_password", "verify_password"]
@@ -71,7 +76,7 @@ async def add_user(db: Database, username: str, password: str, role: str,
     if role != RADIOLOGIST and facility:
         raise InvalidArgument("FACILITY_NOT_ALLOWED",
                               f"role {role} sees every facility; give no facility", role=role)
-    password_hash = await asyncio.to_thread(hash_password, password)
+    password_hash = await hash_password_async(password)
     try:
         async with db.unit_of_work() as session:
             facility_id = None
@@ -101,7 +106,7 @@ async def authenticate(db: Database, username: str, password: str) -> Authentica
                 .where(User.username == username)
             )).one_or_none()
     stored = row.password_hash if row is not None else _DUMMY_HASH
-    ok = await asyncio.to_thread(verify_password, password[:_MAX_PASSWORD], stored)
+    ok = await verify_password_async(password[:_MAX_PASSWORD], stored)
     if row is None or not ok or not password:
         raise Unauthenticated("BAD_CREDENTIALS", "unknown user or wrong password")
     if row.role not in ROLES or (row.role == RADIOLOGIST and not row.name):
@@ -115,7 +120,7 @@ async def authenticate(db: Database, username: str, password: str) -> Authentica
 
 async def _rehash(db: Database, user_id: uuid.UUID, old_hash: str, password: str) -> None:
     """Replaces a legacy (scrypt) or outdated hash with argon2id, unless it changed meanwhile."""
-    new_hash = await asyncio.to_thread(hash_password, password)
+    new_hash = await hash_password_async(password)
     async with db.unit_of_work() as session:
         await session.execute(update(User).where(User.id == user_id,
                                                  User.password_hash == old_hash)

@@ -5,10 +5,16 @@ add|set`, the admin API (through FacilityService) and FacilityService itself all
 
 A setting exists here only where its column exists in the store: the table below names the
 column, its type and its rule, so a branch that adds a facility column adds a row here.
+
+Outbound destinations (the handoff webhook, the LLM, the PACS) pass the egress policy
+(sidecar_core.egress) here, before they are stored, and again when a job calls them. Secret
+settings are stored sealed (sidecar_core.secret_box) and are never shown: a view says only
+whether one is set.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,10 +26,14 @@ from sqlalchemy.exc import IntegrityError
 
 from sidecar_core import audit
 from sidecar_core.db import Database
+from sidecar_core.egress import EgressPolicy, EgressRefused
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.secret_box import SecretBox, SecretKeyError, facility_context
+from sidecar_core.security.dicom_tls import normalized_hosts
 from sidecar_core.store.models import Facility
 
+log = logging.getLogger(__name__)
 _AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control chars
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -108,11 +118,24 @@ def _port(field: str, value: Any) -> int | None:
     return int(value)
 
 
+def _networks(field: str, value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or len(value) > 2000:
+        raise _invalid(field, "a comma-separated list of addresses and CIDR networks, at most "
+                       "2000 characters ('' = any address)")
+    try:
+        return normalized_hosts(value)
+    except ValueError as exc:
+        raise _invalid(field, str(exc)) from None
+
+
 @dataclass(frozen=True)
 class Setting:
     column: str
     check: Callable[[str, Any], Any]
     secret: bool = False
+    outbound: bool = False  # a URL the product calls: checked by the egress policy
 
 
 def settings_table(known_models: list[str]) -> dict[str, Setting]:
@@ -128,9 +151,9 @@ def settings_table(known_models: list[str]) -> dict[str, Setting]:
         "association_settle_s": Setting("association_settle_s", _seconds(0, 60)),
         # Added with the report loop (HL7, handoff, LLM, export to the PACS).
         "hl7_sending_facility": Setting("hl7_sending_facility", _text(64)),
-        "handoff_url": Setting("handoff_url", _url),
+        "handoff_url": Setting("handoff_url", _url, outbound=True),
         "handoff_secret": Setting("handoff_secret", _text(512), secret=True),
-        "llm_base_url": Setting("llm_base_url", _url),
+        "llm_base_url": Setting("llm_base_url", _url, outbound=True),
         "llm_model": Setting("llm_model", _text(128)),
         "llm_api_key": Setting("llm_api_key", _text(512), secret=True),
         "llm_timeout_s": Setting("llm_timeout_s", _seconds(1, 600)),
@@ -138,6 +161,11 @@ def settings_table(known_models: list[str]) -> dict[str, Setting]:
         "pacs_host": Setting("pacs_host", _text(255)),
         "pacs_port": Setting("pacs_port", _port),
         "export_rejected": Setting("export_rejected", _choice("omit", "include")),
+        # Added with DICOM TLS (issue 20): the rules for the facility's DICOM senders on both
+        # DICOM ports, and DICOM TLS for the export to its PACS.
+        "dicom_require_client_cert": Setting("dicom_require_client_cert", _bool),
+        "dicom_allowed_hosts": Setting("dicom_allowed_hosts", _networks),
+        "pacs_tls": Setting("pacs_tls", _bool),
     }
     columns = set(Facility.__table__.columns.keys())
     return {name: s for name, s in table.items() if s.column in columns}
@@ -170,11 +198,79 @@ async def list_facilities(db: Database, table: dict[str, Setting]) -> list[dict[
     return [view(r, table) for r in rows]
 
 
+async def _check_outbound(db: Database, table: dict[str, Setting], name: str,
+                          values: dict[str, Any], egress: EgressPolicy) -> None:
+    """The egress policy on the destinations being saved (INVALID_FACILITY_SETTING)."""
+    for key, setting in table.items():
+        url = values.get(setting.column)
+        if setting.outbound and url:
+            try:
+                await egress.check_url(url)
+            except EgressRefused as exc:
+                raise _invalid(key, exc.message) from None
+    if values.get("pacs_host") or values.get("pacs_port") or "pacs_tls" in values:
+        host, port, tls = values.get("pacs_host"), values.get("pacs_port"), values.get("pacs_tls")
+        if host is None or port is None or tls is None:
+            async with db.read() as s:
+                row = (await s.execute(select(Facility.pacs_host, Facility.pacs_port,
+                                              Facility.pacs_tls)
+                                       .where(Facility.name == name))).first()
+            host = host if host is not None else (row[0] if row else None)
+            port = port if port is not None else (row[1] if row else None)
+            tls = tls if tls is not None else (bool(row[2]) if row else False)
+        if host and port:
+            try:  # over DICOM TLS (pacs_tls), or listed in SIDECAR_EGRESS_ALLOW
+                await egress.check_dicom(host, int(port), tls=bool(tls))
+            except EgressRefused as exc:
+                raise _invalid("pacs_host", exc.message) from None
+
+
+def _seal(table: dict[str, Setting], name: str, values: dict[str, Any],
+          box: SecretBox | None) -> dict[str, Any]:
+    secrets = {t.column for t in table.values() if t.secret}
+    if box is None and any(values.get(c) for c in secrets):
+        raise InvalidArgument("SECRET_KEY_MISSING", "no secret key is configured to store a "
+                              "secret setting (SIDECAR_SECRET_KEY or DATA_DIR/keys)")
+    return {c: (box.seal(v, facility_context(name, c)) if c in secrets and v and box else v)
+            for c, v in values.items()}
+
+
+async def seal_plaintext(db: Database, box: SecretBox) -> int:
+    """Seals every secret setting still stored in plaintext (a database from before sealing)
+    or sealed with an earlier key (after a rotation); returns how many. Safe to run from
+    several processes at once: a value is replaced only if it is still the one read."""
+    columns = [c for c in ("handoff_secret", "llm_api_key")
+               if c in Facility.__table__.columns]
+    done = 0
+    async with db.unit_of_work() as s:
+        rows = (await s.execute(select(Facility.name, *[getattr(Facility, c) for c in columns]))
+                ).all()
+        for row in rows:
+            for i, column in enumerate(columns, start=1):
+                value = row[i]
+                if not box.needs_sealing(value):
+                    continue
+                context = facility_context(row[0], column)
+                try:
+                    sealed = box.seal(box.open(value, context), context)
+                except SecretKeyError as exc:
+                    log.error("secret setting left as it is: %s", exc)
+                    continue
+                result = await s.execute(update(Facility).where(
+                    Facility.name == row[0], getattr(Facility, column) == value)
+                    .values({column: sealed}))
+                done += result.rowcount or 0  # type: ignore[attr-defined]
+    return done
+
+
 async def save(db: Database, topology: Topology, table: dict[str, Setting], name: str,
-               given: dict[str, Any], operator: str, create: bool, *, via: str
+               given: dict[str, Any], operator: str, create: bool, *, via: str,
+               egress: EgressPolicy | None = None, box: SecretBox | None = None
                ) -> dict[str, Any]:
     """Creates (`create`) or changes facility `name`; every setting is checked first. `operator`
-    names who asked, `via` the door (`cli`, `api`); both go into the audit event."""
+    names who asked, `via` the door (`cli`, `api`); both go into the audit event. Outbound
+    destinations must pass `egress` (no allow-list when None); secret settings are sealed with
+    `box` (refused when None)."""
     operator = operator.strip()[:64]
     if not operator:
         raise InvalidArgument("OPERATOR_REQUIRED", "name the operator")
@@ -183,6 +279,8 @@ async def save(db: Database, topology: Topology, table: dict[str, Setting], name
                               "0-9, '_', '.', '-', starting with a letter or digit",
                               field="name")
     values = _validated(table, given)
+    await _check_outbound(db, table, name, values, egress or EgressPolicy())
+    values = _seal(table, name, values, box)
     changed = {k: ("(set)" if table[k].secret and v else v) for k, v in given.items()}
     try:
         async with db.unit_of_work() as s:

@@ -11,7 +11,9 @@ from google.protobuf import json_format, struct_pb2
 from protos.sidecar.workflow.v1 import operations_service_pb2 as pb
 from protos.sidecar.workflow.v1 import operations_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
+from sidecar_core.egress import EgressPolicy
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.secret_box import SecretBox
 from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
 from workflow_svc.operations import analytics, facility_settings
 from workflow_svc.operations.dead_letters import DeadLetters, Filter, Letter
@@ -85,10 +87,13 @@ class AnalyticsServicer(pb_grpc.AnalyticsServiceServicer):
 
 
 class FacilityServicer(pb_grpc.FacilityServiceServicer):
-    def __init__(self, db: Database, topology: Topology, known_models: list[str]) -> None:
+    def __init__(self, db: Database, topology: Topology, known_models: list[str],
+                 egress: EgressPolicy | None = None, box: SecretBox | None = None) -> None:
         self.db = db
         self.topology = topology
         self.table = facility_settings.settings_table(known_models)
+        self.egress = egress
+        self.box = box
 
     @handle_errors
     async def ListFacilities(self, request: pb.ListFacilitiesRequest,
@@ -101,7 +106,8 @@ class FacilityServicer(pb_grpc.FacilityServiceServicer):
                              context: grpc.aio.ServicerContext) -> pb.CreateFacilityResponse:
         saved = await facility_settings.save(
             self.db, self.topology, self.table, request.name,
-            json_format.MessageToDict(request.settings), request.operator, True, via="api")
+            json_format.MessageToDict(request.settings), request.operator, True, via="api",
+            egress=self.egress, box=self.box)
         return pb.CreateFacilityResponse(facility=_struct(saved))
 
     @handle_errors
@@ -109,7 +115,8 @@ class FacilityServicer(pb_grpc.FacilityServiceServicer):
                              context: grpc.aio.ServicerContext) -> pb.UpdateFacilityResponse:
         saved = await facility_settings.save(
             self.db, self.topology, self.table, request.name,
-            json_format.MessageToDict(request.settings), request.operator, False, via="api")
+            json_format.MessageToDict(request.settings), request.operator, False, via="api",
+            egress=self.egress, box=self.box)
         return pb.UpdateFacilityResponse(facility=_struct(saved))
 
 
@@ -120,10 +127,11 @@ def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def register(server: GrpcServer, letters: DeadLetters, db: Database,
-             topology: Topology | None = None, known_models: list[str] | None = None) -> None:
+             topology: Topology | None = None, known_models: list[str] | None = None,
+             egress: EgressPolicy | None = None, box: SecretBox | None = None) -> None:
     if topology is not None:
         server.register(pb_grpc.add_FacilityServiceServicer_to_server,
-                        FacilityServicer(db, topology, known_models or []),
+                        FacilityServicer(db, topology, known_models or [], egress, box),
                         [pb.DESCRIPTOR.services_by_name["FacilityService"].full_name])
     server.register(pb_grpc.add_OperationsServiceServicer_to_server,
                     OperationsServicer(letters), [SERVICE_NAME])

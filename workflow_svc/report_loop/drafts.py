@@ -12,14 +12,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from protos.sidecar.workflow.v1 import report_service_pb2 as pb
 from sidecar_core import audit
 from sidecar_core.db import Database
+from sidecar_core.egress import REFUSED_EVENT, EgressPolicy, EgressRefused
 from sidecar_core.errors import FailedPrecondition, InvalidArgument
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.secret_box import SecretBox, SecretKeyError, facility_context
 from sidecar_core.store.models import Draft, Facility, LlmTrace, Study
 from workflow_svc.identity.access import Caller
 from workflow_svc.report_loop.llm.breaker import llm_breakers
 from workflow_svc.report_loop.llm.context import build_context
 from workflow_svc.report_loop.llm.deid import PROFILE
-from workflow_svc.report_loop.llm.drafters import Drafter, OpenAiDrafter, TemplateDrafter
+from workflow_svc.report_loop.llm.drafters import (
+    Drafter,
+    OpenAiDrafter,
+    TemplateDrafter,
+    failure_text,
+)
 from workflow_svc.report_loop.llm.prompt import PROMPT_VERSION, InvalidDraftReply, messages
 from workflow_svc.study import queries
 from workflow_svc.study.states import State, check, study_ref, transition
@@ -36,32 +43,47 @@ async def _study(s: AsyncSession, study_id: str, caller: Caller) -> Study:
             ).scalar_one()
 
 
-def _drafter(facility: Facility) -> Drafter:
+def _drafter(facility: Facility, egress: EgressPolicy, box: SecretBox | None) -> Drafter:
     if facility.llm_base_url:
-        return OpenAiDrafter(facility.llm_base_url, facility.llm_model or "default",
-                             facility.llm_api_key or "", facility.llm_timeout_s, BREAKERS)
+        key = facility.llm_api_key or ""
+        if SecretBox.is_sealed(key):
+            if box is None:
+                raise FailedPrecondition("SECRET_KEY_MISSING", "the LLM API key is sealed and "
+                                         "no secret key is configured")
+            try:
+                key = box.open(key, facility_context(facility.name, "llm_api_key"))
+            except SecretKeyError as exc:
+                raise FailedPrecondition("SECRET_KEY_UNUSABLE", str(exc)) from None
+        return OpenAiDrafter(facility.llm_base_url, facility.llm_model or "default", key,
+                             facility.llm_timeout_s, BREAKERS, egress)
     return TemplateDrafter()
 
 
-async def generate(db: Database, topology: Topology, caller: Caller, study_id: str
+async def generate(db: Database, topology: Topology, caller: Caller, study_id: str,
+                   egress: EgressPolicy | None = None, box: SecretBox | None = None
                    ) -> pb.GenerateDraftResponse:
     """Builds the de-identified context, asks the facility's drafter, stores the trace and, on
-    success, a new draft version (state draft_ready). A failure is `llm_assist.failed`."""
+    success, a new draft version (state draft_ready). A failure is `llm_assist.failed`; an
+    endpoint the egress policy refuses (no allow-list when `egress` is None) is also
+    `security.egress_refused`. The LLM API key is opened with `box`."""
     caller.require_writer()
     async with db.read() as s:
         study = await _study(s, study_id, caller)
         facility = (await s.execute(select(Facility).where(Facility.id == study.facility_id))
                     ).scalar_one()
         ctx = await build_context(s, study)
-    drafter = _drafter(facility)
+    drafter = _drafter(facility, egress or EgressPolicy(), box)
     prompt = {"version": PROMPT_VERSION, "messages": messages(ctx),
               "finding_refs": {f.ref: str(f.finding_id) for f in ctx.findings}}
     error, response, latency, sentences = "", "", 0.0, []
+    refused: EgressRefused | None = None
     try:
         drafted = await drafter.draft(ctx)
         response, latency, sentences = drafted.response, drafted.latency_ms, drafted.sentences
-    except Exception as exc:  # timeout, HTTP error, broken reply, open circuit
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+    except Exception as exc:  # timeout, HTTP error, broken reply, open circuit, egress
+        error = failure_text(exc)
+        if isinstance(exc, EgressRefused) and exc.security_event:
+            refused = exc
         response = getattr(exc, "response", "") if isinstance(exc, InvalidDraftReply) else ""
     async with db.unit_of_work() as s:
         study = await _study(s, study_id, caller)
@@ -71,6 +93,11 @@ async def generate(db: Database, topology: Topology, caller: Caller, study_id: s
                          deid_profile=PROFILE, prompt=prompt, response=response,
                          status="failed" if error else "ok", error=error, latency_ms=latency)
         s.add(trace)
+        if refused is not None:
+            await audit.record(s, topology, REFUSED_EVENT, ACTOR, ref,
+                               error_class=refused.reason, error_message=refused.message,
+                               context={"destination": refused.destination,
+                                        "setting": "llm_base_url", "user": caller.username})
         if error:
             await s.execute(update(Study).where(Study.id == study.id).values(llm_status="failed"))
             await audit.record(s, topology, "llm_assist.failed", ACTOR, ref,

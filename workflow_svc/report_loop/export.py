@@ -1,12 +1,19 @@
-"""Results to the PACS (IHE AI Results): the reviewed SR and SEG sent by C-STORE after review."""
+"""Results to the PACS (IHE AI Results): the reviewed SR and SEG sent by C-STORE after review,
+over DICOM TLS where the facility says `pacs_tls` (the PACS's certificate verified against
+SIDECAR_PACS_TLS_CA or the system store, for the host configured).
+
+The PACS's address passes the egress policy (DICOM TLS, or listed in SIDECAR_EGRESS_ALLOW; an
+ordinary address) before each export and the association goes to the address that was checked
+(a refusal is `security.egress_refused`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from sqlalchemy import func, select, update
@@ -25,10 +32,12 @@ from sidecar_core.dicom.store_scu import (
     prepare,
     status_of,
 )
+from sidecar_core.egress import REFUSED_EVENT, EgressPolicy, EgressRefused
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.messaging import outbox
 from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.subjects import JOB_EXPORT, Topology
+from sidecar_core.security.dicom_tls import DicomTlsError
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import (
     AiRun,
@@ -61,6 +70,8 @@ class Destination:
     ae_title: str
     host: str
     port: int
+    tls: bool = False
+    address: str = ""  # the checked address to connect to (default: host)
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
@@ -124,14 +135,16 @@ class DerivedResults:
 
 
 def c_store(destination: Destination, objects: Sequence[ExportObject],
-            timeout_s: float = 30.0) -> dict[str, int]:
-    """Sends each object on one association; returns SOP Instance UID → DIMSE status.
-    Raises TransientError when the PACS cannot be reached or aborts."""
+            timeout_s: float = 30.0, tls: ssl.SSLContext | None = None) -> dict[str, int]:
+    """Sends each object on one association (over TLS with `tls`); returns SOP Instance UID →
+    DIMSE status. Raises TransientError when the PACS cannot be reached, aborts or fails the
+    TLS handshake, PermanentError when its certificate does not verify."""
     items = [(o, prepare(o.data)) for o in objects]
     statuses: dict[str, int] = {}
     try:
-        with StoreSCU(destination.host, destination.port, CALLING_AE, destination.ae_title,
-                      [item.context for _, item in items], timeout_s) as scu:
+        with StoreSCU(destination.address or destination.host, destination.port, CALLING_AE,
+                      destination.ae_title, [item.context for _, item in items], timeout_s,
+                      tls=tls, server_name=destination.host) as scu:
             for o, item in items:
                 try:
                     rsp = scu.store(item)
@@ -143,6 +156,12 @@ def c_store(destination: Destination, objects: Sequence[ExportObject],
                     raise TransientError(f"no C-STORE response from {destination}")
                 statuses[o.sop_instance_uid] = status
     except AssociationRefused as exc:
+        if exc.tls_verify_failed:  # not fixed by retrying: the CA or the PACS's certificate
+            raise PermanentError(f"DICOM TLS to {destination}: the PACS's {exc.tls_error} "
+                                 "(SIDECAR_PACS_TLS_CA)") from exc
+        if exc.tls_error:
+            raise TransientError(f"DICOM TLS handshake with {destination} failed: "
+                                 f"{exc.tls_error}") from exc
         raise TransientError(f"no association with {destination} (rejected, aborted or "
                              "unreachable)") from exc
     return statuses
@@ -166,10 +185,25 @@ async def enqueue(s: AsyncSession, topology: Topology, study_id: uuid.UUID, ref:
 class ExportWorker:
     """Consumes sidecar.job.v1.export: C-STORE of the results, audited per object."""
 
-    def __init__(self, db: Database, topology: Topology, source: ResultsSource) -> None:
+    def __init__(self, db: Database, topology: Topology, source: ResultsSource, *,
+                 tls: Callable[[], ssl.SSLContext] | None = None,
+                 egress: EgressPolicy | None = None) -> None:
         self.db = db
         self.topology = topology
         self.source = source
+        self.egress = egress or EgressPolicy()  # no allow-list unless the caller gives one
+        self.tls = tls  # the client context of DICOM TLS exports (DicomTlsSettings)
+
+    def _tls_context(self, destination: Destination) -> ssl.SSLContext | None:
+        if not destination.tls:
+            return None
+        if self.tls is None:
+            raise PermanentError(f"{destination} wants DICOM TLS (pacs_tls) and this worker "
+                                 "has no DICOM TLS settings")
+        try:
+            return self.tls()
+        except DicomTlsError as exc:
+            raise PermanentError(f"DICOM TLS to {destination}: {exc}") from exc
 
     async def handle(self, delivery: Delivery) -> None:
         try:
@@ -185,7 +219,7 @@ class ExportWorker:
             if not facility.pacs_host or not facility.pacs_port or not facility.pacs_ae_title:
                 return  # no PACS configured for this facility: nothing to do
             destination = Destination(facility.pacs_ae_title, facility.pacs_host,
-                                      facility.pacs_port)
+                                      facility.pacs_port, bool(facility.pacs_tls))
             sent = set((await s.execute(select(Export.sop_instance_uid).where(
                 Export.job_id.like(f"{job.job_id}:%"), Export.status == "sent"))
             ).scalars().all())
@@ -202,7 +236,14 @@ class ExportWorker:
         if not objects:
             return
         try:
-            statuses = await asyncio.to_thread(c_store, destination, objects)
+            checked = await self.egress.check_dicom(destination.host, destination.port,
+                                                    tls=destination.tls)
+        except EgressRefused as exc:
+            await self._refused(ref, job.job_id, delivery, destination, exc)
+        destination = replace(destination, address=checked.addresses[0])
+        try:
+            tls = self._tls_context(destination)
+            statuses = await asyncio.to_thread(c_store, destination, objects, 30.0, tls)
         except Exception as exc:
             await self._failed(ref, job.job_id, delivery, destination, exc)
             raise
@@ -225,6 +266,7 @@ class ExportWorker:
                     await audit.record(s, self.topology, "export.sent", ACTOR, ref,
                                        job_id=job_id, attempt=delivery.attempt, context={
                                            "destination": str(destination), "kind": o.kind,
+                                           "tls": destination.tls,
                                            "sop_instance_uid": o.sop_instance_uid,
                                            "dimse_status": f"0x{status:04X}"})
                 else:
@@ -241,10 +283,27 @@ class ExportWorker:
         if refused:
             raise PermanentError(f"PACS refused: {'; '.join(refused)}")
 
+    async def _refused(self, ref: StudyRef, job_id: str, delivery: Delivery,
+                       destination: Destination, exc: EgressRefused) -> None:
+        """A PACS address the policy refuses: final (a security event), or one that does not
+        resolve now: retried."""
+        if not exc.security_event:
+            await self._failed(ref, job_id, delivery, destination, TransientError(exc.message))
+            raise TransientError(exc.message) from exc
+        async with self.db.unit_of_work() as s:
+            await audit.record(s, self.topology, REFUSED_EVENT, ACTOR, ref, job_id=job_id,
+                               attempt=delivery.attempt, error_class=exc.reason,
+                               error_message=exc.message,
+                               context={"destination": str(destination), "setting": "pacs"})
+        await self._failed(ref, job_id, delivery, destination, PermanentError(
+            f"refused by the egress policy: {exc.message}"))
+        raise PermanentError(f"refused by the egress policy: {exc.message}") from exc
+
     async def _failed(self, ref: StudyRef, job_id: str, delivery: Delivery,
                       destination: Destination, exc: BaseException) -> None:
         final = not isinstance(exc, TransientError) or delivery.is_last_attempt
         async with self.db.unit_of_work() as s:
             await audit.record(s, self.topology, "export.failed" if final else "export.retrying",
                                ACTOR, ref, job_id=job_id, attempt=delivery.attempt, error=exc,
-                               context={"destination": str(destination), "final": final})
+                               context={"destination": str(destination), "final": final,
+                                        "tls": destination.tls})

@@ -1,4 +1,8 @@
-"""Status handoff: a signed webhook per facility after the official report, retried on the bus."""
+"""Status handoff: a signed webhook per facility after the official report, retried on the bus.
+
+The destination passes the egress policy at every attempt and the POST goes to the address that
+was checked; a refused destination fails the job (`handoff.sync_failed`) and is audited as
+`security.egress_refused`. The receiver's reply is never stored: only its status and size."""
 
 from __future__ import annotations
 
@@ -22,10 +26,12 @@ from protos.sidecar.events.v1 import report_events_pb2
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
+from sidecar_core.egress import REFUSED_EVENT, EgressPolicy, EgressRefused, pinned_client
 from sidecar_core.errors import PermanentError, TransientError
 from sidecar_core.messaging import outbox
 from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.subjects import JOB_HANDOFF, Topology
+from sidecar_core.secret_box import SecretBox, SecretKeyError, facility_context
 from sidecar_core.store.models import Facility, Finding, Handoff, LegacyReport, Study
 from workflow_svc.study.states import State, study_ref, transition
 
@@ -98,10 +104,13 @@ class _Plan:
 class HandoffWorker:
     """Consumes sidecar.job.v1.handoff: one POST per delivery, audited; the bus retries."""
 
-    def __init__(self, db: Database, topology: Topology, timeout_s: float = 10.0) -> None:
+    def __init__(self, db: Database, topology: Topology, timeout_s: float = 10.0,
+                 egress: EgressPolicy | None = None, box: SecretBox | None = None) -> None:
         self.db = db
         self.topology = topology
         self.timeout_s = timeout_s
+        self.egress = egress or EgressPolicy()  # no allow-list unless the caller gives one
+        self.box = box
 
     async def handle(self, delivery: Delivery) -> None:
         try:
@@ -112,12 +121,19 @@ class HandoffWorker:
         plan = await self._plan(study_id, report_id, job.job_id)
         if plan is None:
             return
-        status, error = await self._post(plan, job.job_id)
+        refused: EgressRefused | None = None
+        try:
+            status, error = await self._post(plan, job.job_id)
+        except EgressRefused as exc:  # a name that does not resolve now is retried
+            refused = exc if exc.security_event else None
+            status, error = None, (f"refused by the egress policy: {exc.message}"
+                                   if refused else exc.message)
         ok = status is not None and 200 <= status < 300
-        permanent = status is not None and 400 <= status < 500 and status not in (408, 429)
+        permanent = refused is not None or (
+            status is not None and 400 <= status < 500 and status not in (408, 429))
         exhausted = not ok and (permanent or delivery.is_last_attempt)
         await self._record(plan, study_id, job.job_id, delivery.attempt, status, error, ok,
-                           exhausted)
+                           exhausted, refused)
         if ok:
             return
         if exhausted:
@@ -152,8 +168,17 @@ class HandoffWorker:
             digest = hashlib.sha256(body).hexdigest()
             row.destination = destination_of(facility.handoff_url)
             row.payload_sha256 = digest
-            return _Plan(row.id, facility.handoff_url, facility.handoff_secret or "", body,
-                         digest, ref)
+            secret = facility.handoff_secret or ""
+            if SecretBox.is_sealed(secret):
+                if self.box is None:
+                    raise PermanentError("the handoff secret is sealed and no secret key is "
+                                         "configured")
+                try:
+                    secret = self.box.open(secret, facility_context(facility.name,
+                                                                    "handoff_secret"))
+                except SecretKeyError as exc:
+                    raise PermanentError(str(exc)) from None
+            return _Plan(row.id, facility.handoff_url, secret, body, digest, ref)
 
     async def _post(self, plan: _Plan, job_id: str) -> tuple[int | None, str]:
         ts = int(time.time())
@@ -161,19 +186,28 @@ class HandoffWorker:
                    DELIVERY_HEADER: job_id}
         if plan.secret:
             headers[SIGNATURE_HEADER] = sign(plan.secret, ts, plan.body)
+        destination = await self.egress.check_url(plan.url)  # EgressRefused
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s, trust_env=False) as http:
+            async with pinned_client(destination, self.timeout_s) as http:
                 reply = await http.post(plan.url, content=plan.body, headers=headers)
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:500]
         if 200 <= reply.status_code < 300:
             return reply.status_code, ""
-        return reply.status_code, f"HTTP {reply.status_code}: {reply.text[:200]}"
+        # the receiver's body is not ours to keep (it may echo anything): status and size only
+        return reply.status_code, f"HTTP {reply.status_code} ({len(reply.content)} bytes)"
 
     async def _record(self, plan: _Plan, study_id: uuid.UUID, job_id: str, attempt: int,
-                      status: int | None, error: str, ok: bool, exhausted: bool) -> None:
+                      status: int | None, error: str, ok: bool, exhausted: bool,
+                      refused: EgressRefused | None = None) -> None:
         destination = destination_of(plan.url)
         async with self.db.unit_of_work() as s:
+            if refused is not None:
+                await audit.record(
+                    s, self.topology, REFUSED_EVENT, ACTOR, plan.ref, job_id=job_id,
+                    attempt=attempt, error_class=refused.reason, error_message=refused.message,
+                    context={"destination": destination, "setting": "handoff_url",
+                             "reason": refused.reason})
             row = (await s.execute(select(Handoff).where(Handoff.id == plan.handoff_id)
                                    .with_for_update())).scalar_one()
             row.attempts += 1

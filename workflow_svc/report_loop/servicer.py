@@ -9,8 +9,10 @@ import grpc
 from protos.sidecar.workflow.v1 import report_service_pb2 as pb
 from protos.sidecar.workflow.v1 import report_service_pb2_grpc as pb_grpc
 from sidecar_core.db import Database
+from sidecar_core.egress import EgressPolicy
 from sidecar_core.errors import InvalidArgument
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.secret_box import SecretBox
 from sidecar_core.serving import idempotency
 from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
 from workflow_svc.identity.access import current_caller
@@ -26,9 +28,12 @@ _STATUS = {pb.RESULT_STATUS_PRELIMINARY: "P", pb.RESULT_STATUS_FINAL: "F",
 class ReportServicer(pb_grpc.ReportServiceServicer):
     """Thin: validates, calls the domain modules, maps the result."""
 
-    def __init__(self, db: Database, topology: Topology) -> None:
+    def __init__(self, db: Database, topology: Topology, egress: EgressPolicy | None = None,
+                 box: SecretBox | None = None) -> None:
         self.db = db
         self.topology = topology
+        self.egress = egress
+        self.box = box
 
     @handle_errors
     async def CompleteReport(self, request: pb.CompleteReportRequest,
@@ -75,7 +80,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
     async def GenerateDraft(self, request: pb.GenerateDraftRequest,
                             context: grpc.aio.ServicerContext) -> pb.GenerateDraftResponse:
         return await drafts.generate(self.db, self.topology, current_caller(),
-                                     request.study_id)
+                                     request.study_id, self.egress, self.box)
 
     @handle_errors
     async def GetDraft(self, request: pb.GetDraftRequest,
@@ -98,7 +103,9 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
 
 
 
-def register(server: GrpcServer, db: Database, topology: Topology) -> ReportServicer:
-    servicer = ReportServicer(db, topology)
+def register(server: GrpcServer, db: Database, topology: Topology,
+             egress: EgressPolicy | None = None, box: SecretBox | None = None
+             ) -> ReportServicer:
+    servicer = ReportServicer(db, topology, egress, box)
     server.register(pb_grpc.add_ReportServiceServicer_to_server, servicer, [SERVICE_NAME])
     return servicer

@@ -13,9 +13,10 @@ from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc
 from sidecar_core.db import Database
 from sidecar_core.errors import PermissionDenied
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.security.session_tokens import USE_VIEWER_CODE
 from sidecar_core.security.user_auth import require_user
 from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
-from workflow_svc.identity import sessions
+from workflow_svc.identity import handover, sessions
 from workflow_svc.identity.access import current_caller
 from workflow_svc.identity.sessions import LoginLimits
 from workflow_svc.review import actions as review_actions
@@ -52,6 +53,21 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
                               request.expires_at.ToDatetime(tzinfo=UTC), caller.user_uuid,
                               caller.actor)
         return rpb.RevokeSessionResponse()
+
+    @handle_errors
+    async def RedeemViewerCode(self, request: rpb.RedeemViewerCodeRequest,
+                               context: Ctx) -> rpb.RedeemViewerCodeResponse:
+        caller, user = current_caller(), require_user()
+        if user.use != USE_VIEWER_CODE or request.jti != user.jti:
+            raise PermissionDenied("NOT_THIS_CODE",
+                                   "a viewer hand-over code is redeemed with itself only")
+        await handover.redeem(
+            self.db, self.topology, jti=request.jti,
+            expires_at=request.expires_at.ToDatetime(tzinfo=UTC), user_id=caller.user_uuid,
+            actor=caller.actor, study_uid=user.study,
+            facility=user.facilities[0] if user.facilities else "",
+            address=request.client_address)
+        return rpb.RedeemViewerCodeResponse()
 
     @handle_errors
     async def CheckSession(self, request: rpb.CheckSessionRequest,

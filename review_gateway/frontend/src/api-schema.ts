@@ -146,6 +146,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/viewer/handover": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Handover
+         * @description A one-time code for opening `study_id` in the OHIF viewer (the caller must be
+         *     allowed the study: 404 otherwise).
+         */
+        post: operations["handover_api_v1_viewer_handover_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/viewer/token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Exchange
+         * @description The viewer's DICOMweb token for a hand-over code; the code works once (401
+         *     INVALID_CODE for an unknown, expired or used one, or one of a logged-out session).
+         */
+        post: operations["exchange_api_v1_viewer_token_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/studies": {
         parameters: {
             query?: never;
@@ -1248,6 +1290,11 @@ export interface components {
             /** Message */
             message: string;
         };
+        /** ExchangeRequest */
+        ExchangeRequest: {
+            /** Code */
+            code: string;
+        };
         /**
          * Facility
          * @description A facility: its name and every onboarding setting (secrets only as set or not).
@@ -1343,6 +1390,23 @@ export interface components {
         FindingList: {
             /** Findings */
             findings: components["schemas"]["Finding"][];
+        };
+        /**
+         * Handover
+         * @description A one-time code for the OHIF viewer: valid `expires_in` seconds, exchanged once.
+         */
+        Handover: {
+            /** Code */
+            code: string;
+            /** Expires In */
+            expires_in: number;
+            /** Study Instance Uid */
+            study_instance_uid: string;
+        };
+        /** HandoverRequest */
+        HandoverRequest: {
+            /** Study Id */
+            study_id: string;
         };
         /**
          * Health
@@ -1683,6 +1747,20 @@ export interface components {
         VersionConflict: {
             error: components["schemas"]["ErrorDetail"];
             current: components["schemas"]["Finding"] | null;
+        };
+        /**
+         * ViewerToken
+         * @description The viewer's DICOMweb bearer token: read-only, for one study, short-lived.
+         */
+        ViewerToken: {
+            /** Access Token */
+            access_token: string;
+            /** Token Type */
+            token_type: string;
+            /** Expires In */
+            expires_in: number;
+            /** Study Instance Uid */
+            study_instance_uid: string;
         };
         /**
          * StudyEvent
@@ -2037,6 +2115,90 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Me"];
+                };
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    handover_api_v1_viewer_handover_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HandoverRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Handover"];
+                };
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    exchange_api_v1_viewer_token_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ExchangeRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ViewerToken"];
                 };
             };
             /** @description The request was refused (see error.reason) */

@@ -24,6 +24,8 @@ export type DraftState = Schemas['DraftVersions'];
 export type DraftGenerated = Schemas['DraftGenerated'];
 export type Me = Schemas['Me'];
 export type LoginResult = Schemas['LoginResult'];
+/** A one-time code that opens one study in the OHIF viewer (POST /api/v1/viewer/handover). */
+export type Handover = Schemas['Handover'];
 /** The data of a `study` event of GET /api/v1/events. */
 export type StudyEvent = Schemas['StudyEvent'];
 export type ErrorBody = Schemas['ErrorBody'];
@@ -59,6 +61,7 @@ export const ROUTES = [
   ['POST', '/api/v1/studies/{study_id}/draft'],
   ['PUT', '/api/v1/studies/{study_id}/draft'],
   ['POST', '/api/v1/studies/{study_id}/draft/accept'],
+  ['POST', '/api/v1/viewer/handover'],
 ] as const;
 
 export class ApiError extends Error {
@@ -125,6 +128,7 @@ export const api = {
   release: (id: string) => call<Study>('POST', `/studies/${enc(id)}/release`),
   open: (id: string) => call<Study>('POST', `/studies/${enc(id)}/open`),
   complete: (id: string) => call<Study>('POST', `/studies/${enc(id)}/complete`),
+  viewerHandover: (id: string) => call<Handover>('POST', '/viewer/handover', { study_id: id }),
   accessEvent: (id: string, body: AccessEventBody) =>
     call<void>('POST', `/studies/${enc(id)}/access-events`, body),
   findings: (id: string) => call<FindingList>('GET', `/studies/${enc(id)}/findings`),

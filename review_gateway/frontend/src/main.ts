@@ -35,7 +35,7 @@ async function route(): Promise<void> {
 }
 
 setUnauthorizedHandler(() => {
-  store.set({ me: null, token: '' });
+  store.set({ me: null });
   navigate('#/login');
 });
 window.addEventListener('hashchange', () => void route());

@@ -9,8 +9,6 @@ export interface WorklistQuery {
 
 export interface State {
   me: Me | null;
-  /** The bearer token of this tab's login, kept only for the OHIF hand-over. */
-  token: string;
   worklist: WorklistQuery;
   /** Page tokens of the pages before the current one (for "previous"). */
   pages: string[];
@@ -19,8 +17,6 @@ export interface State {
 
 type Listener = (state: State) => void;
 
-const TOKEN_KEY = 'sidecar.ohif_token';
-
 export const DEFAULT_QUERY: WorklistQuery = {
   state: '', modality: '', ai_status: '', date_from: '', date_to: '', assigned: '',
   sort: '-received_at', page_size: '50',
@@ -28,7 +24,6 @@ export const DEFAULT_QUERY: WorklistQuery = {
 
 const state: State = {
   me: null,
-  token: sessionStorage.getItem(TOKEN_KEY) ?? '',
   worklist: { ...DEFAULT_QUERY },
   pages: [],
   pageToken: '',
@@ -39,10 +34,6 @@ export const store = {
   get: (): Readonly<State> => state,
   set(patch: Partial<State>): void {
     Object.assign(state, patch);
-    if (patch.token !== undefined) {
-      if (patch.token) sessionStorage.setItem(TOKEN_KEY, patch.token);
-      else sessionStorage.removeItem(TOKEN_KEY);
-    }
     for (const listener of listeners) listener(state);
   },
   subscribe(listener: Listener): () => void {

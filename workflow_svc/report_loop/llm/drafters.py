@@ -9,6 +9,7 @@ from typing import Protocol
 import openai
 
 from sidecar_core.circuit import CircuitBreakers
+from sidecar_core.egress import EgressPolicy, pinned_client
 from workflow_svc.report_loop.llm.breaker import ENDPOINT
 from workflow_svc.report_loop.llm.context import DraftContext
 from workflow_svc.report_loop.llm.prompt import InvalidDraftReply, Sentence, messages, parse_reply
@@ -56,19 +57,30 @@ class TemplateDrafter:
 
 class OpenAiDrafter:
     """Chat completions through the `openai` client: timeout and retries per call, a circuit
-    breaker per endpoint; the reply must follow the prompt's JSON contract."""
+    breaker per endpoint; the reply must follow the prompt's JSON contract. The endpoint passes
+    the egress policy at each draft and the client connects to the address that was checked
+    (EgressRefused otherwise)."""
 
     def __init__(self, base_url: str, model: str, api_key: str, timeout_s: float,
-                 breakers: CircuitBreakers, max_retries: int = 1) -> None:
+                 breakers: CircuitBreakers, egress: EgressPolicy, max_retries: int = 1
+                 ) -> None:
         self.endpoint = base_url
         self.model = model
         self.generator = f"llm:{model}"
         self.breaker = breakers.get(base_url, ENDPOINT)
-        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none",
-                                         timeout=timeout_s, max_retries=max_retries)
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.egress = egress
 
     async def draft(self, ctx: DraftContext) -> Drafted:
         start = time.perf_counter()
+        destination = await self.egress.check_url(self.endpoint)  # EgressRefused
+        self.client = openai.AsyncOpenAI(
+            base_url=self.endpoint, api_key=self.api_key or "none", timeout=self.timeout_s,
+            max_retries=self.max_retries,
+            # openai takes an httpx.AsyncClient as well as its httpx2 one (typed httpx2 only)
+            http_client=pinned_client(destination, self.timeout_s))  # type: ignore[arg-type]
         try:
             # any failure of the request counts; a reply that breaks the contract does not
             text = await self.breaker.call(lambda: self._complete(ctx))
@@ -86,3 +98,12 @@ class OpenAiDrafter:
             model=self.model, messages=messages(ctx),  # type: ignore[arg-type]
             temperature=0)
         return reply.choices[0].message.content or ""
+
+
+def failure_text(exc: BaseException) -> str:
+    """How a failed draft is recorded: the error's class and, for an HTTP error, the status and
+    size of the reply, never its body (the server's error page is not ours to keep)."""
+    if isinstance(exc, openai.APIStatusError):
+        return (f"{type(exc).__name__}: HTTP {exc.status_code} "
+                f"({len(exc.response.content)} bytes)")
+    return f"{type(exc).__name__}: {exc}"[:2000]

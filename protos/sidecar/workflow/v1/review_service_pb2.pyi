@@ -46,6 +46,20 @@ class RevokeSessionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class RedeemViewerCodeRequest(_message.Message):
+    __slots__ = ("jti", "expires_at", "client_address")
+    JTI_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    jti: str
+    expires_at: _timestamp_pb2.Timestamp
+    client_address: str
+    def __init__(self, jti: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_address: _Optional[str] = ...) -> None: ...
+
+class RedeemViewerCodeResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class CheckSessionRequest(_message.Message):
     __slots__ = ("jti",)
     JTI_FIELD_NUMBER: _ClassVar[int]

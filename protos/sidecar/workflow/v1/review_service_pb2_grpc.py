@@ -51,6 +51,11 @@ class ReviewServiceStub:
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.CheckSessionRequest.SerializeToString,
                 response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.CheckSessionResponse.FromString,
                 _registered_method=True)
+        self.RedeemViewerCode = channel.unary_unary(
+                '/sidecar.workflow.v1.ReviewService/RedeemViewerCode',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RedeemViewerCodeRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RedeemViewerCodeResponse.FromString,
+                _registered_method=True)
         self.ListWorklist = channel.unary_unary(
                 '/sidecar.workflow.v1.ReviewService/ListWorklist',
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListWorklistRequest.SerializeToString,
@@ -127,6 +132,14 @@ class ReviewServiceServicer:
 
     def CheckSession(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeemViewerCode(self, request, context):
+        """Spends a one-time viewer hand-over code (called with the code as the user token): the
+        first call succeeds and audits the hand-over, any later one is FAILED_PRECONDITION.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -214,6 +227,11 @@ def add_ReviewServiceServicer_to_server(servicer, server):
                     servicer.CheckSession,
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.CheckSessionRequest.FromString,
                     response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.CheckSessionResponse.SerializeToString,
+            ),
+            'RedeemViewerCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeemViewerCode,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RedeemViewerCodeRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RedeemViewerCodeResponse.SerializeToString,
             ),
             'ListWorklist': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWorklist,
@@ -354,6 +372,33 @@ class ReviewService:
             '/sidecar.workflow.v1.ReviewService/CheckSession',
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.CheckSessionRequest.SerializeToString,
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.CheckSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeemViewerCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReviewService/RedeemViewerCode',
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RedeemViewerCodeRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RedeemViewerCodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

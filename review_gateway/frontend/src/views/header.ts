@@ -9,7 +9,7 @@ export function header(navigate: (hash: string) => void, ...extra: HTMLElement[]
   const out = el('button', { type: 'button', class: 'link', text: 'Sign out' });
   out.addEventListener('click', () => {
     void api.logout().catch(() => undefined).finally(() => {
-      store.set({ me: null, token: '' });
+      store.set({ me: null });
       navigate('#/login');
     });
   });

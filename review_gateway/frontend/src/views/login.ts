@@ -23,7 +23,7 @@ export function renderLogin(root: HTMLElement, done: () => void): () => void {
     message.textContent = '';
     api.login(user.value, pass.value).then((result) => {
       store.set({ me: { username: result.username, role: result.role,
-                        facilities: result.facilities }, token: result.access_token });
+                        facilities: result.facilities } });
       done();
     }).catch((err: unknown) => {
       message.textContent = err instanceof ApiError

@@ -2,7 +2,6 @@
 
 import { api, ApiError, type Finding, type Series, type StudyDetail } from '../api';
 import { clear, el, kbd, typing } from '../dom';
-import { store } from '../store';
 import { currentBox, findingFrame, Overlay, type Box } from '../viewer/overlay';
 import { loadSeries, type LoadedSeries } from '../viewer/series';
 import { PRESETS, Viewer } from '../viewer/viewer';
@@ -13,15 +12,21 @@ import { patientName } from './worklist';
 
 const OHIF_META = 'sidecar-ohif-url';
 
-/** The OHIF viewer link (the gateway names the viewer's origin in a meta tag), or null. */
-function ohifUrl(studyUid: string): string | null {
-  const base = document.querySelector<HTMLMetaElement>(`meta[name="${OHIF_META}"]`)?.content;
-  if (!base) return null;
+/** The OHIF viewer's origin (the gateway names it in a meta tag), or null. */
+function ohifBase(): string | null {
+  return document.querySelector<HTMLMetaElement>(`meta[name="${OHIF_META}"]`)?.content || null;
+}
+
+/** Opens the study in OHIF with a one-time code (never the session token): the viewer
+ * exchanges the code for a read-only DICOMweb token of this one study. */
+async function openInOhif(studyId: string): Promise<void> {
+  const base = ohifBase();
+  if (!base) return;
+  const handover = await api.viewerHandover(studyId);
   const url = new URL('/viewer', base);
-  url.searchParams.set('StudyInstanceUIDs', studyUid);
-  const token = store.get().token;
-  if (token) url.searchParams.set('token', token);
-  return url.toString();
+  url.searchParams.set('StudyInstanceUIDs', handover.study_instance_uid);
+  url.searchParams.set('code', handover.code);
+  window.open(url.toString(), '_blank', 'noopener,noreferrer');
 }
 
 export function renderStudy(root: HTMLElement, studyId: string,
@@ -217,8 +222,12 @@ export function renderStudy(root: HTMLElement, studyId: string,
   const onResize = (): void => viewer.resize();
   window.addEventListener('resize', onResize);
 
-  const ohif = el('a', { class: 'button', target: '_blank', rel: 'noopener noreferrer',
-    text: 'Open in OHIF' });
+  const ohif = el('button', { type: 'button', class: 'button', text: 'Open in OHIF' });
+  ohif.addEventListener('click', () => {
+    openInOhif(studyId).catch((err: unknown) => {
+      state.textContent = err instanceof ApiError ? err.message : 'Could not open OHIF.';
+    });
+  });
   const complete = el('button', { type: 'button', class: 'primary', 'data-action': 'complete',
     text: 'Review complete' });
   complete.addEventListener('click', () => {
@@ -270,8 +279,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
     }
     drawBanner(study);
     drawSeries(study);
-    const link = ohifUrl(study.study_instance_uid);
-    if (link) ohif.setAttribute('href', link); else ohif.hidden = true;
+    if (!ohifBase()) ohif.hidden = true;
     api.open(studyId).then((s) => { if (study) { study = { ...study, state: s.state }; drawBanner(study); } })
       .catch(() => undefined);
     const [findings] = await Promise.all([api.findings(studyId).catch(() => ({ findings: [] }))]);

@@ -12,7 +12,7 @@ from alembic import op
 from sidecar_core.store.grants import apply_grants
 
 revision = "0108"
-down_revision = "0102"
+down_revision = "0103"
 branch_labels = None
 depends_on = None
 

@@ -4,6 +4,8 @@ process's app (generated app-config.js, single-page routes, a hint when OHIF is 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 import json
 import tarfile
@@ -20,7 +22,13 @@ from sidecar_app.runtime.ohif_fetch import (
     integrity_of,
 )
 from sidecar_app.runtime.supervisor import viewer_line, viewer_origins
-from sidecar_app.runtime.viewer import ViewerSettings, app_config_js, create_app, run
+from sidecar_app.runtime.viewer import (
+    ViewerSettings,
+    app_config_js,
+    content_security_policy,
+    create_app,
+    run,
+)
 from sidecar_core.security.edge_tls import HSTS, EdgeConfigError
 
 
@@ -70,13 +78,46 @@ def test_the_committed_lock_pins_ohif_3_13_2_by_sha512() -> None:
 
 def test_app_config_points_the_dicomweb_source_at_the_gateway() -> None:
     text = app_config_js("http://127.0.0.1:8080/dicomweb")
-    config = json.loads(text[text.index("{"):text.rindex("}") + 1])
+    start = text.index("const sidecarConfig = ") + len("const sidecarConfig = ")
+    config = json.loads(text[start:text.index(";\nconst sidecarHandoverUrl")])
     source = config["dataSources"][0]
     assert config["defaultDataSourceName"] == source["sourceName"] == "sidecar"
     assert source["namespace"] == "@ohif/extension-default.dataSourcesModule.dicomweb"
     for root in ("qidoRoot", "wadoRoot", "wadoUriRoot"):
         assert source["configuration"][root] == "http://127.0.0.1:8080/dicomweb"
     assert "/studies" not in source["configuration"]["wadoRoot"]
+
+
+def test_app_config_exchanges_the_code_and_never_puts_a_token_in_a_url() -> None:
+    """window.config is the function OHIF's appInit awaits: it removes `code` from the address
+    bar, POSTs it to the gateway's hand-over endpoint and hands OHIF an Authorization header."""
+    text = app_config_js("https://gw.example:8443/dicomweb")
+    assert 'const sidecarHandoverUrl = "https://gw.example:8443/api/v1/viewer/token";' in text
+    assert "window.config = async function" in text
+    assert "searchParams.delete('code')" in text and "history.replaceState" in text
+    assert text.index("history.replaceState") < text.index("await fetch(")
+    assert "method: 'POST'" in text and "credentials: 'omit'" in text
+    assert "userAuthenticationService" in text and "setServiceImplementation" in text
+    assert "searchParams.set(" not in text and "token=" not in text
+
+
+def test_viewer_sends_a_csp_with_frame_ancestors_and_no_referrer(tmp_path: Path) -> None:
+    tarball = _tarball(tmp_path / "ohif.tgz", FILES)
+    fetch(tmp_path / ".ohif", _lock(tarball), tarball)
+    settings = ViewerSettings(viewer_dir=tmp_path / ".ohif", gateway_port=9999)
+    with TestClient(create_app(settings)) as http:
+        for path in ("/viewer", "/app-config.js", "/app.bundle.js"):
+            reply = http.get(path)
+            csp = reply.headers["content-security-policy"]
+            assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp
+            assert "connect-src 'self' http://127.0.0.1:9999;" in csp
+            script = next(d for d in csp.split("; ") if d.startswith("script-src "))
+            assert "'unsafe-inline'" not in script and "*" not in script
+            assert reply.headers["referrer-policy"] == "no-referrer"
+    inline = content_security_policy(b"<script>window.PUBLIC_URL='/'</script>"
+                                     b"<script src=/a.js></script>", "http://gw:1/dicomweb")
+    digest = base64.b64encode(hashlib.sha256(b"window.PUBLIC_URL='/'").digest()).decode()
+    assert f"'sha256-{digest}'" in inline and inline.count("'sha256-") == 1
 
 
 def test_viewer_serves_ohif_its_config_and_spa_routes(tmp_path: Path) -> None:

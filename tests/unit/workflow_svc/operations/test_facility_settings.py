@@ -28,6 +28,9 @@ MODELS = ["chest_ct_nodules", "mammo_masses"]
     ("pacs_port", 0), ("pacs_port", 65536), ("handoff_url", "ftp://ris"),
     ("llm_base_url", "not a url"), ("hl7_sending_facility", "H" * 65),
     ("shadow_mode", "on"), ("enabled_models", ["no_such_model"]),
+    ("dicom_require_client_cert", "on"), ("pacs_tls", 1),
+    ("dicom_allowed_hosts", "10.0.0.1/8"), ("dicom_allowed_hosts", "pacs.example"),
+    ("dicom_allowed_hosts", ["10.0.0.0/8"]),
 ])
 def test_a_bad_value_is_refused_with_one_reason_naming_its_field(name: str, value: Any) -> None:
     table = facility_settings.settings_table(MODELS)
@@ -44,6 +47,9 @@ def test_a_bad_value_is_refused_with_one_reason_naming_its_field(name: str, valu
     ("ae_title", "A" * 16, "A" * 16), ("enabled_models", "all", None),
     ("enabled_models", ["mammo_masses", "mammo_masses"], ["mammo_masses"]),
     ("handoff_url", "", None),
+    ("dicom_allowed_hosts", "10.0.0.0/8, 127.0.0.1", "10.0.0.0/8,127.0.0.1/32"),
+    ("dicom_allowed_hosts", "", None), ("pacs_tls", True, True),
+    ("dicom_require_client_cert", False, False),
 ])
 def test_the_edges_of_each_rule_are_accepted(name: str, value: Any, stored: Any) -> None:
     table = facility_settings.settings_table(MODELS)
@@ -58,7 +64,7 @@ class Recorder:
 
     async def __call__(self, db: Any, topology: Topology, table: Any, name: str,
                        given: dict[str, Any], operator: str, create: bool, *,
-                       via: str) -> dict[str, Any]:
+                       via: str, egress: Any = None, box: Any = None) -> dict[str, Any]:
         self.calls.append({"name": name, "given": given, "operator": operator,
                            "create": create, "via": via})
         return {"name": name, "ae_title": None, "shadow_mode": False, "quiet_period_s": 5.0,
@@ -66,7 +72,9 @@ class Recorder:
                 "association_settle_s": 1.0, "hl7_sending_facility": None,
                 "handoff_url": None, "handoff_secret": False, "llm_base_url": None,
                 "llm_model": None, "llm_timeout_s": 30.0, "pacs_ae_title": None,
-                "pacs_host": None, "pacs_port": None, "export_rejected": "omit"}
+                "pacs_host": None, "pacs_port": None, "export_rejected": "omit",
+                "dicom_require_client_cert": False, "dicom_allowed_hosts": None,
+                "pacs_tls": False}
 
 
 @pytest.fixture()
@@ -130,3 +138,10 @@ def test_the_writer_refuses_a_change_without_an_operator() -> None:
         asyncio.run(facility_settings.save(None, Topology(), table,  # type: ignore[arg-type]
                                            "north", {}, "  ", False, via="cli"))
     assert refused.value.reason == "OPERATOR_REQUIRED"
+
+
+def test_cli_facility_set_dicom_tls_rules(writer: Recorder) -> None:
+    _cli("facility", "set", "north", "--operator", "alice", "--dicom-require-client-cert", "on",
+         "--dicom-allowed-hosts", "10.0.0.0/8", "--pacs-tls", "off")
+    assert writer.calls[0]["given"] == {"dicom_require_client_cert": True,
+                                        "dicom_allowed_hosts": "10.0.0.0/8", "pacs_tls": False}
