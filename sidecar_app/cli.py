@@ -1,5 +1,5 @@
 """The `sidecar` command: up, demo, synth, facility, user, adapter, tls, ingest, jobs,
-objects verify, normalizer check, migrate."""
+objects verify, normalizer check, migrate, audit verify."""
 
 from __future__ import annotations
 
@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="bring the database schema to the latest migration")
     _db_flags(p)
+    p.set_defaults(database_url=os.environ.get("SIDECAR_MIGRATION_DATABASE_URL")
+                   or os.environ.get("SIDECAR_DATABASE_URL", ""))
 
     objs = sub.add_parser("objects", help="object store tools").add_subparsers(
         dest="action", required=True)
@@ -236,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     secrets_parsers(sub, _db_flags)
 
     credential_parsers(sub, _db_flags)
+
+    from sidecar_app.audit_cli import add_parsers as audit_parsers
+
+    audit_parsers(sub, _db_flags)
 
     sub.add_parser("ingest", help="send DICOM files (see `sidecar ingest --help`)", add_help=False)
     sub.add_parser("jobs", help="failed jobs: list, re-drive, discard (`sidecar jobs --help`)",
@@ -526,6 +532,10 @@ def _run(argv: list[str]) -> int:
         return run_synth(args.out, args.kind, args.seed, args.count)
     if args.command == "objects":
         return run_verify(args)
+    if args.command == "audit":
+        from sidecar_app.audit_cli import run_audit
+
+        return run_audit(args)
     if args.command == "tls":
         from sidecar_app.credentials_cli import run_tls_init
 
@@ -538,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_library_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
     words = args[:2] if args[:1] in (["facility"], ["user"], ["objects"], ["normalizer"],
-                                     ["adapter"], ["tls"], ["secrets"]) \
+                                     ["adapter"], ["tls"], ["audit"], ["secrets"]) \
         else args[:1]
     prog = " ".join(["sidecar", *(w for w in words if not w.startswith("-"))])
     return guarded(prog, lambda: _run(args))

@@ -7,7 +7,7 @@ import logging
 
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
-from sidecar_core import service
+from sidecar_core import audit_chain, service
 from sidecar_core.db import Database
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
@@ -67,6 +67,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
         "workflow_svc", stop, server=server,
         loops=[OutboxRelay.of_user(db, bus, "workflow").run(stop),
                metrics.poll_consumers(bus.js, streams, stop),
+               audit_chain.poll_heads(db, stop),
                bus.consume(topology.workflow_events(), pipeline.handle, stop),
                bus.consume(topology.handoff_jobs(),
                            HandoffWorker(db, topology, egress=egress, box=box).handle, stop),

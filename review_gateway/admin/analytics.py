@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -26,6 +27,24 @@ TABLES = {
     "shadow": ("facility", "studies", "studies_with_findings", "findings", "mean_confidence",
                "studies_reported"),
 }
+
+
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+# Kept as they are: a plain signed number ("-2", "+0.5") and the lone "-" of an empty cell,
+# which a spreadsheet reads as a number or as text, never as a formula.
+_INERT = re.compile(r"-|[-+]?[0-9]+(\.[0-9]+)?")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet shows as text: one starting with a formula character gets a
+    leading apostrophe (OWASP's advice); numbers and other text are kept as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) \
+            and not _INERT.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def _rows(reply: pb.GetReviewAnalyticsResponse, table: str) -> list[dict[str, Any]]:
@@ -83,7 +102,8 @@ def analytics_router(principal: Callable[..., Any],
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=TABLES[table], lineterminator="\n")
         writer.writeheader()
-        writer.writerows(_rows(reply, table))
+        writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()}
+                         for row in _rows(reply, table))
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="review-{table}.csv"'})
 

@@ -77,7 +77,24 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
+        """The owner's (superuser's) URL: migrations and admin commands."""
         return str(self.server.get_uri())
+
+    def app_url(self, role: str = "") -> str:
+        """The URL of the services' least-privilege role (sidecar_core/store/grants.py), made
+        here on first use: a login role without a password, reached over the data dir's socket
+        like the owner (the migrations grant it its privileges)."""
+        import psycopg
+
+        from sidecar_core.store.grants import APP_ROLE
+
+        role = role or APP_ROLE
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() \
+                    is None:
+                conn.execute(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE')
+        info = self.server.get_postmaster_info()
+        return str(info.get_uri(user=role, database="postgres"))
 
     def stop(self) -> None:
         self.server.cleanup()

@@ -177,14 +177,17 @@ class Mesh:
             from sidecar_core.secret_box import load_or_create_key
 
             load_or_create_key(self.data_dir)
+        # Services connect as a role that may only insert and read audit rows; the migrations
+        # run as the owner (docs/audit.md).
         db_url = os.environ.get("SIDECAR_DATABASE_URL", "")
+        owner_url = os.environ.get("SIDECAR_MIGRATION_DATABASE_URL", "") or db_url
         if not db_url:
             self.pg = EmbeddedPostgres(self.data_dir / "pg")
-            db_url = self.pg.url
+            owner_url, db_url = self.pg.url, self.pg.app_url()
         from sidecar_core.db import sqlalchemy_url
         from sidecar_core.store.migrate import upgrade
 
-        upgrade(sqlalchemy_url(db_url))
+        upgrade(sqlalchemy_url(owner_url))
         nats_url = os.environ.get("SIDECAR_NATS_URL", "")
         if not nats_url:
             self.infra.append(start_nats(self.data_dir / "nats", p["nats"], self.logs / "nats.log",

@@ -93,6 +93,26 @@ CONSUMERS = ConsumerStates()
 REGISTRY.register(CONSUMERS)
 
 
+class AuditChainHeads(Collector):
+    """The head of each audit hash chain, as last read: an outside system that records these
+    (hash, position) pairs can later prove the audit up to them unchanged (docs/audit.md)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, int, str]] = []
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        head = GaugeMetricFamily(
+            "sidecar_audit_chain_head", "Position (events so far) of each audit chain's last "
+            "event; the label hash is that event's SHA-256 chain hash", labels=["chain", "hash"])
+        for chain, pos, digest in self.rows:
+            head.add_metric([str(chain), digest], pos)
+        yield head
+
+
+AUDIT_CHAIN_HEADS = AuditChainHeads()
+REGISTRY.register(AUDIT_CHAIN_HEADS)
+
+
 async def poll_consumers(js: object, streams: Iterable[str], stop: asyncio.Event,
                          interval_s: float = 5.0) -> None:
     """Keeps CONSUMERS current from JetStream's info on every durable of `streams`."""

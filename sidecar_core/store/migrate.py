@@ -20,3 +20,17 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "head") -> None:
     """Brings the database at `url` to `revision` (a sync SQLAlchemy URL)."""
     command.upgrade(alembic_config(url), revision)
+    if revision != "head":
+        return
+    # The services' role gets its privileges on every upgrade, also when it was created after
+    # the migration that first granted them (sidecar_core/store/grants.py).
+    from sqlalchemy import create_engine
+
+    from sidecar_core.store.grants import apply_grants
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            apply_grants(conn)
+    finally:
+        engine.dispose()

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -334,6 +335,25 @@ class AuditEvent(Base):
     error_class: Mapped[str] = mapped_column(String(64), default="")
     error_message: Mapped[str] = mapped_column(Text, default="")
     context: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    # The hash chain (docs/audit.md), set by the database's trigger at commit, never by us.
+    chain: Mapped[int | None] = mapped_column(SmallInteger)
+    chain_pos: Mapped[int | None] = mapped_column(BigInteger)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_audit_events_chain", "chain", "chain_pos", unique=True),)
+
+
+class AuditChainHead(Base):
+    """The last event of each audit chain (written by the chain's trigger only)."""
+
+    __tablename__ = "audit_chain_heads"
+    chain: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    pos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    hash: Mapped[str] = mapped_column(String(64), server_default="0" * 64)
+    event_id: Mapped[uuid.UUID | None] = mapped_column()
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class OutboxMessage(Base):
