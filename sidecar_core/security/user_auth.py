@@ -72,6 +72,7 @@ ROLES: Mapping[str, frozenset[str]] = {
     _W + "OperationsService": frozenset({"admin", "auditor"}),
     _W + "AnalyticsService": frozenset({"admin", "auditor"}),
     _W + "FacilityService": frozenset({"admin", "auditor"}),
+    _W + "AccountService": frozenset({"admin", "auditor"}),
 }
 
 _USER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("mesh_user",
