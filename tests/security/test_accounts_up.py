@@ -62,7 +62,7 @@ def _refused_within(call: Callable[[], httpx.Response], seconds: float = WITHIN_
 def _worklist(stack: EdgeStack, token: str) -> Callable[[], httpx.Response]:
     def call() -> httpx.Response:
         with stack.client(token) as http:
-            return http.get("/api/v1/worklist")
+            return http.get("/api/v1/studies")
     return call
 
 
@@ -90,7 +90,7 @@ class _Stream:
 
 
 def _reason(reply: httpx.Response) -> str:
-    return str(_reason(reply))
+    return str(reply.json()["error"]["reason"])
 
 
 def _audit(stack: EdgeStack, kind: str, username: str) -> list[tuple[Any, ...]]:
