@@ -207,7 +207,7 @@ def admin_router(principal: Callable[..., Any],
         user.password_reset, never the password)."""
         _require(me, ("admin",))
         await call(accounts().ResetUserPassword, pb.ResetUserPasswordRequest(
-            username=name, password=body.password))
+            username=name, new_password=body.password))
         return models.AccountChanged(username=name, changed=True)
 
     return router

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeAlias
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -19,7 +20,7 @@ from workflow_svc.identity.users import ADMIN
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AccountService"].full_name
 VIA = "api"
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 def _ts(at: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -81,7 +82,7 @@ class AccountServicer(pb_grpc.AccountServiceServicer):
     async def ResetUserPassword(self, request: pb.ResetUserPasswordRequest, context: Ctx
                                 ) -> pb.ResetUserPasswordResponse:
         await accounts.reset_password(self.db, self.topology, request.username,
-                                      request.password, _admin().username, via=VIA)
+                                      request.new_password, _admin().username, via=VIA)
         return pb.ResetUserPasswordResponse()
 
     @handle_errors

@@ -287,12 +287,12 @@ class EnableUserResponse(_message.Message):
     def __init__(self, changed: _Optional[bool] = ...) -> None: ...
 
 class ResetUserPasswordRequest(_message.Message):
-    __slots__ = ("username", "password")
+    __slots__ = ("username", "new_password")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
-    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    NEW_PASSWORD_FIELD_NUMBER: _ClassVar[int]
     username: str
-    password: str
-    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
+    new_password: str
+    def __init__(self, username: _Optional[str] = ..., new_password: _Optional[str] = ...) -> None: ...
 
 class ResetUserPasswordResponse(_message.Message):
     __slots__ = ()
