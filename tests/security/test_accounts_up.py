@@ -116,6 +116,8 @@ def test_cli_disable_refuses_the_next_call_and_the_open_stream_then_enable(
     assert stream.ended_at is not None, "the event stream of a disabled user stayed open"
     assert stream.ended_at - disabled_at <= WITHIN_S + 5, stream.ended_at - disabled_at
     assert any("ACCOUNT_DISABLED" in line for line in stream.lines), stream.lines
+    print(f"disabled: next call refused after {took:.1f} s, event stream ended after "
+          f"{stream.ended_at - disabled_at:.1f} s (cache {CACHE_S} s)")
     refused = _login(stack, name)
     assert refused.status_code == 403 and _reason(refused) == "ACCOUNT_DISABLED"
     listed = stack.cli("user", "list")
