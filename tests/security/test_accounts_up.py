@@ -213,3 +213,39 @@ def test_a_non_admin_is_refused_the_admin_api(stack: EdgeStack) -> None:
         assert aud.get("/api/v1/admin/users").status_code == 200
         assert aud.post(f"/api/v1/admin/users/{name}/disable").status_code == 403
     assert _audit(stack, "user.disabled", name) == []
+
+
+def test_admin_page_disables_and_enables_a_user_in_chromium(stack: EdgeStack) -> None:
+    """The admin page's Users table in a real browser (HTTPS, trusting the stack's web CA)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.acceptance.browser import ARTIFACTS, launch
+
+    name = _user(stack, "acct_rad_page")
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            context = browser.new_context(ignore_https_errors=True,
+                                          viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{stack.base_url}/admin/")
+            page.get_by_label("Username").fill(stack.admin)
+            page.get_by_label("Password").fill(stack.password)
+            page.get_by_role("button", name="Log in").click()
+            table = page.get_by_role("table", name="Users")
+            row = table.get_by_role("row").filter(has_text=name)
+            row.get_by_text("enabled").wait_for()
+            page.get_by_role("button", name=f"Disable {name}").click()
+            row.get_by_text("disabled").wait_for()
+            assert page.get_by_role("status").filter(has_text=f"disable: {name}").count() == 1
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "admin-users.png"), full_page=True)
+            page.get_by_role("button", name=f"Enable {name}").click()
+            row.get_by_text("enabled").wait_for()
+            assert errors == []
+        finally:
+            browser.close()
+    assert _login(stack, name).status_code == 200
+    assert [a[0] for a in _audit(stack, "user.disabled", name)] == [f"operator:{stack.admin}"]
