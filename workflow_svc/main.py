@@ -17,6 +17,7 @@ from sidecar_core.security.enforcement import protected_server
 from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import stop_event_on_signals
 from workflow_svc.identity import passwords
+from workflow_svc.identity import servicer as account_servicer
 from workflow_svc.operations import facility_settings
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
@@ -60,6 +61,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
                                  registry.names(), egress, box)
     passwords.set_concurrency(settings.password_hash_concurrency)
     review_servicer.register(server, db, topology, settings.login_limits())
+    account_servicer.register(server, db, topology)
     # an official report that arrived before its study completes it once it is registered
     pipeline = Pipeline(db, topology, registry, after_registered=[match_waiting_reports])
     streams = [spec.name for spec in topology.streams]

@@ -99,6 +99,11 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     facility_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("facilities.id"))
     created_at: Mapped[datetime] = _created()
+    # Refused at login and on every request (within the revocation cache time) while set.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Every session token issued before this moment is revoked (revoke-sessions, a reset).
+    sessions_revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                 nullable=True)
 
 
 class Study(Base):
