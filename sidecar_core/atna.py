@@ -306,6 +306,8 @@ class Sender:
             self._udp = None
 
 
+LOCK_KEY = 0x41544E41  # "ATNA": the advisory lock of the one sender
+
 # The next events of each chain after its cursor, in chain order (gap-free: chain_pos counts
 # the chain's events at commit), `limit` per chain.
 _PENDING = """
@@ -334,39 +336,47 @@ class Forwarder:
         self.db, self.sender, self.source_id, self.site = db, sender, source_id, site
         self.batch, self.retry_s, self.poll_s = batch, retry_s, poll_s
 
-    async def pending(self) -> list[Event]:
-        async with self.db.read() as session:
-            rows = (await session.execute(text(_PENDING), {"limit": self.batch})).mappings()
-            events = [Event(type=r["type"], at=r["at"], actor=r["actor"],
-                            facility=r["facility"], accession=r["accession"],
-                            study_instance_uid=r["study_instance_uid"],
-                            error_class=r["error_class"], context=r["context"] or {},
-                            id=str(r["id"]), chain=int(r["chain"]),
-                            chain_pos=int(r["chain_pos"])) for r in rows]
-            backlog = (await session.execute(text(_BACKLOG))).scalar_one()
-        metrics.AUDIT_SYSLOG_BACKLOG.set(backlog)
+    async def pending(self, session: Any = None) -> list[Event]:
+        """The next events to send (and the backlog metric)."""
+        if session is None:
+            async with self.db.read() as own:
+                return await self.pending(own)
+        rows = (await session.execute(text(_PENDING), {"limit": self.batch})).mappings()
+        events = [Event(type=r["type"], at=r["at"], actor=r["actor"],
+                        facility=r["facility"], accession=r["accession"],
+                        study_instance_uid=r["study_instance_uid"],
+                        error_class=r["error_class"], context=r["context"] or {},
+                        id=str(r["id"]), chain=int(r["chain"]),
+                        chain_pos=int(r["chain_pos"])) for r in rows]
+        metrics.AUDIT_SYSLOG_BACKLOG.set((await session.execute(text(_BACKLOG))).scalar_one())
         return events
 
     async def step(self) -> int:
-        """Sends one batch; returns how many events were delivered (0 when none waits)."""
-        events = await self.pending()
-        # each chain in its order (the query's), the chains merged by time
-        chains: dict[int, list[Event]] = {}
-        for ev in sorted(events, key=lambda e: (e.chain, e.chain_pos)):
-            chains.setdefault(ev.chain, []).append(ev)
-        ready = list(heapq.merge(*chains.values(), key=lambda e: e.at))
-        if not ready:
-            return 0
-        frames = [syslog_frame(audit_message(ev, self.source_id, self.site), ev.at)
-                  for ev in ready]
-        await self.sender.send(frames)
-        heads: dict[int, int] = {}
-        for ev in ready:
-            heads[ev.chain] = max(heads.get(ev.chain, 0), ev.chain_pos)
+        """Sends one batch; returns how many events were delivered (0 when none waits, or
+        when another process, a workflow replica, is the sender now: a transaction-level
+        advisory lock makes one sender at a time, and the cursor moves in that transaction)."""
         async with self.db.unit_of_work() as session:
+            if not (await session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                                          {"k": LOCK_KEY})).scalar_one():
+                return 0
+            events = await self.pending(session)
+            # each chain in its order (the query's), the chains merged by time
+            chains: dict[int, list[Event]] = {}
+            for ev in sorted(events, key=lambda e: (e.chain, e.chain_pos)):
+                chains.setdefault(ev.chain, []).append(ev)
+            ready = list(heapq.merge(*chains.values(), key=lambda e: e.at))
+            if not ready:
+                return 0
+            frames = [syslog_frame(audit_message(ev, self.source_id, self.site), ev.at)
+                      for ev in ready]
+            await self.sender.send(frames)
+            heads: dict[int, int] = {}
+            for ev in ready:
+                heads[ev.chain] = max(heads.get(ev.chain, 0), ev.chain_pos)
             for chain, pos in heads.items():
                 await session.execute(text(_ADVANCE), {"chain": chain, "pos": pos})
         metrics.AUDIT_SYSLOG_SENT.inc(len(ready))
+        metrics.AUDIT_SYSLOG_BACKLOG.dec(len(ready))
         return len(ready)
 
     async def run(self, stop: asyncio.Event) -> None:

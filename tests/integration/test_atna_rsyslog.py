@@ -142,12 +142,16 @@ async def test_repository_down_then_back_delivers_all_in_order_once(database_url
             await asyncio.sleep(0.1)
         assert metrics.AUDIT_SYSLOG_FAILURES._value.get() >= failures + 2
         assert metrics.AUDIT_SYSLOG_BACKLOG._value.get() == 7
-        # back up (same port, same file): everything that waited arrives
+        # back up (same port, same file): everything that waited arrives, with a second
+        # forwarder (a workflow replica) running too: one sender at a time, nothing twice
         with rsyslog.rsyslog(tmp_path / "b", port=port, out=tmp_path / "got.log") as repo:
+            replica = asyncio.create_task(atna.Forwarder(
+                db, atna.Sender(atna.Target("tcp", "127.0.0.1", port)), "sidecar-test",
+                retry_s=0.2, poll_s=0.05).run(stop))
             await _wait_for(repo, 8)
-            await asyncio.sleep(1.0)  # and nothing twice
+            await asyncio.sleep(1.0)
             stop.set()
-            await task
+            await asyncio.gather(task, replica)
             messages = _messages(repo)
         studies = [m.find("ParticipantObjectIdentification").attrib[  # type: ignore[union-attr]
             "ParticipantObjectID"] for m in messages[1:]]
