@@ -269,6 +269,7 @@ class Sender:
     def __init__(self, target: Target, tls: ssl.SSLContext | None = None,
                  timeout_s: float = 10.0) -> None:
         self.target, self.tls, self.timeout_s = target, tls, timeout_s
+        self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._udp: socket.socket | None = None
 
@@ -283,14 +284,21 @@ class Sender:
                 self._udp.sendto(frame[:65000], (self.target.host, self.target.port))
             return
         try:
-            if self._writer is None or self._writer.is_closing():
-                _, self._writer = await asyncio.wait_for(asyncio.open_connection(
+            if self._writer is not None and (self._writer.is_closing() or self._reader is None
+                                             or self._reader.at_eof()
+                                             or self._reader.exception() is not None):
+                # the repository closed it (restarted): writing would vanish in the buffer
+                await self.close()
+            if self._writer is None:
+                self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(
                     self.target.host, self.target.port,
                     ssl=self.tls if self.target.scheme == "tls" else None,
                     server_hostname=self.target.host if self.target.scheme == "tls" else None),
                     self.timeout_s)
-            self._writer.write(b"".join(octet_counted(f) for f in frames))
-            await asyncio.wait_for(self._writer.drain(), self.timeout_s)
+            writer = self._writer
+            assert writer is not None  # opened just above
+            writer.write(b"".join(octet_counted(f) for f in frames))
+            await asyncio.wait_for(writer.drain(), self.timeout_s)
         except (OSError, TimeoutError, ssl.SSLError):
             await self.close()
             raise
@@ -300,7 +308,7 @@ class Sender:
             self._writer.close()
             with contextlib.suppress(Exception):
                 await self._writer.wait_closed()
-            self._writer = None
+            self._writer = self._reader = None
         if self._udp is not None:
             self._udp.close()
             self._udp = None

@@ -119,23 +119,27 @@ async def test_repository_down_then_back_delivers_all_in_order_once(database_url
     db = Database(database_url)
     port = free_port()
     topology = Topology()
+    stop = asyncio.Event()
+    # one forwarder throughout: its connection outlives the first repository
+    forwarder = atna.Forwarder(db, atna.Sender(atna.Target("tcp", "127.0.0.1", port),
+                                               timeout_s=2),
+                               "sidecar-test", retry_s=0.2, poll_s=0.1)
+    task = asyncio.create_task(forwarder.run(stop))
     try:
         with rsyslog.rsyslog(tmp_path / "a", port=port, out=tmp_path / "got.log") as repo:
             async with db.unit_of_work() as s:
                 await audit.record(s, topology, "auth.login_succeeded", "workflow_svc",
                                    context={"username": "dr.a", "n": 0})
-            await _deliver(db, atna.Sender(atna.Target("tcp", "127.0.0.1", port)), repo, 1)
+            await _wait_for(repo, 1)
+            assert len(repo.lines()) == 1
+        await asyncio.sleep(0.3)
         # the repository is down: events keep being recorded, sending fails, the backlog grows
+        failures = metrics.AUDIT_SYSLOG_FAILURES._value.get()
         for n in range(1, 8):
             async with db.unit_of_work() as s:
                 await audit.record(s, topology, "review.study_opened", "review_gateway",
                                    StudyRef("north", f"A{n}", f"1.2.3.{n}"),
                                    context={"username": "dr.a", "n": n})
-        failures = metrics.AUDIT_SYSLOG_FAILURES._value.get()
-        sender = atna.Sender(atna.Target("tcp", "127.0.0.1", port), timeout_s=2)
-        forwarder = atna.Forwarder(db, sender, "sidecar-test", retry_s=0.2, poll_s=0.1)
-        stop = asyncio.Event()
-        task = asyncio.create_task(forwarder.run(stop))
         for _ in range(100):
             if metrics.AUDIT_SYSLOG_FAILURES._value.get() >= failures + 2:
                 break
@@ -159,4 +163,6 @@ async def test_repository_down_then_back_delivers_all_in_order_once(database_url
         assert len(messages) == 8
         assert metrics.AUDIT_SYSLOG_BACKLOG._value.get() == 0
     finally:
+        stop.set()
+        await task
         await db.close()
