@@ -153,11 +153,14 @@ def audit_message(event: Event, source_id: str, site: str = "") -> bytes:
                                            "originalText": event.type})
     if event.error_class:
         ET.SubElement(ident, "EventOutcomeDescription").text = event.error_class
-    user = str(ctx.get("username") or ctx.get("user") or event.actor or "unknown")
+    calling_ae = str(ctx.get("calling_ae") or "")
+    user = str(ctx.get("username") or ctx.get("user") or calling_ae or event.actor or "unknown")
     address = str(ctx.get("address") or ctx.get("client_address") or ctx.get("peer") or "")
     attrs = {"UserID": user, "UserIsRequestor": "true"}
     if ctx.get("session_id"):
         attrs["AlternativeUserID"] = str(ctx["session_id"])
+    elif calling_ae:  # a DICOM peer (PS3.15 A.5.2.5)
+        attrs["AlternativeUserID"] = f"AETITLES={calling_ae}"
     if address:
         attrs["NetworkAccessPointID"] = address.rsplit(":", 1)[0] if address.count(":") == 1 \
             else address

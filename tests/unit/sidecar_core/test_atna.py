@@ -112,3 +112,14 @@ def test_targets() -> None:
     for bad in ("syslog://x:1", "tcp://x", "x:514"):
         with pytest.raises(ValueError, match="SIDECAR_AUDIT_SYSLOG"):
             atna.Target.parse(bad)
+
+
+def test_a_dicom_peer_is_named_by_its_ae_title_and_address() -> None:
+    event = atna.Event(type="association.rejected", at=AT, actor="ingest_svc",
+                       error_class="ASSOCIATION_REJECTED",
+                       context={"calling_ae": "MODALITY1", "peer": "10.0.0.9:40112"})
+    root = atna_schema.validate(atna.audit_message(event, "sc"))
+    peer = root.findall("ActiveParticipant")[0].attrib
+    assert (peer["UserID"], peer["AlternativeUserID"], peer["NetworkAccessPointID"]) == (
+        "MODALITY1", "AETITLES=MODALITY1", "10.0.0.9")
+    assert root.find("EventIdentification").attrib["EventOutcomeIndicator"] == "8"  # type: ignore[union-attr]
