@@ -5,6 +5,7 @@ each received message's raw text as one line of a file. The system's rsyslog is 
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,8 +28,9 @@ class Repository:
 
 @contextlib.contextmanager
 def rsyslog(folder: Path, port: int | None = None, tls: tuple[Path, Path, Path] | None = None,
-            out: Path | None = None) -> Iterator[Repository]:
-    """Runs rsyslogd in the foreground until the block ends; `tls`: (CA, certificate, key)."""
+            out: Path | None = None, udp: bool = False) -> Iterator[Repository]:
+    """Runs rsyslogd in the foreground until the block ends; `tls`: (CA, certificate, key);
+    `udp`: a UDP input (RFC 5426) instead of TCP."""
     port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
     work = folder / f"work-{port}"
@@ -44,11 +46,11 @@ def rsyslog(folder: Path, port: int | None = None, tls: tuple[Path, Path, Path] 
                 'StreamDriver.AuthMode="anon")\n')
     else:
         head = (f'global(workDirectory="{work}" maxMessageSize="64k")\n'
-                'module(load="imtcp")\n')
+                + ('module(load="imudp")\n' if udp else 'module(load="imtcp")\n'))
     conf = folder / f"rsyslog-{port}.conf"
     conf.write_text(
         head
-        + f'input(type="imtcp" address="127.0.0.1" port="{port}")\n'
+        + f'input(type="{"imudp" if udp else "imtcp"}" address="127.0.0.1" port="{port}")\n'
         + 'template(name="raw" type="string" string="%rawmsg%\\n")\n'
         + f'action(type="omfile" file="{out}" template="raw")\n')
     pid = folder / f"rsyslog-{port}.pid"
@@ -61,11 +63,12 @@ def rsyslog(folder: Path, port: int | None = None, tls: tuple[Path, Path, Path] 
             if proc.poll() is not None:
                 raise RuntimeError("rsyslogd exited: "
                                    + (folder / f"rsyslog-{port}.stderr").read_text())
-            with contextlib.suppress(OSError):
-                import socket
-
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if udp and _udp_bound(port):
                 break
+            with contextlib.suppress(OSError):
+                if not udp:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError("rsyslogd did not listen")
             time.sleep(0.1)
@@ -78,3 +81,10 @@ def rsyslog(folder: Path, port: int | None = None, tls: tuple[Path, Path, Path] 
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _udp_bound(port: int) -> bool:
+    """Whether a UDP socket is bound to 127.0.0.1:port (/proc/net/udp)."""
+    needle = f"0100007F:{port:04X}"
+    return any(line.split()[1] == needle
+               for line in Path("/proc/net/udp").read_text().splitlines()[1:])

@@ -84,6 +84,23 @@ async def test_login_and_arrival_reach_rsyslog_over_tcp(database_url: str,
         await db.close()
 
 
+async def test_login_and_arrival_reach_rsyslog_over_udp(database_url: str,
+                                                        tmp_path: Path) -> None:
+    db = Database(database_url)
+    try:
+        await _record_login_and_arrival(db)
+        with rsyslog.rsyslog(tmp_path, udp=True) as repo:
+            forwarder = atna.forwarder_of(db, f"udp://127.0.0.1:{repo.port}")
+            stop = asyncio.Event()
+            task = asyncio.create_task(forwarder.run(stop))
+            await _wait_for(repo, 2)
+            stop.set()
+            await task
+            _check_login_and_arrival(_messages(repo))
+    finally:
+        await db.close()
+
+
 async def test_login_and_arrival_reach_rsyslog_over_tls(database_url: str,
                                                         tmp_path: Path) -> None:
     ca, cert, key = pki.web_certificate(tmp_path, "Test audit repository CA")
