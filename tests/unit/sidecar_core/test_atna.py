@@ -123,3 +123,14 @@ def test_a_dicom_peer_is_named_by_its_ae_title_and_address() -> None:
     assert (peer["UserID"], peer["AlternativeUserID"], peer["NetworkAccessPointID"]) == (
         "MODALITY1", "AETITLES=MODALITY1", "10.0.0.9")
     assert root.find("EventIdentification").attrib["EventOutcomeIndicator"] == "8"  # type: ignore[union-attr]
+
+
+def test_sidecar_up_refuses_a_bad_repository_before_starting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar_app.runtime.supervisor import outbound_problem
+
+    monkeypatch.setenv("SIDECAR_EGRESS_ALLOW", "")
+    monkeypatch.setenv("SIDECAR_AUDIT_SYSLOG", "syslog.hospital:6514")
+    assert "SIDECAR_AUDIT_SYSLOG must be tls://" in (outbound_problem() or "")
+    monkeypatch.setenv("SIDECAR_AUDIT_SYSLOG", "tls://syslog.hospital:6514")
+    assert outbound_problem() is None
