@@ -361,6 +361,15 @@ class AuditChainHead(Base):
     at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class AtnaCursor(Base):
+    """The last position of each audit chain delivered to the ATNA repository
+    (sidecar_core/atna.py)."""
+
+    __tablename__ = "atna_cursor"
+    chain: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    pos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
 class OutboxMessage(Base):
     """A bus message written in the same transaction as the state change it announces."""
 
