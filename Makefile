@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # chromium: the browser tests (Playwright drives Debian's Chromium, docs/acceptance.md); orthanc: the
 # PACS that receives exported results in the report-loop tests, and with orthanc-dicomweb the
 # baseline of the DICOMweb bench (its smoke run is part of the suite).
-SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc orthanc-dicomweb
+SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc orthanc-dicomweb rsyslog rsyslog-gnutls
 RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 

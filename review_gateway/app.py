@@ -126,7 +126,7 @@ def create_app(settings: GatewaySettings,
     principal = sessions.principal
     dicomweb_principal = sessions.dicomweb_principal
     hub = EventHub(settings.nats_url, settings.topology(), review, sessions.check_revoked,
-                   auth=settings.nats_auth("gateway"))
+                   auth=settings.nats_auth("gateway"), recheck_s=settings.revocation_cache_s)
     app.state.events = hub
     # A body is bounded before authentication or any route reads it (inside the middlewares
     # that add the security headers, CORS and the request metrics, so a 413 has them too).

@@ -209,7 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=["radiologist", "admin", "auditor"], required=True)
     p.add_argument("--facility")
     p.add_argument("--password-stdin", action="store_true", required=True)
+    _operator_flag(p)
     _db_flags(p)
+    from sidecar_app.accounts_cli import add_parsers as account_parsers
+
+    account_parsers(usr, _operator_flag, _db_flags)
 
     hof = sub.add_parser("handoff", help="status handoff tools").add_subparsers(
         dest="action", required=True)
@@ -263,7 +267,6 @@ async def _admin(args: argparse.Namespace) -> int:
 async def _admin_on(url: str, args: argparse.Namespace) -> int:
     from sidecar_core.db import Database, sqlalchemy_url
     from sidecar_core.store.migrate import upgrade
-    from workflow_svc.identity import users
 
     await asyncio.to_thread(upgrade, sqlalchemy_url(url))
     if args.command == "migrate":
@@ -285,13 +288,9 @@ async def _admin_on(url: str, args: argparse.Namespace) -> int:
             from sidecar_app.credentials_cli import run_adapter
 
             return await run_adapter(db, args, getattr(args, "operator", None) or _login_name())
-        password = sys.stdin.readline().rstrip("\n")
-        if not password:
-            raise UserError("no password on standard input (--password-stdin reads one "
-                            "line)")
-        uid = await users.add_user(db, args.name, password, args.role, args.facility)
-        print(f"user {args.name} added (id {uid}, role {args.role})")
-        return 0
+        from sidecar_app.accounts_cli import run as run_accounts
+
+        return await run_accounts(db, args, getattr(args, "operator", None) or _login_name())
     finally:
         await db.close()
 

@@ -7,7 +7,7 @@ import logging
 
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
-from sidecar_core import audit_chain, service
+from sidecar_core import atna, audit_chain, service
 from sidecar_core.db import Database
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
@@ -17,6 +17,7 @@ from sidecar_core.security.enforcement import protected_server
 from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import stop_event_on_signals
 from workflow_svc.identity import passwords
+from workflow_svc.identity import servicer as account_servicer
 from workflow_svc.operations import facility_settings
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
@@ -60,9 +61,15 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
                                  registry.names(), egress, box)
     passwords.set_concurrency(settings.password_hash_concurrency)
     review_servicer.register(server, db, topology, settings.login_limits())
+    account_servicer.register(server, db, topology)
     # an official report that arrived before its study completes it once it is registered
     pipeline = Pipeline(db, topology, registry, after_registered=[match_waiting_reports])
     streams = [spec.name for spec in topology.streams]
+    # the IHE ATNA export (docs/audit.md), only when an audit repository is configured
+    atna_loops = [] if not settings.audit_syslog else [atna.forwarder_of(
+        db, settings.audit_syslog, settings.audit_syslog_ca, settings.audit_syslog_cert,
+        settings.audit_syslog_key, settings.audit_source_id,
+        settings.audit_enterprise_site).run(stop)]
     await run_until_stopped(
         "workflow_svc", stop, server=server,
         loops=[OutboxRelay.of_user(db, bus, "workflow").run(stop),
@@ -75,7 +82,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
                    db, topology, DerivedResults(settings.object_store()),
                    tls=settings.scu_context, egress=egress).handle, stop),
                bus.consume(topology.dead_letter_audit(), DeadLetterAuditor(db, topology).handle,
-                           stop)],
+                           stop), *atna_loops],
         closers=[bus.close, db.close])
 
 

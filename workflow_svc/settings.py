@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from sidecar_core.security.dicom_tls import DicomTlsSettings
@@ -28,6 +30,21 @@ class WorkflowSettings(DicomTlsSettings):
     password_hash_concurrency: int = Field(
         default=2, ge=1, description="Password hashes (argon2id, 64 MiB each) computed at once "
         "by this process; more logins wait their turn")
+
+    audit_syslog: str = Field(
+        default="", description="IHE ATNA audit repository: tls://, tcp:// or udp://HOST:PORT "
+        "(empty: the audit is not exported)")
+    audit_syslog_ca: Path | None = Field(
+        default=None, description="CA certificates the repository's TLS certificate is checked "
+        "against (default: the system's)")
+    audit_syslog_cert: Path | None = Field(
+        default=None, description="Client certificate presented to the repository (TLS)")
+    audit_syslog_key: Path | None = Field(default=None,
+                                          description="Key of SIDECAR_AUDIT_SYSLOG_CERT")
+    audit_source_id: str = Field(default="sidecar",
+                                 description="AuditSourceID of the ATNA audit messages")
+    audit_enterprise_site: str = Field(default="", description="AuditEnterpriseSiteID of the "
+                                       "ATNA audit messages (the hospital)")
 
     def login_limits(self) -> LoginLimits:
         return LoginLimits(self.login_window_s, self.login_max_failures_per_user,

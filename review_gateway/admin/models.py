@@ -67,6 +67,30 @@ class FacilityList(ApiModel):
     facilities: list[Facility]
 
 
+class Account(ApiModel):
+    """A user as the admin page shows it (never a password or its hash)."""
+
+    username: str
+    role: str
+    facility: str | None
+    disabled: bool
+    created_at: str | None
+    disabled_at: str | None
+    sessions_revoked_at: str | None
+
+
+class AccountList(ApiModel):
+    users: list[Account]
+    next_page_token: str
+
+
+class AccountChanged(ApiModel):
+    """Whether the change did anything (False: the account already was so)."""
+
+    username: str
+    changed: bool
+
+
 class DecisionRates(ApiModel):
     """What radiologists made of the AI findings of one group (model, modality, facility or
     label)."""

@@ -36,6 +36,10 @@ class FacilityCreate(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class PasswordReset(BaseModel):
+    password: str = Field(min_length=1, max_length=1024)
+
+
 class FacilityChange(BaseModel):
     settings: dict[str, Any]
 
@@ -152,5 +156,58 @@ def admin_router(principal: Callable[..., Any],
         reply = await call(facilities().UpdateFacility, pb.UpdateFacilityRequest(
             name=name, settings=struct(body.settings), operator=me.username))
         return _facility_json(reply.facility)
+
+    def accounts() -> pb_grpc.AccountServiceStub:
+        return pb_grpc.AccountServiceStub(channel())
+
+    @router.get("/users")
+    async def list_users(
+        me: Any = Depends(principal),
+        page_size: int = Query(default=500, ge=1, le=1000),
+        page_token: str = Query(default="", max_length=32),
+    ) -> models.AccountList:
+        """Every user: role, facility, enabled or disabled, when sessions were last revoked."""
+        _require(me, READERS)
+        reply = await call(accounts().ListUsers, pb.ListUsersRequest(
+            page_size=page_size, page_token=page_token))
+        return models.AccountList(users=[models.Account(
+            username=a.username, role=a.role, facility=a.facility or None, disabled=a.disabled,
+            created_at=iso(a.created_at, a.HasField("created_at")),
+            disabled_at=iso(a.disabled_at, a.HasField("disabled_at")),
+            sessions_revoked_at=iso(a.sessions_revoked_at, a.HasField("sessions_revoked_at")))
+            for a in reply.users], next_page_token=reply.next_page_token)
+
+    @router.post("/users/{name}/disable")
+    async def disable_user(name: str, me: Any = Depends(principal)) -> models.AccountChanged:
+        """Refuses the user's logins and, within the revocation cache time, their sessions
+        (audited as user.disabled); the last enabled admin cannot be disabled (409 LAST_ADMIN)."""
+        _require(me, ("admin",))
+        reply = await call(accounts().DisableUser, pb.DisableUserRequest(username=name))
+        return models.AccountChanged(username=name, changed=reply.changed)
+
+    @router.post("/users/{name}/enable")
+    async def enable_user(name: str, me: Any = Depends(principal)) -> models.AccountChanged:
+        """Lets a disabled user log in again (audited as user.enabled)."""
+        _require(me, ("admin",))
+        reply = await call(accounts().EnableUser, pb.EnableUserRequest(username=name))
+        return models.AccountChanged(username=name, changed=reply.changed)
+
+    @router.post("/users/{name}/revoke-sessions")
+    async def revoke_user_sessions(name: str, me: Any = Depends(principal)
+                                   ) -> models.AccountChanged:
+        """Ends every session of the user (audited as user.sessions_revoked)."""
+        _require(me, ("admin",))
+        await call(accounts().RevokeUserSessions, pb.RevokeUserSessionsRequest(username=name))
+        return models.AccountChanged(username=name, changed=True)
+
+    @router.post("/users/{name}/reset-password")
+    async def reset_user_password(name: str, body: PasswordReset, me: Any = Depends(principal)
+                                  ) -> models.AccountChanged:
+        """Sets a new password and ends every session of the user (audited as
+        user.password_reset, never the password)."""
+        _require(me, ("admin",))
+        await call(accounts().ResetUserPassword, pb.ResetUserPasswordRequest(
+            username=name, new_password=body.password))
+        return models.AccountChanged(username=name, changed=True)
 
     return router

@@ -18,6 +18,7 @@ from review_gateway.auth import forwarding, tokens
 from review_gateway.clients.review import ReviewClient
 from review_gateway.errors import ERROR_RESPONSES, ApiError, ApiModel
 from review_gateway.settings import GatewaySettings
+from sidecar_core.security.session_tokens import ACCOUNT_MESSAGES
 
 SESSION_COOKIE = "sidecar_session"
 CSRF_COOKIE = "sidecar_csrf"
@@ -70,10 +71,15 @@ class SessionAuth:
         if now - self._checked.get(jti, -1e9) < self.settings.revocation_cache_s:
             return
         client = self.review()
-        reply = await client.call(client.stub.CheckSession, rpb.CheckSessionRequest(jti=jti))
+        reply = await client.call(client.stub.CheckSession, rpb.CheckSessionRequest(
+            jti=jti, user_id=me.user_id, issued_at=me.issued_at))
         if reply.revoked:
-            self._revoked[jti] = me.expires_at
-            raise ApiError(401, "UNAUTHENTICATED", "TOKEN_REVOKED", "this session was logged out")
+            reason = reply.reason or "TOKEN_REVOKED"
+            if reason == "TOKEN_REVOKED":  # a logout is final; an account may be enabled again
+                self._revoked[jti] = me.expires_at
+            self._checked.pop(jti, None)
+            raise ApiError(401, "UNAUTHENTICATED", reason,
+                           ACCOUNT_MESSAGES.get(reason, "this session was revoked"))
         if len(self._checked) > 10000:
             self._checked.clear()
         self._checked[jti] = now

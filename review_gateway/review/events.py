@@ -53,8 +53,11 @@ class EventHub:
     def __init__(self, nats_url: str, topology: Topology,
                  review: Callable[[], ReviewClient],
                  still_valid: Callable[[Principal], Awaitable[None]] | None = None,
-                 auth: NatsAuth | None = None) -> None:
+                 auth: NatsAuth | None = None, recheck_s: float = 5.0) -> None:
         self.nats_url = nats_url
+        # A streaming session is re-checked (logout, disabled user, revoked sessions) at least
+        # this often, busy or idle: the revocation cache time.
+        self.recheck_s = max(0.5, min(recheck_s, HEARTBEAT_S))
         self.auth = auth
         self.still_valid = still_valid
         self.topology = topology
@@ -125,18 +128,23 @@ class EventHub:
         self.subscribers.add(subscriber)
         try:
             yield b"retry: 2000\n: connected\n\n"
+            checked = pinged = time.monotonic()
             while not await request.is_disconnected():
                 if me.expires_at <= time.time():
                     return
+                if self.still_valid is not None and time.monotonic() - checked >= self.recheck_s:
+                    checked = time.monotonic()
+                    try:
+                        await self.still_valid(me)  # logged out, disabled, revoked: end it
+                    except ApiError as exc:
+                        yield f": session ended: {exc.reason}\n\n".encode()
+                        return
                 try:
-                    data = await asyncio.wait_for(subscriber.queue.get(), HEARTBEAT_S)
+                    data = await asyncio.wait_for(subscriber.queue.get(), self.recheck_s)
                 except TimeoutError:
-                    if self.still_valid is not None:
-                        try:
-                            await self.still_valid(me)  # logged out meanwhile: end the stream
-                        except ApiError:
-                            return
-                    yield b": ping\n\n"
+                    if time.monotonic() - pinged >= HEARTBEAT_S:
+                        pinged = time.monotonic()
+                        yield b": ping\n\n"
                     continue
                 yield f"event: study\ndata: {json.dumps(data)}\n\n".encode()
         finally:

@@ -131,6 +131,13 @@ def outbound_problem() -> str | None:
         EgressPolicy.parse(os.environ.get("SIDECAR_EGRESS_ALLOW", ""))
     except ValueError as exc:
         return f"SIDECAR_EGRESS_ALLOW: {exc}"
+    if os.environ.get("SIDECAR_AUDIT_SYSLOG"):  # the ATNA repository (docs/audit.md)
+        from sidecar_core.atna import Target
+
+        try:
+            Target.parse(os.environ["SIDECAR_AUDIT_SYSLOG"])
+        except ValueError as exc:
+            return str(exc)
     try:
         if os.environ.get("SIDECAR_SECRET_KEY"):
             decode_key(os.environ["SIDECAR_SECRET_KEY"], "SIDECAR_SECRET_KEY")

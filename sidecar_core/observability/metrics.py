@@ -132,3 +132,9 @@ async def poll_consumers(js: object, streams: Iterable[str], stop: asyncio.Event
             log.debug("consumer poll failed", exc_info=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
+AUDIT_SYSLOG_BACKLOG = Gauge("sidecar_audit_syslog_backlog",
+                             "Audit events not yet delivered to the ATNA syslog repository")
+AUDIT_SYSLOG_SENT = Counter("sidecar_audit_syslog_sent",
+                            "Audit events delivered to the ATNA syslog repository")
+AUDIT_SYSLOG_FAILURES = Counter("sidecar_audit_syslog_failures",
+                                "Failed attempts to deliver audit events to the ATNA repository")

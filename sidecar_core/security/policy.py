@@ -56,6 +56,7 @@ POLICY: Mapping[str, Mapping[str, frozenset[str]]] = {
     _WORKFLOW + "OperationsService": {"*": frozenset({GATEWAY, OPERATOR})},
     _WORKFLOW + "AnalyticsService": {"*": frozenset({GATEWAY, OPERATOR})},
     _WORKFLOW + "FacilityService": {"*": frozenset({GATEWAY, OPERATOR})},
+    _WORKFLOW + "AccountService": {"*": frozenset({GATEWAY, OPERATOR})},
 }
 
 

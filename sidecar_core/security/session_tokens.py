@@ -65,6 +65,14 @@ class TokenKeyError(ValueError):
     """The token keys are missing or unusable (raised at start, with what to configure)."""
 
 
+# Why a session is refused after it was issued (revocation), as told to its holder.
+ACCOUNT_MESSAGES = {
+    "ACCOUNT_DISABLED": "this account is disabled; ask an administrator",
+    "SESSIONS_REVOKED": "this session was revoked by an administrator; log in again",
+    "TOKEN_REVOKED": "this session was logged out",
+}
+
+
 @dataclass(frozen=True)
 class Principal:
     """The user a valid token names, with the facilities they may see."""
@@ -82,6 +90,7 @@ class Principal:
     use: str = USE_SESSION
     study: str = ""
     session_jti: str = ""
+    issued_at: int = 0
 
     def scope(self) -> tuple[str, ...] | None:
         """None for every facility (an explicit `fac_all` claim), else the facilities listed;
@@ -212,7 +221,8 @@ def verify(key: KeySet | SigningKey, token: str, now: float | None = None) -> Pr
             expires_at=int(claims["exp"]), jti=str(claims["jti"]),
             csrf=str(claims.get("csrf", "")), all_facilities=claims.get("fac_all") is True,
             token=token, use=str(claims.get("use", USE_SESSION)),
-            study=str(claims.get("study", "")), session_jti=str(claims.get("sid", "")))
+            study=str(claims.get("study", "")), session_jti=str(claims.get("sid", "")),
+            issued_at=int(claims["iat"]))
     except (ValueError, KeyError, TypeError):
         raise invalid("bearer token is malformed") from None
     if principal.expires_at <= (time.time() if now is None else now):

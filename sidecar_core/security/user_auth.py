@@ -22,8 +22,10 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 import grpc
 from sqlalchemy import select
@@ -35,8 +37,8 @@ from sidecar_core.messaging.subjects import Topology
 from sidecar_core.security import policy, session_tokens
 from sidecar_core.security.authz import CheckingInterceptor, current_peer
 from sidecar_core.security.identity import Identity
-from sidecar_core.security.session_tokens import KeySet, Principal
-from sidecar_core.store.models import RevokedToken
+from sidecar_core.security.session_tokens import ACCOUNT_MESSAGES, KeySet, Principal
+from sidecar_core.store.models import RevokedToken, User
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ ROLES: Mapping[str, frozenset[str]] = {
     _W + "OperationsService": frozenset({"admin", "auditor"}),
     _W + "AnalyticsService": frozenset({"admin", "auditor"}),
     _W + "FacilityService": frozenset({"admin", "auditor"}),
+    _W + "AccountService": frozenset({"admin", "auditor"}),
 }
 
 _USER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("mesh_user",
@@ -127,15 +130,19 @@ class Rejection:
 
 OnRejected = Callable[[Rejection], Awaitable[None]]
 IsRevoked = Callable[[str], Awaitable[bool]]
+# Why the account lifecycle refuses a user's token (user id, issued at): '' when it does not.
+AccountRefusal = Callable[[str, int], Awaitable[str]]
 
 
 class UserAuthInterceptor(CheckingInterceptor):
     """Verifies the user token of every method done for a user; see the module docstring."""
 
     def __init__(self, keys: KeySet, is_revoked: IsRevoked,
-                 on_rejected: OnRejected | None = None) -> None:
+                 on_rejected: OnRejected | None = None,
+                 account: AccountRefusal | None = None) -> None:
         self.keys = keys
         self.is_revoked = is_revoked
+        self.account = account
         self.on_rejected = on_rejected
 
     async def user_of(self, method: str, context: grpc.aio.ServicerContext
@@ -155,6 +162,9 @@ class UserAuthInterceptor(CheckingInterceptor):
         if await self.is_revoked(user.jti) or (
                 user.session_jti and await self.is_revoked(user.session_jti)):
             raise Unauthenticated("TOKEN_REVOKED", "this session was logged out")
+        refused = await self.account(user.user_id, user.issued_at) if self.account else ""
+        if refused:
+            raise Unauthenticated(refused, ACCOUNT_MESSAGES[refused])
         if user.use and method not in USES.get(user.use, frozenset()):
             raise PermissionDenied("TOKEN_USE_NOT_ALLOWED",
                                    f"a {user.use} token may not call {method}")
@@ -190,6 +200,19 @@ class UserAuthInterceptor(CheckingInterceptor):
                             trailing_metadata=rich_status(code, exc.message, exc.reason, {}))
 
 
+def account_refusal(disabled_at: datetime | None, sessions_revoked_at: datetime | None,
+                    issued_at: int) -> str:
+    """Why a user's session token issued at `issued_at` (epoch seconds) is refused by the
+    account lifecycle: ACCOUNT_DISABLED, SESSIONS_REVOKED, or '' when it is not. A token's `iat`
+    is whole seconds: one issued in the second of a revocation survives it (so that a login
+    right after a password reset works)."""
+    if disabled_at is not None:
+        return "ACCOUNT_DISABLED"
+    if sessions_revoked_at is not None and issued_at < int(sessions_revoked_at.timestamp()):
+        return "SESSIONS_REVOKED"
+    return ""
+
+
 class RevokedTokens:
     """Whether a token id was revoked (logout): a revoked one is remembered until the process
     ends, one seen not revoked is trusted for `ttl_s` seconds."""
@@ -199,6 +222,7 @@ class RevokedTokens:
         self.ttl_s = ttl_s
         self._revoked: set[str] = set()
         self._checked: dict[str, float] = {}
+        self._accounts: dict[str, tuple[float, datetime | None, datetime | None]] = {}
 
     async def is_revoked(self, jti: str) -> bool:
         if jti in self._revoked:
@@ -218,6 +242,24 @@ class RevokedTokens:
         self._checked[jti] = now
         return False
 
+    async def account(self, user_id: str, issued_at: int) -> str:
+        """`account_refusal` of the user's current state, re-read at most every `ttl_s`."""
+        try:
+            uid = uuid.UUID(user_id)
+        except ValueError:
+            return ""
+        now = time.monotonic()
+        seen = self._accounts.get(user_id)
+        if seen is None or now - seen[0] >= self.ttl_s:
+            async with self.db.read() as s:
+                row = (await s.execute(select(User.disabled_at, User.sessions_revoked_at)
+                                       .where(User.id == uid))).one_or_none()
+            if len(self._accounts) > 10_000:
+                self._accounts.clear()
+            seen = (now, row[0] if row else None, row[1] if row else None)
+            self._accounts[user_id] = seen
+        return account_refusal(seen[1], seen[2], issued_at)
+
 
 def user_authentication(db: Database, topology: Topology, actor: str, keys: KeySet,
                         revocation_cache_s: float = 5.0) -> UserAuthInterceptor:
@@ -231,5 +273,5 @@ def user_authentication(db: Database, topology: Topology, actor: str, keys: KeyS
                 "method": r.method, "reason": r.reason, "message": r.message[:300],
                 "peer": r.peer[:100], "identity": r.identity})
 
-    return UserAuthInterceptor(keys, RevokedTokens(db, revocation_cache_s).is_revoked,
-                               on_rejected)
+    revoked = RevokedTokens(db, revocation_cache_s)
+    return UserAuthInterceptor(keys, revoked.is_revoked, on_rejected, revoked.account)

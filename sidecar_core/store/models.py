@@ -99,6 +99,11 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     facility_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("facilities.id"))
     created_at: Mapped[datetime] = _created()
+    # Refused at login and on every request (within the revocation cache time) while set.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Every session token issued before this moment is revoked (revoke-sessions, a reset).
+    sessions_revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                 nullable=True)
 
 
 class Study(Base):
@@ -354,6 +359,15 @@ class AuditChainHead(Base):
     event_id: Mapped[uuid.UUID | None] = mapped_column()
     seq: Mapped[int | None] = mapped_column(BigInteger)
     at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AtnaCursor(Base):
+    """The last position of each audit chain delivered to the ATNA repository
+    (sidecar_core/atna.py)."""
+
+    __tablename__ = "atna_cursor"
+    chain: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    pos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class OutboxMessage(Base):

@@ -23,6 +23,7 @@ from sidecar_core.security import pki
 from sidecar_core.security.identity import Identity
 from tests import pki as test_pki
 from tests.acceptance.stack import Stack, new_stack, site_on, stack_root
+from tests.servers import free_port
 from tests.sharing import Shared, under
 
 
@@ -36,6 +37,9 @@ class EdgeStack(Stack):
     web_key: Path = field(default_factory=Path)
     dicom_client_cert: Path = field(default_factory=Path)
     dicom_client_key: Path = field(default_factory=Path)
+    # where the stack sends its audit (SIDECAR_AUDIT_SYSLOG=tls://127.0.0.1:PORT, trusting
+    # web_ca): tests/security/test_atna_up.py starts the repository there
+    audit_syslog_port: int = 0
 
     @property
     def base_url(self) -> str:
@@ -76,11 +80,14 @@ def _edge_up() -> Iterator[EdgeStack]:
         plain = new_stack(root, facilities=())  # each module adds its own
         # no SIDECAR_EGRESS_ALLOW: the edges run with the strict outbound rules (a module
         # that calls a loopback peer lists it in its own stack)
+        audit_port = free_port()
         running = EdgeStack(plain.data_dir, ports=plain.ports, web_ca=ca, web_cert=cert,
                             web_key=key, dicom_client_cert=client_cert,
-                            dicom_client_key=client_key,
+                            dicom_client_key=client_key, audit_syslog_port=audit_port,
                             env={"SIDECAR_DICOM_TLS_CLIENT_CA": str(client_ca),
-                                 "SIDECAR_EGRESS_ALLOW": ""})
+                                 "SIDECAR_EGRESS_ALLOW": "",
+                                 "SIDECAR_AUDIT_SYSLOG": f"tls://127.0.0.1:{audit_port}",
+                                 "SIDECAR_AUDIT_SYSLOG_CA": str(ca)})
         try:
             running.start("--tls-cert", str(cert), "--tls-key", str(key))
             yield running

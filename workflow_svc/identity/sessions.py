@@ -17,10 +17,15 @@ from sqlalchemy.dialects.postgresql import insert
 
 from sidecar_core import audit
 from sidecar_core.db import Database
-from sidecar_core.errors import InvalidArgument, ResourceExhausted, Unauthenticated
+from sidecar_core.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import LoginAttempt, RevokedToken
-from workflow_svc.identity import users
+from workflow_svc.identity import accounts, users
 
 ACTOR = "auth"
 
@@ -155,7 +160,7 @@ async def login(db: Database, topology: Topology, username: str, password: str,
                 f"{retry_after} s", retry_after_s=retry_after, limit=which)
         try:
             user = await users.authenticate(db, username, password)
-        except (Unauthenticated, InvalidArgument) as exc:
+        except (Unauthenticated, InvalidArgument, PermissionDenied) as exc:
             async with db.unit_of_work() as s:
                 s.add(LoginAttempt(username=username, address=address, ok=False))
                 await audit.record(s, topology, "auth.login_failed", ACTOR, context={
@@ -189,6 +194,10 @@ async def revoke(db: Database, topology: Topology, jti: str, expires_at: datetim
         await audit.record(s, topology, "auth.logout", actor, context={"jti": jti})
 
 
-async def is_revoked(db: Database, jti: str) -> bool:
+async def is_revoked(db: Database, jti: str, user_id: str = "", issued_at: int = 0) -> str:
+    """Why the session is refused ('' when it is not): TOKEN_REVOKED (logged out), or, for the
+    user and issue time given, ACCOUNT_DISABLED or SESSIONS_REVOKED (account lifecycle)."""
     async with db.read() as s:
-        return await s.scalar(select(RevokedToken.jti).where(RevokedToken.jti == jti)) is not None
+        if await s.scalar(select(RevokedToken.jti).where(RevokedToken.jti == jti)) is not None:
+            return "TOKEN_REVOKED"
+    return await accounts.session_refused(db, user_id, issued_at) if user_id else ""

@@ -11,7 +11,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from sidecar_core.db import Database
-from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from sidecar_core.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from sidecar_core.store.models import Facility, User
 from workflow_svc.identity.passwords import (
     hash_password,
@@ -56,7 +62,7 @@ def _check_username(username: str) -> None:
                               username=username)
 
 
-def _check_password(password: str) -> None:
+def check_password(password: str) -> None:
     if not password or len(password) > _MAX_PASSWORD:
         raise InvalidArgument("INVALID_PASSWORD",
                               f"password must be 1 to {_MAX_PASSWORD} characters")
@@ -66,7 +72,7 @@ async def add_user(db: Database, username: str, password: str, role: str,
                    facility: str | None = None) -> uuid.UUID:
     """Creates a user: a radiologist needs exactly one facility, admin and auditor take none."""
     _check_username(username)
-    _check_password(password)
+    check_password(password)
     if role not in ROLES:
         raise InvalidArgument("INVALID_ROLE", f"role must be one of {', '.join(ROLES)}",
                               role=role)
@@ -101,7 +107,8 @@ async def authenticate(db: Database, username: str, password: str) -> Authentica
     if username and len(username) <= 64 and len(password) <= _MAX_PASSWORD:
         async with db.read() as session:
             row = (await session.execute(
-                select(User.id, User.username, User.password_hash, User.role, Facility.name)
+                select(User.id, User.username, User.password_hash, User.role, Facility.name,
+                       User.disabled_at)
                 .outerjoin(Facility, Facility.id == User.facility_id)
                 .where(User.username == username)
             )).one_or_none()
@@ -109,6 +116,9 @@ async def authenticate(db: Database, username: str, password: str) -> Authentica
     ok = await verify_password_async(password[:_MAX_PASSWORD], stored)
     if row is None or not ok or not password:
         raise Unauthenticated("BAD_CREDENTIALS", "unknown user or wrong password")
+    if row.disabled_at is not None:
+        raise PermissionDenied("ACCOUNT_DISABLED", "this account is disabled; ask an "
+                               "administrator", username=username)
     if row.role not in ROLES or (row.role == RADIOLOGIST and not row.name):
         raise Unauthenticated("ACCOUNT_MISCONFIGURED",
                               "this account has no valid role or facility; ask an administrator")

@@ -72,7 +72,9 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
     @handle_errors
     async def CheckSession(self, request: rpb.CheckSessionRequest,
                            context: Ctx) -> rpb.CheckSessionResponse:
-        return rpb.CheckSessionResponse(revoked=await sessions.is_revoked(self.db, request.jti))
+        reason = await sessions.is_revoked(self.db, request.jti, request.user_id,
+                                           request.issued_at)
+        return rpb.CheckSessionResponse(revoked=bool(reason), reason=reason)
 
     @handle_errors
     async def ListWorklist(self, request: rpb.ListWorklistRequest,

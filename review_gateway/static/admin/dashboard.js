@@ -128,9 +128,49 @@ document.getElementById("facility-form").addEventListener("submit", async (event
   }
 });
 
+// The account lifecycle: each button one admin API call, audited by the workflow service with
+// the admin's name; a password reset asks for the new password (never shown back).
+async function userAction(name, action) {
+  const status = document.getElementById("user-status");
+  const options = { method: "POST", headers: { "Content-Type": "application/json" } };
+  if (action === "reset-password") {
+    const password = window.prompt(`New password for ${name} (every session of ${name} ends)`);
+    if (!password) return;
+    options.body = JSON.stringify({ password });
+  }
+  try {
+    const body = await api(`/api/v1/admin/users/${encodeURIComponent(name)}/${action}`, options);
+    status.textContent = `${action}: ${name}${body.changed ? "" : " (no change)"}`;
+  } catch (err) {
+    status.textContent = `${action} refused: ${err.message}`;
+  }
+  await loadUsers();
+}
+
+async function loadUsers() {
+  const body = await api("/api/v1/admin/users");
+  const tbody = document.getElementById("users");
+  tbody.replaceChildren();
+  for (const u of body.users) {
+    const row = el("tr");
+    const actions = el("td");
+    for (const [action, label] of [[u.disabled ? "enable" : "disable", u.disabled ? "Enable" : "Disable"],
+      ["revoke-sessions", "Revoke sessions"], ["reset-password", "Reset password"]]) {
+      const button = el("button", label, { type: "button", "aria-label": `${label} ${u.username}` });
+      button.addEventListener("click", () => userAction(u.username, action));
+      actions.append(button);
+    }
+    row.append(el("td", u.username), el("td", u.role), el("td", u.facility || ""),
+      el("td", u.disabled ? "disabled" : "enabled", { class: u.disabled ? "down" : "up" }),
+      el("td", u.sessions_revoked_at || ""), actions);
+    tbody.append(row);
+  }
+}
+
 async function refresh() {
   render(await api("/api/v1/admin/metrics"));
   await loadFacilities();
+  await loadUsers();
   await loadDeadLetters();
 }
 

@@ -429,3 +429,253 @@ class FacilityService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AccountServiceStub:
+    """The account lifecycle for administrators (the admin page): every change audited with the
+    verified caller as the operator and the door `api`; auditors may only list.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListUsers = channel.unary_unary(
+                '/sidecar.workflow.v1.AccountService/ListUsers',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.DisableUser = channel.unary_unary(
+                '/sidecar.workflow.v1.AccountService/DisableUser',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.DisableUserRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.DisableUserResponse.FromString,
+                _registered_method=True)
+        self.EnableUser = channel.unary_unary(
+                '/sidecar.workflow.v1.AccountService/EnableUser',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.EnableUserRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.EnableUserResponse.FromString,
+                _registered_method=True)
+        self.ResetUserPassword = channel.unary_unary(
+                '/sidecar.workflow.v1.AccountService/ResetUserPassword',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ResetUserPasswordRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ResetUserPasswordResponse.FromString,
+                _registered_method=True)
+        self.RevokeUserSessions = channel.unary_unary(
+                '/sidecar.workflow.v1.AccountService/RevokeUserSessions',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.RevokeUserSessionsRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.RevokeUserSessionsResponse.FromString,
+                _registered_method=True)
+
+
+class AccountServiceServicer:
+    """The account lifecycle for administrators (the admin page): every change audited with the
+    verified caller as the operator and the door `api`; auditors may only list.
+    """
+
+    def ListUsers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetUserPassword(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeUserSessions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AccountServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListUsersRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'DisableUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableUser,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.DisableUserRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.DisableUserResponse.SerializeToString,
+            ),
+            'EnableUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableUser,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.EnableUserRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.EnableUserResponse.SerializeToString,
+            ),
+            'ResetUserPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetUserPassword,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ResetUserPasswordRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ResetUserPasswordResponse.SerializeToString,
+            ),
+            'RevokeUserSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeUserSessions,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.RevokeUserSessionsRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.RevokeUserSessionsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'sidecar.workflow.v1.AccountService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('sidecar.workflow.v1.AccountService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AccountService:
+    """The account lifecycle for administrators (the admin page): every change audited with the
+    verified caller as the operator and the door `api`; auditors may only list.
+    """
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.AccountService/ListUsers',
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListUsersRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.AccountService/DisableUser',
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.DisableUserRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.DisableUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.AccountService/EnableUser',
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.EnableUserRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.EnableUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetUserPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.AccountService/ResetUserPassword',
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ResetUserPasswordRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.ResetUserPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeUserSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.AccountService/RevokeUserSessions',
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.RevokeUserSessionsRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_operations__service__pb2.RevokeUserSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -61,16 +61,22 @@ class RedeemViewerCodeResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CheckSessionRequest(_message.Message):
-    __slots__ = ("jti",)
+    __slots__ = ("jti", "user_id", "issued_at")
     JTI_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
     jti: str
-    def __init__(self, jti: _Optional[str] = ...) -> None: ...
+    user_id: str
+    issued_at: int
+    def __init__(self, jti: _Optional[str] = ..., user_id: _Optional[str] = ..., issued_at: _Optional[int] = ...) -> None: ...
 
 class CheckSessionResponse(_message.Message):
-    __slots__ = ("revoked",)
+    __slots__ = ("revoked", "reason")
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     revoked: bool
-    def __init__(self, revoked: _Optional[bool] = ...) -> None: ...
+    reason: str
+    def __init__(self, revoked: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Patient(_message.Message):
     __slots__ = ("name", "name_ideographic", "name_phonetic", "id", "sex", "birth_date", "age")
