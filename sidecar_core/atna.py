@@ -25,6 +25,7 @@ from xml.etree import ElementTree as ET
 from sqlalchemy import text
 
 from sidecar_core.observability import metrics
+from sidecar_core.security.edge_tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -255,17 +256,6 @@ class Target:
         return cls(parts.scheme, parts.hostname, parts.port)
 
 
-def client_context(ca: Path | None, cert: Path | None = None,
-                   key: Path | None = None) -> ssl.SSLContext:
-    """The TLS client context (RFC 5425): the repository's certificate checked against `ca`
-    (else the system's roots) and its name, optionally presenting a client certificate."""
-    ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert:
-        ctx.load_cert_chain(str(cert), str(key) if key else None)
-    return ctx
-
-
 class Sender:
     """One connection to the repository, opened when needed and dropped on any error."""
 
@@ -415,7 +405,8 @@ def forwarder_of(db: Any, url: str, ca: Path | None = None, cert: Path | None = 
                  site: str = "") -> Forwarder:
     """The forwarder of the settings `SIDECAR_AUDIT_SYSLOG*` (docs/deployment.md)."""
     target = Target.parse(url)
-    tls = client_context(ca, cert, key) if target.scheme == "tls" else None
+    tls = (client_context(ca, cert, key, what="audit repository TLS")
+           if target.scheme == "tls" else None)
     log.info("audit exported to %s://%s:%d (IHE ATNA, RFC 5424)", target.scheme, target.host,
              target.port)
     return Forwarder(db, Sender(target, tls), source_id, site)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from sidecar_core.security.edge_tls import CIPHERS, EdgeConfigError, server_context
+from sidecar_core.security.edge_tls import client_context, server_context
 from sidecar_core.settings import CommonSettings
 
 DICOM_TLS_PORT = 2762  # IANA "dicom-tls", PS3.15 Annex B
@@ -64,43 +64,20 @@ def host_allowed(address: str, networks: tuple[IPNetwork, ...]) -> bool:
 
 
 def scp_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
-    """The SCP's context: the edge's (TLS 1.2+, BCP 195 ciphers, no compression or
-    renegotiation); with `client_ca`, a client certificate is asked for and verified against it
-    when presented (a connection without one still handshakes)."""
-    try:
-        ctx = server_context(cert, key)
-    except EdgeConfigError as exc:
-        raise DicomTlsError(str(exc).replace("HTTPS", "DICOM TLS")) from None
-    if client_ca is not None:
-        try:
-            ctx.load_verify_locations(cafile=str(client_ca))
-        except (OSError, ssl.SSLError) as exc:
-            raise DicomTlsError(f"cannot load the DICOM TLS client CA {client_ca}: "
-                                f"{' '.join(str(exc).split())}") from None
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-    return ctx
+    """The SCP's context: the edge's profile; with `client_ca`, a client certificate is asked
+    for and verified against it when presented (a connection without one still handshakes: a
+    facility decides whether it needs one)."""
+    return server_context(cert, key, client_ca, client_cert_required=False, what="DICOM TLS",
+                          error=DicomTlsError)
 
 
 def scu_context(ca: Path | None = None, cert: Path | None = None,
                 key: Path | None = None) -> ssl.SSLContext:
-    """A client context for a peer's DICOM TLS port: TLS 1.2+, BCP 195 ciphers, the peer's
-    certificate verified against `ca` (default: the system store) and its name against the
-    host connected to; `cert`/`key` are presented as the client certificate when given."""
-    try:
-        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise DicomTlsError(f"cannot load the PACS TLS CA {ca}: "
-                            f"{' '.join(str(exc).split())}") from None
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(CIPHERS)
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    if cert is not None and key is not None:
-        try:
-            ctx.load_cert_chain(cert, key)
-        except (OSError, ssl.SSLError) as exc:
-            raise DicomTlsError(f"cannot load the DICOM TLS client certificate {cert} with "
-                                f"key {key}: {' '.join(str(exc).split())}") from None
-    return ctx
+    """A client context for a PACS's DICOM TLS port (edge_tls.client_context): its certificate
+    verified against `ca` (default: the system store) and the host connected to; `cert`/`key`
+    presented as the client certificate when given."""
+    return client_context(ca, cert if key is not None else None, key, what="PACS TLS",
+                          error=DicomTlsError)
 
 
 class DicomTlsSettings(CommonSettings):

@@ -58,8 +58,17 @@ def parse_proxies(text: str) -> list[str]:
     return proxies
 
 
-def server_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """The server's TLS context: TLS 1.2+, BCP 195 ciphers, no compression or renegotiation."""
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def server_context(cert: Path, key: Path, client_ca: Path | None = None, *,
+                   client_cert_required: bool = True, what: str = "HTTPS",
+                   error: type[ValueError] = EdgeConfigError) -> ssl.SSLContext:
+    """The server's TLS context of every edge (HTTPS, DICOM TLS, MLLP over TLS): TLS 1.2+, BCP
+    195 ciphers, no compression or renegotiation. With `client_ca`, client certificates are asked
+    for and verified against it: required, or (`client_cert_required=False`) verified when
+    presented. A file that does not load is `error` naming `what` and the file, in one line."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(CIPHERS)
@@ -68,8 +77,38 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise EdgeConfigError(f"cannot load the HTTPS certificate {cert} with key {key}: "
-                              f"{' '.join(str(exc).split())}") from None
+        raise error(f"cannot load the {what} certificate {cert} with key {key}: "
+                    f"{_one_line(exc)}") from None
+    if client_ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise error(f"cannot load the {what} client CA {client_ca}: "
+                        f"{_one_line(exc)}") from None
+        ctx.verify_mode = ssl.CERT_REQUIRED if client_cert_required else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def client_context(ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
+                   *, what: str = "TLS", error: type[ValueError] = EdgeConfigError
+                   ) -> ssl.SSLContext:
+    """A client context for a peer's TLS port (a PACS's DICOM TLS, an audit repository's syslog):
+    TLS 1.2+, BCP 195 ciphers, the peer's certificate verified against `ca` (default: the system
+    store) and its name against the host connected to; `cert`/`key` presented as the client
+    certificate when given."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise error(f"cannot load the {what} CA {ca}: {_one_line(exc)}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    if cert is not None:
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise error(f"cannot load the {what} client certificate {cert} with key {key}: "
+                        f"{_one_line(exc)}") from None
     return ctx
 
 

@@ -80,15 +80,9 @@ class Hl7Settings(CommonSettings):
         files = self.tls_files()
         if files is None:
             return None
-        context = server_context(*files)
-        if self.hl7_tls_client_ca is not None:
-            try:
-                context.load_verify_locations(cafile=str(self.hl7_tls_client_ca))
-            except (OSError, ssl.SSLError) as exc:
-                raise EdgeConfigError(f"cannot load SIDECAR_HL7_TLS_CLIENT_CA "
-                                      f"{self.hl7_tls_client_ca}: {exc}") from None
-            context.verify_mode = ssl.CERT_REQUIRED
-        return context
+        # the RIS must present a certificate the CA issued (no certificate, no handshake)
+        return server_context(*files, self.hl7_tls_client_ca,
+                              what="MLLP/TLS (SIDECAR_HL7_TLS_CERT, SIDECAR_HL7_TLS_CLIENT_CA)")
 
     def limits(self) -> MllpLimits:
         return MllpLimits(self.hl7_max_message_bytes, self.hl7_max_connections,
