@@ -21,13 +21,19 @@ def oru(control_id: str, accession: str, sender: str, note: str = "") -> bytes:
     return ("\r".join(segments) + "\r").encode()
 
 
-def mllp(port: int, message: bytes, host: str = "127.0.0.1") -> str:
-    """Sends one MLLP-framed message and returns the ACK's text (unframed)."""
-    with socket.create_connection((host, port), timeout=30) as conn:
-        conn.sendall(b"\x0b" + message + b"\x1c\x0d")
-        data = b""
-        while not data.endswith(b"\x1c\x0d"):
-            chunk = conn.recv(4096)
-            assert chunk, "connection closed before the ACK"
-            data += chunk
+def exchange(conn: socket.socket, message: bytes) -> str:
+    """Sends one MLLP-framed message on an open connection (plain or TLS) and returns the ACK's
+    text (unframed)."""
+    conn.sendall(b"\x0b" + message + b"\x1c\x0d")
+    data = b""
+    while not data.endswith(b"\x1c\x0d"):
+        chunk = conn.recv(4096)
+        assert chunk, "connection closed before the ACK"
+        data += chunk
     return data[1:-2].decode()
+
+
+def mllp(port: int, message: bytes, host: str = "127.0.0.1") -> str:
+    """Sends one MLLP-framed message on a new connection and returns the ACK's text."""
+    with socket.create_connection((host, port), timeout=30) as conn:
+        return exchange(conn, message)

@@ -33,16 +33,6 @@ def stack(edge_stack: EdgeStack) -> EdgeStack:
     return edge_stack
 
 
-def exchange(conn: socket.socket, message: bytes) -> str:
-    conn.sendall(b"\x0b" + message + b"\x1c\x0d")
-    data = b""
-    while not data.endswith(b"\x1c\x0d"):
-        chunk = conn.recv(4096)
-        assert chunk, "connection closed before the ACK"
-        data += chunk
-    return data[1:-2].decode()
-
-
 def rss_kib(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
@@ -55,7 +45,7 @@ def test_oru_over_tls_gets_aa_and_is_stored(stack: EdgeStack) -> None:
     with socket.create_connection(("127.0.0.1", stack.ports["hl7-tls"]), timeout=30) as raw, \
             context.wrap_socket(raw, server_hostname="localhost") as tls:
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
-        ack = exchange(tls, oru("EMLLP-TLS-1", "ACC-EMLLP-1"))
+        ack = hl7_peer.exchange(tls, oru("EMLLP-TLS-1", "ACC-EMLLP-1"))
     assert "MSA|AA|EMLLP-TLS-1" in ack, ack
     stored = stack.sql("select status, sending_facility from hl7_messages where control_id=%s",
                        "EMLLP-TLS-1")
@@ -122,11 +112,12 @@ def test_2000_idle_connections_leave_the_listener_answering_in_bounded_memory(
         during = rss_kib(pid)
         # every flood connection is still open on this side; a RIS message still gets its ACK
         with socket.create_connection(("127.0.0.1", stack.ports["hl7"]), timeout=30) as ris:
-            ack = exchange(ris, oru("EMLLP-FLOOD-1", "ACC-EMLLP-F"))
+            ack = hl7_peer.exchange(ris, oru("EMLLP-FLOOD-1", "ACC-EMLLP-F"))
         assert "MSA|AA|EMLLP-FLOOD-1" in ack, ack
         with socket.create_connection(("127.0.0.1", stack.ports["hl7-tls"]), timeout=30) as raw, \
                 stack.trusting().wrap_socket(raw, server_hostname="localhost") as tls:
-            assert "MSA|AA|EMLLP-FLOOD-2" in exchange(tls, oru("EMLLP-FLOOD-2", "ACC-EMLLP-F"))
+            ack = hl7_peer.exchange(tls, oru("EMLLP-FLOOD-2", "ACC-EMLLP-F"))
+            assert "MSA|AA|EMLLP-FLOOD-2" in ack
     finally:
         for conn in flood:
             conn.close()
