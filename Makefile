@@ -30,7 +30,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 FRONTEND := review_gateway/frontend
 FRONTEND_BUILT := review_gateway/static/app/index.html
 FRONTEND_SOURCES := $(FRONTEND)/package.json $(FRONTEND)/package-lock.json $(FRONTEND)/index.html \
-	$(FRONTEND)/vite.config.ts $(FRONTEND)/tsconfig.json $(shell find $(FRONTEND)/src -type f 2>/dev/null)
+	$(FRONTEND)/vite.config.ts $(FRONTEND)/tsconfig.json $(FRONTEND)/compress.mjs $(shell find $(FRONTEND)/src -type f 2>/dev/null)
 
 $(FRONTEND_BUILT): $(FRONTEND_SOURCES)
 	@command -v npm >/dev/null 2>&1 || bash scripts/system-deps.sh nodejs npm

@@ -15,7 +15,6 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,6 +45,7 @@ from review_gateway.review.events import EventHub
 from review_gateway.review.routes import review_router
 from review_gateway.settings import GatewaySettings
 from review_gateway.web import security
+from review_gateway.web.assets import PrecompressedStaticFiles
 from review_gateway.web.limits import BodyLimitMiddleware
 from review_gateway.web.page import webapp_router
 from sidecar_core.observability import metrics
@@ -307,7 +307,7 @@ def create_app(settings: GatewaySettings,
 
     app.include_router(webapp_router(STATIC_DIR, settings.viewer_port))
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", PrecompressedStaticFiles(directory=STATIC_DIR), name="static")
     _add_schemas(app, EXTRA_SCHEMAS)
     return app
 
