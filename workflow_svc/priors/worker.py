@@ -155,6 +155,10 @@ class PriorsWorker:
                 await self._lookup(study_id, "none", 0, "")
                 return
             attributes: dict[str, Any] = dict(target.study.dicom_attributes or {})
+            done = await s.scalar(select(PriorLookup.status).where(
+                PriorLookup.study_id == study_id))
+        if done == "found":
+            return  # a redelivered lookup: recorded already
         patient_id = str(attributes.get("PatientID") or "").strip()
         if not patient_id:
             await self._find_failed(target, job.job_id, delivery,
