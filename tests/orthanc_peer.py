@@ -175,15 +175,22 @@ async def orthanc(work: Path, aet: str = "ORTHANC", **config: object
 
 
 @contextlib.contextmanager
-def orthanc_in_thread(work: Path) -> Iterator[tuple[OrthancPeer, Callable[[], list[bytes]]]]:
+def orthanc_in_thread(work: Path, aet: str = "ORTHANC", back: tuple[int, int] | None = None,
+                      files: list[bytes] | None = None, **config: object
+                      ) -> Iterator[tuple[OrthancPeer, Callable[[], list[bytes]]]]:
     """For synchronous tests: the peer's bridges run on an event loop in a thread; yields the
-    peer and a function returning what Orthanc stored."""
+    peer and a function returning what Orthanc stored. `back` (inner port, host port): see
+    `reach_back`; `files` are stored in it first."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    peer = OrthancPeer(work)
+    peer = OrthancPeer(work, aet=aet, config=dict(config))
     try:
         asyncio.run_coroutine_threadsafe(peer.start(), loop).result(60)
+        if back:
+            asyncio.run_coroutine_threadsafe(peer.reach_back(*back), loop).result(30)
+        if files:
+            asyncio.run_coroutine_threadsafe(peer.upload(files), loop).result(60)
         yield peer, lambda: asyncio.run_coroutine_threadsafe(peer.instance_files(),
                                                               loop).result(60)
     finally:
