@@ -21,6 +21,8 @@ from workflow_svc.identity import servicer as account_servicer
 from workflow_svc.operations import facility_settings
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
+from workflow_svc.priors.jobs import enqueue_find as find_priors
+from workflow_svc.priors.worker import PriorsConfig, PriorsWorker
 from workflow_svc.report_loop import servicer as report_servicer
 from workflow_svc.report_loop.export import DerivedResults, ExportWorker
 from workflow_svc.report_loop.handoff import HandoffWorker
@@ -63,7 +65,13 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     review_servicer.register(server, db, topology, settings.login_limits())
     account_servicer.register(server, db, topology)
     # an official report that arrived before its study completes it once it is registered
-    pipeline = Pipeline(db, topology, registry, after_registered=[match_waiting_reports])
+    # and a covered study's priors are looked for at the facility's PACS (docs/priors.md)
+    pipeline = Pipeline(db, topology, registry,
+                        after_registered=[match_waiting_reports, find_priors])
+    priors_worker = PriorsWorker(db, topology, tls=settings.scu_context, egress=egress,
+                                 config=PriorsConfig(settings.dicom_ae_title,
+                                                     settings.priors_limit,
+                                                     settings.priors_lookback_years))
     streams = [spec.name for spec in topology.streams]
     # the IHE ATNA export (docs/audit.md), only when an audit repository is configured
     atna_loops = [] if not settings.audit_syslog else [atna.forwarder_of(
@@ -81,6 +89,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
                bus.consume(topology.export_jobs(), ExportWorker(
                    db, topology, DerivedResults(settings.object_store()),
                    tls=settings.scu_context, egress=egress).handle, stop),
+               bus.consume(topology.priors_jobs(), priors_worker.handle, stop),
                bus.consume(topology.dead_letter_audit(), DeadLetterAuditor(db, topology).handle,
                            stop), *atna_loops],
         closers=[bus.close, db.close])

@@ -31,6 +31,14 @@ class WorkflowSettings(DicomTlsSettings):
         default=2, ge=1, description="Password hashes (argon2id, 64 MiB each) computed at once "
         "by this process; more logins wait their turn")
 
+    # prior studies (docs/priors.md): the sidecar's own AE title (the C-MOVE destination, the
+    # ingest SCP's SIDECAR_DICOM_AE_TITLE), how many priors are kept and how far back
+    dicom_ae_title: str = Field(default="SIDECAR", min_length=1, max_length=16)
+    priors_limit: int = Field(default=50, ge=1, le=500,
+                              description="Most prior studies recorded per study")
+    priors_lookback_years: int = Field(default=10, ge=0, le=100, description="How many years "
+                                       "back priors are looked for (0: no limit)")
+
     audit_syslog: str = Field(
         default="", description="IHE ATNA audit repository: tls://, tcp:// or udp://HOST:PORT "
         "(empty: the audit is not exported)")

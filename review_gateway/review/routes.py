@@ -15,6 +15,7 @@ from review_gateway.clients.review import ReviewCallError, ReviewClient
 from review_gateway.errors import ERROR_RESPONSES, error_body
 from review_gateway.review import models
 from review_gateway.review import views as rv
+from review_gateway.review.priors import add_priors_routes
 
 Action = Literal["accept", "reject", "edit_geometry", "edit_text", "relabel", "ignore",
                  "include_in_draft", "exclude_from_draft"]
@@ -170,4 +171,5 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
             study_id=study_id, finding_id=finding_id))
         return models.FindingHistory(events=[rv.history_json(e) for e in reply.events])
 
+    add_priors_routes(router, me_dep, review)
     return router

@@ -20,6 +20,8 @@ JOB_LLM_ASSIST = "job.v1.llm_assist"
 JOB_HANDOFF = "job.v1.handoff"
 JOB_OVERLAY = "job.v1.overlay"
 JOB_EXPORT = "job.v1.export"
+# A covered study's priors at the facility's PACS: find, or retrieve one (events.v1.PriorsJob).
+JOB_PRIORS = "job.v1.priors"
 AUDIT = "audit.v1"
 DLQ = "dlq.v1"
 
@@ -146,6 +148,13 @@ class Topology:
         return self._spec(ConsumerSpec(self.jobs_stream, "export-worker",
                                        self.subject(JOB_EXPORT),
                                        max_deliver=5, backoff_s=(2.0, 10.0, 30.0, 60.0)))
+
+    def priors_jobs(self) -> ConsumerSpec:
+        """C-FIND / C-MOVE at the facility's PACS (workflow_svc.priors): a PACS that is down is
+        retried a little, then recorded as failed (it never blocks the study)."""
+        return self._spec(ConsumerSpec(self.jobs_stream, "priors-worker",
+                                       self.subject(JOB_PRIORS), ack_wait_s=120,
+                                       max_deliver=3, backoff_s=(2.0, 10.0)))
 
     def derived_results_runs(self) -> ConsumerSpec:
         """ingest_svc's DICOM results writer: an AI run's findings are stored (SR and SEG,

@@ -532,3 +532,36 @@ class MeshCredential(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     issued_at: Mapped[datetime] = _created()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PriorLookup(Base):
+    """The priors lookup of one study at the facility's PACS (0116): found, failed or none."""
+
+    __tablename__ = "prior_lookups"
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    found_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    updated_at: Mapped[datetime] = _created()
+
+
+class PriorStudy(Base):
+    """An earlier study of the same patient the facility's PACS answered a C-FIND with (0116),
+    and the state of its retrieval (C-MOVE to the sidecar's own AE) when one was asked for."""
+
+    __tablename__ = "prior_studies"
+    __table_args__ = (UniqueConstraint("study_id", "study_instance_uid"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    study_date: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    description: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    modalities: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    accession: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    instance_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # "" | queued | retrieving | retrieved | failed (workflow_svc.priors.retrieve)
+    retrieve_status: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    retrieve_job_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    retrieved_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    found_at: Mapped[datetime] = _created()

@@ -19,6 +19,7 @@ from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
 from workflow_svc.identity import handover, sessions
 from workflow_svc.identity.access import current_caller
 from workflow_svc.identity.sessions import LoginLimits
+from workflow_svc.priors import views as priors
 from workflow_svc.review import actions as review_actions
 from workflow_svc.review import decisions, worklist
 
@@ -139,6 +140,17 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
                                  context: Ctx) -> rpb.ListFindingHistoryResponse:
         return rpb.ListFindingHistoryResponse(events=await decisions.history(
             self.db, request.study_id, request.finding_id, current_caller()))
+
+    @handle_errors
+    async def ListPriors(self, request: rpb.ListPriorsRequest,
+                         context: Ctx) -> rpb.ListPriorsResponse:
+        return await priors.list_priors(self.db, request, current_caller())
+
+    @handle_errors
+    async def RetrievePrior(self, request: rpb.RetrievePriorRequest,
+                            context: Ctx) -> rpb.RetrievePriorResponse:
+        return rpb.RetrievePriorResponse(prior=await priors.retrieve_prior(
+            self.db, self.topology, request, current_caller()))
 
 
 def register(server: GrpcServer, db: Database, topology: Topology,

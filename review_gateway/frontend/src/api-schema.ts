@@ -359,6 +359,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/studies/{study_id}/priors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Priors */
+        get: operations["priors_api_v1_studies__study_id__priors_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/studies/{study_id}/priors/{prior_id}/retrieve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Retrieve */
+        post: operations["retrieve_api_v1_studies__study_id__priors__prior_id__retrieve_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/studies/{study_id}/draft": {
         parameters: {
             query?: never;
@@ -1699,6 +1733,55 @@ export interface components {
             /** Age */
             age: string | null;
         };
+        /**
+         * Prior
+         * @description An earlier study of the same patient at the facility's PACS.
+         */
+        Prior: {
+            /** Prior Id */
+            prior_id: string;
+            /** Study Instance Uid */
+            study_instance_uid: string;
+            /**
+             * Study Date
+             * @description YYYYMMDD as the PACS gave it, or empty
+             */
+            study_date: string;
+            /** Description */
+            description: string;
+            /** Modalities */
+            modalities: string[];
+            /** Accession */
+            accession: string;
+            /** Instance Count */
+            instance_count: number;
+            /**
+             * Retrieve Status
+             * @description '' (not requested), queued, retrieving, retrieved or failed
+             */
+            retrieve_status: string;
+            /** Retrieved Count */
+            retrieved_count: number;
+            /** Last Error */
+            last_error: string;
+            /**
+             * Retrieved Study Id
+             * @description the sidecar's study of the retrieved objects once registered, or empty
+             */
+            retrieved_study_id: string;
+        };
+        /** PriorList */
+        PriorList: {
+            /** Priors */
+            priors: components["schemas"]["Prior"][];
+            /**
+             * Lookup Status
+             * @description found, failed, none (no PACS) or pending
+             */
+            lookup_status: string;
+            /** Next Page Token */
+            next_page_token: string;
+        };
         /** Redriven */
         Redriven: {
             /** Redriven */
@@ -2817,6 +2900,90 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["FindingHistory"];
+                };
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    priors_api_v1_studies__study_id__priors_get: {
+        parameters: {
+            query?: {
+                page_size?: number;
+                page_token?: string;
+            };
+            header?: never;
+            path: {
+                study_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PriorList"];
+                };
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    retrieve_api_v1_studies__study_id__priors__prior_id__retrieve_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                study_id: string;
+                prior_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Prior"];
                 };
             };
             /** @description The request was refused (see error.reason) */

@@ -377,3 +377,65 @@ class ListFindingHistoryResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[ReviewHistoryEvent]
     def __init__(self, events: _Optional[_Iterable[_Union[ReviewHistoryEvent, _Mapping]]] = ...) -> None: ...
+
+class PriorStudy(_message.Message):
+    __slots__ = ("prior_id", "study_instance_uid", "study_date", "description", "modalities", "accession", "instance_count", "retrieve_status", "retrieved_count", "last_error", "retrieved_study_id")
+    PRIOR_ID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_DATE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MODALITIES_FIELD_NUMBER: _ClassVar[int]
+    ACCESSION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVED_STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    prior_id: str
+    study_instance_uid: str
+    study_date: str
+    description: str
+    modalities: _containers.RepeatedScalarFieldContainer[str]
+    accession: str
+    instance_count: int
+    retrieve_status: str
+    retrieved_count: int
+    last_error: str
+    retrieved_study_id: str
+    def __init__(self, prior_id: _Optional[str] = ..., study_instance_uid: _Optional[str] = ..., study_date: _Optional[str] = ..., description: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., accession: _Optional[str] = ..., instance_count: _Optional[int] = ..., retrieve_status: _Optional[str] = ..., retrieved_count: _Optional[int] = ..., last_error: _Optional[str] = ..., retrieved_study_id: _Optional[str] = ...) -> None: ...
+
+class ListPriorsRequest(_message.Message):
+    __slots__ = ("study_id", "page_size", "page_token")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, study_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPriorsResponse(_message.Message):
+    __slots__ = ("priors", "lookup_status", "next_page_token")
+    PRIORS_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    priors: _containers.RepeatedCompositeFieldContainer[PriorStudy]
+    lookup_status: str
+    next_page_token: str
+    def __init__(self, priors: _Optional[_Iterable[_Union[PriorStudy, _Mapping]]] = ..., lookup_status: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RetrievePriorRequest(_message.Message):
+    __slots__ = ("study_id", "prior_id", "request_id")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    prior_id: str
+    request_id: str
+    def __init__(self, study_id: _Optional[str] = ..., prior_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RetrievePriorResponse(_message.Message):
+    __slots__ = ("prior",)
+    PRIOR_FIELD_NUMBER: _ClassVar[int]
+    prior: PriorStudy
+    def __init__(self, prior: _Optional[_Union[PriorStudy, _Mapping]] = ...) -> None: ...

@@ -111,6 +111,16 @@ class ReviewServiceStub:
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryRequest.SerializeToString,
                 response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryResponse.FromString,
                 _registered_method=True)
+        self.ListPriors = channel.unary_unary(
+                '/sidecar.workflow.v1.ReviewService/ListPriors',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsResponse.FromString,
+                _registered_method=True)
+        self.RetrievePrior = channel.unary_unary(
+                '/sidecar.workflow.v1.ReviewService/RetrievePrior',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorResponse.FromString,
+                _registered_method=True)
 
 
 class ReviewServiceServicer:
@@ -210,6 +220,21 @@ class ReviewServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPriors(self, request, context):
+        """The patient's earlier studies the facility's PACS holds (found when the study arrived).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetrievePrior(self, request, context):
+        """Queues the retrieval of one prior (C-MOVE to the sidecar's own AE); a prior already
+        retrieved or on its way is returned as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReviewServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -287,6 +312,16 @@ def add_ReviewServiceServicer_to_server(servicer, server):
                     servicer.ListFindingHistory,
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryRequest.FromString,
                     response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryResponse.SerializeToString,
+            ),
+            'ListPriors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPriors,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsResponse.SerializeToString,
+            ),
+            'RetrievePrior': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetrievePrior,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -696,6 +731,60 @@ class ReviewService:
             '/sidecar.workflow.v1.ReviewService/ListFindingHistory',
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryRequest.SerializeToString,
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPriors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReviewService/ListPriors',
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetrievePrior(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReviewService/RetrievePrior',
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorResponse.FromString,
             options,
             channel_credentials,
             insecure,
