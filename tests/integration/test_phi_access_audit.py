@@ -9,12 +9,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from sqlalchemy import text
 
+from review_gateway.main import run
 from sidecar_core.db import Database
 from tests.integration.review_env import review_env
+from tests.integration.test_workflow_queries import PASSWORD
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +85,115 @@ async def test_a_radiologists_reads_and_refusals_are_each_one_event(db: Database
         "refused", "STUDY_NOT_FOUND", "PID-B1^^^fac-b"), refused
     assert (anonymous["user"], anonymous["actor"], anonymous["reason"]) == (
         "", "anonymous", "MISSING_TOKEN"), anonymous
+
+
+@pytest.mark.parametrize(("trusted", "recorded"), [("127.0.0.1", "203.0.113.5"),
+                                                   ("10.9.9.9", "127.0.0.1")])
+async def test_the_client_address_is_forwarded_only_by_a_trusted_proxy_and_shutdown_flushes(
+        db: Database, tmp_path: Path, trusted: str, recorded: str) -> None:
+    async with review_env(db, tmp_path) as env:
+        port = free_port()
+        settings = env.settings.model_copy(update={"gateway_port": port,
+                                                   "trusted_proxies": trusted,
+                                                   "log_level": "WARNING"})
+        stop, started = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(run(settings, stop, started=started))
+        await asyncio.wait_for(started.wait(), 10)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                login = await http.post("/api/v1/auth/login",
+                                        json={"username": "rad-a", "password": PASSWORD})
+                auth = {"Authorization": f"Bearer {login.json()['access_token']}",
+                        "X-Forwarded-For": "203.0.113.5"}
+                reply = await http.get(f"/api/v1/studies/{env.seeded.study}", headers=auth)
+                assert reply.status_code == 200, reply.text
+        finally:
+            stop.set()  # a normal shutdown: the queued record is sent before the process ends
+            await asyncio.wait_for(task, 20)
+        events = await _phi_events(db, 1, timeout_s=0.5)
+    assert [(e["what"], e["client_address"]) for e in events] == [("study", recorded)], events
+
+
+async def test_what_the_access_audit_costs_on_frames(database_url: str, nats: Any,
+                                                     tmp_path: Path) -> None:
+    """200 WADO-RS frame requests through the gateway (real ingest, real workflow storing the
+    records), with the access audit and with its middleware taken out, alternating twice;
+    prints ms per request (docs/audit.md quotes it). Fails if a record is missing."""
+    import time
+
+    from protos.sidecar.ingest.v1 import ingest_service_pb2 as ipb
+    from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ipb_grpc
+    from review_gateway.app import create_app
+    from review_gateway.auth import tokens
+    from review_gateway.settings import GatewaySettings
+    from review_gateway.web.access_audit import AccessAuditMiddleware
+    from sidecar_core.messaging.subjects import Topology
+    from sidecar_core.security.session_tokens import KeySet
+    from sidecar_core.serving.grpc_server import GrpcServer
+    from tests import pki as test_pki
+    from tests.helpers import add_facility, to_bytes
+    from tests.integration.test_dimse import running_ingest
+    from tests.integration.test_wado import SECRET, _corpus, serve
+    from workflow_svc.review import servicer as review_servicer
+
+    add_facility(database_url, "north", quiet_period_s=60)
+    corpus = _corpus()
+    requests_per_run = 200
+    async with running_ingest(database_url, nats, tmp_path, dicom_port=0,
+                              token_secret=SECRET) as svc:
+        async with test_pki.aio_channel(f"127.0.0.1:{svc.grpc_port}", "operator") as channel:
+            reply = await ipb_grpc.IngestServiceStub(channel).IngestInstances(
+                ipb.IngestInstancesRequest(facility="north", items=[
+                    ipb.IngestInstancesRequestItem(dicom=to_bytes(d)) for d in corpus.ct]))
+            assert [r.reason for r in reply.results] == [""] * len(corpus.ct)
+        db = Database(database_url)
+        workflow = GrpcServer("127.0.0.1:0", test_pki.service("workflow"))
+        review_servicer.register(workflow, db, Topology(), keys=KeySet(SECRET.encode()))
+        workflow_port = await workflow.start()
+        test_pki.install(tmp_path)
+        settings = GatewaySettings(data_dir=tmp_path, token_secret=SECRET,
+                                   ingest_address=f"127.0.0.1:{svc.grpc_port}",
+                                   workflow_address=f"127.0.0.1:{workflow_port}")
+        audited = create_app(settings)
+        bare = create_app(settings)
+        bare.user_middleware = [m for m in bare.user_middleware
+                                if m.cls is not AccessAuditMiddleware]
+        token = tokens.issue(SECRET.encode(), user_id="u1", username="rad",
+                             role="radiologist", facilities=["north"], ttl_s=3600)
+        ds = corpus.ct[0]
+        path = (f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+                f"/instances/{ds.SOPInstanceUID}/frames/1")
+        headers = {"Authorization": f"Bearer {token}", "Accept":
+                   'multipart/related; type="application/octet-stream"; transfer-syntax=*'}
+        timings: dict[str, list[float]] = {"with the access audit": [], "without": []}
+        try:
+            with serve(audited) as with_url, serve(bare) as without_url:
+                async with httpx.AsyncClient(timeout=60) as http:
+                    for url in (with_url, without_url):  # warm the caches of both
+                        assert (await http.get(url + path, headers=headers)).status_code == 200
+                    for _ in range(2):
+                        for name, url in (("with the access audit", with_url),
+                                          ("without", without_url)):
+                            started = time.perf_counter()
+                            for _ in range(requests_per_run):
+                                got = await http.get(url + path, headers=headers)
+                                assert got.status_code == 200
+                            timings[name].append(
+                                (time.perf_counter() - started) * 1000 / requests_per_run)
+                expected = 1 + 2 * requests_per_run
+                deadline = time.monotonic() + 30
+                stored = 0
+                while time.monotonic() < deadline:
+                    async with db.read() as s:
+                        stored = int((await s.execute(text(
+                            "SELECT count(*) FROM audit_events WHERE type = 'phi.accessed' "
+                            "AND context->>'what' = 'frames'"))).scalar_one())
+                    if stored >= expected:
+                        break
+                    await asyncio.sleep(0.2)
+                assert stored == expected, (stored, expected)
+        finally:
+            await workflow.stop(0)
+            await db.close()
+    print("\nms per frame request (2 runs of 200, alternating): " + "; ".join(
+        f"{name}: {' / '.join(f'{t:.2f}' for t in runs)}" for name, runs in timings.items()))
