@@ -157,8 +157,8 @@ def trail_row(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    cols = [("at", 24), ("type", 19), ("user", 12), ("role", 11), ("session", 8), ("from", 15),
-            ("what", 13), ("study", 22), ("patient", 20), ("count", 5), ("outcome", 0)]
+    cols = [("at", 24), ("type", 20), ("user", 14), ("role", 11), ("session", 8), ("from", 15),
+            ("what", 16), ("study", 30), ("patient", 30), ("count", 5), ("outcome", 0)]
     lines = ["  ".join(name.upper().ljust(width) for name, width in cols).rstrip()]
     for r in rows:
         cells = []
