@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
+from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway.admin.analytics import analytics_router
 from review_gateway.admin.routes import admin_router
@@ -44,7 +45,7 @@ from review_gateway.review.drafts import draft_router
 from review_gateway.review.events import EventHub
 from review_gateway.review.routes import review_router
 from review_gateway.settings import GatewaySettings
-from review_gateway.web import security
+from review_gateway.web import access_audit, security
 from review_gateway.web.assets import PrecompressedStaticFiles
 from review_gateway.web.limits import BodyLimitMiddleware
 from review_gateway.web.page import webapp_router
@@ -101,6 +102,7 @@ def create_app(settings: GatewaySettings,
         try:
             yield
         finally:
+            await auditor.close()  # after the last request: every access record is sent
             await hub.close()
             await connection.close()
             for channel in ingest_channel:
@@ -131,10 +133,20 @@ def create_app(settings: GatewaySettings,
     # A body is bounded before authentication or any route reads it (inside the middlewares
     # that add the security headers, CORS and the request metrics, so a 413 has them too).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes, exempt=_is_stow)
+
+    async def store_accesses(request: rpb.RecordPhiAccessRequest) -> None:
+        client = review()
+        await client.call(client.stub.RecordPhiAccess, request)
+
+    # One access record per patient-data request, stored by the workflow service (batched).
+    auditor = access_audit.AccessAuditor(store_accesses)
+    app.state.access_audit = auditor
+    app.add_middleware(access_audit.AccessAuditMiddleware, auditor=auditor)
     security.install(app)
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        request.scope[access_audit.REASON_KEY] = exc.reason  # for the access audit
         headers = dict(exc.headers)
         if exc.status == 401:
             headers.setdefault("WWW-Authenticate", "Bearer")

@@ -62,7 +62,8 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     operations_servicer.register(server, DeadLetters(db, bus, topology), db, topology,
                                  registry.names(), egress, box)
     passwords.set_concurrency(settings.password_hash_concurrency)
-    review_servicer.register(server, db, topology, settings.login_limits())
+    review_servicer.register(server, db, topology, settings.login_limits(),
+                             settings.token_key_set())
     account_servicer.register(server, db, topology)
     # an official report that arrived before its study completes it once it is registered
     # and a covered study's priors are looked for at the facility's PACS (docs/priors.md)

@@ -18,6 +18,7 @@ from review_gateway.auth import forwarding, tokens
 from review_gateway.clients.review import ReviewClient
 from review_gateway.errors import ERROR_RESPONSES, ApiError, ApiModel
 from review_gateway.settings import GatewaySettings
+from review_gateway.web import access_audit
 from sidecar_core.security.session_tokens import ACCOUNT_MESSAGES
 
 SESSION_COOKIE = "sidecar_session"
@@ -85,6 +86,11 @@ class SessionAuth:
         self._checked[jti] = now
 
     async def _verified(self, request: Request) -> tokens.Principal:
+        me = await self._verify(request)
+        request.scope[access_audit.PRINCIPAL_KEY] = me  # who it was, for the access audit
+        return me
+
+    async def _verify(self, request: Request) -> tokens.Principal:
         header = request.headers.get("Authorization")
         cookie = request.cookies.get(SESSION_COOKIE)
         if header or not cookie:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -16,6 +16,7 @@ from review_gateway.errors import ERROR_RESPONSES, error_body
 from review_gateway.review import models
 from review_gateway.review import views as rv
 from review_gateway.review.priors import add_priors_routes
+from review_gateway.web import access_audit
 
 Action = Literal["accept", "reject", "edit_geometry", "edit_text", "relabel", "ignore",
                  "include_in_draft", "exclude_from_draft"]
@@ -57,6 +58,7 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
 
     @router.get("/studies")
     async def worklist(
+        request: Request,
         me: Principal = me_dep,
         state: str = Query(default="", max_length=32),
         modality: str = Query(default="", max_length=16),
@@ -77,6 +79,8 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
             date_from=date_from, date_to=date_to, assigned_to_me=assigned == "me",
             facility=facility, accession=accession, eligible=eligible, sort=sort,
             page_size=page_size, page_token=page_token))
+        access_audit.note(request.scope, study_ids=[s.study.study_id for s in reply.studies],
+                          count=len(reply.studies))
         return models.StudyList(studies=[rv.study_json(s) for s in reply.studies],
                                 next_page_token=reply.next_page_token)
 

@@ -234,6 +234,48 @@ class RecordAccessResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class PhiAccess(_message.Message):
+    __slots__ = ("user_token", "at", "client_address", "what", "method", "route", "status", "reason", "study_ids", "study_instance_uids", "series_instance_uids", "count", "query")
+    USER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STUDY_IDS_FIELD_NUMBER: _ClassVar[int]
+    STUDY_INSTANCE_UIDS_FIELD_NUMBER: _ClassVar[int]
+    SERIES_INSTANCE_UIDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    user_token: str
+    at: _timestamp_pb2.Timestamp
+    client_address: str
+    what: str
+    method: str
+    route: str
+    status: int
+    reason: str
+    study_ids: _containers.RepeatedScalarFieldContainer[str]
+    study_instance_uids: _containers.RepeatedScalarFieldContainer[str]
+    series_instance_uids: _containers.RepeatedScalarFieldContainer[str]
+    count: int
+    query: str
+    def __init__(self, user_token: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_address: _Optional[str] = ..., what: _Optional[str] = ..., method: _Optional[str] = ..., route: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., study_ids: _Optional[_Iterable[str]] = ..., study_instance_uids: _Optional[_Iterable[str]] = ..., series_instance_uids: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., query: _Optional[str] = ...) -> None: ...
+
+class RecordPhiAccessRequest(_message.Message):
+    __slots__ = ("accesses",)
+    ACCESSES_FIELD_NUMBER: _ClassVar[int]
+    accesses: _containers.RepeatedCompositeFieldContainer[PhiAccess]
+    def __init__(self, accesses: _Optional[_Iterable[_Union[PhiAccess, _Mapping]]] = ...) -> None: ...
+
+class RecordPhiAccessResponse(_message.Message):
+    __slots__ = ("recorded",)
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    def __init__(self, recorded: _Optional[int] = ...) -> None: ...
+
 class Decision(_message.Message):
     __slots__ = ("action", "reason", "note", "by", "at")
     ACTION_FIELD_NUMBER: _ClassVar[int]

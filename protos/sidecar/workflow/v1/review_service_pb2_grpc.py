@@ -91,6 +91,11 @@ class ReviewServiceStub:
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordAccessRequest.SerializeToString,
                 response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordAccessResponse.FromString,
                 _registered_method=True)
+        self.RecordPhiAccess = channel.unary_unary(
+                '/sidecar.workflow.v1.ReviewService/RecordPhiAccess',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessResponse.FromString,
+                _registered_method=True)
         self.ListReviewFindings = channel.unary_unary(
                 '/sidecar.workflow.v1.ReviewService/ListReviewFindings',
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListReviewFindingsRequest.SerializeToString,
@@ -196,6 +201,15 @@ class ReviewServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordPhiAccess(self, request, context):
+        """The gateway's record of its HTTP requests that returned patient data or were refused on
+        a patient-data route (batched; one audit event each). Called for no user: each access
+        carries the signed token of the request it records, verified here (docs/audit.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListReviewFindings(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -292,6 +306,11 @@ def add_ReviewServiceServicer_to_server(servicer, server):
                     servicer.RecordAccess,
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordAccessRequest.FromString,
                     response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordAccessResponse.SerializeToString,
+            ),
+            'RecordPhiAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPhiAccess,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessResponse.SerializeToString,
             ),
             'ListReviewFindings': grpc.unary_unary_rpc_method_handler(
                     servicer.ListReviewFindings,
@@ -623,6 +642,33 @@ class ReviewService:
             '/sidecar.workflow.v1.ReviewService/RecordAccess',
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordAccessRequest.SerializeToString,
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordPhiAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReviewService/RecordPhiAccess',
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessResponse.FromString,
             options,
             channel_credentials,
             insecure,
