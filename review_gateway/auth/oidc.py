@@ -252,8 +252,7 @@ def oidc_router(settings: GatewaySettings, sessions: SessionAuth,
                               available=not message, message=message)
         return AuthMethods(local=settings.local_login, oidc=oidc)
 
-    @router.get("/oidc/start", response_class=RedirectResponse, status_code=302,
-                responses={404: {"description": "no provider configured"}})
+    @router.get("/oidc/start", response_class=RedirectResponse, status_code=302)
     async def start(request: Request) -> Response:
         """Sends the browser to the provider (code flow, PKCE S256, state and nonce bound to
         this browser in a sealed cookie); to the login page with `sso_error` when the provider
