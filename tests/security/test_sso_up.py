@@ -156,6 +156,15 @@ def test_radiologist_signs_in_sees_the_facility_study_and_logs_out_at_the_provid
     with httpx.Client(base_url=site.stack.base_url, timeout=30) as http:
         me = http.get("/api/v1/me", headers={"Authorization": f"Bearer {session}"})
         assert me.status_code == 200 and me.json()["facilities"] == [NORTH], me.text
+    # OHIF rides on the same session: the viewer hand-over of the signed-in user.
+    with httpx.Client(base_url=site.stack.base_url, timeout=30,
+                      headers={"Authorization": f"Bearer {session}"}) as http:
+        [row] = http.get("/api/v1/studies", params={"accession": site.accession}
+                         ).json()["studies"]
+        code = http.post("/api/v1/viewer/handover", json={"study_id": row["id"]})
+        assert code.status_code == 200, code.text
+        viewer = http.post("/api/v1/viewer/token", json={"code": code.json()["code"]})
+        assert viewer.status_code == 200, viewer.text
     # Audited with the method, the issuer and the subject; the account provisioned just in time.
     login = _events(site, "auth.login_succeeded", "rad.north")[-1]
     assert (login["method"], login["issuer"], login["subject"]) == (
