@@ -44,7 +44,13 @@ OHIF_STAMP := .ohif/VERSION
 $(OHIF_STAMP): deploy/ohif/ohif.lock.json | $(STAMP) $(FRONTEND_BUILT)
 	$(BIN)/python -m sidecar_app.runtime.ohif_fetch
 
-install: $(STAMP) $(FRONTEND_BUILT) $(OHIF_STAMP)
+# The OpenID provider the SSO tests start (tests/oidc_peer.py): oidc-provider from npm, locked in
+# tests/oidc_provider/package-lock.json, installed into its git-ignored node_modules.
+OIDC_PEER := tests/oidc_provider/node_modules/.package-lock.json
+$(OIDC_PEER): tests/oidc_provider/package.json tests/oidc_provider/package-lock.json | $(FRONTEND_BUILT)
+	cd tests/oidc_provider && npm ci --no-audit --no-fund
+
+install: $(STAMP) $(FRONTEND_BUILT) $(OHIF_STAMP) $(OIDC_PEER)
 
 demo: install
 	@bash scripts/system-deps.sh $(RUNTIME_PACKAGES)

@@ -26,6 +26,7 @@ from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway.admin.analytics import analytics_router
 from review_gateway.admin.routes import admin_router
 from review_gateway.auth import forwarding, tokens
+from review_gateway.auth.oidc import oidc_router
 from review_gateway.auth.sessions import SessionAuth
 from review_gateway.auth.viewer_handover import handover_router
 from review_gateway.clients import viewport as viewport_client
@@ -275,6 +276,7 @@ def create_app(settings: GatewaySettings,
                                  if_none_match)
 
     app.include_router(sessions.router())
+    app.include_router(oidc_router(settings, sessions, review))
     app.include_router(handover_router(settings, sessions.keys, principal, review,
                                        sessions.check_revoked))
     app.include_router(review_router(principal, review))

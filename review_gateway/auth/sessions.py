@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -154,47 +154,70 @@ class SessionAuth:
         # The scheme is the connection's, or X-Forwarded-Proto from a trusted proxy (uvicorn).
         return self.settings.https or request.url.scheme == "https"
 
+    def start_session(self, request: Request, response: Response, *, user_id: str,
+                      username: str, role: str, facilities: list[str]
+                      ) -> tuple[str, tokens.Principal]:
+        """Issues a session token (local login and SSO alike) and sets its cookies."""
+        ttl = self.settings.token_ttl_s
+        token = tokens.issue(self.keys, user_id=user_id, username=username, role=role,
+                             facilities=facilities, ttl_s=ttl)
+        me = tokens.verify(self.keys, token)
+        secure = self.secure(request)
+        response.set_cookie(SESSION_COOKIE, token, max_age=ttl, path="/", httponly=True,
+                            samesite="strict", secure=secure)
+        response.set_cookie(CSRF_COOKIE, me.csrf, max_age=ttl, path="/", httponly=False,
+                            samesite="strict", secure=secure)
+        return token, me
+
+    async def end_session(self, me: tokens.Principal) -> None:
+        """Revokes the session at the workflow service (and here at once)."""
+        client = self.review()
+        revoke = rpb.RevokeSessionRequest(jti=me.jti)
+        revoke.expires_at.FromDatetime(datetime.fromtimestamp(me.expires_at, UTC))
+        await client.call(client.stub.RevokeSession, revoke)
+        now = time.time()
+        for jti in [j for j, exp in self._revoked.items() if exp <= now]:
+            del self._revoked[jti]  # expired tokens are refused anyway
+        self._revoked[me.jti] = me.expires_at
+
+    def logged_out(self, request: Request, body: BaseModel | None) -> Response:
+        """204, or 200 with `body`, that deletes the session's cookies."""
+        response: Response = Response(status_code=204) if body is None else JSONResponse(
+            body.model_dump(mode="json"))
+        for name in (SESSION_COOKIE, CSRF_COOKIE):
+            response.delete_cookie(name, path="/", secure=self.secure(request),
+                                   httponly=name == SESSION_COOKIE, samesite="strict")
+        return response
+
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/api/v1", tags=["auth"], responses=ERROR_RESPONSES)
 
         @router.post("/auth/login")
         async def login(body: LoginRequest, request: Request, response: Response
                         ) -> LoginResult:
+            if not self.settings.local_login:
+                raise ApiError(403, "PERMISSION_DENIED", "LOCAL_LOGIN_DISABLED",
+                               "local accounts are switched off here (SIDECAR_LOCAL_LOGIN=off); "
+                               "sign in with the hospital's identity provider")
             client = self.review()
             # The peer, or X-Forwarded-For from a trusted proxy (SIDECAR_TRUSTED_PROXIES): what
             # the login rate limit counts and the audit records.
             address = request.client.host if request.client else ""
             user = await client.call(client.stub.Login, rpb.LoginRequest(
                 username=body.username, password=body.password, client_address=address))
-            ttl = self.settings.token_ttl_s
-            token = tokens.issue(self.keys, user_id=user.user_id, username=user.username,
-                               role=user.role, facilities=list(user.facilities), ttl_s=ttl)
-            me = tokens.verify(self.keys, token)
-            secure = self.secure(request)
-            response.set_cookie(SESSION_COOKIE, token, max_age=ttl, path="/", httponly=True,
-                                samesite="strict", secure=secure)
-            response.set_cookie(CSRF_COOKIE, me.csrf, max_age=ttl, path="/", httponly=False,
-                                samesite="strict", secure=secure)
-            return LoginResult(access_token=token, token_type="bearer", expires_in=ttl,
-                               role=user.role, username=user.username,
-                               facilities=list(user.facilities), csrf_token=me.csrf)
+            token, me = self.start_session(request, response, user_id=user.user_id,
+                                           username=user.username, role=user.role,
+                                           facilities=list(user.facilities))
+            return LoginResult(access_token=token, token_type="bearer",
+                               expires_in=self.settings.token_ttl_s, role=user.role,
+                               username=user.username, facilities=list(user.facilities),
+                               csrf_token=me.csrf)
 
         @router.post("/auth/logout", status_code=204, response_class=Response)
         async def logout(request: Request,
                          me: tokens.Principal = Depends(self.principal)) -> Response:
-            client = self.review()
-            revoke = rpb.RevokeSessionRequest(jti=me.jti)
-            revoke.expires_at.FromDatetime(datetime.fromtimestamp(me.expires_at, UTC))
-            await client.call(client.stub.RevokeSession, revoke)
-            now = time.time()
-            for jti in [j for j, exp in self._revoked.items() if exp <= now]:
-                del self._revoked[jti]  # expired tokens are refused anyway
-            self._revoked[me.jti] = me.expires_at
-            response = Response(status_code=204)
-            for name in (SESSION_COOKIE, CSRF_COOKIE):
-                response.delete_cookie(name, path="/", secure=self.secure(request),
-                                       httponly=name == SESSION_COOKIE, samesite="strict")
-            return response
+            await self.end_session(me)
+            return self.logged_out(request, None)
 
         @router.get("/me")
         async def whoami(me: tokens.Principal = Depends(self.principal)) -> Me:

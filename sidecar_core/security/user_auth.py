@@ -104,7 +104,8 @@ def operator_user(identity: Identity) -> Principal:
 GATEWAY_NOT_FOR_A_USER: Mapping[str, frozenset[str]] = {
     "grpc.health.v1.Health": frozenset({"*"}),
     # RecordPhiAccess: a batch of many users' requests, each with its own token, verified there.
-    _W + "ReviewService": frozenset({"Login", "CheckSession", "RecordPhiAccess"}),
+    # SsoLogin: a sign-on the gateway verified at the OpenID provider (review_gateway/auth/oidc).
+    _W + "ReviewService": frozenset({"Login", "SsoLogin", "CheckSession", "RecordPhiAccess"}),
 }
 
 

@@ -93,6 +93,7 @@ class Facility(Base):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject"),)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
@@ -104,6 +105,10 @@ class User(Base):
     # Every session token issued before this moment is revoked (revoke-sessions, a reset).
     sessions_revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
                                                                  nullable=True)
+    # A single sign-on account: the OpenID provider's issuer and the user's subject there
+    # (provisioned at first sign-on; no usable password).
+    oidc_issuer: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class Study(Base):

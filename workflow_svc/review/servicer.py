@@ -16,7 +16,7 @@ from sidecar_core.messaging.subjects import Topology
 from sidecar_core.security.session_tokens import USE_VIEWER_CODE, KeySet
 from sidecar_core.security.user_auth import require_user
 from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
-from workflow_svc.identity import handover, sessions
+from workflow_svc.identity import handover, sessions, sso
 from workflow_svc.identity.access import current_caller
 from workflow_svc.identity.sessions import LoginLimits
 from workflow_svc.priors import views as priors
@@ -44,6 +44,15 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
                                     request.client_address, self.limits)
         return rpb.LoginResponse(user_id=str(user.user_id), username=user.username,
                                  role=user.role, facilities=list(user.facilities))
+
+    @handle_errors
+    async def SsoLogin(self, request: rpb.SsoLoginRequest, context: Ctx
+                       ) -> rpb.SsoLoginResponse:
+        user = await sso.login(self.db, self.topology, request.issuer, request.subject,
+                               request.username, request.role, list(request.facilities),
+                               request.client_address, request.refused_reason)
+        return rpb.SsoLoginResponse(user_id=str(user.user_id), username=user.username,
+                                    role=user.role, facilities=list(user.facilities))
 
     @handle_errors
     async def RevokeSession(self, request: rpb.RevokeSessionRequest,

@@ -34,6 +34,36 @@ class LoginResponse(_message.Message):
     facilities: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, user_id: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class SsoLoginRequest(_message.Message):
+    __slots__ = ("issuer", "subject", "username", "role", "facilities", "client_address", "refused_reason")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_REASON_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    subject: str
+    username: str
+    role: str
+    facilities: _containers.RepeatedScalarFieldContainer[str]
+    client_address: str
+    refused_reason: str
+    def __init__(self, issuer: _Optional[str] = ..., subject: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ..., client_address: _Optional[str] = ..., refused_reason: _Optional[str] = ...) -> None: ...
+
+class SsoLoginResponse(_message.Message):
+    __slots__ = ("user_id", "username", "role", "facilities")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    username: str
+    role: str
+    facilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class RevokeSessionRequest(_message.Message):
     __slots__ = ("jti", "expires_at")
     JTI_FIELD_NUMBER: _ClassVar[int]

@@ -41,6 +41,11 @@ class ReviewServiceStub:
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginRequest.SerializeToString,
                 response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginResponse.FromString,
                 _registered_method=True)
+        self.SsoLogin = channel.unary_unary(
+                '/sidecar.workflow.v1.ReviewService/SsoLogin',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginResponse.FromString,
+                _registered_method=True)
         self.RevokeSession = channel.unary_unary(
                 '/sidecar.workflow.v1.ReviewService/RevokeSession',
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RevokeSessionRequest.SerializeToString,
@@ -135,6 +140,13 @@ class ReviewServiceServicer:
 
     def Login(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SsoLogin(self, request, context):
+        """A sign-on the gateway verified at the hospital's OpenID provider (gateway only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -257,6 +269,11 @@ def add_ReviewServiceServicer_to_server(servicer, server):
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginRequest.FromString,
                     response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginResponse.SerializeToString,
             ),
+            'SsoLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.SsoLogin,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginResponse.SerializeToString,
+            ),
             'RevokeSession': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeSession,
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RevokeSessionRequest.FromString,
@@ -372,6 +389,33 @@ class ReviewService:
             '/sidecar.workflow.v1.ReviewService/Login',
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginRequest.SerializeToString,
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SsoLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReviewService/SsoLogin',
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginResponse.FromString,
             options,
             channel_credentials,
             insecure,
