@@ -68,6 +68,9 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
         assigned: Literal["", "me"] = Query(default=""),
         facility: str = Query(default="", max_length=64),
         accession: str = Query(default="", max_length=64),
+        q: str = Query(default="", max_length=64,
+                       description="patient name (any PN component, case and accents "
+                                   "ignored), patient ID or accession; audited"),
         eligible: Literal["", "true", "false"] = Query(default=""),
         sort: str = Query(default="", max_length=32),
         page_size: int = Query(default=0, ge=0, le=500),
@@ -78,7 +81,7 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
             state=state, modality=modality, ai_status=ai_status,
             date_from=date_from, date_to=date_to, assigned_to_me=assigned == "me",
             facility=facility, accession=accession, eligible=eligible, sort=sort,
-            page_size=page_size, page_token=page_token))
+            page_size=page_size, page_token=page_token, patient_query=q))
         access_audit.note(request.scope, study_ids=[s.study.study_id for s in reply.studies],
                           count=len(reply.studies))
         return models.StudyList(studies=[rv.study_json(s) for s in reply.studies],

@@ -91,7 +91,7 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
     @handle_errors
     async def ListWorklist(self, request: rpb.ListWorklistRequest,
                            context: Ctx) -> rpb.ListWorklistResponse:
-        return await worklist.list_worklist(self.db, request, current_caller())
+        return await worklist.list_worklist(self.db, request, current_caller(), self.topology)
 
     @handle_errors
     async def GetStudyDetail(self, request: rpb.GetStudyDetailRequest,

@@ -2730,6 +2730,8 @@ export interface operations {
                 assigned?: "" | "me";
                 facility?: string;
                 accession?: string;
+                /** @description patient name (any PN component, case and accents ignored), patient ID or accession; audited */
+                q?: string;
                 eligible?: "" | "true" | "false";
                 sort?: string;
                 page_size?: number;

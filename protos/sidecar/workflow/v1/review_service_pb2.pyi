@@ -149,7 +149,7 @@ class WorklistStudy(_message.Message):
     def __init__(self, study: _Optional[_Union[_workflow_service_pb2.Study, _Mapping]] = ..., patient: _Optional[_Union[Patient, _Mapping]] = ..., study_date: _Optional[str] = ..., referring_physician: _Optional[str] = ..., body_part: _Optional[str] = ..., finding_count: _Optional[int] = ..., max_confidence: _Optional[float] = ..., assigned_to: _Optional[str] = ..., review_ai_status: _Optional[str] = ...) -> None: ...
 
 class ListWorklistRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state", "modality", "ai_status", "date_from", "date_to", "assigned_to_me", "facility", "accession", "sort", "eligible")
+    __slots__ = ("page_size", "page_token", "state", "modality", "ai_status", "date_from", "date_to", "assigned_to_me", "facility", "accession", "sort", "eligible", "patient_query")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +162,7 @@ class ListWorklistRequest(_message.Message):
     ACCESSION_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_QUERY_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: str
@@ -174,7 +175,8 @@ class ListWorklistRequest(_message.Message):
     accession: str
     sort: str
     eligible: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[str] = ..., modality: _Optional[str] = ..., ai_status: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., assigned_to_me: _Optional[bool] = ..., facility: _Optional[str] = ..., accession: _Optional[str] = ..., sort: _Optional[str] = ..., eligible: _Optional[str] = ...) -> None: ...
+    patient_query: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[str] = ..., modality: _Optional[str] = ..., ai_status: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., assigned_to_me: _Optional[bool] = ..., facility: _Optional[str] = ..., accession: _Optional[str] = ..., sort: _Optional[str] = ..., eligible: _Optional[str] = ..., patient_query: _Optional[str] = ...) -> None: ...
 
 class ListWorklistResponse(_message.Message):
     __slots__ = ("studies", "next_page_token")
