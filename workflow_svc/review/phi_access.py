@@ -28,8 +28,8 @@ ACCESSED = "phi.accessed"
 QUERIED = "phi.queried"
 REFUSED = "phi.access_refused"
 # What a request read (the gateway's route families).
-WHATS = frozenset({"worklist", "study", "findings", "assets", "drafts", "dicomweb-qido", "wado",
-                   "frames", "rendered", "metadata", "audit", "export"})
+WHATS = frozenset({"worklist", "study", "findings", "assets", "drafts", "priors",
+                   "dicomweb-qido", "wado", "frames", "rendered", "metadata", "audit", "export"})
 REFUSED_STATUSES = frozenset({401, 403, 404})
 MAX_BATCH = 1000
 MAX_STUDIES = 100  # studies listed in one event (a worklist page, a QIDO answer)
