@@ -25,7 +25,7 @@ from fastapi.responses import RedirectResponse, Response
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from review_gateway.auth import oidc_tokens, tokens
 from review_gateway.auth.oidc_tokens import ClaimMapping, IdTokenInvalid, UnknownKey
-from review_gateway.auth.sessions import SessionAuth
+from review_gateway.auth.sessions import SessionAuth, new_session_id
 from review_gateway.clients.review import ReviewClient
 from review_gateway.errors import ERROR_RESPONSES, ApiError, ApiModel
 from review_gateway.settings import GatewaySettings
@@ -315,19 +315,22 @@ def oidc_router(settings: GatewaySettings, sessions: SessionAuth,
             log.warning("SSO sign-in refused: %s (%s)", exc.reason, exc.message)
             return await refuse(request, exc.reason)
         client = review()
+        session_id = new_session_id()
         try:
             user = await client.call(client.stub.SsoLogin, rpb.SsoLoginRequest(
                 issuer=settings.oidc_issuer, subject=str(claims["sub"]),
                 username=mapping.username(claims), role=mapping.role(claims),
                 facilities=mapping.facilities(claims),
-                client_address=request.client.host if request.client else ""))
+                client_address=request.client.host if request.client else "",
+                session_id=session_id))
         except ApiError as exc:
             if exc.status >= 500:
                 raise
             return to_login(exc.reason)
         out = RedirectResponse("/", status_code=303)
         sessions.start_session(request, out, user_id=user.user_id, username=user.username,
-                               role=user.role, facilities=list(user.facilities))
+                               role=user.role, facilities=list(user.facilities),
+                               session_id=session_id)
         out.delete_cookie(STATE_COOKIE, path="/api/v1/auth/oidc")
         out.set_cookie(ID_TOKEN_COOKIE, id_token, max_age=settings.token_ttl_s,
                        path="/api/v1/auth/oidc", httponly=True, samesite="strict",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,12 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Declares bearer auth in the OpenAPI document; the header itself is checked below.
 bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth/login")
+
+
+def new_session_id() -> str:
+    """The id (jti) of a session about to start: given to the login call first, so that
+    `auth.login_succeeded` and every access event of the session carry the same id."""
+    return uuid.uuid4().hex
 
 
 class LoginRequest(BaseModel):
@@ -155,12 +162,13 @@ class SessionAuth:
         return self.settings.https or request.url.scheme == "https"
 
     def start_session(self, request: Request, response: Response, *, user_id: str,
-                      username: str, role: str, facilities: list[str]
+                      username: str, role: str, facilities: list[str], session_id: str
                       ) -> tuple[str, tokens.Principal]:
-        """Issues a session token (local login and SSO alike) and sets its cookies."""
+        """Issues a session token (local login and SSO alike) with the id `session_id` (the
+        one `new_session_id` gave the login call, which audits it) and sets its cookies."""
         ttl = self.settings.token_ttl_s
         token = tokens.issue(self.keys, user_id=user_id, username=username, role=role,
-                             facilities=facilities, ttl_s=ttl)
+                             facilities=facilities, ttl_s=ttl, claims={"jti": session_id})
         me = tokens.verify(self.keys, token)
         secure = self.secure(request)
         response.set_cookie(SESSION_COOKIE, token, max_age=ttl, path="/", httponly=True,
@@ -203,11 +211,14 @@ class SessionAuth:
             # The peer, or X-Forwarded-For from a trusted proxy (SIDECAR_TRUSTED_PROXIES): what
             # the login rate limit counts and the audit records.
             address = request.client.host if request.client else ""
+            session_id = new_session_id()
             user = await client.call(client.stub.Login, rpb.LoginRequest(
-                username=body.username, password=body.password, client_address=address))
+                username=body.username, password=body.password, client_address=address,
+                session_id=session_id))
             token, me = self.start_session(request, response, user_id=user.user_id,
                                            username=user.username, role=user.role,
-                                           facilities=list(user.facilities))
+                                           facilities=list(user.facilities),
+                                           session_id=session_id)
             return LoginResult(access_token=token, token_type="bearer",
                                expires_in=self.settings.token_ttl_s, role=user.role,
                                username=user.username, facilities=list(user.facilities),

@@ -40,8 +40,8 @@ def _check(issuer: str, subject: str, username: str, role: str,
 
 
 async def login(db: Database, topology: Topology, issuer: str, subject: str, username: str,
-                role: str, facilities: Sequence[str], address: str = "", refused: str = ""
-                ) -> users.AuthenticatedUser:
+                role: str, facilities: Sequence[str], address: str = "", refused: str = "",
+                *, session_id: str = "") -> users.AuthenticatedUser:
     """The account of an SSO sign-on, created or updated from the mapped claims.
 
     Refused, and audited as `auth.login_failed` with the reason: no role (NO_ROLE), a disabled
@@ -71,7 +71,8 @@ async def login(db: Database, topology: Topology, issuer: str, subject: str, use
     async with db.unit_of_work() as s:
         s.add(LoginAttempt(username=user.username, address=address, ok=True))
         await audit.record(s, topology, "auth.login_succeeded", ACTOR, context={
-            **context, "role": user.role, "facilities": list(user.facilities)})
+            **context, "role": user.role, "facilities": list(user.facilities),
+            **({"session_id": session_id} if session_id else {})})
     return user
 
 

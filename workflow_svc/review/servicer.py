@@ -41,7 +41,8 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
     @handle_errors
     async def Login(self, request: rpb.LoginRequest, context: Ctx) -> rpb.LoginResponse:
         user = await sessions.login(self.db, self.topology, request.username, request.password,
-                                    request.client_address, self.limits)
+                                    request.client_address, self.limits,
+                                    session_id=request.session_id[:64])
         return rpb.LoginResponse(user_id=str(user.user_id), username=user.username,
                                  role=user.role, facilities=list(user.facilities))
 
@@ -50,7 +51,8 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
                        ) -> rpb.SsoLoginResponse:
         user = await sso.login(self.db, self.topology, request.issuer, request.subject,
                                request.username, request.role, list(request.facilities),
-                               request.client_address, request.refused_reason)
+                               request.client_address, request.refused_reason,
+                               session_id=request.session_id[:64])
         return rpb.SsoLoginResponse(user_id=str(user.user_id), username=user.username,
                                     role=user.role, facilities=list(user.facilities))
 

@@ -13,14 +13,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LoginRequest(_message.Message):
-    __slots__ = ("username", "password", "client_address")
+    __slots__ = ("username", "password", "client_address", "session_id")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     username: str
     password: str
     client_address: str
-    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., client_address: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class LoginResponse(_message.Message):
     __slots__ = ("user_id", "username", "role", "facilities")
@@ -35,7 +37,7 @@ class LoginResponse(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SsoLoginRequest(_message.Message):
-    __slots__ = ("issuer", "subject", "username", "role", "facilities", "client_address", "refused_reason")
+    __slots__ = ("issuer", "subject", "username", "role", "facilities", "client_address", "refused_reason", "session_id")
     ISSUER_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +45,7 @@ class SsoLoginRequest(_message.Message):
     FACILITIES_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_REASON_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     issuer: str
     subject: str
     username: str
@@ -50,7 +53,8 @@ class SsoLoginRequest(_message.Message):
     facilities: _containers.RepeatedScalarFieldContainer[str]
     client_address: str
     refused_reason: str
-    def __init__(self, issuer: _Optional[str] = ..., subject: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ..., client_address: _Optional[str] = ..., refused_reason: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, issuer: _Optional[str] = ..., subject: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ..., client_address: _Optional[str] = ..., refused_reason: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class SsoLoginResponse(_message.Message):
     __slots__ = ("user_id", "username", "role", "facilities")
