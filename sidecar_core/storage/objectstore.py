@@ -150,3 +150,22 @@ class ObjectStore:
         if is_pack_key(key):
             return self.packs.exists(key)
         return self.path(key).exists()
+
+    def delete(self, key: str) -> bool:
+        """Removes a content-addressed object (retention, purge); True when one was removed. A
+        pack record is not removed one by one: its row's deletion leaves it dead, and
+        compaction (compaction.py) reclaims its bytes."""
+        if is_pack_key(key):
+            return False
+        path = self.path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        if self.fsync:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return True
