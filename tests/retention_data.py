@@ -64,8 +64,8 @@ def build(database_url: str, store: ObjectStore, *, studies: int = 4, instances:
                          "reason, at) VALUES (%s, 'draft_ready', 'legacy_report_completed', "
                          "'test', '', %s)",
                          (sid, final_at))
-            conn.execute("INSERT INTO series (id, study_id, series_instance_uid, modality, body_part, "
-                         "description, instance_count, preprocess_status, slice_count) "
+            conn.execute("INSERT INTO series (id, study_id, series_instance_uid, modality, "
+                         "body_part, description, instance_count, preprocess_status, slice_count) "
                          "VALUES (%s, %s, %s, 'CT', '', '', 0, '', 0)",
                          (series, sid, uid + ".1"))
             rows.append((sid, series, uid))
