@@ -10,6 +10,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 
@@ -29,14 +30,16 @@ class Built:
 
 def build(database_url: str, store: ObjectStore, *, studies: int = 4, instances: int = 5,
           size: int = 20_000, retention_days: int | None = 30, facility: str = "ret_a",
-          patient_of: dict[int, str] | None = None, segment_bytes: int = 1 << 20) -> Built:
+          patient_of: dict[int, str] | None = None, segment_bytes: int = 1 << 20,
+          writer: Any = None) -> Built:
     """`studies` studies in a final state, the even ones 40 days ago (expired at 30 days), the
     odd ones 1 day ago; each with `instances` received objects of `size` random bytes, one
-    thumbnail asset and a draft."""
+    thumbnail asset and a draft. `writer`: a pack writer of the caller's, left open."""
     built = Built(facility)
     now = datetime.now(UTC)
-    writer = (store.pack_writer() if not hasattr(store, "packs") else
-              _writer(store, segment_bytes))
+    own = writer is None
+    writer = writer or (store.pack_writer() if not hasattr(store, "packs") else
+                        _writer(store, segment_bytes))
     with psycopg.connect(database_url, autocommit=True) as conn:
         fid = conn.execute(
             "INSERT INTO facilities (id, name, shadow_mode, quiet_period_s, retention_days) "
@@ -95,7 +98,8 @@ def build(database_url: str, store: ObjectStore, *, studies: int = 4, instances:
                     "source) VALUES (%s, %s, %s, %s, '1.2.840.10008.5.1.4.1.1.2', %s, %s, '{}', "
                     "'1.2.840.10008.1.2.1', 'grpc')",
                     (uuid.uuid4(), series, sid, f"{uid}.1.{i}", key, len(data)))
-    writer.close()
+    if own:
+        writer.close()
     return built
 
 

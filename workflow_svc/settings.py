@@ -53,8 +53,8 @@ class WorkflowSettings(DicomTlsSettings):
         "workflow service (deletion of expired objects and report text, pack compaction); "
         "0 = off (run `sidecar retention run` from cron, a CronJob)")
     retention_compact_threshold: float = Field(
-        default=0.5, ge=0, le=1, description="A pack segment whose live fraction is below this "
-        "is rewritten by compaction")
+        default=0.5, ge=0, le=1, description="A pack segment whose live fraction is at most "
+        "this is rewritten by compaction (0.5: half of it dead or more)")
     retention_compact_min_age_s: float = Field(
         default=60.0, ge=0, description="Pack segments younger than this are left alone")
     retention_compact_grace_s: float = Field(

@@ -3,7 +3,8 @@ transaction, the old segments removed — crash-safe at every step.
 
 Retention and purge delete index rows; the bytes of those objects stay in their pack segment
 until the segment is rewritten. A segment whose live fraction (bytes of records that an index
-row names, over the file's size) is below a threshold is compacted:
+row names, over the file's size) is at or below a threshold (default 0.5: a segment half dead or
+more) is compacted:
 
 1. a journal (`packs/compaction.journal`: the new segment's name and the old ones) is synced;
 2. every live record is read (and verified against its key) and written to the new segment;
@@ -153,7 +154,7 @@ def _write_journal(root: Path, new: str, old: list[str]) -> None:
 def compact(conn: Any, root: Path, *, threshold: float = 0.5, min_age_s: float = 60.0,
             grace_s: float = 5.0, dry_run: bool = False, crash_at: str | None = None,
             max_segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> CompactionReport:
-    """Rewrites the pack segments under `root` whose live fraction is below `threshold` and
+    """Rewrites the pack segments under `root` whose live fraction is at most `threshold` and
     removes those with no live record. `conn`: a psycopg connection in autocommit mode (the
     caller holds the retention lock)."""
     started = time.monotonic()
@@ -182,7 +183,7 @@ def compact(conn: Any, root: Path, *, threshold: float = 0.5, min_age_s: float =
                 report.removed_empty.append(name)
                 if not dry_run:
                     path.unlink()
-            elif size and live_bytes / size < threshold:
+            elif size and live_bytes / size <= threshold:
                 candidates.append((name, live_bytes))
         if report.removed_empty and not dry_run:
             sync_dir(root)

@@ -169,3 +169,11 @@ class ObjectStore:
             finally:
                 os.close(dir_fd)
         return True
+
+    def scrub(self, key: str) -> bool:
+        """Overwrites a pack record's bytes with zeros in place (a purge: the deletion request's
+        bytes leave the disk now, even in a segment a writer still appends to; compaction later
+        reclaims the space). Only for a record no row names. False when its segment is gone."""
+        if not is_pack_key(key):
+            return self.delete(key)
+        return self.packs.scrub(key, fsync=self.fsync)

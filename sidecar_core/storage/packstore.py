@@ -193,6 +193,25 @@ class PackReader:
         except FileNotFoundError:
             return False
 
+    def scrub(self, key: str, fsync: bool = True) -> bool:
+        """Zeros a dead record's data (its header stays, so a scan still finds the next record;
+        the record reads as damaged). Writers never write before their kept end, so this is safe
+        beside one appending to the same segment. False when the segment is gone."""
+        k = PackKey.parse(key)
+        try:
+            fd = os.open(self.path(k.segment), os.O_WRONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            if os.fstat(fd).st_size < k.offset + k.length:
+                return False
+            os.pwrite(fd, bytes(k.length), k.offset)
+            if fsync:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        return True
+
     def scan(self, segment: str) -> Iterator[tuple[str, bool]]:
         """(key, intact) for every record of a segment, in order, up to the first gap."""
         with self.path(segment).open("rb") as fh:

@@ -539,3 +539,13 @@ class MeshCredential(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     issued_at: Mapped[datetime] = _created()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RetentionPendingObject(Base):
+    """An object whose rows a retention pass or purge deleted (in the same transaction), until
+    the object itself is gone; the next pass finishes what a crash interrupted (0115)."""
+
+    __tablename__ = "retention_pending_objects"
+    object_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    scrub: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = _created()

@@ -183,3 +183,45 @@ def test_every_table_that_names_a_study_is_purged(database_url: str) -> None:
                    + retention._DELETE_STUDY)
     missing = [t for (t,) in refs if f"FROM {t} " not in sql]
     assert missing == []
+
+
+def test_a_segment_exactly_half_dead_is_rewritten_at_the_default_threshold(
+        database_url: str, tmp_path: Path) -> None:
+    """Live fraction ≤ threshold: one expired and one live study of equal sizes in one segment
+    (exactly half of it dead) is compacted at the default 0.5."""
+    store = ObjectStore(tmp_path / "objects", fsync=False)
+    built = build(database_url, store, studies=2, instances=3, size=10_000,
+                  segment_bytes=10_000_000)
+    options = retention.Options(compact_min_age_s=0, compact_grace_s=0)
+    assert options.compact_threshold == 0.5
+    report = retention.run_pass(database_url, store, Topology(), options=options)
+    assert report is not None and report.compaction is not None
+    assert len(report.compaction.rewritten) == 1, report.compaction.line()
+    assert report.compaction.bytes_after * 2 == report.compaction.bytes_before
+    assert_live_intact(database_url, store, built)
+    assert_expired_gone(database_url, store, built, tmp_path / "objects")
+
+
+def test_a_purge_zeros_its_records_in_a_segment_a_writer_holds(database_url: str,
+                                                              tmp_path: Path) -> None:
+    """A deletion request's received bytes leave the disk at once, even in the segment the
+    receiver still appends to (compaction may not rewrite it yet); the other records stay."""
+    store = ObjectStore(tmp_path / "objects", fsync=False)
+    writer = PackWriter(store.packs.root, fsync=False)
+    built = build(database_url, store, studies=2, instances=2, writer=writer)
+    try:
+        report = retention.purge(database_url, store, Topology(), facility="ret_a",
+                                 reason="request 9", operator="dpo", patient_id="PAT0",
+                                 options=FAST)
+        assert report.compaction is not None and report.compaction.rewritten == []  # held
+        packs = _pack_bytes(tmp_path / "objects")
+        gone = built.expired[0]
+        for key in built.keys[gone]:
+            assert built.data[key][:64] not in packs
+        assert_live_intact(database_url, store, built)
+        assert _rows(database_url, "select 1 from retention_pending_objects") == []
+        key = writer.append(b"received after the purge")  # the writer goes on undisturbed
+        writer.keep()
+        assert store.get(key) == b"received after the purge"
+    finally:
+        writer.close()

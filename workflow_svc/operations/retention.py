@@ -7,9 +7,12 @@ LLM traces, the legacy report's raw message) after `report_retention_days` (the 
 unset). The study row, its findings and review decisions stay (product data, no pixels, no text),
 marked `objects_deleted_at` / `reports_deleted_at`. A purge (a deletion request) removes every
 row of a study, regardless of age. Each study's deletion is one transaction and one audit event
-(`retention.deleted`, `study.purged`) with counts and bytes; the objects go after the commit,
-content-addressed ones only when no other row still names them; pack records are reclaimed by
-compaction (sidecar_core.storage.compaction), which runs after the deletions.
+(`retention.deleted`, `study.purged`) with counts and bytes; the same transaction lists the
+study's objects in `retention_pending_objects`, and after the commit each is deleted (only when
+no other row still names it: content-addressed objects are shared) and its line removed, so a
+crash in between leaves a list that the next pass or purge finishes first. A purge also zeros its
+pack records in place; all dead pack records are reclaimed by compaction
+(sidecar_core.storage.compaction), which runs after the deletions.
 
 One pass at a time across the mesh: a PostgreSQL advisory lock (`LOCK_KEY`).
 """
@@ -38,6 +41,8 @@ from workflow_svc.study.states import FINAL_STATES
 log = logging.getLogger(__name__)
 LOCK_KEY = 0x52455431  # "RET1": one retention pass or purge at a time
 ACTOR = "retention"
+# Fault tests: killed after a study's deletion committed, before any of its objects went.
+CRASH_AFTER_COMMIT = "deletion_committed"
 _FINAL = sorted(s.value for s in FINAL_STATES)
 
 # Studies whose final state is older than their facility's days; `{days}` is the column.
@@ -112,6 +117,7 @@ class RetentionReport:
     dry_run: bool = False
     deleted: list[Deleted] = field(default_factory=list)
     compaction: compaction.CompactionReport | None = None
+    swept: int = 0  # objects an interrupted pass had left, deleted now
     usage: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> Iterator[str]:
@@ -119,6 +125,8 @@ class RetentionReport:
         for d in self.deleted:
             yield (f"{verb} {d.scope} of study {d.study_id} ({d.facility}): {d.objects} "
                    f"object(s), {d.bytes} bytes, {d.rows} row(s)")
+        if self.swept:
+            yield f"finished an interrupted deletion: {self.swept} object(s) deleted"
         yield (f"retention: {len(self.deleted)} deletion(s), "
                f"{sum(d.objects for d in self.deleted)} object(s), "
                f"{sum(d.bytes for d in self.deleted)} bytes")
@@ -135,7 +143,7 @@ class Options:
     compact_threshold: float = 0.5
     compact_min_age_s: float = 60.0
     compact_grace_s: float = 5.0
-    crash_at: str | None = None  # fault tests: compaction.STEPS
+    crash_at: str | None = None  # fault tests: compaction.STEPS or CRASH_AFTER_COMMIT
 
 
 @contextmanager
@@ -165,6 +173,8 @@ def run_pass(database_url: str, store: ObjectStore, topology: Topology, *,
         if conn is None:
             return None
         report = RetentionReport(dry_run=dry_run)
+        if not dry_run:
+            report.swept = sweep_pending(conn, store)
         for scope, days, done in (
                 ("objects", "f.retention_days", "objects_deleted_at"),
                 ("reports", "coalesce(f.report_retention_days, f.retention_days)",
@@ -175,7 +185,7 @@ def run_pass(database_url: str, store: ObjectStore, topology: Topology, *,
                 ref = audit.StudyRef(facility, accession, uid, study_id)
                 report.deleted.append(_delete_study(
                     conn, store, topology, ref, scope, dry_run, "retention.deleted", ACTOR,
-                    {"reason": "retention", "scope": scope}))
+                    {"reason": "retention", "scope": scope}, options.crash_at))
         if not _is_remote(store):
             report.compaction = compaction.compact(
                 conn, store.packs.root, threshold=options.compact_threshold,
@@ -220,13 +230,16 @@ def purge(database_url: str, store: ObjectStore, topology: Topology, *, facility
             raise NotFound("NOTHING_TO_PURGE", f"no study of facility {facility!r} matches",
                            facility=facility)
         report = RetentionReport(dry_run=dry_run)
+        if not dry_run:
+            report.swept = sweep_pending(conn, store)
         target = {"study_instance_uid": study_uid} if study_uid else {"patient": "(given)"}
         for study_id, fac, accession, uid in rows:
             ref = audit.StudyRef(fac, accession, uid, study_id)
             report.deleted.append(_delete_study(
                 conn, store, topology, ref, "study", dry_run, "study.purged",
                 "operator:" + operator, {"reason": reason, "operator": operator,
-                                         "request": target, "studies": len(rows)}))
+                                         "request": target, "studies": len(rows)},
+                options.crash_at))
         if not _is_remote(store):
             report.compaction = compaction.compact(
                 conn, store.packs.root, threshold=1.0, min_age_s=options.compact_min_age_s,
@@ -237,8 +250,9 @@ def purge(database_url: str, store: ObjectStore, topology: Topology, *, facility
 
 def _delete_study(conn: psycopg.Connection[Any], store: ObjectStore, topology: Topology,
                   ref: audit.StudyRef, scope: str, dry_run: bool, event: str, actor: str,
-                  context: dict[str, Any]) -> Deleted:
-    """One study's rows in one transaction with its audit event, then its objects."""
+                  context: dict[str, Any], crash_at: str | None = None) -> Deleted:
+    """One study's rows in one transaction with its audit event and the list of its objects
+    to delete (retention_pending_objects), then the objects (sweep_pending)."""
     params = {"id": ref.study_id}
     done = Deleted(str(ref.study_id), ref.facility, scope)
     keys: dict[str, int] = {}
@@ -259,15 +273,49 @@ def _delete_study(conn: psycopg.Connection[Any], store: ObjectStore, topology: T
             conn.execute("UPDATE studies SET reports_deleted_at = now() WHERE id = %(id)s", params)
         audit.record_sync(conn, topology, event, actor, ref, context={
             **context, "objects": done.objects, "bytes": done.bytes, "rows": done.rows})
-    for key in keys:
-        if not is_pack_key(key) and not _named(conn, key):
-            try:
-                store.delete(key)
-            except OSError as exc:  # left for the next pass to find? no row names it now
-                log.warning("object %s of study %s not deleted: %s", key, ref.study_id, exc)
+        scrub = scope == "study"  # a deletion request: the pack bytes go now, not at compaction
+        pending = [(k, scrub) for k in keys if scrub or not is_pack_key(k)]
+        if pending:
+            with conn.cursor() as cur:
+                cur.executemany(_PENDING, pending)
+    compaction.crash_point(CRASH_AFTER_COMMIT, crash_at)
+    sweep_pending(conn, store, [k for k, _ in pending])
     reason = "retention" if event == "retention.deleted" else "purge"
     metrics.RETENTION_DELETED.labels(ref.facility, reason).inc(done.objects)
     metrics.RETENTION_DELETED_BYTES.labels(ref.facility, reason).inc(done.bytes)
+    return done
+
+
+_PENDING = ("INSERT INTO retention_pending_objects (object_key, scrub) VALUES (%s, %s) "
+            "ON CONFLICT (object_key) DO UPDATE SET scrub = "
+            "retention_pending_objects.scrub OR excluded.scrub")
+
+
+def sweep_pending(conn: psycopg.Connection[Any], store: ObjectStore,
+                  keys: list[str] | None = None) -> int:
+    """Deletes the listed objects (`keys`, or every one listed: what a crash left) that no row
+    names any more, and removes their lines; an object that cannot be deleted now stays listed
+    for the next pass. Returns how many objects were deleted or zeroed."""
+    if keys is None:
+        rows = conn.execute("SELECT object_key, scrub FROM retention_pending_objects "
+                            "ORDER BY created_at").fetchall()
+    elif keys:
+        rows = conn.execute("SELECT object_key, scrub FROM retention_pending_objects "
+                            "WHERE object_key = ANY(%s)", (keys,)).fetchall()
+    else:
+        return 0
+    done = 0
+    for key, scrub in rows:
+        if not _named(conn, key):
+            try:
+                if not is_pack_key(key):
+                    done += bool(store.delete(key))
+                elif scrub and not _is_remote(store):
+                    done += bool(store.scrub(key))
+            except OSError as exc:  # listed still: the next pass tries again
+                log.warning("object %s not deleted (next pass retries): %s", key, exc)
+                continue
+        conn.execute("DELETE FROM retention_pending_objects WHERE object_key = %s", (key,))
     return done
 
 
