@@ -21,6 +21,7 @@ from workflow_svc.identity import servicer as account_servicer
 from workflow_svc.operations import facility_settings
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
+from workflow_svc.operations.retention import Scheduler as RetentionScheduler
 from workflow_svc.priors.jobs import enqueue_find as find_priors
 from workflow_svc.priors.worker import PriorsConfig, PriorsWorker
 from workflow_svc.report_loop import servicer as report_servicer
@@ -79,6 +80,9 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
         db, settings.audit_syslog, settings.audit_syslog_ca, settings.audit_syslog_cert,
         settings.audit_syslog_key, settings.audit_source_id,
         settings.audit_enterprise_site).run(stop)]
+    # retention: expired objects and report text deleted, packs compacted (one pass at a time)
+    retention = RetentionScheduler(settings.database_url, settings.object_store(), topology,
+                                   settings.retention_interval_s, settings.retention_options())
     await run_until_stopped(
         "workflow_svc", stop, server=server,
         loops=[OutboxRelay.of_user(db, bus, "workflow").run(stop),
@@ -92,7 +96,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
                    tls=settings.scu_context, egress=egress).handle, stop),
                bus.consume(topology.priors_jobs(), priors_worker.handle, stop),
                bus.consume(topology.dead_letter_audit(), DeadLetterAuditor(db, topology).handle,
-                           stop), *atna_loops],
+                           stop), retention.run(stop), *atna_loops],
         closers=[bus.close, db.close])
 
 

@@ -87,6 +87,10 @@ class Facility(Base):
                                                             server_default=false())
     dicom_allowed_hosts: Mapped[str | None] = mapped_column(String(2000))
     pacs_tls: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # retention (0113, workflow_svc/operations/retention.py): days after a study's final state
+    # until its objects are deleted (NULL = kept), and its report text (NULL = retention_days)
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    report_retention_days: Mapped[int | None] = mapped_column(Integer)
     __table_args__ = (CheckConstraint("completion_mode IN ('quiet', 'association', 'explicit')",
                                       name="completion_mode"),)
 
@@ -143,6 +147,9 @@ class Study(Base):
     # patient and study attributes read at ingest (migration 0005, docs/readme/wado.md)
     dicom_attributes: Mapped[dict[str, Any]] = mapped_column(
         JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    # when retention deleted the study's objects, and its report text (0113)
+    objects_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reports_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -570,3 +577,13 @@ class PriorStudy(Base):
     retrieved_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
     found_at: Mapped[datetime] = _created()
+
+
+class RetentionPendingObject(Base):
+    """An object whose rows a retention pass or purge deleted (in the same transaction), until
+    the object itself is gone; the next pass finishes what a crash interrupted (0115)."""
+
+    __tablename__ = "retention_pending_objects"
+    object_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    scrub: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = _created()
