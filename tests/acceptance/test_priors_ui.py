@@ -26,21 +26,23 @@ from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = [pytest.mark.browser]
 
-RAD = "rad_priors_ui"
+RAD_NORTH, RAD_SOUTH = "rad_priors_ui_north", "rad_priors_ui_south"
 
 
 @pytest.fixture(scope="module")
-def rad(stack: Stack) -> str:
-    """A radiologist of this module's two facilities."""
+def rads(stack: Stack) -> dict[str, str]:
+    """A radiologist of each of this module's two facilities, by facility."""
     assert b.BUILT_APP.is_file(), "the review app is not built: run `make install`"
-    done = stack.cli("user", "add", RAD, "--role", "radiologist", "--facility", stack.north,
-                     "--facility", stack.south, "--password-stdin", stdin=stack.password + "\n")
-    assert done.returncode == 0, done.stderr
-    return RAD
+    users = {stack.north: RAD_NORTH, stack.south: RAD_SOUTH}
+    for facility, name in users.items():
+        done = stack.cli("user", "add", name, "--role", "radiologist", "--facility", facility,
+                         "--password-stdin", stdin=stack.password + "\n")
+        assert done.returncode == 0, done.stderr
+    return users
 
 
-def _open_study(page: Any, stack: Stack, study_id: str) -> None:  # noqa: F811
-    b.login(page, stack.base_url, RAD, stack.password)
+def _open_study(page: Any, stack: Stack, user: str, study_id: str) -> None:  # noqa: F811
+    b.login(page, stack.base_url, user, stack.password)
     page.click(f"tr[data-study-id='{study_id}']")
     expect(page.get_by_test_id("viewer-info")).to_have_text(re.compile(r"^Slice \d+/"),
                                                             timeout=60_000)
@@ -51,7 +53,7 @@ def _series_uids(folder: Path) -> set[str]:
             for p in folder.rglob("*.dcm")}
 
 
-def test_open_a_prior_beside_the_current_study(stack: Stack, rad: str, tmp_path: Path,
+def test_open_a_prior_beside_the_current_study(stack: Stack, rads: dict[str, str], tmp_path: Path,
                                                 page: Any) -> None:  # noqa: F811
     if not orthanc_available():
         pytest.skip("needs root, unshare and Orthanc")
@@ -69,7 +71,7 @@ def test_open_a_prior_beside_the_current_study(stack: Stack, rad: str, tmp_path:
         _send(stack, tmp_path / "now", stack.north)
         with stack.client() as http:
             sid = _study_id(http, truth.accession_number)
-        _open_study(page, stack, sid)
+        _open_study(page, stack, rads[stack.north], sid)
 
         panel = page.get_by_role("region", name="Prior studies")
         item = panel.locator(".prior-item")
@@ -131,7 +133,8 @@ def test_open_a_prior_beside_the_current_study(stack: Stack, rad: str, tmp_path:
     assert not page.evaluate("window.__cspViolations")
 
 
-def test_a_pacs_that_is_down_shows_the_failure_line(stack: Stack, rad: str, tmp_path: Path,
+def test_a_pacs_that_is_down_shows_the_failure_line(stack: Stack, rads: dict[str, str],
+                                                     tmp_path: Path,
                                                      page: Any) -> None:  # noqa: F811
     done = stack.cli("facility", "set", stack.south, "--pacs",
                      f"{stack.south_ae}@127.0.0.1:{free_port()}")  # nothing listens there
@@ -140,7 +143,7 @@ def test_a_pacs_that_is_down_shows_the_failure_line(stack: Stack, rad: str, tmp_
     _send(stack, tmp_path / "now", stack.south)
     with stack.client() as http:
         sid = _study_id(http, truth.accession_number)
-    _open_study(page, stack, sid)
+    _open_study(page, stack, rads[stack.south], sid)
     panel = page.get_by_role("region", name="Prior studies")
     expect(panel).to_have_attribute("data-lookup", "failed", timeout=120_000)
     line = panel.get_by_test_id("priors-line")

@@ -66,18 +66,20 @@ export class PriorsPanel {
       return;
     }
     if (this.closed) return;
-    this.draw();
+    // The prior asked for: opened once retrieved, or the reason it failed; no longer waited
+    // for either way (its button is drawn enabled again).
     const wanted = this.reply.priors.find((p) => p.prior_id === this.wanted);
-    if (wanted && priorState(wanted) === 'retrieved') {
-      this.wanted = '';
-      this.message.textContent = '';
-      await this.host.openBeside(wanted);
-    } else if (wanted && priorState(wanted) === 'failed') {
-      this.wanted = '';
+    const state = wanted ? priorState(wanted) : null;
+    const done = state === 'retrieved' ? wanted : undefined;
+    if (wanted && state === 'failed') {
       this.message.textContent = `Could not retrieve the prior of ${priorDate(wanted.study_date)}: `
         + (wanted.last_error || 'the PACS refused');
     }
+    if (state === 'retrieved' || state === 'failed') this.wanted = '';
+    if (done) this.message.textContent = '';
+    this.draw();
     this.schedule();
+    if (done) await this.host.openBeside(done);
   }
 
   /** Asks again while something is under way (a lookup pending or a retrieval). */
