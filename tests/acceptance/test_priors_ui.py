@@ -110,7 +110,8 @@ def test_open_a_prior_beside_the_current_study(stack: Stack, rads: dict[str, str
         right = prior_vp.bounding_box()
         assert beside and right and beside["width"] < alone["width"] * 0.6
         assert right["x"] >= beside["x"] + beside["width"] - 1  # side by side, prior right
-        # the current study is still drawn in its own viewport
+        # the current study is fitted again to its narrower viewport, and still drawn
+        expect(page.get_by_test_id("viewer-info")).to_contain_text("zoom 100%")
         assert b.gray(bytes(main.screenshot())).std() > 10
         b.ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(b.ARTIFACTS / "priors-open-beside.png"))
@@ -121,6 +122,7 @@ def test_open_a_prior_beside_the_current_study(stack: Stack, rads: dict[str, str
         page.wait_for_function(
             "w => document.querySelector('[data-testid=viewport]')"
             ".getBoundingClientRect().width > w", arg=alone["width"] - 2)
+        expect(page.get_by_test_id("viewer-info")).to_contain_text("zoom 100%")
         # Opened again: already retrieved, it shows at once, and X closes it.
         opener.click()
         expect(prior_vp).to_have_attribute("data-rendered", re.compile(r"^\d+$"),

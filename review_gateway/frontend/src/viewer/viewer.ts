@@ -481,6 +481,20 @@ export class Viewer {
     this.viewport.render();
   }
 
+  /** Fits the whole image in the viewport again after a layout change (a second viewport
+   * opened or closed beside it), keeping the window, slice and inversion; the zoom is 100 %. */
+  fit(): void {
+    this.fitElement();
+    if (!this.engine || !this.viewport) return;
+    this.engine.resize(true, false);
+    const vp = this.vp();
+    vp.resetCamera();
+    const fit = this.gpuFitScale();
+    if (fit) vp.setCamera({ parallelScale: fit });
+    this.fitScale = vp.getCamera().parallelScale ?? 1;
+    vp.render();
+  }
+
   destroy(): void {
     this.resizer.disconnect();
     this.generation++;

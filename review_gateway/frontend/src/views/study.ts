@@ -258,7 +258,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
     page.classList.add('with-prior');
     priorViewer = new Viewer(priorViewportEl);
     priorViewer.onRender(updatePriorInfo);
-    viewer.resize();
+    viewer.fit();
     const first = ordered[0];
     if (first) await showPriorSeries(first.series_instance_uid);
     priorViewportEl.focus();
@@ -276,7 +276,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
     clear(priorViewportEl);
     priorInfo.textContent = '';
     page.classList.remove('with-prior');
-    viewer.resize();
+    viewer.fit();
     viewportEl.focus();
   }
 
