@@ -32,6 +32,9 @@ export type Handover = Schemas['Handover'];
 /** The data of a `study` event of GET /api/v1/events. */
 export type StudyEvent = Schemas['StudyEvent'];
 export type ErrorBody = Schemas['ErrorBody'];
+/** An earlier study of the same patient at the facility's PACS (docs/priors.md). */
+export type Prior = Schemas['Prior'];
+export type PriorList = Schemas['PriorList'];
 export type DecisionBody = Schemas['DecisionBody'];
 export type NewFindingBody = Schemas['NewFindingBody'];
 export type AccessEventBody = Schemas['AccessEventBody'];
@@ -67,6 +70,8 @@ export const ROUTES = [
   ['PUT', '/api/v1/studies/{study_id}/draft'],
   ['POST', '/api/v1/studies/{study_id}/draft/accept'],
   ['POST', '/api/v1/viewer/handover'],
+  ['GET', '/api/v1/studies/{study_id}/priors'],
+  ['POST', '/api/v1/studies/{study_id}/priors/{prior_id}/retrieve'],
 ] as const;
 
 export class ApiError extends Error {
@@ -152,6 +157,10 @@ export const api = {
     call<Draft>('PUT', `/studies/${enc(id)}/draft`, body),
   acceptDraft: (id: string, body: AcceptDraftBody) =>
     call<Draft>('POST', `/studies/${enc(id)}/draft/accept`, body),
+  priors: (id: string) => call<PriorList>('GET', `/studies/${enc(id)}/priors`, undefined,
+                                          { page_size: '50' }),
+  retrievePrior: (id: string, priorId: string) =>
+    call<Prior>('POST', `/studies/${enc(id)}/priors/${enc(priorId)}/retrieve`),
   eventsUrl: '/api/v1/events',
 };
 

@@ -11,15 +11,19 @@ from review_gateway.settings import GatewaySettings
 CLIENT = Path(__file__).resolve().parents[3] / "review_gateway" / "frontend" / "src" / "api.ts"
 CALL = re.compile(r"call<[^>]*>\('(GET|POST|PUT|PATCH|DELETE)', [`'](/[^`']*)[`']")
 ROUTE = re.compile(r"\['(GET|POST|PUT|PATCH|DELETE)', '(/api/v1/[^']*)'\]")
-PARAMS = ("{study_id}", "{finding_id}")
+# the path parameter that follows a collection segment, as the gateway names it
+PARAMS = {"studies": "{study_id}", "findings": "{finding_id}", "priors": "{prior_id}"}
 
 
 def _calls(source: str) -> set[tuple[str, str]]:
-    """(method, OpenAPI path) of every call(): the n-th `${enc(...)}` is the n-th path param."""
+    """(method, OpenAPI path) of every call(): each `${enc(...)}` is the path parameter of the
+    collection segment before it."""
     out = set()
     for method, path in CALL.findall(source):
         parts = re.split(r"\$\{enc\([^)]*\)\}", path)
-        templated = parts[0] + "".join(PARAMS[i] + part for i, part in enumerate(parts[1:]))
+        templated = parts[0]
+        for part in parts[1:]:
+            templated += PARAMS[templated.rstrip("/").rsplit("/", 1)[-1]] + part
         out.add((method, "/api/v1" + templated))
     return out
 

@@ -39,14 +39,22 @@ export let renderPath = 'gpu';
 
 const SCHEME = 'sidecar:';
 
-/** What every grey frame is baked with now; `version` changes whenever it does. */
-const display: { voi: Voi; invert: boolean; version: number } = { voi: { kind: 'own' }, invert: false, version: 0 };
+/** What a viewer's grey frames are baked with now; `version` changes whenever it does. Each
+ * viewer has its own (the current study and a prior beside it are windowed apart); versions
+ * come from one counter, so two displays never share one. */
+interface Display { voi: Voi; invert: boolean; version: number }
+let versions = 0;
+/** The display of each `sidecar:` image id: the viewer that last loaded it. */
+const displays = new Map<string, Display>();
+const fallback: Display = { voi: { kind: 'own' }, invert: false, version: 0 };
+function displayOf(imageId: string): Display { return displays.get(imageId) ?? fallback; }
 
-interface Baked { frame: Frame; out: Uint8Array; version: number; image: Types.IImage }
+interface Baked { imageId: string; frame: Frame; out: Uint8Array; version: number; image: Types.IImage }
 /** Grey frames by `sidecar:` image id (colour frames are not listed: nothing to bake). */
 const baked = new Map<string, Baked>();
 
 function rebake(entry: Baked): boolean {
+  const display = displayOf(entry.imageId);
   if (entry.version === display.version) return false;
   bake(entry.frame, display.voi, display.invert, entry.out);
   entry.version = display.version;
@@ -75,7 +83,7 @@ function sidecarLoader(imageId: string): { promise: Promise<Types.IImage> } {
       sizeInBytes: out.byteLength + (stored as ArrayLike<number> & { byteLength?: number }).byteLength!,
       voxelManager, getPixelData: () => out, cachedLut: undefined,
     } as unknown as Types.IImage;
-    const entry: Baked = { frame, out, version: -1, image };
+    const entry: Baked = { imageId, frame, out, version: -1, image };
     rebake(entry);
     baked.set(imageId, entry);
     return image;
@@ -137,6 +145,8 @@ function initOnce(): Promise<void> {
 let engines = 0;
 
 export class Viewer {
+  /** This viewer's window and inversion. */
+  private readonly display: Display = { voi: { kind: 'own' }, invert: false, version: ++versions };
   private engine: RenderingEngine | null = null;
   private viewport: Types.IStackViewport | null = null;
   private slices: SliceInfo[] = [];
@@ -205,11 +215,11 @@ export class Viewer {
       this.element.addEventListener(Enums.Events.IMAGE_RENDERED, () => {
         if (this.loading) return;
         const entry = baked.get(this.vp().getCurrentImageId() ?? '');
-        if (entry && entry.version !== display.version) return; // a re-render follows
+        if (entry && entry.version !== this.display.version) return; // a re-render follows
         // The slice last drawn, for tests and the benchmark to wait on.
         this.element.dataset['rendered'] = String(this.shownIndex + 1);
         this.element.dataset['renderPath'] = renderPath;
-        this.element.dataset['displayVersion'] = String(display.version);
+        this.element.dataset['displayVersion'] = String(this.display.version);
         this.element.dataset['series'] = String(this.slice?.metadata['0020000E']?.Value?.[0] ?? '');
         // Where the image lies on the canvas (CSS px: left, top, right, bottom), for tests.
         const slice = this.slice;
@@ -220,12 +230,13 @@ export class Viewer {
       });
     }
     this.slices = slices;
+    for (const s of slices) displays.set(s.imageId, this.display);
     this.shown = -1;
     this.loading = true;
-    display.voi = { kind: 'own' };
-    display.invert = false;
-    display.version++;
-    this.element.dataset['displayWanted'] = String(display.version);
+    this.display.voi = { kind: 'own' };
+    this.display.invert = false;
+    this.display.version = ++versions;
+    this.element.dataset['displayWanted'] = String(this.display.version);
     const start = Math.max(0, Math.min(index, slices.length - 1));
     try {
       await this.vp().setStack(slices.map((s) => s.imageId), start);
@@ -268,11 +279,11 @@ export class Viewer {
 
   /** Changes what frames are baked with and redraws the frame on screen. */
   private setDisplay(voi: Voi, invert: boolean): void {
-    display.voi = voi;
-    display.invert = invert;
-    display.version++;
+    this.display.voi = voi;
+    this.display.invert = invert;
+    this.display.version = ++versions;
     // What is asked for (data-display-version says what was drawn), for tests.
-    this.element.dataset['displayWanted'] = String(display.version);
+    this.element.dataset['displayWanted'] = String(this.display.version);
     if (!this.viewport) return;
     const entry = baked.get(this.viewport.getCurrentImageId() ?? '');
     if (entry && rebake(entry)) this.pushPixels(entry.image);
@@ -303,7 +314,7 @@ export class Viewer {
   get slice(): SliceInfo | undefined { return this.slices[this.shownIndex]; }
   get shownIndex(): number { return this.shown >= 0 ? this.shown : this.index; }
   /** Inverted relative to the image's correct presentation (the I key). */
-  get inverted(): boolean { return display.invert; }
+  get inverted(): boolean { return this.display.invert; }
 
   async setIndex(index: number): Promise<void> {
     if (!this.loaded) return;
@@ -315,7 +326,7 @@ export class Viewer {
 
   /** The displayed window in modality units (for a VOI LUT, the range it covers). */
   get window(): Window {
-    if (display.voi.kind === 'window') return { center: display.voi.center, width: display.voi.width };
+    if (this.display.voi.kind === 'window') return { center: this.display.voi.center, width: this.display.voi.width };
     return this.imageWindow() ?? { center: 0, width: 1 };
   }
 
@@ -327,7 +338,7 @@ export class Viewer {
 
   setWindow(win: Window): void {
     const width = Math.max(1, win.width);
-    this.setDisplay({ kind: 'window', center: win.center, width, fn: this.voiFunction() }, display.invert);
+    this.setDisplay({ kind: 'window', center: win.center, width, fn: this.voiFunction() }, this.display.invert);
   }
 
   /** The image's own window (its first WindowCenter/Width, else its VOI LUT's range, else
@@ -342,12 +353,12 @@ export class Viewer {
     const preset = PRESETS.find((p) => p.key === key);
     if (!preset) return null;
     if (preset.window) this.setWindow(preset.window);
-    else this.setDisplay({ kind: 'own' }, display.invert);
+    else this.setDisplay({ kind: 'own' }, this.display.invert);
     return preset.name;
   }
 
   toggleInvert(): void {
-    this.setDisplay(display.voi, !display.invert);
+    this.setDisplay(this.display.voi, !this.display.invert);
   }
 
   /** Zoom relative to the image fitted in the viewport (camera parallel scale). */
@@ -468,6 +479,20 @@ export class Viewer {
       this.viewport.setCamera({ parallelScale: fit / zoom });
     }
     this.viewport.render();
+  }
+
+  /** Fits the whole image in the viewport again after a layout change (a second viewport
+   * opened or closed beside it), keeping the window, slice and inversion; the zoom is 100 %. */
+  fit(): void {
+    this.fitElement();
+    if (!this.engine || !this.viewport) return;
+    this.engine.resize(true, false);
+    const vp = this.vp();
+    vp.resetCamera();
+    const fit = this.gpuFitScale();
+    if (fit) vp.setCamera({ parallelScale: fit });
+    this.fitScale = vp.getCamera().parallelScale ?? 1;
+    vp.render();
   }
 
   destroy(): void {

@@ -1,12 +1,13 @@
 // The study view: patient banner, series thumbnails, the viewer with overlays, findings.
 
-import { api, ApiError, type Finding, type Series, type StudyDetail } from '../api';
+import { api, ApiError, type Finding, type Prior, type Series, type StudyDetail } from '../api';
 import { clear, el, kbd, typing } from '../dom';
 import { currentBox, findingFrame, Overlay, type Box } from '../viewer/overlay';
 import { loadSeries, type LoadedSeries } from '../viewer/series';
 import { PRESETS, Viewer } from '../viewer/viewer';
 import { DraftPanel } from './draft';
 import { FindingsPanel } from './findings';
+import { priorDate, PriorsPanel } from './priors';
 import { header } from './header';
 import { patientName } from './worklist';
 
@@ -34,6 +35,51 @@ const RESULT_KIND: Record<string, string> = { SR: 'Structured report', SEG: 'Seg
   KO: 'Key objects', PR: 'Presentation state' };
 function isResult(series: Series): boolean {
   return series.derived || series.modality in RESULT_KIND;
+}
+
+/** Mouse on a viewport: drag = window/level, shift+drag or middle = pan, ctrl+drag or right =
+ * zoom, wheel on the stage = scroll (ctrl+wheel = zoom). `blocked` pauses it (box drawing). */
+function pointerControls(current: () => Viewer | null, viewportEl: HTMLElement, stage: HTMLElement,
+                         blocked: () => boolean, windowed: () => void): void {
+  let drag: { x: number; y: number; mode: 'wl' | 'pan' | 'zoom' } | null = null;
+  viewportEl.addEventListener('contextmenu', (e) => e.preventDefault());
+  viewportEl.addEventListener('pointerdown', (e) => {
+    if (!current()?.loaded || blocked()) return;
+    viewportEl.focus();
+    const mode = e.button === 1 || e.shiftKey ? 'pan' : e.button === 2 || e.ctrlKey ? 'zoom' : 'wl';
+    drag = { x: e.clientX, y: e.clientY, mode };
+    viewportEl.setPointerCapture(e.pointerId);
+    e.preventDefault();
+  });
+  viewportEl.addEventListener('pointermove', (e) => {
+    const viewer = current();
+    if (!drag || !viewer?.loaded) return;
+    const dx = e.clientX - drag.x;
+    const dy = e.clientY - drag.y;
+    drag.x = e.clientX;
+    drag.y = e.clientY;
+    if (drag.mode === 'wl') {
+      // Sensitivity in real units: a window's width per 500 px, at least 1 unit per pixel.
+      const w = viewer.window;
+      const k = Math.max(1, w.width / 500);
+      viewer.setWindow({ center: w.center + dy * k, width: w.width + dx * k });
+      windowed();
+    } else if (drag.mode === 'pan') {
+      viewer.panBy(dx, dy);
+    } else {
+      viewer.zoomBy(Math.exp(-dy / 200));
+    }
+  });
+  const endDrag = (): void => { drag = null; };
+  viewportEl.addEventListener('pointerup', endDrag);
+  viewportEl.addEventListener('pointercancel', endDrag);
+  stage.addEventListener('wheel', (e) => {
+    const viewer = current();
+    if (!viewer?.loaded) return;
+    e.preventDefault();
+    if (e.ctrlKey) viewer.zoomBy(e.deltaY < 0 ? 1.1 : 1 / 1.1);
+    else void viewer.scroll(e.deltaY > 0 ? 1 : -1);
+  }, { passive: false });
 }
 
 export function renderStudy(root: HTMLElement, studyId: string,
@@ -152,44 +198,103 @@ export function renderStudy(root: HTMLElement, studyId: string,
     });
   };
 
-  // Mouse: drag = window/level, shift+drag or middle = pan, ctrl+drag or right = zoom, wheel = scroll.
-  let drag: { x: number; y: number; mode: 'wl' | 'pan' | 'zoom' } | null = null;
-  viewportEl.addEventListener('contextmenu', (e) => e.preventDefault());
-  viewportEl.addEventListener('pointerdown', (e) => {
-    if (!viewer.loaded || overlay.drawing) return;
-    viewportEl.focus();
-    const mode = e.button === 1 || e.shiftKey ? 'pan' : e.button === 2 || e.ctrlKey ? 'zoom' : 'wl';
-    drag = { x: e.clientX, y: e.clientY, mode };
-    viewportEl.setPointerCapture(e.pointerId);
-    e.preventDefault();
-  });
-  viewportEl.addEventListener('pointermove', (e) => {
-    if (!drag) return;
-    const dx = e.clientX - drag.x;
-    const dy = e.clientY - drag.y;
-    drag.x = e.clientX;
-    drag.y = e.clientY;
-    if (drag.mode === 'wl') {
-      // Sensitivity in real units: a window's width per 500 px, at least 1 unit per pixel.
-      const w = viewer.window;
-      const k = Math.max(1, w.width / 500);
-      viewer.setWindow({ center: w.center + dy * k, width: w.width + dx * k });
-      presetName = 'Custom';
-    } else if (drag.mode === 'pan') {
-      viewer.panBy(dx, dy);
-    } else {
-      viewer.zoomBy(Math.exp(-dy / 200));
+  pointerControls(() => viewer, viewportEl, stage, () => overlay.drawing, () => { presetName = 'Custom'; });
+
+  // A prior opened beside the current study: a second viewer of its own (own window, scroll),
+  // labelled with the prior's date; closing it returns to one viewport.
+  const priorStage = el('section', { class: 'stage prior-stage', 'aria-label': 'Prior study',
+    'data-testid': 'prior-stage', hidden: true });
+  const priorViewportEl = el('div', { class: 'viewport', 'data-testid': 'prior-viewport', tabindex: 0,
+    'aria-label': 'Prior study images' });
+  const priorLabel = el('div', { class: 'prior-label', 'data-testid': 'prior-label' });
+  const priorInfo = el('div', { class: 'info prior-info', 'data-testid': 'prior-info' });
+  const priorSeries = el('select', { class: 'prior-series', 'aria-label': 'Series of the prior' });
+  const priorClose = el('button', { type: 'button', class: 'small prior-close', 'data-action': 'close-prior',
+    'aria-label': 'Close the prior' }, 'Close ', kbd('X'));
+  priorStage.append(priorViewportEl,
+    el('div', { class: 'prior-head' }, priorLabel, priorSeries, priorClose), priorInfo);
+  let priorViewer: Viewer | null = null;
+  let priorStudy: StudyDetail | null = null;
+  let priorPreset = 'Image';
+  let priorToken = 0;
+
+  function updatePriorInfo(): void {
+    const v = priorViewer;
+    if (!v?.loaded) return;
+    const w = v.window;
+    priorInfo.textContent = `Slice ${v.shownIndex + 1}/${v.count} · W ${Math.round(w.width)} `
+      + `L ${Math.round(w.center)} · ${priorPreset}${v.inverted ? ' · inverted' : ''}`;
+  }
+
+  async function showPriorSeries(seriesUid: string): Promise<void> {
+    const v = priorViewer;
+    const s = priorStudy;
+    if (!v || !s) return;
+    const token = priorToken;
+    try {
+      const prior = await loadSeries(s.study_instance_uid, seriesUid);
+      if (closed || token !== priorToken) return;
+      await v.load(prior.slices, prior.metadata, 0);
+      priorPreset = 'Image';
+      updatePriorInfo();
+    } catch (err) {
+      priorInfo.textContent = `Cannot show the prior: ${err instanceof Error ? err.message : String(err)}`;
     }
-  });
-  const endDrag = (): void => { drag = null; };
-  viewportEl.addEventListener('pointerup', endDrag);
-  viewportEl.addEventListener('pointercancel', endDrag);
-  stage.addEventListener('wheel', (e) => {
-    if (!viewer.loaded) return;
-    e.preventDefault();
-    if (e.ctrlKey) viewer.zoomBy(e.deltaY < 0 ? 1.1 : 1 / 1.1);
-    else void viewer.scroll(e.deltaY > 0 ? 1 : -1);
-  }, { passive: false });
+  }
+
+  async function openBeside(prior: Prior): Promise<void> {
+    closePrior();
+    const token = ++priorToken;
+    let detail: StudyDetail;
+    try {
+      detail = await api.study(prior.retrieved_study_id);
+    } catch (err) {
+      priors.say(`Cannot open the prior: ${err instanceof ApiError ? err.message : 'network error'}`);
+      return;
+    }
+    if (closed || token !== priorToken) return;
+    priorStudy = detail;
+    priorLabel.textContent = `Prior · ${priorDate(prior.study_date)}${prior.description ? ` · ${prior.description}` : ''}`;
+    priorStage.dataset['priorId'] = prior.prior_id;
+    clear(priorSeries);
+    const ordered = [...detail.series].sort((a, b) => b.instance_count - a.instance_count);
+    for (const series of ordered) {
+      priorSeries.appendChild(el('option', { value: series.series_instance_uid,
+        text: `${series.description || series.modality} (${series.slice_count || series.instance_count})` }));
+    }
+    priorSeries.hidden = ordered.length < 2;
+    priorStage.hidden = false;
+    page.classList.add('with-prior');
+    priorViewer = new Viewer(priorViewportEl);
+    priorViewer.onRender(updatePriorInfo);
+    viewer.fit();
+    const first = ordered[0];
+    if (first) await showPriorSeries(first.series_instance_uid);
+    priorViewportEl.focus();
+  }
+
+  function closePrior(): void {
+    priorToken++;
+    if (!priorViewer) return;
+    priorViewer.destroy();
+    priorViewer = null;
+    priorStudy = null;
+    priorStage.hidden = true;
+    delete priorStage.dataset['priorId'];
+    for (const key of ['rendered', 'slice', 'series', 'imageRect']) delete priorViewportEl.dataset[key];
+    clear(priorViewportEl);
+    priorInfo.textContent = '';
+    page.classList.remove('with-prior');
+    viewer.fit();
+    viewportEl.focus();
+  }
+
+  pointerControls(() => priorViewer, priorViewportEl, priorStage, () => false, () => { priorPreset = 'Custom'; });
+  priorSeries.addEventListener('change', () => void showPriorSeries(priorSeries.value));
+  priorClose.addEventListener('click', () => closePrior());
+
+  const priors = new PriorsPanel({ studyId, openBeside });
+  panel.root.insertBefore(priors.root, draft.root);
 
   function onKey(e: KeyboardEvent): void {
     if (e.key === 'Escape') {
@@ -200,17 +305,22 @@ export function renderStudy(root: HTMLElement, studyId: string,
     }
     if (typing(e) || e.ctrlKey || e.metaKey || e.altKey || !viewer.loaded) return;
     const f = panel.current;
+    // With the focus in the prior's viewport, the viewer keys act on the prior.
+    const onPrior = priorViewer?.loaded === true && priorStage.contains(document.activeElement);
+    const v = onPrior && priorViewer ? priorViewer : viewer;
+    const named = (name: string): void => { if (onPrior) priorPreset = name; else presetName = name; };
     const keys: Record<string, () => void> = {
-      ArrowUp: () => void viewer.scroll(-1), ArrowLeft: () => void viewer.scroll(-1),
-      ArrowDown: () => void viewer.scroll(1), ArrowRight: () => void viewer.scroll(1),
-      PageUp: () => void viewer.scroll(-10), PageDown: () => void viewer.scroll(10),
-      Home: () => void viewer.setIndex(0), End: () => void viewer.setIndex(viewer.count - 1),
-      i: () => viewer.toggleInvert(), ' ': () => { viewer.reset(); presetName = 'Image'; },
-      '+': () => viewer.zoomBy(1.25), '=': () => viewer.zoomBy(1.25), '-': () => viewer.zoomBy(0.8),
+      ArrowUp: () => void v.scroll(-1), ArrowLeft: () => void v.scroll(-1),
+      ArrowDown: () => void v.scroll(1), ArrowRight: () => void v.scroll(1),
+      PageUp: () => void v.scroll(-10), PageDown: () => void v.scroll(10),
+      Home: () => void v.setIndex(0), End: () => void v.setIndex(v.count - 1),
+      i: () => v.toggleInvert(), ' ': () => { v.reset(); named('Image'); },
+      '+': () => v.zoomBy(1.25), '=': () => v.zoomBy(1.25), '-': () => v.zoomBy(0.8),
       j: () => panel.step(1), k: () => panel.step(-1), o: () => panel.toggleAll(),
       n: () => startDrawing(), t: () => void draft.generate(),
+      p: () => priors.focus(), x: () => closePrior(),
     };
-    for (const p of PRESETS) keys[p.key] = () => { presetName = viewer.applyPreset(p.key) ?? presetName; };
+    for (const p of PRESETS) keys[p.key] = () => { named(v.applyPreset(p.key) ?? (onPrior ? priorPreset : presetName)); };
     if (f) {
       Object.assign(keys, {
         a: () => void panel.decide(f, { action: 'accept' }),
@@ -308,6 +418,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
     const [findings] = await Promise.all([api.findings(studyId).catch(() => ({ findings: [] }))]);
     panel.setFindings(findings.findings);
     void draft.load();
+    void priors.load();
     // Open on the first finding's key slice (selected, centred), else the largest image series.
     const firstFinding = findings.findings.find((f) => f.sop_instance_uid);
     const images = study.series.filter((x) => !isResult(x));
@@ -325,16 +436,17 @@ export function renderStudy(root: HTMLElement, studyId: string,
     }
   }
 
-  root.appendChild(el('div', { class: 'page-study' },
+  const page = el('div', { class: 'page-study' },
     header(navigate, el('a', { href: '#/', class: 'back', text: '← Worklist (Esc)' })),
     el('div', { class: 'bar' }, banner, el('span', { class: 'spacer' }), ohif, complete),
     el('div', { class: 'layout' }, seriesList,
-      el('div', { class: 'centre' }, stage, state,
+      el('div', { class: 'centre' }, el('div', { class: 'stages' }, stage, priorStage), state,
         el('p', { class: 'hints' }, kbd('↑'), kbd('↓'), '/wheel slice ', 'drag W/L ',
           kbd('Shift'), '+drag pan ', kbd('Ctrl'), '+drag zoom ',
           ...PRESETS.flatMap((p) => [kbd(p.key), ` ${p.name} `]), kbd('I'), ' invert ',
-          kbd('Space'), ' reset ', kbd('N'), ' draw box')),
-      panel.root)));
+          kbd('Space'), ' reset ', kbd('N'), ' draw box ', kbd('P'), ' priors ', kbd('X'), ' close prior')),
+      panel.root));
+  root.appendChild(page);
   void start();
   return () => {
     closed = true;
@@ -342,5 +454,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
     window.removeEventListener('resize', onResize);
     overlay.destroy();
     viewer.destroy();
+    priors.destroy();
+    priorViewer?.destroy();
   };
 }
