@@ -24,6 +24,10 @@ function ssoError(): string {
   return SSO_ERRORS[reason] ?? `The sign-in was refused (${reason.slice(0, 40)}).`;
 }
 
+// Read once, when the page loads (the gateway redirected here with it): the login view may be
+// drawn more than once while the app routes to it, and the URL no longer carries the reason.
+const refusal = ssoError();
+
 function ssoBlock(methods: AuthMethods): HTMLElement | null {
   const oidc = methods.oidc;
   if (!oidc) return null;
@@ -43,7 +47,7 @@ export function renderLogin(root: HTMLElement, done: () => void): () => void {
                              required: true, autofocus: true });
   const pass = el('input', { id: 'password', name: 'password', type: 'password',
                              autocomplete: 'current-password', required: true });
-  const message = el('p', { class: 'error', role: 'alert', text: ssoError() });
+  const message = el('p', { class: 'error', role: 'alert', text: refusal });
   const button = el('button', { type: 'submit', text: 'Sign in' });
   const sso = el('div', { class: 'sso-slot' });
   const local = el('div', { class: 'local' },
