@@ -22,7 +22,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip wheel
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,embedded]'
 	@touch $(STAMP)
 
 # The review web app (review_gateway/frontend, TypeScript + vite) builds into the git-ignored

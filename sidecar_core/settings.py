@@ -53,6 +53,8 @@ class CommonSettings(BaseSettings):
     )
     metrics_port: int = Field(default=0, ge=0, le=65535,
                               description="Prometheus metrics port of this process; 0 = off")
+    metrics_host: str = Field(default="127.0.0.1", max_length=253, description="Address the "
+                              "metrics port binds: 0.0.0.0 in a container, so a scraper reaches it")
     max_pixels: int = Field(
         default=2**31, ge=1, description="Pixel budget of one DICOM object: Rows x "
         "Columns x NumberOfFrames above it is refused from the header, never decoded")
