@@ -15,7 +15,7 @@ K8S = REPO / "deploy" / "k8s"
 COMPOSE = REPO / "deploy" / "compose.yaml"
 PROMETHEUS = REPO / "deploy" / "prometheus" / "prometheus.yml"
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
-# The restricted profile's volume types (kubernetes.io/docs/concepts/security/pod-security-standards)
+# The restricted profile's volume types (Kubernetes docs, Pod Security Standards)
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
                       "persistentVolumeClaim", "projected", "secret"}
 GRPC_METRICS = {"workflow", "ingest", "preprocess", "normalizer", "hl7"}
@@ -81,14 +81,15 @@ def restricted_violations(pod: dict) -> list[str]:
 
 def test_the_restricted_checker_finds_what_the_profile_refuses() -> None:
     loose = {"hostNetwork": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
-             "containers": [{"name": "c", "securityContext": {"privileged": True,
-                                                              "capabilities": {"add": ["SYS_ADMIN"]}},
+             "containers": [{"name": "c", "securityContext": {
+                 "privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}},
                              "ports": [{"containerPort": 80, "hostPort": 80}]}]}
     found = " ".join(restricted_violations(loose))
     for rule in ("hostNetwork", "volume h", "privileged", "allowPrivilegeEscalation",
                  "drop lacks ALL", "SYS_ADMIN", "runAsNonRoot", "seccompProfile", "hostPort"):
         assert rule in found, rule
-    tight = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    tight = {"securityContext": {"runAsNonRoot": True,
+                                 "seccompProfile": {"type": "RuntimeDefault"}},
              "containers": [{"name": "c", "securityContext": {
                  "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}
     assert restricted_violations(tight) == []
@@ -135,7 +136,8 @@ def _policies_for(app: str) -> list[dict]:
 
 def test_from_outside_only_the_ingress_dicom_tls_and_mllp_tls_get_in() -> None:
     policies = of_kind("NetworkPolicy")
-    assert policies["default-deny-ingress"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    assert policies["default-deny-ingress"]["spec"] == {"podSelector": {},
+                                                        "policyTypes": ["Ingress"]}
     anywhere = {(p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], port)
                 for p in policies.values() if p["spec"]["podSelector"]
                 for source, port in _open_ports(p) if source == "any"}
