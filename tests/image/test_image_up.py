@@ -9,6 +9,7 @@ No skip: a machine without buildah fails here (`make test` installs it, SYSTEM_P
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -95,10 +96,8 @@ def stack(image: str) -> Iterator[Stack]:
             bench.stack.SIDECAR = original
             stack.stop()
             for pid in _descendants_in(str(data)):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
             subprocess.run(["buildah", "rm", container], capture_output=True)
             triton.terminate()
             triton.wait(30)
