@@ -51,6 +51,16 @@ RUN mkdir /ohif-pack && cd /ohif-pack \
       --silent >/dev/null \
  && ls /ohif-pack/*.tgz
 
+# ---- requirements: the project's dependencies, read from pyproject.toml -------------------
+# (a file whose content, not pyproject.toml's, keys the cached dependency layer below)
+FROM ${BASE} AS requirements
+ARG EXTRAS=""
+COPY pyproject.toml /src/pyproject.toml
+RUN python3 -c "import tomllib; d = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+extras = [e for e in '${EXTRAS}'.split(',') if e]; \
+print('\n'.join(d['dependencies'] + [r for e in extras for r in d['optional-dependencies'][e]]))" \
+      > /requirements.txt
+
 # ---- build: the project and its dependencies in a virtualenv --------------------------------
 FROM ${BASE} AS build
 ARG EXTRAS=""
@@ -65,14 +75,9 @@ ARG NO_PROXY
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -q --upgrade pip wheel
 WORKDIR /src
-# Dependencies first (a layer that survives source edits): the project's requirements, read
-# from pyproject.toml, without the project.
+COPY --from=requirements /requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install -q -r /tmp/requirements.txt
 COPY pyproject.toml ./
-RUN /opt/venv/bin/python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-extras = [e for e in '${EXTRAS}'.split(',') if e]; \
-print('\n'.join(d['dependencies'] + [r for e in extras for r in d['optional-dependencies'][e]]))" \
-      > /tmp/requirements.txt \
- && /opt/venv/bin/pip install -q -r /tmp/requirements.txt
 COPY README.md ./
 COPY protos ./protos
 COPY sidecar_core ./sidecar_core

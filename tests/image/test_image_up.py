@@ -45,17 +45,18 @@ def image() -> str:
     return TAG
 
 
-def _descendants_in(path: str) -> list[int]:
-    """Processes whose command line names PATH (what the container started there)."""
+def _processes_in(rootfs: str) -> list[int]:
+    """The processes running chrooted in a container's root file system (what `buildah run`
+    started there), to stop any its SIGTERM left behind."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if path.encode() in (entry / "cmdline").read_bytes():
+                if os.readlink(entry / "root") == rootfs:
                     pids.append(int(entry.name))
             except OSError:
                 continue
-    return [p for p in pids if p != os.getpid()]
+    return pids
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +71,11 @@ def stack(image: str) -> Iterator[Stack]:
                                    text=True, check=True).stdout.strip()
         data = root / "data"
         data.mkdir()
+        rootfs = subprocess.run(["buildah", "mount", container], capture_output=True,
+                                text=True, check=True).stdout.strip()
         NatsServer.install(data)  # the mesh CA and the NATS seeds the external server knows
         env = {"SIDECAR_DATABASE_URL": pg_url, "SIDECAR_NATS_URL": nats.url,
                "SIDECAR_TRITON_URL": f"127.0.0.1:{triton_ports[0]}"}
-        subprocess.run(["chown", "-R", f"{IMAGE_UID}:{IMAGE_UID}", str(root)], check=True)
         pg_socket = pg_url.split("host=")[-1].split("&")[0] if "host=" in pg_url else ""
         volumes = ["-v", f"{root}:{root}"] + (["-v", f"{pg_socket}:{pg_socket}"]
                                                if pg_socket else [])
@@ -84,20 +86,25 @@ def stack(image: str) -> Iterator[Stack]:
         original = bench.stack.SIDECAR
         bench.stack.SIDECAR = run  # Stack.start runs `sidecar up` in the image
         try:
+            done = stack.cli("migrate")
+            assert done.returncode == 0, done.stderr
             for name in (stack.north, stack.south):
                 done = stack.cli("facility", "add", name, "--ae-title", ae_title(name))
                 assert done.returncode == 0, done.stderr
             done = stack.cli("user", "add", stack.admin, "--role", "admin", "--password-stdin",
                              stdin=PASSWORD + "\n")
             assert done.returncode == 0, done.stderr
+            # The image runs as its user 10001: the data dir (made above as root) is its own.
+            subprocess.run(["chown", "-R", f"{IMAGE_UID}:{IMAGE_UID}", str(root)], check=True)
             stack.start(timeout=600)
             yield stack
         finally:
             bench.stack.SIDECAR = original
             stack.stop()
-            for pid in _descendants_in(str(data)):
+            for pid in _processes_in(rootfs):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
+            time.sleep(2)
             subprocess.run(["buildah", "rm", container], capture_output=True)
             triton.terminate()
             triton.wait(30)
