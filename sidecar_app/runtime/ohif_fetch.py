@@ -88,6 +88,7 @@ def unpack(tarball: Path, lock: OhifLock, target: Path) -> None:
                         raise IntegrityError(f"{tarball.name}: unsafe path {m.name!r}")
                     m.mode &= 0o755
                 tar.extractall(staging, members=members)
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from a service user
         if not (staging / "index.html").exists():
             raise IntegrityError(f"{tarball.name} holds no {prefix}index.html")
         old = target / "dist"

@@ -77,8 +77,11 @@ def stack(image: str) -> Iterator[Stack]:
         env = {"SIDECAR_DATABASE_URL": pg_url, "SIDECAR_NATS_URL": nats.url,
                "SIDECAR_TRITON_URL": f"127.0.0.1:{triton_ports[0]}"}
         pg_socket = pg_url.split("host=")[-1].split("&")[0] if "host=" in pg_url else ""
-        volumes = ["-v", f"{root}:{root}"] + (["-v", f"{pg_socket}:{pg_socket}"]
-                                               if pg_socket else [])
+        volumes = ["-v", f"{root}:{root}"]
+        if pg_socket:  # PostgreSQL's socket: reachable (traverse only) by the image's user
+            for folder in (Path(pg_socket), Path(pg_socket).parent):
+                folder.chmod(folder.stat().st_mode | 0o011)
+            volumes += ["-v", f"{pg_socket}:{pg_socket}"]
         run = ["buildah", "run", "--isolation", "chroot", *volumes,
                *[a for k, v in env.items() for a in ("--env", f"{k}={v}")], container, "--",
                "sidecar"]

@@ -38,6 +38,7 @@ def test_unpacks_dist_only_without_filters(no_filters: None, tmp_path: Path) -> 
     assert (dist / "index.html").read_bytes() == b"<html></html>"
     assert (dist / "a" / "b.wasm").exists() and not (tmp_path / "out" / "README.md").exists()
     assert (dist / "index.html").stat().st_mode & 0o7000 == 0
+    assert dist.stat().st_mode & 0o005 == 0o005  # readable by the image's service user
 
 
 def test_refuses_a_climbing_path_without_filters(no_filters: None, tmp_path: Path) -> None:
