@@ -32,7 +32,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 FRONTEND := review_gateway/frontend
 FRONTEND_BUILT := review_gateway/static/app/index.html
 FRONTEND_SOURCES := $(FRONTEND)/package.json $(FRONTEND)/package-lock.json $(FRONTEND)/index.html \
-	$(FRONTEND)/vite.config.ts $(FRONTEND)/tsconfig.json $(shell find $(FRONTEND)/src -type f 2>/dev/null)
+	$(FRONTEND)/vite.config.ts $(FRONTEND)/tsconfig.json $(FRONTEND)/compress.mjs $(shell find $(FRONTEND)/src -type f 2>/dev/null)
 
 $(FRONTEND_BUILT): $(FRONTEND_SOURCES)
 	@command -v npm >/dev/null 2>&1 || bash scripts/system-deps.sh nodejs npm
@@ -46,7 +46,13 @@ OHIF_STAMP := .ohif/VERSION
 $(OHIF_STAMP): deploy/ohif/ohif.lock.json | $(STAMP) $(FRONTEND_BUILT)
 	$(BIN)/python -m sidecar_app.runtime.ohif_fetch
 
-install: $(STAMP) $(FRONTEND_BUILT) $(OHIF_STAMP)
+# The OpenID provider the SSO tests start (tests/oidc_peer.py): oidc-provider from npm, locked in
+# tests/oidc_provider/package-lock.json, installed into its git-ignored node_modules.
+OIDC_PEER := tests/oidc_provider/node_modules/.package-lock.json
+$(OIDC_PEER): tests/oidc_provider/package.json tests/oidc_provider/package-lock.json | $(FRONTEND_BUILT)
+	cd tests/oidc_provider && npm ci --no-audit --no-fund
+
+install: $(STAMP) $(FRONTEND_BUILT) $(OHIF_STAMP) $(OIDC_PEER)
 
 demo: install
 	@bash scripts/system-deps.sh $(RUNTIME_PACKAGES)

@@ -15,17 +15,18 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.ingest.v1 import retrieve_service_pb2_grpc as retrieve_grpc
+from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from review_gateway.admin.analytics import analytics_router
 from review_gateway.admin.routes import admin_router
 from review_gateway.auth import forwarding, tokens
+from review_gateway.auth.oidc import oidc_router
 from review_gateway.auth.sessions import SessionAuth
 from review_gateway.auth.viewer_handover import handover_router
 from review_gateway.clients import viewport as viewport_client
@@ -45,7 +46,8 @@ from review_gateway.review.drafts import draft_router
 from review_gateway.review.events import EventHub
 from review_gateway.review.routes import review_router
 from review_gateway.settings import GatewaySettings
-from review_gateway.web import security
+from review_gateway.web import access_audit, security
+from review_gateway.web.assets import PrecompressedStaticFiles
 from review_gateway.web.limits import BodyLimitMiddleware
 from review_gateway.web.page import webapp_router
 from sidecar_core.observability import metrics
@@ -101,6 +103,7 @@ def create_app(settings: GatewaySettings,
         try:
             yield
         finally:
+            await auditor.close()  # after the last request: every access record is sent
             await hub.close()
             await connection.close()
             for channel in ingest_channel:
@@ -131,10 +134,20 @@ def create_app(settings: GatewaySettings,
     # A body is bounded before authentication or any route reads it (inside the middlewares
     # that add the security headers, CORS and the request metrics, so a 413 has them too).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_bytes, exempt=_is_stow)
+
+    async def store_accesses(request: rpb.RecordPhiAccessRequest) -> None:
+        client = review()
+        await client.call(client.stub.RecordPhiAccess, request)
+
+    # One access record per patient-data request, stored by the workflow service (batched).
+    auditor = access_audit.AccessAuditor(store_accesses)
+    app.state.access_audit = auditor
+    app.add_middleware(access_audit.AccessAuditMiddleware, auditor=auditor)
     security.install(app)
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        request.scope[access_audit.REASON_KEY] = exc.reason  # for the access audit
         headers = dict(exc.headers)
         if exc.status == 401:
             headers.setdefault("WWW-Authenticate", "Bearer")
@@ -263,6 +276,7 @@ def create_app(settings: GatewaySettings,
                                  if_none_match)
 
     app.include_router(sessions.router())
+    app.include_router(oidc_router(settings, sessions, review))
     app.include_router(handover_router(settings, sessions.keys, principal, review,
                                        sessions.check_revoked))
     app.include_router(review_router(principal, review))
@@ -307,7 +321,7 @@ def create_app(settings: GatewaySettings,
 
     app.include_router(webapp_router(STATIC_DIR, settings.viewer_port))
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", PrecompressedStaticFiles(directory=STATIC_DIR), name="static")
     _add_schemas(app, EXTRA_SCHEMAS)
     return app
 

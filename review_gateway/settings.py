@@ -47,6 +47,46 @@ class GatewaySettings(EdgeSettings):
         default=512.0, gt=0, description="Largest DICOM object in a STOW-RS part (the ingest "
         "service's SIDECAR_MAX_OBJECT_MB; a larger part fails with 0xA700)")
 
+    # Single sign-on (docs/deployment.md, "Single sign-on (OpenID Connect)").
+    oidc_issuer: str = Field(default="", max_length=512, description="Issuer URL of the "
+                             "hospital's OpenID provider (SIDECAR_OIDC_ISSUER); empty: no SSO")
+    oidc_client_id: str = Field(default="", max_length=255, description="The sidecar's client "
+                                "id at the provider")
+    oidc_client_secret: str = Field(default="", description="Its client secret "
+                                    "(client_secret_basic); or SIDECAR_OIDC_CLIENT_SECRET_FILE")
+    oidc_client_secret_file: Path | None = Field(default=None, description="A file holding "
+                                                 "the client secret")
+    oidc_scopes: str = Field(default="openid profile email", description="Scopes asked for")
+    oidc_role_claim: str = Field(default="roles", description="Dotted path of the claim that "
+                                 "gives the role (Keycloak: realm_access.roles; Entra: roles)")
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict, description="Claim value → radiologist|admin|auditor (JSON); "
+        "empty: the values are the role names")
+    oidc_facility_claim: str = Field(default="", description="Dotted path of the claim that "
+                                     "gives the facilities; empty: none (sees nothing)")
+    oidc_facility_map: dict[str, str] = Field(
+        default_factory=dict, description="Claim value → facility name (JSON); empty: the "
+        "values are the facility names")
+    oidc_username_claim: str = Field(default="preferred_username", description="Claim whose "
+                                     "value is the username")
+    oidc_display_name: str = Field(default="", max_length=64, description="The provider's "
+                                   "name on the login page's 'Sign in with …' button")
+    oidc_redirect_uri: str = Field(default="", description="The callback URL registered at the "
+                                   "provider; empty: this gateway's /api/v1/auth/oidc/callback "
+                                   "as the browser reached it")
+    oidc_discovery_cache_s: float = Field(default=300.0, ge=0, description="How long the "
+                                          "provider's discovery document is trusted")
+    oidc_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of a call to the "
+                                  "provider")
+    local_login: bool = Field(default=True, description="Local accounts' password login, the "
+                              "break-glass door (SIDECAR_LOCAL_LOGIN=on|off)")
+
+    def oidc_secret(self) -> str:
+        """The client secret, from the setting or its file."""
+        if self.oidc_client_secret_file is not None:
+            return self.oidc_client_secret_file.read_text().strip()
+        return self.oidc_client_secret
+
     token_signing_key: Path | None = Field(
         default=None, description="The gateway's Ed25519 token signing key (PKCS8 PEM file, "
         "SIDECAR_TOKEN_SIGNING_KEY); default DATA_DIR/token-signing.key, created on first use "

@@ -1,5 +1,5 @@
 """The `sidecar` command: up, demo, synth, facility, user, adapter, tls, ingest, jobs,
-objects verify, normalizer check, migrate, audit verify."""
+objects verify, normalizer check, migrate, audit verify, retention run, purge."""
 
 from __future__ import annotations
 
@@ -111,6 +111,28 @@ def _dicom_flags(p: argparse.ArgumentParser) -> None:
                    help="export to the PACS over DICOM TLS (trusting SIDECAR_PACS_TLS_CA)")
 
 
+def _retention_flags(p: argparse.ArgumentParser) -> None:
+    """Retention (docs/operations.md, Retention and purge); 0 clears a setting."""
+    p.add_argument("--retention-days", type=_days,
+                   help="days after a study's final state until its received DICOM and derived "
+                   "objects are deleted (0 = kept forever)")
+    p.add_argument("--report-retention-days", type=_days,
+                   help="days until its report text and drafts are deleted (0 = as "
+                   "--retention-days)")
+
+
+def _days(text: str) -> int:
+    if not text.isdigit() or int(text) > 36500:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 to 36500)")
+    return int(text)
+
+
+def _retention_settings(args: argparse.Namespace) -> dict[str, object]:
+    return {k: (v or None) for k, v in (("retention_days", args.retention_days),
+                                        ("report_retention_days", args.report_retention_days))
+            if v is not None}
+
+
 def _dicom_settings(args: argparse.Namespace) -> dict[str, object]:
     on = {"on": True, "off": False, None: None}
     return _given({"dicom_require_client_cert": on[args.dicom_require_client_cert],
@@ -187,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated enabled models, or 'all'")
     _report_flags(p)
     _dicom_flags(p)
+    _retention_flags(p)
     p.add_argument("--completion", choices=["quiet", "association", "explicit"],
                    help="when a study is complete: after the quiet period (default), also when "
                         "its DIMSE association is released, or only on CompleteStudy")
@@ -246,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sidecar_app.audit_cli import add_parsers as audit_parsers
 
     audit_parsers(sub, _db_flags)
+
+    from sidecar_app.retention_cli import add_parsers as retention_parsers
+
+    retention_parsers(sub, _db_flags, _operator_flag)
 
     sub.add_parser("ingest", help="send DICOM files (see `sidecar ingest --help`)", add_help=False)
     sub.add_parser("jobs", help="failed jobs: list, re-drive, discard (`sidecar jobs --help`)",
@@ -367,7 +394,7 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
     create = args.action == "add"
     given = _onboarding_settings(args) if create else {
         **_onboarding_settings(args), **_completion_settings(args), **_report_settings(args),
-        **_dicom_settings(args)}
+        **_dicom_settings(args), **_retention_settings(args)}
     settings = CommonSettings(data_dir=args.data_dir)
     try:
         egress = settings.egress_policy()
@@ -404,6 +431,9 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
               f"{'on' if view['dicom_require_client_cert'] else 'off'} dicom_allowed_hosts="
               f"{view['dicom_allowed_hosts'] or 'any'} pacs_tls="
               f"{'on' if view['pacs_tls'] else 'off'}")
+    if _retention_settings(args):
+        print(f"facility {view['name']}: retention_days={view['retention_days'] or 'forever'} "
+              f"report_retention_days={view['report_retention_days'] or 'as retention_days'}")
     return 0
 
 
@@ -531,6 +561,10 @@ def _run(argv: list[str]) -> int:
         return run_synth(args.out, args.kind, args.seed, args.count)
     if args.command == "objects":
         return run_verify(args)
+    if args.command in ("retention", "purge"):
+        from sidecar_app.retention_cli import run as run_retention
+
+        return run_retention(args, _login_name)
     if args.command == "audit":
         from sidecar_app.audit_cli import run_audit
 
@@ -547,7 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_library_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
     words = args[:2] if args[:1] in (["facility"], ["user"], ["objects"], ["normalizer"],
-                                     ["adapter"], ["tls"], ["audit"], ["secrets"]) \
+                                     ["adapter"], ["tls"], ["audit"], ["secrets"],
+                                     ["retention"]) \
         else args[:1]
     prog = " ".join(["sidecar", *(w for w in words if not w.startswith("-"))])
     return guarded(prog, lambda: _run(args))

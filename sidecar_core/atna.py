@@ -67,6 +67,10 @@ _EXACT: dict[str, tuple[tuple[str, str], str, tuple[str, str] | None]] = {
     "export.sent": (BEGIN_TRANSFERRING, "E", None),
     "export.failed": (BEGIN_TRANSFERRING, "E", None),
     "review.study_opened": (INSTANCES_ACCESSED, "R", None),
+    # the gateway's access audit (docs/audit.md, "Access audit"): a read, a QIDO search, a refusal
+    "phi.accessed": (INSTANCES_ACCESSED, "R", None),
+    "phi.queried": (QUERY, "E", None),
+    "phi.access_refused": (INSTANCES_ACCESSED, "R", None),
     "security.permission_denied": (SECURITY_ALERT, "E", RESTRICTED_FUNCTION),
     "security.egress_refused": (SECURITY_ALERT, "E", RESTRICTED_FUNCTION),
     "security.token_rejected": (SECURITY_ALERT, "E", NODE_AUTHENTICATION),
@@ -79,7 +83,8 @@ _EXACT: dict[str, tuple[tuple[str, str], str, tuple[str, str] | None]] = {
     "security.credential_revoked": (SECURITY_ALERT, "E", SECURITY_CONFIGURATION),
 }
 # Refusals: an outcome of serious failure even without an error class.
-_REFUSALS = {"auth.login_failed", "auth.login_rate_limited", "security.permission_denied",
+_REFUSALS = {"phi.access_refused", "auth.login_failed", "auth.login_rate_limited",
+             "security.permission_denied",
              "security.egress_refused", "security.token_rejected", "association.rejected",
              "hl7.message_rejected", "hl7.message_too_large", "hl7.connections_refused",
              "hl7.tls_handshake_failed"}

@@ -49,7 +49,9 @@ class CommonSettings(BaseSettings):
     subject_prefix: str = Field(default="sidecar", description="First token of every subject")
     consumer_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Per durable consumer: ack_wait_s, max_deliver, backoff_s (JSON in the env)",
+        description="Per durable consumer: ack_wait_s (default 10 s: a running job heartbeats "
+                    "every ack_wait/5, so it bounds only how long a dead worker's job waits), "
+                    "max_deliver, backoff_s (JSON in the env)",
     )
     metrics_port: int = Field(default=0, ge=0, le=65535,
                               description="Prometheus metrics port of this process; 0 = off")

@@ -98,6 +98,35 @@ class OrthancPeer:
                                    + (self.work / "orthanc.log").read_text()[-2000:])
             await asyncio.sleep(0.3)
 
+    async def reach_back(self, inner_port: int, host_port: int) -> None:
+        """Lets Orthanc connect to `host_port` of this namespace as 127.0.0.1:`inner_port` of
+        its own (a C-MOVE destination listed in its DicomModalities)."""
+        sock = str(self.work / f"back-{inner_port}.sock")
+
+        async def to_host(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", host_port)
+            except OSError:
+                writer.close()
+                return
+            await splice(reader, writer, up_reader, up_writer)
+
+        self.servers.append(await asyncio.start_unix_server(to_host, sock))
+        self._spawn(self._ns(sys.executable, "-m", "tests.ns_bridge", "--listen", "127.0.0.1",
+                             str(inner_port), sock))
+
+    def _spawn(self, cmd: list[str]) -> None:
+        self.procs.append(subprocess.Popen(cmd))
+
+    async def upload(self, files: list[bytes]) -> None:
+        """Stores DICOM files in Orthanc through its REST API (as a modality would have)."""
+        import httpx
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.http_port}",
+                                     trust_env=False, timeout=30) as http:
+            for data in files:
+                (await http.post("/instances", content=data)).raise_for_status()
+
     async def _http_ready(self) -> bool:
         import httpx
 
@@ -134,9 +163,10 @@ async def _to_unix(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 @contextlib.asynccontextmanager
-async def orthanc(work: Path, **config: object) -> AsyncIterator[OrthancPeer]:
+async def orthanc(work: Path, aet: str = "ORTHANC", **config: object
+                  ) -> AsyncIterator[OrthancPeer]:
     """A running Orthanc; `config` adds to its configuration (e.g. DicomTlsEnabled)."""
-    peer = OrthancPeer(work, config=dict(config))
+    peer = OrthancPeer(work, aet=aet, config=dict(config))
     try:
         await peer.start()
         yield peer
@@ -145,15 +175,22 @@ async def orthanc(work: Path, **config: object) -> AsyncIterator[OrthancPeer]:
 
 
 @contextlib.contextmanager
-def orthanc_in_thread(work: Path) -> Iterator[tuple[OrthancPeer, Callable[[], list[bytes]]]]:
+def orthanc_in_thread(work: Path, aet: str = "ORTHANC", back: tuple[int, int] | None = None,
+                      files: list[bytes] | None = None, **config: object
+                      ) -> Iterator[tuple[OrthancPeer, Callable[[], list[bytes]]]]:
     """For synchronous tests: the peer's bridges run on an event loop in a thread; yields the
-    peer and a function returning what Orthanc stored."""
+    peer and a function returning what Orthanc stored. `back` (inner port, host port): see
+    `reach_back`; `files` are stored in it first."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    peer = OrthancPeer(work)
+    peer = OrthancPeer(work, aet=aet, config=dict(config))
     try:
         asyncio.run_coroutine_threadsafe(peer.start(), loop).result(60)
+        if back:
+            asyncio.run_coroutine_threadsafe(peer.reach_back(*back), loop).result(30)
+        if files:
+            asyncio.run_coroutine_threadsafe(peer.upload(files), loop).result(60)
         yield peer, lambda: asyncio.run_coroutine_threadsafe(peer.instance_files(),
                                                               loop).result(60)
     finally:

@@ -21,6 +21,9 @@ from workflow_svc.identity import servicer as account_servicer
 from workflow_svc.operations import facility_settings
 from workflow_svc.operations import servicer as operations_servicer
 from workflow_svc.operations.dead_letters import DeadLetterAuditor, DeadLetters
+from workflow_svc.operations.retention import Scheduler as RetentionScheduler
+from workflow_svc.priors.jobs import enqueue_find as find_priors
+from workflow_svc.priors.worker import PriorsConfig, PriorsWorker
 from workflow_svc.report_loop import servicer as report_servicer
 from workflow_svc.report_loop.export import DerivedResults, ExportWorker
 from workflow_svc.report_loop.handoff import HandoffWorker
@@ -60,16 +63,26 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     operations_servicer.register(server, DeadLetters(db, bus, topology), db, topology,
                                  registry.names(), egress, box)
     passwords.set_concurrency(settings.password_hash_concurrency)
-    review_servicer.register(server, db, topology, settings.login_limits())
+    review_servicer.register(server, db, topology, settings.login_limits(),
+                             settings.token_key_set())
     account_servicer.register(server, db, topology)
     # an official report that arrived before its study completes it once it is registered
-    pipeline = Pipeline(db, topology, registry, after_registered=[match_waiting_reports])
+    # and a covered study's priors are looked for at the facility's PACS (docs/priors.md)
+    pipeline = Pipeline(db, topology, registry,
+                        after_registered=[match_waiting_reports, find_priors])
+    priors_worker = PriorsWorker(db, topology, tls=settings.scu_context, egress=egress,
+                                 config=PriorsConfig(settings.dicom_ae_title,
+                                                     settings.priors_limit,
+                                                     settings.priors_lookback_years))
     streams = [spec.name for spec in topology.streams]
     # the IHE ATNA export (docs/audit.md), only when an audit repository is configured
     atna_loops = [] if not settings.audit_syslog else [atna.forwarder_of(
         db, settings.audit_syslog, settings.audit_syslog_ca, settings.audit_syslog_cert,
         settings.audit_syslog_key, settings.audit_source_id,
         settings.audit_enterprise_site).run(stop)]
+    # retention: expired objects and report text deleted, packs compacted (one pass at a time)
+    retention = RetentionScheduler(settings.database_url, settings.object_store(), topology,
+                                   settings.retention_interval_s, settings.retention_options())
     await run_until_stopped(
         "workflow_svc", stop, server=server,
         loops=[OutboxRelay.of_user(db, bus, "workflow").run(stop),
@@ -81,8 +94,9 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
                bus.consume(topology.export_jobs(), ExportWorker(
                    db, topology, DerivedResults(settings.object_store()),
                    tls=settings.scu_context, egress=egress).handle, stop),
+               bus.consume(topology.priors_jobs(), priors_worker.handle, stop),
                bus.consume(topology.dead_letter_audit(), DeadLetterAuditor(db, topology).handle,
-                           stop), *atna_loops],
+                           stop), retention.run(stop), *atna_loops],
         closers=[bus.close, db.close])
 
 

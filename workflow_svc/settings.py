@@ -8,6 +8,7 @@ from pydantic import Field
 
 from sidecar_core.security.dicom_tls import DicomTlsSettings
 from workflow_svc.identity.sessions import LoginLimits
+from workflow_svc.operations.retention import Options as RetentionOptions
 
 
 class WorkflowSettings(DicomTlsSettings):
@@ -31,6 +32,14 @@ class WorkflowSettings(DicomTlsSettings):
         default=2, ge=1, description="Password hashes (argon2id, 64 MiB each) computed at once "
         "by this process; more logins wait their turn")
 
+    # prior studies (docs/priors.md): the sidecar's own AE title (the C-MOVE destination, the
+    # ingest SCP's SIDECAR_DICOM_AE_TITLE), how many priors are kept and how far back
+    dicom_ae_title: str = Field(default="SIDECAR", min_length=1, max_length=16)
+    priors_limit: int = Field(default=50, ge=1, le=500,
+                              description="Most prior studies recorded per study")
+    priors_lookback_years: int = Field(default=10, ge=0, le=100, description="How many years "
+                                       "back priors are looked for (0: no limit)")
+
     audit_syslog: str = Field(
         default="", description="IHE ATNA audit repository: tls://, tcp:// or udp://HOST:PORT "
         "(empty: the audit is not exported)")
@@ -45,6 +54,28 @@ class WorkflowSettings(DicomTlsSettings):
                                  description="AuditSourceID of the ATNA audit messages")
     audit_enterprise_site: str = Field(default="", description="AuditEnterpriseSiteID of the "
                                        "ATNA audit messages (the hospital)")
+
+    # retention (docs/operations.md, Retention and purge)
+    retention_interval_s: float = Field(
+        default=86400.0, ge=0, description="Seconds between retention passes inside the "
+        "workflow service (deletion of expired objects and report text, pack compaction); "
+        "0 = off (run `sidecar retention run` from cron, a CronJob)")
+    retention_compact_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="A pack segment whose live fraction is at most "
+        "this is rewritten by compaction (0.5: half of it dead or more)")
+    retention_compact_min_age_s: float = Field(
+        default=60.0, ge=0, description="Pack segments younger than this are left alone")
+    retention_compact_grace_s: float = Field(
+        default=5.0, ge=0, description="Seconds between the index switch and the removal of "
+        "the old segments (readers holding an old key finish)")
+    retention_crash_at: str = Field(
+        default="", description="Fault tests only: kill the pass at this compaction step")
+
+    def retention_options(self) -> RetentionOptions:
+        return RetentionOptions(self.retention_compact_threshold,
+                                self.retention_compact_min_age_s,
+                                self.retention_compact_grace_s,
+                                self.retention_crash_at or None)
 
     def login_limits(self) -> LoginLimits:
         return LoginLimits(self.login_window_s, self.login_max_failures_per_user,

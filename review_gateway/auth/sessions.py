@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hmac
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -18,6 +19,7 @@ from review_gateway.auth import forwarding, tokens
 from review_gateway.clients.review import ReviewClient
 from review_gateway.errors import ERROR_RESPONSES, ApiError, ApiModel
 from review_gateway.settings import GatewaySettings
+from review_gateway.web import access_audit
 from sidecar_core.security.session_tokens import ACCOUNT_MESSAGES
 
 SESSION_COOKIE = "sidecar_session"
@@ -26,6 +28,12 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Declares bearer auth in the OpenAPI document; the header itself is checked below.
 bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth/login")
+
+
+def new_session_id() -> str:
+    """The id (jti) of a session about to start: given to the login call first, so that
+    `auth.login_succeeded` and every access event of the session carry the same id."""
+    return uuid.uuid4().hex
 
 
 class LoginRequest(BaseModel):
@@ -85,6 +93,11 @@ class SessionAuth:
         self._checked[jti] = now
 
     async def _verified(self, request: Request) -> tokens.Principal:
+        me = await self._verify(request)
+        request.scope[access_audit.PRINCIPAL_KEY] = me  # who it was, for the access audit
+        return me
+
+    async def _verify(self, request: Request) -> tokens.Principal:
         header = request.headers.get("Authorization")
         cookie = request.cookies.get(SESSION_COOKIE)
         if header or not cookie:
@@ -148,47 +161,74 @@ class SessionAuth:
         # The scheme is the connection's, or X-Forwarded-Proto from a trusted proxy (uvicorn).
         return self.settings.https or request.url.scheme == "https"
 
+    def start_session(self, request: Request, response: Response, *, user_id: str,
+                      username: str, role: str, facilities: list[str], session_id: str
+                      ) -> tuple[str, tokens.Principal]:
+        """Issues a session token (local login and SSO alike) with the id `session_id` (the
+        one `new_session_id` gave the login call, which audits it) and sets its cookies."""
+        ttl = self.settings.token_ttl_s
+        token = tokens.issue(self.keys, user_id=user_id, username=username, role=role,
+                             facilities=facilities, ttl_s=ttl, claims={"jti": session_id})
+        me = tokens.verify(self.keys, token)
+        secure = self.secure(request)
+        response.set_cookie(SESSION_COOKIE, token, max_age=ttl, path="/", httponly=True,
+                            samesite="strict", secure=secure)
+        response.set_cookie(CSRF_COOKIE, me.csrf, max_age=ttl, path="/", httponly=False,
+                            samesite="strict", secure=secure)
+        return token, me
+
+    async def end_session(self, me: tokens.Principal) -> None:
+        """Revokes the session at the workflow service (and here at once)."""
+        client = self.review()
+        revoke = rpb.RevokeSessionRequest(jti=me.jti)
+        revoke.expires_at.FromDatetime(datetime.fromtimestamp(me.expires_at, UTC))
+        await client.call(client.stub.RevokeSession, revoke)
+        now = time.time()
+        for jti in [j for j, exp in self._revoked.items() if exp <= now]:
+            del self._revoked[jti]  # expired tokens are refused anyway
+        self._revoked[me.jti] = me.expires_at
+
+    def logged_out(self, request: Request, body: BaseModel | None) -> Response:
+        """204, or 200 with `body`, that deletes the session's cookies."""
+        response: Response = Response(status_code=204) if body is None else JSONResponse(
+            body.model_dump(mode="json"))
+        for name in (SESSION_COOKIE, CSRF_COOKIE):
+            response.delete_cookie(name, path="/", secure=self.secure(request),
+                                   httponly=name == SESSION_COOKIE, samesite="strict")
+        return response
+
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/api/v1", tags=["auth"], responses=ERROR_RESPONSES)
 
         @router.post("/auth/login")
         async def login(body: LoginRequest, request: Request, response: Response
                         ) -> LoginResult:
+            if not self.settings.local_login:
+                raise ApiError(403, "PERMISSION_DENIED", "LOCAL_LOGIN_DISABLED",
+                               "local accounts are switched off here (SIDECAR_LOCAL_LOGIN=off); "
+                               "sign in with the hospital's identity provider")
             client = self.review()
             # The peer, or X-Forwarded-For from a trusted proxy (SIDECAR_TRUSTED_PROXIES): what
             # the login rate limit counts and the audit records.
             address = request.client.host if request.client else ""
+            session_id = new_session_id()
             user = await client.call(client.stub.Login, rpb.LoginRequest(
-                username=body.username, password=body.password, client_address=address))
-            ttl = self.settings.token_ttl_s
-            token = tokens.issue(self.keys, user_id=user.user_id, username=user.username,
-                               role=user.role, facilities=list(user.facilities), ttl_s=ttl)
-            me = tokens.verify(self.keys, token)
-            secure = self.secure(request)
-            response.set_cookie(SESSION_COOKIE, token, max_age=ttl, path="/", httponly=True,
-                                samesite="strict", secure=secure)
-            response.set_cookie(CSRF_COOKIE, me.csrf, max_age=ttl, path="/", httponly=False,
-                                samesite="strict", secure=secure)
-            return LoginResult(access_token=token, token_type="bearer", expires_in=ttl,
-                               role=user.role, username=user.username,
-                               facilities=list(user.facilities), csrf_token=me.csrf)
+                username=body.username, password=body.password, client_address=address,
+                session_id=session_id))
+            token, me = self.start_session(request, response, user_id=user.user_id,
+                                           username=user.username, role=user.role,
+                                           facilities=list(user.facilities),
+                                           session_id=session_id)
+            return LoginResult(access_token=token, token_type="bearer",
+                               expires_in=self.settings.token_ttl_s, role=user.role,
+                               username=user.username, facilities=list(user.facilities),
+                               csrf_token=me.csrf)
 
         @router.post("/auth/logout", status_code=204, response_class=Response)
         async def logout(request: Request,
                          me: tokens.Principal = Depends(self.principal)) -> Response:
-            client = self.review()
-            revoke = rpb.RevokeSessionRequest(jti=me.jti)
-            revoke.expires_at.FromDatetime(datetime.fromtimestamp(me.expires_at, UTC))
-            await client.call(client.stub.RevokeSession, revoke)
-            now = time.time()
-            for jti in [j for j, exp in self._revoked.items() if exp <= now]:
-                del self._revoked[jti]  # expired tokens are refused anyway
-            self._revoked[me.jti] = me.expires_at
-            response = Response(status_code=204)
-            for name in (SESSION_COOKIE, CSRF_COOKIE):
-                response.delete_cookie(name, path="/", secure=self.secure(request),
-                                       httponly=name == SESSION_COOKIE, samesite="strict")
-            return response
+            await self.end_session(me)
+            return self.logged_out(request, None)
 
         @router.get("/me")
         async def whoami(me: tokens.Principal = Depends(self.principal)) -> Me:

@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect
 from protos.sidecar.ingest.v1 import ingest_service_pb2 as pb
 from review_gateway.dicomweb import stow
 from review_gateway.dicomweb.schemas import DICOM_JSON, DicomDataset, DicomDatasets, dicom_json
+from review_gateway.web import access_audit
 from review_gateway.web import limits as body_limits
 from sidecar_core.dicom.uids import uid_problem
 
@@ -204,6 +205,8 @@ def dicomweb_router(auth_dependency: Callable[..., Any], ingest_stub: Any,
             return refused.response
         except grpc.aio.AioRpcError as exc:
             return _rpc_error(exc).response
+        access_audit.note(request.scope, study_uids=access_audit.qido_studies(
+            list(reply.dicom_json)), count=len(reply.dicom_json))
         headers = {}
         if reply.next_page_token and not request.query_params.get("limit"):
             headers["Warning"] = ('299 sidecar "There are additional results that can be '

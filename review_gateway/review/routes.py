@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -15,6 +15,8 @@ from review_gateway.clients.review import ReviewCallError, ReviewClient
 from review_gateway.errors import ERROR_RESPONSES, error_body
 from review_gateway.review import models
 from review_gateway.review import views as rv
+from review_gateway.review.priors import add_priors_routes
+from review_gateway.web import access_audit
 
 Action = Literal["accept", "reject", "edit_geometry", "edit_text", "relabel", "ignore",
                  "include_in_draft", "exclude_from_draft"]
@@ -56,6 +58,7 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
 
     @router.get("/studies")
     async def worklist(
+        request: Request,
         me: Principal = me_dep,
         state: str = Query(default="", max_length=32),
         modality: str = Query(default="", max_length=16),
@@ -65,6 +68,9 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
         assigned: Literal["", "me"] = Query(default=""),
         facility: str = Query(default="", max_length=64),
         accession: str = Query(default="", max_length=64),
+        q: str = Query(default="", max_length=64,
+                       description="patient name (any PN component, case and accents "
+                                   "ignored), patient ID or accession; audited"),
         eligible: Literal["", "true", "false"] = Query(default=""),
         sort: str = Query(default="", max_length=32),
         page_size: int = Query(default=0, ge=0, le=500),
@@ -75,7 +81,9 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
             state=state, modality=modality, ai_status=ai_status,
             date_from=date_from, date_to=date_to, assigned_to_me=assigned == "me",
             facility=facility, accession=accession, eligible=eligible, sort=sort,
-            page_size=page_size, page_token=page_token))
+            page_size=page_size, page_token=page_token, patient_query=q))
+        access_audit.note(request.scope, study_ids=[s.study.study_id for s in reply.studies],
+                          count=len(reply.studies))
         return models.StudyList(studies=[rv.study_json(s) for s in reply.studies],
                                 next_page_token=reply.next_page_token)
 
@@ -170,4 +178,5 @@ def review_router(principal: Callable[..., Any], review: Callable[[], ReviewClie
             study_id=study_id, finding_id=finding_id))
         return models.FindingHistory(events=[rv.history_json(e) for e in reply.events])
 
+    add_priors_routes(router, me_dep, review)
     return router

@@ -61,7 +61,16 @@ STUDY_KEYWORDS = (
     "ReferringPhysicianName",
     "BodyPartExamined",
     "AccessionNumber",
+    # the request (LLM context, docs/report-loop.md) and what de-identification must remove
+    "ReasonForTheRequestedProcedure",
+    "RequestedProcedureDescription",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "InstitutionName",
 )
+# The Request Attributes Sequence carries the reason in most modality worklists; an object
+# with one is read by pydicom (the fast reader reads top-level values only).
+_REQUEST_ATTRIBUTES = b"\x40\x00\x75\x02SQ"
 
 _INDEX_TAGS = tuple((k, Tag(k)) for k in INDEX_KEYWORDS)
 _STUDY_TAGS = tuple((k, Tag(k)) for k in STUDY_KEYWORDS)
@@ -132,7 +141,7 @@ def parse_instance(data: bytes, max_bytes: int) -> ParsedInstance:
     handle is read by pydicom (`_parse_with_pydicom`), with the same results and rejections.
     """
     _check_size(data, max_bytes)
-    if settings_supported():
+    if settings_supported() and _REQUEST_ATTRIBUTES not in data:
         try:
             values, meta = _FAST_READER.read(data)
         except Exception:  # Unsupported, or anything unexpected: pydicom decides
@@ -151,7 +160,8 @@ def _parse_with_pydicom(data: bytes, max_bytes: int) -> ParsedInstance:
     meta = getattr(ds, "file_meta", None)
     return _identify(ds.get, meta.get if meta is not None else None,
                      lambda: (_pydicom_attributes(ds, _INDEX_TAGS),
-                              _study_attributes(_pydicom_attributes(ds, _STUDY_TAGS))))
+                              {**_request_reason(ds),
+                               **_study_attributes(_pydicom_attributes(ds, _STUDY_TAGS))}))
 
 
 def _check_size(data: bytes, max_bytes: int) -> None:
@@ -227,6 +237,23 @@ def _pydicom_attributes(ds: Dataset, tags: tuple[tuple[str, Any], ...]) -> dict[
         if element is not None:
             attributes[keyword] = _json_value(element.value)
     return attributes
+
+
+def _request_reason(ds: Dataset) -> dict[str, Any]:
+    """ReasonForTheRequestedProcedure from the first Request Attributes item that has one (its
+    text, else its code's meaning); a non-empty top-level value wins."""
+    try:
+        items = ds.get("RequestAttributesSequence") or []
+        for item in items:
+            reason = str(item.get("ReasonForTheRequestedProcedure", "") or "").strip()
+            codes = item.get("ReasonForRequestedProcedureCodeSequence") or []
+            if not reason and codes:
+                reason = str(codes[0].get("CodeMeaning", "") or "").strip()
+            if reason:
+                return {"ReasonForTheRequestedProcedure": reason[:1024]}
+    except Exception:  # a malformed request item costs the reason, never the object
+        return {}
+    return {}
 
 
 def _study_attributes(values: dict[str, Any]) -> dict[str, Any]:

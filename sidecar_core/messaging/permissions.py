@@ -42,6 +42,7 @@ from sidecar_core.messaging.subjects import (
     JOB_HANDOFF,
     JOB_OVERLAY,
     JOB_PREPROCESS,
+    JOB_PRIORS,
     REVIEW_CHANGED,
     STUDY_RECEIVED,
     ConsumerSpec,
@@ -114,7 +115,7 @@ def _common(topology: Topology) -> list[str]:
 # What each process is the source of (its outbox rows) and the durables it consumes.
 _SOURCES: dict[str, tuple[str, ...]] = {
     "workflow": (JOB_PREPROCESS, JOB_AI_RUN, JOB_OVERLAY, JOB_HANDOFF, JOB_EXPORT,
-                 AI_RUN_FINDINGS_STORED, REVIEW_CHANGED),
+                 AI_RUN_FINDINGS_STORED, REVIEW_CHANGED, JOB_PRIORS),
     "ingest": (STUDY_RECEIVED,),
     "preprocess": (ASSET_PREPROCESSED,),
     "normalizer": (AI_RUN_FINISHED,),
@@ -126,7 +127,7 @@ def consumers(topology: Topology, user: str) -> tuple[ConsumerSpec, ...]:
     t = topology
     return {
         "workflow": (t.workflow_events(), t.handoff_jobs(), t.export_jobs(),
-                     t.dead_letter_audit()),
+                     t.priors_jobs(), t.dead_letter_audit()),
         "preprocess": (t.preprocess_jobs(), t.overlay_jobs(), t.derived_results_runs(),
                        t.derived_results_reviews()),
         "normalizer": (t.ai_run_jobs(),),

@@ -20,6 +20,8 @@ JOB_LLM_ASSIST = "job.v1.llm_assist"
 JOB_HANDOFF = "job.v1.handoff"
 JOB_OVERLAY = "job.v1.overlay"
 JOB_EXPORT = "job.v1.export"
+# A covered study's priors at the facility's PACS: find, or retrieve one (events.v1.PriorsJob).
+JOB_PRIORS = "job.v1.priors"
 AUDIT = "audit.v1"
 DLQ = "dlq.v1"
 
@@ -31,18 +33,26 @@ class StreamSpec:
     work_queue: bool = False
 
 
+# Every consumer's default ack wait. A running handler reports progress several times per ack
+# wait (bus.heartbeat_interval: every 2 s at 10 s), so the ack wait bounds only how long the job
+# of a worker that is gone (SIGKILL, OOM, lost connection) waits before another worker takes it
+# up: about 10 s after the last heartbeat, plus the restart. A live slow job is never taken over.
+ACK_WAIT_S = 10.0
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     """A durable pull consumer with explicit redelivery policy.
 
     Ack waits are short: a running handler reports progress several times per ack wait
-    (`msg.in_progress()`), so only a job whose worker is gone (killed, disconnected) waits the
-    ack wait out before another worker takes it up."""
+    (`msg.in_progress()`, which JetStream does not count as a delivery, so max_deliver and the
+    backoff count only real attempts), so only a job whose worker is gone (killed,
+    disconnected) waits the ack wait out before another worker takes it up."""
 
     stream: str
     durable: str
     filter_subject: str
-    ack_wait_s: float = 30.0
+    ack_wait_s: float = ACK_WAIT_S
     max_deliver: int = 5
     backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
     max_ack_pending: int = 64
@@ -112,48 +122,55 @@ class Topology:
 
     def workflow_events(self) -> ConsumerSpec:
         return self._spec(ConsumerSpec(self.events_stream, "workflow-events", "",
-                                       ack_wait_s=20, max_deliver=8))
+                                       max_deliver=8))
 
     def preprocess_jobs(self) -> ConsumerSpec:
         return self._spec(ConsumerSpec(self.jobs_stream, "preprocess-worker",
-                                       self.subject(JOB_PREPROCESS), ack_wait_s=30,
+                                       self.subject(JOB_PREPROCESS),
                                        max_deliver=4, backoff_s=(2.0, 10.0, 30.0)))
 
     def ai_run_jobs(self) -> ConsumerSpec:
         return self._spec(ConsumerSpec(self.jobs_stream, "ai-run-worker",
-                                       self.subject(JOB_AI_RUN), ack_wait_s=30,
+                                       self.subject(JOB_AI_RUN),
                                        max_deliver=5, backoff_s=(1.0, 3.0, 10.0, 30.0)))
 
     def overlay_jobs(self) -> ConsumerSpec:
         return self._spec(ConsumerSpec(self.jobs_stream, "overlay-worker",
-                                       self.subject(JOB_OVERLAY), ack_wait_s=30,
+                                       self.subject(JOB_OVERLAY),
                                        max_deliver=4, backoff_s=(2.0, 10.0, 30.0)))
 
     def handoff_jobs(self) -> ConsumerSpec:
         return self._spec(ConsumerSpec(self.jobs_stream, "handoff-worker",
-                                       self.subject(JOB_HANDOFF), ack_wait_s=60,
+                                       self.subject(JOB_HANDOFF),
                                        max_deliver=6, backoff_s=(2.0, 5.0, 15.0, 30.0, 60.0)))
 
     def export_jobs(self) -> ConsumerSpec:
         return self._spec(ConsumerSpec(self.jobs_stream, "export-worker",
-                                       self.subject(JOB_EXPORT), ack_wait_s=120,
+                                       self.subject(JOB_EXPORT),
                                        max_deliver=5, backoff_s=(2.0, 10.0, 30.0, 60.0)))
+
+    def priors_jobs(self) -> ConsumerSpec:
+        """C-FIND / C-MOVE at the facility's PACS (workflow_svc.priors): a PACS that is down is
+        retried a little, then recorded as failed (it never blocks the study)."""
+        return self._spec(ConsumerSpec(self.jobs_stream, "priors-worker",
+                                       self.subject(JOB_PRIORS), ack_wait_s=120,
+                                       max_deliver=3, backoff_s=(2.0, 10.0)))
 
     def derived_results_runs(self) -> ConsumerSpec:
         """ingest_svc's DICOM results writer: an AI run's findings are stored (SR and SEG,
         version 1). It listens for the workflow's event, not for `ai_run.v1.finished`: what the
         writer reads is in the store when the event exists."""
         return self._spec(ConsumerSpec(self.events_stream, "derived-results-runs",
-                                       self.subject(AI_RUN_FINDINGS_STORED), ack_wait_s=120,
+                                       self.subject(AI_RUN_FINDINGS_STORED),
                                        max_deliver=8, backoff_s=(1.0, 2.0, 5.0, 10.0, 30.0)))
 
     def derived_results_reviews(self) -> ConsumerSpec:
         """ingest_svc's DICOM results writer: review decisions changed (a new version)."""
         return self._spec(ConsumerSpec(self.events_stream, "derived-results-reviews",
-                                       self.subject(REVIEW_CHANGED), ack_wait_s=120,
+                                       self.subject(REVIEW_CHANGED),
                                        max_deliver=8, backoff_s=(1.0, 2.0, 5.0, 10.0, 30.0)))
 
     def dead_letter_audit(self) -> ConsumerSpec:
         """Reads the dead-letter stream (which keeps its letters) to audit each one."""
         return self._spec(ConsumerSpec(self.dlq_stream, "dead-letter-audit", "",
-                                       ack_wait_s=20, max_deliver=8))
+                                       max_deliver=8))

@@ -138,3 +138,13 @@ AUDIT_SYSLOG_SENT = Counter("sidecar_audit_syslog_sent",
                             "Audit events delivered to the ATNA syslog repository")
 AUDIT_SYSLOG_FAILURES = Counter("sidecar_audit_syslog_failures",
                                 "Failed attempts to deliver audit events to the ATNA repository")
+
+# Retention and purge (workflow_svc/operations/retention.py), set by the process that runs them
+STORAGE_BYTES = Gauge("sidecar_storage_bytes", "Bytes of the DICOM objects (received and "
+                      "derived) indexed per facility, as of the last retention pass",
+                      ["facility"])
+RETENTION_DELETED = Counter("sidecar_retention_deleted_objects", "Objects deleted by retention "
+                            "or purge, by facility and reason (retention, purge)",
+                            ["facility", "reason"])
+RETENTION_DELETED_BYTES = Counter("sidecar_retention_deleted_bytes", "Bytes of the objects "
+                                  "deleted by retention or purge", ["facility", "reason"])

@@ -103,7 +103,9 @@ def operator_user(identity: Identity) -> Principal:
 # gateway calls (STOW-RS's IngestInstances included) is done for the user it serves.
 GATEWAY_NOT_FOR_A_USER: Mapping[str, frozenset[str]] = {
     "grpc.health.v1.Health": frozenset({"*"}),
-    _W + "ReviewService": frozenset({"Login", "CheckSession"}),
+    # RecordPhiAccess: a batch of many users' requests, each with its own token, verified there.
+    # SsoLogin: a sign-on the gateway verified at the OpenID provider (review_gateway/auth/oidc).
+    _W + "ReviewService": frozenset({"Login", "SsoLogin", "CheckSession", "RecordPhiAccess"}),
 }
 
 

@@ -150,3 +150,30 @@ class ObjectStore:
         if is_pack_key(key):
             return self.packs.exists(key)
         return self.path(key).exists()
+
+    def delete(self, key: str) -> bool:
+        """Removes a content-addressed object (retention, purge); True when one was removed. A
+        pack record is not removed one by one: its row's deletion leaves it dead, and
+        compaction (compaction.py) reclaims its bytes."""
+        if is_pack_key(key):
+            return False
+        path = self.path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        if self.fsync:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return True
+
+    def scrub(self, key: str) -> bool:
+        """Overwrites a pack record's bytes with zeros in place (a purge: the deletion request's
+        bytes leave the disk now, even in a segment a writer still appends to; compaction later
+        reclaims the space). Only for a record no row names. False when its segment is gone."""
+        if not is_pack_key(key):
+            return self.delete(key)
+        return self.packs.scrub(key, fsync=self.fsync)

@@ -17,6 +17,9 @@ writer never reuses a segment another process wrote, so a crash leaves at most u
 at the end of a segment, never a row pointing at missing or partial bytes. A record whose row was
 not committed (a duplicate, a rejected object) is overwritten by the writer's next record.
 
+A writer holds an exclusive flock on its open segment; compaction (compaction.py) rewrites only
+segments nobody holds, so a segment being appended to is never moved.
+
 Each writer belongs to one thread (the Receiver gives every worker thread its own); segments roll
 over at `segment_bytes`; space is allocated `allocate_bytes` at a time (writing into allocated
 space syncs faster than growing the file) and the unused rest is given back on close.
@@ -24,6 +27,7 @@ space syncs faster than growing the file) and the unused rest is given back on c
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import struct
@@ -149,6 +153,8 @@ class PackWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         segment = uuid.uuid4().hex[:16]
         fd = os.open(self.root / f"{segment}.pack", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
+        # held while the segment is open: compaction (compaction.py) skips a locked segment
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.posix_fallocate(fd, 0, self.allocate_bytes)
         if self.fsync:  # the segment's name and its allocation survive a crash
             os.fsync(fd)
@@ -187,6 +193,25 @@ class PackReader:
         except FileNotFoundError:
             return False
 
+    def scrub(self, key: str, fsync: bool = True) -> bool:
+        """Zeros a dead record's data (its header stays, so a scan still finds the next record;
+        the record reads as damaged). Writers never write before their kept end, so this is safe
+        beside one appending to the same segment. False when the segment is gone."""
+        k = PackKey.parse(key)
+        try:
+            fd = os.open(self.path(k.segment), os.O_WRONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            if os.fstat(fd).st_size < k.offset + k.length:
+                return False
+            os.pwrite(fd, bytes(k.length), k.offset)
+            if fsync:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        return True
+
     def scan(self, segment: str) -> Iterator[tuple[str, bool]]:
         """(key, intact) for every record of a segment, in order, up to the first gap."""
         with self.path(segment).open("rb") as fh:
@@ -204,6 +229,11 @@ class PackReader:
                 yield str(key), (len(data) == length
                                  and hashlib.sha256(data).digest() == digest)
                 offset += HEADER.size + length
+
+
+def sync_dir(path: Path) -> None:
+    """fsync a directory, so that names created or removed in it survive a crash."""
+    _sync_dir(path)
 
 
 def _sync_dir(path: Path) -> None:

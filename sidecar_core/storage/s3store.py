@@ -88,6 +88,17 @@ class S3ObjectStore(ObjectStore):
                 return False
             raise OSError(f"object store {self.describe()}: {_short(exc)}") from exc
 
+    def delete(self, key: str) -> bool:
+        """Deletes the object by its key (retention, purge); S3 answers alike whether it
+        existed, so True means the request succeeded."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise OSError(f"object store {self.describe()}: {_short(exc)}") from exc
+        return True
+
     def pack_writer(self) -> RecordWriter:
         return _S3RecordWriter(self)
 

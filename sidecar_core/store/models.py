@@ -87,12 +87,17 @@ class Facility(Base):
                                                             server_default=false())
     dicom_allowed_hosts: Mapped[str | None] = mapped_column(String(2000))
     pacs_tls: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # retention (0113, workflow_svc/operations/retention.py): days after a study's final state
+    # until its objects are deleted (NULL = kept), and its report text (NULL = retention_days)
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    report_retention_days: Mapped[int | None] = mapped_column(Integer)
     __table_args__ = (CheckConstraint("completion_mode IN ('quiet', 'association', 'explicit')",
                                       name="completion_mode"),)
 
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject"),)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
@@ -104,6 +109,10 @@ class User(Base):
     # Every session token issued before this moment is revoked (revoke-sessions, a reset).
     sessions_revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
                                                                  nullable=True)
+    # A single sign-on account: the OpenID provider's issuer and the user's subject there
+    # (provisioned at first sign-on; no usable password).
+    oidc_issuer: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class Study(Base):
@@ -138,6 +147,9 @@ class Study(Base):
     # patient and study attributes read at ingest (migration 0005, docs/readme/wado.md)
     dicom_attributes: Mapped[dict[str, Any]] = mapped_column(
         JSONB, default=dict, server_default=text("'{}'::jsonb"))
+    # when retention deleted the study's objects, and its report text (0113)
+    objects_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reports_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -532,3 +544,46 @@ class MeshCredential(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     issued_at: Mapped[datetime] = _created()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PriorLookup(Base):
+    """The priors lookup of one study at the facility's PACS (0116): found, failed or none."""
+
+    __tablename__ = "prior_lookups"
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    found_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    updated_at: Mapped[datetime] = _created()
+
+
+class PriorStudy(Base):
+    """An earlier study of the same patient the facility's PACS answered a C-FIND with (0116),
+    and the state of its retrieval (C-MOVE to the sidecar's own AE) when one was asked for."""
+
+    __tablename__ = "prior_studies"
+    __table_args__ = (UniqueConstraint("study_id", "study_instance_uid"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    study_date: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    description: Mapped[str] = mapped_column(String(256), default="", server_default="")
+    modalities: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    accession: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    instance_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # "" | queued | retrieving | retrieved | failed (workflow_svc.priors.retrieve)
+    retrieve_status: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    retrieve_job_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    retrieved_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    found_at: Mapped[datetime] = _created()
+
+
+class RetentionPendingObject(Base):
+    """An object whose rows a retention pass or purge deleted (in the same transaction), until
+    the object itself is gone; the next pass finishes what a crash interrupted (0115)."""
+
+    __tablename__ = "retention_pending_objects"
+    object_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    scrub: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = _created()

@@ -354,5 +354,25 @@ def test_facility_page_adds_a_facility_and_shows_a_precise_error(stack: Stack) -
             form.get_by_role("button", name="Add facility").click()
             page.get_by_text("added: acc_page").wait_for()
             facilities.get_by_role("cell", name="acc_page", exact=True).wait_for()
+            # retention (docs/operations.md): a number of days, refused precisely when not one
+            form.get_by_label("Settings to set").fill("retention_days=0")
+            form.get_by_role("button", name="Change facility").click()
+            page.get_by_text("not saved: retention_days: a whole number of days, 1 to 36500")\
+                .wait_for()
+            form.get_by_label("Settings to set").fill("retention_days=400\n"
+                                                      "report_retention_days=30")
+            form.get_by_role("button", name="Change facility").click()
+            page.get_by_text("changed: acc_page").wait_for()
+            row = facilities.get_by_role("row").filter(
+                has=page.get_by_role("cell", name="acc_page", exact=True))
+            row.get_by_role("cell", name="400", exact=True).wait_for()
+            header = [h.strip() for h in facilities.locator("thead th").all_inner_texts()]
+            cells = row.get_by_role("cell").all_inner_texts()
+            assert cells[header.index("retention_days")] == "400"
+            assert cells[header.index("report_retention_days")] == "30"
         finally:
             browser.close()
+    [(context,)] = stack.sql("select context from audit_events where type = 'facility.updated' "
+                             "and facility = 'acc_page' and context->'settings' ? "
+                             "'retention_days'")
+    assert context["via"] == "api" and context["settings"]["retention_days"] == 400, context

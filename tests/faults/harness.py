@@ -213,10 +213,11 @@ class Faulty:
 
     def assert_bus_drained(self, timeout: float = 180) -> None:
         """No job waits or is in hand on any consumer; the dead-letter stream holds only the
-        letters a test meant to cause (`expected_dead_letters`). The default outlasts the longest
-        ack_wait (120 s, sidecar_core.messaging.subjects): a message whose ack was lost with a
-        killed NATS node or worker stays in hand until then and is redelivered (a duplicate the
-        workers must drop, which assert_exactly_once then checks)."""
+        letters a test meant to cause (`expected_dead_letters`). The default outlasts any ack wait
+        (10 s by default, sidecar_core.messaging.subjects.ACK_WAIT_S; up to 120 s where an
+        operator's SIDECAR_CONSUMER_OVERRIDES says so) plus a retry's backoff: a message whose
+        ack was lost with a killed NATS node or worker stays in hand until then and is
+        redelivered (a duplicate the workers must drop, which assert_exactly_once then checks)."""
         def drained() -> bool:
             return all(p == (0, 0) for p in self.consumers().values())
 

@@ -103,7 +103,7 @@ async def review_env(db: Database, tmp_path: Path, *, nats_url: str = "",
     server = GrpcServer("127.0.0.1:0", test_pki.service("workflow"), interceptors=[
         user_authentication(db, TOPOLOGY, "workflow_svc", KeySet(SECRET.encode()), 0)])
     servicer.register(server, db)
-    review_servicer.register(server, db, TOPOLOGY, limits)
+    review_servicer.register(server, db, TOPOLOGY, limits, KeySet(SECRET.encode()))
     port = await server.start()
     test_pki.install(tmp_path)
     settings = GatewaySettings(data_dir=tmp_path, object_store_dir=tmp_path / "objects",

@@ -127,8 +127,8 @@ _RATE_LIMITED = _Coalesced()
 
 
 async def login(db: Database, topology: Topology, username: str, password: str,
-                address: str = "", limits: LoginLimits = LoginLimits()
-                ) -> users.AuthenticatedUser:
+                address: str = "", limits: LoginLimits = LoginLimits(), *,
+                session_id: str = "") -> users.AuthenticatedUser:
     """Authenticates; ResourceExhausted(LOGIN_RATE_LIMITED, retry_after_s) for an attempt made
     before the back-off of its username or address has passed (the password is not checked).
 
@@ -169,7 +169,8 @@ async def login(db: Database, topology: Topology, username: str, password: str,
         async with db.unit_of_work() as s:
             s.add(LoginAttempt(username=username, address=address, ok=True))
             await audit.record(s, topology, "auth.login_succeeded", ACTOR, context={
-                "username": username, "address": address, "role": user.role})
+                "username": username, "address": address, "role": user.role,
+                **({"session_id": session_id} if session_id else {})})
     return user
 
 

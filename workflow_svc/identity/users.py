@@ -52,7 +52,7 @@ class AuthenticatedUser:
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 
 
-def _check_username(username: str) -> None:
+def check_username(username: str) -> None:
     if not username or len(username) > 64:
         raise InvalidArgument("INVALID_USERNAME", "username must be 1 to 64 characters",
                               username=username[:64])
@@ -71,7 +71,7 @@ def check_password(password: str) -> None:
 async def add_user(db: Database, username: str, password: str, role: str,
                    facility: str | None = None) -> uuid.UUID:
     """Creates a user: a radiologist needs exactly one facility, admin and auditor take none."""
-    _check_username(username)
+    check_username(username)
     check_password(password)
     if role not in ROLES:
         raise InvalidArgument("INVALID_ROLE", f"role must be one of {', '.join(ROLES)}",

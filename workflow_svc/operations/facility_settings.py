@@ -130,6 +130,15 @@ def _networks(field: str, value: Any) -> str | None:
         raise _invalid(field, str(exc)) from None
 
 
+def _days(field: str, value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value \
+            or not 1 <= int(value) <= 36500:
+        raise _invalid(field, "a whole number of days, 1 to 36500 ('' = kept forever)")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     column: str
@@ -166,6 +175,10 @@ def settings_table(known_models: list[str]) -> dict[str, Setting]:
         "dicom_require_client_cert": Setting("dicom_require_client_cert", _bool),
         "dicom_allowed_hosts": Setting("dicom_allowed_hosts", _networks),
         "pacs_tls": Setting("pacs_tls", _bool),
+        # Added with retention (issue 24): days after a study's final state until its objects
+        # are deleted, and its report text and drafts (None: the same as retention_days).
+        "retention_days": Setting("retention_days", _days),
+        "report_retention_days": Setting("report_retention_days", _days),
     }
     columns = set(Facility.__table__.columns.keys())
     return {name: s for name, s in table.items() if s.column in columns}

@@ -11,16 +11,17 @@ import grpc
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
 from protos.sidecar.workflow.v1 import review_service_pb2_grpc as rpb_grpc
 from sidecar_core.db import Database
-from sidecar_core.errors import PermissionDenied
+from sidecar_core.errors import FailedPrecondition, PermissionDenied
 from sidecar_core.messaging.subjects import Topology
-from sidecar_core.security.session_tokens import USE_VIEWER_CODE
+from sidecar_core.security.session_tokens import USE_VIEWER_CODE, KeySet
 from sidecar_core.security.user_auth import require_user
 from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
-from workflow_svc.identity import handover, sessions
+from workflow_svc.identity import handover, sessions, sso
 from workflow_svc.identity.access import current_caller
 from workflow_svc.identity.sessions import LoginLimits
+from workflow_svc.priors import views as priors
 from workflow_svc.review import actions as review_actions
-from workflow_svc.review import decisions, worklist
+from workflow_svc.review import decisions, phi_access, worklist
 
 SERVICE_NAME = rpb.DESCRIPTOR.services_by_name["ReviewService"].full_name
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -30,17 +31,30 @@ Ctx: TypeAlias = grpc.aio.ServicerContext
 class ReviewServicer(rpb_grpc.ReviewServiceServicer):
     """Sessions, worklist, claims and decisions of the review app."""
 
-    def __init__(self, db: Database, topology: Topology, limits: LoginLimits) -> None:
+    def __init__(self, db: Database, topology: Topology, limits: LoginLimits,
+                 keys: KeySet | None = None) -> None:
         self.db = db
         self.topology = topology
         self.limits = limits
+        self.keys = keys
 
     @handle_errors
     async def Login(self, request: rpb.LoginRequest, context: Ctx) -> rpb.LoginResponse:
         user = await sessions.login(self.db, self.topology, request.username, request.password,
-                                    request.client_address, self.limits)
+                                    request.client_address, self.limits,
+                                    session_id=request.session_id[:64])
         return rpb.LoginResponse(user_id=str(user.user_id), username=user.username,
                                  role=user.role, facilities=list(user.facilities))
+
+    @handle_errors
+    async def SsoLogin(self, request: rpb.SsoLoginRequest, context: Ctx
+                       ) -> rpb.SsoLoginResponse:
+        user = await sso.login(self.db, self.topology, request.issuer, request.subject,
+                               request.username, request.role, list(request.facilities),
+                               request.client_address, request.refused_reason,
+                               session_id=request.session_id[:64])
+        return rpb.SsoLoginResponse(user_id=str(user.user_id), username=user.username,
+                                    role=user.role, facilities=list(user.facilities))
 
     @handle_errors
     async def RevokeSession(self, request: rpb.RevokeSessionRequest,
@@ -79,7 +93,7 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
     @handle_errors
     async def ListWorklist(self, request: rpb.ListWorklistRequest,
                            context: Ctx) -> rpb.ListWorklistResponse:
-        return await worklist.list_worklist(self.db, request, current_caller())
+        return await worklist.list_worklist(self.db, request, current_caller(), self.topology)
 
     @handle_errors
     async def GetStudyDetail(self, request: rpb.GetStudyDetailRequest,
@@ -117,6 +131,14 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
         return rpb.RecordAccessResponse()
 
     @handle_errors
+    async def RecordPhiAccess(self, request: rpb.RecordPhiAccessRequest,
+                              context: Ctx) -> rpb.RecordPhiAccessResponse:
+        if self.keys is None:
+            raise FailedPrecondition("NO_TOKEN_KEYS", "this server cannot verify user tokens")
+        return rpb.RecordPhiAccessResponse(recorded=await phi_access.record(
+            self.db, self.topology, self.keys, request.accesses))
+
+    @handle_errors
     async def ListReviewFindings(self, request: rpb.ListReviewFindingsRequest,
                                  context: Ctx) -> rpb.ListReviewFindingsResponse:
         return rpb.ListReviewFindingsResponse(findings=await decisions.list_findings(
@@ -140,11 +162,23 @@ class ReviewServicer(rpb_grpc.ReviewServiceServicer):
         return rpb.ListFindingHistoryResponse(events=await decisions.history(
             self.db, request.study_id, request.finding_id, current_caller()))
 
+    @handle_errors
+    async def ListPriors(self, request: rpb.ListPriorsRequest,
+                         context: Ctx) -> rpb.ListPriorsResponse:
+        return await priors.list_priors(self.db, request, current_caller())
+
+    @handle_errors
+    async def RetrievePrior(self, request: rpb.RetrievePriorRequest,
+                            context: Ctx) -> rpb.RetrievePriorResponse:
+        return rpb.RetrievePriorResponse(prior=await priors.retrieve_prior(
+            self.db, self.topology, request, current_caller()))
+
 
 def register(server: GrpcServer, db: Database, topology: Topology,
-             limits: LoginLimits | None = None) -> ReviewServicer:
-    """Adds the ReviewService (and its health name) to a GrpcServer."""
-    servicer = ReviewServicer(db, topology, limits or LoginLimits())
+             limits: LoginLimits | None = None, keys: KeySet | None = None) -> ReviewServicer:
+    """Adds the ReviewService (and its health name) to a GrpcServer; `keys` verify the tokens
+    of recorded PHI accesses."""
+    servicer = ReviewServicer(db, topology, limits or LoginLimits(), keys)
     server.register(rpb_grpc.add_ReviewServiceServicer_to_server, servicer, [SERVICE_NAME])
     return servicer
 

@@ -5,20 +5,24 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from protos.sidecar.workflow.v1 import review_service_pb2 as rpb
+from sidecar_core import audit
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
+from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, Finding, Series, User
 from sidecar_core.store.models import Study as StudyRow
 from workflow_svc.identity.access import Caller
+from workflow_svc.report_loop.llm.deid import fold
 from workflow_svc.review.patient import patient_pb, person_name, study_date
 from workflow_svc.study import queries
 
@@ -47,6 +51,48 @@ _ai_status = case(
     else_="pending",
 )
 _study_date = _attributes["StudyDate"].astext
+
+# Patient search (ListWorklistRequest.patient_query): the name's groups folded in SQL as
+# `deid.fold` folds the query (Latin letters with accents → their base letter, then lower()).
+MAX_QUERY = 64
+_ACCENTED = "".join(c for c in map(chr, range(0xC0, 0x250))
+                    if len(fold(c)) == 1 and fold(c).isascii() and fold(c).isalpha())
+_PN = _attributes["PatientName"]
+_name_text = func.concat_ws(" ", _PN["Alphabetic"].astext, _PN["Ideographic"].astext,
+                            _PN["Phonetic"].astext)
+_name_words = func.lower(func.translate(
+    func.replace(func.replace(func.replace(_name_text, "ß", "ss"), "æ", "ae"), "Æ", "ae"),
+    _ACCENTED, "".join(fold(c) for c in _ACCENTED)))
+# Words start after a space; PN separators and punctuation count as spaces.
+_name_spaced = func.concat(" ", func.regexp_replace(_name_words, r"[\^=,.'\s-]+", " ", "g"))
+_name_joined = func.regexp_replace(_name_words, r"[\^=,.'\s-]+", "", "g")
+_QUERY_SPLIT = re.compile(r"[\s^=,]+")
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def patient_match(query: str) -> ColumnElement[bool]:
+    """Studies whose patient the query names: every word starts a word of the name (any PN
+    group, case and accents ignored; a word in a script without spaces may sit anywhere in
+    the name), or the whole query starts the patient ID or the accession number."""
+    text = query.strip()
+    if len(text) > MAX_QUERY:
+        raise InvalidArgument("QUERY_TOO_LONG", f"patient_query is {len(text)} characters; "
+                              f"at most {MAX_QUERY}", length=len(text))
+    if not text.isprintable():
+        raise InvalidArgument("INVALID_QUERY", "patient_query has control characters")
+    if len(text) < 2 and text.isascii():
+        raise InvalidArgument("QUERY_TOO_SHORT", "patient_query needs at least 2 characters",
+                              query=text)
+    words = [w for w in _QUERY_SPLIT.split(fold(text)) if w][:8]
+    name = and_(*[
+        (_name_spaced.like(literal(f"% {_like(w)}%")) if w.isascii()
+         else _name_joined.like(literal(f"%{_like(w)}%"))) for w in words])
+    prefix = literal(f"{_like(text.lower())}%")
+    return or_(name, func.lower(_attributes["PatientID"].astext).like(prefix),
+               func.lower(StudyRow.accession).like(prefix))
 
 
 def _columns() -> Select[Any]:
@@ -137,9 +183,11 @@ def _order(sort: str) -> list[Any]:
     return [column, tie]
 
 
-async def list_worklist(db: Database, request: rpb.ListWorklistRequest, caller: Caller
-                        ) -> rpb.ListWorklistResponse:
-    """A page of the caller's worklist (newest received first unless sorted otherwise)."""
+async def list_worklist(db: Database, request: rpb.ListWorklistRequest, caller: Caller,
+                        topology: Topology | None = None) -> rpb.ListWorklistResponse:
+    """A page of the caller's worklist (newest received first unless sorted otherwise). A
+    patient search is a read of patient data: audited as `worklist.queried` (who, the
+    query, the studies it returned) on `topology`."""
     if request.state and request.state not in queries.STATES:
         raise InvalidArgument("INVALID_STATE", f"unknown state {request.state!r}",
                               state=request.state)
@@ -168,12 +216,14 @@ async def list_worklist(db: Database, request: rpb.ListWorklistRequest, caller: 
         query = query.where(StudyRow.assigned_user_id == caller.user_uuid)
     if request.eligible:
         query = query.where(StudyRow.eligible.is_(request.eligible == "true"))
+    if request.patient_query:
+        query = query.where(patient_match(request.patient_query))
     order = _order(request.sort)
     scope = queries._scope("worklist", request.state, request.modality, request.ai_status,
                            request.date_from, request.date_to, request.assigned_to_me,
                            request.facility, request.accession, request.sort, request.eligible,
                            _scope_key(caller), caller.user_id if request.assigned_to_me
-                           else "")
+                           else "", *([request.patient_query] if request.patient_query else []))
     offset = _offset(request.page_token, scope)
     async with db.read() as session:
         rows = (await session.execute(query.order_by(*order).offset(offset).limit(size + 1))
@@ -181,6 +231,12 @@ async def list_worklist(db: Database, request: rpb.ListWorklistRequest, caller: 
     response = rpb.ListWorklistResponse(studies=[_row_pb(r) for r in rows[:size]])
     if len(rows) > size:
         response.next_page_token = _token(scope, offset + size)
+    if request.patient_query and topology is not None:
+        async with db.unit_of_work() as session:
+            await audit.record(session, topology, "worklist.queried", caller.actor, context={
+                "user": caller.username, "role": caller.role,
+                "patient_query": request.patient_query.strip(), "offset": offset,
+                "study_ids": [s.study.study_id for s in response.studies]})
     return response
 
 

@@ -31,6 +31,9 @@ class State(StrEnum):
 
 
 S = State
+# Where a study's workflow ends: retention counts its days from the transition into one of these.
+FINAL_STATES: frozenset[State] = frozenset(
+    {State.LEGACY_REPORT_COMPLETED, State.STATUS_RECORDED, State.INELIGIBLE})
 # Which states may follow which. A study updated by late instances re-enters RECEIVED.
 ALLOWED: dict[State | None, frozenset[State]] = {
     None: frozenset({S.RECEIVED}),

@@ -146,6 +146,94 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/methods": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Methods
+         * @description The sign-in methods of the login page (no session needed): local accounts unless
+         *     switched off (SIDECAR_LOCAL_LOGIN=off), and the OpenID provider when configured, with
+         *     whether it answers now.
+         */
+        get: operations["methods_api_v1_auth_methods_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/oidc/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Start
+         * @description Sends the browser to the provider (code flow, PKCE S256, state and nonce bound to
+         *     this browser in a sealed cookie); to the login page with `sso_error` when the provider
+         *     is unavailable.
+         */
+        get: operations["start_api_v1_auth_oidc_start_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/oidc/callback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Callback
+         * @description The provider's redirect back: checks the state, exchanges the code, validates the
+         *     ID token, maps its claims and starts the same session as a local login; failures go
+         *     to the login page with `sso_error` (audited).
+         */
+        get: operations["callback_api_v1_auth_oidc_callback_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/oidc/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Logout
+         * @description Ends this session (as POST /auth/logout) and, for a session that came from the
+         *     provider, says where the browser ends the provider's session (RP-initiated logout
+         *     with id_token_hint and post_logout_redirect_uri).
+         */
+        post: operations["logout_api_v1_auth_oidc_logout_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/viewer/handover": {
         parameters: {
             query?: never;
@@ -353,6 +441,40 @@ export interface paths {
         get: operations["history_api_v1_studies__study_id__findings__finding_id__history_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/studies/{study_id}/priors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Priors */
+        get: operations["priors_api_v1_studies__study_id__priors_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/studies/{study_id}/priors/{prior_id}/retrieve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Retrieve */
+        post: operations["retrieve_api_v1_studies__study_id__priors__prior_id__retrieve_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1165,6 +1287,15 @@ export interface components {
             next_page_token: string;
         };
         /**
+         * AuthMethods
+         * @description How one may sign in here: local accounts (break-glass) and/or the provider.
+         */
+        AuthMethods: {
+            /** Local */
+            local: boolean;
+            oidc: components["schemas"]["OidcMethod"] | null;
+        };
+        /**
          * CurrentFinding
          * @description What the radiologist made of a finding (the AI's own values stay in the finding).
          */
@@ -1610,6 +1741,14 @@ export interface components {
             /** Csrf Token */
             csrf_token: string;
         };
+        /**
+         * LogoutResult
+         * @description Where the browser goes next to end the provider's session too ('' for none).
+         */
+        LogoutResult: {
+            /** End Session Url */
+            end_session_url: string;
+        };
         /** Me */
         Me: {
             /** Username */
@@ -1677,6 +1816,20 @@ export interface components {
              */
             request_id?: string;
         };
+        /**
+         * OidcMethod
+         * @description The identity provider's sign-in, when one is configured.
+         */
+        OidcMethod: {
+            /** Name */
+            name: string;
+            /** Start Url */
+            start_url: string;
+            /** Available */
+            available: boolean;
+            /** Message */
+            message: string;
+        };
         /** PasswordReset */
         PasswordReset: {
             /** Password */
@@ -1698,6 +1851,55 @@ export interface components {
             birth_date: string | null;
             /** Age */
             age: string | null;
+        };
+        /**
+         * Prior
+         * @description An earlier study of the same patient at the facility's PACS.
+         */
+        Prior: {
+            /** Prior Id */
+            prior_id: string;
+            /** Study Instance Uid */
+            study_instance_uid: string;
+            /**
+             * Study Date
+             * @description YYYYMMDD as the PACS gave it, or empty
+             */
+            study_date: string;
+            /** Description */
+            description: string;
+            /** Modalities */
+            modalities: string[];
+            /** Accession */
+            accession: string;
+            /** Instance Count */
+            instance_count: number;
+            /**
+             * Retrieve Status
+             * @description '' (not requested), queued, retrieving, retrieved or failed
+             */
+            retrieve_status: string;
+            /** Retrieved Count */
+            retrieved_count: number;
+            /** Last Error */
+            last_error: string;
+            /**
+             * Retrieved Study Id
+             * @description the sidecar's study of the retrieved objects once registered, or empty
+             */
+            retrieved_study_id: string;
+        };
+        /** PriorList */
+        PriorList: {
+            /** Priors */
+            priors: components["schemas"]["Prior"][];
+            /**
+             * Lookup Status
+             * @description found, failed, none (no PACS) or pending
+             */
+            lookup_status: string;
+            /** Next Page Token */
+            next_page_token: string;
         };
         /** Redriven */
         Redriven: {
@@ -2281,6 +2483,158 @@ export interface operations {
             };
         };
     };
+    methods_api_v1_auth_methods_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthMethods"];
+                };
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    start_api_v1_auth_oidc_start_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            302: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    callback_api_v1_auth_oidc_callback_get: {
+        parameters: {
+            query?: {
+                code?: string;
+                state?: string;
+                error?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    logout_api_v1_auth_oidc_logout_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LogoutResult"];
+                };
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     handover_api_v1_viewer_handover_post: {
         parameters: {
             query?: never;
@@ -2376,6 +2730,8 @@ export interface operations {
                 assigned?: "" | "me";
                 facility?: string;
                 accession?: string;
+                /** @description patient name (any PN component, case and accents ignored), patient ID or accession; audited */
+                q?: string;
                 eligible?: "" | "true" | "false";
                 sort?: string;
                 page_size?: number;
@@ -2817,6 +3173,90 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["FindingHistory"];
+                };
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    priors_api_v1_studies__study_id__priors_get: {
+        parameters: {
+            query?: {
+                page_size?: number;
+                page_token?: string;
+            };
+            header?: never;
+            path: {
+                study_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PriorList"];
+                };
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    retrieve_api_v1_studies__study_id__priors__prior_id__retrieve_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                study_id: string;
+                prior_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Prior"];
                 };
             };
             /** @description The request was refused (see error.reason) */

@@ -24,6 +24,9 @@ export type DraftState = Schemas['DraftVersions'];
 export type DraftGenerated = Schemas['DraftGenerated'];
 export type Me = Schemas['Me'];
 export type LoginResult = Schemas['LoginResult'];
+/** The login page's sign-in methods (GET /api/v1/auth/methods): local and/or the provider. */
+export type AuthMethods = Schemas['AuthMethods'];
+export type LogoutResult = Schemas['LogoutResult'];
 /** A one-time code that opens one study in the OHIF viewer (POST /api/v1/viewer/handover). */
 export type Handover = Schemas['Handover'];
 /** The data of a `study` event of GET /api/v1/events. */
@@ -45,6 +48,8 @@ export const REJECT_REASONS: [string, string][] = [
 export const ROUTES = [
   ['POST', '/api/v1/auth/login'],
   ['POST', '/api/v1/auth/logout'],
+  ['GET', '/api/v1/auth/methods'],
+  ['POST', '/api/v1/auth/oidc/logout'],
   ['GET', '/api/v1/me'],
   ['GET', '/api/v1/studies'],
   ['GET', '/api/v1/studies/{study_id}'],
@@ -117,9 +122,13 @@ export const api = {
     csrfToken = result.csrf_token ?? '';
     return result;
   },
-  async logout(): Promise<void> {
-    try { await call<void>('POST', '/auth/logout'); } finally { csrfToken = ''; }
+  /** Ends the session; the provider's end-session URL ('' for none) when it came from SSO. */
+  async logout(): Promise<string> {
+    try {
+      return (await call<LogoutResult>('POST', '/auth/oidc/logout')).end_session_url;
+    } finally { csrfToken = ''; }
   },
+  methods: () => call<AuthMethods>('GET', '/auth/methods'),
   me: () => call<Me>('GET', '/me'),
   studies: (query: Record<string, string>) =>
     call<StudyList>('GET', '/studies', undefined, query),

@@ -5,7 +5,10 @@ import { clear } from './dom';
 import { store } from './store';
 import { renderLogin } from './views/login';
 import { renderWorklist } from './views/worklist';
-import { renderStudy } from './views/study';
+
+// The study view brings the DICOM viewer (Cornerstone3D, the image loader and its WASM codecs):
+// a chunk of its own, fetched when a study is first opened, so the worklist starts light.
+const studyView = () => import('./views/study');
 
 const root = document.getElementById('app') as HTMLElement;
 let teardown: (() => void) | null = null;
@@ -30,8 +33,15 @@ async function route(): Promise<void> {
   }
   const study = /^#\/study\/([0-9a-fA-F-]{36})$/.exec(hash);
   if (hash === '#/login') teardown = renderLogin(root, () => navigate('#/'));
-  else if (study?.[1]) teardown = renderStudy(root, study[1], navigate);
-  else teardown = renderWorklist(root, navigate);
+  else if (study?.[1]) {
+    const { renderStudy } = await studyView();
+    if (location.hash !== hash) return;  // navigated away while the chunk loaded
+    teardown = renderStudy(root, study[1], navigate);
+  } else {
+    teardown = renderWorklist(root, navigate);
+    // warm the study chunk while the radiologist reads the worklist
+    window.setTimeout(() => void studyView().catch(() => undefined), 0);
+  }
 }
 
 setUnauthorizedHandler(() => {

@@ -5,6 +5,8 @@ import type { Me } from './api';
 export interface WorklistQuery {
   state: string; modality: string; ai_status: string; date_from: string; date_to: string;
   assigned: string; sort: string; page_size: string;
+  /** Patient search: name, patient ID or accession (the API's `q`). */
+  q: string;
 }
 
 export interface State {
@@ -19,7 +21,7 @@ type Listener = (state: State) => void;
 
 export const DEFAULT_QUERY: WorklistQuery = {
   state: '', modality: '', ai_status: '', date_from: '', date_to: '', assigned: '',
-  sort: '-received_at', page_size: '50',
+  sort: '-received_at', page_size: '50', q: '',
 };
 
 const state: State = {

@@ -94,7 +94,8 @@ async function loadFacilities() {
   }
 }
 
-// "key=value" lines → typed settings: true/false, numbers, comma lists for enabled_models.
+// "key=value" lines → typed settings: true/false, numbers (keys ending _s or _days), comma
+// lists for enabled_models; an empty value clears a setting (retention_days= : kept forever).
 function parseSettings(text) {
   const out = {};
   for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
@@ -104,7 +105,7 @@ function parseSettings(text) {
     const raw = line.slice(at + 1).trim();
     if (key === "enabled_models") out[key] = raw === "all" ? "all" : raw.split(",").map((m) => m.trim()).filter(Boolean);
     else if (raw === "true" || raw === "false") out[key] = raw === "true";
-    else if (raw !== "" && !Number.isNaN(Number(raw)) && /_s$/.test(key)) out[key] = Number(raw);
+    else if (raw !== "" && !Number.isNaN(Number(raw)) && /_(s|days)$/.test(key)) out[key] = Number(raw);
     else out[key] = raw;
   }
   return out;

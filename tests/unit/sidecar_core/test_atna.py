@@ -63,6 +63,10 @@ def test_the_mapping_of_the_main_messages() -> None:
     assert codes("association.rejected")[3][0] == "110126"
     assert codes("query.studies")[0] == "110112"
     assert codes("facility.created")[0] == "110100"
+    # the access audit: a read, a QIDO search (with its query), a refused read
+    assert codes("phi.accessed", outcome="ok")[:3] == ("110103", "R", "0")
+    assert codes("phi.queried", outcome="ok")[:3] == ("110112", "E", "0")
+    assert codes("phi.access_refused", outcome="refused")[:3] == ("110103", "R", "8")
 
 
 def test_participants_carry_user_address_session_and_the_study() -> None:

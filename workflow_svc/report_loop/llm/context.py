@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sidecar_core.store.models import Finding, Instance, Study
-from workflow_svc.report_loop.llm.deid import PROFILE, Deidentifier, age_band, name_parts
+from sidecar_core.store.models import Finding, Series, Study
+from workflow_svc.report_loop.llm.deid import PROFILE, Deidentifier, age_band, sex
 
-CONTEXT_VERSION = "sidecar-draft-context/1"
+CONTEXT_VERSION = "sidecar-draft-context/2"  # /2: patient and request from dicom_attributes
 DRAFTED = ("accepted", "edited")  # review statuses whose findings go into a draft
 
 
@@ -55,15 +55,14 @@ def _dicom_date(value: Any) -> date | None:
 
 async def build_context(s: AsyncSession, study: Study) -> DraftContext:
     """Accepted and edited findings (and the radiologist's own), measurements and patient
-    characteristics; every identifier and date passes through the de-identifier."""
-    attributes: dict[str, Any] = (await s.execute(
-        select(Instance.attributes).where(Instance.study_id == study.id).limit(1))
-    ).scalar_one_or_none() or {}
-    name = str(attributes.get("PatientName") or "")
-    identifiers = [*name_parts(name), str(attributes.get("PatientID") or ""), study.accession,
-                   study.study_instance_uid, str(attributes.get("InstitutionName") or ""),
-                   str(attributes.get("ReferringPhysicianName") or "")]
-    deid = Deidentifier(str(study.id), [i for i in identifiers if i])
+    characteristics, read from what ingest stores (`studies.dicom_attributes`). Structured
+    fields are an allow-list; every free-text field passes the de-identifier."""
+    attributes: dict[str, Any] = dict(study.dicom_attributes or {})
+    deid = Deidentifier.for_study(str(study.id), attributes,
+                                  extra=(study.accession, study.study_instance_uid))
+    body_part = str(attributes.get("BodyPartExamined") or "") or (await s.execute(
+        select(Series.body_part).where(Series.study_id == study.id, Series.body_part != "")
+        .order_by(Series.series_number.asc().nulls_last()).limit(1))).scalar_one_or_none() or ""
     rows = (await s.execute(select(Finding).where(
         Finding.study_id == study.id, Finding.visible.is_(True)).order_by(
         Finding.created_at, Finding.id))).scalars().all()
@@ -87,10 +86,15 @@ async def build_context(s: AsyncSession, study: Study) -> DraftContext:
         "context_version": CONTEXT_VERSION,
         "deidentification": PROFILE,
         "study": {"modality": study.modality,
-                  "description": deid.text(study.description or ""),
+                  "description": deid.text(str(attributes.get("StudyDescription")
+                                               or study.description or "")),
+                  "requested_procedure": deid.text(
+                      str(attributes.get("RequestedProcedureDescription") or "")),
+                  "reason": deid.text(str(attributes.get("ReasonForTheRequestedProcedure")
+                                          or "")),
                   "date_shifted": deid.date(study_date),
-                  "body_part": deid.text(str(attributes.get("BodyPartExamined") or ""))},
-        "patient": {"sex": str(attributes.get("PatientSex") or ""),
+                  "body_part": deid.text(body_part)},
+        "patient": {"sex": sex(attributes.get("PatientSex")),
                     "age_years": age_band(str(attributes.get("PatientAge") or ""),
                                           _dicom_date(attributes.get("PatientBirthDate")),
                                           study_date)},

@@ -13,16 +13,50 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LoginRequest(_message.Message):
-    __slots__ = ("username", "password", "client_address")
+    __slots__ = ("username", "password", "client_address", "session_id")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     username: str
     password: str
     client_address: str
-    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., client_address: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class LoginResponse(_message.Message):
+    __slots__ = ("user_id", "username", "role", "facilities")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    username: str
+    role: str
+    facilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SsoLoginRequest(_message.Message):
+    __slots__ = ("issuer", "subject", "username", "role", "facilities", "client_address", "refused_reason", "session_id")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    FACILITIES_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_REASON_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    subject: str
+    username: str
+    role: str
+    facilities: _containers.RepeatedScalarFieldContainer[str]
+    client_address: str
+    refused_reason: str
+    session_id: str
+    def __init__(self, issuer: _Optional[str] = ..., subject: _Optional[str] = ..., username: _Optional[str] = ..., role: _Optional[str] = ..., facilities: _Optional[_Iterable[str]] = ..., client_address: _Optional[str] = ..., refused_reason: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+
+class SsoLoginResponse(_message.Message):
     __slots__ = ("user_id", "username", "role", "facilities")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
@@ -119,7 +153,7 @@ class WorklistStudy(_message.Message):
     def __init__(self, study: _Optional[_Union[_workflow_service_pb2.Study, _Mapping]] = ..., patient: _Optional[_Union[Patient, _Mapping]] = ..., study_date: _Optional[str] = ..., referring_physician: _Optional[str] = ..., body_part: _Optional[str] = ..., finding_count: _Optional[int] = ..., max_confidence: _Optional[float] = ..., assigned_to: _Optional[str] = ..., review_ai_status: _Optional[str] = ...) -> None: ...
 
 class ListWorklistRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state", "modality", "ai_status", "date_from", "date_to", "assigned_to_me", "facility", "accession", "sort", "eligible")
+    __slots__ = ("page_size", "page_token", "state", "modality", "ai_status", "date_from", "date_to", "assigned_to_me", "facility", "accession", "sort", "eligible", "patient_query")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +166,7 @@ class ListWorklistRequest(_message.Message):
     ACCESSION_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    PATIENT_QUERY_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: str
@@ -144,7 +179,8 @@ class ListWorklistRequest(_message.Message):
     accession: str
     sort: str
     eligible: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[str] = ..., modality: _Optional[str] = ..., ai_status: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., assigned_to_me: _Optional[bool] = ..., facility: _Optional[str] = ..., accession: _Optional[str] = ..., sort: _Optional[str] = ..., eligible: _Optional[str] = ...) -> None: ...
+    patient_query: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[str] = ..., modality: _Optional[str] = ..., ai_status: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., assigned_to_me: _Optional[bool] = ..., facility: _Optional[str] = ..., accession: _Optional[str] = ..., sort: _Optional[str] = ..., eligible: _Optional[str] = ..., patient_query: _Optional[str] = ...) -> None: ...
 
 class ListWorklistResponse(_message.Message):
     __slots__ = ("studies", "next_page_token")
@@ -233,6 +269,48 @@ class RecordAccessRequest(_message.Message):
 class RecordAccessResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class PhiAccess(_message.Message):
+    __slots__ = ("user_token", "at", "client_address", "what", "method", "route", "status", "reason", "study_ids", "study_instance_uids", "series_instance_uids", "count", "query")
+    USER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STUDY_IDS_FIELD_NUMBER: _ClassVar[int]
+    STUDY_INSTANCE_UIDS_FIELD_NUMBER: _ClassVar[int]
+    SERIES_INSTANCE_UIDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    user_token: str
+    at: _timestamp_pb2.Timestamp
+    client_address: str
+    what: str
+    method: str
+    route: str
+    status: int
+    reason: str
+    study_ids: _containers.RepeatedScalarFieldContainer[str]
+    study_instance_uids: _containers.RepeatedScalarFieldContainer[str]
+    series_instance_uids: _containers.RepeatedScalarFieldContainer[str]
+    count: int
+    query: str
+    def __init__(self, user_token: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., client_address: _Optional[str] = ..., what: _Optional[str] = ..., method: _Optional[str] = ..., route: _Optional[str] = ..., status: _Optional[int] = ..., reason: _Optional[str] = ..., study_ids: _Optional[_Iterable[str]] = ..., study_instance_uids: _Optional[_Iterable[str]] = ..., series_instance_uids: _Optional[_Iterable[str]] = ..., count: _Optional[int] = ..., query: _Optional[str] = ...) -> None: ...
+
+class RecordPhiAccessRequest(_message.Message):
+    __slots__ = ("accesses",)
+    ACCESSES_FIELD_NUMBER: _ClassVar[int]
+    accesses: _containers.RepeatedCompositeFieldContainer[PhiAccess]
+    def __init__(self, accesses: _Optional[_Iterable[_Union[PhiAccess, _Mapping]]] = ...) -> None: ...
+
+class RecordPhiAccessResponse(_message.Message):
+    __slots__ = ("recorded",)
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    def __init__(self, recorded: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("action", "reason", "note", "by", "at")
@@ -377,3 +455,65 @@ class ListFindingHistoryResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[ReviewHistoryEvent]
     def __init__(self, events: _Optional[_Iterable[_Union[ReviewHistoryEvent, _Mapping]]] = ...) -> None: ...
+
+class PriorStudy(_message.Message):
+    __slots__ = ("prior_id", "study_instance_uid", "study_date", "description", "modalities", "accession", "instance_count", "retrieve_status", "retrieved_count", "last_error", "retrieved_study_id")
+    PRIOR_ID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_DATE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MODALITIES_FIELD_NUMBER: _ClassVar[int]
+    ACCESSION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVED_STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    prior_id: str
+    study_instance_uid: str
+    study_date: str
+    description: str
+    modalities: _containers.RepeatedScalarFieldContainer[str]
+    accession: str
+    instance_count: int
+    retrieve_status: str
+    retrieved_count: int
+    last_error: str
+    retrieved_study_id: str
+    def __init__(self, prior_id: _Optional[str] = ..., study_instance_uid: _Optional[str] = ..., study_date: _Optional[str] = ..., description: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., accession: _Optional[str] = ..., instance_count: _Optional[int] = ..., retrieve_status: _Optional[str] = ..., retrieved_count: _Optional[int] = ..., last_error: _Optional[str] = ..., retrieved_study_id: _Optional[str] = ...) -> None: ...
+
+class ListPriorsRequest(_message.Message):
+    __slots__ = ("study_id", "page_size", "page_token")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, study_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPriorsResponse(_message.Message):
+    __slots__ = ("priors", "lookup_status", "next_page_token")
+    PRIORS_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    priors: _containers.RepeatedCompositeFieldContainer[PriorStudy]
+    lookup_status: str
+    next_page_token: str
+    def __init__(self, priors: _Optional[_Iterable[_Union[PriorStudy, _Mapping]]] = ..., lookup_status: _Optional[str] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RetrievePriorRequest(_message.Message):
+    __slots__ = ("study_id", "prior_id", "request_id")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    prior_id: str
+    request_id: str
+    def __init__(self, study_id: _Optional[str] = ..., prior_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RetrievePriorResponse(_message.Message):
+    __slots__ = ("prior",)
+    PRIOR_FIELD_NUMBER: _ClassVar[int]
+    prior: PriorStudy
+    def __init__(self, prior: _Optional[_Union[PriorStudy, _Mapping]] = ...) -> None: ...

@@ -41,6 +41,11 @@ class ReviewServiceStub:
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginRequest.SerializeToString,
                 response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginResponse.FromString,
                 _registered_method=True)
+        self.SsoLogin = channel.unary_unary(
+                '/sidecar.workflow.v1.ReviewService/SsoLogin',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginResponse.FromString,
+                _registered_method=True)
         self.RevokeSession = channel.unary_unary(
                 '/sidecar.workflow.v1.ReviewService/RevokeSession',
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RevokeSessionRequest.SerializeToString,
@@ -91,6 +96,11 @@ class ReviewServiceStub:
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordAccessRequest.SerializeToString,
                 response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordAccessResponse.FromString,
                 _registered_method=True)
+        self.RecordPhiAccess = channel.unary_unary(
+                '/sidecar.workflow.v1.ReviewService/RecordPhiAccess',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessResponse.FromString,
+                _registered_method=True)
         self.ListReviewFindings = channel.unary_unary(
                 '/sidecar.workflow.v1.ReviewService/ListReviewFindings',
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListReviewFindingsRequest.SerializeToString,
@@ -111,6 +121,16 @@ class ReviewServiceStub:
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryRequest.SerializeToString,
                 response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryResponse.FromString,
                 _registered_method=True)
+        self.ListPriors = channel.unary_unary(
+                '/sidecar.workflow.v1.ReviewService/ListPriors',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsResponse.FromString,
+                _registered_method=True)
+        self.RetrievePrior = channel.unary_unary(
+                '/sidecar.workflow.v1.ReviewService/RetrievePrior',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorResponse.FromString,
+                _registered_method=True)
 
 
 class ReviewServiceServicer:
@@ -120,6 +140,13 @@ class ReviewServiceServicer:
 
     def Login(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SsoLogin(self, request, context):
+        """A sign-on the gateway verified at the hospital's OpenID provider (gateway only).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -186,6 +213,15 @@ class ReviewServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordPhiAccess(self, request, context):
+        """The gateway's record of its HTTP requests that returned patient data or were refused on
+        a patient-data route (batched; one audit event each). Called for no user: each access
+        carries the signed token of the request it records, verified here (docs/audit.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListReviewFindings(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -210,6 +246,21 @@ class ReviewServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPriors(self, request, context):
+        """The patient's earlier studies the facility's PACS holds (found when the study arrived).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetrievePrior(self, request, context):
+        """Queues the retrieval of one prior (C-MOVE to the sidecar's own AE); a prior already
+        retrieved or on its way is returned as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReviewServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +268,11 @@ def add_ReviewServiceServicer_to_server(servicer, server):
                     servicer.Login,
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginRequest.FromString,
                     response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginResponse.SerializeToString,
+            ),
+            'SsoLogin': grpc.unary_unary_rpc_method_handler(
+                    servicer.SsoLogin,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginResponse.SerializeToString,
             ),
             'RevokeSession': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeSession,
@@ -268,6 +324,11 @@ def add_ReviewServiceServicer_to_server(servicer, server):
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordAccessRequest.FromString,
                     response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordAccessResponse.SerializeToString,
             ),
+            'RecordPhiAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordPhiAccess,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessResponse.SerializeToString,
+            ),
             'ListReviewFindings': grpc.unary_unary_rpc_method_handler(
                     servicer.ListReviewFindings,
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListReviewFindingsRequest.FromString,
@@ -287,6 +348,16 @@ def add_ReviewServiceServicer_to_server(servicer, server):
                     servicer.ListFindingHistory,
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryRequest.FromString,
                     response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryResponse.SerializeToString,
+            ),
+            'ListPriors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPriors,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsResponse.SerializeToString,
+            ),
+            'RetrievePrior': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetrievePrior,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -318,6 +389,33 @@ class ReviewService:
             '/sidecar.workflow.v1.ReviewService/Login',
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginRequest.SerializeToString,
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.LoginResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SsoLogin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReviewService/SsoLogin',
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.SsoLoginResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -599,6 +697,33 @@ class ReviewService:
             _registered_method=True)
 
     @staticmethod
+    def RecordPhiAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReviewService/RecordPhiAccess',
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RecordPhiAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListReviewFindings(request,
             target,
             options=(),
@@ -696,6 +821,60 @@ class ReviewService:
             '/sidecar.workflow.v1.ReviewService/ListFindingHistory',
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryRequest.SerializeToString,
             sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListFindingHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPriors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReviewService/ListPriors',
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.ListPriorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetrievePrior(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReviewService/RetrievePrior',
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_review__service__pb2.RetrievePriorResponse.FromString,
             options,
             channel_credentials,
             insecure,

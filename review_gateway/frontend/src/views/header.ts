@@ -8,9 +8,10 @@ export function header(navigate: (hash: string) => void, ...extra: HTMLElement[]
   const me = store.get().me;
   const out = el('button', { type: 'button', class: 'link', text: 'Sign out' });
   out.addEventListener('click', () => {
-    void api.logout().catch(() => undefined).finally(() => {
+    void api.logout().catch(() => '').then((endSession) => {
       store.set({ me: null });
-      navigate('#/login');
+      // A session from the identity provider ends there too (RP-initiated logout).
+      if (endSession) location.assign(endSession); else navigate('#/login');
     });
   });
   return el('header', { class: 'top' },

@@ -29,6 +29,13 @@ async function openInOhif(studyId: string): Promise<void> {
   window.open(url.toString(), '_blank', 'noopener,noreferrer');
 }
 
+/** Series the sidecar wrote itself (its AI results) and other non-image objects. */
+const RESULT_KIND: Record<string, string> = { SR: 'Structured report', SEG: 'Segmentation',
+  KO: 'Key objects', PR: 'Presentation state' };
+function isResult(series: Series): boolean {
+  return series.derived || series.modality in RESULT_KIND;
+}
+
 export function renderStudy(root: HTMLElement, studyId: string,
                             navigate: (hash: string) => void): () => void {
   const banner = el('section', { class: 'banner', 'aria-label': 'Patient and study' });
@@ -78,7 +85,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
   }
   viewer.onRender(updateInfo);
 
-  async function showSeries(series: Series, index = 0): Promise<void> {
+  async function showSeries(series: Series, focus?: Finding): Promise<void> {
     if (!study) return;
     seriesNow = series;
     for (const b of seriesList.querySelectorAll('button')) {
@@ -88,7 +95,9 @@ export function renderStudy(root: HTMLElement, studyId: string,
     try {
       loaded = await loadSeries(study.study_instance_uid, series.series_instance_uid);
       if (closed) return;
-      await viewer.load(loaded.slices, loaded.metadata, index);
+      const key = focus ? loaded.slices.findIndex((x) => x.sopInstanceUid === focus.sop_instance_uid
+        && x.frame === findingFrame(focus)) : -1;
+      await viewer.load(loaded.slices, loaded.metadata, Math.max(key, 0));
       presetName = 'Image';
       state.textContent = '';
       panel.draw();
@@ -256,7 +265,8 @@ export function renderStudy(root: HTMLElement, studyId: string,
 
   function drawSeries(s: StudyDetail): void {
     clear(seriesList);
-    for (const series of s.series) {
+    const results = s.series.filter(isResult);
+    for (const series of s.series.filter((x) => !isResult(x))) {
       const thumb = series.thumbnail_url
         ? el('img', { src: series.thumbnail_url, alt: '', loading: 'lazy', width: 96, height: 96 })
         : el('div', { class: 'no-thumb', text: series.modality });
@@ -267,6 +277,19 @@ export function renderStudy(root: HTMLElement, studyId: string,
       button.addEventListener('click', () => void showSeries(series));
       seriesList.appendChild(button);
     }
+    if (!results.length) return;
+    // The sidecar's own AI results (SR, SEG) are documents, not images: listed apart, never
+    // as a thumbnail (OHIF and the PACS display them; the findings panel shows their content).
+    const list = el('ul', { class: 'result-list' });
+    for (const series of results) {
+      list.appendChild(el('li', { class: 'result-item', 'data-series-id': series.id,
+        'data-modality': series.modality },
+        el('span', { class: 'rkind', text: RESULT_KIND[series.modality] ?? series.modality }),
+        el('span', { class: 'sdesc', text: series.description || series.modality }),
+        el('span', { class: 'scount', text: `${series.instance_count} version${series.instance_count === 1 ? '' : 's'}` })));
+    }
+    seriesList.appendChild(el('section', { class: 'results', 'aria-label': 'AI results' },
+      el('h3', { text: 'AI results' }), list));
   }
 
   async function start(): Promise<void> {
@@ -285,10 +308,21 @@ export function renderStudy(root: HTMLElement, studyId: string,
     const [findings] = await Promise.all([api.findings(studyId).catch(() => ({ findings: [] }))]);
     panel.setFindings(findings.findings);
     void draft.load();
-    const firstFinding = findings.findings[0];
-    const series = study.series.find((x) => x.series_instance_uid === firstFinding?.series_instance_uid)
-      ?? [...study.series].sort((a, b) => b.instance_count - a.instance_count)[0];
-    if (series) await showSeries(series);
+    // Open on the first finding's key slice (selected, centred), else the largest image series.
+    const firstFinding = findings.findings.find((f) => f.sop_instance_uid);
+    const images = study.series.filter((x) => !isResult(x));
+    const series = images.find((x) => x.series_instance_uid === firstFinding?.series_instance_uid)
+      ?? [...images].sort((a, b) => b.instance_count - a.instance_count)[0];
+    if (!series) return;
+    if (firstFinding && series.series_instance_uid === firstFinding.series_instance_uid) {
+      panel.selected = firstFinding.id;
+      await showSeries(series, firstFinding);
+      const box = currentBox(firstFinding);
+      if (box && viewer.loaded) viewer.centreOn((box[0] + box[2]) / 2, (box[1] + box[3]) / 2);
+      refreshOverlay();
+    } else {
+      await showSeries(series);
+    }
   }
 
   root.appendChild(el('div', { class: 'page-study' },

@@ -61,7 +61,29 @@ export function renderWorklist(root: HTMLElement, navigate: (hash: string) => vo
     patch.assigned = data.get('assigned') ? 'me' : '';
     restart(patch);
   });
-  filters.addEventListener('reset', () => setTimeout(() => restart({ ...DEFAULT_QUERY }), 0));
+  filters.addEventListener('reset', () => setTimeout(() => {
+    searchBox.value = '';
+    restart({ ...DEFAULT_QUERY });
+  }, 0));
+
+  // Patient search, answered by the server (facility-scoped and audited there): a name in
+  // any order and any case or accents, a patient ID or an accession number.
+  const searchBox = el('input', { type: 'search', name: 'q', id: 'f-q', maxlength: 64,
+    value: query.q, placeholder: 'Patient name, patient ID or accession',
+    'aria-label': 'Search patient name, patient ID or accession', autocomplete: 'off' });
+  const search = el('form', { class: 'search', role: 'search', 'aria-label': 'Search' },
+    searchBox, el('button', { type: 'submit', text: 'Search' }), kbd('/'));
+  let searchTimer = 0;
+  const runSearch = (): void => {
+    window.clearTimeout(searchTimer);
+    const q = searchBox.value.trim();
+    if (q !== store.get().worklist.q) restart({ q });
+  };
+  search.addEventListener('submit', (e) => { e.preventDefault(); runSearch(); });
+  searchBox.addEventListener('input', () => {
+    window.clearTimeout(searchTimer);
+    searchTimer = window.setTimeout(runSearch, 500);
+  });
 
   function restart(patch: Partial<WorklistQuery>): void {
     store.set({ worklist: { ...store.get().worklist, ...patch }, pages: [], pageToken: '' });
@@ -197,6 +219,7 @@ export function renderWorklist(root: HTMLElement, navigate: (hash: string) => vo
   function onKey(event: KeyboardEvent): void {
     if (typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
     const id = order[selected];
+    if (event.key === '/') { event.preventDefault(); searchBox.focus(); return; }
     if (event.key === 'j' || event.key === 'ArrowDown') selected = Math.min(selected + 1, order.length - 1);
     else if (event.key === 'k' || event.key === 'ArrowUp') selected = Math.max(selected - 1, 0);
     else if (event.key === 'Enter' && id) { navigate(`#/study/${id}`); return; }
@@ -212,8 +235,8 @@ export function renderWorklist(root: HTMLElement, navigate: (hash: string) => vo
 
   root.appendChild(el('div', { class: 'page-worklist' },
     header(navigate),
-    el('section', { class: 'toolbar' }, filters),
-    el('p', { class: 'hints' }, kbd('J'), '/', kbd('K'), ' move ', kbd('Enter'), ' open ',
+    el('section', { class: 'toolbar' }, search, filters),
+    el('p', { class: 'hints' }, kbd('/'), ' search ', kbd('J'), '/', kbd('K'), ' move ', kbd('Enter'), ' open ',
       kbd('C'), ' claim ', kbd('U'), ' release ', kbd('R'), ' refresh'),
     el('table', { class: 'worklist', 'aria-label': 'Worklist' }, thead, tbody),
     el('nav', { class: 'paging' }, prev, pageInfo, next, status)));
@@ -221,6 +244,7 @@ export function renderWorklist(root: HTMLElement, navigate: (hash: string) => vo
   return () => {
     events.close();
     window.clearTimeout(reloadTimer);
+    window.clearTimeout(searchTimer);
     document.removeEventListener('keydown', onKey);
   };
 }

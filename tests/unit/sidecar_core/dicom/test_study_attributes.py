@@ -69,3 +69,28 @@ def test_empty_values_are_left_out() -> None:
     got = parse_instance(data, LIMIT).study_attributes
     assert "PatientName" not in got and "PatientSex" not in got
     assert got == _parse_with_pydicom(data, LIMIT).study_attributes
+
+
+def test_the_reason_for_the_request_is_kept_from_the_request_attributes_sequence() -> None:
+    ds = _object("", "Doe^John")
+    item = Dataset()
+    item.ReasonForTheRequestedProcedure = "cough for six weeks"
+    ds.RequestAttributesSequence = [item]
+    ds.RequestedProcedureDescription = "CT chest with contrast"
+    ds.OtherPatientIDs = ["OLD-1", "OLD-2"]
+    got = parse_instance(to_bytes(ds), LIMIT).study_attributes
+    assert got["ReasonForTheRequestedProcedure"] == "cough for six weeks"
+    assert got["RequestedProcedureDescription"] == "CT chest with contrast"
+    assert got["OtherPatientIDs"] == ["OLD-1", "OLD-2"]
+    coded = Dataset()
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "R05", "I10", "Cough"
+    coded.ReasonForRequestedProcedureCodeSequence = [code]
+    ds.RequestAttributesSequence = [coded]
+    assert parse_instance(to_bytes(ds), LIMIT).study_attributes[
+        "ReasonForTheRequestedProcedure"] == "Cough"
+    del ds.RequestAttributesSequence
+    ds.ReasonForTheRequestedProcedure = "top level reason"
+    fast = parse_instance(to_bytes(ds), LIMIT).study_attributes  # the fast reader reads it
+    assert fast["ReasonForTheRequestedProcedure"] == "top level reason"
+    assert fast == _parse_with_pydicom(to_bytes(ds), LIMIT).study_attributes

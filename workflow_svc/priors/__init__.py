@@ -1,0 +1,1 @@
+"""Prior studies: the patient's earlier studies at the facility's PACS, found and retrieved."""
