@@ -91,7 +91,9 @@ COPY review_gateway ./review_gateway
 COPY deploy/ohif/ohif.lock.json ./deploy/ohif/ohif.lock.json
 COPY --from=frontend /src/review_gateway/static/app ./review_gateway/static/app
 RUN /opt/venv/bin/pip install -q --no-deps ".${EXTRAS:+[${EXTRAS}]}" \
- && test -f /opt/venv/lib/python3.11/site-packages/review_gateway/static/app/index.html
+ && test -f /opt/venv/lib/python3.11/site-packages/review_gateway/static/app/index.html \
+ && ls /opt/venv/lib/python3.11/site-packages/review_gateway/static/app/assets/*.js.br \
+      /opt/venv/lib/python3.11/site-packages/review_gateway/static/app/assets/*.js.gz >/dev/null
 COPY --from=frontend /ohif-pack /ohif-pack
 RUN /opt/venv/bin/python -m sidecar_app.runtime.ohif_fetch --target /opt/ohif \
       --tarball "$(ls /ohif-pack/*.tgz)"
