@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,9 +25,10 @@ import pytest
 import bench.stack
 from sidecar_app.runtime.embedded import start_triton
 from sidecar_app.runtime.supervisor import DEFAULT_PORTS
+from sidecar_core.messaging import permissions
 from sidecar_synth import generate
 from tests.acceptance.stack import PASSWORD, Stack, ae_title, stack_root
-from tests.servers import NatsServer, free_port, postgres_server
+from tests.servers import free_port, nats_server_binary, postgres_server, wait_port
 
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(3000)]
 
@@ -59,59 +61,117 @@ def _processes_in(rootfs: str) -> list[int]:
     return pids
 
 
+class ImageRun:
+    """`buildah run --isolation chroot` of one working container of the image: the data dir and
+    PostgreSQL's socket mounted at their own paths, the settings given as --env (the container
+    does not inherit this machine's environment)."""
+
+    def __init__(self, image: str, root: Path, env: dict[str, str], pg_socket: str) -> None:
+        self.container = subprocess.run(["buildah", "from", "--quiet", image],
+                                         capture_output=True, text=True,
+                                         check=True).stdout.strip()
+        self.rootfs = subprocess.run(["buildah", "mount", self.container], capture_output=True,
+                                     text=True, check=True).stdout.strip()
+        volumes = ["-v", f"{root}:{root}"]
+        if pg_socket:
+            volumes += ["-v", f"{pg_socket}:{pg_socket}"]
+        self.prefix = ["buildah", "run", "--isolation", "chroot", *volumes,
+                       *[a for k, v in env.items() for a in ("--env", f"{k}={v}")],
+                       self.container, "--"]
+
+    def __call__(self, *argv: str, stdin: str | None = None) -> str:
+        """ARGV run in the image; its output (the test fails with it on a non-zero exit)."""
+        done = subprocess.run([*self.prefix, *argv], input=stdin, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"{argv}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+        return done.stdout
+
+    def close(self) -> None:
+        for pid in _processes_in(self.rootfs):  # what the container's SIGTERM left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        time.sleep(2)
+        subprocess.run(["buildah", "rm", self.container], capture_output=True)
+
+
+def external_nats(data: Path, nkeys: dict[str, str], store: Path, log: Path
+                  ) -> tuple[subprocess.Popen[bytes], str]:
+    """nats-server as deploy/compose.yaml runs it: the generated users' table
+    (deploy/nats/sidecar-users.conf) with the users' public keys in its environment, TLS with
+    the mesh's `nats` certificate and a client certificate of the mesh CA required, JetStream."""
+    port = free_port()
+    tls = data / "tls"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(REPO / "deploy" / "nats" / "sidecar-users.conf"),
+             "--tlsverify", "--tlscert", str(tls / "nats.crt"), "--tlskey", str(tls / "nats.key"),
+             "--tlscacert", str(tls / "ca.crt"), "-js", "-sd", str(store),
+             "-a", "127.0.0.1", "-p", str(port)],
+            env={"PATH": os.environ.get("PATH", ""), **nkeys}, stdout=out,
+            stderr=subprocess.STDOUT)
+    wait_port(port)
+    return proc, f"nats://127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="module")
 def stack(image: str) -> Iterator[Stack]:
+    """The image's `sidecar up` on an external PostgreSQL, NATS and Triton, set up with the
+    operator's commands of docs/deployment.md ("The image"), run in the image itself."""
     with stack_root("sidecar-image-") as root, postgres_server() as pg_url:
         os.chmod(root, 0o755)
-        nats = NatsServer()
-        nats.start()
-        triton_ports = [free_port() for _ in range(3)]
-        triton = start_triton(MODELS, *triton_ports, root / "triton.log")
-        container = subprocess.run(["buildah", "from", "--quiet", image], capture_output=True,
-                                   text=True, check=True).stdout.strip()
         data = root / "data"
         data.mkdir()
-        rootfs = subprocess.run(["buildah", "mount", container], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        NatsServer.install(data)  # the mesh CA and the NATS seeds the external server knows
-        env = {"SIDECAR_DATABASE_URL": pg_url, "SIDECAR_NATS_URL": nats.url,
-               "SIDECAR_TRITON_URL": f"127.0.0.1:{triton_ports[0]}"}
+        # The image runs as its user 10001: the data dir is its own.
+        os.chown(data, IMAGE_UID, IMAGE_UID)
         pg_socket = pg_url.split("host=")[-1].split("&")[0] if "host=" in pg_url else ""
-        volumes = ["-v", f"{root}:{root}"]
         if pg_socket:  # PostgreSQL's socket: reachable (traverse only) by the image's user
             for folder in (Path(pg_socket), Path(pg_socket).parent):
                 folder.chmod(folder.stat().st_mode | 0o011)
-            volumes += ["-v", f"{pg_socket}:{pg_socket}"]
-        run = ["buildah", "run", "--isolation", "chroot", *volumes,
-               *[a for k, v in env.items() for a in ("--env", f"{k}={v}")], container, "--",
-               "sidecar"]
-        stack = Stack(data, ports={name: free_port() for name in DEFAULT_PORTS}, env=env)
-        original = bench.stack.SIDECAR
-        bench.stack.SIDECAR = run  # Stack.start runs `sidecar up` in the image
+        triton_ports = [free_port() for _ in range(3)]
+        triton = start_triton(MODELS, *triton_ports, root / "triton.log")
+        env = {"SIDECAR_DATABASE_URL": pg_url,
+               "SIDECAR_TRITON_URL": f"127.0.0.1:{triton_ports[0]}"}
+        setup = ImageRun(image, root, env, pg_socket)
+        nats = None
+        run = None
         try:
-            done = stack.cli("migrate")
-            assert done.returncode == 0, done.stderr
-            for name in (stack.north, stack.south):
-                done = stack.cli("facility", "add", name, "--ae-title", ae_title(name))
-                assert done.returncode == 0, done.stderr
-            done = stack.cli("user", "add", stack.admin, "--role", "admin", "--password-stdin",
-                             stdin=PASSWORD + "\n")
-            assert done.returncode == 0, done.stderr
-            # The image runs as its user 10001: the data dir (made above as root) is its own.
-            subprocess.run(["chown", "-R", f"{IMAGE_UID}:{IMAGE_UID}", str(root)], check=True)
-            stack.start(timeout=600)
-            yield stack
+            # The mesh CA and every certificate (the NATS server's among them), then each
+            # process's nkey seed where `sidecar up` reads them (DATA_DIR/nats-auth).
+            setup("sidecar", "tls", "init", "--data-dir", str(data))
+            printed = setup("python", "-m", "sidecar_core.messaging.nats_auth", "keys",
+                            str(data / "nats-auth"))
+            nkeys = dict(line.split("=", 1) for line in printed.split() if "=" in line)
+            assert set(nkeys) == {f"SIDECAR_NKEY_{u.upper()}" for u in permissions.USERS}
+            store = root / "nats"
+            store.mkdir()
+            nats, nats_url = external_nats(data, nkeys, store, root / "nats.log")
+            env["SIDECAR_NATS_URL"] = nats_url
+            run = ImageRun(image, root, env, pg_socket)
+            # The README's admin commands, by the image's own `sidecar`.
+            run("sidecar", "migrate", "--data-dir", str(data))
+            for name in ("acc_north", "acc_south"):
+                run("sidecar", "facility", "add", name, "--ae-title", ae_title(name),
+                    "--data-dir", str(data))
+            stack = Stack(data, ports={name: free_port() for name in DEFAULT_PORTS}, env=env)
+            run("sidecar", "user", "add", stack.admin, "--role", "admin", "--password-stdin",
+                "--data-dir", str(data), stdin=PASSWORD + "\n")
+            original = bench.stack.SIDECAR
+            bench.stack.SIDECAR = [*run.prefix, "sidecar"]  # Stack.start: `sidecar up` in it
+            try:
+                stack.start(timeout=600)
+                yield stack
+            finally:
+                bench.stack.SIDECAR = original
+                stack.stop()
         finally:
-            bench.stack.SIDECAR = original
-            stack.stop()
-            for pid in _processes_in(rootfs):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-            time.sleep(2)
-            subprocess.run(["buildah", "rm", container], capture_output=True)
+            for container in (run, setup):
+                if container is not None:
+                    container.close()
             triton.terminate()
             triton.wait(30)
-            nats.close()
+            if nats is not None:
+                nats.terminate()
+                nats.wait(30)
 
 
 def _wait(what: str, probe, timeout: float = 300.0):  # type: ignore[no-untyped-def]
@@ -147,8 +207,18 @@ def test_the_image_serves_a_study_from_c_store_to_findings_and_ohif(
     row = _wait("AI findings", with_findings, timeout=600)
     findings = client.get(f"/api/v1/studies/{row['id']}/findings").json()["findings"]
     assert findings and findings[0]["confidence"] > 0
-    page = httpx.get(f"{stack.viewer_url}/", timeout=30)
+    page = httpx.get(f"http://127.0.0.1:{stack.ports['viewer']}/", timeout=30)
     assert page.status_code == 200 and "<html" in page.text.lower()
     assert "app-config.js" in page.text or "app.bundle" in page.text, page.text[:500]
     app = httpx.get(f"{stack.base_url}/", timeout=30)  # the review app built in the image
     assert app.status_code == 200 and "/static/app/" in app.text, app.text[:500]
+    # Its build's precompressed assets are in the image: brotli to a client that takes it.
+    script = re.search(r'src="(/static/app/assets/[^"]+\.js)"', app.text)
+    assert script, app.text[:500]
+    raw = httpx.get(f"{stack.base_url}{script[1]}", timeout=30,
+                    headers={"Accept-Encoding": "identity"})
+    packed = httpx.get(f"{stack.base_url}{script[1]}", timeout=30,
+                       headers={"Accept-Encoding": "br"})
+    assert packed.headers.get("content-encoding") == "br", packed.headers
+    assert packed.content == raw.content  # decoded by httpx (brotli installed)
+    assert int(packed.headers["content-length"]) < len(raw.content) / 2
