@@ -45,8 +45,11 @@ if [ -f "$HOST_CA" ]; then
   mounts+=(-v "$HOST_CA:/run/registry-ca.crt:ro")
   envs+=(--build-arg PIP_CERT=/run/registry-ca.crt --build-arg NPM_CONFIG_CAFILE=/run/registry-ca.crt)
 fi
+# IMAGE_NO_CACHE=1: every layer rebuilt (a cold build from the cached base).
+cache=(--layers)
+[ -n "${IMAGE_NO_CACHE:-}" ] && cache=(--no-cache)
 start=$(date +%s)
-buildah bud --isolation chroot --layers "${mounts[@]}" \
+buildah bud --isolation chroot "${cache[@]}" "${mounts[@]}" \
   --build-arg "BASE=$BASE" --build-arg "EXTRAS=$EXTRAS" "${envs[@]}" \
   --target sidecar -t "$TAG" -f Dockerfile . 2>&1 | grep -v "level=warning msg=\"missing"
 echo "image: built $TAG in $(( $(date +%s) - start )) s from $BASE"
