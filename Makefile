@@ -7,13 +7,15 @@ STAMP := $(VENV)/.installed
 # chromium: the browser tests (Playwright drives Debian's Chromium, docs/acceptance.md); orthanc: the
 # PACS that receives exported results in the report-loop tests, and with orthanc-dicomweb the
 # baseline of the DICOMweb bench (its smoke run is part of the suite).
-SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc orthanc-dicomweb rsyslog rsyslog-gnutls
+# mmdebstrap buildah podman uidmap: `make image` / `make image-test` (docs/deployment.md, The image).
+SYSTEM_PACKAGES := dcmtk libpython3.11 chromium orthanc orthanc-dicomweb rsyslog rsyslog-gnutls \
+	mmdebstrap buildah podman uidmap
 RUNTIME_PACKAGES := libpython3.11
 BUF_VERSION := 1.75.0
 
 .PHONY: frontend install demo up test test-fast lint proto proto-check api-types api-check buf-lint \
 	buf-release system-deps bench bench-smoke clean \
-	nats-permissions
+	nats-permissions image image-test
 
 # A fresh Debian has python3.11 but not its venv module: install it when venv creation fails.
 $(BIN)/python:
@@ -22,7 +24,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip wheel
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,embedded]'
 	@touch $(STAMP)
 
 # The review web app (review_gateway/frontend, TypeScript + vite) builds into the git-ignored
@@ -124,6 +126,15 @@ bench: install system-deps
 # The benches at their smallest size (`--smoke`), as `make test` runs them.
 bench-smoke: install system-deps
 	$(BIN)/python -m pytest -p no:cacheprovider tests/bench
+
+# The sidecar image, built here with buildah FROM a cached mmdebstrap Debian base (scripts/image.sh),
+# tagged localhost/radiology-sidecar:dev; image-test runs its `sidecar up` on this machine's
+# loopback against PostgreSQL, NATS and Triton processes (`make test` runs it too).
+image: system-deps
+	bash scripts/image.sh
+
+image-test: install system-deps
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests/image
 
 clean:
 	rm -rf $(VENV) .data .demo-data .ohif test-artifacts review_gateway/static/app \

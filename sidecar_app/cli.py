@@ -337,15 +337,14 @@ async def _destinations(db: object, name: str) -> tuple[tuple[str, str, int] | N
 
 
 def _settings_table() -> dict[str, Setting]:
-    from sidecar_core.registry import load_registry
+    from sidecar_core.settings import CommonSettings
     from workflow_svc.operations import facility_settings
 
-    return facility_settings.settings_table(load_registry().names())
+    return facility_settings.settings_table(CommonSettings().registry().names())
 
 
 async def _facility_check(db: object, args: argparse.Namespace) -> int:
     from sidecar_app import facility_check as fc
-    from sidecar_core.registry import load_registry
     from workflow_svc.operations import facility_settings
 
     found = [f for f in await facility_settings.list_facilities(
@@ -366,8 +365,9 @@ async def _facility_check(db: object, args: argparse.Namespace) -> int:
 
     targets = fc.targets_of(args.data_dir, args.ingest, args.workflow, args.dicom,
                             client_credentials(args))
-    kinds = fc.kinds_for(facility, load_registry().names(), args.kind)
     from sidecar_core.settings import CommonSettings
+
+    kinds = fc.kinds_for(facility, CommonSettings().registry().names(), args.kind)
 
     egress = CommonSettings(data_dir=args.data_dir).egress_policy()
     return await asyncio.to_thread(fc.run, facility, targets, kinds, args.timeout,

@@ -50,7 +50,8 @@ def main(run: Callable[[Any], Coroutine[Any, Any, None]], settings: Any) -> None
     tracing.setup(name, getattr(settings, "otlp_endpoint", ""))
     from sidecar_core.observability import metrics
 
-    metrics.serve(int(getattr(settings, "metrics_port", 0) or 0))
+    metrics.serve(int(getattr(settings, "metrics_port", 0) or 0),
+                  str(getattr(settings, "metrics_host", "") or "127.0.0.1"))
     configure_pixel_budget(settings)
     try:
         asyncio.run(run(settings))

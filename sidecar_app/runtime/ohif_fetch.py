@@ -79,7 +79,16 @@ def unpack(tarball: Path, lock: OhifLock, target: Path) -> None:
                        if m.name.startswith(prefix) and (m.isfile() or m.isdir())]
             for m in members:
                 m.name = m.name[len(prefix):]
-            tar.extractall(staging, members=[m for m in members if m.name], filter="data")
+            members = [m for m in members if m.name]
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(staging, members=members, filter="data")
+            else:  # Python 3.11 before 3.11.4 (Debian bookworm's 3.11.2): no extraction filters
+                for m in members:
+                    if m.name.startswith("/") or ".." in Path(m.name).parts:
+                        raise IntegrityError(f"{tarball.name}: unsafe path {m.name!r}")
+                    m.mode &= 0o755
+                tar.extractall(staging, members=members)
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from a service user
         if not (staging / "index.html").exists():
             raise IntegrityError(f"{tarball.name} holds no {prefix}index.html")
         old = target / "dist"

@@ -8,7 +8,8 @@ mesh certificate. Its nkey seed is, first match wins:
   across restarts; nats-server's configuration holds only the public keys).
 
 The TLS material is the mesh's (`SIDECAR_TLS_CA/CERT/KEY`, else `DATA_DIR/tls`): the embedded
-server requires a client certificate signed by the mesh CA (`verify: true`).
+server requires a client certificate signed by the mesh CA (`verify: true`). An external NATS
+whose certificate another CA signed is trusted with `SIDECAR_NATS_TLS_CA` (that CA's PEM).
 """
 
 from __future__ import annotations
