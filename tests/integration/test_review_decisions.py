@@ -164,7 +164,8 @@ async def test_own_finding_claims_open_complete_and_access_events(db: Database,
         async with db.read() as s:
             toggled = await s.scalar(select(m.AuditEvent.context).where(
                 m.AuditEvent.type == "review.overlay_toggled"))
-        assert toggled == {"user": "rad-a", "visible": False}
+        assert toggled is not None and toggled.pop("session_id")  # the session it came in
+        assert toggled == {"user": "rad-a", "visible": False, "role": "radiologist"}
 
 
 async def test_worklist_rows_filters_sort_and_paging(db: Database, tmp_path: Path) -> None:

@@ -148,8 +148,11 @@ def test_a_radiologists_session_is_one_access_event_per_request(
         ("phi.accessed", "frames"), ("phi.access_refused", "study"),
         ("review.finding_accepted", "finding_accepted"),
         ("auth.logout", "logout"), ("phi.access_refused", "study")], got
-    # the login names the session its access events carry (the gateway chose the id first)
+    # the login names the session its access events carry (the gateway chose the id first),
+    # and so does the decision made in it
     assert trail[0]["session"] == session, trail[0]
+    decision = next(e for e in trail if e["type"] == "review.finding_accepted")
+    assert (decision["role"], decision["session"]) == ("radiologist", session), decision
     access = [e for e in trail if e["type"].startswith("phi.")]
     for e in access[:-1]:
         assert (e["user"], e["role"], e["session"]) == (RAD, "radiologist", session), e

@@ -27,6 +27,8 @@ class Caller:
     facilities: tuple[str, ...] = ()
     # Every facility: an explicit claim of the token (admin, auditor, the operator).
     all_facilities: bool = False
+    # The session (its token id) the call came in: what the audit ties a user's actions by.
+    session_id: str = ""
 
     def scope(self) -> Sequence[str] | None:
         """Facilities the caller may see: None for every one (only with `all_facilities`),
@@ -50,6 +52,10 @@ class Caller:
     def actor(self) -> str:
         return f"user:{self.username}"[:64]
 
+    def audit_context(self) -> dict[str, str]:
+        """The role and session an audit event of this caller's action carries."""
+        return {"role": self.role, **({"session_id": self.session_id} if self.session_id else {})}
+
 
 SYSTEM = Caller("", "system", ADMIN, all_facilities=True)
 
@@ -57,4 +63,5 @@ SYSTEM = Caller("", "system", ADMIN, all_facilities=True)
 def current_caller() -> Caller:
     """The verified user of the call being served; Unauthenticated without one."""
     user = require_user()
-    return Caller(user.user_id, user.username, user.role, user.facilities, user.all_facilities)
+    return Caller(user.user_id, user.username, user.role, user.facilities, user.all_facilities,
+                  user.session_jti or user.jti)

@@ -143,4 +143,4 @@ async def record_access(db: Database, topology: Topology, request: rpb.RecordAcc
             context["visible"] = request.visible
         ref = await states.study_ref(s, study)
         await audit.record(s, topology, f"review.{request.type}", caller.actor, ref,
-                           context=context)
+                           context={**context, **caller.audit_context()})

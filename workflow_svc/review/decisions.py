@@ -137,7 +137,8 @@ async def _event(s: AsyncSession, topology: Topology, ref: StudyRef, finding: Fi
         "finding_id": str(finding.id), "ai_run_id": str(finding.ai_run_id or ""),
         "model": finding.model_name, "model_version": finding.model_version,
         "action": action, "version": version, "review_event_id": str(event.id),
-        **{k: payload[k] for k in ("reason", "label", "bbox_px") if k in payload}})
+        **{k: payload[k] for k in ("reason", "label", "bbox_px") if k in payload},
+        **caller.audit_context()})
     message = review_events_pb2.ReviewChanged(
         study_id=str(finding.study_id), finding_ids=[str(finding.id)],
         ai_run_ids=[str(finding.ai_run_id)] if finding.ai_run_id else [],
