@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
+from ingest_svc.study.group_commit import GroupStage, IndexRow, SharedPackWriter, index_group
 from ingest_svc.study.refused import RefusedStudies
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
@@ -29,6 +30,7 @@ from sidecar_core.errors import Unavailable
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.observability import metrics
 from sidecar_core.storage.objectstore import ObjectStore, RecordWriter
+from sidecar_core.storage.packstore import PackWriter
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc"
@@ -124,6 +126,10 @@ class Receiver:
         self._all: list[psycopg.Connection[Any]] = []
         self._writers: list[RecordWriter] = []
         self._all_lock = threading.Lock()
+        # Group commit (group_commit.py): the objects stored at the same time on several
+        # threads share one data sync of one pack segment and one index statement.
+        self._shared: SharedPackWriter | None = None
+        self.index_groups: GroupStage[dict[str, Any], IndexRow] = GroupStage()
 
     async def receive(
         self,
@@ -201,7 +207,8 @@ class Receiver:
         params["object_key"] = writer.append(data)  # durable before the row naming it commits
         outcome = ""
         try:
-            study_id, _, outcome = conn.execute(_INDEX_RAW, params).fetchone()  # type: ignore[misc]
+            study_id, _, outcome = self.index_groups.submit(
+                params, lambda group: index_group(conn, _INDEX_RAW, group))
             self._local.resending = outcome == "duplicate"
             if outcome == "inserted":
                 writer.keep()
@@ -266,11 +273,19 @@ class Receiver:
             parse_instance(_WARM_UP_OBJECT, self.max_object_bytes)
 
     def _writer(self) -> RecordWriter:
+        """The shared, group-synced pack writer for a local store; a writer of this thread's
+        own otherwise (an S3 store: a PUT per object is durable when it returns)."""
         writer = getattr(self._local, "writer", None)
         if writer is None:
-            writer = self._local.writer = self.objects.pack_writer()
             with self._all_lock:
-                self._writers.append(writer)
+                if self._shared is not None:
+                    writer = self._shared
+                else:
+                    writer = self.objects.pack_writer()
+                    if isinstance(writer, PackWriter):
+                        writer = self._shared = SharedPackWriter(writer)
+                    self._writers.append(writer)
+            self._local.writer = writer
         return writer
 
     def _connection(self) -> psycopg.Connection[Any]:

@@ -98,8 +98,9 @@ class PackWriter:
         self._allocated = 0
         self._pending = 0  # size of the last record, until kept
 
-    def append(self, data: bytes, digest: str | None = None) -> str:
-        """Writes one record (synced when `fsync`) and returns its key.
+    def append(self, data: bytes, digest: str | None = None, sync: bool = True) -> str:
+        """Writes one record (synced when `fsync`, unless `sync` is False: then the caller
+        syncs it through `sync_handle` before relying on it) and returns its key.
 
         The record stays only if the caller `keep`s it; the next `append` otherwise overwrites
         it. `digest` is the SHA-256 hex of `data` when the caller already has it.
@@ -123,10 +124,16 @@ class PackWriter:
                 raise OSError(f"short write to pack segment {self._segment}")
             written += n
             rest = rest[n:]
-        if self.fsync:
+        if self.fsync and sync:
             os.fdatasync(self._fd)
         self._pending = record
         return str(PackKey(self._segment, self._end + HEADER.size, len(data), digest))
+
+    def sync_handle(self) -> int:
+        """A duplicate of the current segment's descriptor (the caller closes it), or -1: an
+        fdatasync on it makes every record written so far durable, even once this writer has
+        moved on to another segment (closing a segment syncs it too)."""
+        return os.dup(self._fd) if self._fd >= 0 and self.fsync else -1
 
     def keep(self) -> None:
         """Makes the last appended record permanent (its row is about to be committed)."""
