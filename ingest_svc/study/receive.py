@@ -142,8 +142,9 @@ class Receiver:
         """Returns only once a STORED object and its index row are durable.
 
         The common case (a new instance of a study still receiving) runs in one worker thread:
-        parse, append the object to the thread's pack segment (one data sync), then index it
-        with one autocommitted call on a plain connection; so a row never names missing bytes
+        parse, append the object to the shared pack segment (synced), then index it with one
+        autocommitted call on a plain connection (objects stored at the same time share the
+        sync and the call: group_commit.py); so a row never names missing bytes
         and a rejected object leaves nothing behind. A duplicate or an instance that reopens a
         completed study is committed together with its audit event, on the same thread.
         """
@@ -187,8 +188,9 @@ class Receiver:
             raise failure from exc
 
     def _receive_sync(self, facility: FacilityRef, data: bytes, source: str) -> ReceiveResult:
-        """On the caller's thread: parse, append the object to this thread's pack segment
-        (synced), then index it with one autocommitted call; a duplicate or a reopening
+        """On the caller's thread: parse, append the object to the pack segment (synced with
+        whatever else is being stored), then index it with one autocommitted call (grouped
+        likewise); a duplicate or a reopening
         instance is then committed with its audit event in one more transaction."""
         self._local.study_uid = ""
         p = parse_instance(data, self.max_object_bytes)
@@ -213,7 +215,7 @@ class Receiver:
             if outcome == "inserted":
                 writer.keep()
                 return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
-            if outcome == "duplicate":  # the next append reuses the space
+            if outcome == "duplicate":  # its bytes stay unreferenced in the segment
                 return self._audit_duplicate(conn, facility, p, study_id, source)
             writer.keep()  # "reopen": committed below, with its audit event
             return self._reopen(conn, facility, p, params, source)

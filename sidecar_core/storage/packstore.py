@@ -1,4 +1,4 @@
-"""Append-only pack segments for received DICOM objects: one data sync per object.
+"""Append-only pack segments for received DICOM objects: one data sync per object or group.
 
 A received object is appended to its writer's current segment file behind a 48-byte record
 header and synced with one fdatasync; no file or directory is created per object. Creating a
@@ -15,9 +15,11 @@ object bytes as received, so `scan()` can list and verify a segment without the 
 Crash safety: a writer syncs the record before the caller commits the row that names it, and a
 writer never reuses a segment another process wrote, so a crash leaves at most unreferenced bytes
 at the end of a segment, never a row pointing at missing or partial bytes. A record whose row was
-not committed (a duplicate, a rejected object) is overwritten by the writer's next record.
+not committed (a duplicate, a rejected object) is overwritten by the writer's next record, unless
+it was kept at once (a writer shared by threads keeps every record).
 
-Each writer belongs to one thread (the Receiver gives every worker thread its own); segments roll
+A writer is not thread-safe: the Receiver shares one among its threads behind a lock, with one
+fdatasync for the records appended meanwhile (ingest_svc/study/group_commit.py); segments roll
 over at `segment_bytes`; space is allocated `allocate_bytes` at a time (writing into allocated
 space syncs faster than growing the file) and the unused rest is given back on close.
 """
