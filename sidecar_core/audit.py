@@ -10,8 +10,9 @@ from typing import Any
 
 import psycopg
 from google.protobuf import struct_pb2
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.dml import Insert
 
 from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import events_pb2
@@ -119,6 +120,27 @@ async def record(
     await session.execute(insert(AuditEvent).values(**event.row))
     await outbox.enqueue_raw(session, event.subject, event.msg_id, event.payload)
     return uuid.UUID(event.msg_id)
+
+
+_COLUMNS = (("id", "uuid"), ("type", "text"), ("at", "timestamptz"), ("facility", "text"),
+            ("accession", "text"), ("study_instance_uid", "text"), ("study_id", "uuid"),
+            ("actor", "text"), ("job_id", "text"), ("attempt", "int"), ("error_class", "text"),
+            ("error_message", "text"), ("context", "text"))
+_FROM_ARRAYS = text(
+    "SELECT " + ", ".join(n + ("::jsonb" if n == "context" else "") for n, _ in _COLUMNS)
+    + " FROM unnest(" + ", ".join(f"CAST(:audit_{n} AS {t}[])" for n, t in _COLUMNS)
+    + ") WITH ORDINALITY AS u(" + ", ".join(n for n, _ in _COLUMNS) + ", n) ORDER BY n")
+
+
+def insert_rows(events: list[PreparedEvent]) -> Insert:
+    """One INSERT of prepared events' `audit_events` rows, in their order (their outbox
+    messages go through `outbox.insert_rows`), for a unit of work that sends its writes in one
+    statement (sidecar_core/store/batch.py). The rows travel as one array per column, so the
+    statement has one shape whatever the number of events and SQLAlchemy compiles it once."""
+    arrays = {f"audit_{n}": [json.dumps(e.row[n]) if n == "context" else e.row[n]
+                             for e in events] for n, _ in _COLUMNS}
+    return insert(AuditEvent).from_select([n for n, _ in _COLUMNS],
+                                          _FROM_ARRAYS.bindparams(**arrays).columns())
 
 
 _INSERT_SYNC = (

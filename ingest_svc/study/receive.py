@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
+from ingest_svc.study.group_commit import GroupStage, IndexRow, SharedPackWriter, index_group
 from ingest_svc.study.refused import RefusedStudies
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
@@ -29,6 +30,7 @@ from sidecar_core.errors import Unavailable
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.observability import metrics
 from sidecar_core.storage.objectstore import ObjectStore, RecordWriter
+from sidecar_core.storage.packstore import PackWriter
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc"
@@ -124,6 +126,10 @@ class Receiver:
         self._all: list[psycopg.Connection[Any]] = []
         self._writers: list[RecordWriter] = []
         self._all_lock = threading.Lock()
+        # Group commit (group_commit.py): the objects stored at the same time on several
+        # threads share one data sync of one pack segment and one index statement.
+        self._shared: SharedPackWriter | None = None
+        self.index_groups: GroupStage[dict[str, Any], IndexRow] = GroupStage()
 
     async def receive(
         self,
@@ -136,8 +142,9 @@ class Receiver:
         """Returns only once a STORED object and its index row are durable.
 
         The common case (a new instance of a study still receiving) runs in one worker thread:
-        parse, append the object to the thread's pack segment (one data sync), then index it
-        with one autocommitted call on a plain connection; so a row never names missing bytes
+        parse, append the object to the shared pack segment (synced), then index it with one
+        autocommitted call on a plain connection (objects stored at the same time share the
+        sync and the call: group_commit.py); so a row never names missing bytes
         and a rejected object leaves nothing behind. A duplicate or an instance that reopens a
         completed study is committed together with its audit event, on the same thread.
         """
@@ -181,8 +188,9 @@ class Receiver:
             raise failure from exc
 
     def _receive_sync(self, facility: FacilityRef, data: bytes, source: str) -> ReceiveResult:
-        """On the caller's thread: parse, append the object to this thread's pack segment
-        (synced), then index it with one autocommitted call; a duplicate or a reopening
+        """On the caller's thread: parse, append the object to the pack segment (synced with
+        whatever else is being stored), then index it with one autocommitted call (grouped
+        likewise); a duplicate or a reopening
         instance is then committed with its audit event in one more transaction."""
         self._local.study_uid = ""
         p = parse_instance(data, self.max_object_bytes)
@@ -201,12 +209,13 @@ class Receiver:
         params["object_key"] = writer.append(data)  # durable before the row naming it commits
         outcome = ""
         try:
-            study_id, _, outcome = conn.execute(_INDEX_RAW, params).fetchone()  # type: ignore[misc]
+            study_id, _, outcome = self.index_groups.submit(
+                params, lambda group: index_group(conn, _INDEX_RAW, group))
             self._local.resending = outcome == "duplicate"
             if outcome == "inserted":
                 writer.keep()
                 return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
-            if outcome == "duplicate":  # the next append reuses the space
+            if outcome == "duplicate":  # its bytes stay unreferenced in the segment
                 return self._audit_duplicate(conn, facility, p, study_id, source)
             writer.keep()  # "reopen": committed below, with its audit event
             return self._reopen(conn, facility, p, params, source)
@@ -266,11 +275,19 @@ class Receiver:
             parse_instance(_WARM_UP_OBJECT, self.max_object_bytes)
 
     def _writer(self) -> RecordWriter:
+        """The shared, group-synced pack writer for a local store; a writer of this thread's
+        own otherwise (an S3 store: a PUT per object is durable when it returns)."""
         writer = getattr(self._local, "writer", None)
         if writer is None:
-            writer = self._local.writer = self.objects.pack_writer()
             with self._all_lock:
-                self._writers.append(writer)
+                if self._shared is not None:
+                    writer = self._shared
+                else:
+                    writer = self.objects.pack_writer()
+                    if isinstance(writer, PackWriter):
+                        writer = self._shared = SharedPackWriter(writer)
+                    self._writers.append(writer)
+            self._local.writer = writer
         return writer
 
     def _connection(self) -> psycopg.Connection[Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 from google.protobuf.message import Message
 from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from sidecar_core.db import Database
@@ -42,6 +42,27 @@ async def enqueue_raw(session: AsyncSession | AsyncConnection, subject: str, msg
     )
     # Wakes every relay when the transaction commits (PostgreSQL folds repeats into one).
     await session.execute(_NOTIFY)
+
+
+_FROM_ARRAYS = text(
+    "SELECT subject, msg_id, payload, trace_context FROM unnest(CAST(:outbox_subject AS text[]), "
+    "CAST(:outbox_msg_id AS text[]), CAST(:outbox_payload AS bytea[]), "
+    "CAST(:outbox_trace AS text[])) WITH ORDINALITY AS u(subject, msg_id, payload, "
+    "trace_context, n) ORDER BY n")
+
+
+def insert_rows(messages: Sequence[tuple[str, str, bytes]]) -> Insert:
+    """One INSERT of (subject, msg_id, payload) outbox rows in their order, deduplicated by
+    msg_id as `enqueue_raw` is, for a caller that sends it within one statement and wakes the
+    relays (pg_notify on CHANNEL) in the same transaction. The rows travel as one array per
+    column: one statement shape, compiled once."""
+    trace = tracing.current_traceparent()
+    rows = _FROM_ARRAYS.bindparams(
+        outbox_subject=[m[0] for m in messages], outbox_msg_id=[m[1] for m in messages],
+        outbox_payload=[m[2] for m in messages], outbox_trace=[trace] * len(messages))
+    return (insert(OutboxMessage)
+            .from_select(["subject", "msg_id", "payload", "trace_context"], rows.columns())
+            .on_conflict_do_nothing(index_elements=["msg_id"]))
 
 
 def enqueue_sync(conn: psycopg.Connection[Any], subject: str, msg_id: str,

@@ -2,7 +2,8 @@
 
 Two kinds of keys: `sha256/<hex>` for derived objects (assets, overlays, model inputs), one
 content-addressed file each; `pack/...` for received DICOM objects, records in append-only pack
-segments under `packs/` (see packstore.py: one data sync per received object).
+segments under `packs/` (see packstore.py: one data sync per received object, or per group of
+objects received at the same time).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Append-only pack segments for received DICOM objects: one data sync per object.
+"""Append-only pack segments for received DICOM objects: one data sync per object or group.
 
 A received object is appended to its writer's current segment file behind a 48-byte record
 header and synced with one fdatasync; no file or directory is created per object. Creating a
@@ -15,12 +15,14 @@ object bytes as received, so `scan()` can list and verify a segment without the 
 Crash safety: a writer syncs the record before the caller commits the row that names it, and a
 writer never reuses a segment another process wrote, so a crash leaves at most unreferenced bytes
 at the end of a segment, never a row pointing at missing or partial bytes. A record whose row was
-not committed (a duplicate, a rejected object) is overwritten by the writer's next record.
+not committed (a duplicate, a rejected object) is overwritten by the writer's next record, unless
+it was kept at once (a writer shared by threads keeps every record).
 
 A writer holds an exclusive flock on its open segment; compaction (compaction.py) rewrites only
 segments nobody holds, so a segment being appended to is never moved.
 
-Each writer belongs to one thread (the Receiver gives every worker thread its own); segments roll
+A writer is not thread-safe: the Receiver shares one among its threads behind a lock, with one
+fdatasync for the records appended meanwhile (ingest_svc/study/group_commit.py); segments roll
 over at `segment_bytes`; space is allocated `allocate_bytes` at a time (writing into allocated
 space syncs faster than growing the file) and the unused rest is given back on close.
 """
@@ -102,8 +104,9 @@ class PackWriter:
         self._allocated = 0
         self._pending = 0  # size of the last record, until kept
 
-    def append(self, data: bytes, digest: str | None = None) -> str:
-        """Writes one record (synced when `fsync`) and returns its key.
+    def append(self, data: bytes, digest: str | None = None, sync: bool = True) -> str:
+        """Writes one record (synced when `fsync`, unless `sync` is False: then the caller
+        syncs it through `sync_handle` before relying on it) and returns its key.
 
         The record stays only if the caller `keep`s it; the next `append` otherwise overwrites
         it. `digest` is the SHA-256 hex of `data` when the caller already has it.
@@ -127,10 +130,16 @@ class PackWriter:
                 raise OSError(f"short write to pack segment {self._segment}")
             written += n
             rest = rest[n:]
-        if self.fsync:
+        if self.fsync and sync:
             os.fdatasync(self._fd)
         self._pending = record
         return str(PackKey(self._segment, self._end + HEADER.size, len(data), digest))
+
+    def sync_handle(self) -> int:
+        """A duplicate of the current segment's descriptor (the caller closes it), or -1: an
+        fdatasync on it makes every record written so far durable, even once this writer has
+        moved on to another segment (closing a segment syncs it too)."""
+        return os.dup(self._fd) if self._fd >= 0 and self.fsync else -1
 
     def keep(self) -> None:
         """Makes the last appended record permanent (its row is about to be committed)."""

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import exists, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from protos.sidecar.common.v1 import common_pb2
@@ -32,6 +32,7 @@ from sidecar_core.messaging import outbox
 from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.subjects import JOB_HANDOFF, Topology
 from sidecar_core.secret_box import SecretBox, SecretKeyError, facility_context
+from sidecar_core.store.batch import WriteBatch
 from sidecar_core.store.models import Facility, Finding, Handoff, LegacyReport, Study
 from workflow_svc.study.states import State, study_ref, transition
 
@@ -62,6 +63,27 @@ async def enqueue(s: AsyncSession, topology: Topology, study_id: uuid.UUID,
         study=common_pb2.StudyKey(facility=ref.facility, accession=ref.accession,
                                   study_instance_uid=ref.study_instance_uid))
     await outbox.enqueue(s, topology.subject(JOB_HANDOFF), job_id, job)
+    return job_id
+
+
+def enqueue_in(batch: WriteBatch, topology: Topology, study_id: uuid.UUID,
+               report_id: uuid.UUID, ref: StudyRef) -> str:
+    """`enqueue` as writes of a batch: the handoff row is inserted, or, where one of this
+    study and report exists, set pending again (both in the batch's one statement: the
+    snapshot they share has the row or not, so exactly one of them writes)."""
+    job_id = f"handoff:{report_id.hex[:16]}{study_id.hex[:16]}"
+    same = (Handoff.study_id == study_id, Handoff.legacy_report_id == report_id)
+    batch.add(update(Handoff).where(*same).values(status="pending", job_id=job_id))
+    batch.add(insert(Handoff).from_select(
+        ["id", "study_id", "legacy_report_id", "status", "attempts", "last_error", "job_id"],
+        select(literal(uuid.uuid4()), literal(study_id), literal(report_id),
+               literal("pending"), literal(0), literal(""), literal(job_id))
+        .where(~exists().where(*same)), include_defaults=False))
+    batch.update_row(Study, study_id, handoff_status="pending")
+    batch.enqueue(topology.subject(JOB_HANDOFF), job_id, report_events_pb2.HandoffJob(
+        job_id=job_id, study_id=str(study_id), legacy_report_id=str(report_id),
+        study=common_pb2.StudyKey(facility=ref.facility, accession=ref.accession,
+                                  study_instance_uid=ref.study_instance_uid)))
     return job_id
 
 

@@ -7,17 +7,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.store.batch import WriteBatch
 from sidecar_core.store.models import Facility, LegacyReport, Study
 from workflow_svc.report_loop import handoff
-from workflow_svc.study.states import State, check, study_ref, transition
+from workflow_svc.study.states import State, check, study_ref, transition_in
 
 ACTOR = "legacy_reports"
 COMPLETING = ("F", "C")  # final and corrected reports complete a study; preliminary ones do not
@@ -49,9 +49,20 @@ class Recorded:
 
 
 async def record_report(s: AsyncSession, topology: Topology, facility: Facility,
-                        report: ReportInput) -> Recorded:
+                        report: ReportInput, batch: WriteBatch | None = None) -> Recorded:
     """Stores the report and completes every registered study of its accession, in the
-    caller's transaction. Without such a study the report waits (`legacy_report.unmatched`)."""
+    caller's transaction. Without such a study the report waits (`legacy_report.unmatched`).
+
+    Two round trips: the studies of the accession, read and locked, then every write (the
+    report, the transitions, the handoffs, the audit events) as one batch. A caller passing
+    `batch` flushes it itself (with its own writes)."""
+    own = batch is None
+    if batch is None:
+        batch = WriteBatch(topology)
+    studies = (await s.execute(
+        select(Study).where(Study.facility_id == facility.id,
+                            Study.accession == report.accession, Study.state.is_not(None))
+        .order_by(Study.created_at).with_for_update())).scalars().all()
     row = LegacyReport(
         id=uuid.uuid4(), facility_id=facility.id, accession=report.accession,
         completed_at=report.completed_at, source=report.source,
@@ -60,23 +71,27 @@ async def record_report(s: AsyncSession, topology: Topology, facility: Facility,
         result_status=report.result_status, observed_at=report.observed_at,
         message_at=report.message_at,
     )
-    s.add(row)
-    await s.flush()
-    studies = (await s.execute(
-        select(Study).where(Study.facility_id == facility.id,
-                            Study.accession == report.accession, Study.state.is_not(None))
-        .order_by(Study.created_at).with_for_update())).scalars().all()
+    if studies:
+        row.study_id, row.matched_at, row.matched_by = (studies[0].id, datetime.now(UTC),
+                                                        "message")
+    batch.add(insert(LegacyReport).values(
+        id=row.id, facility_id=row.facility_id, accession=row.accession,
+        completed_at=row.completed_at, source=row.source, raw=row.raw,
+        hl7_message_id=row.hl7_message_id, report_reference=row.report_reference,
+        result_status=row.result_status, observed_at=row.observed_at,
+        message_at=row.message_at, study_id=row.study_id, matched_at=row.matched_at,
+        matched_by=row.matched_by or ""))
     out = Recorded(row.id)
     context = _context(row)
     if not studies:
-        await audit.record(s, topology, "legacy_report.unmatched", ACTOR,
-                           StudyRef(facility.name, report.accession), context=context)
-        return out
+        batch.audit("legacy_report.unmatched", ACTOR,
+                    StudyRef(facility.name, report.accession), context=context)
     for study in studies:
-        await _apply(s, topology, study, row, context, late=False)
+        ref = StudyRef(facility.name, study.accession, study.study_instance_uid, study.id)
+        _apply(batch, topology, study, ref, row, context, late=False)
         out.study_ids.append(study.id)
-    await s.execute(update(LegacyReport).where(LegacyReport.id == row.id).values(
-        study_id=studies[0].id, matched_at=datetime.now(UTC), matched_by="message"))
+    if own:
+        await batch.flush(s)
     return out
 
 
@@ -93,7 +108,10 @@ async def match_waiting_reports(s: AsyncSession, topology: Topology, study_id: u
     latest = reports[-1]
     completing = [r for r in reports if r.result_status in COMPLETING]
     chosen = completing[-1] if completing else latest
-    await _apply(s, topology, study, chosen, {**_context(chosen), "late_match": True}, late=True)
+    batch = WriteBatch(topology)
+    _apply(batch, topology, study, await study_ref(s, study), chosen,
+           {**_context(chosen), "late_match": True}, late=True)
+    await batch.flush(s)
     waiting = [r.id for r in reports if r.study_id is None]
     if waiting:
         await s.execute(update(LegacyReport).where(LegacyReport.id.in_(waiting)).values(
@@ -101,29 +119,27 @@ async def match_waiting_reports(s: AsyncSession, topology: Topology, study_id: u
     return True
 
 
-async def _apply(s: AsyncSession, topology: Topology, study: Study, report: LegacyReport,
-                 context: dict[str, Any], *, late: bool) -> None:
-    """One report on one study: complete it (F/C), or note a preliminary or later report."""
-    ref = await study_ref(s, study)
-    state = (await s.execute(select(Study.state).where(Study.id == study.id))).scalar_one()
+def _apply(batch: WriteBatch, topology: Topology, study: Study, ref: StudyRef,
+           report: LegacyReport, context: dict[str, Any], *, late: bool) -> None:
+    """One report on one study, read FOR UPDATE in this transaction: complete it (F/C), or
+    note a preliminary or later report."""
+    state = study.state
     if report.result_status not in COMPLETING:
-        await audit.record(s, topology, "legacy_report.preliminary", ACTOR, ref, context=context)
+        batch.audit("legacy_report.preliminary", ACTOR, ref, context=context)
         return
     if state in (State.LEGACY_REPORT_COMPLETED, State.STATUS_RECORDED):
         # a corrected (or re-issued) report of a study already completed: record and sync it
-        await audit.record(s, topology, "legacy_report.updated", ACTOR, ref, context=context)
-        await handoff.enqueue(s, topology, study.id, report.id, ref)
+        batch.audit("legacy_report.updated", ACTOR, ref, context=context)
+        handoff.enqueue_in(batch, topology, study.id, report.id, ref)
         return
     if not check(state, State.LEGACY_REPORT_COMPLETED):
-        await audit.record(s, topology, "legacy_report.deferred", ACTOR, ref,
-                           context={**context, "state": state})
+        batch.audit("legacy_report.deferred", ACTOR, ref, context={**context, "state": state})
         return
     how = "arrived before the study; matched on arrival" if late else "report message"
-    ref = await transition(s, topology, study.id, State.LEGACY_REPORT_COMPLETED, ACTOR,
-                           f"official report {report.result_status} "
-                           f"{report.report_reference} ({how})")
-    await audit.record(s, topology, "legacy_report.completed", ACTOR, ref, context=context)
-    await handoff.enqueue(s, topology, study.id, report.id, ref)
+    transition_in(batch, study, ref, State.LEGACY_REPORT_COMPLETED, ACTOR,
+                  f"official report {report.result_status} {report.report_reference} ({how})")
+    batch.audit("legacy_report.completed", ACTOR, ref, context=context)
+    handoff.enqueue_in(batch, topology, study.id, report.id, ref)
 
 
 def _context(row: LegacyReport) -> dict[str, Any]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.errors import FailedPrecondition
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.store.batch import WriteBatch
 from sidecar_core.store.models import Facility, StateTransition, Study
 
 
@@ -114,6 +116,30 @@ async def transition(
         ref,
         context={"from": current, "to": target.value, "reason": reason},
     )
+    return ref
+
+
+def transition_in(
+    batch: WriteBatch,
+    study: Study,
+    ref: StudyRef,
+    target: State,
+    actor: str,
+    reason: str = "",
+) -> StudyRef:
+    """`transition` as writes of a batch, for a study row the caller read `FOR UPDATE` in this
+    transaction (`ref` its audit identity): same check, history row and audit event. The row
+    object is left showing the new state (without making it dirty)."""
+    current = study.state
+    if not check(current, target):
+        raise IllegalTransition(study.id, current, target)
+    batch.update_row(Study, study.id, state=target.value)
+    batch.add(insert(StateTransition).values(
+        study_id=study.id, from_state=current, to_state=target.value, actor=actor,
+        reason=reason[:2000]))
+    batch.audit("study.state_changed", actor, ref,
+                context={"from": current, "to": target.value, "reason": reason})
+    set_committed_value(study, "state", target.value)
     return ref
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, insert, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.store.batch import WriteBatch
 from sidecar_core.store.models import Facility, Hl7Message
 from workflow_svc.report_loop.hl7.ack import Verdict
 from workflow_svc.report_loop.hl7.message import (
@@ -55,12 +58,11 @@ async def receive(db: Database, topology: Topology, raw: bytes, source: str = "m
 
 async def _accept(db: Database, topology: Topology, raw: bytes, source: str, peer: str,
                   parsed: ParsedOru) -> Verdict:
+    """Three round trips and the commit: the earlier copy and the facility (one query), the
+    studies of each report (locked), then every write of the message as one batch."""
     header = parsed.header
     async with db.unit_of_work() as s:
-        earlier = (await s.execute(select(Hl7Message).where(
-            Hl7Message.sending_facility == header.sending_facility,
-            Hl7Message.control_id == header.control_id,
-            Hl7Message.status == "accepted"))).scalar_one_or_none()
+        earlier, facility = await _earlier_and_facility(s, header)
         if earlier is not None:
             await audit.record(s, topology, "hl7.duplicate_seen", ACTOR,
                                StudyRef(), context={
@@ -68,16 +70,16 @@ async def _accept(db: Database, topology: Topology, raw: bytes, source: str, pee
                                    "first_message_id": str(earlier.id),
                                    "first_received_at": earlier.received_at.isoformat()})
             return Verdict("AA", f"duplicate of message {header.control_id}; nothing changed")
-        facility = (await s.execute(select(Facility).where(
-            Facility.hl7_sending_facility == header.sending_facility))).scalar_one_or_none()
         if facility is None:
             err = Hl7Error("AE", "MSH", 1, 4, E_UNKNOWN_KEY,
                            f"MSH-4 sending facility {header.sending_facility} is not mapped "
                            "to a facility (sidecar facility set NAME --hl7-sending-facility)")
             await _store(s, topology, raw, source, peer, header, "rejected", err, None)
             return Verdict("AE", err.text, err)
-        message_id = await _store(s, topology, raw, source, peer, header, "accepted", None,
-                                  facility.id)
+        batch = WriteBatch(topology)
+        message_id = uuid.uuid4()
+        batch.add(insert(Hl7Message).values(
+            _message_row(message_id, raw, source, peer, header, "accepted", None, facility.id)))
         matched = 0
         for fact in parsed.reports:
             done = await record_report(s, topology, facility, ReportInput(
@@ -88,10 +90,32 @@ async def _accept(db: Database, topology: Topology, raw: bytes, source: str, pee
                 hl7_message_id=message_id,
                 details={"control_id": header.control_id, "obr": fact.sequence,
                          "accession_field": fact.accession_field,
-                         "result_status_text": RESULT_STATUSES[fact.result_status]}))
+                         "result_status_text": RESULT_STATUSES[fact.result_status]}), batch)
+            # the next report may name the same study: it must see this one's writes
+            await batch.flush(s)
             matched += done.matched
+        await batch.flush(s)
         n = len(parsed.reports)
         return Verdict("AA", f"{n} report(s) recorded, {matched} matched to a study")
+
+
+async def _earlier_and_facility(s: AsyncSession, header: Header
+                                ) -> tuple[Row[Any] | None, Facility | None]:
+    """The accepted message with this MSH-4 and MSH-10, if any, and the facility MSH-4 maps
+    to, if any: one round trip."""
+    earlier = (select(Hl7Message.id, Hl7Message.received_at)
+               .where(Hl7Message.sending_facility == header.sending_facility,
+                      Hl7Message.control_id == header.control_id,
+                      Hl7Message.status == "accepted").limit(1).subquery())
+    facility = (select(Facility)
+                .where(Facility.hl7_sending_facility == header.sending_facility).subquery())
+    mapped = aliased(Facility, facility)
+    row = (await s.execute(
+        select(earlier.c.id, earlier.c.received_at, mapped)
+        .select_from(earlier.join(facility, true(), full=True)))).first()
+    if row is None:
+        return None, None
+    return (row if row.id is not None else None), row[2]
 
 
 async def _refuse(db: Database, topology: Topology, raw: bytes, source: str, peer: str,
@@ -120,12 +144,8 @@ def internal_error(exc: BaseException) -> Verdict:
 async def _store(s: AsyncSession, topology: Topology, raw: bytes, source: str, peer: str,
                  header: Header, status: str, err: Hl7Error | None,
                  facility_id: uuid.UUID | None) -> uuid.UUID:
-    row = Hl7Message(
-        id=uuid.uuid4(), source=source, peer=peer[:128], raw=raw,
-        sending_facility=header.sending_facility[:227], control_id=header.control_id[:199],
-        message_type=header.message_type[:32], version=header.version[:16], status=status,
-        ack_code=err.ack if err else "AA", error_location=err.location if err else "",
-        error_message=err.text if err else "", facility_id=facility_id)
+    row = Hl7Message(**_message_row(uuid.uuid4(), raw, source, peer, header, status, err,
+                                    facility_id))
     s.add(row)
     await s.flush()
     if err is not None:
@@ -136,3 +156,15 @@ async def _store(s: AsyncSession, topology: Topology, raw: bytes, source: str, p
                                     "sending_facility": header.sending_facility,
                                     "peer": peer})
     return row.id
+
+
+def _message_row(message_id: uuid.UUID, raw: bytes, source: str, peer: str, header: Header,
+                 status: str, err: Hl7Error | None,
+                 facility_id: uuid.UUID | None) -> dict[str, Any]:
+    """The `hl7_messages` row of a message as received."""
+    return dict(
+        id=message_id, source=source, peer=peer[:128], raw=raw,
+        sending_facility=header.sending_facility[:227], control_id=header.control_id[:199],
+        message_type=header.message_type[:32], version=header.version[:16], status=status,
+        ack_code=err.ack if err else "AA", error_location=err.location if err else "",
+        error_message=err.text if err else "", facility_id=facility_id)
