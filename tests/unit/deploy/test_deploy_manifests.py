@@ -137,7 +137,8 @@ def test_every_service_mounts_its_mesh_secret_and_names_its_files(name: str) -> 
     c = _container(of_kind("Deployment")[name])
     secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v
                and not v["secret"]["secretName"].startswith("nats-seed-")  # its NATS user's
-               and v["secret"]["secretName"] != "token-signing-key"}  # the gateway's, below
+               and v["secret"]["secretName"] not in ("token-signing-key",  # the gateway's, below
+                                                     "sidecar-edge-tls")}  # the edge's, below
     assert [s["secretName"] for s in secrets.values()] == [f"mesh-{name}"]
     [(volume, secret)] = secrets.items()
     [mount] = [m for m in c["volumeMounts"] if m["name"] == volume]
@@ -339,3 +340,27 @@ def test_only_the_gateway_gets_the_token_signing_key() -> None:
         if name in ("workflow", "ingest"):
             assert "./.mesh/token-signing.pub" in sources
             assert env["SIDECAR_TOKEN_PUBLIC_KEYS"] == "/etc/sidecar/token/token-signing.pub"
+
+
+@pytest.mark.parametrize(("name", "setting"), [("ingest", "SIDECAR_DICOM_TLS"),
+                                                ("hl7", "SIDECAR_HL7_TLS")])
+def test_the_tls_edges_have_their_certificate_in_compose_and_kubernetes(name: str,
+                                                                         setting: str) -> None:
+    """The ports a PACS and a RIS reach are TLS ones, so they listen: the edge certificate (the
+    hospital's PKI, Secret sidecar-edge-tls) is mounted and named, not left to the operator."""
+    pod = of_kind("Deployment")[name]["spec"]["template"]["spec"]
+    c = _container(of_kind("Deployment")[name])
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    [volume] = [v["name"] for v in pod["volumes"]
+                if v.get("secret", {}).get("secretName") == "sidecar-edge-tls"]
+    [mount] = [m for m in c["volumeMounts"] if m["name"] == volume]
+    assert mount["readOnly"] is True
+    assert env[f"{setting}_CERT"] == f"{mount['mountPath']}/tls.crt"
+    assert env[f"{setting}_KEY"] == f"{mount['mountPath']}/tls.key"
+    example = [d for d in yaml.safe_load_all((REPO / "deploy/k8s/secret.example.yaml").read_text())
+               if d and d["metadata"]["name"] == "sidecar-edge-tls"]
+    assert example and example[0]["type"] == "kubernetes.io/tls"
+    service = yaml.safe_load(COMPOSE.read_text())["services"][name]
+    mounts = {v["target"]: v["source"] for v in service["volumes"]}
+    assert mounts[service["environment"][f"{setting}_CERT"]] == "./.mesh/edge/edge.crt"
+    assert mounts[service["environment"][f"{setting}_KEY"]] == "./.mesh/edge/edge.key"
