@@ -17,6 +17,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
+from sidecar_core.dicom.peer import DicomPeer
 from sidecar_core.dicom.store_scu import AssociationRefused, _nodelay, tls_handshake_problem
 from sidecar_core.dicom.uids import is_valid_uid
 
@@ -32,19 +33,6 @@ class QueryFailed(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class Peer:
-    """A PACS: its AE title and address (`address`: the checked IP to connect to)."""
-
-    ae_title: str
-    host: str
-    port: int
-    address: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -90,12 +78,12 @@ def _found(ds: Dataset) -> FoundStudy | None:
 
 
 @contextmanager
-def _association(peer: Peer, calling_ae: str, context: str, timeout_s: float,
+def _association(peer: DicomPeer, calling_ae: str, context: str, timeout_s: float,
                  tls: ssl.SSLContext | None) -> Iterator[Association]:
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ae.add_requested_context(context)
-    host = peer.address or peer.host
+    host = peer.connect_host
     assoc = ae.associate(host, peer.port, ae_title=peer.ae_title,
                          evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
                          tls_args=(tls, peer.host) if tls else None)
@@ -114,7 +102,7 @@ def _association(peer: Peer, calling_ae: str, context: str, timeout_s: float,
             assoc.release()
 
 
-def find_studies(peer: Peer, calling_ae: str, patient_id: str, *, modality: str = "",
+def find_studies(peer: DicomPeer, calling_ae: str, patient_id: str, *, modality: str = "",
                  since: str = "", exclude_uid: str = "", limit: int = 50,
                  timeout_s: float = 30.0, tls: ssl.SSLContext | None = None
                  ) -> list[FoundStudy]:
@@ -150,7 +138,7 @@ def find_studies(peer: Peer, calling_ae: str, patient_id: str, *, modality: str 
     return sorted(found.values(), key=lambda f: f.study_date, reverse=True)[:limit]
 
 
-def move_study(peer: Peer, calling_ae: str, destination_ae: str, study_instance_uid: str,
+def move_study(peer: DicomPeer, calling_ae: str, destination_ae: str, study_instance_uid: str,
                *, timeout_s: float = 300.0, tls: ssl.SSLContext | None = None) -> MoveResult:
     """Asks the PACS to C-STORE one study to `destination_ae` (study root C-MOVE) and waits for
     the final response; raises QueryFailed on a failure status or no response."""

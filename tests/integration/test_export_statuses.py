@@ -15,9 +15,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     SegmentationStorage,
 )
 
+from sidecar_core.dicom.peer import DicomPeer
 from sidecar_core.errors import TransientError
 from tests.servers import free_port
-from workflow_svc.report_loop.export import Destination, ExportObject, c_store
+from workflow_svc.report_loop.export import ExportObject, c_store
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ def test_each_object_gets_the_peers_status_or_0122_without_a_context() -> None:
     sr = _object("sr", Comprehensive3DSRStorage)
     seg = _object("seg", SegmentationStorage)
     try:
-        statuses = c_store(Destination("PEER", "127.0.0.1", port), [sr, seg], timeout_s=10)
+        statuses = c_store(DicomPeer("PEER", "127.0.0.1", port), [sr, seg], timeout_s=10)
     finally:
         server.shutdown()
     assert statuses == {sr.sop_instance_uid: 0xA700, seg.sop_instance_uid: 0x0122}
@@ -64,7 +65,7 @@ def test_a_rejected_association_is_transient() -> None:
     server = peer.start_server(("127.0.0.1", port), block=False)
     try:
         with pytest.raises(TransientError, match="no association with OTHER@127.0.0.1"):
-            c_store(Destination("OTHER", "127.0.0.1", port),
+            c_store(DicomPeer("OTHER", "127.0.0.1", port),
                     [_object("sr", Comprehensive3DSRStorage)], timeout_s=10)
     finally:
         server.shutdown()

@@ -11,6 +11,7 @@ from protos.sidecar.common.v1 import common_pb2
 from protos.sidecar.events.v1 import priors_events_pb2 as ppb
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
+from sidecar_core.dicom.peer import DicomPeer
 from sidecar_core.messaging import outbox
 from sidecar_core.messaging.subjects import JOB_PRIORS, Topology
 from sidecar_core.store.models import Facility, PriorStudy, Study
@@ -33,7 +34,7 @@ async def enqueue_find(s: AsyncSession, topology: Topology, study_id: uuid.UUID)
         return False
     facility = (await s.execute(select(Facility).where(
         Facility.id == study.facility_id))).scalar_one()
-    if not (facility.pacs_host and facility.pacs_port and facility.pacs_ae_title):
+    if DicomPeer.pacs_of(facility) is None:
         return False
     retrieved = await s.scalar(
         select(PriorStudy.id).join(Study, Study.id == PriorStudy.study_id)

@@ -26,9 +26,9 @@ from protos.sidecar.events.v1 import priors_events_pb2 as ppb
 from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
+from sidecar_core.dicom.peer import DicomPeer
 from sidecar_core.dicom.query_scu import (
     FoundStudy,
-    Peer,
     QueryFailed,
     find_studies,
     move_study,
@@ -59,7 +59,7 @@ class PriorsConfig:
 class _Target:
     ref: StudyRef
     study: Study
-    peer: Peer
+    peer: DicomPeer
     tls: bool
 
 
@@ -99,13 +99,11 @@ class PriorsWorker:
         facility = (await s.execute(select(Facility).where(
             Facility.id == study.facility_id))).scalar_one()
         ref = await study_ref(s, study)
-        if not (facility.pacs_host and facility.pacs_port and facility.pacs_ae_title):
-            return None
-        return _Target(ref, study, Peer(facility.pacs_ae_title, facility.pacs_host,
-                                        facility.pacs_port), bool(facility.pacs_tls))
+        peer = DicomPeer.pacs_of(facility)
+        return None if peer is None else _Target(ref, study, peer, peer.tls)
 
     async def _connect(self, target: _Target, job_id: str, delivery: Delivery
-                       ) -> tuple[Peer, ssl.SSLContext | None]:
+                       ) -> tuple[DicomPeer, ssl.SSLContext | None]:
         """The checked address and TLS context; records and raises when refused."""
         try:
             checked = await self.egress.check_dicom(target.peer.host, target.peer.port,
@@ -131,7 +129,7 @@ class PriorsWorker:
         return replace(target.peer, address=checked.addresses[0]), context
 
     @staticmethod
-    def _classify(exc: BaseException, peer: Peer) -> BaseException:
+    def _classify(exc: BaseException, peer: DicomPeer) -> BaseException:
         if isinstance(exc, AssociationRefused):
             if exc.tls_verify_failed:
                 return PermanentError(f"DICOM TLS to {peer}: the PACS's {exc.tls_error}")

@@ -25,6 +25,7 @@ from sidecar_core import audit
 from sidecar_core.ai_run_status import AiRunStatus
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
+from sidecar_core.dicom.peer import DicomPeer
 from sidecar_core.dicom.store_scu import (
     AssociationRefused,
     ContextRejected,
@@ -63,18 +64,6 @@ class ExportObject:
     kind: str  # sr or seg
     sop_instance_uid: str
     data: bytes
-
-
-@dataclass(frozen=True)
-class Destination:
-    ae_title: str
-    host: str
-    port: int
-    tls: bool = False
-    address: str = ""  # the checked address to connect to (default: host)
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 class ResultsSource(Protocol):
@@ -134,7 +123,7 @@ class DerivedResults:
                 raise NotReady(f"the SR/SEG of AI run {run} are not written yet")
 
 
-def c_store(destination: Destination, objects: Sequence[ExportObject],
+def c_store(destination: DicomPeer, objects: Sequence[ExportObject],
             timeout_s: float = 30.0, tls: ssl.SSLContext | None = None) -> dict[str, int]:
     """Sends each object on one association (over TLS with `tls`); returns SOP Instance UID →
     DIMSE status. Raises TransientError when the PACS cannot be reached, aborts or fails the
@@ -142,7 +131,7 @@ def c_store(destination: Destination, objects: Sequence[ExportObject],
     items = [(o, prepare(o.data)) for o in objects]
     statuses: dict[str, int] = {}
     try:
-        with StoreSCU(destination.address or destination.host, destination.port, CALLING_AE,
+        with StoreSCU(destination.connect_host, destination.port, CALLING_AE,
                       destination.ae_title, [item.context for _, item in items], timeout_s,
                       tls=tls, server_name=destination.host) as scu:
             for o, item in items:
@@ -194,7 +183,7 @@ class ExportWorker:
         self.egress = egress or EgressPolicy()  # no allow-list unless the caller gives one
         self.tls = tls  # the client context of DICOM TLS exports (DicomTlsSettings)
 
-    def _tls_context(self, destination: Destination) -> ssl.SSLContext | None:
+    def _tls_context(self, destination: DicomPeer) -> ssl.SSLContext | None:
         if not destination.tls:
             return None
         if self.tls is None:
@@ -216,10 +205,10 @@ class ExportWorker:
             facility = (await s.execute(select(Facility).where(
                 Facility.id == study.facility_id))).scalar_one()
             ref = await study_ref(s, study)
-            if not facility.pacs_host or not facility.pacs_port or not facility.pacs_ae_title:
+            pacs = DicomPeer.pacs_of(facility)
+            if pacs is None:
                 return  # no PACS configured for this facility: nothing to do
-            destination = Destination(facility.pacs_ae_title, facility.pacs_host,
-                                      facility.pacs_port, bool(facility.pacs_tls))
+            destination = pacs
             sent = set((await s.execute(select(Export.sop_instance_uid).where(
                 Export.job_id.like(f"{job.job_id}:%"), Export.status == "sent"))
             ).scalars().all())
@@ -250,7 +239,7 @@ class ExportWorker:
         await self._record(ref, study_id, job.job_id, delivery, destination, objects, statuses)
 
     async def _record(self, ref: StudyRef, study_id: uuid.UUID, job_id: str,
-                      delivery: Delivery, destination: Destination,
+                      delivery: Delivery, destination: DicomPeer,
                       objects: Sequence[ExportObject], statuses: dict[str, int]) -> None:
         refused = []
         async with self.db.unit_of_work() as s:
@@ -284,7 +273,7 @@ class ExportWorker:
             raise PermanentError(f"PACS refused: {'; '.join(refused)}")
 
     async def _refused(self, ref: StudyRef, job_id: str, delivery: Delivery,
-                       destination: Destination, exc: EgressRefused) -> None:
+                       destination: DicomPeer, exc: EgressRefused) -> None:
         """A PACS address the policy refuses: final (a security event), or one that does not
         resolve now: retried."""
         if not exc.security_event:
@@ -300,7 +289,7 @@ class ExportWorker:
         raise PermanentError(f"refused by the egress policy: {exc.message}") from exc
 
     async def _failed(self, ref: StudyRef, job_id: str, delivery: Delivery,
-                      destination: Destination, exc: BaseException) -> None:
+                      destination: DicomPeer, exc: BaseException) -> None:
         final = not isinstance(exc, TransientError) or delivery.is_last_attempt
         async with self.db.unit_of_work() as s:
             await audit.record(s, self.topology, "export.failed" if final else "export.retrying",
