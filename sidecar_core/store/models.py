@@ -293,6 +293,8 @@ class Draft(Base):
 
 class LegacyReport(Base):
     __tablename__ = "legacy_reports"
+    __table_args__ = (Index("ix_legacy_reports_facility_patient", "facility_id", "patient_id",
+                            "patient_id_issuer"),)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
     facility_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("facilities.id"), index=True)
     accession: Mapped[str] = mapped_column(String(64), index=True)
