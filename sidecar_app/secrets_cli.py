@@ -8,6 +8,7 @@ from sidecar_core.db import Database
 from sidecar_core.secret_box import PREVIOUS_DIR, rotate_key_file
 from sidecar_core.settings import CommonSettings
 from workflow_svc.operations.facility_settings import seal_plaintext
+from workflow_svc.report_loop.legacy_reports import reseal_texts
 
 
 def add_parsers(sub: argparse._SubParsersAction, db_flags) -> None:  # type: ignore[type-arg,no-untyped-def]
@@ -24,14 +25,18 @@ async def run(db: Database, args: argparse.Namespace) -> int:
     if settings.secret_key:
         box = settings.secret_box()
         count = await seal_plaintext(db, box)
-        print(f"{count} secret setting(s) re-sealed with the key of SIDECAR_SECRET_KEY "
+        texts = await reseal_texts(db, box)
+        print(f"{texts} report text(s) and {count} secret setting(s) re-sealed with the "
+              "key of SIDECAR_SECRET_KEY "
               f"({box.key_id}); once every process runs with it, drop "
               "SIDECAR_SECRET_PREVIOUS_KEYS")
         return 0
     old, new = rotate_key_file(args.data_dir)
     box = settings.secret_box()
     count = await seal_plaintext(db, box)
-    print(f"secret key {old} -> {new}: {count} secret setting(s) re-sealed; the old key is "
+    texts = await reseal_texts(db, box)
+    print(f"secret key {old} -> {new}: {count} secret setting(s) and {texts} report text(s) "
+          "re-sealed; the old key is "
           f"kept in {args.data_dir / PREVIOUS_DIR / (old + '.key')} (running services take up "
           "the new key by themselves; delete the old one when no database backup needs it)")
     return 0

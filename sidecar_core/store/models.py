@@ -293,6 +293,8 @@ class Draft(Base):
 
 class LegacyReport(Base):
     __tablename__ = "legacy_reports"
+    __table_args__ = (Index("ix_legacy_reports_facility_patient", "facility_id", "patient_id",
+                            "patient_id_issuer"),)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
     facility_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("facilities.id"), index=True)
     accession: Mapped[str] = mapped_column(String(64), index=True)
@@ -308,6 +310,10 @@ class LegacyReport(Base):
     message_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     matched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     matched_by: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    # the report text (OBX), sealed with sidecar_core/secret_box.py; the patient (PID-3)
+    report_text_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    patient_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    patient_id_issuer: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class Handoff(Base):

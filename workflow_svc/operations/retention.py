@@ -82,7 +82,8 @@ _DELETE_REPORTS = (
     "DELETE FROM drafts WHERE study_id = %(id)s",
     "UPDATE hl7_messages SET raw = ''::bytea WHERE id IN "
     "(SELECT hl7_message_id FROM legacy_reports WHERE study_id = %(id)s)",
-    "UPDATE legacy_reports SET raw = '{}'::jsonb WHERE study_id = %(id)s",
+    "UPDATE legacy_reports SET raw = '{}'::jsonb, report_text_enc = NULL "
+    "WHERE study_id = %(id)s",
 )
 # Everything else of a study, for a purge (after the objects and the reports).
 _DELETE_STUDY = (

@@ -19,7 +19,7 @@ from sidecar_core.secret_box import SecretBox, SecretKeyError, facility_context
 from sidecar_core.store.models import Draft, Facility, LlmTrace, Study
 from workflow_svc.identity.access import Caller
 from workflow_svc.report_loop.llm.breaker import llm_breakers
-from workflow_svc.report_loop.llm.context import build_context
+from workflow_svc.report_loop.llm.context import CONTEXT_VERSION, build_context
 from workflow_svc.report_loop.llm.deid import PROFILE
 from workflow_svc.report_loop.llm.drafters import (
     Drafter,
@@ -71,10 +71,13 @@ async def generate(db: Database, topology: Topology, caller: Caller, study_id: s
         study = await _study(s, study_id, caller)
         facility = (await s.execute(select(Facility).where(Facility.id == study.facility_id))
                     ).scalar_one()
-        ctx = await build_context(s, study)
+        ctx = await build_context(s, study, box)
     drafter = _drafter(facility, egress or EgressPolicy(), box)
-    prompt = {"version": PROMPT_VERSION, "messages": messages(ctx),
-              "finding_refs": {f.ref: str(f.finding_id) for f in ctx.findings}}
+    prompt = {"version": PROMPT_VERSION, "context_version": CONTEXT_VERSION,
+              "deid_profile": PROFILE, "model": getattr(drafter, "model", drafter.generator),
+              "messages": messages(ctx),
+              "finding_refs": {f.ref: str(f.finding_id) for f in ctx.findings},
+              "prior_refs": ctx.prior_refs}
     error, response, latency, sentences = "", "", 0.0, []
     refused: EgressRefused | None = None
     try:
@@ -98,6 +101,11 @@ async def generate(db: Database, topology: Topology, caller: Caller, study_id: s
                                error_class=refused.reason, error_message=refused.message,
                                context={"destination": refused.destination,
                                         "setting": "llm_base_url", "user": caller.username})
+        if ctx.prior_error:  # a partial failure: the draft goes on without the priors
+            await audit.record(s, topology, "llm_assist.failed", ACTOR, ref,
+                               error_class="PRIOR_REPORTS", error_message=ctx.prior_error,
+                               context={"cause": "prior_reports", "generator": drafter.generator,
+                                        "trace_id": str(trace.id), "user": caller.username})
         if error:
             await s.execute(update(Study).where(Study.id == study.id).values(llm_status="failed"))
             await audit.record(s, topology, "llm_assist.failed", ACTOR, ref,
@@ -112,7 +120,8 @@ async def generate(db: Database, topology: Topology, caller: Caller, study_id: s
                       sentences=[{"text": x.text, "finding_ids": ctx.finding_ids(list(x.refs))}
                                  for x in sentences],
                       context={"trace_id": str(trace.id), "prompt_version": PROMPT_VERSION,
-                               "deid_profile": PROFILE}, assistive=True)
+                               "context_version": CONTEXT_VERSION, "deid_profile": PROFILE,
+                               "prior_refs": ctx.prior_refs}, assistive=True)
         s.add(draft)
         trace.draft_id = draft.id
         await s.execute(update(Study).where(Study.id == study.id).values(llm_status="ready"))

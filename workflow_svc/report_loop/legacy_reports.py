@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,11 +15,13 @@ from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.errors import InvalidArgument, NotFound
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.secret_box import SecretBox, SecretKeyError
 from sidecar_core.store.batch import WriteBatch
 from sidecar_core.store.models import Facility, LegacyReport, Study
 from workflow_svc.report_loop import handoff
 from workflow_svc.study.states import State, check, study_ref, transition_in
 
+log = logging.getLogger(__name__)
 ACTOR = "legacy_reports"
 COMPLETING = ("F", "C")  # final and corrected reports complete a study; preliminary ones do not
 
@@ -36,6 +39,9 @@ class ReportInput:
     message_at: datetime | None = None
     hl7_message_id: uuid.UUID | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    text: str = ""  # the report text (OBX), kept sealed
+    patient_id: str = ""  # PID-3 CX.1
+    patient_id_issuer: str = ""  # PID-3 CX.4
 
 
 @dataclass
@@ -48,10 +54,33 @@ class Recorded:
         return bool(self.study_ids)
 
 
+def text_context(report_id: uuid.UUID) -> str:
+    """The associated data of a report's sealed text: it opens only in its own row."""
+    return f"legacy_report:{report_id}:report_text"
+
+
+def seal_text(box: SecretBox | None, report_id: uuid.UUID, text: str) -> bytes | None:
+    """The report text sealed for its row (AES-GCM), or None: no text, or no key (then the
+    text is not kept, never kept in plaintext)."""
+    if not text:
+        return None
+    if box is None:
+        log.warning("report text of %s not kept: no secret key is configured", report_id)
+        return None
+    return box.seal(text, text_context(report_id)).encode()
+
+
+def open_text(box: SecretBox, report_id: uuid.UUID, sealed: bytes | None) -> str:
+    """The plaintext of `seal_text`; SecretKeyError when it does not open."""
+    return box.open(bytes(sealed).decode(), text_context(report_id)) if sealed else ""
+
+
 async def record_report(s: AsyncSession, topology: Topology, facility: Facility,
-                        report: ReportInput, batch: WriteBatch | None = None) -> Recorded:
+                        report: ReportInput, batch: WriteBatch | None = None,
+                        box: SecretBox | None = None) -> Recorded:
     """Stores the report and completes every registered study of its accession, in the
     caller's transaction. Without such a study the report waits (`legacy_report.unmatched`).
+    The report text is sealed with `box` into the same row write (never stored without it).
 
     Two round trips: the studies of the accession, read and locked, then every write (the
     report, the transitions, the handoffs, the audit events) as one batch. A caller passing
@@ -80,7 +109,9 @@ async def record_report(s: AsyncSession, topology: Topology, facility: Facility,
         hl7_message_id=row.hl7_message_id, report_reference=row.report_reference,
         result_status=row.result_status, observed_at=row.observed_at,
         message_at=row.message_at, study_id=row.study_id, matched_at=row.matched_at,
-        matched_by=row.matched_by or ""))
+        matched_by=row.matched_by or "",
+        report_text_enc=seal_text(box, row.id, report.text),
+        patient_id=report.patient_id[:64], patient_id_issuer=report.patient_id_issuer[:64]))
     out = Recorded(row.id)
     context = _context(row)
     if not studies:
@@ -168,3 +199,30 @@ async def complete_report(db: Database, topology: Topology, facility_name: str,
             raise NotFound("FACILITY_NOT_FOUND", f"no facility {facility_name!r}",
                            facility=facility_name)
         return await record_report(s, topology, facility, report)
+
+
+async def reseal_texts(db: Database, box: SecretBox, chunk: int = 500) -> int:
+    """Re-seals every report text sealed with an earlier key (`sidecar secrets rotate`), in
+    chunks; a text that does not open is left as it is (and logged). Returns how many."""
+    done, after = 0, uuid.UUID(int=0)
+    while True:
+        async with db.unit_of_work() as s:
+            rows = (await s.execute(
+                select(LegacyReport.id, LegacyReport.report_text_enc)
+                .where(LegacyReport.report_text_enc.is_not(None), LegacyReport.id > after)
+                .order_by(LegacyReport.id).limit(chunk))).all()
+            for report_id, sealed in rows:
+                if sealed is None or not box.needs_sealing(bytes(sealed).decode()):
+                    continue
+                try:
+                    fresh = seal_text(box, report_id, open_text(box, report_id, sealed))
+                except SecretKeyError as exc:
+                    log.error("report text left as it is: %s", exc)
+                    continue
+                result = await s.execute(update(LegacyReport).where(
+                    LegacyReport.id == report_id, LegacyReport.report_text_enc == sealed)
+                    .values(report_text_enc=fresh))
+                done += result.rowcount or 0  # type: ignore[attr-defined]
+        if len(rows) < chunk:
+            return done
+        after = rows[-1][0]

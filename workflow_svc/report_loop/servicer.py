@@ -70,7 +70,7 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
                                context: grpc.aio.ServicerContext
                                ) -> pb.SubmitHl7MessageResponse:
         header, verdict = await hl7_intake.receive(self.db, self.topology, request.message,
-                                                   "rpc", request.peer)
+                                                   "rpc", request.peer, self.box)
         err = verdict.error
         return pb.SubmitHl7MessageResponse(
             acks=acks_for(header, verdict), code=verdict.code,

@@ -16,6 +16,7 @@ from sidecar_core import audit
 from sidecar_core.audit import StudyRef
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.secret_box import SecretBox
 from sidecar_core.store.batch import WriteBatch
 from sidecar_core.store.models import Facility, Hl7Message
 from workflow_svc.report_loop.hl7.ack import Verdict
@@ -37,9 +38,10 @@ ACTOR = "hl7_listener"
 
 
 async def receive(db: Database, topology: Topology, raw: bytes, source: str = "mllp",
-                  peer: str = "") -> tuple[Header, Verdict]:
+                  peer: str = "", box: SecretBox | None = None) -> tuple[Header, Verdict]:
     """Takes one message; the verdict says which ACK it earns. Every message is kept as
-    received (`hl7_messages`), even one we refuse; a repeat of an accepted one changes nothing."""
+    received (`hl7_messages`), even one we refuse; a repeat of an accepted one changes nothing.
+    Each report's text (OBX) is kept sealed with `box` (not kept without one)."""
     try:
         parsed = parse_oru(raw)
     except Hl7Error as err:
@@ -48,7 +50,7 @@ async def receive(db: Database, topology: Topology, raw: bytes, source: str = "m
     header = parsed.header
     for attempt in range(2):
         try:
-            return header, await _accept(db, topology, raw, source, peer, parsed)
+            return header, await _accept(db, topology, raw, source, peer, parsed, box)
         except IntegrityError:
             # the same message on another connection won the race: now it is a repeat
             if attempt:
@@ -57,7 +59,7 @@ async def receive(db: Database, topology: Topology, raw: bytes, source: str = "m
 
 
 async def _accept(db: Database, topology: Topology, raw: bytes, source: str, peer: str,
-                  parsed: ParsedOru) -> Verdict:
+                  parsed: ParsedOru, box: SecretBox | None) -> Verdict:
     """Three round trips and the commit: the earlier copy and the facility (one query), the
     studies of each report (locked), then every write of the message as one batch."""
     header = parsed.header
@@ -90,7 +92,9 @@ async def _accept(db: Database, topology: Topology, raw: bytes, source: str, pee
                 hl7_message_id=message_id,
                 details={"control_id": header.control_id, "obr": fact.sequence,
                          "accession_field": fact.accession_field,
-                         "result_status_text": RESULT_STATUSES[fact.result_status]}), batch)
+                         "result_status_text": RESULT_STATUSES[fact.result_status]},
+                text=fact.text, patient_id=fact.patient_id,
+                patient_id_issuer=fact.patient_id_issuer), batch, box)
             # the next report may name the same study: it must see this one's writes
             await batch.flush(s)
             matched += done.matched

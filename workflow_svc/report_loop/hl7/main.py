@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from sidecar_core import audit, service
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.secret_box import SecretBox
 from sidecar_core.security.edge_tls import EdgeConfigError, server_context
 from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import stop_event_on_signals
@@ -89,12 +90,14 @@ class Hl7Settings(CommonSettings):
                           self.hl7_idle_timeout)
 
 
-def make_handler(db: Database, topology: Topology) -> MessageHandler:
+def make_handler(db: Database, topology: Topology,
+                 box: SecretBox | None = None) -> MessageHandler:
     """bytes in, ACK messages out; a store failure is AE 207 so the sender keeps the message."""
 
     async def handle(message: bytes, peer: str) -> list[bytes]:
         try:
-            header, verdict = await hl7_intake.receive(db, topology, message, "mllp", peer)
+            header, verdict = await hl7_intake.receive(db, topology, message, "mllp", peer,
+                                                         box)
         except Exception as exc:
             log.exception("HL7 message from %s not stored", peer)
             header = _safe_header(message)
@@ -185,7 +188,8 @@ async def run(settings: Hl7Settings, stop: asyncio.Event | None = None) -> None:
     raise_open_files_limit(settings.hl7_max_connections + FD_RESERVE)
     db = Database(settings.database_url)
     topology = settings.topology()
-    server = MllpServer(make_handler(db, topology), settings.hl7_host, settings.hl7_port,
+    handler = make_handler(db, topology, settings.secret_box())
+    server = MllpServer(handler, settings.hl7_host, settings.hl7_port,
                         limits=settings.limits(), tls=tls, tls_port=settings.hl7_tls_port,
                         oversize=oversize_handler(db, topology),
                         on_burst=burst_reporter(db, topology, settings.hl7_max_connections))

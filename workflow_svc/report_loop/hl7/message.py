@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import hl7
 
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
+MAX_REPORT_TEXT = 65536  # characters of one report's text kept (OBX-5 lines joined)
 RESULT_STATUSES = {"P": "preliminary", "F": "final", "C": "corrected"}
 # HL7 table 0357 (message error condition codes)
 E_SEGMENT_SEQUENCE = ("100", "Segment sequence error")
@@ -79,6 +80,9 @@ class ReportFact:
     observed_at: datetime | None
     results_at: datetime | None
     sequence: int
+    patient_id: str = ""  # PID-3 CX.1 of the message's patient
+    patient_id_issuer: str = ""  # PID-3 CX.4 (assigning authority, its namespace id)
+    text: str = ""  # the report text: the OBX observation values after this OBR
 
 
 @dataclass
@@ -148,18 +152,41 @@ def parse_oru(raw: bytes) -> ParsedOru:
     parsed = ParsedOru(header)
     orc: hl7.Segment | None = None
     obr_seq = 0
+    patient = ("", "")
+    texts: list[list[str]] = []
     for segment in msg:
         name = str(segment[0])
-        if name == "ORC":
+        if name == "PID":
+            patient = (_field(segment, 3, 1).strip()[:64],
+                       _field(segment, 3, 4).split("&")[0].strip()[:64])
+        elif name == "ORC":
             orc = segment
         elif name == "OBR":
             obr_seq += 1
-            parsed.reports.append(_report(segment, orc, obr_seq, base.control_id))
+            fact = _report(segment, orc, obr_seq, base.control_id)
+            parsed.reports.append(replace(fact, patient_id=patient[0],
+                                          patient_id_issuer=patient[1]))
+            texts.append([])
             orc = None
+        elif name == "OBX" and texts:
+            texts[-1].append(_observation(segment))
     if not parsed.reports:
         raise Hl7Error("AE", "OBR", 1, 0, E_SEGMENT_SEQUENCE,
                        "OBR segment missing: an ORU^R01 needs one OBR per report")
+    parsed.reports = [replace(r, text="\n".join(t for t in lines if t)[:MAX_REPORT_TEXT])
+                      for r, lines in zip(parsed.reports, texts, strict=True)]
     return parsed
+
+
+def _observation(obx: hl7.Segment) -> str:
+    """The text of one OBX: OBX-5, every repetition (TX and FT lines), `~` and the escape
+    sequences of a line break taken as line breaks."""
+    try:
+        value = obx[5]
+    except IndexError:
+        return ""
+    text = str(value).replace("~", "\n")  # a literal ~ in the text is sent escaped (\\R\\)
+    return text.replace("\\.br\\", "\n").replace("\\X0D\\\\X0A\\", "\n").strip()
 
 
 def _report(obr: hl7.Segment, orc: hl7.Segment | None, seq: int, control_id: str) -> ReportFact:

@@ -9,13 +9,16 @@ from typing import Any
 
 from workflow_svc.report_loop.llm.context import DraftContext
 
-PROMPT_VERSION = "sidecar-draft-prompt/1"
+PROMPT_VERSION = "sidecar-draft-prompt/2"  # /2: prior reports, cited as [PRIOR-n]
 SYSTEM = (
     "You draft the findings section of a radiology report for a radiologist to edit. "
     "Use only the findings given; never add a finding, a diagnosis or a recommendation that "
     "is not in them; keep the radiologist's wording where given. Answer with JSON only: "
     '{"sentences": [{"text": "...", "findings": ["F1"]}]}. Every sentence cites the ref(s) '
-    "of the finding(s) it is based on."
+    "of the finding(s) it is based on. The patient's prior reports (prior_reports) are for "
+    "comparison only: a sentence that compares with a prior cites its ref as well "
+    '(e.g. "findings": ["F1", "PRIOR-1"]) and names it in the text as [PRIOR-1]; never '
+    "take a finding from a prior report into the current findings."
 )
 
 
@@ -38,7 +41,8 @@ def messages(ctx: DraftContext) -> list[dict[str, str]]:
 
 
 def parse_reply(text: str, ctx: DraftContext) -> list[Sentence]:
-    """Sentences of a reply; every ref must name a finding of the context."""
+    """Sentences of a reply; every ref must name a finding or a prior report of the
+    context, and every sentence cites a finding or a prior."""
     body = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
     try:
         data: Any = json.loads(body)
@@ -47,7 +51,7 @@ def parse_reply(text: str, ctx: DraftContext) -> list[Sentence]:
     items = data.get("sentences") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise InvalidDraftReply("reply has no 'sentences' list")
-    known = {f.ref for f in ctx.findings}
+    known = {f.ref for f in ctx.findings} | set(ctx.prior_refs)
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("text"), str) \
