@@ -14,7 +14,6 @@ from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, PriorLookup, PriorStudy, Study
 from workflow_svc.identity.access import Caller
 from workflow_svc.priors.jobs import enqueue_retrieve
-from workflow_svc.review.worklist import load_row
 from workflow_svc.study import queries
 
 MAX_PAGE = 50
@@ -57,8 +56,7 @@ async def list_priors(db: Database, request: rpb.ListPriorsRequest, caller: Call
                       ) -> rpb.ListPriorsResponse:
     size, offset = _page(request.page_size, request.page_token)
     async with db.read() as s:
-        row = await load_row(s, request.study_id, caller)
-        sid = uuid.UUID(row.study.study_id)
+        sid = await queries.visible_study_id(s, request.study_id, caller.scope())
         facility_id = (await s.execute(select(Study.facility_id).where(Study.id == sid))
                        ).scalar_one()
         lookup = await s.scalar(select(PriorLookup.status).where(PriorLookup.study_id == sid))
@@ -84,8 +82,7 @@ async def retrieve_prior(db: Database, topology: Topology, request: rpb.Retrieve
     caller.require_writer()
     pid = queries.parse_id(request.prior_id, "prior")
     async with db.unit_of_work() as s:
-        row = await load_row(s, request.study_id, caller)
-        sid = uuid.UUID(row.study.study_id)
+        sid = await queries.visible_study_id(s, request.study_id, caller.scope())
         prior = (await s.execute(select(PriorStudy).where(
             PriorStudy.id == pid, PriorStudy.study_id == sid).with_for_update())
         ).scalar_one_or_none()

@@ -19,6 +19,7 @@ from sidecar_core.secret_box import SecretBox, SecretKeyError
 from sidecar_core.store.batch import WriteBatch
 from sidecar_core.store.models import Facility, LegacyReport, Study
 from workflow_svc.report_loop import handoff
+from workflow_svc.report_loop.report_text import open_text, seal_text
 from workflow_svc.study.states import State, check, study_ref, transition_in
 
 log = logging.getLogger(__name__)
@@ -52,27 +53,6 @@ class Recorded:
     @property
     def matched(self) -> bool:
         return bool(self.study_ids)
-
-
-def text_context(report_id: uuid.UUID) -> str:
-    """The associated data of a report's sealed text: it opens only in its own row."""
-    return f"legacy_report:{report_id}:report_text"
-
-
-def seal_text(box: SecretBox | None, report_id: uuid.UUID, text: str) -> bytes | None:
-    """The report text sealed for its row (AES-GCM), or None: no text, or no key (then the
-    text is not kept, never kept in plaintext)."""
-    if not text:
-        return None
-    if box is None:
-        log.warning("report text of %s not kept: no secret key is configured", report_id)
-        return None
-    return box.seal(text, text_context(report_id)).encode()
-
-
-def open_text(box: SecretBox, report_id: uuid.UUID, sealed: bytes | None) -> str:
-    """The plaintext of `seal_text`; SecretKeyError when it does not open."""
-    return box.open(bytes(sealed).decode(), text_context(report_id)) if sealed else ""
 
 
 async def record_report(s: AsyncSession, topology: Topology, facility: Facility,

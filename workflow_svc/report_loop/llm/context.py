@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sidecar_core.secret_box import SecretBox, SecretKeyError
 from sidecar_core.store.models import Finding, LegacyReport, Series, Study
-from workflow_svc.report_loop.legacy_reports import open_text
 from workflow_svc.report_loop.llm.deid import PROFILE, Deidentifier, age_band, sex
+from workflow_svc.report_loop.report_text import open_text
 
 # /2: patient and request from dicom_attributes; /3: the patient's prior reports (PRIOR-n)
 CONTEXT_VERSION = "sidecar-draft-context/3"
