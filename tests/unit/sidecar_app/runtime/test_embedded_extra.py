@@ -15,7 +15,7 @@ from sidecar_core.observability import metrics
 from sidecar_core.settings import CommonSettings
 from tests.servers import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def test_the_embedded_servers_are_an_extra_not_a_core_dependency() -> None:
