@@ -21,8 +21,13 @@ CHAT_NOTICE = "Assistive — not part of the report."
 UNAVAILABLE = "The assistant is unavailable"
 
 
+MAX_MESSAGE = 2000
+
+
 class ChatBody(ApiModel):
-    message: str = Field(min_length=1, max_length=2000)
+    # 1 to MAX_MESSAGE characters, checked in the route (400 INVALID_CHAT_MESSAGE); the schema's
+    # bound only stops a body far too large for any question
+    message: str = Field(max_length=10 * MAX_MESSAGE)
 
 
 class ChatCitation(ApiModel):
@@ -80,6 +85,10 @@ def chat_router(principal: Callable[..., Any], channel: Callable[[], grpc.aio.Ch
         """Answers from the study's de-identified context, each sentence citing [F1] findings
         or [PRIOR-1] prior reports. 503 when the LLM is down or not configured, 504 when it
         did not answer in time: nothing else of the study is affected."""
+        if not body.message.strip() or len(body.message) > MAX_MESSAGE:
+            raise ApiError(400, "INVALID_ARGUMENT", "INVALID_CHAT_MESSAGE",
+                           f"message must be 1 to {MAX_MESSAGE} characters "
+                           f"(got {len(body.message)})")
         rpc, stub = client(GENERATE_TIMEOUT_S)
         reply = await rpc.call(stub.Chat, pb.ChatRequest(study_id=study_id,
                                                          message=body.message))

@@ -3,7 +3,6 @@ leaves the rest of the review working; the conversation is kept and its read acc
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ def test_chat_through_the_gateway_without_an_llm(stack: Stack, tmp_path: Path) -
     with stack.client() as http:
         too_long = http.post(url, json={"message": "x" * 2001})
         assert too_long.status_code == 400, too_long.text
+        assert too_long.json()["error"]["reason"] == "INVALID_CHAT_MESSAGE"
         assert http.post(url, json={"message": ""}).status_code == 400
         down = http.post(url, json={"message": "Anything new on ACC-CHAT-UP?"})
         assert down.status_code == 503, down.text
@@ -44,10 +44,11 @@ def test_chat_through_the_gateway_without_an_llm(stack: Stack, tmp_path: Path) -
     assert failed and failed[0][0]["user"] == stack.admin
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        reads = [json.dumps(r[0]) for r in stack.sql(
-            "select context from audit_events where type='phi.accessed'")]
+        reads = [str(r[0]) for r in stack.sql(
+            "select row_to_json(a)::text from audit_events a where type='phi.accessed'")]
         if any('"chat"' in r and study["id"] in r for r in reads):
             break
         time.sleep(0.5)
     else:
-        raise AssertionError("the conversation's read was not access-audited")
+        seen = [r[-700:] for r in reads if "chat" in r or "findings" in r]
+        raise AssertionError(f"the conversation's read was not access-audited: {seen}")
