@@ -55,8 +55,7 @@ def test_chat_panel_keyboard_first_and_unavailable(stack: Stack, tmp_path: Any,
     text = turns.first.text_content() or ""
     assert truth.accession_number not in text and "[REMOVED]" in text, text
     expect(box).to_be_focused()
-    # the review goes on: leave the box, accept a finding with its key
-    page.locator("[data-testid=viewer-info]").click()
+    # the review goes on: select a finding (the box loses the focus), accept it with its key
     page.click(f".finding-item[data-finding-id='{findings[0]['id']}']")
     page.keyboard.press("a")
     expect(page.locator(".findings .message")).to_contain_text("Accepted")
