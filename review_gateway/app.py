@@ -42,6 +42,7 @@ from review_gateway.errors import ERROR_RESPONSES, ApiError, error_body
 from review_gateway.health.checks import DependencyStatus, Health, HealthCheck, health, run_checks
 from review_gateway.review import models
 from review_gateway.review import workflow_views as views
+from review_gateway.review.chat import chat_router
 from review_gateway.review.drafts import draft_router
 from review_gateway.review.events import EventHub
 from review_gateway.review.routes import review_router
@@ -282,6 +283,8 @@ def create_app(settings: GatewaySettings,
     app.include_router(review_router(principal, review))
     app.include_router(draft_router(principal, lambda: connection.client().channel,
                                     settings.workflow_timeout_s))
+    app.include_router(chat_router(principal, lambda: connection.client().channel,
+                                   settings.workflow_timeout_s))
     app.include_router(hub.router(principal))
     app.include_router(dicomweb_router(dicomweb_principal, ingest_stub, limits=StowLimits(
         max_request_bytes=settings.max_stow_bytes,

@@ -36,17 +36,32 @@ class FakeLlm:
             if self.mode == "malformed":
                 return Response(b'{"id": "x", "choices": [{"message": ', status_code=200,
                                 media_type="application/json")
+            if body["messages"][0]["content"].startswith("You answer a radiologist"):
+                return self._reply(body, self._chat(body))
             context = json.loads(body["messages"][-1]["content"])
             refs = [f["ref"] for f in context["findings"]]
             if self.mode == "unknown_ref":
                 refs = ["F99"]
             sentences = [{"text": f"There is a finding {r}.", "findings": [r]} for r in refs]
-            content = json.dumps({"sentences": sentences})
-            return JSONResponse({
-                "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
-                "model": body.get("model", "test"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": content}}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+            return self._reply(body, json.dumps({"sentences": sentences}))
 
         return app
+
+    def _chat(self, body: dict[str, Any]) -> str:
+        """A study-chat answer: one cited sentence per finding and prior, one uncited."""
+        context = json.loads(body["messages"][1]["content"].split(":", 1)[1])
+        refs = [f["ref"] for f in context["findings"]]
+        refs += [p["ref"] for p in context.get("prior_reports", [])]
+        if self.mode == "unknown_ref":
+            refs = ["F99"]
+        cited = " ".join(f"The context has {r} [{r}]." for r in refs)
+        return f"{cited} Ask me about the findings."
+
+    @staticmethod
+    def _reply(body: dict[str, Any], content: str) -> Response:
+        return JSONResponse({
+            "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "test"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})

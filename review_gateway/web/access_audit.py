@@ -64,6 +64,7 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [(re.compile(p + r"\Z"), what) for 
     (rf"/api/v1/studies/(?P<study_id>{_ID})/series/{_ID}/slices/[^/]+/(viewport|overlay)/[^/]+",
      "assets"),
     (rf"/api/v1/studies/(?P<study_id>{_ID})/draft", "drafts"),
+    (rf"/api/v1/studies/(?P<study_id>{_ID})/chat", "chat"),
     (rf"/api/v1/studies/(?P<study_id>{_ID})/priors", "priors"),
     (rf"/api/v1/studies/(?P<study_id>{_ID})/audit", "audit"),
     (r"/api/v1/analytics(/[a-z_]{1,32}\.csv)?", "export"),

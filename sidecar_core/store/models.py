@@ -465,6 +465,21 @@ class LlmTrace(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class ChatMessage(Base):
+    """One turn of the assistive chat about a study (workflow_svc/report_loop/chat.py). The
+    user's message is kept only in its de-identified form (what was sent to the LLM)."""
+
+    __tablename__ = "chat_messages"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    study_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("studies.id"), index=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))  # user | assistant
+    text: Mapped[str] = mapped_column(Text)
+    citations: Mapped[list[Any]] = mapped_column(JSONB, default=list)
+    trace_id: Mapped[uuid.UUID | None] = mapped_column()
+    created_at: Mapped[datetime] = _created()
+
+
 class Export(Base):
     """One DICOM object (SR or SEG) of a study's AI results sent to the facility's PACS."""
 

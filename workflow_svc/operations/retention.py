@@ -78,6 +78,7 @@ _DELETE_OBJECTS = (
     "UPDATE findings SET mask_object_key = '' WHERE study_id = %(id)s",
 )
 _DELETE_REPORTS = (
+    "DELETE FROM chat_messages WHERE study_id = %(id)s",
     "DELETE FROM llm_traces WHERE study_id = %(id)s",
     "DELETE FROM drafts WHERE study_id = %(id)s",
     "UPDATE hl7_messages SET raw = ''::bytea WHERE id IN "

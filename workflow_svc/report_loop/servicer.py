@@ -16,7 +16,7 @@ from sidecar_core.secret_box import SecretBox
 from sidecar_core.serving import idempotency
 from sidecar_core.serving.grpc_server import GrpcServer, handle_errors
 from workflow_svc.identity.access import current_caller
-from workflow_svc.report_loop import drafts, legacy_reports
+from workflow_svc.report_loop import chat, drafts, legacy_reports
 from workflow_svc.report_loop.hl7 import intake as hl7_intake
 from workflow_svc.report_loop.hl7.ack import acks_for
 
@@ -101,6 +101,16 @@ class ReportServicer(pb_grpc.ReportServiceServicer):
             self.db, self.topology, current_caller(), request.study_id,
             request.expected_version))
 
+    @handle_errors
+    async def Chat(self, request: pb.ChatRequest,
+                   context: grpc.aio.ServicerContext) -> pb.ChatResponse:
+        return await chat.ask(self.db, self.topology, current_caller(), request.study_id,
+                              request.message, self.egress, self.box)
+
+    @handle_errors
+    async def GetChat(self, request: pb.GetChatRequest,
+                      context: grpc.aio.ServicerContext) -> pb.GetChatResponse:
+        return await chat.history(self.db, current_caller(), request.study_id)
 
 
 def register(server: GrpcServer, db: Database, topology: Topology,

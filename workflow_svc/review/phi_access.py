@@ -28,7 +28,7 @@ ACCESSED = "phi.accessed"
 QUERIED = "phi.queried"
 REFUSED = "phi.access_refused"
 # What a request read (the gateway's route families).
-WHATS = frozenset({"worklist", "study", "findings", "assets", "drafts", "priors",
+WHATS = frozenset({"worklist", "study", "findings", "assets", "drafts", "chat", "priors",
                    "dicomweb-qido", "wado", "frames", "rendered", "metadata", "audit", "export"})
 REFUSED_STATUSES = frozenset({401, 403, 404})
 MAX_BATCH = 1000

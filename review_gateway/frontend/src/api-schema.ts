@@ -521,6 +521,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/studies/{study_id}/chat": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Conversation */
+        get: operations["conversation_api_v1_studies__study_id__chat_get"];
+        put?: never;
+        /**
+         * Ask
+         * @description Answers from the study's de-identified context, each sentence citing [F1] findings
+         *     or [PRIOR-1] prior reports. 503 when the LLM is down or not configured, 504 when it
+         *     did not answer in time: nothing else of the study is affected.
+         */
+        post: operations["ask_api_v1_studies__study_id__chat_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/events": {
         parameters: {
             query?: never;
@@ -1294,6 +1317,60 @@ export interface components {
             /** Local */
             local: boolean;
             oidc: components["schemas"]["OidcMethod"] | null;
+        };
+        /** ChatAnswer */
+        ChatAnswer: {
+            /** Answer */
+            answer: string;
+            /** Citations */
+            citations: components["schemas"]["ChatCitation"][];
+            /** Uncited Sentences */
+            uncited_sentences: number;
+            message: components["schemas"]["ChatTurn"];
+            /** Assistive */
+            assistive: boolean;
+            /** Notice */
+            notice: string;
+        };
+        /** ChatBody */
+        ChatBody: {
+            /** Message */
+            message: string;
+        };
+        /** ChatCitation */
+        ChatCitation: {
+            /** Ref */
+            ref: string;
+            /** Kind */
+            kind: string;
+            /** Target Id */
+            target_id: string;
+        };
+        /** ChatConversation */
+        ChatConversation: {
+            /** Messages */
+            messages: components["schemas"]["ChatTurn"][];
+            /** Assistive */
+            assistive: boolean;
+            /** Notice */
+            notice: string;
+        };
+        /** ChatTurn */
+        ChatTurn: {
+            /** Id */
+            id: string;
+            /** Role */
+            role: string;
+            /** Text */
+            text: string;
+            /** Citations */
+            citations: components["schemas"]["ChatCitation"][];
+            /** Uncited Sentences */
+            uncited_sentences: number;
+            /** Trace Id */
+            trace_id: string;
+            /** Created At */
+            created_at: string | null;
         };
         /**
          * CurrentFinding
@@ -3425,6 +3502,90 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Draft"];
+                };
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    conversation_api_v1_studies__study_id__chat_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                study_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChatConversation"];
+                };
+            };
+            /** @description The request was refused (see error.reason) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A dependency failed or the gateway erred */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    ask_api_v1_studies__study_id__chat_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                study_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChatBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ChatAnswer"];
                 };
             };
             /** @description The request was refused (see error.reason) */

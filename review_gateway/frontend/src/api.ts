@@ -22,6 +22,10 @@ export type DraftSentence = Schemas['DraftSentence'];
 export type Draft = Schemas['Draft'];
 export type DraftState = Schemas['DraftVersions'];
 export type DraftGenerated = Schemas['DraftGenerated'];
+/** The assistive study chat (docs/report-loop.md, "Chat"): never part of the report. */
+export type ChatTurn = Schemas['ChatTurn'];
+export type ChatAnswer = Schemas['ChatAnswer'];
+export type ChatConversation = Schemas['ChatConversation'];
 export type Me = Schemas['Me'];
 export type LoginResult = Schemas['LoginResult'];
 /** The login page's sign-in methods (GET /api/v1/auth/methods): local and/or the provider. */
@@ -69,6 +73,8 @@ export const ROUTES = [
   ['POST', '/api/v1/studies/{study_id}/draft'],
   ['PUT', '/api/v1/studies/{study_id}/draft'],
   ['POST', '/api/v1/studies/{study_id}/draft/accept'],
+  ['GET', '/api/v1/studies/{study_id}/chat'],
+  ['POST', '/api/v1/studies/{study_id}/chat'],
   ['POST', '/api/v1/viewer/handover'],
   ['GET', '/api/v1/studies/{study_id}/priors'],
   ['POST', '/api/v1/studies/{study_id}/priors/{prior_id}/retrieve'],
@@ -157,6 +163,9 @@ export const api = {
     call<Draft>('PUT', `/studies/${enc(id)}/draft`, body),
   acceptDraft: (id: string, body: AcceptDraftBody) =>
     call<Draft>('POST', `/studies/${enc(id)}/draft/accept`, body),
+  chat: (id: string) => call<ChatConversation>('GET', `/studies/${enc(id)}/chat`),
+  ask: (id: string, message: string) =>
+    call<ChatAnswer>('POST', `/studies/${enc(id)}/chat`, { message }),
   priors: (id: string) => call<PriorList>('GET', `/studies/${enc(id)}/priors`, undefined,
                                           { page_size: '50' }),
   retrievePrior: (id: string, priorId: string) =>

@@ -26,6 +26,7 @@ S, SE, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
     ("GET", "/api/v1/studies/abc/series/x/slices/3/viewport/lung", ("assets",
                                                                     {"study_id": "abc"})),
     ("GET", "/api/v1/studies/abc/draft", ("drafts", {"study_id": "abc"})),
+    ("GET", "/api/v1/studies/abc/chat", ("chat", {"study_id": "abc"})),
     ("GET", "/api/v1/studies/abc/priors", ("priors", {"study_id": "abc"})),
     ("GET", "/api/v1/studies/abc/audit", ("audit", {"study_id": "abc"})),
     ("GET", "/api/v1/analytics/rates.csv", ("export", {})),

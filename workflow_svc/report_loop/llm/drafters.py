@@ -74,6 +74,16 @@ class OpenAiDrafter:
         self.egress = egress
 
     async def draft(self, ctx: DraftContext) -> Drafted:
+        text, latency = await self.ask(messages(ctx))
+        try:
+            return Drafted(parse_reply(text, ctx), text, latency)
+        except InvalidDraftReply as exc:
+            exc.response = text
+            raise
+
+    async def ask(self, chat: list[dict[str, str]]) -> tuple[str, float]:
+        """The model's reply to these messages and the call's latency (ms); drafts and the
+        study chat (chat.py) both ask through here: one egress check, one breaker."""
         start = time.perf_counter()
         destination = await self.egress.check_url(self.endpoint)  # EgressRefused
         self.client = openai.AsyncOpenAI(
@@ -83,19 +93,14 @@ class OpenAiDrafter:
             http_client=pinned_client(destination, self.timeout_s))  # type: ignore[arg-type]
         try:
             # any failure of the request counts; a reply that breaks the contract does not
-            text = await self.breaker.call(lambda: self._complete(ctx))
+            text = await self.breaker.call(lambda: self._complete(chat))
         finally:
             await self.client.close()
-        latency = (time.perf_counter() - start) * 1000
-        try:
-            return Drafted(parse_reply(text, ctx), text, latency)
-        except InvalidDraftReply as exc:
-            exc.response = text
-            raise
+        return text, (time.perf_counter() - start) * 1000
 
-    async def _complete(self, ctx: DraftContext) -> str:
+    async def _complete(self, chat: list[dict[str, str]]) -> str:
         reply = await self.client.chat.completions.create(
-            model=self.model, messages=messages(ctx),  # type: ignore[arg-type]
+            model=self.model, messages=chat,  # type: ignore[arg-type]
             temperature=0)
         return reply.choices[0].message.content or ""
 

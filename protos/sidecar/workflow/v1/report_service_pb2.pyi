@@ -166,3 +166,65 @@ class AcceptDraftResponse(_message.Message):
     DRAFT_FIELD_NUMBER: _ClassVar[int]
     draft: Draft
     def __init__(self, draft: _Optional[_Union[Draft, _Mapping]] = ...) -> None: ...
+
+class ChatCitation(_message.Message):
+    __slots__ = ("ref", "kind", "target_id")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    kind: str
+    target_id: str
+    def __init__(self, ref: _Optional[str] = ..., kind: _Optional[str] = ..., target_id: _Optional[str] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ("message_id", "role", "text", "citations", "uncited_sentences", "trace_id", "user_id", "created_at")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    UNCITED_SENTENCES_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    role: str
+    text: str
+    citations: _containers.RepeatedCompositeFieldContainer[ChatCitation]
+    uncited_sentences: int
+    trace_id: str
+    user_id: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, message_id: _Optional[str] = ..., role: _Optional[str] = ..., text: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[ChatCitation, _Mapping]]] = ..., uncited_sentences: _Optional[int] = ..., trace_id: _Optional[str] = ..., user_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ChatRequest(_message.Message):
+    __slots__ = ("study_id", "message")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    message: str
+    def __init__(self, study_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ChatResponse(_message.Message):
+    __slots__ = ("answer", "llm_failed", "llm_error", "timed_out")
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    LLM_FAILED_FIELD_NUMBER: _ClassVar[int]
+    LLM_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    answer: ChatMessage
+    llm_failed: bool
+    llm_error: str
+    timed_out: bool
+    def __init__(self, answer: _Optional[_Union[ChatMessage, _Mapping]] = ..., llm_failed: _Optional[bool] = ..., llm_error: _Optional[str] = ..., timed_out: _Optional[bool] = ...) -> None: ...
+
+class GetChatRequest(_message.Message):
+    __slots__ = ("study_id",)
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
+
+class GetChatResponse(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...

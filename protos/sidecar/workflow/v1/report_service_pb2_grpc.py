@@ -66,6 +66,16 @@ class ReportServiceStub:
                 request_serializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.AcceptDraftRequest.SerializeToString,
                 response_deserializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.AcceptDraftResponse.FromString,
                 _registered_method=True)
+        self.Chat = channel.unary_unary(
+                '/sidecar.workflow.v1.ReportService/Chat',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.ChatRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.ChatResponse.FromString,
+                _registered_method=True)
+        self.GetChat = channel.unary_unary(
+                '/sidecar.workflow.v1.ReportService/GetChat',
+                request_serializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.GetChatRequest.SerializeToString,
+                response_deserializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.GetChatResponse.FromString,
+                _registered_method=True)
 
 
 class ReportServiceServicer:
@@ -111,6 +121,19 @@ class ReportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Chat(self, request, context):
+        """The assistive chat about a study (docs/report-loop.md "Chat").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChat(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +166,16 @@ def add_ReportServiceServicer_to_server(servicer, server):
                     servicer.AcceptDraft,
                     request_deserializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.AcceptDraftRequest.FromString,
                     response_serializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.AcceptDraftResponse.SerializeToString,
+            ),
+            'Chat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Chat,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.ChatRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.ChatResponse.SerializeToString,
+            ),
+            'GetChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChat,
+                    request_deserializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.GetChatRequest.FromString,
+                    response_serializer=sidecar_dot_workflow_dot_v1_dot_report__service__pb2.GetChatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +342,60 @@ class ReportService:
             '/sidecar.workflow.v1.ReportService/AcceptDraft',
             sidecar_dot_workflow_dot_v1_dot_report__service__pb2.AcceptDraftRequest.SerializeToString,
             sidecar_dot_workflow_dot_v1_dot_report__service__pb2.AcceptDraftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Chat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReportService/Chat',
+            sidecar_dot_workflow_dot_v1_dot_report__service__pb2.ChatRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_report__service__pb2.ChatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sidecar.workflow.v1.ReportService/GetChat',
+            sidecar_dot_workflow_dot_v1_dot_report__service__pb2.GetChatRequest.SerializeToString,
+            sidecar_dot_workflow_dot_v1_dot_report__service__pb2.GetChatResponse.FromString,
             options,
             channel_credentials,
             insecure,

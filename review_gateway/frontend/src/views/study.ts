@@ -5,6 +5,7 @@ import { clear, el, kbd, typing } from '../dom';
 import { currentBox, findingFrame, Overlay, type Box } from '../viewer/overlay';
 import { loadSeries, type LoadedSeries } from '../viewer/series';
 import { PRESETS, Viewer } from '../viewer/viewer';
+import { ChatPanel } from './chat';
 import { DraftPanel } from './draft';
 import { FindingsPanel } from './findings';
 import { priorDate, PriorsPanel } from './priors';
@@ -117,6 +118,9 @@ export function renderStudy(root: HTMLElement, studyId: string,
 
   const draft = new DraftPanel({ studyId, findings: () => panel.findings, select: (f) => void select(f) });
   panel.root.appendChild(draft.root);
+  const chat = new ChatPanel(studyId);
+  panel.root.appendChild(chat.root);
+  void chat.load();
 
   function refreshOverlay(): void {
     overlay.set(panel.findings, panel.visible, panel.selected, true);
@@ -318,7 +322,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
       '+': () => v.zoomBy(1.25), '=': () => v.zoomBy(1.25), '-': () => v.zoomBy(0.8),
       j: () => panel.step(1), k: () => panel.step(-1), o: () => panel.toggleAll(),
       n: () => startDrawing(), t: () => void draft.generate(),
-      p: () => priors.focus(), x: () => closePrior(),
+      p: () => priors.focus(), x: () => closePrior(), c: () => chat.focus(),
     };
     for (const p of PRESETS) keys[p.key] = () => { named(v.applyPreset(p.key) ?? (onPrior ? priorPreset : presetName)); };
     if (f) {
