@@ -1,6 +1,6 @@
 """`make image-test`: the image `make image` builds (localhost/radiology-sidecar:dev) serves the
 product. Its `sidecar up` runs with `buildah run --isolation chroot` (podman run cannot start
-containers on these machines, PLATFORM.md), sharing this machine's loopback, against PostgreSQL,
+containers on these build machines: its runtimes cannot set their rlimits there), sharing this machine's loopback, against PostgreSQL,
 NATS and Triton started beside it as processes, as deploy/compose.yaml has them outside the
 sidecar's containers, and set up as an operator does (docs/deployment.md, "The image"): the
 image's `sidecar tls init` makes the mesh (the NATS server's certificate among it), its
