@@ -133,7 +133,7 @@ async def ask(db: Database, topology: Topology, caller: Caller, study_id: str, m
             "prompt_version": chat_prompt.CHAT_PROMPT_VERSION,
             "citations": [c["ref"] for c in cited.citations],
             "uncited_sentences": cited.uncited_sentences, "unknown_refs": cited.unknown_refs,
-            "user": caller.username})
+            "user": caller.username, **caller.audit_context()})
         await s.refresh(reply)
         return pb.ChatResponse(answer=_pb(reply))
 

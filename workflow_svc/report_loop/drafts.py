@@ -130,7 +130,8 @@ async def generate(db: Database, topology: Topology, caller: Caller, study_id: s
                              f"assistive draft v{version} ({drafter.generator})")
         await audit.record(s, topology, "draft.generated", ACTOR, ref, context={
             "draft_id": str(draft.id), "version": version, "generator": drafter.generator,
-            "trace_id": str(trace.id), "sentences": len(sentences), "user": caller.username})
+            "trace_id": str(trace.id), "sentences": len(sentences), "user": caller.username,
+            **caller.audit_context()})
         await s.flush()
         await s.refresh(draft)
         return pb.GenerateDraftResponse(draft=_pb(draft))
