@@ -62,7 +62,7 @@ async def ask(db: Database, topology: Topology, caller: Caller, study_id: str, m
         study = await _study(s, study_id, caller)
         facility = (await s.execute(select(Facility).where(Facility.id == study.facility_id))
                     ).scalar_one()
-        ctx = await build_context(s, study)
+        ctx = await build_context(s, study, box)
         draft = (await s.execute(select(Draft.text).where(Draft.study_id == study.id)
                                  .order_by(Draft.version.desc()).limit(1))).scalar_one_or_none()
         earlier = list((await s.execute(
@@ -114,6 +114,11 @@ async def ask(db: Database, topology: Topology, caller: Caller, study_id: str, m
                                error_class=refused.reason, error_message=refused.message,
                                context={"destination": refused.destination,
                                         "setting": "llm_base_url", "user": caller.username})
+        if ctx.prior_error:  # a partial failure: the answer goes on without the priors
+            await audit.record(s, topology, "llm_assist.failed", ACTOR, ref,
+                               error_class="PRIOR_REPORTS", error_message=ctx.prior_error,
+                               context={"purpose": "chat", "cause": "prior_reports",
+                                        "trace_id": str(trace.id), "user": caller.username})
         if error:
             await audit.record(s, topology, "llm_assist.failed", ACTOR, ref,
                                error_class=error.split(":")[0], error_message=error,
