@@ -1,13 +1,13 @@
 """`make image-test`: the image `make image` builds (localhost/radiology-sidecar:dev) serves the
 product. Its `sidecar up` runs with `buildah run --isolation chroot` (podman run cannot start
-containers on these build machines: its runtimes cannot set their rlimits there), sharing this machine's loopback, against PostgreSQL,
-NATS and Triton started beside it as processes, as deploy/compose.yaml has them outside the
-sidecar's containers, and set up as an operator does (docs/deployment.md, "The image"): the
-image's `sidecar tls init` makes the mesh (the NATS server's certificate among it), its
-`nats_auth keys` the users' seeds, nats-server runs compose's command, and the image's own
-`sidecar` adds the facilities and the admin. A study goes in by C-STORE, its findings come out
-of the review API, the OHIF viewer of the image serves its page and the gateway the review
-app's brotli assets.
+containers on these build machines: its runtimes cannot set their rlimits there), sharing this
+machine's loopback, against PostgreSQL, NATS and Triton started beside it as processes, as
+deploy/compose.yaml has them outside the sidecar's containers, and set up as an operator does
+(docs/deployment.md, "The image"): the image's `sidecar tls init` makes the mesh (the NATS
+server's certificate among it), its `nats_auth keys` the users' seeds, nats-server runs
+compose's command, and the image's own `sidecar` adds the facilities and the admin. A study goes
+in by C-STORE, its findings come out of the review API, the OHIF viewer of the image serves its
+page and the gateway the review app's brotli assets.
 
 No skip: a machine without buildah fails here (`make test` installs it, SYSTEM_PACKAGES)."""
 
