@@ -40,7 +40,7 @@ def test_chat_through_the_gateway_without_an_llm(stack: Stack, tmp_path: Path) -
         assert refused.status_code == 403, refused.text
         assert http.get(url).status_code == 200
     failed = stack.sql("select context from audit_events where type='llm_assist.failed' "
-                       "and context->>'purpose' = 'chat'")
+                       "and context->>'purpose' = 'chat' and accession = 'ACC-CHAT-UP'")
     assert failed and failed[0][0]["user"] == stack.admin
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
