@@ -91,6 +91,12 @@ class Facility(Base):
     # until its objects are deleted (NULL = kept), and its report text (NULL = retention_days)
     retention_days: Mapped[int | None] = mapped_column(Integer)
     report_retention_days: Mapped[int | None] = mapped_column(Integer)
+    # the assistant's clinical context (0119): the prior reports' look-back and maximum (NULL =
+    # 3 years, 5), and the facility's DICOMweb PACS (QIDO-RS, WADO-RS) with its sealed credential
+    prior_report_lookback_days: Mapped[int | None] = mapped_column(Integer)
+    prior_report_max: Mapped[int | None] = mapped_column(Integer)
+    pacs_dicomweb_url: Mapped[str | None] = mapped_column(Text)
+    pacs_dicomweb_auth: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (CheckConstraint("completion_mode IN ('quiet', 'association', 'explicit')",
                                       name="completion_mode"),)
 
