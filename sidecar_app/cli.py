@@ -121,6 +121,30 @@ def _retention_flags(p: argparse.ArgumentParser) -> None:
                    "--retention-days)")
 
 
+def _prior_report_flags(p: argparse.ArgumentParser) -> None:
+    """The patient's prior reports in a draft or chat's context (docs/report-loop.md)."""
+    p.add_argument("--prior-report-lookback-days", type=_days,
+                   help="how far back before the study a prior report may be (0 = the "
+                   "default, 3 years)")
+    p.add_argument("--prior-report-max", type=_reports,
+                   help="how many prior reports at most, newest first (0 = none; default 5)")
+
+
+def _prior_report_settings(args: argparse.Namespace) -> dict[str, object]:
+    given: dict[str, object] = {}
+    if args.prior_report_lookback_days is not None:
+        given["prior_report_lookback_days"] = args.prior_report_lookback_days or None
+    if args.prior_report_max is not None:
+        given["prior_report_max"] = args.prior_report_max
+    return given
+
+
+def _reports(text: str) -> int:
+    if not text.isdigit() or int(text) > 20:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of reports (0 to 20)")
+    return int(text)
+
+
 def _days(text: str) -> int:
     if not text.isdigit() or int(text) > 36500:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 to 36500)")
@@ -210,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     _report_flags(p)
     _dicom_flags(p)
     _retention_flags(p)
+    _prior_report_flags(p)
     p.add_argument("--completion", choices=["quiet", "association", "explicit"],
                    help="when a study is complete: after the quiet period (default), also when "
                         "its DIMSE association is released, or only on CompleteStudy")
@@ -394,7 +419,7 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
     create = args.action == "add"
     given = _onboarding_settings(args) if create else {
         **_onboarding_settings(args), **_completion_settings(args), **_report_settings(args),
-        **_dicom_settings(args), **_retention_settings(args)}
+        **_dicom_settings(args), **_retention_settings(args), **_prior_report_settings(args)}
     settings = CommonSettings(data_dir=args.data_dir)
     try:
         egress = settings.egress_policy()
@@ -434,6 +459,11 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
     if _retention_settings(args):
         print(f"facility {view['name']}: retention_days={view['retention_days'] or 'forever'} "
               f"report_retention_days={view['report_retention_days'] or 'as retention_days'}")
+    if _prior_report_settings(args):
+        lookback, most = view["prior_report_lookback_days"], view["prior_report_max"]
+        print(f"facility {view['name']}: prior_report_lookback_days="
+              f"{lookback or 'default (1095)'} prior_report_max="
+              f"{'default (5)' if most is None else most}")
     return 0
 
 

@@ -81,3 +81,7 @@ def test_the_patients_name_never_reaches_the_llm(stack: Stack, tmp_path: Path) -
     [(sealed,)] = site.sql("select report_text_enc from legacy_reports where accession = %s",
                            PRIOR_ACCESSION)
     assert sealed and b"nodule" not in bytes(sealed)
+    # and so is the message as received (its PID names the patient)
+    [(kept,)] = site.sql("select raw from hl7_messages where control_id = %s", "DEID-PRIOR-1")
+    assert bytes(kept).startswith(b"sealed:v1:")
+    assert FAMILY.encode() not in bytes(kept) and b"nodule" not in bytes(kept)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,15 +16,18 @@ from sidecar_core.db import Database
 from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.subjects import STUDY_RECEIVED, Topology
 from sidecar_core.registry import load_registry
+from sidecar_core.secret_box import SecretBox
 from sidecar_core.store.models import Facility, Study
 from workflow_svc.report_loop.hl7.main import make_handler
 from workflow_svc.report_loop.hl7.mllp import END, START, MllpServer
 from workflow_svc.report_loop.legacy_reports import match_waiting_reports
+from workflow_svc.report_loop.report_text import open_message
 from workflow_svc.study.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = Topology("hl7test", "HL7TEST")
 SENDER = "RIS_NORTH"
+BOX = SecretBox(os.urandom(32))
 
 
 def oru(control_id: str, accession: str = "ACC-1", status: str = "F", *,
@@ -90,7 +94,7 @@ async def store(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture()
 async def peer(store: Database) -> AsyncIterator[Peer]:
-    server = MllpServer(make_handler(store, TOPOLOGY), "127.0.0.1", 0)
+    server = MllpServer(make_handler(store, TOPOLOGY, BOX), "127.0.0.1", 0)
     port = await server.start()
     try:
         yield Peer(port)
@@ -114,6 +118,17 @@ async def rows(db: Database, sql: str, **params: object) -> list[dict]:
         return [dict(r._mapping) for r in (await s.execute(text(sql), params)).all()]
 
 
+async def kept_messages(db: Database) -> list[dict]:
+    """hl7_messages as kept, each with `raw` opened: sealed at rest, exact when opened."""
+    out = []
+    for row in await rows(db, "select id, raw, status, ack_code from hl7_messages "
+                              "order by received_at"):
+        sealed, message_id = bytes(row.pop("raw")), row.pop("id")
+        assert sealed.startswith(b"sealed:v1:") and b"MSH" not in sealed
+        out.append({**row, "raw": open_message(BOX, message_id, sealed)})
+    return out
+
+
 async def test_matched_report_completes_the_study(store: Database, peer: Peer) -> None:
     study_id = await add_study(store, "ACC-1")
     [ack] = await peer.send(oru("MSG-1"))
@@ -126,8 +141,8 @@ async def test_matched_report_completes_the_study(store: Database, peer: Peer) -
     assert report["report_reference"] == "RPT-ACC-1" and report["matched_by"] == "message"
     assert report["completed_at"].isoformat() == "2024-03-05T11:30:00+00:00"
     assert report["observed_at"].isoformat() == "2024-03-05T10:15:00+00:00"
-    [raw] = await rows(store, "select raw, status from hl7_messages")
-    assert raw == {"raw": oru("MSG-1"), "status": "accepted"}
+    [raw] = await kept_messages(store)
+    assert raw == {"raw": oru("MSG-1"), "status": "accepted", "ack_code": "AA"}
     types = [r["type"] for r in await rows(store, "select type from audit_events order by seq")]
     assert "legacy_report.completed" in types
     jobs = await rows(store, "select subject from outbox where subject like '%job.v1.handoff'")
@@ -181,7 +196,7 @@ async def test_malformed_message_is_refused_naming_the_field(
     [ack] = await peer.send(message)
     assert msa(ack)[1] == code, ack
     assert location in err(ack), ack
-    [kept] = await rows(store, "select raw, status, ack_code from hl7_messages")
+    [kept] = await kept_messages(store)
     assert kept == {"raw": message, "status": "rejected", "ack_code": code}  # nothing lost
     assert await rows(store, "select id from audit_events where type='hl7.message_rejected'")
 
@@ -195,7 +210,7 @@ async def test_version_23_gets_err1(store: Database, peer: Peer) -> None:
 async def test_not_hl7_at_all_is_rejected_and_kept(store: Database, peer: Peer) -> None:
     [ack] = await peer.send(b"hello, this is not HL7")
     assert msa(ack)[1] == "AR" and "MSH" in err(ack)
-    [kept] = await rows(store, "select raw from hl7_messages")
+    [kept] = await kept_messages(store)
     assert kept["raw"] == b"hello, this is not HL7"
 
 

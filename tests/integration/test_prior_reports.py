@@ -27,6 +27,7 @@ from workflow_svc.report_loop.hl7 import intake
 from workflow_svc.report_loop.legacy_reports import open_text, reseal_texts
 from workflow_svc.report_loop.llm.context import CONTEXT_VERSION
 from workflow_svc.report_loop.llm.deid import PROFILE, fold
+from workflow_svc.report_loop.report_text import open_message
 
 pytestmark = pytest.mark.integration
 TOPOLOGY = Topology("priortest", "PRIORTEST")
@@ -112,6 +113,8 @@ async def test_prior_report_reaches_the_llm_scrubbed_and_cited(env: Env) -> None
                           "ELSEWHEREPATIENT report"))
     await env.receive(oru("P-4", "ACC-ANCIENT", "MRN123456^^^HOSP^MR", "20200101",
                           "ANCIENT report"))
+    for message in await env.rows("select raw from hl7_messages"):  # the messages as received
+        assert b"Doe" not in bytes(message["raw"]) and b"nodule" not in bytes(message["raw"])
     [stored] = await env.rows("select id, report_text_enc, patient_id, patient_id_issuer "
                               "from legacy_reports where accession = 'ACC-OLD'")
     assert (stored["patient_id"], stored["patient_id_issuer"]) == ("MRN123456", "HOSP")
@@ -170,10 +173,50 @@ async def test_rotation_reseals_report_text(env: Env) -> None:
     await env.receive(oru("P-6", "ACC-OLD", "MRN123456^^^HOSP^MR", "20230110", PRIOR_TEXT),
                       old)
     new = SecretBox(os.urandom(32), previous=(old_key,))
-    assert await reseal_texts(env.db, new) == 1
+    assert await reseal_texts(env.db, new) == 2  # the report text and the message as received
+    [message] = await env.rows("select id, raw from hl7_messages")
+    assert not new.needs_sealing(bytes(message["raw"]).decode())
+    assert open_message(new, message["id"], message["raw"]).startswith(b"MSH|")
     [row] = await env.rows("select id, report_text_enc from legacy_reports")
     assert not new.needs_sealing(bytes(row["report_text_enc"]).decode())
     assert open_text(new, row["id"],
                      bytes(row["report_text_enc"])).startswith(PRIOR_TEXT)
     sent, made = await _draft(env, new)
     assert json.loads(sent["messages"][-1]["content"])["prior_reports"][0]["ref"] == "PRIOR-1"
+
+
+async def test_the_facility_sets_the_look_back_and_the_maximum(env: Env) -> None:
+    """Three earlier reports, 2 months, 14 months and 30 months before the study (2024-03-05):
+    the default takes all three, newest first; a 400-day look-back the first; at most 2 the
+    newest two; 0 none (and that is no failure)."""
+    for n, day in enumerate(("20240105", "20230105", "20210905"), start=1):
+        await env.receive(oru(f"LB-{n}", f"ACC-LB{n}", "MRN123456^^^HOSP^MR", day,
+                              f"FINDING{n} stable."))
+
+    async def sent_priors(**settings: int | None) -> list[str]:
+        async with env.db.unit_of_work() as s:
+            await s.execute(text("update facilities set prior_report_lookback_days = :d, "
+                                 "prior_report_max = :m"),
+                            {"d": settings.get("days"), "m": settings.get("most")})
+        sent, made = await _draft(env, env.box)
+        assert not made.llm_failed  # type: ignore[attr-defined]
+        priors = json.loads(sent["messages"][-1]["content"])["prior_reports"]
+        return [p["text"].split()[0] for p in priors]
+
+    assert await sent_priors() == ["FINDING1", "FINDING2", "FINDING3"]
+    assert await sent_priors(days=400) == ["FINDING1"]
+    assert await sent_priors(most=2) == ["FINDING1", "FINDING2"]
+    assert await sent_priors(days=400, most=0) == []
+    assert await env.rows("select 1 from audit_events where type = 'llm_assist.failed'") == []
+
+
+async def test_without_a_key_only_the_header_of_a_message_is_kept(env: Env) -> None:
+    _, verdict = await intake.receive(env.db, TOPOLOGY, oru(
+        "NK-1", "ACC-NK", "MRN123456^^^HOSP^MR", "20230110", PRIOR_TEXT), "mllp", "127.0.0.1",
+        None)
+    assert verdict.code == "AA"
+    [message] = await env.rows("select raw from hl7_messages")
+    assert bytes(message["raw"]) == oru("NK-1", "ACC-NK", "MRN123456^^^HOSP^MR", "20230110",
+                                        PRIOR_TEXT).split(b"\r")[0]
+    [report] = await env.rows("select report_text_enc from legacy_reports")
+    assert report["report_text_enc"] is None

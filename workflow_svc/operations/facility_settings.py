@@ -130,6 +130,17 @@ def _networks(field: str, value: Any) -> str | None:
         raise _invalid(field, str(exc)) from None
 
 
+def _count(low: int, high: int) -> Callable[[str, Any], int | None]:
+    def check(field: str, value: Any) -> int | None:
+        if value in (None, ""):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value \
+                or not low <= int(value) <= high:
+            raise _invalid(field, f"a whole number, {low} to {high} ('' = the default)")
+        return int(value)
+    return check
+
+
 def _days(field: str, value: Any) -> int | None:
     if value in (None, ""):
         return None
@@ -179,6 +190,11 @@ def settings_table(known_models: list[str]) -> dict[str, Setting]:
         # are deleted, and its report text and drafts (None: the same as retention_days).
         "retention_days": Setting("retention_days", _days),
         "report_retention_days": Setting("report_retention_days", _days),
+        # Added with the assistant's clinical context (issue 23): how far back (days before the
+        # study) and how many of the patient's prior reports a draft or chat may use (None: 3
+        # years, 5; 0 reports = none; at most 20, each costs prompt tokens).
+        "prior_report_lookback_days": Setting("prior_report_lookback_days", _count(1, 36500)),
+        "prior_report_max": Setting("prior_report_max", _count(0, 20)),
     }
     columns = set(Facility.__table__.columns.keys())
     return {name: s for name, s in table.items() if s.column in columns}

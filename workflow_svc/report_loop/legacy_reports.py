@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,9 +18,14 @@ from sidecar_core.errors import InvalidArgument, NotFound
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.secret_box import SecretBox, SecretKeyError
 from sidecar_core.store.batch import WriteBatch
-from sidecar_core.store.models import Facility, LegacyReport, Study
+from sidecar_core.store.models import Facility, Hl7Message, LegacyReport, Study
 from workflow_svc.report_loop import handoff
-from workflow_svc.report_loop.report_text import open_text, seal_text
+from workflow_svc.report_loop.report_text import (
+    open_message,
+    open_text,
+    seal_message,
+    seal_text,
+)
 from workflow_svc.study.states import State, check, study_ref, transition_in
 
 log = logging.getLogger(__name__)
@@ -182,26 +188,34 @@ async def complete_report(db: Database, topology: Topology, facility_name: str,
 
 
 async def reseal_texts(db: Database, box: SecretBox, chunk: int = 500) -> int:
-    """Re-seals every report text sealed with an earlier key (`sidecar secrets rotate`), in
-    chunks; a text that does not open is left as it is (and logged). Returns how many."""
+    """Re-seals every report text and every HL7 message as received that an earlier key sealed
+    or that is still plaintext (`sidecar secrets rotate`), in chunks; a value that does not
+    open is left as it is (and logged). Returns how many."""
+    texts = await _reseal(db, box, LegacyReport.id, LegacyReport.report_text_enc, chunk,
+                          lambda i, v: seal_text(box, i, open_text(box, i, v)) or b"")
+    messages = await _reseal(db, box, Hl7Message.id, Hl7Message.raw, chunk,
+                             lambda i, v: seal_message(box, i, open_message(box, i, v)))
+    return texts + messages
+
+
+async def _reseal(db: Database, box: SecretBox, key: Any, column: Any, chunk: int,
+                  fresh: Callable[[uuid.UUID, bytes], bytes]) -> int:
     done, after = 0, uuid.UUID(int=0)
     while True:
         async with db.unit_of_work() as s:
             rows = (await s.execute(
-                select(LegacyReport.id, LegacyReport.report_text_enc)
-                .where(LegacyReport.report_text_enc.is_not(None), LegacyReport.id > after)
-                .order_by(LegacyReport.id).limit(chunk))).all()
-            for report_id, sealed in rows:
-                if sealed is None or not box.needs_sealing(bytes(sealed).decode()):
+                select(key, column).where(column.is_not(None), key > after)
+                .order_by(key).limit(chunk))).all()
+            for row_id, kept in rows:
+                if not kept or not box.needs_sealing(bytes(kept).decode("latin-1")):
                     continue
                 try:
-                    fresh = seal_text(box, report_id, open_text(box, report_id, sealed))
+                    value = fresh(row_id, bytes(kept))
                 except SecretKeyError as exc:
-                    log.error("report text left as it is: %s", exc)
+                    log.error("%s left as it is: %s", column, exc)
                     continue
-                result = await s.execute(update(LegacyReport).where(
-                    LegacyReport.id == report_id, LegacyReport.report_text_enc == sealed)
-                    .values(report_text_enc=fresh))
+                result = await s.execute(update(column.class_).where(
+                    key == row_id, column == kept).values({column.key: value}))
                 done += result.rowcount or 0  # type: ignore[attr-defined]
         if len(rows) < chunk:
             return done

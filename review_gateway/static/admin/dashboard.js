@@ -94,7 +94,8 @@ async function loadFacilities() {
   }
 }
 
-// "key=value" lines → typed settings: true/false, numbers (keys ending _s or _days), comma
+// "key=value" lines → typed settings: true/false, numbers (keys ending _s, _days, _port or
+// _max), comma
 // lists for enabled_models; an empty value clears a setting (retention_days= : kept forever).
 function parseSettings(text) {
   const out = {};
@@ -105,7 +106,7 @@ function parseSettings(text) {
     const raw = line.slice(at + 1).trim();
     if (key === "enabled_models") out[key] = raw === "all" ? "all" : raw.split(",").map((m) => m.trim()).filter(Boolean);
     else if (raw === "true" || raw === "false") out[key] = raw === "true";
-    else if (raw !== "" && !Number.isNaN(Number(raw)) && /_(s|days)$/.test(key)) out[key] = Number(raw);
+    else if (raw !== "" && !Number.isNaN(Number(raw)) && /_(s|days|port|max)$/.test(key)) out[key] = Number(raw);
     else out[key] = raw;
   }
   return out;

@@ -32,6 +32,7 @@ from workflow_svc.report_loop.hl7.message import (
     parse_oru,
 )
 from workflow_svc.report_loop.legacy_reports import ReportInput, record_report
+from workflow_svc.report_loop.report_text import seal_message
 
 log = logging.getLogger(__name__)
 ACTOR = "hl7_listener"
@@ -40,13 +41,14 @@ ACTOR = "hl7_listener"
 async def receive(db: Database, topology: Topology, raw: bytes, source: str = "mllp",
                   peer: str = "", box: SecretBox | None = None) -> tuple[Header, Verdict]:
     """Takes one message; the verdict says which ACK it earns. Every message is kept as
-    received (`hl7_messages`), even one we refuse; a repeat of an accepted one changes nothing.
-    Each report's text (OBX) is kept sealed with `box` (not kept without one)."""
+    received (`hl7_messages`), even one we refuse, sealed with `box` (without one only its MSH
+    segment); a repeat of an accepted one changes nothing. Each report's text (OBX) is kept
+    sealed with `box` too (not kept without one)."""
     try:
         parsed = parse_oru(raw)
     except Hl7Error as err:
         header = header_of(decode(raw))
-        return header, await _refuse(db, topology, raw, source, peer, header, err)
+        return header, await _refuse(db, topology, raw, source, peer, header, err, box)
     header = parsed.header
     for attempt in range(2):
         try:
@@ -76,12 +78,13 @@ async def _accept(db: Database, topology: Topology, raw: bytes, source: str, pee
             err = Hl7Error("AE", "MSH", 1, 4, E_UNKNOWN_KEY,
                            f"MSH-4 sending facility {header.sending_facility} is not mapped "
                            "to a facility (sidecar facility set NAME --hl7-sending-facility)")
-            await _store(s, topology, raw, source, peer, header, "rejected", err, None)
+            await _store(s, topology, raw, source, peer, header, "rejected", err, None, box)
             return Verdict("AE", err.text, err)
         batch = WriteBatch(topology)
         message_id = uuid.uuid4()
         batch.add(insert(Hl7Message).values(
-            _message_row(message_id, raw, source, peer, header, "accepted", None, facility.id)))
+            _message_row(message_id, raw, source, peer, header, "accepted", None, facility.id,
+                         box)))
         matched = 0
         for fact in parsed.reports:
             done = await record_report(s, topology, facility, ReportInput(
@@ -123,7 +126,7 @@ async def _earlier_and_facility(s: AsyncSession, header: Header
 
 
 async def _refuse(db: Database, topology: Topology, raw: bytes, source: str, peer: str,
-                  header: Header, err: Hl7Error) -> Verdict:
+                  header: Header, err: Hl7Error, box: SecretBox | None) -> Verdict:
     try:
         async with db.unit_of_work() as s:
             facility_id = None
@@ -131,7 +134,8 @@ async def _refuse(db: Database, topology: Topology, raw: bytes, source: str, pee
                 facility_id = (await s.execute(select(Facility.id).where(
                     Facility.hl7_sending_facility == header.sending_facility))
                 ).scalar_one_or_none()
-            await _store(s, topology, raw, source, peer, header, "rejected", err, facility_id)
+            await _store(s, topology, raw, source, peer, header, "rejected", err, facility_id,
+                         box)
     except Exception:
         log.exception("could not store a refused HL7 message")
         return Verdict(err.ack, err.text, err, committed=False)
@@ -147,9 +151,9 @@ def internal_error(exc: BaseException) -> Verdict:
 
 async def _store(s: AsyncSession, topology: Topology, raw: bytes, source: str, peer: str,
                  header: Header, status: str, err: Hl7Error | None,
-                 facility_id: uuid.UUID | None) -> uuid.UUID:
+                 facility_id: uuid.UUID | None, box: SecretBox | None) -> uuid.UUID:
     row = Hl7Message(**_message_row(uuid.uuid4(), raw, source, peer, header, status, err,
-                                    facility_id))
+                                    facility_id, box))
     s.add(row)
     await s.flush()
     if err is not None:
@@ -163,11 +167,11 @@ async def _store(s: AsyncSession, topology: Topology, raw: bytes, source: str, p
 
 
 def _message_row(message_id: uuid.UUID, raw: bytes, source: str, peer: str, header: Header,
-                 status: str, err: Hl7Error | None,
-                 facility_id: uuid.UUID | None) -> dict[str, Any]:
-    """The `hl7_messages` row of a message as received."""
+                 status: str, err: Hl7Error | None, facility_id: uuid.UUID | None,
+                 box: SecretBox | None) -> dict[str, Any]:
+    """The `hl7_messages` row of a message as received (sealed for its row)."""
     return dict(
-        id=message_id, source=source, peer=peer[:128], raw=raw,
+        id=message_id, source=source, peer=peer[:128], raw=seal_message(box, message_id, raw),
         sending_facility=header.sending_facility[:227], control_id=header.control_id[:199],
         message_type=header.message_type[:32], version=header.version[:16], status=status,
         ack_code=err.ack if err else "AA", error_location=err.location if err else "",

@@ -11,14 +11,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sidecar_core.secret_box import SecretBox, SecretKeyError
-from sidecar_core.store.models import Finding, LegacyReport, Series, Study
+from sidecar_core.store.models import Facility, Finding, LegacyReport, Series, Study
 from workflow_svc.report_loop.llm.deid import PROFILE, Deidentifier, age_band, sex
 from workflow_svc.report_loop.report_text import open_text
 
 # /2: patient and request from dicom_attributes; /3: the patient's prior reports (PRIOR-n)
 CONTEXT_VERSION = "sidecar-draft-context/3"
-# Prior reports: the facility's look-back (days before the current study) and how many at
-# most go into a context, newest first. Module constants for now (not a facility setting).
+# Prior reports: the look-back (days before the current study) and how many at most go into a
+# context, newest first, when the facility sets neither (`prior_report_lookback_days`,
+# `prior_report_max`; workflow_svc/operations/facility_settings.py).
 PRIOR_LOOKBACK_DAYS = 1095
 PRIOR_MAX = 5
 DRAFTED = ("accepted", "edited")  # review statuses whose findings go into a draft
@@ -124,8 +125,13 @@ async def build_context(s: AsyncSession, study: Study,
     says why in `prior_error`."""
     attributes: dict[str, Any] = dict(study.dicom_attributes or {})
     prior_error = ""
+    lookback, most = (await s.execute(select(
+        Facility.prior_report_lookback_days, Facility.prior_report_max)
+        .where(Facility.id == study.facility_id))).one_or_none() or (None, None)
     try:
-        priors = await prior_reports(s, study, attributes, box)
+        priors = await prior_reports(s, study, attributes, box,
+                                     lookback_days=lookback or PRIOR_LOOKBACK_DAYS,
+                                     limit=PRIOR_MAX if most is None else most)
     except PriorLookupError as exc:
         priors, prior_error = [], str(exc)
     deid = Deidentifier.for_study(str(study.id), attributes, extra=(
