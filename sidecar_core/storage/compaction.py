@@ -185,6 +185,10 @@ def compact(conn: Any, root: Path, *, threshold: float = 0.5, min_age_s: float =
                     path.unlink()
             elif size and live_bytes / size <= threshold:
                 candidates.append((name, live_bytes))
+        for path in root.glob("*.pack.new"):  # a writer killed while it made a segment
+            if not dry_run and now - path.stat().st_mtime >= min_age_s \
+                    and held.enter_context(_unheld(path)):
+                path.unlink()
         if report.removed_empty and not dry_run:
             sync_dir(root)
         group: list[str] = []

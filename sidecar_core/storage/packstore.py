@@ -161,9 +161,13 @@ class PackWriter:
         self.close()
         self.root.mkdir(parents=True, exist_ok=True)
         segment = uuid.uuid4().hex[:16]
-        fd = os.open(self.root / f"{segment}.pack", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
-        # held while the segment is open: compaction (compaction.py) skips a locked segment
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # made under a name compaction never lists, locked, then renamed: compaction
+        # (compaction.py) skips a locked segment and so never sees this one unlocked (it would
+        # take a new, empty segment for one to remove)
+        fresh = self.root / f"{segment}.pack.new"
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while the segment is open
+        os.rename(fresh, self.root / f"{segment}.pack")
         os.posix_fallocate(fd, 0, self.allocate_bytes)
         if self.fsync:  # the segment's name and its allocation survive a crash
             os.fsync(fd)

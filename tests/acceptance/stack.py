@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,11 @@ def stack_root(prefix: str = "sidecar-acc-") -> Iterator[Path]:
     try:
         yield root
     finally:
+        keep = os.environ.get("SIDECAR_TEST_KEEP_LOGS")  # a folder: each stack's logs go there
+        if keep:
+            for logs in root.rglob("logs"):
+                if logs.is_dir():
+                    shutil.copytree(logs, Path(keep) / root.name, dirs_exist_ok=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

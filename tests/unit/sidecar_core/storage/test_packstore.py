@@ -135,3 +135,46 @@ def test_a_failed_large_write_leaves_no_object(tmp_path: Path,
         store.put(big)
     assert not store.exists(ObjectStore.key_for(big))
     assert [p for p in (tmp_path / "sha256").rglob("*") if p.is_file()] == []
+
+
+def test_a_new_segment_is_never_listed_unlocked(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compaction lists `*.pack` and takes a segment no writer has locked (an empty one it
+    removes): a writer's new segment must be locked before it is ever listed."""
+    import fcntl
+
+    from sidecar_core.storage import compaction, packstore
+
+    seen: list[dict[str, Path]] = []
+    real_flock = fcntl.flock
+
+    def flock(fd: int, op: int) -> None:
+        seen.append(compaction._segments(tmp_path))  # what a compaction pass lists right now
+        real_flock(fd, op)
+
+    monkeypatch.setattr(packstore.fcntl, "flock", flock)
+    writer = PackWriter(tmp_path)
+    writer.append(b"x" * 10)
+    assert seen == [{}]
+    [(name, path)] = compaction._segments(tmp_path).items()
+    with compaction._unheld(path) as free:
+        assert not free  # the writer holds it
+    assert not list(tmp_path.glob("*.new"))
+    writer.close()
+
+
+def test_compaction_sweeps_a_segment_a_killed_writer_was_making(tmp_path: Path) -> None:
+    from sidecar_core.storage import compaction
+
+    left = tmp_path / "0123456789abcdef.pack.new"
+    left.write_bytes(b"")
+
+    class NoRows:
+        def execute(self, *_: object) -> NoRows:
+            return self
+
+        def fetchall(self) -> list[object]:
+            return []
+
+    compaction.compact(NoRows(), tmp_path, min_age_s=0)
+    assert not left.exists()
