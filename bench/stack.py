@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -41,7 +42,35 @@ ADMIN = "bench_admin"
 PASSWORD = "bench horse battery staple"
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A loopback port free now, for a server started a little later. Chosen below the kernel's
+    ephemeral range (ip_local_port_range): a port the kernel hands out itself (bind to 0) is
+    also what it gives the next outbound connection, so a database or NATS client of the same
+    test could take it before the server binds ("address already in use"). Never the same port
+    twice in one process."""
+    low = _ephemeral_low()
+    if low > 12000:
+        for _ in range(500):
+            port = random.randint(10000, low - 1)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -16,17 +16,12 @@ from typing import Any
 
 import psycopg
 
+from bench.stack import free_port
 from sidecar_app.runtime.embedded import nats_binary
 from sidecar_core.messaging import nats_auth
 from sidecar_core.messaging.nats_auth import NatsAuth
 from sidecar_core.messaging.subjects import Topology
 from tests import pki as test_pki
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from bench.stack import free_port
 from sidecar_app.runtime.embedded import prepare_triton, triton_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +58,6 @@ def build_model_repository(
     return dest
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # Exec'd through a tiny launcher that asks the kernel to SIGKILL the server when the test
