@@ -322,7 +322,8 @@ def create_app(settings: GatewaySettings,
         return FileResponse(STATIC_DIR / "admin" / "index.html",
                             headers={"Cache-Control": "no-cache"})
 
-    app.include_router(webapp_router(STATIC_DIR, settings.viewer_port))
+    app.include_router(webapp_router(STATIC_DIR, settings.viewer_port,
+                                     settings.viewer_public_url))
 
     app.mount("/static", PrecompressedStaticFiles(directory=STATIC_DIR), name="static")
     _add_schemas(app, EXTRA_SCHEMAS)

@@ -30,6 +30,10 @@ class GatewaySettings(EdgeSettings):
                               "from a browser; empty: none; * any")
     viewer_port: int = Field(default=8081, ge=0, le=65535, description="Port of the OHIF "
                              "viewer the review app links to (same host); 0: no link")
+    viewer_public_url: str = Field(
+        default="", pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$",
+        description="The OHIF viewer's URL as a browser reaches it (e.g. behind an Ingress, "
+        "https://viewer.hospital.example/); empty: the gateway's own host on viewer_port")
     viewer_code_ttl_s: int = Field(default=60, gt=0, le=300, description="Lifetime of a "
                                    "one-time OHIF hand-over code (exchanged once)")
     viewer_token_ttl_s: int = Field(default=600, gt=0, le=600, description="Lifetime of the "

@@ -229,8 +229,6 @@ class Mesh:
             "SIDECAR_HL7_PORT": str(p["hl7"]),
             "SIDECAR_HL7_TLS_PORT": str(p["hl7-tls"]),
             "SIDECAR_VIEWER_PORT": str(p["viewer"]),
-            # Where OHIF is, for the review app's "Open in OHIF" links (/viewer?StudyInstanceUIDs=).
-            "SIDECAR_VIEWER_URL": f"{scheme}://127.0.0.1:{p['viewer']}",
             # The DICOMweb root OHIF reads: the gateway, over HTTPS when it has a certificate.
             "SIDECAR_VIEWER_DICOMWEB_URL": os.environ.get("SIDECAR_VIEWER_DICOMWEB_URL")
             or f"{scheme}://127.0.0.1:{p['gateway']}/dicomweb",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from review_gateway.app import create_app
 from review_gateway.settings import GatewaySettings
 
@@ -54,3 +56,21 @@ def test_the_page_carries_a_strict_csp_and_the_viewer_link(tmp_path: Path) -> No
     assert "<script>" not in reply.text and " style=" not in reply.text
     off = create_app(GatewaySettings(data_dir=tmp_path, token_secret="x" * 32, viewer_port=0))
     assert "sidecar-ohif-url" not in TestClient(off).get("/").text
+
+
+def test_the_viewer_link_behind_an_ingress_is_the_viewers_own_host(tmp_path: Path) -> None:
+    """Behind an Ingress the viewer has a host of its own: the link is exactly
+    SIDECAR_VIEWER_PUBLIC_URL, never the gateway's host with the viewer's port."""
+    from fastapi.testclient import TestClient
+    from pydantic import ValidationError
+
+    app = create_app(GatewaySettings(
+        data_dir=tmp_path, token_secret="x" * 32, viewer_port=8081,
+        viewer_public_url="https://viewer.hospital.example"))
+    reply = TestClient(app).get("/", headers={"Host": "sidecar.hospital.example"})
+    assert '<meta name="sidecar-ohif-url" content="https://viewer.hospital.example/">' \
+        in reply.text
+    assert "sidecar.hospital.example:8081" not in reply.text
+    for bad in ("viewer.hospital.example", "javascript:alert(1)", "https://a b/"):
+        with pytest.raises(ValidationError):
+            GatewaySettings(data_dir=tmp_path, token_secret="x" * 32, viewer_public_url=bad)
