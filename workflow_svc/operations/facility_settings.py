@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sidecar_core import audit
 from sidecar_core.db import Database
+from sidecar_core.dicom.dicomweb_scu import authorization_problem
 from sidecar_core.egress import EgressPolicy, EgressRefused
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound
 from sidecar_core.messaging.subjects import Topology
@@ -139,6 +140,15 @@ def _days(field: str, value: Any) -> int | None:
     return int(value)
 
 
+def _authorization(field: str, value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    problem = authorization_problem(value) if isinstance(value, str) else "text"
+    if problem:
+        raise _invalid(field, f"an Authorization header value: {problem}")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     column: str
@@ -179,6 +189,10 @@ def settings_table(known_models: list[str]) -> dict[str, Setting]:
         # are deleted, and its report text and drafts (None: the same as retention_days).
         "retention_days": Setting("retention_days", _days),
         "report_retention_days": Setting("report_retention_days", _days),
+        # Added with priors from a DICOMweb PACS (issue 23, QIDO-RS / WADO-RS): its base URL
+        # (asked instead of the DIMSE PACS when set) and its Authorization header value, sealed.
+        "pacs_dicomweb_url": Setting("pacs_dicomweb_url", _url, outbound=True),
+        "pacs_dicomweb_auth": Setting("pacs_dicomweb_auth", _authorization, secret=True),
     }
     columns = set(Facility.__table__.columns.keys())
     return {name: s for name, s in table.items() if s.column in columns}
@@ -252,7 +266,7 @@ async def seal_plaintext(db: Database, box: SecretBox) -> int:
     """Seals every secret setting still stored in plaintext (a database from before sealing)
     or sealed with an earlier key (after a rotation); returns how many. Safe to run from
     several processes at once: a value is replaced only if it is still the one read."""
-    columns = [c for c in ("handoff_secret", "llm_api_key")
+    columns = [c for c in ("handoff_secret", "llm_api_key", "pacs_dicomweb_auth")
                if c in Facility.__table__.columns]
     done = 0
     async with db.unit_of_work() as s:
