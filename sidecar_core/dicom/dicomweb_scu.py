@@ -151,9 +151,11 @@ def _first(item: dict[str, Any], tag: str, limit: int) -> str:
     return ""
 
 
-def parse_studies(body: bytes, patient_id: str) -> tuple[list[FoundStudy], int]:
-    """The matches of a QIDO-RS studies answer (DICOM JSON) and how many were left out for
-    naming another patient (or none). Raises DicomwebFailed on a malformed answer."""
+def parse_studies(body: bytes, patient_id: str, most: int = 200
+                  ) -> tuple[list[FoundStudy], int]:
+    """The first `most` matches of a QIDO-RS studies answer (DICOM JSON; the rest is not read,
+    as a PACS that ignores `limit` is read by the C-FIND) and how many of them were left out
+    for naming another patient (or none). Raises DicomwebFailed on a malformed answer."""
     import json
 
     try:
@@ -164,7 +166,7 @@ def parse_studies(body: bytes, patient_id: str) -> tuple[list[FoundStudy], int]:
         raise DicomwebFailed("the QIDO-RS answer is not a JSON array of studies")
     found: list[FoundStudy] = []
     other_patient = 0
-    for i, item in enumerate(doc):
+    for i, item in enumerate(doc[:most]):
         if not isinstance(item, dict):
             raise DicomwebFailed(f"match {i + 1} of the QIDO-RS answer is not a JSON object")
         try:
@@ -225,10 +227,7 @@ async def find_studies(http: httpx.AsyncClient, peer: DicomwebPeer, patient_id: 
                 body += chunk
     except httpx.HTTPError as exc:
         raise _http_error(exc, what, peer) from exc
-    studies, other = parse_studies(bytes(body), patient_id)
-    if len(studies) + other > limit * 4:
-        raise DicomwebFailed(f"{what} at {peer} answered {len(studies) + other} matches for "
-                             f"limit={limit * 4}")
+    studies, other = parse_studies(bytes(body), patient_id, limit * 4)
     unique: dict[str, FoundStudy] = {}
     for study in studies:
         if study.study_instance_uid != exclude_uid:
@@ -312,7 +311,7 @@ class MultipartReader:
                 return None
             block, end = bytes(self.buf[:at]), at + 4
         headers: dict[str, str] = {}
-        for line in block.split(b"\r\n"):
+        for line in block.split(b"\r\n") if block else []:
             name, sep, value = line.partition(b":")
             if not sep:
                 raise DicomwebFailed(f"part {self.count + 1} has a malformed header line")
@@ -355,11 +354,16 @@ def check_part(index: int, headers: dict[str, str], data: bytes) -> tuple[str, s
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True,
                              specific_tags=["StudyInstanceUID", "PatientID"])
-        return str(ds.get("StudyInstanceUID", "")).strip(), str(ds.get("PatientID", "")).strip()
+        study = str(ds.get("StudyInstanceUID", "")).strip()
+        patient = str(ds.get("PatientID", "")).strip()
     except (InvalidDicomError, ValueError, TypeError, EOFError, OSError, KeyError,
             AttributeError, OverflowError) as exc:
         raise DicomwebFailed(f"part {index} is not a readable DICOM file "
                              f"({type(exc).__name__})") from None
+    if not is_valid_uid(study):
+        raise DicomwebFailed(f"part {index} is not a readable DICOM file (no valid "
+                             "StudyInstanceUID)")
+    return study, patient
 
 
 @dataclass
