@@ -31,6 +31,9 @@ from sidecar_core.dicom.uids import is_valid_uid
 
 DICOM_JSON = ("application/dicom+json", "application/json")
 WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+# what a match must carry besides the defaults: description, modalities, instances, accession,
+# patient
+INCLUDE = ("00081030", "00080061", "00201208", "00080050", "00100020")
 _DATE = re.compile(r"^\d{8}$")
 # RFC 7235 token68 after "Bearer " / "Basic ": what an Authorization header value may carry
 _TOKEN68 = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
@@ -204,12 +207,13 @@ async def find_studies(http: httpx.AsyncClient, peer: DicomwebPeer, patient_id: 
     (YYYYMMDD); the same rules as the C-FIND (query_scu.find_studies): at most 4 × `limit`
     matches are read, `exclude_uid` is left out, the newest `limit` are kept."""
     limits = limits or Limits()
-    params = {"PatientID": patient_id, "limit": str(limit * 4),
-              "includefield": "00081030,00080061,00201208,00080050,00100020"}
+    # includefield repeated, one attribute each (the form every server reads)
+    params = [("PatientID", patient_id), ("limit", str(limit * 4)),
+              *(("includefield", tag) for tag in INCLUDE)]
     if modality:
-        params["ModalitiesInStudy"] = modality
+        params.append(("ModalitiesInStudy", modality))
     if since:
-        params["StudyDate"] = f"{since}-"
+        params.append(("StudyDate", f"{since}-"))
     what = "QIDO-RS"
     try:
         async with http.stream("GET", peer.url("/studies"), params=params,
