@@ -176,3 +176,103 @@ async def test_a_credential_this_worker_cannot_open_fails_precisely(database_url
         assert lookup["last_error"].startswith("pacs_dicomweb_auth cannot be opened")
     finally:
         await db.close()
+
+
+class HostilePacs:
+    """A DICOMweb PACS answering what the test sets: (status, content type, body) per path."""
+
+    def __init__(self) -> None:
+        from fastapi import FastAPI
+        from fastapi.responses import Response
+
+        self.answers: dict[str, tuple[int, str, bytes]] = {}
+        self.app = FastAPI()
+
+        @self.app.get("/dw/{path:path}")
+        async def answer(path: str) -> Response:
+            status, media, body = self.answers["/" + path]
+            return Response(body, status_code=status, media_type=media)
+
+
+async def test_hostile_answers_fail_the_job_precisely_and_never_block(
+        database_url: str, nats: Any, tmp_path: Path) -> None:
+    import json
+
+    from tests.http_peers import serve
+    from tests.unit.sidecar_core.dicom.test_dicomweb_scu import WADO_TYPE, _multipart
+
+    fake = HostilePacs()
+    db = Database(database_url)
+    current_uid = generate_uid()
+    prior_uid, prior = _study_files("PAT-7", "20230310", "CT chest before")
+    _, stranger = _study_files("PAT-9", "20230310", "someone else")
+    try:
+        with serve(fake.app) as port:
+            study_id = await _seed(db, f"http://127.0.0.1:{port}/dw", current_uid)
+            async with running_ingest(database_url, nats, tmp_path / "ingest") as ingest:
+                channel = test_pki.aio_channel(f"127.0.0.1:{ingest.grpc_port}", "workflow")
+                worker = PriorsWorker(db, TOPOLOGY, egress=LOOPBACK,
+                                      ingest=lambda: ipb_grpc.IngestServiceStub(channel))
+                # bad JSON: failed at once (not retried), with its cause
+                fake.answers["/studies"] = (200, "application/dicom+json", b"[{\"0020")
+                await worker.handle(_delivery(study_id, ppb.PRIORS_ACTION_FIND, attempt=1))
+                [lookup] = await _rows(db, "select status, last_error from prior_lookups")
+                assert lookup["status"] == "failed"
+                assert lookup["last_error"].startswith("the QIDO-RS answer is not JSON")
+                # a good answer later: another patient's match left out
+                fake.answers["/studies"] = (200, "application/dicom+json", json.dumps([
+                    {"0020000D": {"vr": "UI", "Value": [prior_uid]},
+                     "00100020": {"vr": "LO", "Value": ["PAT-7"]},
+                     "00080020": {"vr": "DA", "Value": ["20230310"]}},
+                    {"0020000D": {"vr": "UI", "Value": [generate_uid()]},
+                     "00100020": {"vr": "LO", "Value": ["PAT-9"]}}]).encode())
+                async with db.unit_of_work() as s:
+                    await s.execute(text("delete from prior_lookups"))
+                await worker.handle(_delivery(study_id, ppb.PRIORS_ACTION_FIND))
+                [found] = await _rows(db, "select id, study_instance_uid from prior_studies")
+                assert found["study_instance_uid"] == prior_uid
+                [event] = await _rows(db, "select context from audit_events "
+                                          "where type = 'priors.found'")
+                assert event["context"]["ignored_other_patient"] == 1
+
+                async def retrieve(body: bytes, media: str = WADO_TYPE) -> dict[str, Any]:
+                    fake.answers[f"/studies/{prior_uid}"] = (200, media, body)
+                    job_id = f"priors-retrieve:{found['id'].hex}:{uuid.uuid4().hex[:6]}"
+                    async with db.unit_of_work() as s:
+                        await s.execute(text(
+                            "update prior_studies set retrieve_status='queued', "
+                            "retrieve_job_id=:j where id=:i"), {"j": job_id, "i": found["id"]})
+                    await worker.handle(_delivery(study_id, ppb.PRIORS_ACTION_RETRIEVE,
+                                                  str(found["id"]), job_id))
+                    [row] = await _rows(db, "select retrieve_status, retrieved_count, "
+                                            "last_error from prior_studies")
+                    return row
+
+                # a part that is not DICOM: the retrieval fails with the part named
+                row = await retrieve(_multipart([("application/dicom", b"MZ" + b"\0" * 300)]))
+                assert row["retrieve_status"] == "failed"
+                assert row["last_error"] == "part 1 is not a DICOM file (no DICM prefix)"
+                # the wrong content type
+                row = await retrieve(b"<html></html>", "text/html")
+                assert row["retrieve_status"] == "failed"
+                assert "answered 'text/html', not multipart/related" in row["last_error"]
+                # only another patient's objects: nothing stored, failed
+                row = await retrieve(_multipart([("application/dicom", stranger[0])]))
+                assert row["retrieve_status"] == "failed"
+                assert "no object of the study was stored" in row["last_error"]
+                # the study's objects with another patient's among them: that one left out
+                row = await retrieve(_multipart([("application/dicom", d)
+                                                 for d in [prior[0], stranger[1], *prior[1:]]]))
+                assert row == {"retrieve_status": "retrieved", "retrieved_count": 3,
+                               "last_error": "1 object(s) not stored"}
+                assert len(ingest.rows("select i.id from instances i join studies s on "
+                                       "s.id = i.study_id where s.study_instance_uid = %s",
+                                       prior_uid)) == 3
+                failures = await _rows(db, "select type from audit_events where type = "
+                                           "'priors.retrieve_failed'")
+                assert len(failures) == 3
+                await channel.close()
+        async with db.read() as s:  # the study itself is untouched throughout
+            assert (await s.get(Study, study_id)).state == "ready_for_review"  # type: ignore
+    finally:
+        await db.close()
