@@ -208,8 +208,9 @@ async def find_studies(http: httpx.AsyncClient, peer: DicomwebPeer, patient_id: 
     matches are read, `exclude_uid` is left out, the newest `limit` are kept."""
     limits = limits or Limits()
     # includefield repeated, one attribute each (the form every server reads)
-    params = [("PatientID", patient_id), ("limit", str(limit * 4)),
-              *(("includefield", tag) for tag in INCLUDE)]
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        ("PatientID", patient_id), ("limit", str(limit * 4)),
+        *(("includefield", tag) for tag in INCLUDE)]
     if modality:
         params.append(("ModalitiesInStudy", modality))
     if since:
