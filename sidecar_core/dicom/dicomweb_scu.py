@@ -54,7 +54,8 @@ class Limits:
 
     qido_bytes: int = 4 * 1024 * 1024  # one QIDO-RS answer
     study_bytes: int = 8 * 1024 * 1024 * 1024  # one WADO-RS answer (the whole study)
-    object_bytes: int = 512 * 1024 * 1024  # one part (one DICOM object)
+    # one part (one DICOM object): under the Ingest RPC's 256 MiB message, which stores it
+    object_bytes: int = 240 * 1024 * 1024
     parts: int = 20_000  # objects in one study
     header_bytes: int = 16 * 1024  # the headers of one part
 

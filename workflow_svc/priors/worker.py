@@ -202,8 +202,7 @@ class PriorsWorker:
             return TransientError(str(exc)) if exc.transient else PermanentError(str(exc))
         if isinstance(exc, grpc.aio.AioRpcError):
             message = f"the ingest service: {exc.code().name} {exc.details() or ''}".strip()
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                              grpc.StatusCode.RESOURCE_EXHAUSTED):
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 return TransientError(message)
             return PermanentError(message)
         return exc
