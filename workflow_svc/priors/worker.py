@@ -68,8 +68,10 @@ class PriorsConfig:
     move_timeout_s: float = 600.0
     # what is read from a DICOMweb PACS at most (answer, study, object sizes; parts)
     dicomweb: dicomweb_scu.Limits = dicomweb_scu.Limits()
-    ingest_batch_bytes: int = 32 * 1024 * 1024  # WADO-RS parts sent per IngestInstances call
-    ingest_batch_items: int = 100
+    # WADO-RS parts sent per IngestInstances call, and calls in flight at once
+    ingest_batch_bytes: int = 8 * 1024 * 1024
+    ingest_batch_items: int = 16
+    ingest_concurrency: int = 4
 
 
 @dataclass
@@ -384,23 +386,30 @@ class PriorsWorker:
         patient_id = str((target.study.dicom_attributes or {}).get("PatientID") or "").strip()
         stub, facility = self.ingest(), target.ref.facility
         batch: list[Part] = []
+        sending: list[asyncio.Task[None]] = []
         counts = {"stored": 0, "duplicate": 0, "rejected": 0}
         reasons: list[str] = []
 
-        async def flush() -> None:
-            if not batch:
-                return
+        async def send(parts: list[Part]) -> None:
             reply = await stub.IngestInstances(ipb.IngestInstancesRequest(
-                facility=facility, request_id=f"{job_id}:{batch[0].index}", items=[
+                facility=facility, request_id=f"{job_id}:{parts[0].index}", items=[
                     ipb.IngestInstancesRequestItem(dicom=p.data,
                                                    source_ref=f"wado-rs:{uid}#{p.index}")
-                    for p in batch]), timeout=self.config.find_timeout_s * 4)
+                    for p in parts]), timeout=self.config.find_timeout_s * 4)
             counts["stored"] += reply.stored_count
             counts["duplicate"] += reply.duplicate_count
             counts["rejected"] += reply.rejected_count
             reasons.extend(f"{r.source_ref}: {r.reason}" for r in reply.results
                            if r.outcome == ipb.INSTANCE_OUTCOME_REJECTED)
-            batch.clear()
+
+        async def flush() -> None:
+            """Sends the batch while the answer goes on being read; at most
+            `ingest_concurrency` batches in flight (their objects share the ingest's syncs)."""
+            if batch:
+                sending.append(asyncio.create_task(send(list(batch))))
+                batch.clear()
+            while len(sending) >= self.config.ingest_concurrency:
+                await sending.pop(0)
 
         async def store(part: Part) -> None:
             if batch and (sum(len(p.data) for p in batch) + len(part.data)
@@ -416,12 +425,18 @@ class PriorsWorker:
                 read = await dicomweb_scu.retrieve_study(http, peer, uid, patient_id, store,
                                                          limits=self.config.dicomweb)
                 await flush()
+                while sending:
+                    await sending.pop(0)
                 await stub.CompleteStudy(ipb.CompleteStudyRequest(
                     facility=facility, study_instance_uid=uid),
                     timeout=self.config.find_timeout_s)
         except TimeoutError:
             raise DicomwebFailed(f"WADO-RS at {peer}: the study was not read and stored "
                                  f"within {timeout:g} s", transient=True) from None
+        finally:
+            for task in sending:
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
         completed = counts["stored"] + counts["duplicate"]
         if completed == 0:
             raise DicomwebFailed(f"WADO-RS at {peer}: no object of the study was stored "
