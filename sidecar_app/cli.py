@@ -95,6 +95,13 @@ def _report_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-model", help="model name sent to the LLM server")
     p.add_argument("--llm-timeout", type=float, help="seconds per LLM call")
     p.add_argument("--pacs", help="export destination AET@HOST:PORT ('' = no export)")
+    p.add_argument("--pacs-dicomweb", metavar="URL",
+                   help="the PACS's DICOMweb base URL, asked for priors by QIDO-RS / WADO-RS "
+                   "instead of C-FIND / C-MOVE ('' = none)")
+    p.add_argument("--pacs-dicomweb-auth-stdin", action="store_true",
+                   help="read its Authorization header value from stdin: 'Bearer TOKEN' or "
+                   "'Basic BASE64' (an empty line clears it; after the handoff secret's line "
+                   "when both are read)")
     p.add_argument("--export-rejected", choices=["omit", "include"],
                    help="rejected findings in the exported SR: left out, or kept as rejected")
 
@@ -449,7 +456,9 @@ async def _facility_admin(db: object, args: argparse.Namespace) -> int:
                  "handoff_url": view["handoff_url"], "handoff_signed": view["handoff_secret"],
                  "llm_base_url": view["llm_base_url"], "llm_model": view["llm_model"],
                  "llm_timeout_s": view["llm_timeout_s"], "pacs": pacs,
-                 "export_rejected": view["export_rejected"]}
+                 "export_rejected": view["export_rejected"],
+                 "pacs_dicomweb": view.get("pacs_dicomweb_url"),
+                 "pacs_dicomweb_auth": view.get("pacs_dicomweb_auth")}
         print(f"facility {view['name']}: " + " ".join(f"{k}={v}" for k, v in shown.items()))
     if _dicom_settings(args):
         print(f"facility {view['name']}: dicom_require_client_cert="
@@ -510,6 +519,10 @@ def _report_settings(args: argparse.Namespace) -> dict[str, object]:
     })
     if args.handoff_secret_stdin:
         given["handoff_secret"] = sys.stdin.readline().rstrip("\n")
+    if args.pacs_dicomweb is not None:
+        given["pacs_dicomweb_url"] = args.pacs_dicomweb
+    if args.pacs_dicomweb_auth_stdin:
+        given["pacs_dicomweb_auth"] = sys.stdin.readline().rstrip("\r\n")
     if args.pacs is not None:
         aet, _, hostport = args.pacs.partition("@")
         host, _, port = hostport.rpartition(":")

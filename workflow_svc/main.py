@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import grpc
+
+from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from protos.sidecar.workflow.v1 import workflow_service_pb2 as pb
 from protos.sidecar.workflow.v1 import workflow_service_pb2_grpc as pb_grpc
 from sidecar_core import atna, audit_chain, service
@@ -70,7 +73,21 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
     # and a covered study's priors are looked for at the facility's PACS (docs/priors.md)
     pipeline = Pipeline(db, topology, registry,
                         after_registered=[match_waiting_reports, find_priors])
+    # a prior read by WADO-RS is stored through the ingest service's Ingest RPC
+    ingest_channel: list[grpc.aio.Channel] = []
+
+    def ingest_stub() -> ingest_grpc.IngestServiceStub:
+        if not ingest_channel:
+            ingest_channel.append(settings.mesh_credentials("workflow").aio_channel(
+                settings.ingest_address))
+        return ingest_grpc.IngestServiceStub(ingest_channel[0])
+
+    async def close_ingest() -> None:
+        for channel in ingest_channel:
+            await channel.close()
+
     priors_worker = PriorsWorker(db, topology, tls=settings.scu_context, egress=egress,
+                                 box=box, ingest=ingest_stub,
                                  config=PriorsConfig(settings.dicom_ae_title,
                                                      settings.priors_limit,
                                                      settings.priors_lookback_years))
@@ -97,7 +114,7 @@ async def run(settings: WorkflowSettings, stop: asyncio.Event | None = None) -> 
                bus.consume(topology.priors_jobs(), priors_worker.handle, stop),
                bus.consume(topology.dead_letter_audit(), DeadLetterAuditor(db, topology).handle,
                            stop), retention.run(stop), *atna_loops],
-        closers=[bus.close, db.close])
+        closers=[close_ingest, bus.close, db.close])
 
 
 def main() -> None:

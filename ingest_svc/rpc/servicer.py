@@ -60,7 +60,8 @@ class IngestServicer(QueryMethods, pb_grpc.IngestServiceServicer):
     async def _facility(self, named: str, method: str, where: str = "the request") -> str:
         """The facility a request acts on: a PACS adapter's comes from its certificate; the
         gateway's (STOW-RS) must be one its verified user sees. Another is PERMISSION_DENIED,
-        audited. An operator must name one."""
+        audited. An operator, and the workflow storing a prior read by WADO-RS (the facility
+        of the study whose prior it is), must name one."""
         peer = current_peer()
         if peer is not None and peer.kind == "adapter":
             if named and named != peer.facility:

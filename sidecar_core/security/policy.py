@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 GATEWAY = "service:gateway"
 HL7 = "service:hl7"
+WORKFLOW = "service:workflow"
 OPERATOR = "operator"
 ADAPTER = "adapter"
 # Any authenticated identity of the mesh (health checks only).
@@ -28,9 +29,10 @@ POLICY: Mapping[str, Mapping[str, frozenset[str]]] = {
     _INGEST + "IngestService": {
         # What a PACS adapter sends; the facility comes from its certificate.
         "UploadInstances": frozenset({ADAPTER, OPERATOR}),
-        # STOW-RS behind the gateway stores for a verified user, in a facility of theirs.
-        "IngestInstances": frozenset({ADAPTER, OPERATOR, GATEWAY}),
-        "CompleteStudy": frozenset({ADAPTER, OPERATOR}),
+        # STOW-RS behind the gateway stores for a verified user, in a facility of theirs; the
+        # workflow's priors worker stores a prior read by WADO-RS from the facility's PACS.
+        "IngestInstances": frozenset({ADAPTER, OPERATOR, GATEWAY, WORKFLOW}),
+        "CompleteStudy": frozenset({ADAPTER, OPERATOR, WORKFLOW}),
         # QIDO-RS behind the gateway, for a verified user; operators' tooling.
         "SearchStudies": frozenset({GATEWAY, OPERATOR}),
         "SearchSeries": frozenset({GATEWAY, OPERATOR}),

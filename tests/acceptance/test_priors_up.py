@@ -24,9 +24,9 @@ MOVE_PORT = 11112  # the sidecar's DICOM port as Orthanc sees it inside its name
 RADIOLOGIST, PASSWORD = "pri_rad_south", "priors radiologist password 1"
 
 
-def _prior_of(patient_id: str, folder: Path) -> tuple[str, list[bytes]]:
+def _prior_of(patient_id: str, folder: Path, seed: int = 143) -> tuple[str, list[bytes]]:
     """An older mammogram (other UIDs) re-labelled as the same patient's."""
-    generate("mammo", folder, seed=143, negative=True)
+    generate("mammo", folder, seed=seed, negative=True)
     files = []
     for path in sorted(folder.rglob("*.dcm")):
         ds = pydicom.dcmread(path)

@@ -133,6 +133,12 @@ CASES: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--handoff-url", "http://10.9.8.7/hook"), {"handoff_url": "http://10.9.8.7/hook"}),
     (("--pacs", "PACS@127.0.0.1:104"),
      {"pacs_ae_title": "PACS", "pacs_host": "127.0.0.1", "pacs_port": 104}),
+    # the DICOMweb PACS of the priors (issue 23): an http(s) URL passing the egress policy
+    (("--pacs-dicomweb", "ftp://pacs/dicom-web"), {"pacs_dicomweb_url": "ftp://pacs/dicom-web"}),
+    (("--pacs-dicomweb", "http://169.254.169.254/dicom-web"),
+     {"pacs_dicomweb_url": "http://169.254.169.254/dicom-web"}),
+    (("--pacs-dicomweb", "http://93.184.216.34/dicom-web"),
+     {"pacs_dicomweb_url": "http://93.184.216.34/dicom-web"}),
 ]
 
 
@@ -202,3 +208,35 @@ async def test_a_cli_change_is_audited_with_its_operator(doors: Doors) -> None:
     assert last.actor == "operator:admin"
     assert last.context == {"operator": "admin", "via": "api",
                             "settings": {"shadow_mode": True}}
+
+
+async def test_the_dicomweb_pacs_credential_is_sealed_and_never_shown(doors: Doors) -> None:
+    assert doors.cli("add", "north", "--operator", "alice").returncode == 0
+    done = doors.cli("set", "north", "--pacs-dicomweb", "https://93.184.216.34/dicom-web",
+                     "--pacs-dicomweb-auth-stdin", "--operator", "alice",
+                     stdin="Bearer pacs-token-1\n")
+    assert done.returncode == 0, done.stderr
+    assert "pacs-token-1" not in done.stdout + done.stderr
+    async with doors.db.read() as s:
+        row = (await s.execute(text(
+            "select pacs_dicomweb_url, pacs_dicomweb_auth from facilities "
+            "where name = 'north'"))).one()
+        [event] = (await s.execute(text(
+            "select context from audit_events where type = 'facility.updated'"))).scalars()
+    assert row.pacs_dicomweb_url == "https://93.184.216.34/dicom-web"
+    assert row.pacs_dicomweb_auth.startswith("sealed:v1:") and "pacs-token" not in str(row)
+    assert event["settings"] == {"pacs_dicomweb_url": "https://93.184.216.34/dicom-web",
+                                 "pacs_dicomweb_auth": "(set)"}
+    listed = await doors.http.get("/api/v1/admin/facilities",
+                                  headers={"Authorization": f"Bearer {doors.token}"})
+    north = [f for f in listed.json()["facilities"] if f["name"] == "north"][0]
+    assert north["pacs_dicomweb_auth"] is True and "pacs-token" not in listed.text
+    # a value that is not an Authorization header value is refused, at every door alike
+    bad = {"pacs_dicomweb_auth": "pacs-token-1"}
+    api, rpc = await _via_api(doors, "north", bad), await _via_grpc(doors, "north", bad)
+    cli = doors.cli("set", "north", "--pacs-dicomweb-auth-stdin", "--operator", "alice",
+                    stdin="pacs-token-1\n")
+    assert api == rpc and api[0] == "INVALID_FACILITY_SETTING"
+    assert api[1].startswith('pacs_dicomweb_auth: an Authorization header value: either '
+                             '"Bearer TOKEN" or "Basic BASE64"'), api
+    assert cli.returncode == 2 and api[1] in cli.stderr

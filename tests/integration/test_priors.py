@@ -33,11 +33,13 @@ PACS_AE = "NORTH_PACS"  # the facility's AE title: the PACS calls with it on a C
 MOVE_PORT = 11112  # the sidecar's SCP as Orthanc sees it inside its namespace
 
 
-def _study_files(patient: str, date: str, description: str, n: int = 3) -> tuple[str, list[bytes]]:
+def _study_files(patient: str, date: str, description: str, n: int = 3,
+                 modality: str = "CT") -> tuple[str, list[bytes]]:
     study, series = generate_uid(), generate_uid()
     files = []
     for z in range(n):
         ds = ct_slice(study, series, z=float(z), accession=f"A-{date}")
+        ds.Modality = modality
         ds.PatientID = patient
         ds.StudyDate = date
         ds.StudyDescription = description

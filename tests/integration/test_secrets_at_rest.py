@@ -54,3 +54,16 @@ async def test_plaintext_is_sealed_in_place_and_rotation_reseals(db: Database) -
         assert value is not None and value.startswith(f"sealed:v1:{new.key_id}:")
         assert new.open(value, facility_context(name, column)) == plain
     assert resealed["west"] == (stranger, None)
+
+
+async def test_the_dicomweb_pacs_credential_of_an_older_database_is_sealed(db: Database) -> None:
+    async with db.unit_of_work() as s:
+        s.add(Facility(name="east", pacs_dicomweb_url="https://pacs.example/dicom-web",
+                       pacs_dicomweb_auth="Bearer east-token"))
+    box = SecretBox(os.urandom(32))
+    assert await seal_plaintext(db, box) == 1
+    async with db.read() as s:
+        stored = (await s.execute(text("select pacs_dicomweb_auth from facilities "
+                                       "where name = 'east'"))).scalar_one()
+    assert stored.startswith("sealed:v1:") and "east-token" not in stored
+    assert box.open(stored, facility_context("east", "pacs_dicomweb_auth")) == "Bearer east-token"

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sidecar_core import audit
 from sidecar_core.db import Database
+from sidecar_core.dicom.dicomweb_scu import authorization_problem
 from sidecar_core.egress import EgressPolicy, EgressRefused
 from sidecar_core.errors import AlreadyExists, InvalidArgument, NotFound
 from sidecar_core.messaging.subjects import Topology
@@ -150,6 +151,15 @@ def _days(field: str, value: Any) -> int | None:
     return int(value)
 
 
+def _authorization(field: str, value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    problem = authorization_problem(value) if isinstance(value, str) else "text"
+    if problem:
+        raise _invalid(field, f"an Authorization header value: {problem}")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     column: str
@@ -195,6 +205,10 @@ def settings_table(known_models: list[str]) -> dict[str, Setting]:
         # years, 5; 0 reports = none; at most 20, each costs prompt tokens).
         "prior_report_lookback_days": Setting("prior_report_lookback_days", _count(1, 36500)),
         "prior_report_max": Setting("prior_report_max", _count(0, 20)),
+        # Added with priors from a DICOMweb PACS (issue 23, QIDO-RS / WADO-RS): its base URL
+        # (asked instead of the DIMSE PACS when set) and its Authorization header value, sealed.
+        "pacs_dicomweb_url": Setting("pacs_dicomweb_url", _url, outbound=True),
+        "pacs_dicomweb_auth": Setting("pacs_dicomweb_auth", _authorization, secret=True),
     }
     columns = set(Facility.__table__.columns.keys())
     return {name: s for name, s in table.items() if s.column in columns}
@@ -268,7 +282,7 @@ async def seal_plaintext(db: Database, box: SecretBox) -> int:
     """Seals every secret setting still stored in plaintext (a database from before sealing)
     or sealed with an earlier key (after a rotation); returns how many. Safe to run from
     several processes at once: a value is replaced only if it is still the one read."""
-    columns = [c for c in ("handoff_secret", "llm_api_key")
+    columns = [c for c in ("handoff_secret", "llm_api_key", "pacs_dicomweb_auth")
                if c in Facility.__table__.columns]
     done = 0
     async with db.unit_of_work() as s:

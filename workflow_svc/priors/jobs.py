@@ -20,13 +20,20 @@ from workflow_svc.study.states import study_ref
 ACTOR = "priors"
 
 
+def has_pacs(facility: Facility) -> bool:
+    """The facility has a PACS to ask for priors: a DIMSE one (`pacs_*`) or a DICOMweb one
+    (`pacs_dicomweb_url`, asked instead when both are set)."""
+    return bool(facility.pacs_dicomweb_url) or DicomPeer.pacs_of(facility) is not None
+
+
 def _key(ref: StudyRef) -> common_pb2.StudyKey:
     return common_pb2.StudyKey(facility=ref.facility, accession=ref.accession,
                                study_instance_uid=ref.study_instance_uid)
 
 
 async def enqueue_find(s: AsyncSession, topology: Topology, study_id: uuid.UUID) -> bool:
-    """Called in the registering transaction: a covered study of a facility with a PACS gets a
+    """Called in the registering transaction: a covered study of a facility with a PACS (DIMSE
+    or DICOMweb) gets a
     priors lookup, once per completion. A study that is itself a retrieved prior gets none (no
     chain of lookups)."""
     study = (await s.execute(select(Study).where(Study.id == study_id))).scalar_one()
@@ -34,7 +41,7 @@ async def enqueue_find(s: AsyncSession, topology: Topology, study_id: uuid.UUID)
         return False
     facility = (await s.execute(select(Facility).where(
         Facility.id == study.facility_id))).scalar_one()
-    if DicomPeer.pacs_of(facility) is None:
+    if not has_pacs(facility):
         return False
     retrieved = await s.scalar(
         select(PriorStudy.id).join(Study, Study.id == PriorStudy.study_id)
@@ -53,7 +60,8 @@ async def enqueue_find(s: AsyncSession, topology: Topology, study_id: uuid.UUID)
 
 async def enqueue_retrieve(s: AsyncSession, topology: Topology, study: Study,
                            prior: PriorStudy, actor: str) -> str:
-    """Queues the C-MOVE of one prior (in the caller's transaction); returns the job id."""
+    """Queues the retrieval (C-MOVE or WADO-RS) of one prior (in the caller's transaction);
+    returns the job id."""
     ref = await study_ref(s, study)
     job_id = f"priors-retrieve:{prior.id.hex}:{uuid.uuid4().hex[:8]}"
     job = ppb.PriorsJob(job_id=job_id, study_id=str(study.id), study=_key(ref),

@@ -13,7 +13,7 @@ from sidecar_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.store.models import Facility, PriorLookup, PriorStudy, Study
 from workflow_svc.identity.access import Caller
-from workflow_svc.priors.jobs import enqueue_retrieve
+from workflow_svc.priors.jobs import enqueue_retrieve, has_pacs
 from workflow_svc.study import queries
 
 MAX_PAGE = 50
@@ -61,9 +61,9 @@ async def list_priors(db: Database, request: rpb.ListPriorsRequest, caller: Call
                        ).scalar_one()
         lookup = await s.scalar(select(PriorLookup.status).where(PriorLookup.study_id == sid))
         if lookup is None:
-            has_pacs = await s.scalar(select(Facility.pacs_host).where(
-                Facility.id == facility_id))
-            lookup = "pending" if has_pacs else "none"
+            facility = (await s.execute(select(Facility).where(Facility.id == facility_id))
+                        ).scalar_one()
+            lookup = "pending" if has_pacs(facility) else "none"
         rows = (await s.execute(
             select(PriorStudy, _registered(facility_id))
             .where(PriorStudy.study_id == sid)
@@ -77,8 +77,9 @@ async def list_priors(db: Database, request: rpb.ListPriorsRequest, caller: Call
 
 async def retrieve_prior(db: Database, topology: Topology, request: rpb.RetrievePriorRequest,
                          caller: Caller) -> rpb.PriorStudy:
-    """Queues a C-MOVE of the prior unless one is queued, running or done (returned as it is);
-    a failed one is tried again. Auditors may not (PermissionDenied READ_ONLY_ROLE)."""
+    """Queues a retrieval (C-MOVE, or WADO-RS from a DICOMweb PACS) of the prior unless one
+    is queued, running or done (returned as it is); a failed one is tried again.
+    Auditors may not (PermissionDenied READ_ONLY_ROLE)."""
     caller.require_writer()
     pid = queries.parse_id(request.prior_id, "prior")
     async with db.unit_of_work() as s:
@@ -90,9 +91,9 @@ async def retrieve_prior(db: Database, topology: Topology, request: rpb.Retrieve
             raise NotFound("PRIOR_NOT_FOUND", f"no prior {pid} of this study",
                            prior_id=str(pid))
         study = (await s.execute(select(Study).where(Study.id == sid))).scalar_one()
-        pacs = await s.scalar(select(Facility.pacs_host).where(
-            Facility.id == study.facility_id))
-        if not pacs:
+        facility = (await s.execute(select(Facility).where(
+            Facility.id == study.facility_id))).scalar_one()
+        if not has_pacs(facility):
             raise FailedPrecondition("NO_PACS", "the facility has no PACS to retrieve from")
         if prior.retrieve_status not in IN_FLIGHT:
             job_id = await enqueue_retrieve(s, topology, study, prior, caller.actor)

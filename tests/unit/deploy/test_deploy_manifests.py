@@ -211,6 +211,18 @@ def test_workflow_grpc_is_reachable_from_its_callers_only() -> None:
     assert names == {"gateway", "hl7", None}  # None: the operator tooling label
 
 
+def test_ingest_grpc_is_reachable_from_its_callers_only() -> None:
+    """The gateway (STOW-RS, QIDO-RS, WADO-RS), the workflow (priors retrieved by WADO-RS),
+    operator tooling and PACS adapters (policy.py)."""
+    policies = [p for p in of_kind("NetworkPolicy").values() if p["spec"]["podSelector"]
+                and _selects(p, {"app.kubernetes.io/name": "ingest"})]
+    labels = [peer["podSelector"]["matchLabels"] for p in policies
+              for peer in _allowed_from(p, GRPC_PORTS["ingest"])]
+    assert sorted(tuple(sorted(m.items())) for m in labels) == sorted([
+        (("app.kubernetes.io/name", "gateway"),), (("app.kubernetes.io/name", "workflow"),),
+        (("radiology-sidecar/role", "operator"),), (("radiology-sidecar/role", "adapter"),)])
+
+
 def _release(tag: str) -> tuple[int, int]:
     match = re.search(r"(\d{2})\.(\d{2})(?:-py3)?$", tag)
     assert match, f"no Triton release in {tag!r}"

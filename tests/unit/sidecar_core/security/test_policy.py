@@ -23,6 +23,13 @@ def test_default_deny_and_exceptions() -> None:
     assert not policy.allowed("/sidecar.ingest.v1.NoSuchService/Anything", "operator")
     assert not policy.allowed("/sidecar.ingest.v1.IngestService/NewMethod", "service:gateway")
     assert policy.allowed("/grpc.health.v1.Health/Check", "adapter")
+    # the workflow stores a prior read by WADO-RS (docs/priors.md), and searches nothing
+    assert policy.allowed("/sidecar.ingest.v1.IngestService/IngestInstances", "service:workflow")
+    assert policy.allowed("/sidecar.ingest.v1.IngestService/CompleteStudy", "service:workflow")
+    assert not policy.allowed("/sidecar.ingest.v1.IngestService/UploadInstances",
+                              "service:workflow")
+    assert not policy.allowed("/sidecar.ingest.v1.IngestService/SearchStudies",
+                              "service:workflow")
 
 
 def test_every_method_of_every_served_contract_has_an_entry() -> None:

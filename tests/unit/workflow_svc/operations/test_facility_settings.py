@@ -4,6 +4,7 @@ comes in by (`sidecar facility add|set`, FacilityService, the admin API through 
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any
 
 import pytest
@@ -31,6 +32,9 @@ MODELS = ["chest_ct_nodules", "mammo_masses"]
     ("dicom_require_client_cert", "on"), ("pacs_tls", 1),
     ("dicom_allowed_hosts", "10.0.0.1/8"), ("dicom_allowed_hosts", "pacs.example"),
     ("dicom_allowed_hosts", ["10.0.0.0/8"]),
+    ("pacs_dicomweb_url", "ftp://pacs/dicom-web"), ("pacs_dicomweb_url", "pacs:8042"),
+    ("pacs_dicomweb_auth", "Token abc"), ("pacs_dicomweb_auth", "Bearer a\r\nX-Evil: 1"),
+    ("pacs_dicomweb_auth", "Basic bm9jb2xvbg=="), ("pacs_dicomweb_auth", 42),
 ])
 def test_a_bad_value_is_refused_with_one_reason_naming_its_field(name: str, value: Any) -> None:
     table = facility_settings.settings_table(MODELS)
@@ -50,6 +54,10 @@ def test_a_bad_value_is_refused_with_one_reason_naming_its_field(name: str, valu
     ("dicom_allowed_hosts", "10.0.0.0/8, 127.0.0.1", "10.0.0.0/8,127.0.0.1/32"),
     ("dicom_allowed_hosts", "", None), ("pacs_tls", True, True),
     ("dicom_require_client_cert", False, False),
+    ("pacs_dicomweb_url", "https://pacs.example/dicom-web", "https://pacs.example/dicom-web"),
+    ("pacs_dicomweb_url", "", None), ("pacs_dicomweb_auth", "", None),
+    ("pacs_dicomweb_auth", "Bearer abc.DEF-1", "Bearer abc.DEF-1"),
+    ("pacs_dicomweb_auth", "Basic dXNlcjpwYXNz", "Basic dXNlcjpwYXNz"),
 ])
 def test_the_edges_of_each_rule_are_accepted(name: str, value: Any, stored: Any) -> None:
     table = facility_settings.settings_table(MODELS)
@@ -145,3 +153,20 @@ def test_cli_facility_set_dicom_tls_rules(writer: Recorder) -> None:
          "--dicom-allowed-hosts", "10.0.0.0/8", "--pacs-tls", "off")
     assert writer.calls[0]["given"] == {"dicom_require_client_cert": True,
                                         "dicom_allowed_hosts": "10.0.0.0/8", "pacs_tls": False}
+
+
+def test_cli_facility_set_dicomweb_pacs(writer: Recorder, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("Bearer tok-1\r\n"))
+    _cli("facility", "set", "north", "--operator", "alice", "--pacs-dicomweb",
+         "https://pacs.example/dicom-web", "--pacs-dicomweb-auth-stdin")
+    _cli("facility", "set", "north", "--operator", "alice", "--pacs-dicomweb", "")
+    assert [c["given"] for c in writer.calls] == [
+        {"pacs_dicomweb_url": "https://pacs.example/dicom-web",
+         "pacs_dicomweb_auth": "Bearer tok-1"},
+        {"pacs_dicomweb_url": ""}]
+
+
+def test_the_dicomweb_credential_is_a_secret_setting() -> None:
+    table = facility_settings.settings_table(MODELS)
+    assert table["pacs_dicomweb_auth"].secret and table["pacs_dicomweb_url"].outbound
