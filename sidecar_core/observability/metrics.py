@@ -61,8 +61,8 @@ HL7_REFUSALS = Counter(
 HL7_STAGE_SECONDS = Histogram(
     "sidecar_hl7_stage_seconds", "HL7 listener time per message, by stage: parse, connect "
     "(pool checkout), read (earlier copy and facility), lock (the report's studies), write "
-    "(every row and event in one statement), commit (audit chain and WAL flush), ack (built "
-    "and sent)", ["stage"],
+    "(every row and event in one statement), commit (audit chain and WAL flush), ack (the "
+    "ACK messages built)", ["stage"],
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1))
 INGEST_STAGE_SECONDS = Histogram(
     "sidecar_ingest_stage_seconds", "DIMSE C-STORE time per object, by stage: read (waiting "
