@@ -12,7 +12,9 @@ once; or (resend-300x512) the CT sent twice, timing the second send, where every
 is a duplicate (a PACS retrying a study). Every run uses
 fresh UIDs, so neither side short-circuits duplicates. The sidecar's C-STORE success means the
 object and its index row are durable, so storescu's wall time counts only durable instances.
-`--smoke`: one run of ten 64x64 instances, no RSS study. To A/B a change to the ingest service,
+`--smoke`: one run of ten 64x64 instances, no RSS study. After each sidecar send: the mean time
+per stage of the SCP (its `sidecar_ingest_stage_seconds` histogram) and each process's CPU ms per
+instance. To A/B a change to the ingest service,
 run the script in two checkouts.
 """
 
@@ -37,10 +39,11 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import Stack, add_arguments, sidecar_up  # noqa: E402
+from bench.stack import Stack, add_arguments, print_breakdown, sidecar_up  # noqa: E402
 
 STORESCU = "/usr/bin/storescu"
 ORTHANC = "/usr/sbin/Orthanc"
+STAGES = "sidecar_ingest_stage_seconds"
 CALLING_AE = "BENCH"
 NODELAY = {"TCP_NODELAY": "1"}
 
@@ -215,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
                                 storescu(stack.ports["dicom"], "SIDECAR", folder, aet=ae)
                                 settle(stack, uids)
                                 os.sync()
+                            readings = (stack.stage_seconds("ingest", STAGES),
+                                        stack.cpu_seconds())
                             elapsed = storescu(stack.ports["dicom"], "SIDECAR", folder,
                                                associations=assocs, aet=ae)
+                            print_breakdown(f"{name} run {run + 1}", total,
+                                            (readings[1], stack.cpu_seconds()),
+                                            (readings[0], stack.stage_seconds("ingest", STAGES)),
+                                            elapsed)
                             settle(stack, uids)
                         else:
                             orthanc.start(store)

@@ -236,6 +236,88 @@ class Stack:
             found.setdefault(name, int(entry.name))
         return found
 
+    def stage_seconds(self, service: str, metric: str) -> dict[str, tuple[float, int]]:
+        """(sum of seconds, count) per `stage` label of the histogram METRIC, as the process
+        SERVICE serves it on its metrics port (`SERVICE-metrics`) now."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        body = httpx.get(f"http://{self.address(service + '-metrics')}/metrics",
+                         timeout=10).text
+        found: dict[str, tuple[float, int]] = {}
+        for family in text_string_to_metric_families(body):
+            if family.name != metric:
+                continue
+            for sample in family.samples:
+                stage = sample.labels.get("stage", "")
+                total, count = found.get(stage, (0.0, 0))
+                if sample.name == metric + "_sum":
+                    found[stage] = (sample.value, count)
+                elif sample.name == metric + "_count":
+                    found[stage] = (total, int(sample.value))
+        return found
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each part of this stack: every process
+        under `sidecar up` by the name `children` gives it, and the embedded PostgreSQL (its
+        postmaster and every backend) as `postgres`. Two readings around a run say where its
+        CPU went; a process that ended between them is missing from the second."""
+        tick = os.sysconf("SC_CLK_TCK")
+        table: dict[int, tuple[int, float, list[str]]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text().rpartition(")")[2].split()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            table[int(entry.name)] = (int(stat[1]), (int(stat[11]) + int(stat[12])) / tick,
+                                      [a.decode(errors="replace") for a in argv if a])
+        roots = {self.pid: ""}
+        pg = self.data_dir / "pg" / "postmaster.pid"
+        if pg.exists():
+            roots[int(pg.read_text().split()[0])] = "postgres"
+        totals: dict[str, float] = {}
+        for pid, (_, cpu, _) in table.items():
+            # walk up to the root's child this process descends from (or the root itself)
+            cur = pid
+            while cur in table and cur not in roots and table[cur][0] not in roots:
+                cur = table[cur][0]
+            if cur in roots:
+                name = roots[cur] or "sidecar up"
+            elif cur in table:
+                argv, part = table[cur][2], roots[table[cur][0]]
+                name = part or (argv[argv.index("-m") + 1] if "-m" in argv
+                                else Path(argv[0]).name if argv else str(cur))
+            else:
+                continue
+            totals[name] = totals.get(name, 0.0) + cpu
+        return totals
+
+
+def print_breakdown(label: str, n: int, cpu: tuple[dict[str, float], dict[str, float]],
+                stages: tuple[dict[str, tuple[float, int]], dict[str, tuple[float, int]]]
+                | None = None, wall_s: float = 0.0) -> None:
+    """Where the time of N units (messages, objects) went between two readings: the mean
+    milliseconds of each stage (`stage_seconds`), then each process's CPU milliseconds per
+    unit (`cpu_seconds`), largest first."""
+    if stages is not None:
+        before, after = stages
+        rows = []
+        for stage, (total, count) in after.items():
+            t0, c0 = before.get(stage, (0.0, 0))
+            if count > c0:
+                rows.append(f"{stage} {(total - t0) * 1000 / (count - c0):.2f}")
+        print(f"  {label} stages, mean ms: " + ", ".join(rows))
+    before_cpu, after_cpu = cpu
+    used = sorted(((after_cpu[k] - before_cpu.get(k, 0.0), k) for k in after_cpu),
+                  reverse=True)
+    total_cpu = sum(d for d, _ in used)
+    wall = f" in {wall_s * 1000 / n:.1f} ms wall" if wall_s else ""
+    print(f"  {label} CPU ms per unit{wall}: total {total_cpu * 1000 / n:.2f}; "
+          + ", ".join(f"{k} {d * 1000 / n:.2f}" for d, k in used if d * 1000 / n >= 0.05))
+
 
 def reuse(data_dir: Path) -> Stack:
     """The `sidecar up` already running on DATA_DIR."""

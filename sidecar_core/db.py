@@ -24,10 +24,13 @@ def sqlalchemy_url(url: str) -> str:
 class Database:
     """Owns the async engine; `unit_of_work()` commits on success and rolls back on error."""
 
-    def __init__(self, url: str, pool_size: int = 5) -> None:
+    def __init__(self, url: str, pool_size: int = 5, pre_ping: bool = True) -> None:
+        """`pre_ping=False` saves the round trip that tests a pooled connection before each
+        unit of work; a caller choosing it retries a unit that fails on a dropped connection
+        (`DBAPIError.connection_invalidated`)."""
         self.url = sqlalchemy_url(url)
         self.engine: AsyncEngine = create_async_engine(
-            self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+            self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping,
             pool_recycle=1800,
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

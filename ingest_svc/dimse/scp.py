@@ -79,6 +79,8 @@ from ingest_svc.settings import IngestSettings
 from ingest_svc.study.receive import Outcome, Receiver
 from sidecar_core.audit import StudyRef
 from sidecar_core.audit_spool import record_or_spool
+from sidecar_core.observability import metrics
+from sidecar_core.observability.metrics import StageClock
 
 log = logging.getLogger(__name__)
 ACTOR = "ingest_svc.dimse"
@@ -285,14 +287,17 @@ class DimseServer:
 
     def _serve(self, assoc: Association, facility: FacilityRef) -> None:
         studies: set[str] = set()
+        clock = StageClock(metrics.INGEST_STAGE_SECONDS)
         for message in assoc.messages():
+            clock.lap("read")
             with self._lock:
                 if self._stopping:
                     break
                 self._active[assoc] = True
             try:
-                status = self._handle(assoc, message, facility, studies)
+                status = self._handle(assoc, message, facility, studies, clock)
                 assoc.respond(message, status)
+                clock.lap("respond")
             finally:
                 with self._lock:
                     self._active[assoc] = False
@@ -304,7 +309,8 @@ class DimseServer:
             self.on_released(facility, studies)
 
     def _handle(self, assoc: Association, message: Message,
-                facility: FacilityRef, studies: set[str]) -> int | Dataset:
+                facility: FacilityRef, studies: set[str],
+                clock: StageClock | None = None) -> int | Dataset:
         command = message.command.command_field
         if command == C_ECHO_RQ:
             return 0x0000
@@ -318,10 +324,12 @@ class DimseServer:
         data = message.joined(header)
         calling = assoc.request.calling_ae_title.strip() if assoc.request else ""
         source_ref = f"{calling}@{assoc.peer}#{rq.message_id}"
+        if clock is not None:
+            clock.lap("join")
         try:
             result = self.receiver.receive_blocking(
                 facility, data, "dimse", source_ref, self.loop,
-                timeout_s=self.settings.dicom_store_timeout_s)
+                timeout_s=self.settings.dicom_store_timeout_s, clock=clock)
         except Exception as exc:
             log.error("C-STORE from %s not stored: %r", source_ref, exc)
             return dimse_status.failure_status(exc)

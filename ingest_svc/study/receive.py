@@ -29,6 +29,7 @@ from sidecar_core.dicom.parse import ParsedInstance, Rejected, parse_instance
 from sidecar_core.errors import Unavailable
 from sidecar_core.messaging.subjects import Topology
 from sidecar_core.observability import metrics
+from sidecar_core.observability.metrics import StageClock
 from sidecar_core.storage.objectstore import ObjectStore, RecordWriter
 from sidecar_core.storage.packstore import PackWriter
 
@@ -161,13 +162,15 @@ class Receiver:
 
     def receive_blocking(self, facility: FacilityRef, data: bytes, source: str,
                          source_ref: str, loop: asyncio.AbstractEventLoop,
-                         timeout_s: float = 120.0) -> ReceiveResult:
+                         timeout_s: float = 120.0,
+                         clock: StageClock | None = None) -> ReceiveResult:
         """`receive` for a caller on its own thread (the DIMSE SCP's association threads): the
         object is stored right here, with no hand-off; the audit events of a rejection or a
         storage failure run on `loop` (the service's event loop; they may need the spool),
-        waited for up to `timeout_s`."""
+        waited for up to `timeout_s`. `clock`, if any, gets the laps parse, append and index
+        (metrics.INGEST_STAGE_SECONDS)."""
         try:
-            result = self._receive_sync(facility, data, source)
+            result = self._receive_sync(facility, data, source, clock)
             metrics.INGEST_INSTANCES.labels(facility.name, source, result.outcome.value).inc()
             return result
         except Rejected as rej:
@@ -187,13 +190,16 @@ class Receiver:
             ).result(timeout_s)
             raise failure from exc
 
-    def _receive_sync(self, facility: FacilityRef, data: bytes, source: str) -> ReceiveResult:
+    def _receive_sync(self, facility: FacilityRef, data: bytes, source: str,
+                      clock: StageClock | None = None) -> ReceiveResult:
         """On the caller's thread: parse, append the object to the pack segment (synced with
         whatever else is being stored), then index it with one autocommitted call (grouped
         likewise); a duplicate or a reopening
         instance is then committed with its audit event in one more transaction."""
         self._local.study_uid = ""
         p = parse_instance(data, self.max_object_bytes)
+        if clock is not None:
+            clock.lap("parse")
         self._local.study_uid = p.study_instance_uid
         writer = self._writer()
         params = _index_params(facility, p, "", len(data), source)
@@ -207,10 +213,14 @@ class Receiver:
                 self._drop_connection()
                 raise
         params["object_key"] = writer.append(data)  # durable before the row naming it commits
+        if clock is not None:
+            clock.lap("append")
         outcome = ""
         try:
             study_id, _, outcome = self.index_groups.submit(
                 params, lambda group: index_group(conn, _INDEX_RAW, group))
+            if clock is not None:
+                clock.lap("index")
             self._local.resending = outcome == "duplicate"
             if outcome == "inserted":
                 writer.keep()

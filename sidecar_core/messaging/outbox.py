@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,13 +18,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from sidecar_core.db import Database
 from sidecar_core.messaging.bus import Bus
-from sidecar_core.messaging.permissions import subject_regex, table
+from sidecar_core.messaging.permissions import AUDIT_RELAY, subject_regex, table
 from sidecar_core.observability import tracing
 from sidecar_core.store.models import OutboxMessage
 
 log = logging.getLogger(__name__)
 CHANNEL = "sidecar_outbox"
-_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :notice)")
+_NOTICE_MAX = 7900  # bytes: PostgreSQL's payload limit is 8000
+
+
+def notice(subjects: Iterable[str]) -> str:
+    """The payload of the relays' NOTIFY: the distinct subjects a transaction queued, so that
+    only the relays that may publish them wake up (`OutboxRelay.wants`); too many to fit, and
+    the payload is empty, which wakes every relay."""
+    payload = " ".join(sorted(set(subjects)))
+    return payload if len(payload.encode()) <= _NOTICE_MAX else ""
 
 
 async def enqueue(session: AsyncSession | AsyncConnection, subject: str, msg_id: str,
@@ -40,8 +50,9 @@ async def enqueue_raw(session: AsyncSession | AsyncConnection, subject: str, msg
                 trace_context=tracing.current_traceparent())
         .on_conflict_do_nothing(index_elements=["msg_id"])
     )
-    # Wakes every relay when the transaction commits (PostgreSQL folds repeats into one).
-    await session.execute(_NOTIFY)
+    # Wakes the relays of this subject when the transaction commits (PostgreSQL folds repeats
+    # of a payload into one).
+    await session.execute(_NOTIFY, {"notice": notice([subject])})
 
 
 _FROM_ARRAYS = text(
@@ -71,7 +82,7 @@ def enqueue_sync(conn: psycopg.Connection[Any], subject: str, msg_id: str,
     conn.execute("INSERT INTO outbox (subject, msg_id, payload, trace_context) "
                  "VALUES (%s, %s, %s, %s) ON CONFLICT (msg_id) DO NOTHING",
                  (subject, msg_id, payload, tracing.current_traceparent()))
-    conn.execute(f"SELECT pg_notify('{CHANNEL}', '')")
+    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, notice([subject])))
 
 
 class OutboxRelay:
@@ -84,14 +95,21 @@ class OutboxRelay:
     normalizer's). `subjects=None` relays every row (tests, a bus without permissions)."""
 
     def __init__(self, db: Database, bus: Bus, poll_s: float = 2.0, batch: int = 200,
-                 coalesce_s: float = 0.005, subjects: Sequence[str] | None = None) -> None:
+                 coalesce_s: float = 0.005, subjects: Sequence[str] | None = None,
+                 audit_wakes: bool = True) -> None:
         """Woken by LISTEN/NOTIFY on commit; `poll_s` is only the safety net when idle.
 
         After a wake-up the relay waits `coalesce_s` so that a burst of commits (one audit
-        event per duplicate instance of a re-sent study, say) is relayed as one batch."""
+        event per duplicate instance of a re-sent study, say) is relayed as one batch.
+        `audit_wakes`: a transaction that queued audit events only wakes it (`wants`)."""
         self.db = db
         self.bus = bus
         self.subjects = None if subjects is None else subject_regex(subjects)
+        # which notices wake it: one naming a subject of its own, or only audit events
+        self._own = None if subjects is None else re.compile(subject_regex(
+            s for s in subjects if s != bus.topology.audit_subject(">")))
+        self._audit = re.compile(subject_regex([bus.topology.audit_subject(">")]))
+        self.audit_wakes = audit_wakes
         self.poll_s = poll_s
         self.batch = batch
         self.coalesce_s = coalesce_s
@@ -99,8 +117,24 @@ class OutboxRelay:
 
     @classmethod
     def of_user(cls, db: Database, bus: Bus, user: str, **options: Any) -> OutboxRelay:
-        """The relay of the process whose NATS user is `user`: its permitted subjects only."""
+        """The relay of the process whose NATS user is `user`: its permitted subjects only.
+        Only the `AUDIT_RELAY` user's relay wakes for audit events alone; the others publish
+        audit events with their own subjects' rows and in their polls."""
+        options.setdefault("audit_wakes", user == AUDIT_RELAY)
         return cls(db, bus, subjects=table(bus.topology)[user].outbox, **options)
+
+    def wants(self, payload: str) -> bool:
+        """Whether a NOTIFY whose payload is `payload` (`notice`: the subjects one transaction
+        queued) concerns this relay: one of its own subjects (the relay that takes a
+        transaction's other subjects takes its audit events too), audit events only when it is
+        the relay they wake (`audit_wakes`; every relay may publish them), or a payload that
+        names nothing (a writer that does not say)."""
+        if self._own is None or not payload:
+            return True
+        others = [s for s in payload.split() if not self._audit.match(s)]
+        if not others:
+            return self.audit_wakes
+        return any(self._own.match(s) for s in others)
 
     async def relay_once(self) -> int:
         query = select(OutboxMessage).where(OutboxMessage.published_at.is_(None))
@@ -134,7 +168,8 @@ class OutboxRelay:
             return len(rows)
 
     async def listen(self, stop: asyncio.Event) -> None:
-        """Sets `wake` on every outbox NOTIFY; reconnects after a lost connection."""
+        """Sets `wake` on every outbox NOTIFY this relay `wants` (the others it still finds by
+        its `poll_s` safety net); reconnects after a lost connection."""
         while not stop.is_set():
             try:
                 conn = await psycopg.AsyncConnection.connect(self.db.libpq_url, autocommit=True)
@@ -142,8 +177,9 @@ class OutboxRelay:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.wake.set()  # catch up with anything committed before LISTEN
                     while not stop.is_set():
-                        async for _ in conn.notifies(timeout=1.0):
-                            self.wake.set()
+                        async for note in conn.notifies(timeout=1.0):
+                            if self.wants(note.payload):
+                                self.wake.set()
             except Exception:
                 log.warning("outbox listener lost its connection; reconnecting", exc_info=True)
                 with contextlib.suppress(TimeoutError):

@@ -53,6 +53,9 @@ from sidecar_core.messaging.subjects import (
 # published by the workflow's relay).
 USERS = ("workflow", "ingest", "preprocess", "normalizer", "gateway", "operator")
 REDELIVERY_BUCKET = "REDELIVERY"
+# The user whose outbox relay is woken by a transaction that queued audit events only (any
+# relay may publish them; the others take them with their own rows and in their polls).
+AUDIT_RELAY = "workflow"
 
 
 @dataclass(frozen=True)

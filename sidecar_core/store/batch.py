@@ -70,6 +70,7 @@ class WriteBatch:
             return
         ctes = [w.cte(f"w{i}") for i, w in enumerate(writes)]
         # the relays' wake-up (pg_notify) rides on the same statement when there are messages
-        final = (select(func.pg_notify(outbox.CHANNEL, "")) if messages
+        final = (select(func.pg_notify(outbox.CHANNEL, outbox.notice(m[0] for m in messages)))
+                 if messages
                  else select(literal(1)))
         await session.execute(final.add_cte(*ctes))

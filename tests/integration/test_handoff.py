@@ -12,13 +12,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fastapi import FastAPI, Response
 from sqlalchemy import text
 
-from protos.sidecar.events.v1 import events_pb2
+from protos.sidecar.events.v1 import events_pb2, report_events_pb2
 from sidecar_core.db import Database
 from sidecar_core.egress import EgressPolicy
 from sidecar_core.messaging.bus import Bus
@@ -250,3 +251,33 @@ async def _is_recorded(loop: Loop) -> bool:
 
 async def _is(value: Awaitable[Any], expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_without_a_destination_the_status_is_recorded_here(loop: Loop) -> None:
+    """A facility with no handoff URL: the job records the status itself (handoff `skipped`,
+    the study `status_recorded`, its transition and audit events), once, and a redelivery of
+    the job changes nothing."""
+    async with loop.db.unit_of_work() as s:
+        await s.execute(text("update facilities set handoff_url=null"))
+    await _complete(loop)
+    await loop.wait(lambda: _is(loop.state(), "status_recorded"), "status_recorded")
+    [job] = await loop.rows("select status, destination, finished_at, job_id from handoffs "
+                            "where study_id=:s", s=loop.study_id)
+    assert job["status"] == "skipped" and job["finished_at"] is not None
+    [study] = await loop.rows("select handoff_status from studies where id=:i",
+                              i=loop.study_id)
+    assert study["handoff_status"] == "skipped"
+    [recorded] = await loop.audit("handoff.recorded")
+    assert recorded["context"]["status"] == "skipped"
+    assert recorded["facility"] == "north" and recorded["accession"] == "ACC-H"
+    moves = await loop.rows("select from_state, to_state from state_transitions "
+                            "where study_id=:s order by id", s=loop.study_id)
+    assert moves[-1] == {"from_state": "legacy_report_completed",
+                         "to_state": "status_recorded"}
+    report_id = (await loop.rows("select id from legacy_reports"))[0]["id"]
+    again = report_events_pb2.HandoffJob(study_id=str(loop.study_id),
+                                         legacy_report_id=str(report_id), job_id=job["job_id"])
+    delivery: Any = SimpleNamespace(data=again.SerializeToString(), attempt=2,
+                                    is_last_attempt=False)
+    await HandoffWorker(loop.db, loop.topology).handle(delivery)  # done already: no change
+    assert len(await loop.audit("handoff.recorded")) == 1

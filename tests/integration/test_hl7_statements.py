@@ -5,12 +5,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 
 from sidecar_core.db import Database
+from sidecar_core.messaging import outbox
+from sidecar_core.messaging.outbox import OutboxRelay
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.observability import metrics
+from sidecar_core.observability.metrics import StageClock
 from sidecar_core.store.models import Facility
 from tests.integration.test_hl7_mllp import SENDER, add_study, oru, rows
 from workflow_svc.report_loop.hl7 import intake
@@ -125,3 +131,65 @@ async def test_a_late_match_sets_an_existing_handoff_pending_again(store: Databa
         assert await match_waiting_reports(s, TOPOLOGY, study_id)
     [job] = await rows(store, "select status from handoffs")  # one row, pending again
     assert job["status"] == "pending"
+
+
+async def test_the_listener_without_a_pool_ping_survives_a_dropped_connection(
+        database_url: str) -> None:
+    """The listener's database does not ping before each message (one round trip fewer): a
+    pooled connection the server dropped fails the first try, and the message is stored on a
+    fresh connection, once, with the same ACK. Each stage of an accepted message is timed."""
+    db = Database(database_url, pre_ping=False)
+    try:
+        async with db.unit_of_work() as s:
+            s.add(Facility(id=uuid.uuid4(), name="north", hl7_sending_facility=SENDER))
+        first, second = await add_study(db, "ACC-7"), await add_study(db, "ACC-8")
+        with statements(db) as seen:
+            assert (await intake.receive(db, TOPOLOGY, oru("S-7", "ACC-7")))[1].code == "AA"
+        assert len(seen) == 4 and seen[-1] == "COMMIT", seen  # no ping among them
+        async with db.read() as s:  # the pooled connection the next message will take
+            pid = (await s.execute(text("select pg_backend_pid()"))).scalar_one()
+        killer = Database(database_url)
+        try:
+            async with killer.unit_of_work() as s:
+                assert (await s.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
+                        ).scalar_one()
+        finally:
+            await killer.close()
+        before = _stage_counts()
+        clock = StageClock(metrics.HL7_STAGE_SECONDS)
+        _, verdict = await intake.receive(db, TOPOLOGY, oru("S-8", "ACC-8"), clock=clock)
+        assert verdict.code == "AA" and "1 matched" in verdict.text, verdict
+        after = _stage_counts()
+        assert {k for k in after if after[k] > before.get(k, 0)} == {
+            "parse", "connect", "read", "lock", "write", "commit"}
+        states = await rows(db, "select id, state from studies where id in (:a, :b)",
+                            a=first, b=second)
+        assert {r["state"] for r in states} == {"legacy_report_completed"}
+        assert len(await rows(db, "select id from hl7_messages where control_id='S-8'")) == 1
+    finally:
+        await db.close()
+
+
+def _stage_counts() -> dict[str, float]:
+    return {s.labels["stage"]: s.value for family in metrics.HL7_STAGE_SECONDS.collect()
+            for s in family.samples if s.name.endswith("_count")}
+
+
+async def test_the_relays_are_told_which_subjects_the_message_queued(store: Database) -> None:
+    """One NOTIFY per transaction, naming its subjects: the workflow's relay wakes for the
+    handoff job, the other processes' relays do not (sidecar_core/messaging/outbox.py)."""
+    import psycopg
+
+    await add_study(store, "ACC-9")
+    listener = await psycopg.AsyncConnection.connect(store.libpq_url, autocommit=True)
+    async with listener:
+        await listener.execute(f"LISTEN {outbox.CHANNEL}")
+        assert (await intake.receive(store, TOPOLOGY, oru("S-9", "ACC-9")))[1].code == "AA"
+        notes = [n.payload async for n in listener.notifies(timeout=2.0)]
+    assert notes == [outbox.notice([
+        TOPOLOGY.audit_subject("study.state_changed"),
+        TOPOLOGY.audit_subject("legacy_report.completed"),
+        TOPOLOGY.subject("job.v1.handoff")])]
+    bus: Any = SimpleNamespace(topology=TOPOLOGY)
+    assert OutboxRelay.of_user(store, bus, "workflow").wants(notes[0])
+    assert not OutboxRelay.of_user(store, bus, "ingest").wants(notes[0])

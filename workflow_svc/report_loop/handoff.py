@@ -173,9 +173,7 @@ class HandoffWorker:
             study = (await s.execute(select(Study).where(Study.id == study_id))).scalar_one()
             facility = (await s.execute(select(Facility).where(
                 Facility.id == study.facility_id))).scalar_one()
-            report = (await s.execute(select(LegacyReport).where(
-                LegacyReport.id == report_id))).scalar_one()
-            ref = await study_ref(s, study)
+            ref = StudyRef(facility.name, study.accession, study.study_instance_uid, study.id)
             if row is None:
                 row = Handoff(id=uuid.uuid4(), study_id=study_id, legacy_report_id=report_id,
                               status="pending", attempts=0, job_id=job_id)
@@ -185,6 +183,8 @@ class HandoffWorker:
                 await self._finish(s, row, study, ref, "skipped", "none", "",
                                    "no handoff destination configured; status recorded here")
                 return None
+            report = (await s.execute(select(LegacyReport).where(
+                LegacyReport.id == report_id))).scalar_one()
             payload = await _payload(s, study, facility, report)
             body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
             digest = hashlib.sha256(body).hexdigest()
@@ -259,8 +259,9 @@ class HandoffWorker:
                       status: str, destination: str, digest: str, reason: str) -> None:
         row.status = status
         row.finished_at = datetime.now(UTC)
-        await s.execute(update(Study).where(Study.id == study.id).values(handoff_status=status))
-        current = (await s.execute(select(Study.state).where(Study.id == study.id))).scalar_one()
+        current = (await s.execute(update(Study).where(Study.id == study.id)
+                                   .values(handoff_status=status).returning(Study.state))
+                   ).scalar_one()
         if current == State.LEGACY_REPORT_COMPLETED:
             await transition(s, self.topology, study.id, State.STATUS_RECORDED, ACTOR, reason)
         await audit.record(s, self.topology, "handoff.recorded", ACTOR, ref, job_id=row.job_id,

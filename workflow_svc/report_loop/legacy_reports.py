@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sidecar_core.audit import StudyRef
@@ -61,6 +61,13 @@ class Recorded:
         return bool(self.study_ids)
 
 
+# the registered studies of an accession, locked; built once (its cache key too)
+_STUDIES_OF_ACCESSION = (
+    select(Study).where(Study.facility_id == bindparam("facility_id"),
+                        Study.accession == bindparam("accession"), Study.state.is_not(None))
+    .order_by(Study.created_at).with_for_update())
+
+
 async def record_report(s: AsyncSession, topology: Topology, facility: Facility,
                         report: ReportInput, batch: WriteBatch | None = None,
                         box: SecretBox | None = None) -> Recorded:
@@ -74,10 +81,8 @@ async def record_report(s: AsyncSession, topology: Topology, facility: Facility,
     own = batch is None
     if batch is None:
         batch = WriteBatch(topology)
-    studies = (await s.execute(
-        select(Study).where(Study.facility_id == facility.id,
-                            Study.accession == report.accession, Study.state.is_not(None))
-        .order_by(Study.created_at).with_for_update())).scalars().all()
+    studies = (await s.execute(_STUDIES_OF_ACCESSION, {
+        "facility_id": facility.id, "accession": report.accession})).scalars().all()
     row = LegacyReport(
         id=uuid.uuid4(), facility_id=facility.id, accession=report.accession,
         completed_at=report.completed_at, source=report.source,

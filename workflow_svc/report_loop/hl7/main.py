@@ -14,6 +14,8 @@ from pydantic import Field, model_validator
 from sidecar_core import audit, service
 from sidecar_core.db import Database
 from sidecar_core.messaging.subjects import Topology
+from sidecar_core.observability import metrics
+from sidecar_core.observability.metrics import StageClock
 from sidecar_core.secret_box import SecretBox
 from sidecar_core.security.edge_tls import EdgeConfigError, server_context
 from sidecar_core.service import run_until_stopped
@@ -95,14 +97,17 @@ def make_handler(db: Database, topology: Topology,
     """bytes in, ACK messages out; a store failure is AE 207 so the sender keeps the message."""
 
     async def handle(message: bytes, peer: str) -> list[bytes]:
+        clock = StageClock(metrics.HL7_STAGE_SECONDS)
         try:
             header, verdict = await hl7_intake.receive(db, topology, message, "mllp", peer,
-                                                         box)
+                                                         box, clock)
         except Exception as exc:
             log.exception("HL7 message from %s not stored", peer)
             header = _safe_header(message)
             verdict = hl7_intake.internal_error(exc)
-        return acks_for(header, verdict)
+        acks = acks_for(header, verdict)
+        clock.lap("ack")
+        return acks
 
     return handle
 
@@ -186,7 +191,8 @@ async def run(settings: Hl7Settings, stop: asyncio.Event | None = None) -> None:
     except EdgeConfigError as exc:
         raise SystemExit(f"hl7 listener: error: {exc}") from None
     raise_open_files_limit(settings.hl7_max_connections + FD_RESERVE)
-    db = Database(settings.database_url)
+    # no ping before each message: intake.receive retries one that meets a dropped connection
+    db = Database(settings.database_url, pre_ping=False)
     topology = settings.topology()
     handler = make_handler(db, topology, settings.secret_box())
     server = MllpServer(handler, settings.hl7_host, settings.hl7_port,
