@@ -17,7 +17,7 @@ from sidecar_core.display.render import (
     thumbnail_png,
 )
 from sidecar_core.display.viewports import series_windows, slice_refs
-from sidecar_core.pixels.decode import decode_image
+from sidecar_core.pixels.decode import DecodedImage, decode_image
 from sidecar_core.pixels.errors import PixelPipelineError
 from sidecar_core.pixels.series import DecodedSeries, decode_series
 from sidecar_core.pixels.volume import (
@@ -64,17 +64,19 @@ class SeriesAssets:
 
 
 def decode_tolerant(
-    datasets: Sequence[Dataset],
+    datasets: Sequence[Dataset], images: Sequence[DecodedImage | None] | None = None
 ) -> tuple[DecodedSeries | None, list[ObjectFailure]]:
-    """Decodes the series; objects that cannot be decoded are dropped and reported, not fatal."""
+    """Decodes the series; objects that cannot be decoded are dropped and reported, not fatal.
+    ``images[i]``, where not None, is ``datasets[i]`` decoded already (early decode)."""
+    early = list(images) if images is not None else [None] * len(datasets)
     try:
-        return decode_series(datasets), []
+        return decode_series(datasets, early), []
     except PixelPipelineError:
         pass
-    good, failures = [], []
-    for ds in datasets:
+    good, good_images, failures = [], [], []
+    for ds, image in zip(datasets, early, strict=True):
         try:
-            decode_image(ds)
+            good_images.append(image if image is not None else decode_image(ds))
             good.append(ds)
         except PixelPipelineError as exc:
             failures.append(
@@ -83,7 +85,7 @@ def decode_tolerant(
     if not good:
         return None, failures
     try:
-        return decode_series(good), failures
+        return decode_series(good, good_images), failures
     except PixelPipelineError as exc:
         failures.append(ObjectFailure("", type(exc).__name__, str(exc)))
         return None, failures

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import logging
-import os
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +15,7 @@ from typing import Any
 import pydicom
 from sqlalchemy import delete, select, update
 
+from imaging_svc.assets.early_decode import DecodeCache, Decoded, lower_thread_priority
 from imaging_svc.assets.overlay_worker import study_job
 from imaging_svc.assets.series_assets import (
     AssetBlob,
@@ -67,19 +65,21 @@ def series_presets(series: DecodedSeries) -> list[str]:
 
 def _low_priority() -> None:
     """Display rendering yields the CPU to the critical path (model input, inference)."""
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DISPLAY_NICE)
+    lower_thread_priority(DISPLAY_NICE)
 
 
 class PreprocessWorker:
     """Model inputs first, announced at once; display assets afterwards, at low priority."""
 
     def __init__(
-        self, db: Database, objects: ObjectStore, topology: Topology, threads: int = 2
+        self, db: Database, objects: ObjectStore, topology: Topology, threads: int = 2,
+        cache: DecodeCache | None = None,
     ) -> None:
         self.db = db
         self.objects = objects
         self.topology = topology
+        # instances decoded on arrival (early_decode.py); None or disabled: every one is read
+        self.cache = cache
         self.pool = ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="render", initializer=_low_priority
         )
@@ -132,6 +132,8 @@ class PreprocessWorker:
                     ) from exc
                 built = time.perf_counter()
                 await self._store(series, made, ref, job.job_id, delivery.attempt)
+                if self.cache is not None:  # its model input is stored: the memory goes back
+                    self.cache.forget(keys.get(series.id, []))
                 metrics.PREPROCESS_SECONDS.labels("model_input").observe(built - started)
                 metrics.PREPROCESS_SECONDS.labels("store").observe(time.perf_counter() - built)
                 failed_objects += len(made.assets.failures)
@@ -180,20 +182,39 @@ class PreprocessWorker:
                 del self._displays[study_id]
 
     def _model_input(self, keys: list[str]) -> _ModelInputMade:
-        """Reads and decodes the series once; builds its model input (display comes later)."""
-        datasets = []
+        """Reads and decodes the series once; builds its model input (display comes later).
+        Instances decoded on arrival are taken from the cache; the others are read here."""
+        early: dict[str, Decoded] = {}
+        if self.cache is not None and self.cache.enabled:
+            for key in keys:
+                hit = self.cache.take(key)
+                if hit is not None:
+                    early[key] = hit
+        missing = [key for key in keys if key not in early]
+        reads = dict(zip(missing, self.readers.map(self._read, missing), strict=True))
+        datasets, images = [], []
         failures = []
-        for key, read in zip(keys, self.readers.map(self._read, keys), strict=True):
+        for key in keys:
+            hit = early.get(key)
+            if hit is not None:
+                datasets.append(hit.dataset)
+                images.append(hit.image)
+                continue
+            read = reads[key]
             try:
                 if isinstance(read, BaseException):
                     raise read
                 datasets.append(pydicom.dcmread(io.BytesIO(read)))
+                images.append(None)
             except FileNotFoundError:
                 raise
             except Exception as exc:  # unreadable object: it fails, the series goes on
                 failures.append((key, exc))
+        if keys:
+            log.info("model input: %d of %d instances decoded on arrival", len(early),
+                     len(keys))
         assets = SeriesAssets()
-        series, assets.failures = decode_tolerant(datasets)
+        series, assets.failures = decode_tolerant(datasets, images)
         assets.failures.extend(
             ObjectFailure(key, type(exc).__name__, str(exc)) for key, exc in failures
         )

@@ -35,14 +35,20 @@ class DecodedSeries:
         return (self.image.n_frames - 1) // 2
 
 
-def decode_series(datasets: Sequence[Dataset]) -> DecodedSeries:
+def decode_series(
+    datasets: Sequence[Dataset], images: Sequence[DecodedImage | None] | None = None
+) -> DecodedSeries:
     """Decode, order and stack every frame of every instance of one series.
 
     The order comes from the headers first, so each instance is decoded straight into its
-    place in the stack and memory peaks near one copy of the volume.
+    place in the stack and memory peaks near one copy of the volume. ``images[i]``, where not
+    None, is ``decode_image(datasets[i])`` done earlier (the preprocess process's early decode):
+    it is used as it is, and that dataset may lack its pixel data.
     """
     if not datasets:
         raise EmptySeries("no instances given")
+    if images is not None and len(images) != len(datasets):
+        raise ValueError(f"{len(images)} decoded images for {len(datasets)} datasets")
     series_uids = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
     if len(series_uids) > 1:
         raise IncompatibleSlices(f"instances of {len(series_uids)} series given as one")
@@ -63,7 +69,8 @@ def decode_series(datasets: Sequence[Dataset]) -> DecodedSeries:
     kinds: set[str] = set()
     lossy = False
     for index, ds in enumerate(datasets):
-        image = decode_image(ds)
+        early = images[index] if images is not None else None
+        image = early if early is not None else decode_image(ds)
         expected = counts[index]
         if image.n_frames != expected:
             raise InvalidPixelDescription(
