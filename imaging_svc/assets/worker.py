@@ -38,6 +38,7 @@ from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.redelivery import record_if_redelivered
 from sidecar_core.messaging.subjects import ASSET_PREPROCESSED, Topology
 from sidecar_core.observability import metrics
+from sidecar_core.pixels.decode import DecodedImage
 from sidecar_core.pixels.series import DecodedSeries
 from sidecar_core.pixels.windowing import presets_for
 from sidecar_core.storage.objectstore import ObjectStore
@@ -119,6 +120,10 @@ class PreprocessWorker:
         for series_id, key in instances:
             keys.setdefault(series_id, []).append(key)
         ready, failed, failed_objects = [], [], 0
+        # Model inputs written but not yet synced: inference reads them from the page cache at
+        # once (a killed process loses nothing); the job is acknowledged only once they are
+        # durable, so a machine crash before that redoes it (and repairs them).
+        unsynced: list[str] = []
         decoded: list[tuple[Series, DecodedSeries]] = []
         displayed = self._displays.setdefault(study_id, asyncio.Event())
         try:
@@ -131,7 +136,7 @@ class PreprocessWorker:
                         f"reading series {series.series_instance_uid}: {exc}"
                     ) from exc
                 built = time.perf_counter()
-                await self._store(series, made, ref, job.job_id, delivery.attempt)
+                await self._store(series, made, ref, job.job_id, delivery.attempt, unsynced)
                 if self.cache is not None:  # its model input is stored: the memory goes back
                     self.cache.forget(keys.get(series.id, []))
                 metrics.PREPROCESS_SECONDS.labels("model_input").observe(built - started)
@@ -161,25 +166,35 @@ class PreprocessWorker:
             # Off the critical path: the AI run has its input already. The job is acknowledged
             # after this, so a crash here redelivers it; a second consumer loop takes the next
             # study's model input meanwhile.
-            loop = asyncio.get_running_loop()
-            for series, decoded_series in decoded:
-                started = time.perf_counter()
-                blobs = await loop.run_in_executor(
-                    self.display, display_assets, decoded_series, self.pool
-                )
-                windows = await loop.run_in_executor(
-                    self.display, series_windows, decoded_series, series_presets(decoded_series)
-                )
-                await self._store_display(series, blobs, windows, ref, job.job_id,
-                                          delivery.attempt, decoded_series.image.n_frames)
-                metrics.PREPROCESS_SECONDS.labels("display").observe(
-                    time.perf_counter() - started)
+            # The model inputs' durable write overlaps inference and the display assets.
+            syncing = asyncio.ensure_future(asyncio.to_thread(self._sync, unsynced))
+            try:
+                await self._display(decoded, ref, job.job_id, delivery.attempt)
+            finally:
+                [synced] = await asyncio.gather(syncing, return_exceptions=True)
+            if isinstance(synced, BaseException):
+                raise synced
             log.info("preprocess job %s done: %d series ready, %d failed", job.job_id,
                      len(ready), len(failed))
         finally:
             displayed.set()
             if self._displays.get(study_id) is displayed:
                 del self._displays[study_id]
+
+    async def _display(self, decoded: list[tuple[Series, DecodedSeries]], ref: StudyRef,
+                       job_id: str, attempt: int) -> None:
+        loop = asyncio.get_running_loop()
+        for series, decoded_series in decoded:
+            started = time.perf_counter()
+            blobs = await loop.run_in_executor(
+                self.display, display_assets, decoded_series, self.pool
+            )
+            windows = await loop.run_in_executor(
+                self.display, series_windows, decoded_series, series_presets(decoded_series)
+            )
+            await self._store_display(series, blobs, windows, ref, job_id, attempt,
+                                      decoded_series.image.n_frames)
+            metrics.PREPROCESS_SECONDS.labels("display").observe(time.perf_counter() - started)
 
     def _model_input(self, keys: list[str]) -> _ModelInputMade:
         """Reads and decodes the series once; builds its model input (display comes later).
@@ -192,7 +207,8 @@ class PreprocessWorker:
                     early[key] = hit
         missing = [key for key in keys if key not in early]
         reads = dict(zip(missing, self.readers.map(self._read, missing), strict=True))
-        datasets, images = [], []
+        datasets: list[pydicom.Dataset] = []
+        images: list[DecodedImage | None] = []
         failures = []
         for key in keys:
             hit = early.get(key)
@@ -227,6 +243,16 @@ class PreprocessWorker:
                 assets.model_input_error = made
         return _ModelInputMade(series, assets)
 
+    def _sync(self, keys: list[str]) -> None:
+        """The model inputs made durable (before the job is acknowledged)."""
+        started = time.perf_counter()
+        try:
+            for key in keys:
+                self.objects.sync(key)
+        except OSError as exc:  # the job is redone and the model input written again
+            raise TransientError(f"syncing the model input: {exc}") from exc
+        metrics.PREPROCESS_SECONDS.labels("sync").observe(time.perf_counter() - started)
+
     def _read(self, key: str) -> bytes | Exception:
         """The object's bytes, or the error reading them (raised by the caller, in order)."""
         try:
@@ -234,10 +260,18 @@ class PreprocessWorker:
         except Exception as exc:
             return exc
 
-    def _rows(self, series: Series, blobs: list[AssetBlob]) -> list[Asset]:
+    def _rows(self, series: Series, blobs: list[AssetBlob],
+              unsynced: list[str] | None = None, repair: bool = False) -> list[Asset]:
+        """The blobs stored and their rows. With `unsynced`, the model input is written without
+        waiting for the disk (its key is appended there: the caller syncs it before the job is
+        acknowledged); `repair` rewrites one a machine crash may have left damaged."""
         rows = []
         for blob in blobs:
-            key = self.objects.put(blob.data)  # content-addressed: sha256/<digest>
+            if unsynced is not None and blob.kind == "model_input":
+                key = self.objects.put_unsynced(blob.data, repair=repair)
+                unsynced.append(key)
+            else:
+                key = self.objects.put(blob.data)  # content-addressed: sha256/<digest>
             rows.append(
                 Asset(
                     study_id=series.study_id,
@@ -256,10 +290,11 @@ class PreprocessWorker:
         return rows
 
     async def _store(
-        self, series: Series, made: _ModelInputMade, ref: StudyRef, job_id: str, attempt: int
+        self, series: Series, made: _ModelInputMade, ref: StudyRef, job_id: str, attempt: int,
+        unsynced: list[str] | None = None,
     ) -> None:
         assets = made.assets
-        stored = await asyncio.to_thread(self._rows, series, assets.blobs)
+        stored = await asyncio.to_thread(self._rows, series, assets.blobs, unsynced, attempt > 1)
         status = (
             "complete"
             if assets.has_model_input and not assets.failures
