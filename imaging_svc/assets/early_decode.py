@@ -33,6 +33,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from protos.sidecar.events.v1 import events_pb2
+from sidecar_core.observability import metrics
 from sidecar_core.pixels.decode import PIXEL_KEYWORDS, DecodedImage, decode_image
 from sidecar_core.registry import Registry
 from sidecar_core.storage.objectstore import ObjectStore
@@ -138,9 +139,11 @@ class DecodeCache:
             if entry is not None and self._clock() - entry.at <= self.ttl_s:
                 self._entries.move_to_end(key)
                 self.hits += 1
+                metrics.EARLY_DECODE.labels("hit").inc()
                 return entry
             self._queue.pop(key, None)
             self.misses += 1
+            metrics.EARLY_DECODE.labels("miss").inc()
             return None
 
     def forget(self, keys: Iterable[str]) -> None:
@@ -187,6 +190,7 @@ class DecodeCache:
             with self._cond:  # cached before it stops being "in work": `take` sees one or other
                 if entry is not None:
                     self.decoded += 1
+                    metrics.EARLY_DECODE.labels("decoded").inc()
                     self._put_locked(key, entry)
                 self._working.discard(key)
                 self._cond.notify_all()
