@@ -34,7 +34,8 @@ from pydicom.dataset import Dataset
 
 from protos.sidecar.events.v1 import events_pb2
 from sidecar_core.observability import metrics
-from sidecar_core.pixels.decode import PIXEL_KEYWORDS, DecodedImage, decode_image
+from sidecar_core.pixels.decode import PIXEL_KEYWORDS
+from sidecar_core.pixels.series import PreDecoded, predecode
 from sidecar_core.registry import Registry
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.storage.packstore import PackError, PackKey, is_pack_key
@@ -53,11 +54,11 @@ def lower_thread_priority(nice: int) -> None:
 
 @dataclass(frozen=True, eq=False)
 class Decoded:
-    """One instance decoded early: its header (the pixel data dropped) and its image."""
+    """One instance decoded early: its header (the pixel data dropped), its image and slices."""
 
     dataset: Dataset
-    image: DecodedImage
-    nbytes: int
+    pre: PreDecoded
+    nbytes: int  # what it holds, about
     at: float  # when it was cached (the cache's clock)
 
 
@@ -66,14 +67,16 @@ def decode_object(data: bytes) -> Decoded | None:
     not decode (the job meets that failure again and reports it)."""
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-        image = decode_image(ds)
+        pre = predecode(ds)
     except Exception as exc:
         log.debug("early decode: not decoded (%s), left to the job", exc)
         return None
     for keyword in PIXEL_KEYWORDS:  # the image holds the pixels now; the header is kept
         if keyword in ds:
             delattr(ds, keyword)
-    return Decoded(ds, image, int(image.frames.nbytes) + len(data) // 16, 0.0)
+    header = max(len(data) - int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+                 * 2 * pre.image.n_frames, 4096)  # about: the bytes besides 16-bit pixels
+    return Decoded(ds, pre, int(pre.image.frames.nbytes) + 4 * header, 0.0)
 
 
 class DecodeCache:

@@ -17,9 +17,9 @@ from sidecar_core.display.render import (
     thumbnail_png,
 )
 from sidecar_core.display.viewports import series_windows, slice_refs
-from sidecar_core.pixels.decode import DecodedImage, decode_image
+from sidecar_core.pixels.decode import decode_image
 from sidecar_core.pixels.errors import PixelPipelineError
-from sidecar_core.pixels.series import DecodedSeries, decode_series
+from sidecar_core.pixels.series import DecodedSeries, PreDecoded, decode_series
 from sidecar_core.pixels.volume import (
     MODEL_INPUT_CONTENT_TYPE,
     model_input_from_series,
@@ -64,19 +64,23 @@ class SeriesAssets:
 
 
 def decode_tolerant(
-    datasets: Sequence[Dataset], images: Sequence[DecodedImage | None] | None = None
+    datasets: Sequence[Dataset], early: Sequence[PreDecoded | None] | None = None
 ) -> tuple[DecodedSeries | None, list[ObjectFailure]]:
     """Decodes the series; objects that cannot be decoded are dropped and reported, not fatal.
-    ``images[i]``, where not None, is ``datasets[i]`` decoded already (early decode)."""
-    early = list(images) if images is not None else [None] * len(datasets)
+    ``early[i]``, where not None, is ``datasets[i]`` decoded already (the early decode)."""
+    done: list[PreDecoded | None] = list(early) if early is not None else [None] * len(datasets)
     try:
-        return decode_series(datasets, early), []
+        return decode_series(datasets, done), []
     except PixelPipelineError:
         pass
-    good, good_images, failures = [], [], []
-    for ds, image in zip(datasets, early, strict=True):
+    good: list[Dataset] = []
+    good_images: list[PreDecoded | None] = []
+    failures = []
+    for ds, pre in zip(datasets, done, strict=True):
         try:
-            good_images.append(image if image is not None else decode_image(ds))
+            if pre is None:
+                decode_image(ds)  # decodes, or names why not (decoded again when stacked)
+            good_images.append(pre)
             good.append(ds)
         except PixelPipelineError as exc:
             failures.append(

@@ -38,8 +38,7 @@ from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.redelivery import record_if_redelivered
 from sidecar_core.messaging.subjects import ASSET_PREPROCESSED, Topology
 from sidecar_core.observability import metrics
-from sidecar_core.pixels.decode import DecodedImage
-from sidecar_core.pixels.series import DecodedSeries
+from sidecar_core.pixels.series import DecodedSeries, PreDecoded
 from sidecar_core.pixels.windowing import presets_for
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import Asset, Instance, Series
@@ -208,13 +207,13 @@ class PreprocessWorker:
         missing = [key for key in keys if key not in early]
         reads = dict(zip(missing, self.readers.map(self._read, missing), strict=True))
         datasets: list[pydicom.Dataset] = []
-        images: list[DecodedImage | None] = []
+        images: list[PreDecoded | None] = []
         failures = []
         for key in keys:
             hit = early.get(key)
             if hit is not None:
                 datasets.append(hit.dataset)
-                images.append(hit.image)
+                images.append(hit.pre)
                 continue
             read = reads[key]
             try:

@@ -101,7 +101,7 @@ def test_a_resent_instance_with_other_bytes_is_another_key(chest: list[bytes],
     assert cache.decode_next()
     assert cache.take(second) is None, "the other bytes are not served from the first's entry"
     hit = cache.take(first)
-    assert hit is not None and hit.image.frames.any()
+    assert hit is not None and hit.pre.image.frames.any()
     assert "PixelData" not in hit.dataset, "the header is kept without its pixels"
 
 
