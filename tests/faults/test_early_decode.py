@@ -6,6 +6,7 @@ runs loses nothing: the job reads what its cache lacks and the study is done exa
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -67,9 +68,15 @@ def test_the_model_input_built_on_arrival_is_the_one_built_without(up: Faulty,
 def test_preprocess_killed_while_the_study_arrives(up: Faulty, tmp_path: Path) -> None:
     slices = CHEST["slices"]
     decoded = early_decode(up, "decoded")
-    sent = up.send("acc_north", up.chest(tmp_path, seed=42), complete=False)
-    up.wait(lambda: early_decode(up, "decoded") > decoded, "instances decoded on arrival", 120)
-    old = up.kill("preprocess")  # its decoded instances die with it
+    folder = up.chest(tmp_path, seed=42)
+    with ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(up.send, "acc_north", folder, False)
+        up.wait(lambda: early_decode(up, "decoded") > decoded, "instances decoded on arrival",
+                120, interval=0.01)
+        still_sending = not sending.done()
+        old = up.kill("preprocess")  # its decoded instances die with it
+        sent = sending.result(timeout=300)
+    print(f"preprocess killed {'while' if still_sending else 'after'} the study was sent")
     up.wait_restarted("preprocess", old)
     up.wait(lambda: early_decode(up, "miss") >= 0, "the new preprocess process serving", 60)
     complete(up, sent)
