@@ -32,7 +32,8 @@ async def run(settings: ImagingSettings, stop: asyncio.Event | None = None) -> N
                             replicas=settings.nats_stream_replicas)
     objects = settings.object_store()
     cache = DecodeCache(objects.get, settings.decode_cache_mb * 2**20, settings.decode_cache_ttl_s)
-    worker = PreprocessWorker(db, objects, topology, cache=cache)
+    worker = PreprocessWorker(db, objects, topology, cache=cache,
+                              durable_first=settings.model_input_durable_first)
     if cache.enabled:  # decode on arrival: the ingest's notices of stored instances
         registry = settings.registry()
 

@@ -17,3 +17,8 @@ class ImagingSettings(CommonSettings):
     decode_cache_ttl_s: float = Field(
         default=600.0, gt=0, le=86400,
         description="an instance decoded on arrival is dropped after this many seconds")
+    model_input_durable_first: bool = Field(
+        default=False,
+        description="write the model input durably before announcing it (as before issue 22 "
+                    "item 1); by default it is announced once written and synced beside "
+                    "inference, the job acknowledged once it is durable")

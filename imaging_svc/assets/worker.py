@@ -73,13 +73,15 @@ class PreprocessWorker:
 
     def __init__(
         self, db: Database, objects: ObjectStore, topology: Topology, threads: int = 2,
-        cache: DecodeCache | None = None,
+        cache: DecodeCache | None = None, durable_first: bool = False,
     ) -> None:
         self.db = db
         self.objects = objects
         self.topology = topology
         # instances decoded on arrival (early_decode.py); None or disabled: every one is read
         self.cache = cache
+        # the model input synced before it is announced (else beside inference)
+        self.durable_first = durable_first
         self.pool = ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="render", initializer=_low_priority
         )
@@ -135,7 +137,8 @@ class PreprocessWorker:
                         f"reading series {series.series_instance_uid}: {exc}"
                     ) from exc
                 built = time.perf_counter()
-                await self._store(series, made, ref, job.job_id, delivery.attempt, unsynced)
+                await self._store(series, made, ref, job.job_id, delivery.attempt,
+                                  None if self.durable_first else unsynced)
                 if self.cache is not None:  # its model input is stored: the memory goes back
                     self.cache.forget(keys.get(series.id, []))
                 metrics.PREPROCESS_SECONDS.labels("model_input").observe(built - started)
