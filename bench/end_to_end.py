@@ -171,9 +171,13 @@ def _samples(metrics_port: int) -> list[Sample]:
 
 
 def preprocess_ms(metrics_port: int) -> dict[str, float]:
-    """The preprocess worker's cumulative time per stage (ms), from its Prometheus histogram."""
-    return {s.labels["stage"]: s.value * 1000 for s in _samples(metrics_port)
-            if s.name == "sidecar_preprocess_seconds_sum"}
+    """The preprocess worker's cumulative time per stage (ms), from its Prometheus histogram,
+    and its early decode's instance counts (`early <outcome>`: decoded, hit, miss)."""
+    samples = _samples(metrics_port)
+    return {**{s.labels["stage"]: s.value * 1000 for s in samples
+               if s.name == "sidecar_preprocess_seconds_sum"},
+            **{f"early {s.labels['outcome']}": s.value for s in samples
+               if s.name == "sidecar_early_decode_instances"}}
 
 
 def triton_server_ms(metrics_port: int) -> dict[str, float]:
@@ -341,7 +345,11 @@ def report(args: argparse.Namespace, runs: list[Run], raw: dict[str, float]) -> 
         print(f"run {i} inside Triton (ms): "
               + ", ".join(f"{k} {v:.0f}" for k, v in r.triton.items() if v)
               + "; preprocess worker (ms): "
-              + ", ".join(f"{k} {v:.0f}" for k, v in r.preprocess.items() if v))
+              + ", ".join(f"{k} {v:.0f}" for k, v in r.preprocess.items()
+                          if v and not k.startswith("early "))
+              + "; instances decoded on arrival / taken decoded by the job / read by it: "
+              + " / ".join(f"{r.preprocess.get(f'early {k}', 0):.0f}"
+                           for k in ("decoded", "hit", "miss")))
     if runs:
         print_timeline(runs[-1])
 

@@ -139,7 +139,7 @@ class PreprocessWorker:
                 built = time.perf_counter()
                 await self._store(series, made, ref, job.job_id, delivery.attempt,
                                   None if self.durable_first else unsynced)
-                if self.cache is not None:  # its model input is stored: the memory goes back
+                if self.cache is not None:  # what the cache decoded meanwhile goes too
                     self.cache.forget(keys.get(series.id, []))
                 metrics.PREPROCESS_SECONDS.labels("model_input").observe(built - started)
                 metrics.PREPROCESS_SECONDS.labels("store").observe(time.perf_counter() - built)
@@ -233,6 +233,9 @@ class PreprocessWorker:
                      len(keys))
         assets = SeriesAssets()
         series, assets.failures = decode_tolerant(datasets, images)
+        if early and self.cache is not None:  # stacked now: their memory serves what follows
+            self.cache.forget(early)
+        del early, datasets, images
         assets.failures.extend(
             ObjectFailure(key, type(exc).__name__, str(exc)) for key, exc in failures
         )
