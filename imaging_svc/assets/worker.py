@@ -207,8 +207,8 @@ class PreprocessWorker:
                 hit = self.cache.take(key)
                 if hit is not None:
                     early[key] = hit
-        missing = [key for key in keys if key not in early]
-        reads = dict(zip(missing, self.readers.map(self._read, missing), strict=True))
+        # read on the reader threads, in order: each read overlaps with parsing the one before
+        reads = iter(self.readers.map(self._read, [key for key in keys if key not in early]))
         datasets: list[pydicom.Dataset] = []
         images: list[PreDecoded | None] = []
         failures = []
@@ -218,7 +218,7 @@ class PreprocessWorker:
                 datasets.append(hit.dataset)
                 images.append(hit.pre)
                 continue
-            read = reads[key]
+            read = next(reads)
             try:
                 if isinstance(read, BaseException):
                     raise read
