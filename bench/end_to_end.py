@@ -171,9 +171,13 @@ def _samples(metrics_port: int) -> list[Sample]:
 
 
 def preprocess_ms(metrics_port: int) -> dict[str, float]:
-    """The preprocess worker's cumulative time per stage (ms), from its Prometheus histogram."""
-    return {s.labels["stage"]: s.value * 1000 for s in _samples(metrics_port)
-            if s.name == "sidecar_preprocess_seconds_sum"}
+    """The preprocess worker's cumulative time per stage (ms), from its Prometheus histogram,
+    and its early decode's instance counts (`early <outcome>`: decoded, hit, miss)."""
+    samples = _samples(metrics_port)
+    return {**{s.labels["stage"]: s.value * 1000 for s in samples
+               if s.name == "sidecar_preprocess_seconds_sum"},
+            **{f"early {s.labels['outcome']}": s.value for s in samples
+               if s.name == "sidecar_early_decode_instances"}}
 
 
 def triton_server_ms(metrics_port: int) -> dict[str, float]:
@@ -237,7 +241,7 @@ def main() -> None:
     Run: ``.venv/bin/python -m bench.end_to_end [--repeat 3] [--slices 100] [--size 512]``;
     ``--smoke``: one 40×256² run (the smallest the chest CT model takes), CompleteStudy only.
     """
-    from bench.stack import add_arguments, sidecar_up
+    from bench.stack import add_arguments
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--repeat", type=int, default=3, help="runs per completion mode")
@@ -249,6 +253,14 @@ def main() -> None:
                         help="use this running Triton (host:port) instead of the embedded one")
     parser.add_argument("--modes", default="complete,quiet",
                         help="completion modes to time: complete (CompleteStudy), quiet (5 s)")
+    parser.add_argument("--early-decode", choices=("on", "off", "both"), default="on",
+                        help="on: decode instances on arrival and sync the model input "
+                             "beside inference (the defaults); off: as before issue 22 item 1 "
+                             "(the preprocess job reads and decodes every instance at "
+                             "completion and writes the model input durably before announcing "
+                             "it: SIDECAR_DECODE_CACHE_MB=0, "
+                             "SIDECAR_MODEL_INPUT_DURABLE_FIRST=true); both: a stack each, "
+                             "off first, their tables side by side")
     add_arguments(parser)
     args = parser.parse_args()
     if args.smoke:
@@ -259,13 +271,54 @@ def main() -> None:
         truth = generate("chest-ct", Path(tmp) / "study", args.seed, slices=args.slices,
                          rows=args.size, cols=args.size)
         datasets = [pydicom.dcmread(Path(tmp) / "study" / name) for name in truth.files]
-    env = {"SIDECAR_TRITON_URL": args.triton_url} if args.triton_url else None
+    variants = {"on": ["on"], "off": ["off"], "both": ["off", "on"]}[args.early_decode]
+    results = []
+    for variant in variants:
+        print(f"\n=== early decode {variant} ===", flush=True)
+        env = {"SIDECAR_TRITON_URL": args.triton_url} if args.triton_url else {}
+        if variant == "off":  # as before issue 22 item 1
+            env["SIDECAR_DECODE_CACHE_MB"] = "0"
+            env["SIDECAR_MODEL_INPUT_DURABLE_FIRST"] = "true"
+        results.append((variant, *bench_stack(args, datasets, env)))
+    for variant, runs, raw in results:
+        print(f"\n=== early decode {variant} ===")
+        report(args, runs, raw)
+    if len(results) == 2:
+        print_comparison(results)
+    print(f"\ntotal bench time {time.perf_counter() - t0:.0f} s; load average at the end "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
+def print_comparison(results: list[tuple[str, list[Run], dict[str, float]]]) -> None:
+    """The medians with early decode off (the baseline) and on, side by side."""
+    print("\nearly decode off (baseline) vs on, medians (s)")
+    print(f"{'completion':<20} {'':>4} {'ack→findings':>12} {'overhead':>9} {'own':>6} "
+          f"{'preprocess':>10} {'raw shm':>8}")
+    for mode in ("complete", "quiet"):
+        for variant, runs, raw in results:
+            mine = [r for r in runs if r.mode == mode]
+            if not mine:
+                continue
+            total = statistics.median(r.seconds for r in mine)
+            preprocess = statistics.median(r.stages.get("preprocess", float("nan"))
+                                           for r in mine)
+            print(f"{mode:<20} {variant:>4} {total:>12.2f} {total - raw['shm'] / 1000:>9.2f} "
+                  f"{statistics.median(sidecar_own(r) for r in mine):>6.2f} "
+                  f"{preprocess:>10.2f} "
+                  f"{raw['shm'] / 1000:>8.2f}")
+
+
+def bench_stack(args: argparse.Namespace, datasets: list[Dataset], env: dict[str, str]
+                ) -> tuple[list[Run], dict[str, float]]:
+    """One `sidecar up` (or the one of --stack): the warm-up and the timed runs, then the raw
+    inference baseline on the same Triton."""
+    from bench.stack import sidecar_up
+
     runs: list[Run] = []
-    with sidecar_up(args.stack, env=env, keep=args.keep) as stack:
+    with sidecar_up(args.stack, env=env or None, keep=args.keep) as stack:
         facilities = {"complete": stack.add_facility("e2e", "--completion", "explicit"),
                       "quiet": stack.add_facility("e2e_quiet", "--quiet-period", "5")}
         token = stack.login(stack.add_user("admin", prefix="e2e"))
-        print(f"setup (study, sidecar up ready, facilities): {time.perf_counter() - t0:.1f} s")
         triton_url = stack.runtime()["triton_url"]
         own_triton = triton_url == stack.address("triton")
         channel = stack.channel("ingest", options=[
@@ -283,16 +336,22 @@ def main() -> None:
                                         stack.ports["preprocess-metrics"]))
         channel.close()
         raw = raw_inference_ms(datasets, triton_url)
+    return runs, raw
+
+
+def report(args: argparse.Namespace, runs: list[Run], raw: dict[str, float]) -> None:
     print_table(runs, raw, f"{args.slices}×{args.size}×{args.size}")
     for i, r in enumerate(runs, 1):
         print(f"run {i} inside Triton (ms): "
               + ", ".join(f"{k} {v:.0f}" for k, v in r.triton.items() if v)
               + "; preprocess worker (ms): "
-              + ", ".join(f"{k} {v:.0f}" for k, v in r.preprocess.items() if v))
+              + ", ".join(f"{k} {v:.0f}" for k, v in r.preprocess.items()
+                          if v and not k.startswith("early "))
+              + "; instances decoded on arrival / taken decoded by the job / read by it: "
+              + " / ".join(f"{r.preprocess.get(f'early {k}', 0):.0f}"
+                           for k in ("decoded", "hit", "miss")))
     if runs:
         print_timeline(runs[-1])
-    print(f"\ntotal bench time {time.perf_counter() - t0:.0f} s; load average at the end "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

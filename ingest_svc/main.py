@@ -13,6 +13,7 @@ from ingest_svc.rpc.retrieve_servicer import RetrieveServicer
 from ingest_svc.rpc.servicer import IngestServicer
 from ingest_svc.rpc.viewport_servicer import ViewportServicer
 from ingest_svc.settings import IngestSettings
+from ingest_svc.study.arrival_notice import ArrivalNotices
 from ingest_svc.study.completion import CompletionTracker
 from ingest_svc.study.receive import Receiver
 from ingest_svc.study.refused import RefusedStudies
@@ -28,6 +29,7 @@ from sidecar_core.db import Database
 from sidecar_core.display.viewports import ViewportRenderer
 from sidecar_core.messaging.bus import Bus
 from sidecar_core.messaging.outbox import OutboxRelay
+from sidecar_core.messaging.subjects import INSTANCES_STORED
 from sidecar_core.security.enforcement import protected_server
 from sidecar_core.service import run_until_stopped
 from sidecar_core.serving.grpc_server import stop_event_on_signals
@@ -60,6 +62,12 @@ async def run(settings: IngestSettings, stop: asyncio.Event | None = None) -> No
         spool=spool,
         refused=refused,
     )
+    notice_subject = topology.subject(INSTANCES_STORED)
+
+    async def notice(data: bytes) -> None:
+        await bus.nc.publish(notice_subject, data)
+
+    receiver.notices = ArrivalNotices(notice, asyncio.get_running_loop())
     completion = CompletionTracker(db, topology, settings.completion_poll_s, refused)
     server = protected_server(settings, "ingest",
                               f"{settings.ingest_host}:{settings.ingest_port}",

@@ -117,8 +117,7 @@ class AiRunWorker:
         try:
             if key is None:
                 raise PermanentError(f"series {series_uid} has no model input")
-            data = await asyncio.to_thread(self.objects.get, key)
-            model_input = await asyncio.to_thread(ModelInput.from_npz, data)
+            model_input = await asyncio.to_thread(self._model_input, key)
             fetch_ms = (time.monotonic() - t0) * 1000
             result = await run_model(
                 entry,
@@ -178,6 +177,24 @@ class AiRunWorker:
             version=result.model_version,
             latency={**result.latency_ms, "total": (time.monotonic() - t0) * 1000},
         )
+
+    def _model_input(self, key: str) -> ModelInput:
+        """The series' model input. The preprocess worker announces it before its durable write
+        ends (a killed process loses nothing: the bytes are in the page cache); only a machine
+        crash in between can leave it missing or damaged. That is retried, not failed: the
+        preprocess job, unacknowledged, is redone and writes it again."""
+        try:
+            data = self.objects.get(key)
+        except FileNotFoundError as exc:
+            raise TransientError(f"model input {key} is not in the object store (yet): "
+                                 "its preprocess job writes it again") from exc
+        try:
+            return ModelInput.from_npz(data)
+        except Exception:
+            if ObjectStore.key_for(data) != key:
+                raise TransientError(f"model input {key} is damaged (its bytes are not its "
+                                     "digest): its preprocess job writes it again") from None
+            raise
 
     def _store_mask(self, mask: np.ndarray) -> str:
         buf = io.BytesIO()

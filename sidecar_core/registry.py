@@ -250,6 +250,18 @@ class Registry(_Strict):
     def names(self) -> list[str]:
         return [m.name for m in self.models]
 
+    def may_cover(self, modality: str, body_part: str) -> bool:
+        """Whether some enabled model may cover a series of this modality and BodyPartExamined,
+        from one instance's header alone (an early guess: eligibility decides at completion,
+        with the descriptions, slice counts and spacing). A series without a body part may be
+        covered through its description, so it counts."""
+        modality = modality.strip().upper()
+        part = body_part.strip().upper().replace(" ", "_")
+        return any(
+            m.enabled and modality in m.coverage.modalities
+            and (not m.coverage.body_parts or not part or part in m.coverage.body_parts)
+            for m in self.models)
+
     def enabled_for(self, enabled_models: Iterable[str] | None) -> list[ModelEntry]:
         """Models a facility runs: globally enabled ones, filtered by its list (None = all)."""
         wanted = None if enabled_models is None else set(enabled_models)

@@ -19,7 +19,7 @@ from sidecar_core.display.render import (
 from sidecar_core.display.viewports import series_windows, slice_refs
 from sidecar_core.pixels.decode import decode_image
 from sidecar_core.pixels.errors import PixelPipelineError
-from sidecar_core.pixels.series import DecodedSeries, decode_series
+from sidecar_core.pixels.series import DecodedSeries, PreDecoded, decode_series
 from sidecar_core.pixels.volume import (
     MODEL_INPUT_CONTENT_TYPE,
     model_input_from_series,
@@ -64,17 +64,23 @@ class SeriesAssets:
 
 
 def decode_tolerant(
-    datasets: Sequence[Dataset],
+    datasets: Sequence[Dataset], early: Sequence[PreDecoded | None] | None = None
 ) -> tuple[DecodedSeries | None, list[ObjectFailure]]:
-    """Decodes the series; objects that cannot be decoded are dropped and reported, not fatal."""
+    """Decodes the series; objects that cannot be decoded are dropped and reported, not fatal.
+    ``early[i]``, where not None, is ``datasets[i]`` decoded already (the early decode)."""
+    done: list[PreDecoded | None] = list(early) if early is not None else [None] * len(datasets)
     try:
-        return decode_series(datasets), []
+        return decode_series(datasets, done), []
     except PixelPipelineError:
         pass
-    good, failures = [], []
-    for ds in datasets:
+    good: list[Dataset] = []
+    good_images: list[PreDecoded | None] = []
+    failures = []
+    for ds, pre in zip(datasets, done, strict=True):
         try:
-            decode_image(ds)
+            if pre is None:
+                decode_image(ds)  # decodes, or names why not (decoded again when stacked)
+            good_images.append(pre)
             good.append(ds)
         except PixelPipelineError as exc:
             failures.append(
@@ -83,7 +89,7 @@ def decode_tolerant(
     if not good:
         return None, failures
     try:
-        return decode_series(good), failures
+        return decode_series(good, good_images), failures
     except PixelPipelineError as exc:
         failures.append(ObjectFailure("", type(exc).__name__, str(exc)))
         return None, failures

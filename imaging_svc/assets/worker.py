@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import logging
-import os
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +15,7 @@ from typing import Any
 import pydicom
 from sqlalchemy import delete, select, update
 
+from imaging_svc.assets.early_decode import DecodeCache, Decoded, lower_thread_priority
 from imaging_svc.assets.overlay_worker import study_job
 from imaging_svc.assets.series_assets import (
     AssetBlob,
@@ -40,7 +38,7 @@ from sidecar_core.messaging.bus import Delivery
 from sidecar_core.messaging.redelivery import record_if_redelivered
 from sidecar_core.messaging.subjects import ASSET_PREPROCESSED, Topology
 from sidecar_core.observability import metrics
-from sidecar_core.pixels.series import DecodedSeries
+from sidecar_core.pixels.series import DecodedSeries, PreDecoded
 from sidecar_core.pixels.windowing import presets_for
 from sidecar_core.storage.objectstore import ObjectStore
 from sidecar_core.store.models import Asset, Instance, Series
@@ -67,19 +65,23 @@ def series_presets(series: DecodedSeries) -> list[str]:
 
 def _low_priority() -> None:
     """Display rendering yields the CPU to the critical path (model input, inference)."""
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DISPLAY_NICE)
+    lower_thread_priority(DISPLAY_NICE)
 
 
 class PreprocessWorker:
     """Model inputs first, announced at once; display assets afterwards, at low priority."""
 
     def __init__(
-        self, db: Database, objects: ObjectStore, topology: Topology, threads: int = 2
+        self, db: Database, objects: ObjectStore, topology: Topology, threads: int = 2,
+        cache: DecodeCache | None = None, durable_first: bool = False,
     ) -> None:
         self.db = db
         self.objects = objects
         self.topology = topology
+        # instances decoded on arrival (early_decode.py); None or disabled: every one is read
+        self.cache = cache
+        # the model input synced before it is announced (else beside inference)
+        self.durable_first = durable_first
         self.pool = ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="render", initializer=_low_priority
         )
@@ -119,6 +121,10 @@ class PreprocessWorker:
         for series_id, key in instances:
             keys.setdefault(series_id, []).append(key)
         ready, failed, failed_objects = [], [], 0
+        # Model inputs written but not yet synced: inference reads them from the page cache at
+        # once (a killed process loses nothing); the job is acknowledged only once they are
+        # durable, so a machine crash before that redoes it (and repairs them).
+        unsynced: list[str] = []
         decoded: list[tuple[Series, DecodedSeries]] = []
         displayed = self._displays.setdefault(study_id, asyncio.Event())
         try:
@@ -131,7 +137,10 @@ class PreprocessWorker:
                         f"reading series {series.series_instance_uid}: {exc}"
                     ) from exc
                 built = time.perf_counter()
-                await self._store(series, made, ref, job.job_id, delivery.attempt)
+                await self._store(series, made, ref, job.job_id, delivery.attempt,
+                                  None if self.durable_first else unsynced)
+                if self.cache is not None:  # what the cache decoded meanwhile goes too
+                    self.cache.forget(keys.get(series.id, []))
                 metrics.PREPROCESS_SECONDS.labels("model_input").observe(built - started)
                 metrics.PREPROCESS_SECONDS.labels("store").observe(time.perf_counter() - built)
                 failed_objects += len(made.assets.failures)
@@ -159,19 +168,14 @@ class PreprocessWorker:
             # Off the critical path: the AI run has its input already. The job is acknowledged
             # after this, so a crash here redelivers it; a second consumer loop takes the next
             # study's model input meanwhile.
-            loop = asyncio.get_running_loop()
-            for series, decoded_series in decoded:
-                started = time.perf_counter()
-                blobs = await loop.run_in_executor(
-                    self.display, display_assets, decoded_series, self.pool
-                )
-                windows = await loop.run_in_executor(
-                    self.display, series_windows, decoded_series, series_presets(decoded_series)
-                )
-                await self._store_display(series, blobs, windows, ref, job.job_id,
-                                          delivery.attempt, decoded_series.image.n_frames)
-                metrics.PREPROCESS_SECONDS.labels("display").observe(
-                    time.perf_counter() - started)
+            # The model inputs' durable write overlaps inference and the display assets.
+            syncing = asyncio.ensure_future(asyncio.to_thread(self._sync, unsynced))
+            try:
+                await self._display(decoded, ref, job.job_id, delivery.attempt)
+            finally:
+                [synced] = await asyncio.gather(syncing, return_exceptions=True)
+            if isinstance(synced, BaseException):
+                raise synced
             log.info("preprocess job %s done: %d series ready, %d failed", job.job_id,
                      len(ready), len(failed))
         finally:
@@ -179,21 +183,59 @@ class PreprocessWorker:
             if self._displays.get(study_id) is displayed:
                 del self._displays[study_id]
 
+    async def _display(self, decoded: list[tuple[Series, DecodedSeries]], ref: StudyRef,
+                       job_id: str, attempt: int) -> None:
+        loop = asyncio.get_running_loop()
+        for series, decoded_series in decoded:
+            started = time.perf_counter()
+            blobs = await loop.run_in_executor(
+                self.display, display_assets, decoded_series, self.pool
+            )
+            windows = await loop.run_in_executor(
+                self.display, series_windows, decoded_series, series_presets(decoded_series)
+            )
+            await self._store_display(series, blobs, windows, ref, job_id, attempt,
+                                      decoded_series.image.n_frames)
+            metrics.PREPROCESS_SECONDS.labels("display").observe(time.perf_counter() - started)
+
     def _model_input(self, keys: list[str]) -> _ModelInputMade:
-        """Reads and decodes the series once; builds its model input (display comes later)."""
-        datasets = []
+        """Reads and decodes the series once; builds its model input (display comes later).
+        Instances decoded on arrival are taken from the cache; the others are read here."""
+        early: dict[str, Decoded] = {}
+        if self.cache is not None and self.cache.enabled:
+            for key in keys:
+                hit = self.cache.take(key)
+                if hit is not None:
+                    early[key] = hit
+        # read on the reader threads, in order: each read overlaps with parsing the one before
+        reads = iter(self.readers.map(self._read, [key for key in keys if key not in early]))
+        datasets: list[pydicom.Dataset] = []
+        images: list[PreDecoded | None] = []
         failures = []
-        for key, read in zip(keys, self.readers.map(self._read, keys), strict=True):
+        for key in keys:
+            hit = early.get(key)
+            if hit is not None:
+                datasets.append(hit.dataset)
+                images.append(hit.pre)
+                continue
+            read = next(reads)
             try:
                 if isinstance(read, BaseException):
                     raise read
                 datasets.append(pydicom.dcmread(io.BytesIO(read)))
+                images.append(None)
             except FileNotFoundError:
                 raise
             except Exception as exc:  # unreadable object: it fails, the series goes on
                 failures.append((key, exc))
+        if keys:
+            log.info("model input: %d of %d instances decoded on arrival", len(early),
+                     len(keys))
         assets = SeriesAssets()
-        series, assets.failures = decode_tolerant(datasets)
+        series, assets.failures = decode_tolerant(datasets, images)
+        if early and self.cache is not None:  # stacked now: their memory serves what follows
+            self.cache.forget(early)
+        del early, datasets, images
         assets.failures.extend(
             ObjectFailure(key, type(exc).__name__, str(exc)) for key, exc in failures
         )
@@ -206,6 +248,16 @@ class PreprocessWorker:
                 assets.model_input_error = made
         return _ModelInputMade(series, assets)
 
+    def _sync(self, keys: list[str]) -> None:
+        """The model inputs made durable (before the job is acknowledged)."""
+        started = time.perf_counter()
+        try:
+            for key in keys:
+                self.objects.sync(key)
+        except OSError as exc:  # the job is redone and the model input written again
+            raise TransientError(f"syncing the model input: {exc}") from exc
+        metrics.PREPROCESS_SECONDS.labels("sync").observe(time.perf_counter() - started)
+
     def _read(self, key: str) -> bytes | Exception:
         """The object's bytes, or the error reading them (raised by the caller, in order)."""
         try:
@@ -213,10 +265,18 @@ class PreprocessWorker:
         except Exception as exc:
             return exc
 
-    def _rows(self, series: Series, blobs: list[AssetBlob]) -> list[Asset]:
+    def _rows(self, series: Series, blobs: list[AssetBlob],
+              unsynced: list[str] | None = None, repair: bool = False) -> list[Asset]:
+        """The blobs stored and their rows. With `unsynced`, the model input is written without
+        waiting for the disk (its key is appended there: the caller syncs it before the job is
+        acknowledged); `repair` rewrites one a machine crash may have left damaged."""
         rows = []
         for blob in blobs:
-            key = self.objects.put(blob.data)  # content-addressed: sha256/<digest>
+            if unsynced is not None and blob.kind == "model_input":
+                key = self.objects.put_unsynced(blob.data, repair=repair)
+                unsynced.append(key)
+            else:
+                key = self.objects.put(blob.data)  # content-addressed: sha256/<digest>
             rows.append(
                 Asset(
                     study_id=series.study_id,
@@ -235,10 +295,11 @@ class PreprocessWorker:
         return rows
 
     async def _store(
-        self, series: Series, made: _ModelInputMade, ref: StudyRef, job_id: str, attempt: int
+        self, series: Series, made: _ModelInputMade, ref: StudyRef, job_id: str, attempt: int,
+        unsynced: list[str] | None = None,
     ) -> None:
         assets = made.assets
-        stored = await asyncio.to_thread(self._rows, series, assets.blobs)
+        stored = await asyncio.to_thread(self._rows, series, assets.blobs, unsynced, attempt > 1)
         status = (
             "complete"
             if assets.has_model_input and not assets.failures

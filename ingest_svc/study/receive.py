@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from ingest_svc.facilities import FacilityDirectory, FacilityRef
+from ingest_svc.study.arrival_notice import ArrivalNotices
 from ingest_svc.study.group_commit import GroupStage, IndexRow, SharedPackWriter, index_group
 from ingest_svc.study.refused import RefusedStudies
 from sidecar_core import audit
@@ -131,6 +132,8 @@ class Receiver:
         # threads share one data sync of one pack segment and one index statement.
         self._shared: SharedPackWriter | None = None
         self.index_groups: GroupStage[dict[str, Any], IndexRow] = GroupStage()
+        # Each stored instance is noticed to the preprocess process (early decode), at most once.
+        self.notices: ArrivalNotices | None = None
 
     async def receive(
         self,
@@ -224,16 +227,24 @@ class Receiver:
             self._local.resending = outcome == "duplicate"
             if outcome == "inserted":
                 writer.keep()
+                self._notice(p, params["object_key"])
                 return ReceiveResult(Outcome.STORED, study_id=study_id, **_ids(p))
             if outcome == "duplicate":  # its bytes stay unreferenced in the segment
                 return self._audit_duplicate(conn, facility, p, study_id, source)
             writer.keep()  # "reopen": committed below, with its audit event
-            return self._reopen(conn, facility, p, params, source)
+            result = self._reopen(conn, facility, p, params, source)
+            if result.outcome is Outcome.STORED:  # a series growing after completion
+                self._notice(p, params["object_key"])
+            return result
         except BaseException:
             if outcome == "":  # the commit's fate is unknown: never overwrite what it may name
                 writer.keep()
             self._drop_connection()
             raise
+
+    def _notice(self, p: ParsedInstance, object_key: str) -> None:
+        if self.notices is not None:
+            self.notices.stored(p, object_key)
 
     def _audit_duplicate(self, conn: psycopg.Connection[Any], facility: FacilityRef,
                          p: ParsedInstance, study_id: uuid.UUID, source: str) -> ReceiveResult:

@@ -16,7 +16,9 @@ What every JetStream user is allowed, and why:
   get or `$JS.API.STREAM.MSG.GET` of the bucket's stream);
 - the application subjects it is the source of (its outbox rows), and `<prefix>.audit.v1.>`;
 - subscribe only to its own reply inboxes, `_INBOX.<user>.>` (a process connects with that inbox
-  prefix, so no user reads another's replies).
+  prefix, so no user reads another's replies);
+- a core NATS notice (no stream: `notice.v1.instances_stored`) is published by exactly one user
+  and subscribed to by exactly one (`_NOTICES`).
 
 The workflow also reads and deletes dead letters (`$JS.API.STREAM.MSG.{GET,DELETE}` of the
 dead-letter stream) and lists consumers (`$JS.API.CONSUMER.LIST`, the queue metrics). It does
@@ -37,6 +39,7 @@ from sidecar_core.messaging.subjects import (
     AI_RUN_FINDINGS_STORED,
     AI_RUN_FINISHED,
     ASSET_PREPROCESSED,
+    INSTANCES_STORED,
     JOB_AI_RUN,
     JOB_EXPORT,
     JOB_HANDOFF,
@@ -115,6 +118,15 @@ def _common(topology: Topology) -> list[str]:
             f"$JS.API.STREAM.MSG.GET.{_kv_stream(topology)}"]
 
 
+# Core NATS notices (no stream, no outbox): publisher → its one subscriber.
+_NOTICES: dict[str, tuple[str, str]] = {INSTANCES_STORED: ("ingest", "preprocess")}
+
+
+def _notices(topology: Topology, user: str, side: int) -> list[str]:
+    """The notice subjects `user` publishes (side 0) or subscribes to (side 1)."""
+    return [topology.subject(s) for s, users in _NOTICES.items() if users[side] == user]
+
+
 # What each process is the source of (its outbox rows) and the durables it consumes.
 _SOURCES: dict[str, tuple[str, ...]] = {
     "workflow": (JOB_PREPROCESS, JOB_AI_RUN, JOB_OVERLAY, JOB_HANDOFF, JOB_EXPORT,
@@ -154,14 +166,15 @@ def table(topology: Topology) -> dict[str, Permissions]:
             out[user] = Permissions((), (*inbox, audit))
             continue
         outbox = (*(topology.subject(s) for s in _SOURCES[user]), audit)
-        publish = [*_common(topology), *outbox]
+        publish = [*_common(topology), *outbox, *_notices(topology, user, 0)]
         for spec in consumers(topology, user):
             publish += _consumer(topology, spec)
         if user == "workflow":
             dlq = _token(topology.dlq_stream)
             publish += [f"$JS.API.STREAM.MSG.GET.{dlq}", f"$JS.API.STREAM.MSG.DELETE.{dlq}",
                         *(f"$JS.API.CONSUMER.LIST.{_token(s.name)}" for s in topology.streams)]
-        out[user] = Permissions(_dedupe(publish), inbox, outbox)
+        subscribe = (*inbox, *_notices(topology, user, 1))
+        out[user] = Permissions(_dedupe(publish), subscribe, outbox)
     return out
 
 

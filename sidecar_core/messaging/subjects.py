@@ -23,6 +23,10 @@ JOB_EXPORT = "job.v1.export"
 # A covered study's priors at the facility's PACS: find, or retrieve one (events.v1.PriorsJob).
 JOB_PRIORS = "job.v1.priors"
 AUDIT = "audit.v1"
+# Instances the ingest just stored (payload sidecar.events.v1.InstancesStored): core NATS, at
+# most once, in no stream (no stream's subjects match `notice.>`). The preprocess process decodes
+# them early (imaging_svc/assets/early_decode.py); a lost notice only costs speed.
+INSTANCES_STORED = "notice.v1.instances_stored"
 DLQ = "dlq.v1"
 
 

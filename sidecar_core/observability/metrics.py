@@ -35,8 +35,13 @@ INFERENCE_SECONDS = Histogram(
     ["model"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
 PREPROCESS_SECONDS = Histogram(
     "sidecar_preprocess_seconds", "Preprocess worker time per series, by stage: model_input "
-    "(read, decode, serialise), store (object and rows), display (thumbnail, preview)",
+    "(take decoded instances, read and decode the rest, serialise), store (object and rows), "
+    "sync (the model input made durable, beside inference), display (thumbnail, preview)",
     ["stage"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
+EARLY_DECODE = Counter(
+    "sidecar_early_decode_instances", "Instances of the early decode (decode on arrival), by "
+    "outcome: decoded (on arrival), hit (the job took it decoded), miss (the job read it)",
+    ["outcome"])
 AI_RUNS = Counter("sidecar_ai_runs", "AI runs finished, by model and status",
                   ["model", "status"])
 ELIGIBILITY = Counter(

@@ -35,14 +35,35 @@ class DecodedSeries:
         return (self.image.n_frames - 1) // 2
 
 
-def decode_series(datasets: Sequence[Dataset]) -> DecodedSeries:
+@dataclass(frozen=True, eq=False)
+class PreDecoded:
+    """One instance decoded ahead of its series (the preprocess process's early decode): what
+    ``decode_series`` would compute from it alone, its image and its slices."""
+
+    image: DecodedImage
+    slices: tuple[SliceRef, ...]  # slice_refs of this dataset alone (dataset_index 0)
+
+
+def predecode(ds: Dataset) -> PreDecoded:
+    """Decodes one instance as ``decode_series`` does (raises what it would raise for it)."""
+    image = decode_image(ds)
+    return PreDecoded(image, tuple(slice_refs([ds], [_frame_count(ds)])))
+
+
+def decode_series(
+    datasets: Sequence[Dataset], early: Sequence[PreDecoded | None] | None = None
+) -> DecodedSeries:
     """Decode, order and stack every frame of every instance of one series.
 
     The order comes from the headers first, so each instance is decoded straight into its
-    place in the stack and memory peaks near one copy of the volume.
+    place in the stack and memory peaks near one copy of the volume. ``early[i]``, where not
+    None, is ``predecode(datasets[i])`` done earlier (the preprocess process's early decode):
+    it is used as it is, and that dataset may lack its pixel data.
     """
     if not datasets:
         raise EmptySeries("no instances given")
+    if early is not None and len(early) != len(datasets):
+        raise ValueError(f"{len(early)} decoded instances for {len(datasets)} datasets")
     series_uids = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
     if len(series_uids) > 1:
         raise IncompatibleSlices(f"instances of {len(series_uids)} series given as one")
@@ -50,7 +71,13 @@ def decode_series(datasets: Sequence[Dataset]) -> DecodedSeries:
     modality = str(datasets[0].get("Modality", "") or "")
     projection = modality.upper() in PROJECTION_MODALITIES
     counts = [_frame_count(ds) for ds in datasets]
-    refs = slice_refs(datasets, counts)
+    if early is None:
+        refs = slice_refs(datasets, counts)
+    else:  # the same refs: each dataset's own are computed alone, then numbered
+        refs = []
+        for index, (ds, done) in enumerate(zip(datasets, early, strict=True)):
+            own = done.slices if done is not None else slice_refs([ds], [counts[index]])
+            refs.extend(replace(ref, dataset_index=index) for ref in own)
     order = order_slices(refs, use_geometry=not projection)
     ordered = [refs[i] for i in order.indices]
     z_of = {(ref.dataset_index, ref.frame_number): z for z, ref in enumerate(ordered)}
@@ -63,7 +90,8 @@ def decode_series(datasets: Sequence[Dataset]) -> DecodedSeries:
     kinds: set[str] = set()
     lossy = False
     for index, ds in enumerate(datasets):
-        image = decode_image(ds)
+        done = early[index] if early is not None else None
+        image = done.image if done is not None else decode_image(ds)
         expected = counts[index]
         if image.n_frames != expected:
             raise InvalidPixelDescription(

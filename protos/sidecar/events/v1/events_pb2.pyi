@@ -55,6 +55,28 @@ class PreprocessCompleted(_message.Message):
     error_message: str
     def __init__(self, job_id: _Optional[str] = ..., study_id: _Optional[str] = ..., ready_series_ids: _Optional[_Iterable[str]] = ..., failed_series_ids: _Optional[_Iterable[str]] = ..., failed_object_count: _Optional[int] = ..., failed: _Optional[bool] = ..., error_class: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
 
+class InstancesStored(_message.Message):
+    __slots__ = ("instances",)
+    INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    instances: _containers.RepeatedCompositeFieldContainer[StoredInstance]
+    def __init__(self, instances: _Optional[_Iterable[_Union[StoredInstance, _Mapping]]] = ...) -> None: ...
+
+class StoredInstance(_message.Message):
+    __slots__ = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "object_key", "modality", "body_part")
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SOP_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    BODY_PART_FIELD_NUMBER: _ClassVar[int]
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    object_key: str
+    modality: str
+    body_part: str
+    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., object_key: _Optional[str] = ..., modality: _Optional[str] = ..., body_part: _Optional[str] = ...) -> None: ...
+
 class AiRunJob(_message.Message):
     __slots__ = ("job_id", "ai_run_id", "study_id", "series_id", "model_name", "study")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

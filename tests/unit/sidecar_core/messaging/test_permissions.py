@@ -109,3 +109,16 @@ def test_the_server_block_has_one_user_per_key_and_no_anonymous_user() -> None:
     assert '{nkey: "UINGEST"' in text and "{nkey: $SIDECAR_NKEY_G," in text
     assert "no_auth_user" not in text and text.count("nkey:") == 2
     assert 'publish: {deny: [">"]}' in text  # the gateway
+
+
+def test_the_arrival_notice_goes_from_ingest_to_preprocess_only_and_in_no_stream() -> None:
+    notice = T.subject(subjects.INSTANCES_STORED)
+    perms = table(T)
+    assert [u for u in permissions.USERS if may_publish(T, u, notice)] == ["ingest", "operator"]
+    subscribers = [u for u, p in perms.items()
+                   if any(permissions.matches(s, notice) for s in p.subscribe)]
+    assert subscribers == ["preprocess", "operator"]
+    assert not any(permissions.matches(s, notice) for p in perms.values() for s in p.outbox), \
+        "a core NATS notice, never an outbox row"
+    assert not any(permissions.matches(s, notice) for spec in T.streams for s in spec.subjects), \
+        "at most once: no stream keeps it"
