@@ -28,6 +28,7 @@ from protos.sidecar.ingest.v1 import ingest_service_pb2_grpc as pb_grpc  # noqa:
 from sidecar_synth import generate  # noqa: E402
 
 MAX_MESSAGE = 64 * 1024 * 1024
+MODES = ("complete", "association", "quiet")
 
 
 @dataclass
@@ -61,18 +62,45 @@ def when(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def store_by_dimse(files: list[bytes], calling_ae: str, port: int) -> tuple[float, float]:
+    """C-STOREs the files on one association to the sidecar's DICOM port, as a PACS does;
+    returns (monotonic, wall) time of the last instance's acknowledgement, then releases."""
+    from pynetdicom import AE
+
+    parsed = [pydicom.dcmread(io.BytesIO(data)) for data in files]
+    ae = AE(ae_title=calling_ae[:16])
+    for cls, syntax in {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+                        for ds in parsed}:
+        ae.add_requested_context(cls, syntax)
+    assoc = ae.associate("127.0.0.1", port, ae_title="SIDECAR")
+    if not assoc.is_established:
+        raise RuntimeError(f"association to 127.0.0.1:{port} as {calling_ae} refused")
+    try:
+        for ds in parsed:
+            status = assoc.send_c_store(ds)
+            if not status or status.Status != 0x0000:
+                raise RuntimeError(f"C-STORE answered {status}")
+        acknowledged, acknowledged_wall = time.monotonic(), time.time()
+    finally:
+        assoc.release()
+    return acknowledged, acknowledged_wall
+
+
 def one_run(mode: str, facility: str, datasets: list[Dataset],
             ingest: pb_grpc.IngestServiceStub, http: httpx.Client, metrics_port: int = 0,
-            preprocess_port: int = 0, timeout: float = 180.0) -> Run:
+            preprocess_port: int = 0, timeout: float = 180.0, dicom_port: int = 0) -> Run:
     before = triton_server_ms(metrics_port) if metrics_port else {}
     stages_before = preprocess_ms(preprocess_port) if preprocess_port else {}
     study_uid, accession, files = renamed(datasets)
-    requests = [pb.UploadInstancesRequest(facility=facility if i == 0 else "", dicom=data,
-                                          source_ref=str(i)) for i, data in enumerate(files)]
-    response = ingest.UploadInstances(iter(requests), timeout=120)
-    acknowledged, acknowledged_wall = time.monotonic(), time.time()
-    if response.stored_count != len(files):
-        raise RuntimeError(f"ingest stored {response.stored_count} of {len(files)}")
+    if mode == "association":  # C-STORE on one association; complete on its release
+        acknowledged, acknowledged_wall = store_by_dimse(files, facility.upper(), dicom_port)
+    else:
+        requests = [pb.UploadInstancesRequest(facility=facility if i == 0 else "", dicom=data,
+                                              source_ref=str(i)) for i, data in enumerate(files)]
+        response = ingest.UploadInstances(iter(requests), timeout=120)
+        acknowledged, acknowledged_wall = time.monotonic(), time.time()
+        if response.stored_count != len(files):
+            raise RuntimeError(f"ingest stored {response.stored_count} of {len(files)}")
     if mode == "complete":
         ingest.CompleteStudy(pb.CompleteStudyRequest(facility=facility,
                                                      study_instance_uid=study_uid), timeout=30)
@@ -204,8 +232,9 @@ def print_table(runs: list[Run], raw: dict[str, float], volume: str) -> None:
     print(f"\nchest CT {volume}, last instance acknowledged → findings visible in the gateway API")
     print(header)
     print("-" * len(header))
-    labels = {"complete": "CompleteStudy RPC", "quiet": "5 s quiet period"}
-    for mode in ("complete", "quiet"):
+    labels = {"complete": "CompleteStudy RPC", "association": "C-STORE, assoc. release",
+              "quiet": "5 s quiet period"}
+    for mode in MODES:
         mine = [r for r in runs if r.mode == mode]
         if not mine:
             continue
@@ -251,8 +280,10 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data dir and logs")
     parser.add_argument("--triton-url", default="",
                         help="use this running Triton (host:port) instead of the embedded one")
-    parser.add_argument("--modes", default="complete,quiet",
-                        help="completion modes to time: complete (CompleteStudy), quiet (5 s)")
+    parser.add_argument("--modes", default="complete,association,quiet",
+                        help="completion modes to time: complete (the Ingest RPC, then "
+                        "CompleteStudy), association (C-STORE on one association, complete on "
+                        "its release), quiet (the Ingest RPC, then a 5 s quiet period)")
     parser.add_argument("--early-decode", choices=("on", "off", "both"), default="on",
                         help="on: decode instances on arrival and sync the model input "
                              "beside inference (the defaults); off: as before issue 22 item 1 "
@@ -294,7 +325,7 @@ def print_comparison(results: list[tuple[str, list[Run], dict[str, float]]]) -> 
     print("\nearly decode off (baseline) vs on, medians (s)")
     print(f"{'completion':<20} {'':>4} {'ack→findings':>12} {'overhead':>9} {'own':>6} "
           f"{'preprocess':>10} {'raw shm':>8}")
-    for mode in ("complete", "quiet"):
+    for mode in MODES:
         for variant, runs, raw in results:
             mine = [r for r in runs if r.mode == mode]
             if not mine:
@@ -317,6 +348,8 @@ def bench_stack(args: argparse.Namespace, datasets: list[Dataset], env: dict[str
     runs: list[Run] = []
     with sidecar_up(args.stack, env=env or None, keep=args.keep) as stack:
         facilities = {"complete": stack.add_facility("e2e", "--completion", "explicit"),
+                      "association": stack.add_facility("e2e_assoc", "--completion",
+                                                        "association", "--settle", "0"),
                       "quiet": stack.add_facility("e2e_quiet", "--quiet-period", "5")}
         token = stack.login(stack.add_user("admin", prefix="e2e"))
         triton_url = stack.runtime()["triton_url"]
@@ -330,10 +363,11 @@ def bench_stack(args: argparse.Namespace, datasets: list[Dataset], env: dict[str
             metrics = stack.ports["triton-metrics"] if own_triton else 0
             # warm-up: first requests, caches
             one_run("complete", facilities["complete"], datasets, ingest, http)
-            for mode in [m for m in ("complete", "quiet") if m in args.modes.split(",")]:
+            for mode in [m for m in MODES if m in args.modes.split(",")]:
                 for _ in range(args.repeat):
                     runs.append(one_run(mode, facilities[mode], datasets, ingest, http, metrics,
-                                        stack.ports["preprocess-metrics"]))
+                                        stack.ports["preprocess-metrics"],
+                                        dicom_port=stack.ports["dicom"]))
         channel.close()
         raw = raw_inference_ms(datasets, triton_url)
     return runs, raw
