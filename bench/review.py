@@ -14,6 +14,7 @@ bench, seen by a radiologist of its own. `--smoke`: 3 studies, a 10 × 64² CT, 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -62,6 +63,35 @@ SCROLL = """async () => {
   }
   return {fps: (total - 1) / ((performance.now() - t0) / 1000), path: vp.dataset.renderPath};
 }"""
+# The viewer's own User Timing entries (review_gateway/frontend/src/viewer/timing.ts) since the
+# last click: its first-image marks (ms after the click), the first frame's load, and every
+# frame loaded since (the prefetch: its rate and where each frame's time went).
+FIRST = """() => {
+  const click = window.__bench.click, marks = {};
+  for (const m of performance.getEntriesByType('mark'))
+    if (m.name.startsWith('sidecar:') && m.startTime >= click)
+      marks[m.name.slice(8)] = m.startTime - click;
+  const f = performance.getEntriesByName('sidecar:frame', 'measure')
+    .find((m) => m.startTime >= click);
+  return {marks, frame: f ? {start: f.startTime - click, total: f.duration, ...f.detail} : null};
+}"""
+FRAMES = """() => {
+  const click = window.__bench.click;
+  const frames = performance.getEntriesByName('sidecar:frame', 'measure')
+    .filter((m) => m.startTime >= click);
+  const end = Math.max(...frames.map((m) => m.startTime + m.duration));
+  return {count: frames.length, span: end - Math.min(...frames.map((m) => m.startTime)),
+          last: end - click, frames: frames.map((m) => ({total: m.duration, ...m.detail}))};
+}"""
+# The `sidecar:slice` measures of one scroll through the stack.
+SLICES = """() => performance.getEntriesByName('sidecar:slice', 'measure').map((m) =>
+  ({total: m.duration, ...m.detail}))"""
+
+# The first-image steps in order (marks of the viewer), named as the breakdown prints them.
+STEPS = [("chunk", "study chunk loaded (route)"), ("study", "study fetched (API)"),
+         ("findings", "findings fetched (API)"), ("init", "Cornerstone initialised"),
+         ("metadata", "series metadata fetched"), ("first-frame", "first frame loaded"),
+         ("first-render", "first image drawn")]
 
 
 def tiny_studies(out: Path, count: int) -> None:
@@ -121,6 +151,11 @@ def measure(stack: Stack, user: str, ct_id: str,
     path = "?"
     figures: dict[str, list[float]] = {"worklist_ms": [], "first_image_ms": [],
                                        "scroll_fps_cold": [], "scroll_fps_warm": []}
+    breakdown: dict[str, list[float]] = {}
+
+    def note(name: str, value: float | None) -> None:
+        if value is not None:
+            breakdown.setdefault(name, []).append(float(value))
     with sync_playwright() as playwright:
         chromium = b.launch(playwright)
         for _ in range(repeat):
@@ -138,16 +173,78 @@ def measure(stack: Stack, user: str, ct_id: str,
             expect(info).to_have_text(re.compile(r"^Slice 1/"), timeout=60_000)
             bench = page.evaluate("() => window.__bench")
             figures["first_image_ms"].append(bench["firstImage"] - bench["click"])
+            first = page.evaluate(FIRST)
+            for step, _ in STEPS:
+                note(f"mark {step}", first["marks"].get(step))
+            for part in ("queued", "fetch", "decode", "bake", "total"):
+                note(f"first frame {part}", (first["frame"] or {}).get(part))
             for kind in ("scroll_fps_cold", "scroll_fps_warm"):
+                page.evaluate("() => performance.clearMeasures('sidecar:slice')")
                 result = page.evaluate(SCROLL)
                 figures[kind].append(result["fps"])
                 path = result["path"]
+                slices = page.evaluate(SLICES)
+                scroll = kind.removeprefix("scroll_fps_")
+                if slices:
+                    note(f"{scroll} cached", 100 * sum(s["cached"] for s in slices) / len(slices))
+                    for part in ("wait", "render", "draw", "total"):
+                        note(f"{scroll} slice {part}",
+                             statistics.median(s[part] for s in slices))
+                        note(f"{scroll} slice {part} p90",
+                             percentile([s[part] for s in slices], 90))
+                if scroll == "cold":
+                    loaded = page.evaluate(FRAMES)
+                    if loaded["count"] > 1:
+                        note("prefetch frames/s", loaded["count"] / (loaded["span"] / 1000))
+                        note("prefetch done after click", loaded["last"])
+                        for part in ("queued", "fetch", "decode", "bake", "total"):
+                            note(f"frame {part}",
+                                 statistics.median(f[part] for f in loaded["frames"]))
                 page.keyboard.press("Home")
                 expect(page.locator("[data-testid=viewport]")).to_have_attribute(
                     "data-rendered", "1")
             context.close()
         chromium.close()
-    return figures, path
+    return figures, breakdown, path
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def print_breakdown(breakdown: dict[str, list[float]]) -> None:
+    """Where the time went: medians over the runs (each run's own median for per-slice and
+    per-frame figures), with the runs' spread."""
+    def row(label: str, name: str, unit: str = "ms") -> None:
+        values = breakdown.get(name)
+        if not values:
+            return
+        spread = f"{min(values):.1f}–{max(values):.1f}" if len(values) > 1 else ""
+        print(f"  {label:44s} {statistics.median(values):8.1f} {unit:4s} {spread}")
+
+    print("\nclick → first image, ms after the click (the viewer's marks):")
+    for step, label in STEPS:
+        row(label, f"mark {step}")
+    print("the first frame (its request → baked):")
+    for part, label in (("queued", "queued before its HTTP request"), ("fetch", "HTTP exchange"),
+                        ("decode", "decoding (web worker) after the response"),
+                        ("bake", "baking display values"), ("total", "in all")):
+        row(label, f"first frame {part}")
+    print("the stack's frames (prefetch), median frame:")
+    for part, label in (("queued", "queued before its HTTP request"), ("fetch", "HTTP exchange"),
+                        ("decode", "decoding after the response"),
+                        ("bake", "baking display values"), ("total", "request → baked")):
+        row(label, f"frame {part}")
+    row("frames loaded per second", "prefetch frames/s", "/s")
+    row("whole stack loaded, after the click", "prefetch done after click")
+    for scroll in ("cold", "warm"):
+        print(f"{scroll} scroll, per slice (median; p90):")
+        row("slices already in the cache when asked", f"{scroll} cached", "%")
+        for part, label in (("wait", "asked → image available"), ("render", "available → drawn"),
+                            ("draw", "inside the frame that drew it"), ("total", "asked → drawn")):
+            row(label, f"{scroll} slice {part}")
+            row("  p90", f"{scroll} slice {part} p90")
 
 
 def main() -> None:
@@ -186,7 +283,7 @@ def main() -> None:
             print(f"{total} studies loaded in {time.monotonic() - t0:.0f} s "
                   f"(CT {args.slices}×{args.size}²)", flush=True)
             time.sleep(5)  # let the last background work settle
-            figures, path = measure(stack, user, ct_id, args.repeat)
+            figures, breakdown, path = measure(stack, user, ct_id, args.repeat)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     # Goals of issue 11 (worklist, warm scroll) and issue 22 item 4 (first image, cold scroll);
@@ -207,6 +304,9 @@ def main() -> None:
         before = f"{baseline:6.0f}" if baseline is not None else "     -"
         print(f"  {name:16s} {median:8.1f}   goal {sense} {goal:<5} ratio {ratio:5.2f} "
               f"{'ok' if ok else 'MISSED':6s} baseline {before}   ({runs})")
+    print_breakdown(breakdown)
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

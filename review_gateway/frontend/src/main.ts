@@ -3,6 +3,7 @@
 import { api, ApiError, setUnauthorizedHandler } from './api';
 import { clear } from './dom';
 import { store } from './store';
+import { mark } from './viewer/timing';
 import { renderLogin } from './views/login';
 import { renderWorklist } from './views/worklist';
 
@@ -35,6 +36,7 @@ async function route(): Promise<void> {
   if (hash === '#/login') teardown = renderLogin(root, () => navigate('#/'));
   else if (study?.[1]) {
     const { renderStudy } = await studyView();
+    mark('chunk');
     if (location.hash !== hash) return;  // navigated away while the chunk loaded
     teardown = renderStudy(root, study[1], navigate);
   } else {

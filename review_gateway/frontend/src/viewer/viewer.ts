@@ -7,12 +7,13 @@
 // the CPU path (headless, software GL) and the GPU path draw the same, correct image.
 
 import {
-  Enums, RenderingEngine, eventTarget, imageLoader, init as coreInit, metaData, setUseCPURendering, utilities,
+  Enums, RenderingEngine, cache, eventTarget, imageLoader, init as coreInit, metaData, setUseCPURendering, utilities,
   type Types,
 } from '@cornerstonejs/core';
 import { init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
 import { bake, frameOf, grayscaleOf, ownWindow, type Frame, type Voi, type VoiFunction } from './pipeline';
 import type { DicomJson, SliceInfo } from './series';
+import { frameLoaded, mark, sliceShown, startFrames, type SliceTiming } from './timing';
 
 export interface Window { center: number; width: number }
 
@@ -65,10 +66,16 @@ function rebake(entry: Baked): boolean {
 function sidecarLoader(imageId: string): { promise: Promise<Types.IImage> } {
   const inner = imageId.slice(SCHEME.length);
   const promise = (async () => {
+    const requested = performance.now();
     const loaded = wadors.loadImage(inner, { preScale: { enabled: false } } as never) as
       unknown as { promise: Promise<Types.IImage> };
     const raw = await loaded.promise;
-    if (raw.color) return { ...raw, imageId } as Types.IImage;
+    const decoded = performance.now();
+    const url = inner.slice('wadors:'.length);
+    if (raw.color) {
+      frameLoaded({ url, requested, decoded, baked: decoded });
+      return { ...raw, imageId } as Types.IImage;
+    }
     const ds = wadors.metaDataManager.get(inner) as DicomJson | undefined;
     const stored = raw.voxelManager?.getScalarData() ?? raw.getPixelData();
     const frame = frameOf(stored as ArrayLike<number>, grayscaleOf(ds ?? {}));
@@ -86,6 +93,7 @@ function sidecarLoader(imageId: string): { promise: Promise<Types.IImage> } {
     const entry: Baked = { imageId, frame, out, version: -1, image };
     rebake(entry);
     baked.set(imageId, entry);
+    frameLoaded({ url, requested, decoded, baked: performance.now() });
     return image;
   })();
   return { promise };
@@ -124,6 +132,7 @@ function identityRange(): Types.VOIRange {
 let ready: Promise<void> | null = null;
 function initOnce(): Promise<void> {
   ready ??= (async () => {
+    startFrames();
     coreInit();
     // `sidecar.renderPath` in localStorage ('cpu' or 'gpu') overrides the choice (tests run
     // the GPU path on software GL that way).
@@ -157,6 +166,10 @@ export class Viewer {
   private fitScale = 1;
   /** Between a new stack's request and its first image: the old image is still on screen. */
   private loading = false;
+  /** The slice asked for last and when (its `sidecar:slice` measure once drawn). */
+  private asked: SliceTiming | null = null;
+  /** Until the first image of a new stack is drawn (its `sidecar:first-render` mark). */
+  private firstRender = false;
 
   private readonly resizer = new ResizeObserver(() => this.resize());
 
@@ -197,6 +210,7 @@ export class Viewer {
 
   async load(slices: SliceInfo[], metadata: Map<string, DicomJson>, index: number): Promise<void> {
     await initOnce();
+    mark('init');
     for (const [imageId, ds] of metadata) wadors.metaDataManager.add(imageId, ds as never);
     if (!this.engine) {
       this.engine = new RenderingEngine(`sidecar-${++engines}`);
@@ -208,6 +222,14 @@ export class Viewer {
       this.element.addEventListener(Enums.Events.STACK_NEW_IMAGE, ((event: CustomEvent<{ imageIdIndex: number; imageId: string }>) => {
         this.shown = event.detail.imageIdIndex;
         this.element.dataset['slice'] = String(this.shown + 1);
+        if (this.loading) mark('first-frame');
+        const asked = this.asked;
+        if (asked && asked.index === this.shown && !asked.shown) {
+          asked.shown = performance.now();
+          // Queued before Cornerstone's own frame callback (it asks for one after this event):
+          // when it runs, the frame that draws the slice has started.
+          requestAnimationFrame(() => { asked.frame = performance.now(); });
+        }
         // A frame cached under an older window: bake it before its first render.
         const entry = baked.get(event.detail.imageId);
         if (entry && rebake(entry)) this.pushPixels(entry.image);
@@ -226,6 +248,9 @@ export class Viewer {
         const tl = slice && this.imageToCanvas(0, 0);
         const br = slice && this.imageToCanvas(slice.columns, slice.rows);
         if (tl && br) this.element.dataset['imageRect'] = [...tl, ...br].map((v) => v.toFixed(2)).join(',');
+        if (this.firstRender) { this.firstRender = false; mark('first-render'); }
+        const asked = this.asked;
+        if (asked?.shown && asked.index === this.shownIndex) { sliceShown(asked); this.asked = null; }
         for (const listener of this.listeners) listener();
       });
     }
@@ -233,6 +258,8 @@ export class Viewer {
     for (const s of slices) displays.set(s.imageId, this.display);
     this.shown = -1;
     this.loading = true;
+    this.firstRender = true;
+    this.asked = null;
     this.display.voi = { kind: 'own' };
     this.display.invert = false;
     this.display.version = ++versions;
@@ -319,7 +346,10 @@ export class Viewer {
   async setIndex(index: number): Promise<void> {
     if (!this.loaded) return;
     const clamped = Math.max(0, Math.min(index, this.slices.length - 1));
-    if (clamped !== this.index) await this.vp().setImageIdIndex(clamped);
+    if (clamped === this.index) return;
+    const imageId = this.slices[clamped]?.imageId ?? '';
+    this.asked = { index: clamped, cached: cache.isLoaded(imageId), asked: performance.now(), shown: 0, frame: 0 };
+    await this.vp().setImageIdIndex(clamped);
   }
 
   scroll(delta: number): Promise<void> { return this.setIndex(this.index + delta); }

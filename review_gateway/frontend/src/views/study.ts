@@ -4,6 +4,7 @@ import { api, ApiError, type Finding, type Prior, type Series, type StudyDetail 
 import { clear, el, kbd, typing } from '../dom';
 import { currentBox, findingFrame, Overlay, type Box } from '../viewer/overlay';
 import { loadSeries, type LoadedSeries } from '../viewer/series';
+import { mark } from '../viewer/timing';
 import { PRESETS, Viewer } from '../viewer/viewer';
 import { ChatPanel } from './chat';
 import { DraftPanel } from './draft';
@@ -144,6 +145,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
     state.textContent = 'Loading images…';
     try {
       loaded = await loadSeries(study.study_instance_uid, series.series_instance_uid);
+      mark('metadata');
       if (closed) return;
       const key = focus ? loaded.slices.findIndex((x) => x.sopInstanceUid === focus.sop_instance_uid
         && x.frame === findingFrame(focus)) : -1;
@@ -409,6 +411,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
   async function start(): Promise<void> {
     try {
       study = await api.study(studyId);
+      mark('study');
     } catch (err) {
       state.textContent = err instanceof ApiError && err.status === 404
         ? 'No such study.' : 'Cannot load the study.';
@@ -420,6 +423,7 @@ export function renderStudy(root: HTMLElement, studyId: string,
     api.open(studyId).then((s) => { if (study) { study = { ...study, state: s.state }; drawBanner(study); } })
       .catch(() => undefined);
     const [findings] = await Promise.all([api.findings(studyId).catch(() => ({ findings: [] }))]);
+    mark('findings');
     panel.setFindings(findings.findings);
     void draft.load();
     void priors.load();
