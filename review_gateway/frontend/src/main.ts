@@ -41,8 +41,12 @@ async function route(): Promise<void> {
     teardown = renderStudy(root, study[1], navigate);
   } else {
     teardown = renderWorklist(root, navigate);
-    // warm the study chunk while the radiologist reads the worklist
-    window.setTimeout(() => void studyView().catch(() => undefined), 0);
+    // Warm the study chunk and initialise the viewer (Cornerstone, its decoders) while the
+    // radiologist reads the worklist: the first study opened pays for neither.
+    const warm = (): void => void studyView().then((m) => m.warmViewer())
+      .then(() => mark('warm')).catch(() => undefined);
+    const idle = window.requestIdleCallback as typeof window.requestIdleCallback | undefined;
+    if (idle) idle(warm, { timeout: 500 }); else window.setTimeout(warm, 0);
   }
 }
 

@@ -3,10 +3,11 @@
 // `sidecar:frame` measure per frame loaded (fetch, decode, bake) and one `sidecar:slice`
 // measure per slice shown (was it in the cache, waiting for it, drawing it).
 
-/** The first-image marks, in order: the study chunk loaded, the study and its findings
+/** `warm`: the worklist has loaded the study chunk and initialised the viewer (main.ts).
+ * The first-image marks, in order: the study chunk loaded, the study and its findings
  * fetched, Cornerstone initialised, the series metadata fetched, the first frame baked,
  * the first image drawn. */
-export type Step = 'chunk' | 'study' | 'findings' | 'init' | 'metadata' | 'first-frame' | 'first-render';
+export type Step = 'warm' | 'chunk' | 'study' | 'findings' | 'init' | 'metadata' | 'first-frame' | 'first-render';
 
 export function mark(step: Step): void {
   performance.mark(`sidecar:${step}`);

@@ -151,7 +151,17 @@ function initOnce(): Promise<void> {
   return ready;
 }
 
+/** Initialises Cornerstone ahead of the first study (the worklist calls it when idle), so
+ * opening one does not pay for it. */
+export function warmViewer(): Promise<void> {
+  return initOnce();
+}
+
 let engines = 0;
+/** Frames fetched at once by the prefetch. Six (a browser's connections to one HTTP/1.1
+ * host) loaded no more frames a second than four on the bench: the gateway was the limit, and
+ * each frame took twice as long (docs/speed.md, Session 9). */
+const PREFETCH = 4;
 
 export class Viewer {
   /** This viewer's window and inversion. */
@@ -274,7 +284,7 @@ export class Viewer {
     void this.prefetch(++this.generation, start);
   }
 
-  /** Loads the rest of the stack into the cache, nearest slices first, a few at a time. */
+  /** Loads the rest of the stack into the cache, nearest slices first, PREFETCH at a time. */
   private async prefetch(generation: number, start: number): Promise<void> {
     const order = this.slices.map((s, i) => ({ id: s.imageId, d: Math.abs(i - start) }))
       .sort((a, b) => a.d - b.d).map((x) => x.id);
@@ -285,7 +295,7 @@ export class Viewer {
         await imageLoader.loadAndCacheImage(imageId).catch(() => undefined);
       }
     };
-    await Promise.all([worker(), worker(), worker(), worker()]);
+    await Promise.all(Array.from({ length: PREFETCH }, worker));
   }
 
   private vp(): Types.IStackViewport {
