@@ -148,8 +148,9 @@ def count_studies(http: httpx.Client) -> int:
 
 
 def measure(stack: Stack, user: str, ct_id: str,
-            repeat: int) -> tuple[dict[str, list[float]], str]:
-    """The figures of `repeat` runs, each in a fresh browser context; and the render path."""
+            repeat: int) -> tuple[dict[str, list[float]], dict[str, list[float]], str]:
+    """The figures of `repeat` runs, each in a fresh browser context; where their time went
+    (the viewer's User Timing entries); and the render path."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 
@@ -221,6 +222,30 @@ def measure(stack: Stack, user: str, ct_id: str,
     return figures, breakdown, path
 
 
+def gateway_frames(http: httpx.Client, study_uid: str, series_uid: str,
+                   concurrency: int) -> tuple[float, float]:
+    """The gateway alone, no browser: every frame of the series fetched as the viewer asks
+    for it (WADO-RS, transfer-syntax=*), `concurrency` at a time from Python. Returns
+    frames/s and the median request in ms."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = f"/dicomweb/studies/{study_uid}/series/{series_uid}"
+    instances = http.get(f"{base}/metadata", headers={"Accept": "application/dicom+json"}).json()
+    urls = [f"{base}/instances/{ds['00080018']['Value'][0]}/frames/1" for ds in instances]
+    accept = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+
+    def one(url: str) -> float:
+        t = time.perf_counter()
+        reply = http.get(url, headers={"Accept": accept})
+        reply.raise_for_status()
+        return 1000 * (time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        times = list(pool.map(one, urls))
+    return len(urls) / (time.perf_counter() - t0), statistics.median(times)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -252,6 +277,10 @@ def print_breakdown(breakdown: dict[str, list[float]]) -> None:
                         ("bake", "baking display values"), ("total", "request → baked")):
         row(label, f"frame {part}")
     row("frames loaded per second", "prefetch frames/s", "/s")
+    for concurrency in (1, 4):
+        row(f"the gateway alone, {concurrency} at a time (Python)",
+            f"gateway frames/s {concurrency}", "/s")
+        row("  its median request", f"gateway frame ms {concurrency}")
     row("whole stack loaded, after the click", "prefetch done after click")
     for scroll in ("cold", "warm"):
         print(f"{scroll} scroll, per slice (median; p90):")
@@ -299,6 +328,18 @@ def main() -> None:
                   f"(CT {args.slices}×{args.size}²)", flush=True)
             time.sleep(5)  # let the last background work settle
             figures, breakdown, path = measure(stack, user, ct_id, args.repeat)
+            try:
+                with httpx.Client(base_url=stack.base_url, timeout=60,
+                                  limits=httpx.Limits(max_connections=8),
+                                  headers={"Authorization": f"Bearer {token}"}) as http:
+                    for concurrency in (1, 4):
+                        for _ in range(2):  # the second pass: the gateway's caches warm
+                            rate, ms = gateway_frames(http, ct.study_instance_uid,
+                                                      ct.series_instance_uids[0], concurrency)
+                        breakdown[f"gateway frames/s {concurrency}"] = [rate]
+                        breakdown[f"gateway frame ms {concurrency}"] = [ms]
+            except (httpx.HTTPError, KeyError, ValueError) as exc:
+                print(f"the gateway's frame rate alone: not measured ({exc})", file=sys.stderr)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     # Goals of issue 11 (worklist, warm scroll) and issue 22 item 4 (first image, cold scroll);

@@ -10,7 +10,7 @@ import {
   Enums, RenderingEngine, cache, eventTarget, imageLoader, init as coreInit, metaData, setUseCPURendering, utilities,
   type Types,
 } from '@cornerstonejs/core';
-import { init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
+import { decodeImageFrame, init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
 import { bake, frameOf, grayscaleOf, ownWindow, type Frame, type Voi, type VoiFunction } from './pipeline';
 import type { DicomJson, SliceInfo } from './series';
 import { frameLoaded, mark, sliceShown, startFrames, type SliceTiming } from './timing';
@@ -153,8 +153,15 @@ function initOnce(): Promise<void> {
 
 /** Initialises Cornerstone ahead of the first study (the worklist calls it when idle), so
  * opening one does not pay for it. */
-export function warmViewer(): Promise<void> {
-  return initOnce();
+export async function warmViewer(): Promise<void> {
+  await initOnce();
+  // One tiny frame through each decode worker: the first real frame then costs what the
+  // others do (its decode took about 85 ms against 35 without this; docs/speed.md, Session 9).
+  const frame = { rows: 2, columns: 2, bitsAllocated: 16, bitsStored: 16, highBit: 15,
+    pixelRepresentation: 0, samplesPerPixel: 1, photometricInterpretation: 'MONOCHROME2' };
+  await Promise.all([0, 1].map(() => decodeImageFrame(frame as never, '1.2.840.10008.1.2.1',
+    new Uint8Array(8), document.createElement('canvas'), { preScale: { enabled: false } }, {})
+    .catch(() => undefined)));
 }
 
 let engines = 0;
