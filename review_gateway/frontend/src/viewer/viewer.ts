@@ -10,7 +10,7 @@ import {
   Enums, RenderingEngine, cache, eventTarget, imageLoader, init as coreInit, metaData, setUseCPURendering, utilities,
   type Types,
 } from '@cornerstonejs/core';
-import { decodeImageFrame, init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
+import { createImage, decodeImageFrame, init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
 import { bake, frameOf, grayscaleOf, ownWindow, type Frame, type Voi, type VoiFunction } from './pipeline';
 import type { DicomJson, SliceInfo } from './series';
 import { frameLoaded, mark, sliceShown, startFrames, type SliceTiming } from './timing';
@@ -62,16 +62,86 @@ function rebake(entry: Baked): boolean {
   return true;
 }
 
+/** Uncompressed little-endian transfer syntaxes: a frame's bytes are its stored values. */
+const NATIVE = new Set(['1.2.840.10008.1.2', '1.2.840.10008.1.2.1']);
+const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
+
+/** The first part of a multipart/related reply: its Content-Type and its bytes. */
+function firstPart(body: Uint8Array, contentType: string): { type: string; data: Uint8Array } {
+  const boundary = /boundary="?([^";]+)"?/i.exec(contentType)?.[1];
+  if (!boundary) throw new Error(`frame: no multipart boundary in ${contentType}`);
+  const head = new TextDecoder('latin1').decode(body.subarray(0, Math.min(body.length, 4096)));
+  const start = head.indexOf(`--${boundary}`);
+  const end = head.indexOf('\r\n\r\n', start);
+  if (start < 0 || end < 0) throw new Error('frame: malformed multipart reply');
+  const type = /content-type:\s*([^\r\n]*)/i.exec(head.slice(start, end))?.[1] ?? '';
+  // The part ends at the next delimiter ("\r\n--boundary"), searched from the end.
+  const delimiter = Array.from(`\r\n--${boundary}`, (c) => c.charCodeAt(0));
+  let stop = body.length - delimiter.length;
+  search: for (; stop > end; stop--) {
+    for (let k = 0; k < delimiter.length; k++) if (body[stop + k] !== delimiter[k]) continue search;
+    break;
+  }
+  if (stop <= end) throw new Error('frame: multipart reply without its closing delimiter');
+  return { type, data: body.subarray(end + 4, stop) };
+}
+
+/** The stored values of a 16-bit greyscale frame sent uncompressed, as the loader's worker
+ * would give them, or null when the frame is anything else (the loader decodes those). */
+function nativeGrey(data: Uint8Array, transferSyntax: string, ds: DicomJson | undefined,
+                    rows: number, columns: number): Int16Array | Uint16Array | null {
+  const value = (tag: string): unknown => ds?.[tag]?.Value?.[0];
+  if (!NATIVE.has(transferSyntax) || Number(value('00280100')) !== 16
+    || Number(value('00280002') ?? 1) !== 1
+    || !String(value('00280004') ?? '').trim().startsWith('MONOCHROME')
+    || data.byteLength !== rows * columns * 2) return null;
+  // A view when the bytes lie on a 2-byte boundary, else a copy.
+  const bytes = data.byteOffset % 2 ? data.slice() : data;
+  return Number(value('00280103')) === 1
+    ? new Int16Array(bytes.buffer, bytes.byteOffset, rows * columns)
+    : new Uint16Array(bytes.buffer, bytes.byteOffset, rows * columns);
+}
+
+/** Fetches one WADO-RS frame. A 16-bit greyscale frame sent uncompressed is used as it is:
+ * handing it to the loader's web worker (two copies of the frame and a retyping) took 27–35 ms
+ * a frame on the bench (docs/speed.md, Session 9). Everything else goes to the loader. */
+async function fetchFrame(inner: string, url: string): Promise<Types.IImage> {
+  const reply = await fetch(url, { credentials: 'same-origin', headers: { Accept: FRAME_ACCEPT } });
+  if (!reply.ok) throw new Error(`frame: HTTP ${reply.status}`);
+  const { type, data } = firstPart(new Uint8Array(await reply.arrayBuffer()),
+    reply.headers.get('content-type') ?? '');
+  const transferSyntax = /transfer-syntax="?([0-9.]+)/i.exec(type)?.[1] ?? '1.2.840.10008.1.2';
+  const ds = wadors.metaDataManager.get(inner) as DicomJson | undefined;
+  const pixel = metaData.get('imagePixelModule', inner) as { rows?: number; columns?: number } | undefined;
+  const rows = Number(pixel?.rows ?? 0);
+  const columns = Number(pixel?.columns ?? 0);
+  const stored = nativeGrey(data, transferSyntax, ds, rows, columns);
+  const loaded = { transferSyntaxUID: transferSyntax, imageQualityStatus: Enums.ImageQualityStatus.FULL_RESOLUTION };
+  if (!stored) {
+    const image = await createImage(inner, data, transferSyntax, { preScale: { enabled: false } } as never);
+    return Object.assign(image, loaded) as unknown as Types.IImage;
+  }
+  const plane = (metaData.get('imagePlaneModule', inner) ?? {}) as
+    { rowPixelSpacing?: number; columnPixelSpacing?: number };
+  // The fields of the loader's image that the viewer keeps (sidecarLoader replaces the rest).
+  return {
+    imageId: inner, rows, columns, width: columns, height: rows, color: false,
+    rowPixelSpacing: plane.rowPixelSpacing, columnPixelSpacing: plane.columnPixelSpacing,
+    calibration: metaData.get('calibrationModule', inner) ?? {}, decodeTimeInMS: 0,
+    imageFrame: { rows, columns, samplesPerPixel: 1, photometricInterpretation: 'MONOCHROME2',
+      pixelData: stored },
+    getPixelData: () => stored, getCanvas: undefined, ...loaded,
+  } as unknown as Types.IImage;
+}
+
 /** Loads the WADO-RS frame (stored values) and turns a grey one into display values. */
 function sidecarLoader(imageId: string): { promise: Promise<Types.IImage> } {
   const inner = imageId.slice(SCHEME.length);
   const promise = (async () => {
     const requested = performance.now();
-    const loaded = wadors.loadImage(inner, { preScale: { enabled: false } } as never) as
-      unknown as { promise: Promise<Types.IImage> };
-    const raw = await loaded.promise;
-    const decoded = performance.now();
     const url = inner.slice('wadors:'.length);
+    const raw = await fetchFrame(inner, url);
+    const decoded = performance.now();
     if (raw.color) {
       frameLoaded({ url, requested, decoded, baked: decoded });
       return { ...raw, imageId } as Types.IImage;
