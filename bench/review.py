@@ -268,7 +268,7 @@ def print_breakdown(breakdown: dict[str, list[float]]) -> None:
         row(label, f"mark {step}")
     print("the first frame (its request → baked):")
     for part, label in (("queued", "queued before its HTTP request"), ("fetch", "HTTP exchange"),
-                        ("decode", "decoding (web worker) after the response"),
+                        ("decode", "reading + decoding after the response"),
                         ("bake", "baking display values"), ("total", "in all")):
         row(label, f"first frame {part}")
     print("the stack's frames (prefetch), median frame:")

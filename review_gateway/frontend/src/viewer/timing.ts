@@ -23,8 +23,9 @@ function sizeBuffer(): void {
 
 export interface FrameTiming { url: string; requested: number; decoded: number; baked: number }
 
-/** Records one frame's load: the HTTP exchange from the Resource Timing entry of its URL
- * (the loader's XHR), decoding as what follows until the loader answered, then baking. */
+/** Records one frame's load: the HTTP exchange from the Resource Timing entry of its URL,
+ * then reading and decoding the reply (on the main thread, or the loader's web worker), then
+ * baking display values. */
 export function frameLoaded(t: FrameTiming): void {
   const entries = performance.getEntriesByName(t.url, 'resource') as PerformanceResourceTiming[];
   const http = entries.length ? entries[entries.length - 1] : undefined;

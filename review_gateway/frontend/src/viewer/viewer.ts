@@ -1,8 +1,9 @@
 // The DICOM viewer: a Cornerstone3D stack viewport over WADO-RS frames, with window/level in
 // modality units (HU for CT), presets, invert, zoom, pan, reset and image↔screen mapping.
 //
-// Grey levels: Cornerstone draws what pipeline.ts computes. A `sidecar:` image loader wraps the
-// WADO-RS loader (stored values, no pre-scaling) and hands Cornerstone 8-bit display values
+// Grey levels: Cornerstone draws what pipeline.ts computes. A `sidecar:` image loader fetches
+// the WADO-RS frame (stored values, no pre-scaling; the dicom-image-loader decodes what is not
+// uncompressed 16-bit grey) and hands Cornerstone 8-bit display values
 // (modality LUT → VOI → presentation done here) with an identity window and no inversion, so
 // the CPU path (headless, software GL) and the GPU path draw the same, correct image.
 
