@@ -176,6 +176,24 @@ def test_study_view_viewer_overlays_and_decisions(site: Site, page: Any) -> None
     first = _viewport_png(page)
     assert b.gray(first).std() > 10, "the viewer drew nothing"
 
+    # Where the viewer's time goes is recorded as User Timing entries (bench/review.py prints
+    # them): the first-image marks in order, a measure per frame loaded and per slice shown.
+    shown = int(re.match(r"Slice (\d+)/", _info(page).text_content() or "").group(1))
+    step, now = ("ArrowDown", shown + 1) if shown < 100 else ("ArrowUp", shown - 1)
+    page.keyboard.press(step)
+    expect(_info(page)).to_have_text(re.compile(rf"^Slice {now}/100"))
+    timing = page.evaluate("""() => ({
+      marks: Object.fromEntries(performance.getEntriesByType('mark')
+        .filter((m) => m.name.startsWith('sidecar:')).map((m) => [m.name.slice(8), m.startTime])),
+      frames: performance.getEntriesByName('sidecar:frame', 'measure').map((m) => m.detail),
+      slices: performance.getEntriesByName('sidecar:slice', 'measure').map((m) => m.detail)})""")
+    marks = timing["marks"]
+    order = ["chunk", "study", "metadata", "first-frame", "first-render"]
+    assert [marks[m] for m in order] == sorted(marks[m] for m in order), marks
+    assert timing["frames"], "no frame load was measured"
+    assert all(f["fetch"] > 0 and f["decode"] >= 0 and f["bake"] >= 0 for f in timing["frames"])
+    assert [s["index"] for s in timing["slices"]] == [now - 1], timing["slices"]
+
     # Selecting a finding jumps to its key slice and centres its box.
     numbers = _slice_numbers(site.ct_dir)
     target = site.findings[0]

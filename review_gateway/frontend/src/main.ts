@@ -3,6 +3,7 @@
 import { api, ApiError, setUnauthorizedHandler } from './api';
 import { clear } from './dom';
 import { store } from './store';
+import { mark } from './viewer/timing';
 import { renderLogin } from './views/login';
 import { renderWorklist } from './views/worklist';
 
@@ -35,12 +36,17 @@ async function route(): Promise<void> {
   if (hash === '#/login') teardown = renderLogin(root, () => navigate('#/'));
   else if (study?.[1]) {
     const { renderStudy } = await studyView();
+    mark('chunk');
     if (location.hash !== hash) return;  // navigated away while the chunk loaded
     teardown = renderStudy(root, study[1], navigate);
   } else {
     teardown = renderWorklist(root, navigate);
-    // warm the study chunk while the radiologist reads the worklist
-    window.setTimeout(() => void studyView().catch(() => undefined), 0);
+    // Warm the study chunk and initialise the viewer (Cornerstone, its decoders) while the
+    // radiologist reads the worklist: the first study opened pays for neither.
+    const warm = (): void => void studyView().then((m) => m.warmViewer())
+      .then(() => mark('warm')).catch(() => undefined);
+    const idle = window.requestIdleCallback as typeof window.requestIdleCallback | undefined;
+    if (idle) idle(warm, { timeout: 500 }); else window.setTimeout(warm, 0);
   }
 }
 

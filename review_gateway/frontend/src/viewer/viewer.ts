@@ -1,18 +1,20 @@
 // The DICOM viewer: a Cornerstone3D stack viewport over WADO-RS frames, with window/level in
 // modality units (HU for CT), presets, invert, zoom, pan, reset and image↔screen mapping.
 //
-// Grey levels: Cornerstone draws what pipeline.ts computes. A `sidecar:` image loader wraps the
-// WADO-RS loader (stored values, no pre-scaling) and hands Cornerstone 8-bit display values
+// Grey levels: Cornerstone draws what pipeline.ts computes. A `sidecar:` image loader fetches
+// the WADO-RS frame (stored values, no pre-scaling; the dicom-image-loader decodes what is not
+// uncompressed 16-bit grey) and hands Cornerstone 8-bit display values
 // (modality LUT → VOI → presentation done here) with an identity window and no inversion, so
 // the CPU path (headless, software GL) and the GPU path draw the same, correct image.
 
 import {
-  Enums, RenderingEngine, eventTarget, imageLoader, init as coreInit, metaData, setUseCPURendering, utilities,
+  Enums, RenderingEngine, cache, eventTarget, imageLoader, init as coreInit, metaData, setUseCPURendering, utilities,
   type Types,
 } from '@cornerstonejs/core';
-import { init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
+import { createImage, decodeImageFrame, init as loaderInit, wadors } from '@cornerstonejs/dicom-image-loader';
 import { bake, frameOf, grayscaleOf, ownWindow, type Frame, type Voi, type VoiFunction } from './pipeline';
 import type { DicomJson, SliceInfo } from './series';
+import { frameLoaded, mark, sliceShown, startFrames, type SliceTiming } from './timing';
 
 export interface Window { center: number; width: number }
 
@@ -61,14 +63,90 @@ function rebake(entry: Baked): boolean {
   return true;
 }
 
+/** Uncompressed little-endian transfer syntaxes: a frame's bytes are its stored values. */
+const NATIVE = new Set(['1.2.840.10008.1.2', '1.2.840.10008.1.2.1']);
+const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
+
+/** The first part of a multipart/related reply: its Content-Type and its bytes. */
+function firstPart(body: Uint8Array, contentType: string): { type: string; data: Uint8Array } {
+  const boundary = /boundary="?([^";]+)"?/i.exec(contentType)?.[1];
+  if (!boundary) throw new Error(`frame: no multipart boundary in ${contentType}`);
+  const head = new TextDecoder('latin1').decode(body.subarray(0, Math.min(body.length, 4096)));
+  const start = head.indexOf(`--${boundary}`);
+  const end = head.indexOf('\r\n\r\n', start);
+  if (start < 0 || end < 0) throw new Error('frame: malformed multipart reply');
+  const type = /content-type:\s*([^\r\n]*)/i.exec(head.slice(start, end))?.[1] ?? '';
+  // The part ends at the next delimiter ("\r\n--boundary"), searched from the end.
+  const delimiter = Array.from(`\r\n--${boundary}`, (c) => c.charCodeAt(0));
+  let stop = body.length - delimiter.length;
+  search: for (; stop > end; stop--) {
+    for (let k = 0; k < delimiter.length; k++) if (body[stop + k] !== delimiter[k]) continue search;
+    break;
+  }
+  if (stop <= end) throw new Error('frame: multipart reply without its closing delimiter');
+  return { type, data: body.subarray(end + 4, stop) };
+}
+
+/** The stored values of a 16-bit greyscale frame sent uncompressed, as the loader's worker
+ * would give them, or null when the frame is anything else (the loader decodes those). */
+function nativeGrey(data: Uint8Array, transferSyntax: string, ds: DicomJson | undefined,
+                    rows: number, columns: number): Int16Array | Uint16Array | null {
+  const value = (tag: string): unknown => ds?.[tag]?.Value?.[0];
+  if (!NATIVE.has(transferSyntax) || Number(value('00280100')) !== 16
+    || Number(value('00280002') ?? 1) !== 1
+    || !String(value('00280004') ?? '').trim().startsWith('MONOCHROME')
+    || data.byteLength !== rows * columns * 2) return null;
+  // A view when the bytes lie on a 2-byte boundary, else a copy.
+  const bytes = data.byteOffset % 2 ? data.slice() : data;
+  return Number(value('00280103')) === 1
+    ? new Int16Array(bytes.buffer, bytes.byteOffset, rows * columns)
+    : new Uint16Array(bytes.buffer, bytes.byteOffset, rows * columns);
+}
+
+/** Fetches one WADO-RS frame. A 16-bit greyscale frame sent uncompressed is used as it is:
+ * handing it to the loader's web worker (two copies of the frame and a retyping) took 27–35 ms
+ * a frame on the bench (docs/speed.md, Session 9). Everything else goes to the loader. */
+async function fetchFrame(inner: string, url: string): Promise<Types.IImage> {
+  const reply = await fetch(url, { credentials: 'same-origin', headers: { Accept: FRAME_ACCEPT } });
+  if (!reply.ok) throw new Error(`frame: HTTP ${reply.status}`);
+  const { type, data } = firstPart(new Uint8Array(await reply.arrayBuffer()),
+    reply.headers.get('content-type') ?? '');
+  const transferSyntax = /transfer-syntax="?([0-9.]+)/i.exec(type)?.[1] ?? '1.2.840.10008.1.2';
+  const ds = wadors.metaDataManager.get(inner) as DicomJson | undefined;
+  const pixel = metaData.get('imagePixelModule', inner) as { rows?: number; columns?: number } | undefined;
+  const rows = Number(pixel?.rows ?? 0);
+  const columns = Number(pixel?.columns ?? 0);
+  const stored = nativeGrey(data, transferSyntax, ds, rows, columns);
+  const loaded = { transferSyntaxUID: transferSyntax, imageQualityStatus: Enums.ImageQualityStatus.FULL_RESOLUTION };
+  if (!stored) {
+    const image = await createImage(inner, data, transferSyntax, { preScale: { enabled: false } } as never);
+    return Object.assign(image, loaded) as unknown as Types.IImage;
+  }
+  const plane = (metaData.get('imagePlaneModule', inner) ?? {}) as
+    { rowPixelSpacing?: number; columnPixelSpacing?: number };
+  // The fields of the loader's image that the viewer keeps (sidecarLoader replaces the rest).
+  return {
+    imageId: inner, rows, columns, width: columns, height: rows, color: false,
+    rowPixelSpacing: plane.rowPixelSpacing, columnPixelSpacing: plane.columnPixelSpacing,
+    calibration: metaData.get('calibrationModule', inner) ?? {}, decodeTimeInMS: 0,
+    imageFrame: { rows, columns, samplesPerPixel: 1, photometricInterpretation: 'MONOCHROME2',
+      pixelData: stored },
+    getPixelData: () => stored, getCanvas: undefined, ...loaded,
+  } as unknown as Types.IImage;
+}
+
 /** Loads the WADO-RS frame (stored values) and turns a grey one into display values. */
 function sidecarLoader(imageId: string): { promise: Promise<Types.IImage> } {
   const inner = imageId.slice(SCHEME.length);
   const promise = (async () => {
-    const loaded = wadors.loadImage(inner, { preScale: { enabled: false } } as never) as
-      unknown as { promise: Promise<Types.IImage> };
-    const raw = await loaded.promise;
-    if (raw.color) return { ...raw, imageId } as Types.IImage;
+    const requested = performance.now();
+    const url = inner.slice('wadors:'.length);
+    const raw = await fetchFrame(inner, url);
+    const decoded = performance.now();
+    if (raw.color) {
+      frameLoaded({ url, requested, decoded, baked: decoded });
+      return { ...raw, imageId } as Types.IImage;
+    }
     const ds = wadors.metaDataManager.get(inner) as DicomJson | undefined;
     const stored = raw.voxelManager?.getScalarData() ?? raw.getPixelData();
     const frame = frameOf(stored as ArrayLike<number>, grayscaleOf(ds ?? {}));
@@ -86,6 +164,7 @@ function sidecarLoader(imageId: string): { promise: Promise<Types.IImage> } {
     const entry: Baked = { imageId, frame, out, version: -1, image };
     rebake(entry);
     baked.set(imageId, entry);
+    frameLoaded({ url, requested, decoded, baked: performance.now() });
     return image;
   })();
   return { promise };
@@ -124,6 +203,7 @@ function identityRange(): Types.VOIRange {
 let ready: Promise<void> | null = null;
 function initOnce(): Promise<void> {
   ready ??= (async () => {
+    startFrames();
     coreInit();
     // `sidecar.renderPath` in localStorage ('cpu' or 'gpu') overrides the choice (tests run
     // the GPU path on software GL that way).
@@ -142,7 +222,24 @@ function initOnce(): Promise<void> {
   return ready;
 }
 
+/** Initialises Cornerstone ahead of the first study (the worklist calls it when idle), so
+ * opening one does not pay for it. */
+export async function warmViewer(): Promise<void> {
+  await initOnce();
+  // One tiny frame through each decode worker: the first real frame then costs what the
+  // others do (its decode took about 85 ms against 35 without this; docs/speed.md, Session 9).
+  const frame = { rows: 2, columns: 2, bitsAllocated: 16, bitsStored: 16, highBit: 15,
+    pixelRepresentation: 0, samplesPerPixel: 1, photometricInterpretation: 'MONOCHROME2' };
+  await Promise.all([0, 1].map(() => decodeImageFrame(frame as never, '1.2.840.10008.1.2.1',
+    new Uint8Array(8), document.createElement('canvas'), { preScale: { enabled: false } }, {})
+    .catch(() => undefined)));
+}
+
 let engines = 0;
+/** Frames fetched at once by the prefetch. Six (a browser's connections to one HTTP/1.1
+ * host) loaded no more frames a second than four on the bench: the gateway was the limit, and
+ * each frame took twice as long (docs/speed.md, Session 9). */
+const PREFETCH = 4;
 
 export class Viewer {
   /** This viewer's window and inversion. */
@@ -157,6 +254,10 @@ export class Viewer {
   private fitScale = 1;
   /** Between a new stack's request and its first image: the old image is still on screen. */
   private loading = false;
+  /** The slice asked for last and when (its `sidecar:slice` measure once drawn). */
+  private asked: SliceTiming | null = null;
+  /** Until the first image of a new stack is drawn (its `sidecar:first-render` mark). */
+  private firstRender = false;
 
   private readonly resizer = new ResizeObserver(() => this.resize());
 
@@ -197,6 +298,7 @@ export class Viewer {
 
   async load(slices: SliceInfo[], metadata: Map<string, DicomJson>, index: number): Promise<void> {
     await initOnce();
+    mark('init');
     for (const [imageId, ds] of metadata) wadors.metaDataManager.add(imageId, ds as never);
     if (!this.engine) {
       this.engine = new RenderingEngine(`sidecar-${++engines}`);
@@ -208,6 +310,14 @@ export class Viewer {
       this.element.addEventListener(Enums.Events.STACK_NEW_IMAGE, ((event: CustomEvent<{ imageIdIndex: number; imageId: string }>) => {
         this.shown = event.detail.imageIdIndex;
         this.element.dataset['slice'] = String(this.shown + 1);
+        if (this.loading) mark('first-frame');
+        const asked = this.asked;
+        if (asked && asked.index === this.shown && !asked.shown) {
+          asked.shown = performance.now();
+          // Queued before Cornerstone's own frame callback (it asks for one after this event):
+          // when it runs, the frame that draws the slice has started.
+          requestAnimationFrame(() => { asked.frame = performance.now(); });
+        }
         // A frame cached under an older window: bake it before its first render.
         const entry = baked.get(event.detail.imageId);
         if (entry && rebake(entry)) this.pushPixels(entry.image);
@@ -226,6 +336,9 @@ export class Viewer {
         const tl = slice && this.imageToCanvas(0, 0);
         const br = slice && this.imageToCanvas(slice.columns, slice.rows);
         if (tl && br) this.element.dataset['imageRect'] = [...tl, ...br].map((v) => v.toFixed(2)).join(',');
+        if (this.firstRender) { this.firstRender = false; mark('first-render'); }
+        const asked = this.asked;
+        if (asked?.shown && asked.index === this.shownIndex) { sliceShown(asked); this.asked = null; }
         for (const listener of this.listeners) listener();
       });
     }
@@ -233,6 +346,8 @@ export class Viewer {
     for (const s of slices) displays.set(s.imageId, this.display);
     this.shown = -1;
     this.loading = true;
+    this.firstRender = true;
+    this.asked = null;
     this.display.voi = { kind: 'own' };
     this.display.invert = false;
     this.display.version = ++versions;
@@ -247,7 +362,7 @@ export class Viewer {
     void this.prefetch(++this.generation, start);
   }
 
-  /** Loads the rest of the stack into the cache, nearest slices first, a few at a time. */
+  /** Loads the rest of the stack into the cache, nearest slices first, PREFETCH at a time. */
   private async prefetch(generation: number, start: number): Promise<void> {
     const order = this.slices.map((s, i) => ({ id: s.imageId, d: Math.abs(i - start) }))
       .sort((a, b) => a.d - b.d).map((x) => x.id);
@@ -258,7 +373,7 @@ export class Viewer {
         await imageLoader.loadAndCacheImage(imageId).catch(() => undefined);
       }
     };
-    await Promise.all([worker(), worker(), worker(), worker()]);
+    await Promise.all(Array.from({ length: PREFETCH }, worker));
   }
 
   private vp(): Types.IStackViewport {
@@ -319,7 +434,10 @@ export class Viewer {
   async setIndex(index: number): Promise<void> {
     if (!this.loaded) return;
     const clamped = Math.max(0, Math.min(index, this.slices.length - 1));
-    if (clamped !== this.index) await this.vp().setImageIdIndex(clamped);
+    if (clamped === this.index) return;
+    const imageId = this.slices[clamped]?.imageId ?? '';
+    this.asked = { index: clamped, cached: cache.isLoaded(imageId), asked: performance.now(), shown: 0, frame: 0 };
+    await this.vp().setImageIdIndex(clamped);
   }
 
   scroll(delta: number): Promise<void> { return this.setIndex(this.index + delta); }

@@ -4,7 +4,10 @@ import { api, ApiError, type Finding, type Prior, type Series, type StudyDetail 
 import { clear, el, kbd, typing } from '../dom';
 import { currentBox, findingFrame, Overlay, type Box } from '../viewer/overlay';
 import { loadSeries, type LoadedSeries } from '../viewer/series';
+import { mark } from '../viewer/timing';
 import { PRESETS, Viewer } from '../viewer/viewer';
+
+export { warmViewer } from '../viewer/viewer';
 import { ChatPanel } from './chat';
 import { DraftPanel } from './draft';
 import { FindingsPanel } from './findings';
@@ -135,7 +138,8 @@ export function renderStudy(root: HTMLElement, studyId: string,
   }
   viewer.onRender(updateInfo);
 
-  async function showSeries(series: Series, focus?: Finding): Promise<void> {
+  /** `early`: the series' metadata already asked for (the study's opening). */
+  async function showSeries(series: Series, focus?: Finding, early?: Promise<LoadedSeries>): Promise<void> {
     if (!study) return;
     seriesNow = series;
     for (const b of seriesList.querySelectorAll('button')) {
@@ -143,7 +147,8 @@ export function renderStudy(root: HTMLElement, studyId: string,
     }
     state.textContent = 'Loading images…';
     try {
-      loaded = await loadSeries(study.study_instance_uid, series.series_instance_uid);
+      loaded = await (early ?? loadSeries(study.study_instance_uid, series.series_instance_uid));
+      mark('metadata');
       if (closed) return;
       const key = focus ? loaded.slices.findIndex((x) => x.sopInstanceUid === focus.sop_instance_uid
         && x.frame === findingFrame(focus)) : -1;
@@ -407,8 +412,12 @@ export function renderStudy(root: HTMLElement, studyId: string,
   }
 
   async function start(): Promise<void> {
+    // The findings, the study and (below) the largest series' metadata are asked for at once:
+    // the first image waits for the slowest, not for their sum.
+    const findingsReply = api.findings(studyId).catch(() => ({ findings: [] }));
     try {
       study = await api.study(studyId);
+      mark('study');
     } catch (err) {
       state.textContent = err instanceof ApiError && err.status === 404
         ? 'No such study.' : 'Cannot load the study.';
@@ -419,24 +428,31 @@ export function renderStudy(root: HTMLElement, studyId: string,
     if (!ohifBase()) ohif.hidden = true;
     api.open(studyId).then((s) => { if (study) { study = { ...study, state: s.state }; drawBanner(study); } })
       .catch(() => undefined);
-    const [findings] = await Promise.all([api.findings(studyId).catch(() => ({ findings: [] }))]);
+    const images = study.series.filter((x) => !isResult(x));
+    const largest = [...images].sort((a, b) => b.instance_count - a.instance_count)[0];
+    // Most studies open on their largest series (a first finding usually lies in it): its
+    // metadata is fetched while the findings are; a finding elsewhere fetches its own.
+    const early = largest ? loadSeries(study.study_instance_uid, largest.series_instance_uid) : undefined;
+    early?.catch(() => undefined);
+    const findings = await findingsReply;
+    mark('findings');
     panel.setFindings(findings.findings);
     void draft.load();
     void priors.load();
     // Open on the first finding's key slice (selected, centred), else the largest image series.
     const firstFinding = findings.findings.find((f) => f.sop_instance_uid);
-    const images = study.series.filter((x) => !isResult(x));
     const series = images.find((x) => x.series_instance_uid === firstFinding?.series_instance_uid)
-      ?? [...images].sort((a, b) => b.instance_count - a.instance_count)[0];
+      ?? largest;
     if (!series) return;
+    const metadata = series === largest ? early : undefined;
     if (firstFinding && series.series_instance_uid === firstFinding.series_instance_uid) {
       panel.selected = firstFinding.id;
-      await showSeries(series, firstFinding);
+      await showSeries(series, firstFinding, metadata);
       const box = currentBox(firstFinding);
       if (box && viewer.loaded) viewer.centreOn((box[0] + box[2]) / 2, (box[1] + box[3]) / 2);
       refreshOverlay();
     } else {
-      await showSeries(series);
+      await showSeries(series, undefined, metadata);
     }
   }
 
