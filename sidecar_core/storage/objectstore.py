@@ -99,20 +99,20 @@ class ObjectStore:
         self._commit(self._write_temp(target.parent, data), target)
         return key
 
-    def _put_large(self, data: bytes) -> str:
+    def _put_large(self, data: bytes, *, sync: bool = True, repair: bool = False) -> str:
         hashing = _HASHER.submit(self.key_for, data)
         incoming = self.root / "sha256" / INCOMING
         incoming.mkdir(parents=True, exist_ok=True)
         try:
-            tmp = self._write_temp(incoming, data)
+            tmp = self._write_temp(incoming, data, sync=sync)
         finally:
             key = hashing.result()
         target = self.path(key)
-        if target.exists():
+        if target.exists() and not (repair and not self._holds(target, data)):
             tmp.unlink(missing_ok=True)
             return key
         target.parent.mkdir(parents=True, exist_ok=True)
-        self._commit(tmp, target)
+        self._commit(tmp, target, sync=sync)
         return key
 
     def put_unsynced(self, data: bytes, *, repair: bool = False) -> str:
@@ -125,24 +125,7 @@ class ObjectStore:
 
         The preprocess worker hands a model input to inference this way while its durable
         write goes on (docs/speed.md, issue 22 item 1)."""
-        hashing = _HASHER.submit(self.key_for, data)
-        incoming = self.root / "sha256" / INCOMING
-        incoming.mkdir(parents=True, exist_ok=True)
-        try:
-            tmp = self._write_temp(incoming, data, sync=False)
-        finally:
-            key = hashing.result()
-        target = self.path(key)
-        if target.exists() and not (repair and not self._holds(target, data)):
-            tmp.unlink(missing_ok=True)
-            return key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return key
+        return self._put_large(data, sync=False, repair=repair)
 
     def sync(self, key: str) -> None:
         """Makes an object written by `put_unsynced` durable: its data, then its directory
@@ -177,14 +160,15 @@ class ObjectStore:
             raise
         return Path(tmp)
 
-    def _commit(self, tmp: Path, target: Path) -> None:
-        """Renames the synced temporary file into place and syncs the directory."""
+    def _commit(self, tmp: Path, target: Path, sync: bool = True) -> None:
+        """Renames the temporary file (synced, with `sync`) into place and syncs the directory
+        (with `sync`; else `sync(key)` does it later)."""
         try:
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        if self.fsync:
+        if self.fsync and sync:
             dir_fd = os.open(target.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
