@@ -60,8 +60,10 @@ def test_the_patients_name_never_reaches_the_llm(stack: Stack, tmp_path: Path) -
     fake = FakeLlm()
     with serve(fake.app()) as port:
         done = site.cli("facility", "set", site.north, "--hl7-sending-facility", SENDER,
-                        "--llm-url", f"http://127.0.0.1:{port}/v1", "--llm-model", "m")
+                        "--llm-url", f"http://127.0.0.1:{port}/v1", "--llm-model", "m",
+                        "--prior-report-lookback-days", "3650", "--prior-report-max", "1")
         assert done.returncode == 0, done.stderr
+        assert "prior_report_lookback_days=3650 prior_report_max=1" in done.stdout, done.stdout
         ack = hl7_peer.mllp(site.ports["hl7"], _prior_oru())
         assert "MSA|AA|DEID-PRIOR-1" in ack, ack
         _send_study(site, tmp_path)
