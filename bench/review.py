@@ -185,6 +185,8 @@ def measure(stack: Stack, user: str, ct_id: str,
             page.click(f"tr[data-study-id='{ct_id}']")
             info = page.locator("[data-testid=viewer-info]")
             expect(info).to_have_text(re.compile(r"^Slice 1/"), timeout=60_000)
+            # the slice label can come before the viewport's first render: wait for that
+            page.wait_for_function("() => window.__bench.firstImage > 0", timeout=60_000)
             bench = page.evaluate("() => window.__bench")
             figures["first_image_ms"].append(bench["firstImage"] - bench["click"])
             first = page.evaluate(FIRST)
